@@ -1,0 +1,253 @@
+#include "core/detail/cuda_backend.h"
+
+#include <cuda_runtime_api.h>
+
+#include <cstring>
+#include <exception>
+#include <mutex>
+#include <type_traits>
+#include <utility>
+
+#include "core/cuda_check.h"
+#include "core/detail/backend.h"
+#include "core/error.h"
+
+namespace stowage::detail {
+namespace {
+
+// Restores the calling thread's current device on scope exit.
+class ScopedDevice {
+ public:
+  explicit ScopedDevice(int device) {
+    STOWAGE_CUDA_TRY(cudaGetDevice(&previous_));
+    if (previous_ != device) STOWAGE_CUDA_TRY(cudaSetDevice(device));
+  }
+  ~ScopedDevice() { cudaSetDevice(previous_); }
+  ScopedDevice(const ScopedDevice&) = delete;
+  ScopedDevice& operator=(const ScopedDevice&) = delete;
+
+ private:
+  int previous_ = 0;
+};
+
+class CudaEvent final : public EventImpl {
+ public:
+  explicit CudaEvent(int device) {
+    ScopedDevice scope(device);
+    STOWAGE_CUDA_TRY(cudaEventCreate(&event_));
+  }
+  ~CudaEvent() override { cudaEventDestroy(event_); }
+  CudaEvent(const CudaEvent&) = delete;
+  CudaEvent& operator=(const CudaEvent&) = delete;
+
+  Backend backend() const override { return Backend::kCuda; }
+  bool ready() const override {
+    const cudaError_t status = cudaEventQuery(event_);
+    if (status == cudaErrorNotReady) {
+      cudaGetLastError();
+      return false;
+    }
+    STOWAGE_CUDA_TRY(status);
+    return true;
+  }
+  void synchronize() const override { STOWAGE_CUDA_TRY(cudaEventSynchronize(event_)); }
+  float elapsed_ms_since(const EventImpl& start) const override {
+    float ms = 0;
+    STOWAGE_CUDA_TRY(
+        cudaEventElapsedTime(&ms, static_cast<const CudaEvent&>(start).event_, event_));
+    return ms;
+  }
+  cudaEvent_t handle() const { return event_; }
+
+ private:
+  cudaEvent_t event_ = nullptr;
+};
+
+class CudaStream final : public StreamImpl {
+ public:
+  explicit CudaStream(int device) : device_(device) {
+    ScopedDevice scope(device);
+    STOWAGE_CUDA_TRY(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  }
+  ~CudaStream() override {
+    cudaStreamSynchronize(stream_);
+    cudaStreamDestroy(stream_);
+  }
+  CudaStream(const CudaStream&) = delete;
+  CudaStream& operator=(const CudaStream&) = delete;
+
+  Backend backend() const override { return Backend::kCuda; }
+  int device_index() const override { return device_; }
+  void* native_handle() const override { return stream_; }
+
+  void copy(void* dst, const void* src, size_t bytes) override {
+    STOWAGE_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream_));
+  }
+  void fill_zero(void* dst, size_t bytes) override {
+    cudaPointerAttributes attributes{};
+    STOWAGE_CUDA_TRY(cudaPointerGetAttributes(&attributes, dst));
+    if (attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged) {
+      STOWAGE_CUDA_TRY(cudaMemsetAsync(dst, 0, bytes, stream_));
+    } else {
+      host_task([dst, bytes] { std::memset(dst, 0, bytes); });
+    }
+  }
+  void host_task(std::function<void()> task) override {
+    auto* payload = new Payload{this, std::move(task)};
+    const cudaError_t status = cudaLaunchHostFunc(stream_, &CudaStream::trampoline, payload);
+    if (status != cudaSuccess) delete payload;
+    STOWAGE_CUDA_TRY(status);
+  }
+  void record(EventImpl& event) override {
+    STOWAGE_CUDA_TRY(cudaEventRecord(require_cuda(event), stream_));
+  }
+  void wait(const EventImpl& event) override {
+    STOWAGE_CUDA_TRY(cudaStreamWaitEvent(stream_, require_cuda(event), 0));
+  }
+  void synchronize() override {
+    STOWAGE_CUDA_TRY(cudaStreamSynchronize(stream_));
+    std::exception_ptr error;
+    {
+      std::lock_guard<std::mutex> lock(error_mutex_);
+      error = std::exchange(error_, nullptr);
+    }
+    if (error) std::rethrow_exception(error);
+  }
+
+ private:
+  struct Payload {
+    CudaStream* stream;
+    std::function<void()> task;
+  };
+  static void CUDART_CB trampoline(void* data) {
+    std::unique_ptr<Payload> payload(static_cast<Payload*>(data));
+    try {
+      payload->task();
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(payload->stream->error_mutex_);
+      if (!payload->stream->error_) payload->stream->error_ = std::current_exception();
+    }
+  }
+  static cudaEvent_t require_cuda(const EventImpl& event) {
+    if (event.backend() != Backend::kCuda) {
+      throw InvalidInputError("a CUDA stream was given an event of another backend");
+    }
+    return static_cast<const CudaEvent&>(event).handle();
+  }
+
+  int device_;
+  cudaStream_t stream_ = nullptr;
+  std::mutex error_mutex_;
+  std::exception_ptr error_;
+};
+
+// Device memory through the stream-ordered allocator (cudaMallocAsync), so a
+// free on a stream is safe while kernels still read the memory.
+class CudaDeviceMemory final : public MemoryResource {
+ public:
+  explicit CudaDeviceMemory(int device) : device_(device) {}
+  Tier tier() const override { return Tier::accelerator(Backend::kCuda, device_); }
+  std::string name() const override { return tier().to_string() + " memory"; }
+
+ private:
+  void* do_allocate(size_t bytes, StreamRef stream) override {
+    if (bytes == 0) return nullptr;
+    ScopedDevice scope(device_);
+    void* ptr = nullptr;
+    const cudaError_t status =
+        cudaMallocAsync(&ptr, bytes, static_cast<cudaStream_t>(stream.native_handle()));
+    if (status == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      size_t free_bytes = 0, total_bytes = 0;
+      cudaMemGetInfo(&free_bytes, &total_bytes);
+      throw OutOfMemoryError(fmt::format("{}: out of memory allocating {} bytes ({} free of {})",
+                                         name(), bytes, free_bytes, total_bytes));
+    }
+    STOWAGE_CUDA_TRY(status);
+    return ptr;
+  }
+  void do_deallocate(void* ptr, size_t, StreamRef stream) override {
+    ScopedDevice scope(device_);
+    STOWAGE_CUDA_TRY(cudaFreeAsync(ptr, static_cast<cudaStream_t>(stream.native_handle())));
+    if (stream.is_null()) STOWAGE_CUDA_TRY(cudaStreamSynchronize(nullptr));
+  }
+  int device_;
+};
+
+class CudaPinnedHostMemory final : public MemoryResource {
+ public:
+  Tier tier() const override { return Tier::pinned_host(); }
+  std::string name() const override { return "pinned host memory"; }
+
+ private:
+  void* do_allocate(size_t bytes, StreamRef) override {
+    if (bytes == 0) return nullptr;
+    void* ptr = nullptr;
+    const cudaError_t status = cudaHostAlloc(&ptr, bytes, cudaHostAllocPortable);
+    if (status == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      throw OutOfMemoryError(
+          fmt::format("pinned host memory: out of memory allocating {} bytes", bytes));
+    }
+    STOWAGE_CUDA_TRY(status);
+    return ptr;
+  }
+  void do_deallocate(void* ptr, size_t, StreamRef stream) override {
+    // cudaFreeHost synchronizes the device; pinned buffers are long-lived, so
+    // this stays off the hot path. A stream-ordered free waits for the stream.
+    if (!stream.is_null()) stream.synchronize();
+    STOWAGE_CUDA_TRY(cudaFreeHost(ptr));
+  }
+};
+
+class CudaAccelerator final : public Accelerator {
+ public:
+  explicit CudaAccelerator(int device) : device_(device), memory_(device) {
+    cudaDeviceProp properties{};
+    STOWAGE_CUDA_TRY(cudaGetDeviceProperties(&properties, device));
+    name_ = properties.name;
+    total_ = properties.totalGlobalMem;
+  }
+  Tier tier() const override { return Tier::accelerator(Backend::kCuda, device_); }
+  std::string description() const override {
+    return fmt::format("{} ({})", name_, tier().to_string());
+  }
+  MemoryResource& memory() override { return memory_; }
+  Stream create_stream() override { return Stream(std::make_unique<CudaStream>(device_)); }
+  Event create_event() override { return Event(std::make_unique<CudaEvent>(device_)); }
+  uint64_t total_bytes() const override { return total_; }
+  uint64_t free_bytes() const override {
+    ScopedDevice scope(device_);
+    size_t free_bytes = 0, total_bytes = 0;
+    STOWAGE_CUDA_TRY(cudaMemGetInfo(&free_bytes, &total_bytes));
+    return free_bytes;
+  }
+  void make_current() override { STOWAGE_CUDA_TRY(cudaSetDevice(device_)); }
+
+ private:
+  int device_;
+  CudaDeviceMemory memory_;
+  std::string name_;
+  uint64_t total_ = 0;
+};
+
+}  // namespace
+
+int cuda_device_count() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return count;
+}
+
+std::unique_ptr<Accelerator> make_cuda_accelerator(int index) {
+  return std::make_unique<CudaAccelerator>(index);
+}
+
+std::unique_ptr<MemoryResource> make_cuda_pinned_host_memory() {
+  return std::make_unique<CudaPinnedHostMemory>();
+}
+
+}  // namespace stowage::detail

@@ -1,0 +1,79 @@
+// Typed errors with context, and the one macro that checks CUDA-family calls.
+//
+// Every failure the library reports is a stowage::Error (a std::runtime_error)
+// whose kind says what went wrong and whose message says what was expected and
+// what was found, naming the file, tensor, module or resource involved.
+#pragma once
+
+#include <fmt/format.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace stowage {
+
+enum class ErrorKind {
+  kInvalidInput,  // malformed file, bad argument, missing tensor, dtype mismatch
+  kOutOfBudget,   // an allocation or plan that does not fit a tier's budget
+  kOutOfMemory,   // the device or host itself has no memory left
+  kDevice,        // a CUDA / cuBLASLt / simulated-device failure
+  kIo,            // read/write/mmap failure, short read, EIO
+  kInternal,      // a broken invariant inside the library
+};
+
+const char* error_kind_name(ErrorKind kind);
+
+class Error : public std::runtime_error {
+ public:
+  Error(ErrorKind kind, const std::string& message) : std::runtime_error(message), kind_(kind) {}
+  ErrorKind kind() const { return kind_; }
+
+ private:
+  ErrorKind kind_;
+};
+
+class InvalidInputError : public Error {
+ public:
+  explicit InvalidInputError(const std::string& m) : Error(ErrorKind::kInvalidInput, m) {}
+};
+class OutOfBudgetError : public Error {
+ public:
+  explicit OutOfBudgetError(const std::string& m) : Error(ErrorKind::kOutOfBudget, m) {}
+};
+class OutOfMemoryError : public Error {
+ public:
+  explicit OutOfMemoryError(const std::string& m) : Error(ErrorKind::kOutOfMemory, m) {}
+};
+class DeviceError : public Error {
+ public:
+  explicit DeviceError(const std::string& m) : Error(ErrorKind::kDevice, m) {}
+};
+class IoError : public Error {
+ public:
+  explicit IoError(const std::string& m) : Error(ErrorKind::kIo, m) {}
+};
+class InternalError : public Error {
+ public:
+  explicit InternalError(const std::string& m) : Error(ErrorKind::kInternal, m) {}
+};
+
+namespace detail {
+// Overloads of check_status() for each status type (cudaError_t in
+// core/cuda_check.h, cublasStatus_t in kernels/) throw DeviceError (or
+// OutOfMemoryError) naming the call, file and line when the status is not OK.
+[[noreturn]] void throw_status_error(const char* call, const char* file, int line,
+                                     const std::string& status_text, bool out_of_memory);
+}  // namespace detail
+
+}  // namespace stowage
+
+// Throws ErrType with a fmt-formatted message when cond is false.
+#define STOWAGE_EXPECTS(cond, ErrType, ...)               \
+  do {                                                    \
+    if (!(cond)) throw ErrType(fmt::format(__VA_ARGS__)); \
+  } while (0)
+
+// Checks a CUDA runtime or cuBLASLt call; throws with the call, file and line.
+// The overload of stowage::detail::check_status for the call's status type
+// must be visible (include core/cuda_check.h or kernels/cublaslt_check.h).
+#define STOWAGE_CUDA_TRY(call) ::stowage::detail::check_status((call), #call, __FILE__, __LINE__)

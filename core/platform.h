@@ -1,0 +1,77 @@
+// Accelerators and the host memory tiers, discovered once and owned by a
+// Platform object (no global state: two Platforms in a process are
+// independent; on CUDA they share the physical devices).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/memory_resource.h"
+#include "core/stream.h"
+#include "core/tier.h"
+
+namespace stowage {
+
+// One accelerator: a CUDA device or a simulated one.
+//
+// Thread safety: all members may be called from several threads.
+class Accelerator {
+ public:
+  virtual ~Accelerator() = default;
+  virtual Tier tier() const = 0;
+  // E.g. "NVIDIA H100 80GB HBM3 (cuda:0)" or "simulated accelerator (sim:0)".
+  virtual std::string description() const = 0;
+  // The device's memory, stream-ordered, with no budget of its own (wrap it
+  // in a BudgetAdaptor). Throws OutOfMemoryError when the device is full.
+  virtual MemoryResource& memory() = 0;
+  virtual Stream create_stream() = 0;
+  virtual Event create_event() = 0;
+  virtual uint64_t total_bytes() const = 0;
+  // cudaMemGetInfo's free bytes on CUDA; capacity minus bytes in use on sim.
+  virtual uint64_t free_bytes() const = 0;
+  // Makes this device current for the calling thread (cudaSetDevice).
+  virtual void make_current() = 0;
+};
+
+enum class DeviceChoice { kAuto, kCuda, kSim };
+
+// Parses "auto" | "cuda" | "sim"; throws InvalidInputError otherwise.
+DeviceChoice parse_device_choice(const std::string& text);
+
+struct SimOptions {
+  int accelerator_count = 1;
+  // Capacity of each simulated accelerator.
+  uint64_t memory_bytes = uint64_t{64} << 30;
+  // Copy rate between host and a simulated accelerator, to model a PCIe link
+  // so overlap can be tested without a GPU; 0 means as fast as memcpy.
+  double copy_bytes_per_second = 0;
+};
+
+// True when this build has CUDA and at least one GPU is visible. Any CUDA
+// error while asking (no driver, no device) means false.
+bool cuda_device_available();
+
+class Platform {
+ public:
+  // kAuto picks CUDA when a GPU is visible, else sim. kCuda without a GPU
+  // throws DeviceError.
+  static std::unique_ptr<Platform> create(DeviceChoice choice = DeviceChoice::kAuto,
+                                          const SimOptions& sim = {});
+  virtual ~Platform() = default;
+
+  virtual Backend backend() const = 0;
+  virtual int accelerator_count() const = 0;
+  virtual Accelerator& accelerator(int index) = 0;
+  // Pinned (page-locked) host memory: cudaHostAlloc on CUDA, aligned host
+  // memory on sim. Tier: pinned host.
+  virtual MemoryResource& pinned_host_memory() = 0;
+  // Ordinary pageable host memory.
+  MemoryResource& pageable_host_memory() { return pageable_; }
+
+ private:
+  HostMemoryResource pageable_;
+};
+
+}  // namespace stowage
