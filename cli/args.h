@@ -1,0 +1,86 @@
+// Small helpers shared by the subcommands: flag parsing in the CLI.md style
+// (--flag VALUE or --flag=VALUE), usage errors, and common option values.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "core/platform.h"
+#include "core/tier.h"
+
+namespace stowage::cli {
+
+// Thrown for bad usage; the subcommand prints it and exits 2.
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Parses `args` against the declared flags. Flags taking a value accept
+// "--name VALUE" and "--name=VALUE"; boolean flags take none. Anything not
+// starting with "--" is a positional argument. Unknown flags, missing values
+// and repeated flags throw UsageError.
+class ArgParser {
+ public:
+  ArgParser(std::string command, std::vector<std::string> value_flags,
+            std::vector<std::string> bool_flags = {});
+  void parse(const std::vector<std::string>& args);
+
+  bool has(const std::string& flag) const;
+  std::optional<std::string> get(const std::string& flag) const;
+  std::string get_or(const std::string& flag, const std::string& fallback) const;
+  int64_t get_int(const std::string& flag, int64_t fallback, int64_t min_value,
+                  int64_t max_value) const;
+  double get_double(const std::string& flag, double fallback) const;
+  const std::vector<std::string>& positional() const { return positional_; }
+  // Throws UsageError unless exactly `count` positional arguments were given.
+  void expect_positional(size_t count, const std::string& names) const;
+
+ private:
+  std::string command_;
+  std::vector<std::string> value_flags_;
+  std::vector<std::string> bool_flags_;
+  std::map<std::string, std::string> values_;
+  std::vector<std::string> positional_;
+};
+
+// Per-tier budgets from "--max-memory 0=2GiB,1=4GiB,cpu=16GiB,disk=100GiB".
+// Integer keys are accelerator indices; a tier absent from the map has no
+// budget limit. Throws UsageError on a malformed list.
+struct MemoryBudgets {
+  std::map<int, uint64_t> accelerators;
+  std::optional<uint64_t> cpu;
+  std::optional<uint64_t> disk;
+};
+MemoryBudgets parse_max_memory(const std::string& text);
+
+// Runs a subcommand body, mapping exceptions to exit statuses: UsageError ->
+// 2, stowage::Error and other std::exceptions -> 1, each printed to stderr as
+// "stowage COMMAND: message".
+int run_guarded(const std::string& command, int (*body)(const std::vector<std::string>&),
+                const std::vector<std::string>& args);
+
+// Whether stderr is a terminal (progress bars show only then).
+bool stderr_is_terminal();
+
+// A progress bar on stderr, drawn only when stderr is a terminal.
+class ProgressBar {
+ public:
+  ProgressBar(std::string label, uint64_t total);
+  void update(uint64_t done);
+  void finish();
+  ~ProgressBar();
+
+ private:
+  std::string label_;
+  uint64_t total_;
+  bool enabled_;
+  int last_percent_ = -1;
+  bool finished_ = false;
+};
+
+}  // namespace stowage::cli

@@ -1,0 +1,13 @@
+// PLACEHOLDER until the owning issue lands: 'stowage bench' is not built yet.
+#include <fmt/format.h>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+namespace stowage::cli {
+
+int run_bench(const std::vector<std::string>&) {
+  throw InternalError("'stowage bench' is not implemented in this build yet");
+}
+
+}  // namespace stowage::cli
