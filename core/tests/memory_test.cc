@@ -1,0 +1,165 @@
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "core/buffer.h"
+#include "core/error.h"
+#include "core/memory_resource.h"
+#include "core/tensor.h"
+
+namespace stowage {
+namespace {
+
+TEST(BufferTest, OwnsBytesAndFreesOnDestruction) {
+  HostMemoryResource host;
+  StatisticsAdaptor stats(host);
+  {
+    Buffer buffer(stats, 1000);
+    EXPECT_NE(buffer.data(), nullptr);
+    EXPECT_EQ(buffer.size(), 1000u);
+    EXPECT_EQ(buffer.tier(), Tier::pageable_host());
+    EXPECT_EQ(stats.bytes_in_use(), 1000u);
+  }
+  EXPECT_EQ(stats.bytes_in_use(), 0u);
+  EXPECT_EQ(stats.peak_bytes(), 1000u);
+}
+
+TEST(BufferTest, MoveTransfersOwnershipOnce) {
+  HostMemoryResource host;
+  StatisticsAdaptor stats(host);
+  Buffer a(stats, 64);
+  void* p = a.data();
+  Buffer b(std::move(a));
+  EXPECT_EQ(b.data(), p);
+  EXPECT_EQ(a.data(), nullptr);  // NOLINT: checking the moved-from state
+  EXPECT_EQ(a.size(), 0u);
+  Buffer c(stats, 32);
+  c = std::move(b);  // frees c's old 32 bytes
+  EXPECT_EQ(stats.bytes_in_use(), 64u);
+  c.reset();
+  EXPECT_EQ(stats.bytes_in_use(), 0u);
+}
+
+TEST(BufferTest, AdoptedMemoryRunsItsRelease) {
+  int released = 0;
+  char storage[16];
+  {
+    Buffer b = Buffer::adopt(storage, sizeof(storage), Tier::disk(), [&] { ++released; });
+    EXPECT_EQ(b.tier(), Tier::disk());
+    Buffer moved(std::move(b));
+  }
+  EXPECT_EQ(released, 1);
+}
+
+TEST(BudgetTest, AllocationPastBudgetNamesResourceAskedBudgetAndInUse) {
+  HostMemoryResource host;
+  BudgetAdaptor budget(host, 1000, "sim:0 budget");
+  Buffer a(budget, 600);
+  try {
+    Buffer b(budget, 500);
+    FAIL() << "expected OutOfBudgetError";
+  } catch (const OutOfBudgetError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("sim:0 budget"), std::string::npos) << message;
+    EXPECT_NE(message.find("500 bytes"), std::string::npos) << message;
+    EXPECT_NE(message.find("budget of 1000"), std::string::npos) << message;
+    EXPECT_NE(message.find("600 bytes in use"), std::string::npos) << message;
+    EXPECT_EQ(e.kind(), ErrorKind::kOutOfBudget);
+  }
+  EXPECT_EQ(budget.bytes_in_use(), 600u);
+  Buffer c(budget, 400);  // exactly fills the budget
+  EXPECT_EQ(budget.bytes_available(), 0u);
+}
+
+TEST(BudgetTest, AdaptorsCompose) {
+  HostMemoryResource host;
+  StatisticsAdaptor stats(host);
+  BudgetAdaptor budget(stats, 100);
+  StatisticsAdaptor outer(budget);
+  { Buffer a(outer, 100); }
+  EXPECT_THROW(Buffer(outer, 101), OutOfBudgetError);
+  EXPECT_EQ(stats.peak_bytes(), 100u);
+  EXPECT_EQ(outer.bytes_in_use(), 0u);
+}
+
+TEST(BudgetTest, ConcurrentAllocationsNeverExceedBudget) {
+  HostMemoryResource host;
+  BudgetAdaptor budget(host, 10 * 128);
+  StatisticsAdaptor stats(budget);
+  std::vector<std::thread> threads;
+  std::atomic<int> refused{0};
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 500; ++i) {
+        try {
+          Buffer b(stats, 128);
+          std::memset(b.data(), 1, 128);
+        } catch (const OutOfBudgetError&) {
+          ++refused;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_LE(stats.peak_bytes(), 10u * 128);
+  EXPECT_EQ(budget.bytes_in_use(), 0u);
+}
+
+TEST(FaultInjectionTest, FailsChosenAllocationsAsOutOfMemory) {
+  HostMemoryResource host;
+  FaultInjectionAdaptor faulty(host, [](uint64_t ordinal, size_t) { return ordinal == 1; });
+  Buffer a(faulty, 10);
+  EXPECT_THROW(Buffer(faulty, 10), OutOfMemoryError);
+  Buffer c(faulty, 10);
+  EXPECT_EQ(faulty.injected_failures(), 1u);
+}
+
+TEST(TensorTest, ViewsShareStorageAndCheckBounds) {
+  HostMemoryResource host;
+  Tensor t = Tensor::empty(host, DType::kF16, Shape{3, 5});
+  EXPECT_EQ(t.bytes(), 30u);
+  EXPECT_EQ(t.numel(), 15u);
+  Tensor second = Tensor::from_storage(t.storage(), 10, DType::kF16, Shape{5});
+  EXPECT_EQ(second.data_as<char>(), t.data_as<char>() + 10);
+  EXPECT_THROW(Tensor::from_storage(t.storage(), 22, DType::kF16, Shape{5}), InvalidInputError);
+  EXPECT_THROW(Tensor::empty(host, DType::kF32, Shape{-1}), InvalidInputError);
+  Tensor packed = Tensor::empty(host, DType::kPacked4, Shape{7});
+  EXPECT_EQ(packed.bytes(), 4u);
+}
+
+TEST(ShapeTest, CheckedNumelRejectsNegativeAndOverflow) {
+  EXPECT_EQ(Shape{}.checked_numel(), 1u);
+  EXPECT_EQ((Shape{2, 0, 5}.checked_numel()), 0u);
+  EXPECT_FALSE((Shape{-1, 2}.checked_numel()).has_value());
+  EXPECT_FALSE((Shape{int64_t{1} << 32, int64_t{1} << 32}.checked_numel()).has_value());
+  EXPECT_EQ((Shape{4096, 4096}.to_string()), "[4096, 4096]");
+}
+
+TEST(SizeTest, ParsesCliSizes) {
+  EXPECT_EQ(parse_byte_size("123"), 123u);
+  EXPECT_EQ(parse_byte_size("64KiB"), 64u * 1024);
+  EXPECT_EQ(parse_byte_size("512mib"), 512ull << 20);
+  EXPECT_EQ(parse_byte_size("2GiB"), 2ull << 30);
+  EXPECT_EQ(parse_byte_size("1.5GB"), 1500000000ull);
+  EXPECT_EQ(parse_byte_size("500MB"), 500000000ull);
+  EXPECT_THROW(parse_byte_size("12XB"), InvalidInputError);
+  EXPECT_THROW(parse_byte_size(""), InvalidInputError);
+  EXPECT_THROW(parse_byte_size("-5"), InvalidInputError);
+  EXPECT_THROW(parse_byte_size("1.5"), InvalidInputError);
+}
+
+TEST(TierTest, ParsesAndPrints) {
+  for (const char* text : {"cuda:0", "sim:3", "cpu", "host", "disk"}) {
+    auto tier = Tier::parse(text);
+    ASSERT_TRUE(tier.has_value()) << text;
+    EXPECT_EQ(tier->to_string(), text);
+  }
+  EXPECT_FALSE(Tier::parse("cuda:x").has_value());
+  EXPECT_FALSE(Tier::parse("gpu").has_value());
+  EXPECT_NE(Tier::accelerator(Backend::kSim, 0), Tier::accelerator(Backend::kCuda, 0));
+}
+
+}  // namespace
+}  // namespace stowage
