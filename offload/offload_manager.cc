@@ -1,0 +1,5 @@
+#include "offload/offload_manager.h"
+
+#include "core/error.h"
+
+namespace stowage {}  // namespace stowage

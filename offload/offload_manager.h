@@ -1,0 +1,195 @@
+// The offload manager: places every tensor of every module on a tier, moves
+// modules between tiers as byte copies, and fetches streamed modules into a
+// per-accelerator slot pool around their forwards, prefetching the next ones
+// on a copy stream. Written against core's StreamRef / Event / MemoryResource
+// only, so it runs unchanged on the sim and CUDA backends.
+//
+// Invariants (DESIGN.md's seed lessons):
+//  - a move is a byte copy of every record of the module, quant-state parts
+//    included; nothing is ever re-quantized (lessons 1, 2);
+//  - an offloaded tensor is a real tensor on pinned host or mapped from disk,
+//    readable from the host at any time (lesson 3);
+//  - every tier's bytes come from a budgeted, counted resource: usage(tier)
+//    gives bytes in use and the peak, and the budget is never exceeded.
+//
+// The forward protocol (the offload hook calls these):
+//   auto fwd = manager.begin_forward("layers.3");  // compute waits for fetch
+//   ... enqueue the forward on fwd.compute_stream using fwd.find("weight") ...
+//   manager.end_forward("layers.3");               // slot reusable after it
+// begin_forward makes the compute stream wait on the module's fetch event
+// (stream-ordered, the host does not wait) and queues fetches of the next
+// `prefetch_depth` modules of the execution order while slots are free.
+// end_forward records an event on the compute stream; the copy stream waits
+// on it before overwriting that slot. No host synchronization in the steady
+// state.
+//
+// Slot pool: on each accelerator that runs streamed modules, slot_count(d) =
+// d + 1 slots (planner.h) of the largest streamed module's bytes (its records
+// packed at 256-byte alignment), allocated once by dispatch() (or lazily, one
+// slot at first need, with OffloadOptions::lazy_slots). If a slot cannot be
+// allocated (accelerator out of memory or budget), the pool keeps the slots
+// it has: prefetching stops early and a module with no free slot is fetched
+// synchronously into the next released slot. With no slot at all the forward
+// fails with OutOfMemoryError / OutOfBudgetError naming the module and bytes.
+// Output is never wrong.
+//
+// Thread safety: every member may be called from several threads at once. Two
+// threads may run forwards of their own modules concurrently through one
+// manager (each declares its own execution order); the forwards of one module
+// must not overlap.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/memory_resource.h"
+#include "core/platform.h"
+#include "core/stream.h"
+#include "core/tensor.h"
+#include "offload/disk_io.h"
+#include "offload/residency_table.h"
+#include "offload/trace.h"
+
+namespace stowage {
+
+struct OffloadOptions {
+  int prefetch_depth = 1;
+  // Byte budgets per tier (accelerators, Tier::pinned_host(),
+  // Tier::pageable_host()); a tier absent here is limited only by its memory.
+  std::map<Tier, uint64_t> budgets;
+  // Upstream memory for a tier instead of the platform's (a test seam, e.g. a
+  // FaultInjectionAdaptor over accelerator(0).memory()). Must outlive the
+  // manager. The manager wraps it in its budget and statistics adaptors.
+  std::map<Tier, MemoryResource*> memory_overrides;
+  // The accelerator that runs streamed modules (those homed off the
+  // accelerators); accelerator-resident modules run on their own.
+  int compute_accelerator = 0;
+  // When the last module of an execution order begins, prefetch the first
+  // ones again (the next forward of the model).
+  bool wrap_around = true;
+  // Allocate each slot at its first use instead of all in dispatch().
+  bool lazy_slots = false;
+  // Needed to place or move anything on Tier::disk(); nullptr: no disk tier.
+  std::shared_ptr<DiskStore> disk_store;
+  // Disk -> pinned staging; nullptr: make_memcpy_disk_stager().
+  std::shared_ptr<DiskStager> disk_stager;
+  // Records copy, compute and stall spans when set. Must outlive the manager.
+  TraceRecorder* trace = nullptr;
+};
+
+struct OffloadCounters {
+  uint64_t bytes_h2d = 0;        // host (pinned, pageable, staged disk) -> accelerator
+  uint64_t bytes_d2h = 0;        // accelerator -> host or disk
+  uint64_t bytes_d2d = 0;        // accelerator i -> accelerator j
+  uint64_t bytes_disk_read = 0;  // read from the disk tier
+  uint64_t bytes_disk_written = 0;
+  uint64_t fetches = 0;          // module fetches into a slot
+  uint64_t prefetch_hits = 0;    // fetch already complete at begin_forward
+  uint64_t prefetch_misses = 0;  // fetch pending or not yet issued at begin_forward
+  uint64_t sync_fallbacks = 0;   // fetched synchronously for lack of a slot
+  uint64_t slot_allocation_failures = 0;
+  double stall_ms = 0;  // time compute streams waited on fetches (resolved so far)
+};
+
+struct TierUsage {
+  uint64_t bytes_in_use = 0;
+  uint64_t peak_bytes = 0;
+  std::optional<uint64_t> budget;
+};
+
+// The tensors of a module for one forward. Views stay valid until
+// end_forward of the module.
+struct ModuleForward {
+  std::string module;
+  Tier accelerator = Tier::pinned_host();                   // where the views live
+  StreamRef compute_stream;                                 // enqueue the forward here
+  bool streamed = false;                                    // views are in a fetch slot
+  std::vector<std::pair<std::string, TensorView>> tensors;  // record name -> view
+  // nullptr when the module has no tensor of that name.
+  const TensorView* find(const std::string& name) const;
+};
+
+class OffloadManager {
+ public:
+  // `platform` must outlive the manager. Creates a compute and a copy stream
+  // per accelerator.
+  OffloadManager(Platform& platform, OffloadOptions options);
+  // Waits for all queued work, then frees slots, staging and every copy.
+  ~OffloadManager();
+  OffloadManager(const OffloadManager&) = delete;
+  OffloadManager& operator=(const OffloadManager&) = delete;
+
+  ResidencyTable& table() { return table_; }
+  const ResidencyTable& table() const { return table_; }
+  Platform& platform() { return platform_; }
+  const OffloadOptions& options() const { return options_; }
+
+  // The budgeted, counted resource of a host or accelerator tier. A tensor
+  // allocated from it and given to place() on that tier is adopted, not
+  // copied (the streaming loader's path). Throws InvalidInputError for disk.
+  MemoryResource& memory(Tier tier);
+  TierUsage usage(Tier tier) const;
+  // Bytes on the disk tier now (records with a disk copy made or adopted).
+  uint64_t disk_bytes() const;
+  StreamRef compute_stream(Tier accelerator);
+  StreamRef copy_stream(Tier accelerator);
+
+  // --- Placement. Registers record (module, name) and puts its bytes on
+  // `tier`: adopted when `source` already lives there in memory(tier) or is a
+  // disk-tier mapping and tier is disk; otherwise copied (synchronously).
+  // Throws InvalidInputError for a duplicate name or a dtype/shape that does
+  // not match the source's bytes; OutOfBudgetError when the tier is full.
+  RecordId place(const std::string& module, const std::string& name, TensorRole role,
+                 const Tensor& source, Tier tier);
+  // A quant-state part of weight record `weight` (quant/ gives parts as
+  // (suffix, Tensor) pairs), placed with the weight on its home tier.
+  RecordId place_quant_part(RecordId weight, const std::string& suffix, const Tensor& source,
+                            const std::string& name = "");
+
+  // Moves every record of `module` (quant-state parts included) to `tier` by
+  // byte copies, then frees the copies on other tiers: bytes in use on the
+  // source tier go back to what they were before the module was placed.
+  // Synchronous. Throws InvalidInputError for an unknown module or one in a
+  // forward, OutOfBudgetError when the target tier is full (nothing moved).
+  void move_module(const std::string& module, Tier tier);
+
+  // A host copy (pageable) of the record's current bytes, from whichever tier
+  // holds it. Throws InvalidInputError for an unknown record.
+  Tensor read_to_host(const std::string& module, const std::string& name);
+
+  // --- Streaming. Declares one execution order (module paths). May be
+  // called once per independent model (e.g. one per host thread); a module
+  // belongs to at most one order. Modules not declared are fetched on demand
+  // and never prefetched.
+  void declare_execution_order(const std::vector<std::string>& modules);
+  // Allocates the slot pools (and pinned staging for disk-homed modules)
+  // for the modules streamed now. Called by the first begin_forward if not
+  // called before; call again after moves that change what is streamed (it
+  // waits for in-flight work first). REQUIRES: no forward in flight.
+  void dispatch();
+
+  // See the protocol above. Throws InvalidInputError for an unknown module
+  // or one already in a forward. `compute` overrides the manager's compute
+  // stream of the module's accelerator (same accelerator).
+  ModuleForward begin_forward(const std::string& module, StreamRef compute = {});
+  void end_forward(const std::string& module, StreamRef compute = {});
+
+  // Waits for every copy and compute stream, then resolves pending stall
+  // measurements into counters().
+  void synchronize();
+  // Counters so far (stall time: measurements already complete).
+  OffloadCounters counters() const;
+
+ private:
+  class Impl;
+  Platform& platform_;
+  OffloadOptions options_;
+  ResidencyTable table_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace stowage

@@ -1,0 +1,5 @@
+#include "offload/planner.h"
+
+#include "core/error.h"
+
+namespace stowage {}  // namespace stowage

@@ -1,0 +1,110 @@
+// The planner: a device map (module -> tier) under per-tier budgets, in the
+// manner of accelerate's infer_auto_device_map (seed lesson 5: max_memory per
+// GPU, e.g. {0: "1GB", 1: "2GB"}).
+//
+// Algorithm.
+//  1. Units. A module (all its tensors) is the smallest unit and is never
+//     split across tiers. A no-split pattern (ECMAScript regex, full match)
+//     that matches a module path or one of its ancestor paths ("layers" for
+//     "layers.3.attn") makes every module under the shortest matching path one
+//     unit, placed whole on one tier. For the MLP family each module is a
+//     layer ("layers.3"), so no-split patterns change nothing there unless
+//     they match an ancestor ("layers" keeps the whole stack on one tier).
+//  2. Tied tensors (one storage, several names, e.g. an embedding and an
+//     output head) are counted once: their bytes go to the first module in
+//     execution order that uses one of the names; later users count 0 for
+//     them. Plan::tied_to maps every other name to that first name.
+//  3. Reserve. When anything is streamed (placed off the accelerators), each
+//     accelerator keeps slot_count(d) x the largest streamed unit for the
+//     fetch slots (slot_count(d) = d + 1: the module computing plus d
+//     prefetched, the same pool OffloadManager allocates). The reserve
+//     depends on what ends up streamed, so placement is iterated as
+//     accelerate does: place with reserve r, recompute r from the result,
+//     until r covers the largest streamed unit (r only grows, so this ends).
+//  4. Placement, units in execution order: accelerators in the order given
+//     (moving to the next one when a unit does not fit in what remains, never
+//     back), then pinned host (cpu), then disk. A unit that fits nowhere
+//     throws OutOfBudgetError naming the module, its bytes and every budget.
+//
+// Thread safety: plan_device_map is a pure function.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/tier.h"
+
+namespace stowage {
+
+// Slots a fetch pool keeps for prefetch depth d: the module in forward plus d
+// prefetched. The planner's reserve and OffloadManager's pool both use this.
+inline int slot_count(int prefetch_depth) { return (prefetch_depth < 0 ? 0 : prefetch_depth) + 1; }
+
+struct PlanTensor {
+  std::string name;  // inside the module: "weight", "weight.absmax"
+  uint64_t bytes = 0;
+};
+
+struct PlanModule {
+  std::string path;  // "layers.3"
+  std::vector<PlanTensor> tensors;
+  uint64_t bytes() const;
+};
+
+// One tier the planner may fill. limit() = min(budget, physical_bytes).
+struct TierCapacity {
+  Tier tier = Tier::pinned_host();
+  std::optional<uint64_t> budget;  // nullopt: only the physical size limits
+  uint64_t physical_bytes = UINT64_MAX;
+  uint64_t limit() const;
+};
+
+struct PlanRequest {
+  std::vector<PlanModule> modules;         // in execution order; paths unique
+  std::vector<TierCapacity> accelerators;  // filled in this order
+  std::optional<TierCapacity> cpu;         // pinned host; nullopt: not used
+  std::optional<TierCapacity> disk;        // nullopt: no offload folder
+  int prefetch_depth = 1;
+  std::vector<std::string> no_split;  // regexes over module paths
+  // Groups of full tensor names ("module.name") that share one storage.
+  std::vector<std::vector<std::string>> tied;
+};
+
+struct Plan {
+  // Every module of the request, in execution order.
+  std::vector<std::pair<std::string, Tier>> device_map;
+  // Bytes of placed modules per tier (tied tensors counted once); every tier
+  // of the request is present, 0 when empty.
+  std::map<Tier, uint64_t> bytes_per_tier;
+  // Bytes kept on each accelerator for the fetch slots (0 when nothing is
+  // streamed); every accelerator of the request is present.
+  std::map<Tier, uint64_t> reserve_per_accelerator;
+  uint64_t largest_streamed_unit = 0;  // 0 when nothing is streamed
+  int prefetch_depth = 1;
+  // Tied names other than the first, each mapped to the first (placed) name.
+  std::map<std::string, std::string> tied_to;
+
+  // Throws InvalidInputError for a module not in the map.
+  Tier tier_of(const std::string& module) const;
+  bool streamed(const std::string& module) const { return !tier_of(module).is_accelerator(); }
+  // The modules placed on `tier`, in execution order.
+  std::vector<std::string> modules_on(Tier tier) const;
+  // A printable device map: one line per module (path, tier, bytes), then
+  // bytes per tier and the reserve on each accelerator.
+  std::string to_string(const PlanRequest& request) const;
+};
+
+// Throws OutOfBudgetError when a unit fits on no tier; InvalidInputError for
+// a bad regex, duplicate module paths, or a tied name no module has.
+Plan plan_device_map(const PlanRequest& request);
+
+// Helper for callers holding "--max-memory" budgets: accelerator i gets
+// budget accelerator_budgets[i] if present, physical size physical_bytes[i].
+std::vector<TierCapacity> accelerator_capacities(const std::vector<Tier>& accelerators,
+                                                 const std::map<int, uint64_t>& budgets,
+                                                 const std::vector<uint64_t>& physical_bytes);
+
+}  // namespace stowage
