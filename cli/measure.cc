@@ -1,0 +1,75 @@
+#include "cli/measure.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <vector>
+
+#include "core/buffer.h"
+#include "core/error.h"
+
+namespace stowage::cli {
+
+double measure_pinned_h2d_rate(Platform& platform, int accelerator, uint64_t bytes, int repeats) {
+  Accelerator& device = platform.accelerator(accelerator);
+  Stream stream = device.create_stream();
+  Buffer host(platform.pinned_host_memory(), bytes);
+  std::memset(host.data(), 1, bytes);
+  Buffer target(device.memory(), bytes, stream);
+  Event start = device.create_event();
+  Event end = device.create_event();
+  std::vector<double> rates;
+  for (int i = 0; i <= repeats; ++i) {
+    stream.ref().record(start);
+    stream.ref().copy(target.data(), host.data(), bytes);
+    stream.ref().record(end);
+    end.synchronize();
+    if (i == 0) continue;  // warm-up
+    const double seconds = Event::elapsed_ms(start, end) / 1e3;
+    rates.push_back(static_cast<double>(bytes) / std::max(seconds, 1e-9));
+  }
+  target.reset(stream);
+  stream.synchronize();
+  std::sort(rates.begin(), rates.end());
+  return rates[rates.size() / 2];
+}
+
+void drop_page_cache(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return;
+  ::fdatasync(fd);
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  ::close(fd);
+}
+
+double measure_cold_sequential_read_rate(const std::string& path) {
+  drop_page_cache(path);
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  STOWAGE_EXPECTS(fd >= 0, IoError, "cannot open {} to measure its read rate: {}", path,
+                  std::strerror(errno));
+  std::vector<char> chunk(8 << 20);
+  uint64_t total = 0;
+  const auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    const ssize_t got = ::read(fd, chunk.data(), chunk.size());
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) {
+      const int error = errno;
+      ::close(fd);
+      throw IoError(
+          fmt::format("reading {} at byte {} failed: {}", path, total, std::strerror(error)));
+    }
+    if (got == 0) break;
+    total += static_cast<uint64_t>(got);
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ::close(fd);
+  return static_cast<double>(total) / std::max(seconds, 1e-9);
+}
+
+}  // namespace stowage::cli
