@@ -1,0 +1,540 @@
+// CUDA implementations of kernels/' public calls: kernel launches through
+// kernels/detail/launch.h and cuBLASLt matmuls with plans cached per shape
+// in the caller's CublasLtContext.
+#include "kernels/detail/cuda_ops.h"
+
+#include <cublasLt.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <tuple>
+#include <utility>
+
+#include "core/cuda_check.h"
+#include "core/error.h"
+#include "kernels/cublaslt_context.h"
+#include "kernels/detail/cublaslt_check.h"
+#include "kernels/detail/launch.h"
+
+namespace stowage::kernels {
+namespace detail {
+namespace {
+
+cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
+
+FloatType float_type(DType dtype) {
+  switch (dtype) {
+    case DType::kF16:
+      return FloatType::kF16;
+    case DType::kBF16:
+      return FloatType::kBF16;
+    case DType::kF32:
+      return FloatType::kF32;
+    default:
+      throw InternalError(fmt::format("kernels: {} reached a kernel that takes f16, bf16 or f32",
+                                      short_name(dtype)));
+  }
+}
+
+// A cuBLASLt object owned by a unique_ptr-like, move-only holder.
+template <typename Handle, cublasStatus_t (*Destroy)(Handle)>
+class LtObject {
+ public:
+  LtObject() = default;
+  explicit LtObject(Handle h) : h_(h) {}
+  LtObject(LtObject&& o) noexcept : h_(std::exchange(o.h_, nullptr)) {}
+  LtObject& operator=(LtObject&& o) noexcept {
+    if (this != &o) {
+      reset();
+      h_ = std::exchange(o.h_, nullptr);
+    }
+    return *this;
+  }
+  LtObject(const LtObject&) = delete;
+  LtObject& operator=(const LtObject&) = delete;
+  ~LtObject() { reset(); }
+  Handle get() const { return h_; }
+
+ private:
+  void reset() {
+    if (h_ != nullptr) Destroy(h_);  // a failure here cannot be reported
+    h_ = nullptr;
+  }
+  Handle h_ = nullptr;
+};
+
+using MatmulDesc = LtObject<cublasLtMatmulDesc_t, cublasLtMatmulDescDestroy>;
+using MatrixLayout = LtObject<cublasLtMatrixLayout_t, cublasLtMatrixLayoutDestroy>;
+using MatmulPreference = LtObject<cublasLtMatmulPreference_t, cublasLtMatmulPreferenceDestroy>;
+
+// Device memory released with cudaFree; move-only.
+class DeviceMemory {
+ public:
+  DeviceMemory() = default;
+  DeviceMemory(DeviceMemory&& o) noexcept
+      : ptr_(std::exchange(o.ptr_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
+  DeviceMemory& operator=(DeviceMemory&& o) noexcept {
+    if (this != &o) {
+      release();
+      ptr_ = std::exchange(o.ptr_, nullptr);
+      bytes_ = std::exchange(o.bytes_, 0);
+    }
+    return *this;
+  }
+  DeviceMemory(const DeviceMemory&) = delete;
+  DeviceMemory& operator=(const DeviceMemory&) = delete;
+  ~DeviceMemory() { release(); }
+
+  // Grows to at least `bytes` (stream-ordered: the old block is freed after
+  // the stream's queued work, the new one is usable on the stream at once).
+  void* reserve(size_t bytes, cudaStream_t stream) {
+    if (bytes <= bytes_) return ptr_;
+    const size_t grown = std::max(bytes, bytes_ + bytes_ / 2);
+    if (ptr_ != nullptr) STOWAGE_CUDA_TRY(cudaFreeAsync(ptr_, stream));
+    ptr_ = nullptr;
+    bytes_ = 0;
+    STOWAGE_CUDA_TRY(cudaMallocAsync(&ptr_, grown, stream));
+    bytes_ = grown;
+    return ptr_;
+  }
+  void allocate(size_t bytes) {
+    STOWAGE_CUDA_TRY(cudaMalloc(&ptr_, bytes));
+    bytes_ = bytes;
+  }
+  void* get() const { return ptr_; }
+  size_t size() const { return bytes_; }
+
+ private:
+  void release() {
+    if (ptr_ != nullptr) cudaFree(ptr_);  // synchronizes with pending stream-ordered use
+    ptr_ = nullptr;
+    bytes_ = 0;
+  }
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// Offsets of 256-byte aligned pieces of one scratch block.
+class ScratchLayout {
+ public:
+  template <typename T>
+  size_t add(size_t count) {
+    offset_ = (offset_ + 255) / 256 * 256;
+    const size_t at = offset_;
+    offset_ += count * sizeof(T);
+    return at;
+  }
+  size_t bytes() const { return offset_ == 0 ? 1 : offset_; }
+
+ private:
+  size_t offset_ = 0;
+};
+
+template <typename T>
+T* piece(void* base, size_t offset) {
+  return reinterpret_cast<T*>(static_cast<char*>(base) + offset);
+}
+
+struct PlanKey {
+  int kind;  // cudaDataType of A/B
+  int out_type;
+  int64_t m, n, k;
+  int epilogue;
+  int align_a, align_b, align_c;
+  bool operator<(const PlanKey& o) const {
+    return std::tie(kind, out_type, m, n, k, epilogue, align_a, align_b, align_c) <
+           std::tie(o.kind, o.out_type, o.m, o.n, o.k, o.epilogue, o.align_a, o.align_b, o.align_c);
+  }
+};
+
+struct MatmulPlan {
+  MatmulDesc desc;
+  MatrixLayout a, b, c;
+  cublasLtMatmulAlgo_t algo{};
+  bool is_int = false;
+};
+
+struct GemvKey {
+  int64_t m, n, k;
+  int dtype;
+  bool nested;
+  bool operator<(const GemvKey& o) const {
+    return std::tie(m, n, k, dtype, nested) < std::tie(o.m, o.n, o.k, o.dtype, o.nested);
+  }
+};
+
+int alignment_of(const void* p) {
+  const uintptr_t v = reinterpret_cast<uintptr_t>(p);
+  int a = 256;
+  while (a > 1 && v % a != 0) a >>= 1;
+  return a;
+}
+
+cudaDataType_t cuda_type(DType dtype) {
+  switch (dtype) {
+    case DType::kF16:
+      return CUDA_R_16F;
+    case DType::kBF16:
+      return CUDA_R_16BF;
+    case DType::kF32:
+      return CUDA_R_32F;
+    case DType::kI8:
+      return CUDA_R_8I;
+    case DType::kI32:
+      return CUDA_R_32I;
+    default:
+      throw InternalError(fmt::format("kernels: no CUDA data type for {}", short_name(dtype)));
+  }
+}
+
+}  // namespace
+
+struct CublasLtState {
+  int device = -1;
+  cublasLtHandle_t handle = nullptr;
+  DeviceMemory workspace;
+  DeviceMemory scratch;
+  std::map<PlanKey, std::unique_ptr<MatmulPlan>> plans;
+  std::map<GemvKey, FourBitGemvPlan> gemv_plans;
+  static constexpr size_t kWorkspaceBytes = size_t{32} << 20;
+
+  ~CublasLtState() {
+    if (handle != nullptr) {
+      plans.clear();
+      cublasLtDestroy(handle);
+    }
+  }
+
+  // Creates the handle and workspace on the current device, once; later
+  // calls must come from the same device.
+  void ensure_ready() {
+    int current = 0;
+    STOWAGE_CUDA_TRY(cudaGetDevice(&current));
+    if (handle != nullptr) {
+      STOWAGE_EXPECTS(current == device, InvalidInputError,
+                      "kernels: CublasLtContext was created on cuda:{} but is used on cuda:{}; "
+                      "use one context per device",
+                      device, current);
+      return;
+    }
+    STOWAGE_CUDA_TRY(cublasLtCreate(&handle));
+    device = current;
+    workspace.allocate(kWorkspaceBytes);
+  }
+};
+
+namespace {
+
+// The plan for one matmul shape: created on first use, then reused.
+MatmulPlan& plan_for(CublasLtState& st, cudaDataType_t ab_type, cudaDataType_t cd_type,
+                     cublasComputeType_t compute, cudaDataType_t scale_type, int64_t m, int64_t n,
+                     int64_t k, cublasLtEpilogue_t epilogue, const void* a_ptr, const void* b_ptr,
+                     const void* c_ptr) {
+  const PlanKey key{static_cast<int>(ab_type),
+                    static_cast<int>(cd_type),
+                    m,
+                    n,
+                    k,
+                    static_cast<int>(epilogue),
+                    alignment_of(a_ptr),
+                    alignment_of(b_ptr),
+                    alignment_of(c_ptr)};
+  auto found = st.plans.find(key);
+  if (found != st.plans.end()) return *found->second;
+
+  // Row-major y[m, n] = x[m, k] @ w[n, k]^T is column-major y^T[n, m] =
+  // op_T(w as k x n) @ x as k x m: cuBLASLt's A is w (transposed), B is x.
+  auto plan = std::make_unique<MatmulPlan>();
+  plan->is_int = compute == CUBLAS_COMPUTE_32I;
+  cublasLtMatmulDesc_t desc = nullptr;
+  STOWAGE_CUDA_TRY(cublasLtMatmulDescCreate(&desc, compute, scale_type));
+  plan->desc = MatmulDesc(desc);
+  const cublasOperation_t op_t = CUBLAS_OP_T;
+  const cublasOperation_t op_n = CUBLAS_OP_N;
+  STOWAGE_CUDA_TRY(
+      cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_t, sizeof(op_t)));
+  STOWAGE_CUDA_TRY(
+      cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_n, sizeof(op_n)));
+  STOWAGE_CUDA_TRY(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
+                                                  sizeof(epilogue)));
+  cublasLtMatrixLayout_t layout = nullptr;
+  STOWAGE_CUDA_TRY(cublasLtMatrixLayoutCreate(&layout, ab_type, k, n, k));
+  plan->a = MatrixLayout(layout);
+  STOWAGE_CUDA_TRY(cublasLtMatrixLayoutCreate(&layout, ab_type, k, m, k));
+  plan->b = MatrixLayout(layout);
+  STOWAGE_CUDA_TRY(cublasLtMatrixLayoutCreate(&layout, cd_type, n, m, n));
+  plan->c = MatrixLayout(layout);
+
+  cublasLtMatmulPreference_t pref_raw = nullptr;
+  STOWAGE_CUDA_TRY(cublasLtMatmulPreferenceCreate(&pref_raw));
+  MatmulPreference pref(pref_raw);
+  const uint64_t ws = CublasLtState::kWorkspaceBytes;
+  STOWAGE_CUDA_TRY(cublasLtMatmulPreferenceSetAttribute(
+      pref_raw, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+  const uint32_t align_a = key.align_a, align_b = key.align_b, align_c = key.align_c;
+  STOWAGE_CUDA_TRY(cublasLtMatmulPreferenceSetAttribute(
+      pref_raw, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_a, sizeof(align_a)));
+  STOWAGE_CUDA_TRY(cublasLtMatmulPreferenceSetAttribute(
+      pref_raw, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_b, sizeof(align_b)));
+  STOWAGE_CUDA_TRY(cublasLtMatmulPreferenceSetAttribute(
+      pref_raw, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c, sizeof(align_c)));
+  STOWAGE_CUDA_TRY(cublasLtMatmulPreferenceSetAttribute(
+      pref_raw, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c, sizeof(align_c)));
+  cublasLtMatmulHeuristicResult_t result{};
+  int count = 0;
+  STOWAGE_CUDA_TRY(cublasLtMatmulAlgoGetHeuristic(st.handle, desc, plan->a.get(), plan->b.get(),
+                                                  plan->c.get(), plan->c.get(), pref_raw, 1,
+                                                  &result, &count));
+  STOWAGE_EXPECTS(count > 0, DeviceError,
+                  "kernels: cuBLASLt has no algorithm for a matmul of m={} n={} k={} (A/B type "
+                  "{}, C/D type {}, epilogue {}, alignments {}/{}/{} bytes)",
+                  m, n, k, static_cast<int>(ab_type), static_cast<int>(cd_type),
+                  static_cast<int>(epilogue), align_a, align_b, align_c);
+  plan->algo = result.algo;
+  MatmulPlan& ref = *plan;
+  st.plans.emplace(key, std::move(plan));
+  return ref;
+}
+
+void run_plan(CublasLtState& st, MatmulPlan& plan, const void* w, const void* x, void* y,
+              const void* bias, cudaStream_t stream) {
+  if (bias != nullptr) {
+    STOWAGE_CUDA_TRY(cublasLtMatmulDescSetAttribute(
+        plan.desc.get(), CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+  }
+  const float alpha_f = 1.0f, beta_f = 0.0f;
+  const int32_t alpha_i = 1, beta_i = 0;
+  const void* alpha = plan.is_int ? static_cast<const void*>(&alpha_i) : &alpha_f;
+  const void* beta = plan.is_int ? static_cast<const void*>(&beta_i) : &beta_f;
+  STOWAGE_CUDA_TRY(cublasLtMatmul(st.handle, plan.desc.get(), alpha, w, plan.a.get(), x,
+                                  plan.b.get(), beta, y, plan.c.get(), y, plan.c.get(), &plan.algo,
+                                  st.workspace.get(), st.workspace.size(), stream));
+}
+
+}  // namespace
+
+void cuda_quantize_4bit(const void* input, DType dtype, int64_t numel, int64_t blocksize,
+                        quant_rules::FourBitType type, uint8_t* packed, float* absmax,
+                        void* stream) {
+  STOWAGE_CUDA_TRY(launch_quantize_4bit(input, float_type(dtype), numel,
+                                        static_cast<int>(blocksize), type, packed, absmax,
+                                        as_stream(stream)));
+}
+
+void cuda_dequantize_4bit(const uint8_t* packed, const float* absmax, int64_t numel,
+                          int64_t blocksize, quant_rules::FourBitType type, void* output,
+                          DType out_dtype, void* stream) {
+  STOWAGE_CUDA_TRY(launch_dequantize_4bit(packed, absmax, numel, static_cast<int>(blocksize), type,
+                                          output, float_type(out_dtype), as_stream(stream)));
+}
+
+void cuda_double_quantize_absmax(const float* absmax, int64_t count, float* offset, uint8_t* codes,
+                                 float* nested_absmax, double* scratch, void* stream) {
+  STOWAGE_CUDA_TRY(launch_double_quantize(absmax, count, scratch, offset, codes, nested_absmax,
+                                          as_stream(stream)));
+}
+
+void cuda_dequantize_absmax(const uint8_t* codes, const float* nested_absmax, float offset,
+                            int64_t count, float* absmax, void* stream) {
+  STOWAGE_CUDA_TRY(
+      launch_dequantize_absmax(codes, nested_absmax, offset, count, absmax, as_stream(stream)));
+}
+
+void cuda_quantize_int8_rowwise(const void* input, DType dtype, int64_t rows, int64_t cols,
+                                int8_t* cb, float* scb, void* stream) {
+  STOWAGE_CUDA_TRY(launch_quantize_int8_rowwise(input, float_type(dtype), rows, cols, cb, scb,
+                                                as_stream(stream)));
+}
+
+void cuda_dequantize_int8_rowwise(const int8_t* cb, const float* scb, int64_t rows, int64_t cols,
+                                  void* output, DType out_dtype, void* stream) {
+  STOWAGE_CUDA_TRY(launch_dequantize_int8_rowwise(cb, scb, rows, cols, output,
+                                                  float_type(out_dtype), as_stream(stream)));
+}
+
+void cuda_gemm(CublasLtContext& context, const GemmArgs& a, void* stream) {
+  if (a.m == 0 || a.n == 0) return;
+  CublasLtState& st = context.state();
+  st.ensure_ready();
+  if (a.k == 0) {  // cuBLASLt refuses k = 0: y = act(bias) or 0, via a zero-k-free path
+    STOWAGE_EXPECTS(a.bias == nullptr && !a.relu, InvalidInputError,
+                    "kernels::gemm: k = 0 with a bias or ReLU is not supported on CUDA");
+    STOWAGE_CUDA_TRY(
+        cudaMemsetAsync(a.y, 0, a.m * a.n * dtype_size(a.out_dtype), as_stream(stream)));
+    return;
+  }
+  cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+  if (a.bias != nullptr)
+    epilogue = a.relu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS;
+  else if (a.relu)
+    epilogue = CUBLASLT_EPILOGUE_RELU;
+  MatmulPlan& plan = plan_for(st, cuda_type(a.dtype), cuda_type(a.out_dtype), CUBLAS_COMPUTE_32F,
+                              CUDA_R_32F, a.m, a.n, a.k, epilogue, a.w, a.x, a.y);
+  run_plan(st, plan, a.w, a.x, a.y, a.bias, as_stream(stream));
+}
+
+void cuda_int8_gemm_s32(CublasLtContext& context, const int8_t* a, const int8_t* b, int32_t* c,
+                        int64_t m, int64_t n, int64_t k, void* stream) {
+  CublasLtState& st = context.state();
+  st.ensure_ready();
+  MatmulPlan& plan = plan_for(st, CUDA_R_8I, CUDA_R_32I, CUBLAS_COMPUTE_32I, CUDA_R_32I, m, n, k,
+                              CUBLASLT_EPILOGUE_DEFAULT, b, a, c);
+  run_plan(st, plan, b, a, c, nullptr, as_stream(stream));
+}
+
+void cuda_int8_matmul(CublasLtContext& context, const Int8MatmulArgs& a, void* stream_raw) {
+  if (a.m == 0 || a.n == 0) return;
+  CublasLtState& st = context.state();
+  st.ensure_ready();
+  const cudaStream_t stream = as_stream(stream_raw);
+  const bool outliers = a.threshold > 0.0f;
+  const int cap = outliers ? static_cast<int>(std::min<int64_t>(a.k, 128)) : 0;
+
+  ScratchLayout layout;
+  const size_t at_flags = layout.add<int>(outliers ? a.k : 0);
+  const size_t at_cols = layout.add<int>(outliers ? a.k : 0);
+  const size_t at_count = layout.add<int>(1);
+  const size_t at_w_outlier = layout.add<float>(static_cast<size_t>(cap) * a.n);
+  const size_t at_xq = layout.add<int8_t>(a.m * a.k);
+  const size_t at_sca = layout.add<float>(a.m);
+  const size_t at_acc = layout.add<int32_t>(a.m * a.n);
+  void* base = st.scratch.reserve(layout.bytes(), stream);
+  int* flags = outliers ? piece<int>(base, at_flags) : nullptr;
+  int* cols = outliers ? piece<int>(base, at_cols) : nullptr;
+  int* count = outliers ? piece<int>(base, at_count) : nullptr;
+  float* w_outlier = outliers ? piece<float>(base, at_w_outlier) : nullptr;
+  int8_t* xq = piece<int8_t>(base, at_xq);
+  float* sca = piece<float>(base, at_sca);
+  int32_t* acc = piece<int32_t>(base, at_acc);
+
+  if (outliers) {
+    STOWAGE_CUDA_TRY(launch_find_outlier_columns(a.x, float_type(a.dtype), a.m, a.k, a.threshold,
+                                                 flags, cols, count, stream));
+    STOWAGE_CUDA_TRY(
+        launch_gather_outlier_weights(a.cb, a.scb, a.n, a.k, cols, count, cap, w_outlier, stream));
+  }
+  STOWAGE_CUDA_TRY(
+      launch_quantize_activations(a.x, float_type(a.dtype), a.m, a.k, flags, xq, sca, stream));
+  cuda_int8_gemm_s32(context, xq, a.cb, acc, a.m, a.n, a.k, stream);
+  Int8EpilogueArgs e;
+  e.acc = acc;
+  e.sca = sca;
+  e.scb = a.scb;
+  e.bias = a.bias;
+  e.x = a.x;
+  e.cb = a.cb;
+  e.outlier_cols = cols;
+  e.outlier_count = count;
+  e.w_outlier = w_outlier;
+  e.cap = cap;
+  e.m = a.m;
+  e.n = a.n;
+  e.k = a.k;
+  e.dtype = float_type(a.dtype);
+  e.y = a.y;
+  STOWAGE_CUDA_TRY(launch_int8_epilogue(e, stream));
+}
+
+namespace {
+
+FourBitGemvArgs gemv_args(const FourBitMatmulArgs& a) {
+  FourBitGemvArgs g;
+  g.packed = a.weight.packed;
+  g.absmax = a.weight.absmax;
+  g.absmax_codes = a.weight.absmax_codes;
+  g.nested_absmax = a.weight.nested_absmax;
+  g.nested_offset = a.weight.nested_offset;
+  g.x = a.x;
+  g.bias = a.bias;
+  g.y = a.y;
+  g.m = a.m;
+  g.n = a.n;
+  g.k = a.k;
+  g.blocksize = static_cast<int>(a.weight.blocksize);
+  g.type = a.weight.type;
+  g.dtype = float_type(a.dtype);
+  return g;
+}
+
+const FourBitGemvPlan& gemv_plan(CublasLtState& st, const FourBitGemvArgs& g) {
+  const GemvKey key{g.m, g.n, g.k, static_cast<int>(g.dtype), g.absmax == nullptr};
+  auto found = st.gemv_plans.find(key);
+  if (found != st.gemv_plans.end()) return found->second;
+  FourBitGemvPlan plan;
+  STOWAGE_CUDA_TRY(plan_four_bit_gemv(g, st.device, &plan));
+  return st.gemv_plans.emplace(key, plan).first->second;
+}
+
+}  // namespace
+
+bool cuda_four_bit_uses_gemv(CublasLtContext& context, const FourBitMatmulArgs& a) {
+  CublasLtState& st = context.state();
+  st.ensure_ready();
+  const FourBitGemvArgs g = gemv_args(a);
+  return reinterpret_cast<uintptr_t>(g.packed) % 16 == 0 && gemv_plan(st, g).variant >= 0;
+}
+
+void cuda_four_bit_matmul(CublasLtContext& context, const FourBitMatmulArgs& a, void* stream_raw) {
+  if (a.m == 0 || a.n == 0) return;
+  CublasLtState& st = context.state();
+  st.ensure_ready();
+  const cudaStream_t stream = as_stream(stream_raw);
+  const FourBitGemvArgs g = gemv_args(a);
+  if (reinterpret_cast<uintptr_t>(g.packed) % 16 == 0) {
+    const FourBitGemvPlan& plan = gemv_plan(st, g);
+    if (plan.variant >= 0) {
+      STOWAGE_CUDA_TRY(launch_four_bit_gemv(plan, g, stream));
+      return;
+    }
+  }
+  // Dequantize into scratch, then a cuBLASLt GEMM.
+  const int64_t numel = a.n * a.k;
+  const int64_t blocks = (numel + a.weight.blocksize - 1) / a.weight.blocksize;
+  const bool nested = a.weight.absmax == nullptr;
+  ScratchLayout layout;
+  const size_t at_absmax = layout.add<float>(nested ? blocks : 0);
+  const size_t at_w = layout.add<char>(numel * dtype_size(a.dtype));
+  void* base = st.scratch.reserve(layout.bytes(), stream);
+  void* w = piece<char>(base, at_w);
+  const float* use_absmax = a.weight.absmax;
+  if (nested) {
+    float* absmax = piece<float>(base, at_absmax);
+    STOWAGE_CUDA_TRY(launch_dequantize_absmax(a.weight.absmax_codes, a.weight.nested_absmax,
+                                              a.weight.nested_offset, blocks, absmax, stream));
+    use_absmax = absmax;
+  }
+  STOWAGE_CUDA_TRY(launch_dequantize_4bit(a.weight.packed, use_absmax, numel,
+                                          static_cast<int>(a.weight.blocksize), a.weight.type, w,
+                                          float_type(a.dtype), stream));
+  GemmArgs ga;
+  ga.m = a.m;
+  ga.n = a.n;
+  ga.k = a.k;
+  ga.dtype = a.dtype;
+  ga.out_dtype = a.dtype;
+  ga.x = a.x;
+  ga.w = w;
+  ga.bias = a.bias;
+  ga.y = a.y;
+  cuda_gemm(context, ga, stream_raw);
+}
+
+}  // namespace detail
+
+CublasLtContext::CublasLtContext() = default;
+CublasLtContext::~CublasLtContext() = default;
+CublasLtContext::CublasLtContext(CublasLtContext&&) noexcept = default;
+CublasLtContext& CublasLtContext::operator=(CublasLtContext&&) noexcept = default;
+
+size_t CublasLtContext::cached_plan_count() const {
+  return state_ == nullptr ? 0 : state_->plans.size() + state_->gemv_plans.size();
+}
+
+detail::CublasLtState& CublasLtContext::state() {
+  if (state_ == nullptr) state_ = std::make_unique<detail::CublasLtState>();
+  return *state_;
+}
+
+}  // namespace stowage::kernels

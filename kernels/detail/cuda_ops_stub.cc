@@ -1,0 +1,62 @@
+// The CUDA side where no CUDA toolkit was found: every call throws
+// DeviceError (a CUDA stream cannot exist in such a build, so these are
+// reached only through a broken invariant).
+#include "core/error.h"
+#include "kernels/detail/cuda_ops.h"
+
+namespace stowage::kernels {
+namespace detail {
+
+struct CublasLtState {};
+
+namespace {
+[[noreturn]] void no_cuda(const char* what) {
+  throw DeviceError(fmt::format("kernels::{}: this build has no CUDA support", what));
+}
+}  // namespace
+
+void cuda_quantize_4bit(const void*, DType, int64_t, int64_t, quant_rules::FourBitType, uint8_t*,
+                        float*, void*) {
+  no_cuda("quantize_4bit");
+}
+void cuda_dequantize_4bit(const uint8_t*, const float*, int64_t, int64_t, quant_rules::FourBitType,
+                          void*, DType, void*) {
+  no_cuda("dequantize_4bit");
+}
+void cuda_double_quantize_absmax(const float*, int64_t, float*, uint8_t*, float*, double*, void*) {
+  no_cuda("double_quantize_absmax");
+}
+void cuda_dequantize_absmax(const uint8_t*, const float*, float, int64_t, float*, void*) {
+  no_cuda("dequantize_absmax");
+}
+void cuda_quantize_int8_rowwise(const void*, DType, int64_t, int64_t, int8_t*, float*, void*) {
+  no_cuda("quantize_int8_rowwise");
+}
+void cuda_dequantize_int8_rowwise(const int8_t*, const float*, int64_t, int64_t, void*, DType,
+                                  void*) {
+  no_cuda("dequantize_int8_rowwise");
+}
+void cuda_gemm(CublasLtContext&, const GemmArgs&, void*) { no_cuda("gemm"); }
+void cuda_int8_matmul(CublasLtContext&, const Int8MatmulArgs&, void*) { no_cuda("int8_matmul"); }
+void cuda_four_bit_matmul(CublasLtContext&, const FourBitMatmulArgs&, void*) {
+  no_cuda("four_bit_matmul");
+}
+void cuda_int8_gemm_s32(CublasLtContext&, const int8_t*, const int8_t*, int32_t*, int64_t, int64_t,
+                        int64_t, void*) {
+  no_cuda("int8_gemm_s32");
+}
+bool cuda_four_bit_uses_gemv(CublasLtContext&, const FourBitMatmulArgs&) { return false; }
+
+}  // namespace detail
+
+CublasLtContext::CublasLtContext() = default;
+CublasLtContext::~CublasLtContext() = default;
+CublasLtContext::CublasLtContext(CublasLtContext&&) noexcept = default;
+CublasLtContext& CublasLtContext::operator=(CublasLtContext&&) noexcept = default;
+size_t CublasLtContext::cached_plan_count() const { return 0; }
+detail::CublasLtState& CublasLtContext::state() {
+  if (state_ == nullptr) state_ = std::make_unique<detail::CublasLtState>();
+  return *state_;
+}
+
+}  // namespace stowage::kernels

@@ -1,0 +1,122 @@
+// Launchers of the CUDA kernels in kernels/cuda/*.cu. Internal: only
+// kernels/detail/cuda_ops.cc calls them (checking each returned status).
+// Included by nvcc, so it includes no fmt: only CUDA, std and fmt-free
+// project headers. Every pointer is device memory; every launch is
+// asynchronous on `stream`.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "kernels/quant_rules.h"
+
+namespace stowage::kernels::detail {
+
+// The element types the kernels take (core/dtype.h is not visible to nvcc
+// here; cuda_ops.cc maps DType to this).
+enum class FloatType { kF16, kBF16, kF32 };
+
+// ---- Quantization (bit-identical to the host loops over quant_rules.h). ----
+
+// input: `numel` elements of dtype (kF16, kBF16, kF32); packed: (numel + 1) / 2
+// bytes; absmax: ceil(numel / blocksize) floats.
+cudaError_t launch_quantize_4bit(const void* input, FloatType dtype, int64_t numel, int blocksize,
+                                 quant_rules::FourBitType type, uint8_t* packed, float* absmax,
+                                 cudaStream_t stream);
+
+// output: numel elements of out_dtype. absmax: plain float32 per block.
+cudaError_t launch_dequantize_4bit(const uint8_t* packed, const float* absmax, int64_t numel,
+                                   int blocksize, quant_rules::FourBitType type, void* output,
+                                   FloatType out_dtype, cudaStream_t stream);
+
+// Double quantization of `count` absmax values. partials: workspace of
+// ceil(count / 256) doubles; offset: one float (written); codes: count bytes;
+// nested_absmax: ceil(count / 256) floats.
+cudaError_t launch_double_quantize(const float* absmax, int64_t count, double* partials,
+                                   float* offset, uint8_t* codes, float* nested_absmax,
+                                   cudaStream_t stream);
+
+// absmax[i] = map[codes[i]] * nested_absmax[i / 256] + offset.
+cudaError_t launch_dequantize_absmax(const uint8_t* codes, const float* nested_absmax, float offset,
+                                     int64_t count, float* absmax, cudaStream_t stream);
+
+// Row-wise int8: scb[r] = max |input[r, :]|, cb = int8_rowwise_code.
+cudaError_t launch_quantize_int8_rowwise(const void* input, FloatType dtype, int64_t rows,
+                                         int64_t cols, int8_t* cb, float* scb, cudaStream_t stream);
+
+cudaError_t launch_dequantize_int8_rowwise(const int8_t* cb, const float* scb, int64_t rows,
+                                           int64_t cols, void* output, FloatType out_dtype,
+                                           cudaStream_t stream);
+
+// ---- LLM.int8 pieces. ----
+
+// Finds the outlier columns of x [m, k] (any |x| >= threshold): col_flags (k
+// ints, zeroed here first), then the sorted list outlier_cols (k ints) and
+// its length *outlier_count.
+cudaError_t launch_find_outlier_columns(const void* x, FloatType dtype, int64_t m, int64_t k,
+                                        float threshold, int* col_flags, int* outlier_cols,
+                                        int* outlier_count, cudaStream_t stream);
+
+// Row-wise int8 of x [m, k] skipping the flagged columns (their codes are 0
+// and they do not count toward sca). col_flags may be null (no outliers).
+cudaError_t launch_quantize_activations(const void* x, FloatType dtype, int64_t m, int64_t k,
+                                        const int* col_flags, int8_t* xq, float* sca,
+                                        cudaStream_t stream);
+
+// w_outlier[j * n + r] = int8_rowwise_value(cb[r, cols[j]], scb[r]) for
+// j < min(*outlier_count, cap).
+cudaError_t launch_gather_outlier_weights(const int8_t* cb, const float* scb, int64_t n, int64_t k,
+                                          const int* outlier_cols, const int* outlier_count,
+                                          int cap, float* w_outlier, cudaStream_t stream);
+
+struct Int8EpilogueArgs {
+  const int32_t* acc;  // [m, n] int32 (row-major)
+  const float* sca;    // [m]
+  const float* scb;    // [n]
+  const void* bias;    // [n] of dtype, or null
+  const void* x;       // [m, k] of dtype (outlier columns are read from it)
+  const int8_t* cb;    // [n, k]
+  const int* outlier_cols;
+  const int* outlier_count;  // null: no outlier part
+  const float* w_outlier;    // [cap, n]
+  int cap;
+  int64_t m, n, k;
+  FloatType dtype;
+  void* y;  // [m, n] of dtype
+};
+cudaError_t launch_int8_epilogue(const Int8EpilogueArgs& args, cudaStream_t stream);
+
+// ---- Fused 4-bit GEMV (batch 1..4). ----
+
+struct FourBitGemvArgs {
+  const uint8_t* packed;        // [n * k] codes
+  const float* absmax;          // plain absmax, or null when nested
+  const uint8_t* absmax_codes;  // double quantization
+  const float* nested_absmax;
+  float nested_offset;
+  const void* x;     // [m, k]
+  const void* bias;  // [n] or null
+  void* y;           // [m, n]
+  int64_t m, n, k;
+  int blocksize;
+  quant_rules::FourBitType type;
+  FloatType dtype;  // kF16 or kBF16
+};
+
+// How a fused GEMV is launched; computed once per shape and cached.
+struct FourBitGemvPlan {
+  int variant = -1;  // -1: the fused kernel does not apply
+  int grid = 0;
+  int block = 0;
+  int smem_bytes = 0;
+};
+
+// The plan for these arguments' shape and types, or variant -1 when the
+// fused kernel does not apply (m > 4, k % 32 != 0, x too large for shared
+// memory, f32). Sets the kernel's shared-memory attribute as needed.
+cudaError_t plan_four_bit_gemv(const FourBitGemvArgs& args, int device, FourBitGemvPlan* plan);
+cudaError_t launch_four_bit_gemv(const FourBitGemvPlan& plan, const FourBitGemvArgs& args,
+                                 cudaStream_t stream);
+
+}  // namespace stowage::kernels::detail

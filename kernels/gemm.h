@@ -1,0 +1,33 @@
+// Dense GEMM: y[m, n] = act(x[m, k] @ w[n, k]^T + bias[n]), float32
+// accumulation. On CUDA through cuBLASLt (fp32 compute, bias and ReLU as the
+// cuBLASLt epilogue); on a sim or null stream the CPU counterpart
+// (kernels/cpu_reference.h) runs instead. All matrices are row-major and
+// dense. Pointers and stream semantics as in kernels/quantize.h.
+#pragma once
+
+#include <cstdint>
+
+#include "core/dtype.h"
+#include "core/stream.h"
+#include "kernels/cublaslt_context.h"
+
+namespace stowage::kernels {
+
+struct GemmArgs {
+  int64_t m = 0;
+  int64_t n = 0;
+  int64_t k = 0;
+  DType dtype = DType::kF16;      // x and w: kF16, kBF16 or kF32
+  DType out_dtype = DType::kF16;  // y and bias: kF32 or dtype
+  const void* x = nullptr;        // [m, k]
+  const void* w = nullptr;        // [n, k]
+  const void* bias = nullptr;     // [n] of out_dtype, or null
+  bool relu = false;              // max(0, .) after the bias
+  void* y = nullptr;              // [m, n] of out_dtype
+};
+
+// Throws InvalidInputError for unsupported dtypes, negative sizes or null
+// pointers where data is needed.
+void gemm(CublasLtContext& context, const GemmArgs& args, StreamRef stream);
+
+}  // namespace stowage::kernels
