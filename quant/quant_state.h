@@ -1,0 +1,161 @@
+// Quantized weights and their state, as ordinary named tensors.
+//
+// A quantized weight is a small set of core Tensors (its "parts"), each with
+// the name suffix bitsandbytes gives it in a state dict (FORMATS.md): for a
+// linear layer P, the part "weight.absmax" is the tensor "P.weight.absmax".
+// Nothing a quantized layer needs lives outside its parts: the residency
+// table tracks and moves every part like any other tensor (the seed lesson of
+// bitsandbytes' CxB, which stayed in VRAM because it was hidden in a state
+// object), and the non-tensor 4-bit state is itself a U8 part holding the
+// JSON bitsandbytes writes. The plain fields beside the parts (blocksize,
+// shape, ...) repeat what that JSON says so host code can read them without
+// touching a part's bytes; replace_part() keeps them and swaps bytes only, so
+// a move never quantizes again.
+//
+// Thread safety: these are values; distinct objects may be used from
+// distinct threads, one object needs external synchronization to be modified.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/memory_resource.h"
+#include "core/shape.h"
+#include "core/tensor.h"
+
+namespace stowage::quant {
+
+enum class QuantMethod : uint8_t { kInt8, kNf4, kFp4 };
+
+// "int8", "nf4", "fp4".
+std::string_view method_name(QuantMethod method);
+// Parses method_name()'s spellings; nullopt otherwise.
+std::optional<QuantMethod> method_from_name(std::string_view name);
+
+// Part name suffixes (bitsandbytes' state-dict keys after "P.").
+inline constexpr std::string_view kWeightSuffix = "weight";
+inline constexpr std::string_view kScbSuffix = "SCB";
+inline constexpr std::string_view kWeightFormatSuffix = "weight_format";
+inline constexpr std::string_view kAbsmaxSuffix = "weight.absmax";
+inline constexpr std::string_view kQuantMapSuffix = "weight.quant_map";
+inline constexpr std::string_view kNestedAbsmaxSuffix = "weight.nested_absmax";
+inline constexpr std::string_view kNestedQuantMapSuffix = "weight.nested_quant_map";
+inline constexpr std::string_view kQuantStateNf4Suffix = "weight.quant_state.bitsandbytes__nf4";
+inline constexpr std::string_view kQuantStateFp4Suffix = "weight.quant_state.bitsandbytes__fp4";
+
+// Valid 4-bit blocksizes: powers of two in [32, 4096].
+inline constexpr int64_t kMinBlocksize = 32;
+inline constexpr int64_t kMaxBlocksize = 4096;
+// Double quantization quantizes the absmax values in blocks of this many.
+inline constexpr int64_t kNestedBlocksize = 256;
+bool is_valid_blocksize(int64_t blocksize);
+
+// One tensor of a quantized weight and its name suffix.
+struct QuantPart {
+  std::string suffix;
+  Tensor tensor;
+};
+
+// LLM.int8 weight, row-wise (bitsandbytes Linear8bitLt).
+struct Int8Weight {
+  Tensor cb;             // "weight": I8 [out, in]
+  Tensor scb;            // "SCB": F32 [out], each row's absmax
+  Tensor weight_format;  // "weight_format": U8 [] (0-d), 0 = row-major
+  // Outlier threshold used at inference. bitsandbytes does not store it in the
+  // checkpoint (it is module configuration), so a loaded weight gets 6.0.
+  float threshold = 6.0f;
+
+  const Shape& shape() const { return cb.shape(); }
+  // cb, scb, weight_format in that order.
+  std::vector<QuantPart> parts() const;
+};
+
+// 4-bit blockwise weight (NF4 or FP4), optionally double quantized
+// (bitsandbytes Linear4bit / Params4bit).
+struct FourBitWeight {
+  QuantMethod quant_type = QuantMethod::kNf4;  // kNf4 or kFp4
+  int64_t blocksize = 64;
+  DType dtype = DType::kF16;  // the original (unquantized) dtype
+  Shape shape;                // the original shape, e.g. [out, in]
+
+  // "weight": the packed codes, two per byte, first element in the high
+  // nibble, viewed as the storage dtype (U8, F16, BF16 or F32) with shape
+  // [ceil(ceil(n / 2) / itemsize), 1].
+  Tensor packed;
+  // "weight.absmax": F32 [blocks]; with double quantization U8 [blocks].
+  Tensor absmax;
+  // "weight.quant_map": F32 [16], the code values (bitsandbytes' get_4bit_type).
+  Tensor quant_map;
+  // Double quantization, present iff nested_absmax.defined():
+  Tensor nested_absmax;     // "weight.nested_absmax": F32 [ceil(blocks / 256)]
+  Tensor nested_quant_map;  // "weight.nested_quant_map": F32 [256]
+  float nested_offset = 0.0f;
+  int64_t nested_blocksize = kNestedBlocksize;
+  // "weight.quant_state.bitsandbytes__nf4" (or __fp4): U8 [len], the UTF-8
+  // JSON of the non-tensor state exactly as bitsandbytes writes it.
+  Tensor quant_state;
+
+  bool double_quant() const { return nested_absmax.defined(); }
+  DType storage_dtype() const { return packed.dtype(); }
+  uint64_t numel() const { return shape.numel(); }
+  uint64_t blocks() const;
+  std::string_view quant_state_suffix() const;
+  // packed, absmax, quant_map, [nested_absmax, nested_quant_map,] quant_state.
+  std::vector<QuantPart> parts() const;
+};
+
+using QuantizedWeight = std::variant<Int8Weight, FourBitWeight>;
+
+QuantMethod method_of(const QuantizedWeight& weight);
+const Shape& logical_shape(const QuantizedWeight& weight);
+std::vector<QuantPart> parts(const QuantizedWeight& weight);
+// Sum of the parts' bytes.
+uint64_t total_bytes(const QuantizedWeight& weight);
+
+// Replaces the part named `suffix` by `tensor` (e.g. the copy the residency
+// table moved to another tier). The bytes are taken as they are: nothing is
+// quantized again. Throws InvalidInputError when no part has that suffix or
+// when `tensor`'s dtype or shape differs from the part it replaces.
+void replace_part(QuantizedWeight& weight, std::string_view suffix, Tensor tensor);
+
+// Checks that the parts agree with each other and with the fields (dtypes,
+// shapes, counts; FORMATS.md). `name` (e.g. the layer prefix) goes into the
+// InvalidInputError message, which says what was expected and what was found.
+void validate(const Int8Weight& weight, std::string_view name);
+void validate(const FourBitWeight& weight, std::string_view name);
+
+// Shape of the packed tensor for `numel` elements viewed as `storage`:
+// [ceil(ceil(numel / 2) / itemsize), 1]. bitsandbytes computes
+// (numel + 1) // (2 * itemsize), which drops the last bytes when they do not
+// fill a whole storage element; we round up (zero padding) so no code is ever
+// lost. The two agree whenever ceil(numel / 2) is a multiple of the itemsize.
+Shape packed_shape(uint64_t numel, DType storage);
+// Whether `dtype` is a valid 4-bit storage dtype (U8, F16, BF16, F32).
+bool is_valid_storage_dtype(DType dtype);
+
+// The non-tensor 4-bit state as bitsandbytes' json.dumps writes it, e.g.
+// {"quant_type": "nf4", "blocksize": 64, "dtype": "float16", "shape": [96, 50],
+//  "nested_blocksize": 256, "nested_dtype": "float32", "nested_offset": 5.669297218322754}
+// (the offset printed as Python's repr of the float32 value widened to double).
+std::string four_bit_state_json(const FourBitWeight& weight);
+// A U8 [len] tensor holding `json`.
+Tensor make_state_tensor(const std::string& json, MemoryResource& resource);
+
+// Python's repr() of a double (shortest round-trip digits; exponent form
+// when the decimal exponent is < -4 or >= 16, e.g. "1e-05", "5.0").
+std::string python_float_repr(double value);
+
+// The quant_map values bitsandbytes stores for NF4/FP4 (16 float32; note the
+// FP4 map holds +0.0 at index 8, bitsandbytes' get_4bit_type).
+float stored_quant_map_value(QuantMethod quant_type, int index);
+
+// Whether tensors of this tier can be read and written by host code (host,
+// pinned, disk (mmap) and the simulated accelerator's host memory).
+bool host_addressable(Tier tier);
+
+}  // namespace stowage::quant
