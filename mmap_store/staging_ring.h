@@ -1,0 +1,65 @@
+// A ring of pinned staging buffers for the disk -> pinned -> device path.
+// ring.read(file, offset, bytes, consumer) takes the next free slot (queueing
+// the request while every slot is busy), reads the bytes into it on the
+// file's I/O pool, and hands the slot to the consumer; the consumer starts its
+// device copy from the slot and gives the slot back with release() or
+// release_after(stream) once the copy no longer needs it.
+//
+// Thread safety: every member may be called from several threads at once,
+// including from inside a consumer.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+
+#include "core/memory_resource.h"
+#include "core/stream.h"
+#include "mmap_store/file_handle.h"
+
+namespace stowage::mmap_store {
+
+struct StagedRead {
+  const void* data = nullptr;  // the slot's memory holding the bytes (null on error)
+  size_t bytes = 0;
+  uint64_t offset = 0;       // where in the file they came from
+  int slot = -1;             // give it back with release(slot); -1 on error
+  std::exception_ptr error;  // IoError of a failed read; the slot is then already free
+};
+
+class StagingRing {
+ public:
+  // Allocates `slot_count` buffers of `slot_bytes` from `pinned` (pass
+  // Platform::pinned_host_memory(): cudaHostAlloc on CUDA, aligned host memory
+  // on sim, so O_DIRECT reads work). The resource must outlive the ring.
+  StagingRing(MemoryResource& pinned, size_t slot_bytes, size_t slot_count);
+  // Requests not started yet complete with an error; waits for reads in
+  // flight and their consumers. REQUIRES: every slot released and no stream
+  // still holding a release_after().
+  ~StagingRing();
+  StagingRing(const StagingRing&) = delete;
+  StagingRing& operator=(const StagingRing&) = delete;
+
+  using Consumer = std::function<void(const StagedRead&)>;
+  // Returns at once. Throws InvalidInputError when bytes > slot_bytes().
+  // REQUIRES: `file` outlives the request.
+  void read(FileHandle& file, uint64_t offset, size_t bytes, Consumer consumer);
+  // Frees a slot; a queued request may start in it at once.
+  void release(int slot);
+  // Frees the slot once the work already enqueued on `stream` has run (e.g.
+  // the device copy out of it), without blocking the caller.
+  void release_after(StreamRef stream, int slot);
+
+  size_t slot_bytes() const;
+  size_t slot_count() const;
+  size_t free_slots() const;
+
+  struct State;
+
+ private:
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace stowage::mmap_store
