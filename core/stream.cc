@@ -7,6 +7,7 @@
 
 namespace stowage {
 
+Event::Event() = default;
 Event::Event(std::unique_ptr<detail::EventImpl> impl) : impl_(std::move(impl)) {}
 Event::Event(Event&&) noexcept = default;
 Event& Event::operator=(Event&&) noexcept = default;
@@ -77,6 +78,7 @@ void StreamRef::synchronize() const {
   if (impl_ != nullptr) impl_->synchronize();
 }
 
+Stream::Stream() = default;
 Stream::Stream(std::unique_ptr<detail::StreamImpl> impl) : impl_(std::move(impl)) {}
 Stream::Stream(Stream&&) noexcept = default;
 Stream& Stream::operator=(Stream&&) noexcept = default;

@@ -28,7 +28,9 @@ class EventImpl;
 // An event: a marker in a stream's queue. Owning, move-only.
 class Event {
  public:
-  Event() = default;
+  // Defined out of line: the implicit definition would need EventImpl
+  // complete in every file that default-constructs an Event.
+  Event();
   explicit Event(std::unique_ptr<detail::EventImpl> impl);
   Event(Event&&) noexcept;
   Event& operator=(Event&&) noexcept;
@@ -91,7 +93,7 @@ class StreamRef {
 // An owning stream. Move-only; its destructor waits for queued work.
 class Stream {
  public:
-  Stream() = default;
+  Stream();  // out of line, as Event()
   explicit Stream(std::unique_ptr<detail::StreamImpl> impl);
   Stream(Stream&&) noexcept;
   Stream& operator=(Stream&&) noexcept;
