@@ -1,5 +1,121 @@
 #include "offload/disk_io.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <memory>
+
 #include "core/error.h"
 
-namespace stowage {}  // namespace stowage
+namespace stowage {
+namespace {
+
+std::string errno_text() { return std::strerror(errno); }
+
+class FolderDiskStore final : public DiskStore {
+ public:
+  explicit FolderDiskStore(std::string folder) : folder_(std::move(folder)) {
+    if (::mkdir(folder_.c_str(), 0755) != 0 && errno != EEXIST) {
+      throw IoError(
+          fmt::format("disk tier: cannot create offload folder '{}': {}", folder_, errno_text()));
+    }
+  }
+
+  std::string location() const override { return folder_; }
+
+  Tensor write(const std::string& key, const Tensor& host_tensor) override {
+    STOWAGE_EXPECTS(host_tensor.defined() &&
+                        (host_tensor.tier().is_host() || host_tensor.tier() == Tier::disk()),
+                    InvalidInputError,
+                    "disk tier: tensor '{}' must be host-readable to be written; found {}", key,
+                    host_tensor.defined() ? host_tensor.tier().to_string() : "undefined");
+    std::string file = key;
+    for (char& c : file) {
+      if (c == '/' || c == '\\') c = '_';
+    }
+    // A unique suffix: the same key may be written again while an older
+    // mapping of it is still alive.
+    const std::string path = fmt::format("{}/{}.{}.bin", folder_, file, serial_.fetch_add(1));
+    const std::string temp = path + ".tmp";
+    const size_t bytes = host_tensor.bytes();
+    {
+      const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      STOWAGE_EXPECTS(fd >= 0, IoError, "disk tier: cannot create '{}': {}", temp, errno_text());
+      const char* src = static_cast<const char*>(host_tensor.data());
+      size_t done = 0;
+      while (done < bytes) {
+        const ssize_t n = ::write(fd, src + done, bytes - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+          const std::string why = n < 0 ? errno_text() : "no progress";
+          ::close(fd);
+          ::unlink(temp.c_str());
+          throw IoError(fmt::format("disk tier: writing '{}' failed after {} of {} bytes: {}", temp,
+                                    done, bytes, why));
+        }
+        done += static_cast<size_t>(n);
+      }
+      if (::close(fd) != 0) {
+        ::unlink(temp.c_str());
+        throw IoError(fmt::format("disk tier: closing '{}' failed: {}", temp, errno_text()));
+      }
+    }
+    if (::rename(temp.c_str(), path.c_str()) != 0) {
+      ::unlink(temp.c_str());
+      throw IoError(
+          fmt::format("disk tier: renaming '{}' to '{}' failed: {}", temp, path, errno_text()));
+    }
+    void* data = nullptr;
+    if (bytes > 0) {
+      const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      STOWAGE_EXPECTS(fd >= 0, IoError, "disk tier: cannot open '{}': {}", path, errno_text());
+      data = ::mmap(nullptr, bytes, PROT_READ, MAP_SHARED, fd, 0);
+      ::close(fd);
+      if (data == MAP_FAILED) {
+        ::unlink(path.c_str());
+        throw IoError(fmt::format("disk tier: mmap of '{}' ({} bytes) failed: {}", path, bytes,
+                                  errno_text()));
+      }
+    }
+    auto storage = std::make_shared<Buffer>(Buffer::adopt(data, bytes, Tier::disk(), [=] {
+      if (data != nullptr) ::munmap(data, bytes);
+      ::unlink(path.c_str());
+    }));
+    return Tensor::from_storage(std::move(storage), 0, host_tensor.dtype(), host_tensor.shape());
+  }
+
+ private:
+  std::string folder_;
+  std::atomic<uint64_t> serial_{0};
+};
+
+class MemcpyDiskStager final : public DiskStager {
+ public:
+  void enqueue_read(StreamRef stream, const Tensor& disk_tensor, uint64_t offset, uint64_t bytes,
+                    void* dst) override {
+    STOWAGE_EXPECTS(offset + bytes <= disk_tensor.bytes(), InvalidInputError,
+                    "disk stager: read of bytes [{}, {}) is outside the tensor's {} bytes", offset,
+                    offset + bytes, disk_tensor.bytes());
+    Tensor keep = disk_tensor;
+    stream.host_task([keep, offset, bytes, dst] {
+      std::memcpy(dst, static_cast<const char*>(keep.data()) + offset, bytes);
+    });
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<DiskStore> make_folder_disk_store(const std::string& folder) {
+  return std::make_unique<FolderDiskStore>(folder);
+}
+
+std::unique_ptr<DiskStager> make_memcpy_disk_stager() {
+  return std::make_unique<MemcpyDiskStager>();
+}
+
+}  // namespace stowage

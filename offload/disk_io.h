@@ -7,6 +7,7 @@
 // lesson 3: no placeholders).
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -41,10 +42,16 @@ std::unique_ptr<DiskStore> make_folder_disk_store(const std::string& folder);
 class DiskStager {
  public:
   virtual ~DiskStager() = default;
-  // Enqueues on `stream` a read of all bytes of `disk_tensor` into `dst`
-  // (pinned host, at least disk_tensor.bytes() bytes). Work enqueued on
-  // `stream` later sees the bytes. `disk_tensor` is kept alive until read.
-  virtual void enqueue_read(StreamRef stream, const Tensor& disk_tensor, void* dst) = 0;
+  // Enqueues on `stream` a read of bytes [offset, offset + bytes) of
+  // `disk_tensor` into `dst` (pinned host, at least `bytes` bytes). Work
+  // enqueued on `stream` later sees the bytes. `disk_tensor` is kept alive
+  // until read. REQUIRES: offset + bytes <= disk_tensor.bytes().
+  virtual void enqueue_read(StreamRef stream, const Tensor& disk_tensor, uint64_t offset,
+                            uint64_t bytes, void* dst) = 0;
+  // All bytes of `disk_tensor`.
+  void enqueue_read(StreamRef stream, const Tensor& disk_tensor, void* dst) {
+    enqueue_read(stream, disk_tensor, 0, disk_tensor.bytes(), dst);
+  }
 };
 
 // The stand-in until mmap_store's ring lands: a memcpy from the mapping in a

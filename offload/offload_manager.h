@@ -51,6 +51,7 @@
 #include "core/stream.h"
 #include "core/tensor.h"
 #include "offload/disk_io.h"
+#include "offload/planner.h"
 #include "offload/residency_table.h"
 #include "offload/trace.h"
 
@@ -75,6 +76,10 @@ struct OffloadOptions {
   bool lazy_slots = false;
   // Needed to place or move anything on Tier::disk(); nullptr: no disk tier.
   std::shared_ptr<DiskStore> disk_store;
+  // Pinned staging buffer for disk reads (allocated by dispatch() from the
+  // pinned tier's budget when a streamed module has bytes on disk); large
+  // records are staged in chunks of this size.
+  uint64_t disk_staging_bytes = kDefaultDiskStagingBytes;
   // Disk -> pinned staging; nullptr: make_memcpy_disk_stager().
   std::shared_ptr<DiskStager> disk_stager;
   // Records copy, compute and stall spans when set. Must outlive the manager.

@@ -1,5 +1,300 @@
 #include "offload/planner.h"
 
-#include "core/error.h"
+#include <fmt/format.h>
 
-namespace stowage {}  // namespace stowage
+#include <algorithm>
+#include <map>
+#include <regex>
+#include <set>
+#include <unordered_map>
+
+#include "core/error.h"
+#include "core/memory_resource.h"
+
+namespace stowage {
+namespace {
+
+// A unit of placement: one module, or the modules of a no-split group.
+struct Unit {
+  std::string name;             // the module path, or the group's matching path
+  std::vector<size_t> modules;  // indices into request.modules, execution order
+  uint64_t bytes = 0;
+};
+
+std::string describe_budgets(const PlanRequest& request) {
+  auto one = [](const TierCapacity& c) {
+    std::string text = c.tier.to_string() + "=";
+    if (c.budget) {
+      text += fmt::format("{} ({} bytes)", format_bytes(*c.budget), *c.budget);
+    } else if (c.physical_bytes == UINT64_MAX) {
+      text += "unlimited";
+    } else {
+      text += fmt::format("no budget, {} physical", format_bytes(c.physical_bytes));
+    }
+    return text;
+  };
+  std::vector<std::string> parts;
+  for (const auto& c : request.accelerators) parts.push_back(one(c));
+  parts.push_back(request.cpu ? one(*request.cpu) : "cpu=not used");
+  parts.push_back(request.disk ? one(*request.disk) : "disk=not used (no offload folder)");
+  return fmt::format("{}", fmt::join(parts, ", "));
+}
+
+// Parent paths of "a.b.c", shortest first, then the path itself.
+std::vector<std::string> path_prefixes(const std::string& path) {
+  std::vector<std::string> out;
+  for (size_t pos = path.find('.'); pos != std::string::npos; pos = path.find('.', pos + 1)) {
+    out.push_back(path.substr(0, pos));
+  }
+  out.push_back(path);
+  return out;
+}
+
+std::vector<Unit> make_units(const PlanRequest& request, const std::vector<uint64_t>& bytes) {
+  std::vector<std::regex> patterns;
+  for (const std::string& p : request.no_split) {
+    try {
+      patterns.emplace_back(p, std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+      throw InvalidInputError(
+          fmt::format("planner: no-split pattern '{}' is not a valid regex: {}", p, e.what()));
+    }
+  }
+  std::vector<Unit> units;
+  std::unordered_map<std::string, size_t> group_unit;
+  for (size_t i = 0; i < request.modules.size(); ++i) {
+    const std::string& path = request.modules[i].path;
+    std::string group;
+    if (!patterns.empty()) {
+      for (const std::string& prefix : path_prefixes(path)) {
+        const bool match = std::any_of(patterns.begin(), patterns.end(), [&](const std::regex& r) {
+          return std::regex_match(prefix, r);
+        });
+        if (match) {
+          group = prefix;
+          break;
+        }
+      }
+    }
+    if (!group.empty()) {
+      auto [it, inserted] = group_unit.emplace(group, units.size());
+      if (inserted) units.push_back(Unit{group, {}, 0});
+      units[it->second].modules.push_back(i);
+      units[it->second].bytes += bytes[i];
+    } else {
+      units.push_back(Unit{path, {i}, bytes[i]});
+    }
+  }
+  return units;
+}
+
+struct Placement {
+  std::vector<std::optional<Tier>> unit_tier;
+  uint64_t largest_streamed = 0;
+  bool any_on_disk = false;
+};
+
+// Places units with `reserve` kept on every accelerator. Throws when a unit
+// fits nowhere.
+Placement place(const PlanRequest& request, const std::vector<Unit>& units, uint64_t reserve,
+                uint64_t cpu_reserve) {
+  Placement result;
+  result.unit_tier.resize(units.size());
+  std::vector<uint64_t> acc_free;
+  for (const auto& c : request.accelerators) {
+    const uint64_t limit = c.limit();
+    acc_free.push_back(limit > reserve ? limit - reserve : 0);
+  }
+  uint64_t cpu_free = request.cpu ? request.cpu->limit() : 0;
+  cpu_free = cpu_free > cpu_reserve ? cpu_free - cpu_reserve : 0;
+  uint64_t disk_free = request.disk ? request.disk->limit() : 0;
+  size_t acc = 0;
+  for (size_t u = 0; u < units.size(); ++u) {
+    const uint64_t need = units[u].bytes;
+    while (acc < acc_free.size() && acc_free[acc] < need) ++acc;
+    if (acc < acc_free.size()) {
+      acc_free[acc] -= need;
+      result.unit_tier[u] = request.accelerators[acc].tier;
+      continue;
+    }
+    if (request.cpu && cpu_free >= need) {
+      cpu_free -= need;
+      result.unit_tier[u] = Tier::pinned_host();
+    } else if (request.disk && disk_free >= need) {
+      disk_free -= need;
+      result.unit_tier[u] = Tier::disk();
+      result.any_on_disk = true;
+    } else {
+      std::string what = units[u].modules.size() == 1
+                             ? fmt::format("module {}", units[u].name)
+                             : fmt::format("no-split group {} ({} modules)", units[u].name,
+                                           units[u].modules.size());
+      throw OutOfBudgetError(fmt::format(
+          "planner: {} needs {} ({} bytes) and fits on no tier; budgets: {}; accelerator "
+          "reserve for streaming {} bytes each (prefetch depth {}), cpu reserve for disk "
+          "staging {} bytes",
+          what, format_bytes(need), need, describe_budgets(request), reserve,
+          request.prefetch_depth, cpu_reserve));
+    }
+    result.largest_streamed = std::max(result.largest_streamed, need);
+  }
+  return result;
+}
+
+}  // namespace
+
+uint64_t PlanModule::bytes() const {
+  uint64_t total = 0;
+  for (const auto& t : tensors) total += t.bytes;
+  return total;
+}
+
+uint64_t TierCapacity::limit() const {
+  return budget ? std::min(*budget, physical_bytes) : physical_bytes;
+}
+
+Tier Plan::tier_of(const std::string& module) const {
+  for (const auto& [path, tier] : device_map) {
+    if (path == module) return tier;
+  }
+  throw InvalidInputError(fmt::format("plan: no module '{}' in the device map", module));
+}
+
+std::vector<std::string> Plan::modules_on(Tier tier) const {
+  std::vector<std::string> out;
+  for (const auto& [path, t] : device_map) {
+    if (t == tier) out.push_back(path);
+  }
+  return out;
+}
+
+std::string Plan::to_string(const PlanRequest& request) const {
+  size_t width = 6;
+  for (const auto& [path, tier] : device_map) width = std::max(width, path.size());
+  std::map<std::string, uint64_t> module_bytes;
+  for (const auto& m : request.modules) module_bytes[m.path] = m.bytes();
+  std::string out = fmt::format("{:<{}}  {:<8}  {:>14}\n", "module", width, "tier", "bytes");
+  for (const auto& [path, tier] : device_map) {
+    out +=
+        fmt::format("{:<{}}  {:<8}  {:>14}\n", path, width, tier.to_string(), module_bytes[path]);
+  }
+  out += "bytes per tier:\n";
+  for (const auto& [tier, bytes] : bytes_per_tier) {
+    out += fmt::format("  {:<8} {:>14}  ({})\n", tier.to_string(), bytes, format_bytes(bytes));
+  }
+  out += fmt::format("streaming reserve (prefetch depth {}, {} slots of {} bytes):\n",
+                     prefetch_depth, slot_count(prefetch_depth), largest_streamed_unit);
+  for (const auto& [tier, bytes] : reserve_per_accelerator) {
+    out += fmt::format("  {:<8} {:>14}  ({})\n", tier.to_string(), bytes, format_bytes(bytes));
+  }
+  if (cpu_reserve > 0) {
+    out += fmt::format("disk staging reserve on cpu: {} ({})\n", cpu_reserve,
+                       format_bytes(cpu_reserve));
+  }
+  return out;
+}
+
+Plan plan_device_map(const PlanRequest& request) {
+  STOWAGE_EXPECTS(request.prefetch_depth >= 0, InvalidInputError,
+                  "planner: prefetch depth must be >= 0, found {}", request.prefetch_depth);
+  for (const auto& c : request.accelerators) {
+    STOWAGE_EXPECTS(c.tier.is_accelerator(), InvalidInputError,
+                    "planner: accelerator list holds {}, which is not an accelerator",
+                    c.tier.to_string());
+  }
+  // Module bytes with tied tensors counted once, at their first user.
+  std::unordered_map<std::string, size_t> index;
+  for (size_t i = 0; i < request.modules.size(); ++i) {
+    STOWAGE_EXPECTS(index.emplace(request.modules[i].path, i).second, InvalidInputError,
+                    "planner: module path '{}' appears twice", request.modules[i].path);
+  }
+  std::unordered_map<std::string, std::pair<size_t, size_t>> tensor_at;  // full name -> (m, t)
+  for (size_t i = 0; i < request.modules.size(); ++i) {
+    const auto& m = request.modules[i];
+    for (size_t t = 0; t < m.tensors.size(); ++t) {
+      tensor_at[m.path.empty() ? m.tensors[t].name : m.path + "." + m.tensors[t].name] = {i, t};
+    }
+  }
+  Plan plan;
+  plan.prefetch_depth = request.prefetch_depth;
+  std::vector<uint64_t> bytes(request.modules.size());
+  for (size_t i = 0; i < request.modules.size(); ++i) bytes[i] = request.modules[i].bytes();
+  for (const auto& group : request.tied) {
+    const std::string* first = nullptr;
+    std::pair<size_t, size_t> first_at{SIZE_MAX, SIZE_MAX};
+    for (const std::string& name : group) {
+      auto it = tensor_at.find(name);
+      STOWAGE_EXPECTS(it != tensor_at.end(), InvalidInputError,
+                      "planner: tied tensor '{}' belongs to no module of the request", name);
+      if (first == nullptr || it->second < first_at) {
+        first = &name;
+        first_at = it->second;
+      }
+    }
+    for (const std::string& name : group) {
+      if (name == *first) continue;
+      const auto at = tensor_at[name];
+      bytes[at.first] -= request.modules[at.first].tensors[at.second].bytes;
+      plan.tied_to[name] = *first;
+    }
+  }
+
+  const std::vector<Unit> units = make_units(request, bytes);
+  // Iterate the reserve to a fixed point: it only grows, since a larger
+  // reserve can only push more units off the accelerators.
+  const uint64_t slots = static_cast<uint64_t>(slot_count(request.prefetch_depth));
+  uint64_t reserve = 0;
+  uint64_t cpu_reserve = 0;
+  Placement placement = place(request, units, reserve, cpu_reserve);
+  for (;;) {
+    bool grew = false;
+    if (slots * placement.largest_streamed > reserve) {
+      reserve = slots * placement.largest_streamed;
+      grew = true;
+    }
+    if (placement.any_on_disk && request.disk_staging_bytes > cpu_reserve) {
+      cpu_reserve = request.disk_staging_bytes;
+      grew = true;
+    }
+    if (!grew) break;
+    placement = place(request, units, reserve, cpu_reserve);
+  }
+  if (placement.largest_streamed == 0) reserve = 0;
+  plan.cpu_reserve = placement.any_on_disk ? cpu_reserve : 0;
+
+  for (const auto& c : request.accelerators) {
+    plan.bytes_per_tier[c.tier] = 0;
+    plan.reserve_per_accelerator[c.tier] = reserve;
+  }
+  if (request.cpu) plan.bytes_per_tier[Tier::pinned_host()] = 0;
+  if (request.disk) plan.bytes_per_tier[Tier::disk()] = 0;
+  std::vector<Tier> module_tier(request.modules.size(), Tier::pinned_host());
+  for (size_t u = 0; u < units.size(); ++u) {
+    for (size_t i : units[u].modules) {
+      module_tier[i] = *placement.unit_tier[u];
+      plan.bytes_per_tier[module_tier[i]] += bytes[i];
+    }
+  }
+  for (size_t i = 0; i < request.modules.size(); ++i) {
+    plan.device_map.emplace_back(request.modules[i].path, module_tier[i]);
+  }
+  plan.largest_streamed_unit = placement.largest_streamed;
+  return plan;
+}
+
+std::vector<TierCapacity> accelerator_capacities(const std::vector<Tier>& accelerators,
+                                                 const std::map<int, uint64_t>& budgets,
+                                                 const std::vector<uint64_t>& physical_bytes) {
+  std::vector<TierCapacity> out;
+  for (size_t i = 0; i < accelerators.size(); ++i) {
+    TierCapacity c;
+    c.tier = accelerators[i];
+    auto it = budgets.find(static_cast<int>(i));
+    if (it != budgets.end()) c.budget = it->second;
+    if (i < physical_bytes.size()) c.physical_bytes = physical_bytes[i];
+    out.push_back(c);
+  }
+  return out;
+}
+
+}  // namespace stowage

@@ -21,6 +21,9 @@
 //     depends on what ends up streamed, so placement is iterated as
 //     accelerate does: place with reserve r, recompute r from the result,
 //     until r covers the largest streamed unit (r only grows, so this ends).
+//     Likewise, when anything lands on disk, the cpu tier keeps
+//     disk_staging_bytes for the pinned buffer disk reads are staged through
+//     (OffloadOptions::disk_staging_bytes, the same default).
 //  4. Placement, units in execution order: accelerators in the order given
 //     (moving to the next one when a unit does not fit in what remains, never
 //     back), then pinned host (cpu), then disk. A unit that fits nowhere
@@ -42,6 +45,9 @@ namespace stowage {
 // Slots a fetch pool keeps for prefetch depth d: the module in forward plus d
 // prefetched. The planner's reserve and OffloadManager's pool both use this.
 inline int slot_count(int prefetch_depth) { return (prefetch_depth < 0 ? 0 : prefetch_depth) + 1; }
+
+// Pinned bytes for staging disk reads (OffloadOptions and PlanRequest default).
+constexpr uint64_t kDefaultDiskStagingBytes = uint64_t{8} << 20;
 
 struct PlanTensor {
   std::string name;  // inside the module: "weight", "weight.absmax"
@@ -71,6 +77,8 @@ struct PlanRequest {
   std::vector<std::string> no_split;  // regexes over module paths
   // Groups of full tensor names ("module.name") that share one storage.
   std::vector<std::vector<std::string>> tied;
+  // Kept on cpu when anything lands on disk (see step 3).
+  uint64_t disk_staging_bytes = kDefaultDiskStagingBytes;
 };
 
 struct Plan {
@@ -83,6 +91,7 @@ struct Plan {
   // streamed); every accelerator of the request is present.
   std::map<Tier, uint64_t> reserve_per_accelerator;
   uint64_t largest_streamed_unit = 0;  // 0 when nothing is streamed
+  uint64_t cpu_reserve = 0;            // disk staging kept on cpu (0: nothing on disk)
   int prefetch_depth = 1;
   // Tied names other than the first, each mapped to the first (placed) name.
   std::map<std::string, std::string> tied_to;

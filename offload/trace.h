@@ -54,8 +54,11 @@ class TraceRecorder {
   void name_track(int pid, int tid, const std::string& name);
 
   // Adds a span between two events recorded on one stream of timeline `pid`
-  // (start before end). The recorder keeps the events until resolved.
-  void add_span(int pid, int tid, std::string name, std::string category, Event start, Event end);
+  // (start before end). The recorder keeps the events until resolved. A span
+  // shorter than `drop_below_us` is left out when resolved (stalls that did
+  // not happen).
+  void add_span(int pid, int tid, std::string name, std::string category, Event start, Event end,
+                double drop_below_us = -1);
 
   size_t span_count() const;
   // Resolves every span (blocks until its events completed) in the order

@@ -1,0 +1,212 @@
+#include "offload/loader.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cctype>
+#include <map>
+#include <set>
+#include <unordered_map>
+
+#include "core/error.h"
+
+namespace stowage {
+
+namespace {
+
+// The bitsandbytes state keys hanging off a weight ("<weight>.<suffix>").
+const std::vector<std::string>& weight_state_suffixes() {
+  static const std::vector<std::string> kSuffixes = {"absmax",
+                                                     "quant_map",
+                                                     "nested_absmax",
+                                                     "nested_quant_map",
+                                                     "quant_state.bitsandbytes__nf4",
+                                                     "quant_state.bitsandbytes__fp4"};
+  return kSuffixes;
+}
+
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+bool is_weight_name(const std::string& local) {
+  return local == "weight" || ends_with(local, ".weight") || ends_with(local, "weight");
+}
+
+}  // namespace
+
+std::pair<std::string, std::string> split_module_path(const std::string& tensor_name) {
+  std::string base = tensor_name;
+  for (const std::string& suffix : weight_state_suffixes()) {
+    const std::string tail = "." + suffix;
+    if (ends_with(tensor_name, tail) && tensor_name.size() > tail.size()) {
+      base = tensor_name.substr(0, tensor_name.size() - tail.size());
+      break;
+    }
+  }
+  const size_t dot = base.rfind('.');
+  if (dot == std::string::npos) return {"", tensor_name};
+  return {tensor_name.substr(0, dot), tensor_name.substr(dot + 1)};
+}
+
+TensorPlace classify_tensor(const std::string& local_name,
+                            const std::vector<std::string>& module_tensor_names) {
+  auto has = [&](const std::string& n) {
+    return std::find(module_tensor_names.begin(), module_tensor_names.end(), n) !=
+           module_tensor_names.end();
+  };
+  TensorPlace place;
+  if ((local_name == "SCB" || local_name == "weight_format") && has("weight")) {
+    place.role = TensorRole::kQuantState;
+    place.weight = "weight";
+    place.suffix = local_name;
+    return place;
+  }
+  for (const std::string& suffix : weight_state_suffixes()) {
+    const std::string tail = "." + suffix;
+    if (ends_with(local_name, tail) && local_name.size() > tail.size()) {
+      std::string weight = local_name.substr(0, local_name.size() - tail.size());
+      if (has(weight)) {
+        place.role = TensorRole::kQuantState;
+        place.weight = weight;
+        place.suffix = suffix;
+        return place;
+      }
+    }
+  }
+  if (local_name == "bias" || ends_with(local_name, ".bias")) {
+    place.role = TensorRole::kBias;
+  } else if (is_weight_name(local_name)) {
+    place.role = TensorRole::kWeight;
+  }
+  return place;
+}
+
+std::vector<std::string> natural_module_order(std::vector<std::string> modules) {
+  // Split into runs of digits and non-digits; digits compare by value.
+  auto less = [](const std::string& a, const std::string& b) {
+    size_t i = 0, j = 0;
+    while (i < a.size() && j < b.size()) {
+      const bool da = std::isdigit(static_cast<unsigned char>(a[i])) != 0;
+      const bool db = std::isdigit(static_cast<unsigned char>(b[j])) != 0;
+      if (da && db) {
+        size_t ie = i, je = j;
+        while (ie < a.size() && std::isdigit(static_cast<unsigned char>(a[ie]))) ++ie;
+        while (je < b.size() && std::isdigit(static_cast<unsigned char>(b[je]))) ++je;
+        std::string na = a.substr(i, ie - i), nb = b.substr(j, je - j);
+        na.erase(0, std::min(na.find_first_not_of('0'), na.size()));
+        nb.erase(0, std::min(nb.find_first_not_of('0'), nb.size()));
+        if (na.size() != nb.size()) return na.size() < nb.size();
+        if (na != nb) return na < nb;
+        i = ie;
+        j = je;
+      } else {
+        if (a[i] != b[j]) return a[i] < b[j];
+        ++i;
+        ++j;
+      }
+    }
+    return a.size() - i < b.size() - j;
+  };
+  std::stable_sort(modules.begin(), modules.end(), less);
+  return modules;
+}
+
+std::vector<PlanModule> plan_modules(const mmap_store::Checkpoint& checkpoint,
+                                     std::vector<std::string>* module_order) {
+  std::map<std::string, PlanModule> by_path;
+  std::vector<std::string> first_seen;
+  for (const std::string& name : checkpoint.names()) {
+    auto [module, local] = split_module_path(name);
+    auto it = by_path.find(module);
+    if (it == by_path.end()) {
+      it = by_path.emplace(module, PlanModule{module, {}}).first;
+      first_seen.push_back(module);
+    }
+    it->second.tensors.push_back(PlanTensor{local, checkpoint.info(name).bytes});
+  }
+  if (module_order->empty()) {
+    *module_order = natural_module_order(first_seen);
+  } else {
+    std::set<std::string> seen;
+    for (const std::string& m : *module_order) {
+      STOWAGE_EXPECTS(by_path.count(m) != 0, InvalidInputError,
+                      "{}: the execution order names module '{}', which the checkpoint lacks",
+                      checkpoint.path(), m);
+      STOWAGE_EXPECTS(seen.insert(m).second, InvalidInputError,
+                      "{}: the execution order lists module '{}' twice", checkpoint.path(), m);
+    }
+    for (const std::string& m : first_seen) {
+      STOWAGE_EXPECTS(seen.count(m) != 0, InvalidInputError,
+                      "{}: the execution order misses module '{}' of the checkpoint",
+                      checkpoint.path(), m);
+    }
+  }
+  std::vector<PlanModule> modules;
+  modules.reserve(module_order->size());
+  for (const std::string& m : *module_order) modules.push_back(by_path.at(m));
+  return modules;
+}
+
+LoadedCheckpoint load_checkpoint(const mmap_store::Checkpoint& checkpoint, OffloadManager& manager,
+                                 const LoadOptions& options) {
+  LoadedCheckpoint loaded;
+  loaded.module_order = options.module_order;
+  loaded.request.modules = plan_modules(checkpoint, &loaded.module_order);
+  loaded.request.accelerators = options.accelerators;
+  loaded.request.cpu = options.cpu;
+  loaded.request.disk = options.disk;
+  loaded.request.prefetch_depth = manager.options().prefetch_depth;
+  loaded.request.no_split = options.no_split;
+  // Plan before touching any byte: a budget that cannot fit fails here.
+  loaded.plan = plan_device_map(loaded.request);
+
+  std::unordered_map<std::string, std::vector<std::string>> names_of;  // module -> full names
+  for (const std::string& name : checkpoint.names()) {
+    names_of[split_module_path(name).first].push_back(name);
+  }
+  LoadProgress progress;
+  progress.tensors_total = checkpoint.names().size();
+  progress.bytes_total = checkpoint.total_bytes();
+
+  for (const std::string& module : loaded.module_order) {
+    const Tier tier = loaded.plan.tier_of(module);
+    const std::vector<std::string>& full_names = names_of.at(module);
+    std::vector<std::string> locals;
+    for (const std::string& n : full_names) locals.push_back(split_module_path(n).second);
+    // Weights first, so that their quant-state parts can link to them.
+    std::vector<size_t> order(full_names.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::vector<TensorPlace> places;
+    for (const std::string& local : locals) places.push_back(classify_tensor(local, locals));
+    std::stable_partition(order.begin(), order.end(),
+                          [&](size_t i) { return places[i].role != TensorRole::kQuantState; });
+    std::map<std::string, RecordId> weight_ids;
+    for (size_t i : order) {
+      const std::string& full = full_names[i];
+      const TensorPlace& place = places[i];
+      RecordId id;
+      {
+        // The source is the file's memory map: no staging copy outlives this
+        // scope (seed lesson 4).
+        Tensor source = checkpoint.tensor(full);
+        if (place.role == TensorRole::kQuantState) {
+          id = manager.place_quant_part(weight_ids.at(place.weight), place.suffix, source,
+                                        locals[i]);
+        } else {
+          id = manager.place(options.module_prefix + module, locals[i], place.role, source, tier);
+          weight_ids[locals[i]] = id;
+        }
+      }
+      progress.tensors_done++;
+      progress.bytes_done += checkpoint.info(full).bytes;
+      progress.tensor = full;
+      loaded.tensors++;
+      loaded.bytes += manager.table().get(id).bytes;
+      if (options.progress) options.progress(progress);
+    }
+  }
+  return loaded;
+}
+
+}  // namespace stowage

@@ -1,0 +1,110 @@
+// The streaming loader: opens a checkpoint (one safetensors file, a sharded
+// index, or an offload folder, through mmap_store), groups its tensors into
+// modules, plans a device map under the manager's budgets (planner.h), and
+// streams each tensor to its tier through the OffloadManager, optionally
+// quantizing it on the way.
+//
+// Seed lesson 4 (transformers' 4-bit loading leak): loading streams. Tensors
+// are read one at a time from the memory map; a tensor's staging copy (on the
+// accelerator when it is quantized there) is freed before the next tensor is
+// staged, so peak accelerator memory while loading is at most the final
+// resident bytes plus 2 x the largest source tensor.
+//
+// Thread safety: load_checkpoint may run from several threads for different
+// managers; for one manager REQUIRES external synchronization with forwards.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/tensor.h"
+#include "mmap_store/checkpoint.h"
+#include "offload/offload_manager.h"
+#include "offload/planner.h"
+#include "offload/residency_table.h"
+
+namespace stowage {
+
+// Splits a checkpoint tensor name into (module path, name inside the module):
+// the module is the name minus its last component, except that a weight's
+// bitsandbytes state keys belong to the weight's module:
+//   "layers.0.weight"                      -> ("layers.0", "weight")
+//   "layers.0.weight.absmax"               -> ("layers.0", "weight.absmax")
+//   "layers.0.weight.quant_state.bitsandbytes__nf4"
+//                                          -> ("layers.0", "weight.quant_state.bitsandbytes__nf4")
+//   "layers.0.SCB"                         -> ("layers.0", "SCB")
+//   "scale" (no dot)                       -> ("", "scale")
+std::pair<std::string, std::string> split_module_path(const std::string& tensor_name);
+
+// The role a tensor plays in its module, from its local name: "bias" and
+// "*.bias" are biases; "weight"/"*weight" weights; the bitsandbytes state keys
+// ("SCB", "weight_format", "<weight>.absmax", ...) quant-state parts of their
+// weight; the rest buffers. For a quant-state part, `weight` is the local
+// name of its weight and `suffix` its part name ("SCB", "absmax", ...).
+struct TensorPlace {
+  TensorRole role = TensorRole::kBuffer;
+  std::string weight;
+  std::string suffix;
+};
+TensorPlace classify_tensor(const std::string& local_name,
+                            const std::vector<std::string>& module_tensor_names);
+
+// Orders module paths with numbers compared as numbers ("layers.2" before
+// "layers.10"); the default execution order for checkpoints, whose files
+// list names alphabetically.
+std::vector<std::string> natural_module_order(std::vector<std::string> modules);
+
+struct LoadProgress {
+  size_t tensors_done = 0;
+  size_t tensors_total = 0;
+  uint64_t bytes_done = 0;   // source bytes read so far
+  uint64_t bytes_total = 0;  // source bytes of the checkpoint
+  std::string tensor;        // the tensor just placed
+};
+
+struct LoadOptions {
+  // Execution order of the modules (paths); empty: natural_module_order of
+  // the checkpoint's modules. Must list every module exactly once.
+  std::vector<std::string> module_order;
+  // Planner inputs: accelerators to fill (in order) with their capacities,
+  // pinned host and disk capacities (nullopt: tier not used), no-split
+  // regexes. The manager's own budgets still apply at allocation time.
+  std::vector<TierCapacity> accelerators;
+  std::optional<TierCapacity> cpu;
+  std::optional<TierCapacity> disk;
+  std::vector<std::string> no_split;
+  // Prepended to every module path in the manager ("model_a." lets two
+  // checkpoints with the same names share one manager). The execution order
+  // and the plan use the checkpoint's own paths.
+  std::string module_prefix;
+  // Called after each tensor is placed (on the calling thread).
+  std::function<void(const LoadProgress&)> progress;
+};
+
+struct LoadedCheckpoint {
+  PlanRequest request;
+  Plan plan;
+  std::vector<std::string> module_order;  // execution order used
+  size_t tensors = 0;
+  uint64_t bytes = 0;  // bytes placed (all tiers)
+};
+
+// Groups the checkpoint's tensors into planner modules, in `module_order`
+// (empty: natural order). Throws InvalidInputError for an order that misses
+// or repeats a module.
+std::vector<PlanModule> plan_modules(const mmap_store::Checkpoint& checkpoint,
+                                     std::vector<std::string>* module_order);
+
+// Plans and places every tensor of `checkpoint` in `manager` (see the file
+// comment). Throws OutOfBudgetError (from the planner, naming the module and
+// budgets, before anything is placed; or from an allocation), InvalidInputError
+// and IoError naming the checkpoint and tensor.
+LoadedCheckpoint load_checkpoint(const mmap_store::Checkpoint& checkpoint, OffloadManager& manager,
+                                 const LoadOptions& options);
+
+}  // namespace stowage
