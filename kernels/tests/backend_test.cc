@@ -1,0 +1,398 @@
+// One specification of the public kernels calls, run over every backend
+// present: the simulated accelerator always, CUDA where a GPU is visible
+// (those cases skip otherwise). Each case runs a call on the backend's stream
+// and compares with the CPU counterpart: quantizers byte for byte, matmuls
+// within a tolerance.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/buffer.h"
+#include "core/error.h"
+#include "core/platform.h"
+#include "kernels/cpu_reference.h"
+#include "kernels/gemm.h"
+#include "kernels/int8_matmul.h"
+#include "kernels/nf4_matmul.h"
+#include "kernels/quantize.h"
+#include "kernels/tests/test_util.h"
+
+namespace stowage::kernels {
+namespace {
+
+using test_util::from_floats;
+using test_util::random_values;
+using test_util::relative_error;
+using test_util::to_floats;
+
+class KernelsOnBackend : public ::testing::TestWithParam<DeviceChoice> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == DeviceChoice::kCuda && !cuda_device_available()) {
+      GTEST_SKIP() << "no CUDA GPU visible";
+    }
+    platform_ = Platform::create(GetParam());
+    stream_.emplace(platform_->accelerator(0).create_stream());
+  }
+
+  // Device (or sim) memory holding `bytes`, filled from host memory if given.
+  Buffer upload(const void* host, size_t bytes) {
+    Buffer buffer(platform_->accelerator(0).memory(), std::max<size_t>(bytes, 1), stream_->ref());
+    if (host != nullptr && bytes > 0) stream_->ref().copy(buffer.data(), host, bytes);
+    return buffer;
+  }
+  template <typename T>
+  Buffer upload(const std::vector<T>& host) {
+    return upload(host.data(), host.size() * sizeof(T));
+  }
+  Buffer allocate(size_t bytes) { return upload(nullptr, bytes); }
+
+  std::vector<uint8_t> download(const Buffer& buffer, size_t bytes) {
+    std::vector<uint8_t> host(bytes);
+    if (bytes > 0) stream_->ref().copy(host.data(), buffer.data(), bytes);
+    stream_->synchronize();
+    return host;
+  }
+  std::vector<float> download_floats(const Buffer& buffer, DType dtype, int64_t count) {
+    const std::vector<uint8_t> bytes = download(buffer, count * dtype_size(dtype));
+    return to_floats(bytes.data(), dtype, count);
+  }
+
+  StreamRef stream() { return stream_->ref(); }
+
+  std::unique_ptr<Platform> platform_;
+  std::optional<Stream> stream_;
+  CublasLtContext context_;
+};
+
+const DType kFloatTypes[] = {DType::kF16, DType::kBF16, DType::kF32};
+const FourBitType kFourBitTypes[] = {FourBitType::kNf4, FourBitType::kFp4};
+
+// Inputs with the corner cases of the rules: a block of zeros, values exactly
+// on code values and on NF4 thresholds, and random normals.
+std::vector<float> tricky_values(int64_t count, uint32_t seed) {
+  std::vector<float> v =
+      to_floats(random_values(DType::kF32, count, seed).data(), DType::kF32, count);
+  for (int64_t i = 0; i < std::min<int64_t>(count, 64); ++i) v[i] = 0.0f;  // a zero block
+  const float specials[] = {
+      0.03979014977812767f, -0.33967943489551544f, 0.5f, -0.25f, 0.0859375f, 1.0f, -1.0f,
+      0.6961928009986877f};
+  for (int64_t i = 64; i < std::min<int64_t>(count, 64 + 64); ++i) v[i] = specials[i % 8];
+  return v;
+}
+
+TEST_P(KernelsOnBackend, Quantize4bitMatchesCpuByteForByte) {
+  const int64_t numels[] = {1, 2, 7, 31, 33, 64, 127, 1000, 4095, 4097, 12289};
+  for (DType dtype : kFloatTypes) {
+    for (FourBitType type : kFourBitTypes) {
+      for (int64_t bs = 32; bs <= 4096; bs *= 2) {
+        for (int64_t numel : numels) {
+          SCOPED_TRACE(::testing::Message()
+                       << "dtype " << short_name(dtype) << " type " << static_cast<int>(type)
+                       << " bs " << bs << " numel " << numel);
+          const std::vector<uint8_t> input =
+              from_floats(tricky_values(numel, static_cast<uint32_t>(numel + bs)), dtype);
+          const int64_t bytes = four_bit_packed_bytes(numel);
+          const int64_t blocks = four_bit_block_count(numel, bs);
+          std::vector<uint8_t> want_packed(bytes);
+          std::vector<float> want_absmax(blocks);
+          cpu::quantize_4bit(input.data(), dtype, numel, bs, type, want_packed.data(),
+                             want_absmax.data());
+
+          Buffer in = upload(input);
+          Buffer packed = allocate(bytes);
+          Buffer absmax = allocate(blocks * sizeof(float));
+          quantize_4bit(in.data(), dtype, numel, bs, type, static_cast<uint8_t*>(packed.data()),
+                        static_cast<float*>(absmax.data()), stream());
+          ASSERT_EQ(download(packed, bytes), want_packed);
+          const std::vector<uint8_t> got_absmax = download(absmax, blocks * sizeof(float));
+          ASSERT_EQ(std::memcmp(got_absmax.data(), want_absmax.data(), blocks * sizeof(float)), 0);
+
+          // Dequantize, every output dtype, bit for bit.
+          for (DType out : kFloatTypes) {
+            std::vector<uint8_t> want(numel * dtype_size(out));
+            cpu::dequantize_4bit(want_packed.data(), want_absmax.data(), numel, bs, type,
+                                 want.data(), out);
+            Buffer got = allocate(want.size());
+            dequantize_4bit(static_cast<const uint8_t*>(packed.data()),
+                            static_cast<const float*>(absmax.data()), numel, bs, type, got.data(),
+                            out, stream());
+            ASSERT_EQ(download(got, want.size()), want) << "dequantize to " << short_name(out);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_P(KernelsOnBackend, DoubleQuantizationMatchesCpuByteForByte) {
+  for (int64_t count : {1, 2, 255, 256, 257, 1000, 65536 + 3}) {
+    SCOPED_TRACE(::testing::Message() << "count " << count);
+    std::vector<float> absmax =
+        to_floats(random_values(DType::kF32, count, 7 + count).data(), DType::kF32, count);
+    for (float& a : absmax) a = std::fabs(a) + 0.01f;
+    if (count > 300) std::fill(absmax.begin() + 256, absmax.begin() + 300, 0.0f);
+    const int64_t nested = nested_block_count(count);
+    float want_offset = 0.0f;
+    std::vector<uint8_t> want_codes(count);
+    std::vector<float> want_nested(nested);
+    cpu::double_quantize_absmax(absmax.data(), count, &want_offset, want_codes.data(),
+                                want_nested.data());
+
+    Buffer in = upload(absmax);
+    Buffer offset = allocate(sizeof(float));
+    Buffer codes = allocate(count);
+    Buffer nested_absmax = allocate(nested * sizeof(float));
+    Buffer scratch = allocate(nested * sizeof(double));
+    double_quantize_absmax(static_cast<const float*>(in.data()), count,
+                           static_cast<float*>(offset.data()), static_cast<uint8_t*>(codes.data()),
+                           static_cast<float*>(nested_absmax.data()),
+                           static_cast<double*>(scratch.data()), stream());
+    const std::vector<uint8_t> got_offset = download(offset, sizeof(float));
+    EXPECT_EQ(std::memcmp(got_offset.data(), &want_offset, sizeof(float)), 0);
+    EXPECT_EQ(download(codes, count), want_codes);
+    const std::vector<uint8_t> got_nested = download(nested_absmax, nested * sizeof(float));
+    EXPECT_EQ(std::memcmp(got_nested.data(), want_nested.data(), nested * sizeof(float)), 0);
+
+    std::vector<float> want_absmax(count);
+    cpu::dequantize_absmax(want_codes.data(), want_nested.data(), want_offset, count,
+                           want_absmax.data());
+    Buffer got_absmax = allocate(count * sizeof(float));
+    dequantize_absmax(static_cast<const uint8_t*>(codes.data()),
+                      static_cast<const float*>(nested_absmax.data()), want_offset, count,
+                      static_cast<float*>(got_absmax.data()), stream());
+    const std::vector<uint8_t> got = download(got_absmax, count * sizeof(float));
+    EXPECT_EQ(std::memcmp(got.data(), want_absmax.data(), count * sizeof(float)), 0);
+  }
+}
+
+TEST_P(KernelsOnBackend, Int8RowwiseMatchesCpuByteForByte) {
+  const int64_t shapes[][2] = {{1, 1}, {3, 5}, {17, 1000}, {64, 4096}, {2, 12345}};
+  for (DType dtype : kFloatTypes) {
+    for (const auto& shape : shapes) {
+      const int64_t rows = shape[0], cols = shape[1];
+      SCOPED_TRACE(::testing::Message() << short_name(dtype) << " " << rows << "x" << cols);
+      std::vector<float> values = to_floats(
+          random_values(DType::kF32, rows * cols, 3 + cols).data(), DType::kF32, rows * cols);
+      if (rows > 1) std::fill(values.begin(), values.begin() + cols, 0.0f);  // a zero row
+      const std::vector<uint8_t> input = from_floats(values, dtype);
+      std::vector<int8_t> want_cb(rows * cols);
+      std::vector<float> want_scb(rows);
+      cpu::quantize_int8_rowwise(input.data(), dtype, rows, cols, want_cb.data(), want_scb.data());
+      Buffer in = upload(input);
+      Buffer cb = allocate(rows * cols);
+      Buffer scb = allocate(rows * sizeof(float));
+      quantize_int8_rowwise(in.data(), dtype, rows, cols, static_cast<int8_t*>(cb.data()),
+                            static_cast<float*>(scb.data()), stream());
+      const std::vector<uint8_t> got_cb = download(cb, rows * cols);
+      ASSERT_EQ(std::memcmp(got_cb.data(), want_cb.data(), rows * cols), 0);
+      const std::vector<uint8_t> got_scb = download(scb, rows * sizeof(float));
+      ASSERT_EQ(std::memcmp(got_scb.data(), want_scb.data(), rows * sizeof(float)), 0);
+      for (DType out : kFloatTypes) {
+        std::vector<uint8_t> want(rows * cols * dtype_size(out));
+        cpu::dequantize_int8_rowwise(want_cb.data(), want_scb.data(), rows, cols, want.data(), out);
+        Buffer got = allocate(want.size());
+        dequantize_int8_rowwise(static_cast<const int8_t*>(cb.data()),
+                                static_cast<const float*>(scb.data()), rows, cols, got.data(), out,
+                                stream());
+        ASSERT_EQ(download(got, want.size()), want) << "dequantize to " << short_name(out);
+      }
+    }
+  }
+}
+
+double tolerance_for(DType dtype) {
+  return dtype == DType::kF32 ? 1e-4 : dtype == DType::kF16 ? 4e-3 : 2e-2;
+}
+
+TEST_P(KernelsOnBackend, GemmMatchesCpu) {
+  const int64_t shapes[][3] = {{1, 64, 128}, {17, 40, 72}, {64, 96, 256}, {5, 8, 1024}};
+  for (DType dtype : kFloatTypes) {
+    for (DType out : {DType::kF32, dtype}) {
+      for (int variant = 0; variant < 3; ++variant) {  // plain, bias, bias + relu
+        for (const auto& s : shapes) {
+          const int64_t m = s[0], n = s[1], k = s[2];
+          SCOPED_TRACE(::testing::Message()
+                       << short_name(dtype) << "->" << short_name(out) << " variant " << variant
+                       << " " << m << "x" << n << "x" << k);
+          const auto x = random_values(dtype, m * k, 11);
+          const auto w = random_values(dtype, n * k, 12);
+          const auto bias = random_values(out, n, 13);
+          GemmArgs a;
+          a.m = m;
+          a.n = n;
+          a.k = k;
+          a.dtype = dtype;
+          a.out_dtype = out;
+          a.relu = variant == 2;
+          std::vector<uint8_t> want(m * n * dtype_size(out));
+          a.x = x.data();
+          a.w = w.data();
+          a.bias = variant > 0 ? bias.data() : nullptr;
+          a.y = want.data();
+          cpu::gemm(a);
+          Buffer dx = upload(x), dw = upload(w), db = upload(bias), dy = allocate(want.size());
+          a.x = dx.data();
+          a.w = dw.data();
+          a.bias = variant > 0 ? db.data() : nullptr;
+          a.y = dy.data();
+          gemm(context_, a, stream());
+          const std::vector<float> got = download_floats(dy, out, m * n);
+          const std::vector<float> ref = to_floats(want.data(), out, m * n);
+          const std::vector<double> ref_d(ref.begin(), ref.end());
+          EXPECT_LT(relative_error(got, ref_d), tolerance_for(out == DType::kF32 ? dtype : out));
+        }
+      }
+    }
+  }
+}
+
+TEST_P(KernelsOnBackend, Int8MatmulMatchesCpuWithAndWithoutOutliers) {
+  const int64_t shapes[][3] = {{1, 64, 128}, {5, 96, 256}, {64, 128, 512}};
+  for (DType dtype : kFloatTypes) {
+    for (float threshold : {0.0f, 6.0f}) {
+      for (const auto& s : shapes) {
+        const int64_t m = s[0], n = s[1], k = s[2];
+        SCOPED_TRACE(::testing::Message() << short_name(dtype) << " t=" << threshold << " " << m
+                                          << "x" << n << "x" << k);
+        std::vector<float> xf =
+            to_floats(random_values(DType::kF32, m * k, 21).data(), DType::kF32, m * k);
+        xf[3] = 40.0f;                     // outlier column 3
+        xf[(m - 1) * k + k - 2] = -25.0f;  // outlier column k - 2
+        const auto x = from_floats(xf, dtype);
+        const auto wsrc = random_values(DType::kF32, n * k, 22);
+        std::vector<int8_t> cb(n * k);
+        std::vector<float> scb(n);
+        cpu::quantize_int8_rowwise(wsrc.data(), DType::kF32, n, k, cb.data(), scb.data());
+        const auto bias = random_values(dtype, n, 23);
+        Int8MatmulArgs a;
+        a.m = m;
+        a.n = n;
+        a.k = k;
+        a.dtype = dtype;
+        a.threshold = threshold;
+        std::vector<uint8_t> want(m * n * dtype_size(dtype));
+        a.x = x.data();
+        a.cb = cb.data();
+        a.scb = scb.data();
+        a.bias = bias.data();
+        a.y = want.data();
+        cpu::int8_matmul(a);
+        Buffer dx = upload(x), dcb = upload(cb), dscb = upload(scb), db = upload(bias),
+               dy = allocate(want.size());
+        a.x = dx.data();
+        a.cb = static_cast<const int8_t*>(dcb.data());
+        a.scb = static_cast<const float*>(dscb.data());
+        a.bias = db.data();
+        a.y = dy.data();
+        int8_matmul(context_, a, stream());
+        const std::vector<float> got = download_floats(dy, dtype, m * n);
+        const std::vector<float> ref = to_floats(want.data(), dtype, m * n);
+        EXPECT_LT(relative_error(got, std::vector<double>(ref.begin(), ref.end())),
+                  dtype == DType::kF32 ? 1e-5 : tolerance_for(dtype));
+      }
+    }
+  }
+}
+
+TEST_P(KernelsOnBackend, FourBitMatmulMatchesCpu) {
+  struct Case {
+    int64_t m, n, k, blocksize;
+  };
+  const Case cases[] = {{1, 96, 1024, 64},   {2, 64, 4096, 128}, {3, 40, 1056, 32},
+                        {4, 33, 2048, 4096}, {1, 128, 8192, 64}, {5, 48, 512, 64},
+                        {16, 64, 256, 256},  {1, 24, 100, 32}};
+  for (DType dtype : kFloatTypes) {
+    for (FourBitType type : kFourBitTypes) {
+      for (bool nested : {false, true}) {
+        for (const Case& c : cases) {
+          SCOPED_TRACE(::testing::Message()
+                       << short_name(dtype) << " type " << static_cast<int>(type) << " nested "
+                       << nested << " m=" << c.m << " n=" << c.n << " k=" << c.k
+                       << " bs=" << c.blocksize);
+          const int64_t numel = c.n * c.k;
+          const auto wsrc = random_values(DType::kF32, numel, 31);
+          std::vector<uint8_t> packed(four_bit_packed_bytes(numel));
+          const int64_t blocks = four_bit_block_count(numel, c.blocksize);
+          std::vector<float> absmax(blocks);
+          cpu::quantize_4bit(wsrc.data(), DType::kF32, numel, c.blocksize, type, packed.data(),
+                             absmax.data());
+          std::vector<uint8_t> codes(blocks);
+          std::vector<float> nested_absmax(nested_block_count(blocks));
+          float offset = 0.0f;
+          cpu::double_quantize_absmax(absmax.data(), blocks, &offset, codes.data(),
+                                      nested_absmax.data());
+          const auto x = random_values(dtype, c.m * c.k, 32);
+          const auto bias = random_values(dtype, c.n, 33);
+
+          FourBitMatmulArgs a;
+          a.m = c.m;
+          a.n = c.n;
+          a.k = c.k;
+          a.dtype = dtype;
+          a.weight.type = type;
+          a.weight.blocksize = c.blocksize;
+          a.weight.nested_offset = offset;
+          std::vector<uint8_t> want(c.m * c.n * dtype_size(dtype));
+          a.x = x.data();
+          a.bias = bias.data();
+          a.y = want.data();
+          a.weight.packed = packed.data();
+          a.weight.absmax = nested ? nullptr : absmax.data();
+          a.weight.absmax_codes = codes.data();
+          a.weight.nested_absmax = nested_absmax.data();
+          cpu::four_bit_matmul(a);
+
+          Buffer dx = upload(x), db = upload(bias), dp = upload(packed), da = upload(absmax),
+                 dc = upload(codes), dn = upload(nested_absmax), dy = allocate(want.size());
+          a.x = dx.data();
+          a.bias = db.data();
+          a.y = dy.data();
+          a.weight.packed = static_cast<const uint8_t*>(dp.data());
+          a.weight.absmax = nested ? nullptr : static_cast<const float*>(da.data());
+          a.weight.absmax_codes = static_cast<const uint8_t*>(dc.data());
+          a.weight.nested_absmax = static_cast<const float*>(dn.data());
+          four_bit_matmul(context_, a, stream());
+          const std::vector<float> got = download_floats(dy, dtype, c.m * c.n);
+          const std::vector<float> ref = to_floats(want.data(), dtype, c.m * c.n);
+          EXPECT_LT(relative_error(got, std::vector<double>(ref.begin(), ref.end())),
+                    dtype == DType::kF32 ? 1e-4 : tolerance_for(dtype));
+        }
+      }
+    }
+  }
+}
+
+TEST_P(KernelsOnBackend, MatmulPlansAreCachedPerShape) {
+  if (GetParam() != DeviceChoice::kCuda) GTEST_SKIP() << "plans exist on CUDA only";
+  const int64_t m = 8, n = 32, k = 64;
+  const auto x = random_values(DType::kF16, m * k, 1);
+  const auto w = random_values(DType::kF16, n * k, 2);
+  Buffer dx = upload(x), dw = upload(w), dy = allocate(m * n * 2);
+  GemmArgs a;
+  a.m = m;
+  a.n = n;
+  a.k = k;
+  a.x = dx.data();
+  a.w = dw.data();
+  a.y = dy.data();
+  gemm(context_, a, stream());
+  const size_t after_first = context_.cached_plan_count();
+  for (int i = 0; i < 5; ++i) gemm(context_, a, stream());
+  stream_->synchronize();
+  EXPECT_EQ(context_.cached_plan_count(), after_first);
+  EXPECT_GE(after_first, 1u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, KernelsOnBackend,
+                         ::testing::Values(DeviceChoice::kSim, DeviceChoice::kCuda),
+                         [](const auto& info) {
+                           return info.param == DeviceChoice::kSim ? "Sim" : "Cuda";
+                         });
+
+}  // namespace
+}  // namespace stowage::kernels
