@@ -105,6 +105,9 @@ class ForwardContext {
   const std::string& path() const { return module_->path(); }
   // The compute stream all of this forward's work is enqueued on.
   StreamRef stream() const { return stream_; }
+  // Hooks may pick the stream when the caller gave none (the offload hook
+  // uses the offload manager's compute stream then).
+  void set_stream(StreamRef stream) { stream_ = stream; }
   const std::vector<TensorView>& inputs() const { return inputs_; }
   const std::vector<TensorView>& outputs() const { return outputs_; }
 

@@ -1,0 +1,93 @@
+#include "models/mlp_runner.h"
+
+#include <cstring>
+
+#include "core/error.h"
+
+namespace stowage::models {
+
+MlpSpec describe_checkpoint(const mmap_store::Checkpoint& checkpoint) {
+  std::vector<TensorMeta> metas;
+  for (const std::string& name : checkpoint.names()) {
+    const auto& info = checkpoint.info(name);
+    metas.push_back(TensorMeta{name, info.dtype, info.shape});
+  }
+  auto read_bytes = [&checkpoint](const std::string& name) {
+    Tensor t = checkpoint.tensor(name);
+    const auto* p = static_cast<const uint8_t*>(t.data());
+    return std::vector<uint8_t>(p, p + t.bytes());
+  };
+  return describe_mlp(metas, read_bytes, checkpoint.path());
+}
+
+std::vector<TierCapacity> accelerator_capacities_of(Platform& platform,
+                                                    const std::map<int, uint64_t>& budgets) {
+  std::vector<Tier> tiers;
+  std::vector<uint64_t> physical;
+  for (int i = 0; i < platform.accelerator_count(); ++i) {
+    tiers.push_back(platform.accelerator(i).tier());
+    physical.push_back(platform.accelerator(i).total_bytes());
+  }
+  for (const auto& [index, bytes] : budgets) {
+    STOWAGE_EXPECTS(index >= 0 && index < platform.accelerator_count(), InvalidInputError,
+                    "a memory budget names accelerator {}, but this platform has {} "
+                    "accelerator(s)",
+                    index, platform.accelerator_count());
+  }
+  return accelerator_capacities(tiers, budgets, physical);
+}
+
+namespace {
+Accelerator& compute_accelerator(OffloadManager& manager) {
+  Platform& platform = manager.platform();
+  const int acc = manager.options().compute_accelerator;
+  STOWAGE_EXPECTS(acc >= 0 && acc < platform.accelerator_count(), InvalidInputError,
+                  "compute accelerator {} does not exist ({} accelerator(s))", acc,
+                  platform.accelerator_count());
+  return platform.accelerator(acc);
+}
+}  // namespace
+
+MlpRunner::MlpRunner(OffloadManager& manager, const mmap_store::Checkpoint& checkpoint,
+                     LinearKernels& kernels, LoadOptions load)
+    : manager_(manager),
+      accelerator_(compute_accelerator(manager).tier()),
+      stream_(compute_accelerator(manager).create_stream()) {
+  MlpSpec spec = describe_checkpoint(checkpoint);
+  load.module_order.clear();
+  for (const MlpLayer& layer : spec.layers) load.module_order.push_back(layer.module);
+  model_ = std::make_unique<MlpModel>(std::move(spec), kernels);
+  loaded_ = load_checkpoint(checkpoint, manager, load);
+  hook_ =
+      hooks::OffloadHook::attach_to_tree(manager, registry_, model_->root(), load.module_prefix);
+  hook_->declare_execution_order(model_->execution_order());
+}
+
+MlpRunner::~MlpRunner() {
+  if (stream_.valid()) stream_.synchronize();
+}
+
+Tensor MlpRunner::forward(const Tensor& x) {
+  const MlpSpec& spec = model_->spec();
+  STOWAGE_EXPECTS(x.defined() && x.dtype() == DType::kF32 && x.shape().rank() == 2 &&
+                      x.shape()[1] == spec.in_features(),
+                  InvalidInputError, "input 'x': expected float32 [batch, {}], found {} {}",
+                  spec.in_features(), x.defined() ? short_name(x.dtype()) : "nothing",
+                  x.defined() ? x.shape().to_string() : "");
+  const int64_t batch = x.shape()[0];
+  MemoryResource& device = manager_.memory(accelerator_);
+  StreamRef s = stream_.ref();
+  Tensor y_host = Tensor::empty(manager_.platform().pageable_host_memory(), DType::kF32,
+                                Shape{batch, spec.out_features()});
+  {
+    Tensor x_dev = Tensor::empty(device, DType::kF32, x.shape(), s);
+    Tensor y_dev = Tensor::empty(device, DType::kF32, y_host.shape(), s);
+    s.copy(x_dev.data(), x.data(), x.bytes());
+    model_->forward(registry_, s, x_dev.view(), y_dev.view(), device);
+    s.copy(y_host.data(), y_dev.data(), y_host.bytes());
+    s.synchronize();
+  }
+  return y_host;
+}
+
+}  // namespace stowage::models
