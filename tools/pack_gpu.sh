@@ -4,14 +4,18 @@
 # host with no Bazel. On the GPU host, from the repository root:
 #   bash gpu_pack/run_tests.sh            # every test binary, then a count
 #   bash gpu_pack/run_bench.sh [NAME...]  # the benchmarks (all by default)
+# tools/pack_gpu.sh //core/... //kernels/...  packs only those targets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=gpu_pack
 rm -rf "$out"
 mkdir -p "$out/bin"
 
-tests=$(bazel query 'kind(cc_test, //...)' 2>/dev/null)
-benches=$(bazel query 'kind(cc_binary, //bench/... + //examples/...)' 2>/dev/null || true)
+# Optional arguments: target patterns to pack instead of everything.
+scope=${*:-//...}
+scope_expr=$(echo "$scope" | sed 's/ / + /g')
+tests=$(bazel query "kind(cc_test, $scope_expr)" 2>/dev/null)
+benches=$(bazel query "kind(cc_binary, ($scope_expr) intersect (//bench/... + //examples/...))" 2>/dev/null || true)
 bazel build --jobs="${STOWAGE_JOBS:-$(nproc)}" //:stowage $tests $benches
 
 pack() {  # label -> gpu_pack/bin/pkg__name (stripped)
