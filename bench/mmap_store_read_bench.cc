@@ -3,7 +3,7 @@
 // cold (the file's pages dropped with posix_fadvise(POSIX_FADV_DONTNEED)
 // before each run) and warm. Prints the median GiB/s of each and the ratio.
 //
-//   bazel run -c opt //bench:mmap_store_read_bench -- [--size 2GiB] [--file PATH]
+//   bazel run //bench:mmap_store_read_bench -- [--size 2GiB] [--file PATH]
 //     [--iters 5] [--slot 16MiB] [--slots 4] [--task 4MiB] [--threads 4] [--direct]
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -138,15 +138,24 @@ int run(int argc, char** argv) {
       if (i + 1 >= argc) throw InvalidInputError(fmt::format("{} needs a value", a));
       return argv[++i];
     };
-    if (a == "--file") o.file = next();
-    else if (a == "--size") o.size = parse_byte_size(next());
-    else if (a == "--iters") o.iters = std::max(1, std::atoi(next().c_str()));
-    else if (a == "--slot") o.slot = parse_byte_size(next());
-    else if (a == "--slots") o.slots = std::max(1, std::atoi(next().c_str()));
-    else if (a == "--task") o.task = parse_byte_size(next());
-    else if (a == "--threads") o.threads = std::max(1, std::atoi(next().c_str()));
-    else if (a == "--direct") o.direct = true;
-    else throw InvalidInputError(fmt::format("unknown flag {}", a));
+    if (a == "--file")
+      o.file = next();
+    else if (a == "--size")
+      o.size = parse_byte_size(next());
+    else if (a == "--iters")
+      o.iters = std::max(1, std::atoi(next().c_str()));
+    else if (a == "--slot")
+      o.slot = parse_byte_size(next());
+    else if (a == "--slots")
+      o.slots = std::max(1, std::atoi(next().c_str()));
+    else if (a == "--task")
+      o.task = parse_byte_size(next());
+    else if (a == "--threads")
+      o.threads = std::max(1, std::atoi(next().c_str()));
+    else if (a == "--direct")
+      o.direct = true;
+    else
+      throw InvalidInputError(fmt::format("unknown flag {}", a));
   }
   bool created = false;
   if (o.file.empty()) {
@@ -187,7 +196,7 @@ int run(int argc, char** argv) {
                cold ? "cold" : "warm", p, s, s / p);
   }
   if (created) ::unlink(o.file.c_str());
-  std::string cmd = "bazel run -c opt //bench:mmap_store_read_bench --";
+  std::string cmd = "bazel run //bench:mmap_store_read_bench --";
   for (int i = 1; i < argc; ++i) cmd += std::string(" ") + argv[i];
   fmt::print("reproduce: {}\n", cmd);
   return 0;
