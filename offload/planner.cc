@@ -19,7 +19,16 @@ struct Unit {
   std::string name;             // the module path, or the group's matching path
   std::vector<size_t> modules;  // indices into request.modules, execution order
   uint64_t bytes = 0;
+  uint64_t slot_bytes = 0;  // largest module of the unit as a fetch slot holds it
 };
+
+// A module's bytes in a fetch slot: each tensor at a 256-byte aligned
+// offset (OffloadManager's slot layout).
+uint64_t packed_bytes(const PlanModule& module) {
+  uint64_t offset = 0;
+  for (const auto& t : module.tensors) offset = (offset + 255) / 256 * 256 + t.bytes;
+  return offset;
+}
 
 std::string describe_budgets(const PlanRequest& request) {
   auto one = [](const TierCapacity& c) {
@@ -78,11 +87,13 @@ std::vector<Unit> make_units(const PlanRequest& request, const std::vector<uint6
     }
     if (!group.empty()) {
       auto [it, inserted] = group_unit.emplace(group, units.size());
-      if (inserted) units.push_back(Unit{group, {}, 0});
-      units[it->second].modules.push_back(i);
-      units[it->second].bytes += bytes[i];
+      if (inserted) units.push_back(Unit{group, {}, 0, 0});
+      Unit& unit = units[it->second];
+      unit.modules.push_back(i);
+      unit.bytes += bytes[i];
+      unit.slot_bytes += packed_bytes(request.modules[i]);
     } else {
-      units.push_back(Unit{path, {i}, bytes[i]});
+      units.push_back(Unit{path, {i}, bytes[i], packed_bytes(request.modules[i])});
     }
   }
   return units;
@@ -136,7 +147,7 @@ Placement place(const PlanRequest& request, const std::vector<Unit>& units, uint
           what, format_bytes(need), need, describe_budgets(request), reserve,
           request.prefetch_depth, cpu_reserve));
     }
-    result.largest_streamed = std::max(result.largest_streamed, need);
+    result.largest_streamed = std::max(result.largest_streamed, units[u].slot_bytes);
   }
   return result;
 }

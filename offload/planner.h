@@ -16,7 +16,8 @@
 //     them. Plan::tied_to maps every other name to that first name.
 //  3. Reserve. When anything is streamed (placed off the accelerators), each
 //     accelerator keeps slot_count(d) x the largest streamed unit for the
-//     fetch slots (slot_count(d) = d + 1: the module computing plus d
+//     fetch slots (a unit's slot bytes: its tensors at 256-byte aligned
+//     offsets, as the slots hold them; slot_count(d) = d + 1: the module computing plus d
 //     prefetched, the same pool OffloadManager allocates). The reserve
 //     depends on what ends up streamed, so placement is iterated as
 //     accelerate does: place with reserve r, recompute r from the result,

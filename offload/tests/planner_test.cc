@@ -1,0 +1,214 @@
+// The planner: a device map under per-tier budgets in the manner of
+// accelerate's infer_auto_device_map (seed lesson 5).
+#include "offload/planner.h"
+
+#include <gtest/gtest.h>
+
+#include "core/error.h"
+
+namespace stowage {
+namespace {
+
+const Tier kAcc0 = Tier::accelerator(Backend::kSim, 0);
+const Tier kAcc1 = Tier::accelerator(Backend::kSim, 1);
+const Tier kCpu = Tier::pinned_host();
+const Tier kDisk = Tier::disk();
+
+// `n` layers "layers.i" of one weight of `bytes` each.
+std::vector<PlanModule> layers(int n, uint64_t bytes) {
+  std::vector<PlanModule> out;
+  for (int i = 0; i < n; ++i) {
+    out.push_back(PlanModule{"layers." + std::to_string(i), {{"weight", bytes}}});
+  }
+  return out;
+}
+
+TierCapacity cap(Tier tier, std::optional<uint64_t> budget) {
+  TierCapacity c;
+  c.tier = tier;
+  c.budget = budget;
+  return c;
+}
+
+PlanRequest request(std::vector<PlanModule> modules, std::vector<TierCapacity> accelerators,
+                    std::optional<uint64_t> cpu, std::optional<uint64_t> disk, int depth = 1) {
+  PlanRequest r;
+  r.modules = std::move(modules);
+  r.accelerators = std::move(accelerators);
+  if (cpu) r.cpu = cap(kCpu, *cpu);
+  if (disk) r.disk = cap(kDisk, *disk);
+  r.prefetch_depth = depth;
+  r.disk_staging_bytes = 0;
+  return r;
+}
+
+TEST(Planner, EverythingFitsOnTheAcceleratorWithNoReserve) {
+  const Plan plan = plan_device_map(request(layers(4, 100), {cap(kAcc0, 400)}, 1000, {}));
+  for (const auto& [module, tier] : plan.device_map) EXPECT_EQ(tier, kAcc0) << module;
+  EXPECT_EQ(plan.bytes_per_tier.at(kAcc0), 400u);
+  EXPECT_EQ(plan.reserve_per_accelerator.at(kAcc0), 0u) << "nothing streams: no reserve";
+  EXPECT_EQ(plan.largest_streamed_unit, 0u);
+}
+
+TEST(Planner, SpillsToCpuAndReservesSlotsForTheLargestStreamedModule) {
+  // 1100 bytes of layers, 1000 of accelerator, depth 1: once anything
+  // streams, 2 slots x 100 are kept, leaving 800 for 8 resident layers.
+  const Plan plan = plan_device_map(request(layers(11, 100), {cap(kAcc0, 1000)}, 10000, {}));
+  EXPECT_EQ(plan.modules_on(kAcc0).size(), 8u);
+  EXPECT_EQ(plan.modules_on(kCpu), (std::vector<std::string>{"layers.8", "layers.9", "layers.10"}));
+  EXPECT_EQ(plan.reserve_per_accelerator.at(kAcc0), 200u);
+  EXPECT_EQ(plan.bytes_per_tier.at(kAcc0) + plan.reserve_per_accelerator.at(kAcc0), 1000u);
+  EXPECT_TRUE(plan.streamed("layers.9"));
+  EXPECT_FALSE(plan.streamed("layers.0"));
+}
+
+TEST(Planner, ReserveFollowsWhatEndsUpStreamed) {
+  // Without a reserve layers 0-3 fit and layer 4 (500) streams; then 2 slots
+  // x 500 must be kept, which pushes layers 2 and 3 off too: the iteration
+  // accelerate does.
+  std::vector<PlanModule> modules = layers(3, 100);
+  modules.push_back(PlanModule{"layers.3", {{"weight", 500}}});
+  modules.push_back(PlanModule{"layers.4", {{"weight", 500}}});
+  const Plan plan = plan_device_map(request(modules, {cap(kAcc0, 1200)}, 10000, {}));
+  EXPECT_EQ(plan.largest_streamed_unit, 500u);
+  EXPECT_EQ(plan.reserve_per_accelerator.at(kAcc0), 1000u);
+  EXPECT_EQ(plan.modules_on(kAcc0), (std::vector<std::string>{"layers.0", "layers.1"}));
+  EXPECT_EQ(plan.modules_on(kCpu), (std::vector<std::string>{"layers.2", "layers.3", "layers.4"}));
+}
+
+TEST(Planner, ReserveIsPrefetchDepthPlusOneSlots) {
+  const Plan plan = plan_device_map(request(layers(20, 100), {cap(kAcc0, 1000)}, 10000, {}, 3));
+  EXPECT_EQ(plan.reserve_per_accelerator.at(kAcc0), 400u);
+  EXPECT_EQ(plan.modules_on(kAcc0).size(), 6u);
+}
+
+TEST(Planner, SpillsToDiskWhenCpuIsFull) {
+  const Plan plan = plan_device_map(request(layers(6, 100), {cap(kAcc0, 400)}, 200, 10000));
+  EXPECT_EQ(plan.modules_on(kAcc0).size(), 2u);
+  EXPECT_EQ(plan.modules_on(kCpu).size(), 2u);
+  EXPECT_EQ(plan.modules_on(kDisk), (std::vector<std::string>{"layers.4", "layers.5"}));
+  EXPECT_EQ(plan.bytes_per_tier.at(kDisk), 200u);
+}
+
+TEST(Planner, KeepsDiskStagingOnCpuOnlyWhenSomethingGoesToDisk) {
+  PlanRequest r = request(layers(6, 100), {cap(kAcc0, 400)}, 250, 10000);
+  r.disk_staging_bytes = 100;
+  const Plan plan = plan_device_map(r);
+  EXPECT_EQ(plan.cpu_reserve, 100u);
+  EXPECT_EQ(plan.modules_on(kCpu).size(), 1u) << "250 - 100 staging leaves room for one layer";
+  EXPECT_EQ(plan.modules_on(kDisk).size(), 3u);
+  PlanRequest no_disk = request(layers(3, 100), {cap(kAcc0, 400)}, 250, 10000);
+  no_disk.disk_staging_bytes = 100;
+  EXPECT_EQ(plan_device_map(no_disk).cpu_reserve, 0u);
+}
+
+TEST(Planner, FillsSeveralAcceleratorsInOrderBeforeTheHost) {
+  // Budgets as transformers' int8 guide gives them: {0: 1x, 1: 2x}.
+  const Plan plan =
+      plan_device_map(request(layers(10, 100), {cap(kAcc0, 300), cap(kAcc1, 600)}, 10000, {}));
+  EXPECT_EQ(plan.modules_on(kAcc0), (std::vector<std::string>{"layers.0"}));
+  EXPECT_EQ(plan.modules_on(kAcc1),
+            (std::vector<std::string>{"layers.1", "layers.2", "layers.3", "layers.4"}));
+  EXPECT_EQ(plan.modules_on(kCpu).size(), 5u);
+  EXPECT_EQ(plan.reserve_per_accelerator.at(kAcc0), 200u);
+  EXPECT_EQ(plan.reserve_per_accelerator.at(kAcc1), 200u);
+}
+
+TEST(Planner, AcceleratorWithoutBudgetIsLimitedByItsPhysicalSize) {
+  PlanRequest r = request(layers(5, 100), {cap(kAcc0, std::nullopt)}, 10000, {});
+  r.accelerators[0].physical_bytes = 250;
+  const Plan plan = plan_device_map(r);
+  EXPECT_EQ(plan.modules_on(kAcc0).size(), 0u) << "250 - 2 x 100 reserve leaves 50";
+  r.accelerators[0].physical_bytes = 400;
+  EXPECT_EQ(plan_device_map(r).modules_on(kAcc0).size(), 2u);
+}
+
+TEST(Planner, TiedTensorsArePlacedOnceAndCountedOnce) {
+  std::vector<PlanModule> modules = {
+      {"embed", {{"weight", 300}}},
+      {"layers.0", {{"weight", 100}}},
+      {"head", {{"weight", 300}}},
+  };
+  PlanRequest r = request(modules, {cap(kAcc0, 700)}, 10000, {});
+  r.tied = {{"embed.weight", "head.weight"}};
+  const Plan plan = plan_device_map(r);
+  EXPECT_EQ(plan.bytes_per_tier.at(kAcc0), 400u) << "the shared storage counts once";
+  EXPECT_EQ(plan.tier_of("head"), kAcc0);
+  EXPECT_EQ(plan.tied_to.at("head.weight"), "embed.weight");
+  r.tied = {{"embed.weight", "nowhere.weight"}};
+  EXPECT_THROW(plan_device_map(r), InvalidInputError);
+}
+
+TEST(Planner, NoSplitPatternKeepsAGroupOfModulesOnOneTier) {
+  std::vector<PlanModule> modules;
+  for (int block = 0; block < 2; ++block) {
+    for (const char* part : {"a", "b", "c"}) {
+      modules.push_back(
+          PlanModule{"block." + std::to_string(block) + "." + part, {{"weight", 200}}});
+    }
+  }
+  PlanRequest r = request(modules, {cap(kAcc0, 1000)}, 10000, {}, 0);
+  const Plan split = plan_device_map(r);
+  EXPECT_NE(split.tier_of("block.1.a"), split.tier_of("block.1.c"))
+      << "without the pattern, block.1 is split across tiers";
+  r.no_split = {R"(block\.\d+)"};
+  const Plan whole = plan_device_map(r);
+  for (int block = 0; block < 2; ++block) {
+    const std::string b = "block." + std::to_string(block);
+    EXPECT_EQ(whole.tier_of(b + ".a"), whole.tier_of(b + ".b")) << b;
+    EXPECT_EQ(whole.tier_of(b + ".a"), whole.tier_of(b + ".c")) << b;
+  }
+  EXPECT_EQ(whole.largest_streamed_unit, 600u) << "the unit streamed is the whole block";
+}
+
+TEST(Planner, NoSplitOnALeafLayerChangesNothingForTheMlpFamily) {
+  PlanRequest r = request(layers(10, 100), {cap(kAcc0, 1000)}, 10000, {});
+  const Plan before = plan_device_map(r);
+  r.no_split = {R"(layers\.\d+)"};
+  EXPECT_EQ(plan_device_map(r).device_map, before.device_map);
+}
+
+TEST(Planner, NothingFitsNamesTheModuleItsBytesAndTheBudgets) {
+  std::vector<PlanModule> modules = layers(2, 100);
+  modules.push_back(PlanModule{"layers.2", {{"weight", 5000}}});
+  try {
+    plan_device_map(request(modules, {cap(kAcc0, 1000)}, 2000, {}));
+    FAIL() << "expected OutOfBudgetError";
+  } catch (const OutOfBudgetError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("layers.2"), std::string::npos) << message;
+    EXPECT_NE(message.find("5000 bytes"), std::string::npos) << message;
+    EXPECT_NE(message.find("sim:0="), std::string::npos) << message;
+    EXPECT_NE(message.find("cpu="), std::string::npos) << message;
+    EXPECT_NE(message.find("disk=not used"), std::string::npos) << message;
+  }
+}
+
+TEST(Planner, RejectsBadInput) {
+  PlanRequest dup = request(layers(2, 1), {cap(kAcc0, 10)}, 10, {});
+  dup.modules[1].path = dup.modules[0].path;
+  EXPECT_THROW(plan_device_map(dup), InvalidInputError);
+  PlanRequest bad_regex = request(layers(2, 1), {cap(kAcc0, 10)}, 10, {});
+  bad_regex.no_split = {"("};
+  EXPECT_THROW(plan_device_map(bad_regex), InvalidInputError);
+  EXPECT_THROW(plan_device_map(request(layers(2, 1), {cap(kCpu, 10)}, 10, {})), InvalidInputError);
+}
+
+TEST(Planner, PrintsTheMapBytesPerTierAndReserves) {
+  const PlanRequest r = request(layers(3, 100), {cap(kAcc0, 300)}, 10000, {});
+  const std::string text = plan_device_map(r).to_string(r);
+  EXPECT_NE(text.find("layers.0"), std::string::npos) << text;
+  EXPECT_NE(text.find("sim:0"), std::string::npos) << text;
+  EXPECT_NE(text.find("reserve"), std::string::npos) << text;
+}
+
+TEST(Planner, CapacitiesFromMaxMemoryBudgets) {
+  const auto caps = accelerator_capacities({kAcc0, kAcc1}, {{1, 500}}, {1000, 2000});
+  ASSERT_EQ(caps.size(), 2u);
+  EXPECT_FALSE(caps[0].budget.has_value());
+  EXPECT_EQ(caps[0].limit(), 1000u);
+  EXPECT_EQ(caps[1].limit(), 500u);
+}
+
+}  // namespace
+}  // namespace stowage
