@@ -1,0 +1,339 @@
+// Benchmarks of kernels/ on a CUDA GPU (H100 targets in the comments):
+//   1. NF4 GEMV (batch 1) vs fp16 cuBLASLt of the same shape, 8192x8192 and
+//      28672x8192 (target: >= 3x; the weights are 4.5 bits/element vs 16).
+//   2. LLM.int8 at m=4096, k=n=8192 vs fp16 cuBLASLt (target >= 1.6x): the
+//      int8 tensor-core product alone, and the whole call (activation
+//      quantization + product + dequantization epilogue, +outliers).
+//   3. Quantize throughput (GB/s of input read + output written): NF4, int8.
+// Each case: warmup, then the median of >= 20 timed runs (cudaEvents around
+// each run), rotating through enough copies of the inputs that the 50 MB L2
+// cannot serve them.
+//
+// Reproduce: bazel build //bench:kernels_bench && ./bazel-bin/bench/kernels_bench
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "core/platform.h"
+
+#ifdef STOWAGE_WITH_CUDA
+#include <cuda_runtime_api.h>
+
+#include "core/cuda_check.h"
+#include "kernels/cpu_reference.h"
+#include "kernels/detail/cuda_ops.h"
+#include "kernels/gemm.h"
+#include "kernels/int8_matmul.h"
+#include "kernels/nf4_matmul.h"
+#include "kernels/quantize.h"
+#endif
+
+namespace stowage::kernels {
+namespace {
+
+#ifdef STOWAGE_WITH_CUDA
+
+constexpr int kWarmup = 5;
+constexpr int kIterations = 30;
+constexpr size_t kRotateBytes = size_t{256} << 20;  // > 5x the H100's 50 MB L2
+
+// Device memory; move-only.
+class DeviceArray {
+ public:
+  explicit DeviceArray(size_t bytes) : bytes_(bytes) {
+    STOWAGE_CUDA_TRY(cudaMalloc(&ptr_, std::max<size_t>(bytes, 1)));
+  }
+  DeviceArray(DeviceArray&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) { o.ptr_ = nullptr; }
+  DeviceArray(const DeviceArray&) = delete;
+  DeviceArray& operator=(const DeviceArray&) = delete;
+  ~DeviceArray() {
+    if (ptr_ != nullptr) cudaFree(ptr_);
+  }
+  template <typename T = void>
+  T* get() const {
+    return static_cast<T*>(ptr_);
+  }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// How many copies of `bytes` make the rotation defeat the L2.
+int copies_for(size_t bytes) {
+  return static_cast<int>(std::max<size_t>(2, (kRotateBytes + bytes - 1) / bytes));
+}
+
+// Fills device memory with pseudo-random f16 values in about [-1, 1].
+void fill_f16(void* dst, size_t count, uint32_t seed) {
+  std::vector<uint16_t> host(count);
+  uint32_t s = seed * 2654435761u + 1;
+  for (size_t i = 0; i < count; ++i) {
+    s = s * 1664525u + 1013904223u;
+    const float v = (static_cast<float>(s >> 8) / 16777216.0f) * 2.0f - 1.0f;
+    host[i] = float_to_half_bits(v);
+  }
+  STOWAGE_CUDA_TRY(cudaMemcpy(dst, host.data(), count * 2, cudaMemcpyHostToDevice));
+}
+
+// Median milliseconds of run(i) over kIterations (after kWarmup).
+double median_ms(cudaStream_t stream, const std::function<void(int)>& run) {
+  cudaEvent_t start, stop;
+  STOWAGE_CUDA_TRY(cudaEventCreate(&start));
+  STOWAGE_CUDA_TRY(cudaEventCreate(&stop));
+  for (int i = 0; i < kWarmup; ++i) run(i);
+  std::vector<double> times;
+  for (int i = 0; i < kIterations; ++i) {
+    STOWAGE_CUDA_TRY(cudaEventRecord(start, stream));
+    run(kWarmup + i);
+    STOWAGE_CUDA_TRY(cudaEventRecord(stop, stream));
+    STOWAGE_CUDA_TRY(cudaEventSynchronize(stop));
+    float ms = 0;
+    STOWAGE_CUDA_TRY(cudaEventElapsedTime(&ms, start, stop));
+    times.push_back(ms);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+struct FourBitWeights {
+  std::vector<DeviceArray> packed, absmax, codes, nested;
+  float offset = 0;
+};
+
+// Quantizes `copies` different random weights [n, k] on the GPU.
+FourBitWeights make_four_bit(int64_t n, int64_t k, int copies, int64_t blocksize, bool nested,
+                             StreamRef stream, cudaStream_t cs) {
+  FourBitWeights w;
+  const int64_t numel = n * k;
+  const int64_t blocks = four_bit_block_count(numel, blocksize);
+  DeviceArray source(numel * 2);
+  DeviceArray scratch(nested_block_count(blocks) * sizeof(double));
+  DeviceArray offset(sizeof(float));
+  for (int c = 0; c < copies; ++c) {
+    fill_f16(source.get(), numel, 100 + c);
+    w.packed.emplace_back(four_bit_packed_bytes(numel));
+    w.absmax.emplace_back(blocks * sizeof(float));
+    quantize_4bit(source.get(), DType::kF16, numel, blocksize, FourBitType::kNf4,
+                  w.packed.back().get<uint8_t>(), w.absmax.back().get<float>(), stream);
+    if (nested) {
+      w.codes.emplace_back(blocks);
+      w.nested.emplace_back(nested_block_count(blocks) * sizeof(float));
+      double_quantize_absmax(w.absmax.back().get<float>(), blocks, offset.get<float>(),
+                             w.codes.back().get<uint8_t>(), w.nested.back().get<float>(),
+                             scratch.get<double>(), stream);
+    }
+  }
+  STOWAGE_CUDA_TRY(
+      cudaMemcpyAsync(&w.offset, offset.get(), sizeof(float), cudaMemcpyDeviceToHost, cs));
+  STOWAGE_CUDA_TRY(cudaStreamSynchronize(cs));
+  return w;
+}
+
+void bench_gemv(CublasLtContext& ctx, StreamRef stream, cudaStream_t cs) {
+  std::printf("\n== 4-bit GEMV, batch 1, f16 activations (blocksize 64) vs fp16 cuBLASLt ==\n");
+  std::printf("%-12s %-16s %10s %12s %10s %8s\n", "shape NxK", "kernel", "median us", "GB/s",
+              "fp16 us", "speedup");
+  const int64_t shapes[][2] = {{8192, 8192}, {28672, 8192}, {8192, 28672}};
+  for (const auto& s : shapes) {
+    const int64_t n = s[0], k = s[1];
+    const size_t f16_bytes = n * k * 2;
+    const int fp16_copies = copies_for(f16_bytes);
+    std::vector<DeviceArray> w16;
+    for (int c = 0; c < fp16_copies; ++c) {
+      w16.emplace_back(f16_bytes);
+      fill_f16(w16.back().get(), n * k, c);
+    }
+    DeviceArray x(k * 2), y(n * 2);
+    fill_f16(x.get(), k, 7);
+    GemmArgs g;
+    g.m = 1;
+    g.n = n;
+    g.k = k;
+    g.x = x.get();
+    g.y = y.get();
+    const double fp16_ms = median_ms(cs, [&](int i) {
+      g.w = w16[i % fp16_copies].get();
+      gemm(ctx, g, stream);
+    });
+    w16.clear();
+
+    for (bool nested : {false, true}) {
+      const size_t q_bytes = n * k / 2 + (n * k / 64) * (nested ? 1 : 4);
+      const int copies = copies_for(q_bytes);
+      FourBitWeights w = make_four_bit(n, k, copies, 64, nested, stream, cs);
+      FourBitMatmulArgs a;
+      a.m = 1;
+      a.n = n;
+      a.k = k;
+      a.x = x.get();
+      a.y = y.get();
+      a.weight.blocksize = 64;
+      a.weight.nested_offset = w.offset;
+      const bool fused = detail::cuda_four_bit_uses_gemv(ctx, a);
+      const double ms = median_ms(cs, [&](int i) {
+        const int c = i % copies;
+        a.weight.packed = w.packed[c].get<uint8_t>();
+        a.weight.absmax = nested ? nullptr : w.absmax[c].get<float>();
+        a.weight.absmax_codes = nested ? w.codes[c].get<uint8_t>() : nullptr;
+        a.weight.nested_absmax = nested ? w.nested[c].get<float>() : nullptr;
+        four_bit_matmul(ctx, a, stream);
+      });
+      char shape[32];
+      std::snprintf(shape, sizeof(shape), "%ldx%ld", static_cast<long>(n), static_cast<long>(k));
+      std::printf("%-12s %-16s %10.1f %12.0f %10.1f %7.2fx\n", shape,
+                  nested ? (fused ? "nf4+dq fused" : "nf4+dq deq+gemm")
+                         : (fused ? "nf4 fused" : "nf4 deq+gemm"),
+                  ms * 1e3, q_bytes / (ms * 1e-3) / 1e9, fp16_ms * 1e3, fp16_ms / ms);
+    }
+    std::printf("%-12s %-16s %10.1f %12.0f\n", "", "fp16 cuBLASLt", fp16_ms * 1e3,
+                f16_bytes / (fp16_ms * 1e-3) / 1e9);
+  }
+}
+
+void bench_int8(CublasLtContext& ctx, StreamRef stream, cudaStream_t cs) {
+  const int64_t m = 4096, n = 8192, k = 8192;
+  std::printf("\n== LLM.int8 m=%ld k=%ld n=%ld (f16 in/out) vs fp16 cuBLASLt ==\n",
+              static_cast<long>(m), static_cast<long>(k), static_cast<long>(n));
+  std::printf("%-44s %10s %10s %8s\n", "case", "median us", "TOPS", "speedup");
+  const int copies = 2;
+  std::vector<DeviceArray> x16, w16, cb, scb;
+  for (int c = 0; c < copies; ++c) {
+    x16.emplace_back(m * k * 2);
+    fill_f16(x16.back().get(), m * k, 300 + c);
+    w16.emplace_back(n * k * 2);
+    fill_f16(w16.back().get(), n * k, 400 + c);
+    cb.emplace_back(n * k);
+    scb.emplace_back(n * 4);
+    quantize_int8_rowwise(w16.back().get(), DType::kF16, n, k, cb.back().get<int8_t>(),
+                          scb.back().get<float>(), stream);
+  }
+  DeviceArray y(m * n * 4), xq(m * k), acc(m * n * 4);
+  const double flops = 2.0 * m * n * k;
+
+  GemmArgs g;
+  g.m = m;
+  g.n = n;
+  g.k = k;
+  g.y = y.get();
+  const double fp16_ms = median_ms(cs, [&](int i) {
+    g.x = x16[i % copies].get();
+    g.w = w16[i % copies].get();
+    gemm(ctx, g, stream);
+  });
+  std::printf("%-44s %10.1f %10.1f %8s\n", "fp16 cuBLASLt (fp32 accumulate)", fp16_ms * 1e3,
+              flops / (fp16_ms * 1e-3) / 1e12, "1.00x");
+
+  const double s32_ms = median_ms(cs, [&](int i) {
+    detail::cuda_int8_gemm_s32(ctx, xq.get<int8_t>(), cb[i % copies].get<int8_t>(),
+                               acc.get<int32_t>(), m, n, k, cs);
+  });
+  std::printf("%-44s %10.1f %10.1f %7.2fx\n", "int8 x int8 -> int32 cuBLASLt only", s32_ms * 1e3,
+              flops / (s32_ms * 1e-3) / 1e12, fp16_ms / s32_ms);
+
+  for (float threshold : {0.0f, 6.0f}) {
+    Int8MatmulArgs a;
+    a.m = m;
+    a.n = n;
+    a.k = k;
+    a.y = y.get();
+    a.threshold = threshold;
+    // Values are in [-1, 1]; with t = 6 give the input 4 outlier columns.
+    if (threshold > 0) {
+      for (int c = 0; c < copies; ++c) {
+        std::vector<uint16_t> big(m, float_to_half_bits(8.0f));
+        for (int64_t col : {5, 700, 4000, 8000}) {
+          STOWAGE_CUDA_TRY(cudaMemcpy2D(x16[c].get<char>() + col * 2, k * 2, big.data(), 2, 2, m,
+                                        cudaMemcpyHostToDevice));
+        }
+      }
+    }
+    const double ms = median_ms(cs, [&](int i) {
+      a.x = x16[i % copies].get();
+      a.cb = cb[i % copies].get<int8_t>();
+      a.scb = scb[i % copies].get<float>();
+      int8_matmul(ctx, a, stream);
+    });
+    std::printf("%-44s %10.1f %10.1f %7.2fx\n",
+                threshold > 0 ? "int8_matmul total, t=6 (4 outlier columns)"
+                              : "int8_matmul total, t=0 (quant+int8+epilogue)",
+                ms * 1e3, flops / (ms * 1e-3) / 1e12, fp16_ms / ms);
+  }
+}
+
+void bench_quantize(StreamRef stream, cudaStream_t cs) {
+  const int64_t rows = 8192, cols = 8192, numel = rows * cols;
+  std::printf("\n== Quantize throughput, %ldx%ld f16 input ==\n", static_cast<long>(rows),
+              static_cast<long>(cols));
+  std::printf("%-32s %10s %10s\n", "case", "median us", "GB/s");
+  const int copies = copies_for(numel * 2);
+  std::vector<DeviceArray> in;
+  for (int c = 0; c < copies; ++c) {
+    in.emplace_back(numel * 2);
+    fill_f16(in.back().get(), numel, 500 + c);
+  }
+  DeviceArray packed(numel / 2), absmax(numel / 64 * 4), cb(numel), scb(rows * 4);
+  const double nf4_ms = median_ms(cs, [&](int i) {
+    quantize_4bit(in[i % copies].get(), DType::kF16, numel, 64, FourBitType::kNf4,
+                  packed.get<uint8_t>(), absmax.get<float>(), stream);
+  });
+  const double nf4_bytes = numel * 2.0 + numel / 2.0 + numel / 64 * 4.0;
+  std::printf("%-32s %10.1f %10.0f\n", "NF4 blocksize 64", nf4_ms * 1e3,
+              nf4_bytes / (nf4_ms * 1e-3) / 1e9);
+  const double i8_ms = median_ms(cs, [&](int i) {
+    quantize_int8_rowwise(in[i % copies].get(), DType::kF16, rows, cols, cb.get<int8_t>(),
+                          scb.get<float>(), stream);
+  });
+  const double i8_bytes = numel * 2.0 + numel + rows * 4.0;
+  std::printf("%-32s %10.1f %10.0f\n", "int8 row-wise", i8_ms * 1e3,
+              i8_bytes / (i8_ms * 1e-3) / 1e9);
+}
+
+#endif  // STOWAGE_WITH_CUDA
+
+int run() {
+#ifndef STOWAGE_WITH_CUDA
+  std::printf("kernels_bench: built without CUDA; nothing to measure\n");
+  return 0;
+#else
+  if (!cuda_device_available()) {
+    std::printf("kernels_bench: no CUDA GPU visible; nothing to measure\n");
+    return 0;
+  }
+  auto platform = Platform::create(DeviceChoice::kCuda);
+  Accelerator& gpu = platform->accelerator(0);
+  gpu.make_current();
+  Stream stream = gpu.create_stream();
+  const cudaStream_t cs = static_cast<cudaStream_t>(stream.ref().native_handle());
+  std::printf(
+      "kernels_bench on %s; median of %d runs after %d warmup, inputs rotated over >= %zu "
+      "MiB\n",
+      gpu.description().c_str(), kIterations, kWarmup, kRotateBytes >> 20);
+  CublasLtContext ctx;
+  bench_gemv(ctx, stream.ref(), cs);
+  bench_int8(ctx, stream.ref(), cs);
+  bench_quantize(stream.ref(), cs);
+  std::printf(
+      "\nreproduce: bazel build //bench:kernels_bench && ./bazel-bin/bench/kernels_bench\n");
+  return 0;
+#endif
+}
+
+}  // namespace
+}  // namespace stowage::kernels
+
+int main() {
+  try {
+    return stowage::kernels::run();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kernels_bench: %s\n", e.what());
+    return 1;
+  }
+}
