@@ -100,6 +100,18 @@ Tensor store_floats(MemoryResource& resource, DType dtype, const Shape& shape, u
   return out;
 }
 
+// max |x| over [begin, end), rejecting non-finite values.
+template <typename Load>
+float finite_absmax(const Load& load, uint64_t begin, uint64_t end, std::string_view name) {
+  float m = 0.0f;
+  for (uint64_t i = begin; i < end; ++i) {
+    const float x = load(i);
+    if (!std::isfinite(x)) throw_non_finite(name, i, x, "");
+    m = std::fmax(m, std::fabs(x));
+  }
+  return m;
+}
+
 Tensor make_weight_format(MemoryResource& resource) {
   Tensor t = Tensor::empty(resource, DType::kU8, Shape{});
   *t.data_as<uint8_t>() = 0;  // row-major, the only format bitsandbytes still writes
@@ -193,12 +205,7 @@ FourBitWeight quantize_4bit_cpu(const Tensor& weight, const FourBitOptions& opti
     for (uint64_t b = 0; b < blocks; ++b) {
       const uint64_t begin = b * bs;
       const uint64_t end = std::min(begin + bs, n);
-      float m = 0.0f;
-      for (uint64_t i = begin; i < end; ++i) {
-        const float x = load(i);
-        if (!std::isfinite(x)) throw_non_finite(name, i, x, "");
-        m = std::fmax(m, std::fabs(x));
-      }
+      const float m = finite_absmax(load, begin, end, name);
       absmax[b] = m;
       const float scale = rules::block_scale(m);
       // Blocks start at even indices (bs is even), so codes pair up per byte.
@@ -246,6 +253,27 @@ FourBitWeight quantize_4bit_cpu(const Tensor& weight, const FourBitOptions& opti
   }
   out.quant_state = make_state_tensor(four_bit_state_json(out), resource);
   return out;
+}
+
+void check_finite_cpu(const Tensor& weight, std::string_view name) {
+  check_float_input(weight, name);
+  with_loader(weight, [&](auto load) { finite_absmax(load, 0, weight.numel(), name); });
+}
+
+float double_quant_offset_cpu(const Tensor& weight, int64_t blocksize, std::string_view name) {
+  check_float_input(weight, name);
+  STOWAGE_EXPECTS(is_valid_blocksize(blocksize), InvalidInputError,
+                  "blocksize should be a power of two in [{}, {}], found {}", kMinBlocksize,
+                  kMaxBlocksize, blocksize);
+  const uint64_t n = weight.numel();
+  const uint64_t bs = static_cast<uint64_t>(blocksize);
+  std::vector<float> absmax(static_cast<size_t>((n + bs - 1) / bs));
+  with_loader(weight, [&](auto load) {
+    for (uint64_t b = 0; b < absmax.size(); ++b) {
+      absmax[b] = finite_absmax(load, b * bs, std::min(b * bs + bs, n), name);
+    }
+  });
+  return rules::double_quant_offset(absmax.data(), static_cast<int64_t>(absmax.size()));
 }
 
 std::vector<float> block_absmax_cpu(const FourBitWeight& w) {

@@ -50,6 +50,17 @@ Int8Weight quantize_int8_cpu(const Tensor& weight, MemoryResource& resource,
 FourBitWeight quantize_4bit_cpu(const Tensor& weight, const FourBitOptions& options,
                                 MemoryResource& resource, std::string_view name = "weight");
 
+// Throws InvalidInputError naming the tensor and element unless every value
+// of the F16/BF16/F32 tensor is finite (the check the quantizers make; a GPU
+// quantizer calls it on the host copy first to behave the same).
+void check_finite_cpu(const Tensor& weight, std::string_view name = "weight");
+
+// The nested_offset quantize_4bit_cpu(weight, {blocksize, double_quant})
+// records: the mean of the block absmax values (kernels/quant_rules.h's
+// double_quant_offset), computed without quantizing.
+float double_quant_offset_cpu(const Tensor& weight, int64_t blocksize,
+                              std::string_view name = "weight");
+
 // Reconstructs the weight in `dtype` (F16, BF16 or F32): int8 as
 // CB * (SCB / 127); 4-bit as code[q] * absmax[block] in float32, then rounded
 // to `dtype` (round to nearest even). Validates the weight first.

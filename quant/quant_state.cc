@@ -238,23 +238,30 @@ std::string python_float_repr(double value) {
   return negative ? "-" + out : out;
 }
 
-std::string four_bit_state_json(const FourBitWeight& w) {
-  std::string shape = "[";
-  for (size_t i = 0; i < w.shape.rank(); ++i) {
-    if (i > 0) shape += ", ";
-    shape += std::to_string(w.shape[i]);
+std::string four_bit_state_json(QuantMethod quant_type, int64_t blocksize, DType dtype,
+                                const Shape& shape, std::optional<float> nested_offset) {
+  std::string dims = "[";
+  for (size_t i = 0; i < shape.rank(); ++i) {
+    if (i > 0) dims += ", ";
+    dims += std::to_string(shape[i]);
   }
-  shape += "]";
+  dims += "]";
   std::string json =
       fmt::format(R"({{"quant_type": "{}", "blocksize": {}, "dtype": "{}", "shape": {})",
-                  method_name(w.quant_type), w.blocksize, torch_name(w.dtype), shape);
-  if (w.double_quant()) {
+                  method_name(quant_type), blocksize, torch_name(dtype), dims);
+  if (nested_offset) {
     json +=
         fmt::format(R"(, "nested_blocksize": {}, "nested_dtype": "float32", "nested_offset": {})",
-                    w.nested_blocksize, python_float_repr(static_cast<double>(w.nested_offset)));
+                    kNestedBlocksize, python_float_repr(static_cast<double>(*nested_offset)));
   }
   json += "}";
   return json;
+}
+
+std::string four_bit_state_json(const FourBitWeight& w) {
+  return four_bit_state_json(
+      w.quant_type, w.blocksize, w.dtype, w.shape,
+      w.double_quant() ? std::optional<float>(w.nested_offset) : std::nullopt);
 }
 
 Tensor make_state_tensor(const std::string& json, MemoryResource& resource) {

@@ -143,6 +143,9 @@ bool is_valid_storage_dtype(DType dtype);
 //  "nested_blocksize": 256, "nested_dtype": "float32", "nested_offset": 5.669297218322754}
 // (the offset printed as Python's repr of the float32 value widened to double).
 std::string four_bit_state_json(const FourBitWeight& weight);
+// The same from the fields; nested_offset present iff double quantized.
+std::string four_bit_state_json(QuantMethod quant_type, int64_t blocksize, DType dtype,
+                                const Shape& shape, std::optional<float> nested_offset);
 // A U8 [len] tensor holding `json`.
 Tensor make_state_tensor(const std::string& json, MemoryResource& resource);
 

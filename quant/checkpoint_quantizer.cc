@@ -1,0 +1,171 @@
+#include "quant/checkpoint_quantizer.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <map>
+#include <optional>
+
+#include "core/error.h"
+
+namespace stowage::quant {
+namespace {
+
+bool is_weight_name(const std::string& name) {
+  static constexpr std::string_view kSuffix = ".weight";
+  return name == "weight" ||
+         (name.size() > kSuffix.size() &&
+          name.compare(name.size() - kSuffix.size(), kSuffix.size(), kSuffix) == 0);
+}
+
+std::string prefix_of(const std::string& weight_name) {
+  return weight_name == "weight" ? std::string()
+                                 : weight_name.substr(0, weight_name.size() - 7);  // ".weight"
+}
+
+std::string describe(const TensorDecl& d) {
+  return fmt::format("{} {}", safetensors_name(d.dtype), d.shape.to_string());
+}
+
+}  // namespace
+
+WeightQuantizer cpu_weight_quantizer(const CheckpointQuantizeOptions& options) {
+  return [options](const Tensor& weight, const std::string& name,
+                   MemoryResource& resource) -> QuantizedWeight {
+    if (options.method == QuantMethod::kInt8) {
+      return quantize_int8_cpu(weight, resource, name, options.threshold);
+    }
+    FourBitOptions four = options.four_bit;
+    four.quant_type = options.method;
+    return quantize_4bit_cpu(weight, four, resource, name);
+  };
+}
+
+CheckpointQuantizer::CheckpointQuantizer(CheckpointQuantizeOptions options,
+                                         std::vector<TensorDecl> inputs,
+                                         std::function<Tensor(const std::string&)> read)
+    : options_(std::move(options)), inputs_(std::move(inputs)), read_(std::move(read)) {
+  if (options_.method == QuantMethod::kInt8) {
+    STOWAGE_EXPECTS(std::isfinite(options_.threshold) && options_.threshold >= 0.0f,
+                    InvalidInputError, "int8 threshold should be a finite number >= 0, found {}",
+                    options_.threshold);
+  } else {
+    options_.four_bit.quant_type = options_.method;
+    check_options(options_.four_bit);
+  }
+  if (!options_.skip_regex.empty()) {
+    try {
+      skip_ = std::make_unique<std::regex>(options_.skip_regex, std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+      throw InvalidInputError(
+          fmt::format("skip pattern '{}' is not a valid regex: {}", options_.skip_regex, e.what()));
+    }
+  }
+  // An input that is already quantized (or half of a state) is refused: its
+  // I8/U8 tensors would be copied through as if they were plain weights.
+  std::vector<std::string> names;
+  for (const auto& d : inputs_) names.push_back(d.name);
+  std::map<std::string, size_t> index;
+  for (size_t i = 0; i < inputs_.size(); ++i) index.emplace(inputs_[i].name, i);
+  const auto found = detect_quantized_weights(names, [&](const std::string& name) {
+    return index.count(name) ? std::optional<Tensor>(read_(name)) : std::nullopt;
+  });
+  STOWAGE_EXPECTS(found.empty(), InvalidInputError,
+                  "the input already holds quantized weights ('{}' is {}); quantize an "
+                  "unquantized checkpoint",
+                  found.empty() ? "" : found.front().weight_name,
+                  found.empty() ? "" : method_name(found.front().method));
+}
+
+bool CheckpointQuantizer::is_target(const TensorDecl& input) const {
+  if (!is_weight_name(input.name) || input.shape.rank() != 2) return false;
+  if (input.dtype != DType::kF16 && input.dtype != DType::kBF16 && input.dtype != DType::kF32) {
+    return false;
+  }
+  return !(skip_ && std::regex_search(input.name, *skip_));
+}
+
+const std::vector<OutputTensor>& CheckpointQuantizer::plan() {
+  if (planned_) return plan_;
+  plan_.clear();
+  quantized_count_ = copied_count_ = 0;
+  input_bytes_ = 0;
+  for (const TensorDecl& in : inputs_) {
+    input_bytes_ += dtype_bytes_for(in.dtype, in.shape.numel());
+    if (!is_target(in)) {
+      plan_.push_back({in, in.name, false});
+      ++copied_count_;
+      continue;
+    }
+    ++quantized_count_;
+    const std::string prefix = prefix_of(in.name);
+    auto add = [&](std::string_view suffix, DType dtype, Shape shape) {
+      plan_.push_back({{part_name(prefix, suffix), dtype, std::move(shape)}, in.name, true});
+    };
+    const int64_t rows = in.shape[0];
+    if (options_.method == QuantMethod::kInt8) {
+      add(kWeightSuffix, DType::kI8, in.shape);
+      add(kScbSuffix, DType::kF32, Shape{rows});
+      add(kWeightFormatSuffix, DType::kU8, Shape{});
+      continue;
+    }
+    const FourBitOptions& four = options_.four_bit;
+    const uint64_t n = in.shape.numel();
+    const int64_t blocks =
+        static_cast<int64_t>((n + static_cast<uint64_t>(four.blocksize) - 1) / four.blocksize);
+    std::optional<float> offset;
+    if (four.double_quant)
+      offset = double_quant_offset_cpu(read_(in.name), four.blocksize, in.name);
+    const std::string json =
+        four_bit_state_json(options_.method, four.blocksize, in.dtype, in.shape, offset);
+    add(kWeightSuffix, four.storage, packed_shape(n, four.storage));
+    add(kAbsmaxSuffix, four.double_quant ? DType::kU8 : DType::kF32, Shape{blocks});
+    add(kQuantMapSuffix, DType::kF32, Shape{16});
+    if (four.double_quant) {
+      add(kNestedAbsmaxSuffix, DType::kF32,
+          Shape{(blocks + kNestedBlocksize - 1) / kNestedBlocksize});
+      add(kNestedQuantMapSuffix, DType::kF32, Shape{256});
+    }
+    add(options_.method == QuantMethod::kFp4 ? kQuantStateFp4Suffix : kQuantStateNf4Suffix,
+        DType::kU8, Shape{static_cast<int64_t>(json.size())});
+  }
+  planned_ = true;
+  return plan_;
+}
+
+void CheckpointQuantizer::run(MemoryResource& resource, const WeightQuantizer& quantizer,
+                              const std::function<void(const OutputTensor&, const Tensor&)>& emit,
+                              const std::function<void(uint64_t)>& progress) {
+  plan();
+  size_t next = 0;  // index into plan_
+  uint64_t done = 0;
+  for (const TensorDecl& in : inputs_) {
+    const Tensor source = read_(in.name);
+    STOWAGE_EXPECTS(source.dtype() == in.dtype && source.shape() == in.shape, InvalidInputError,
+                    "tensor '{}' was declared {} but reads as {} {}", in.name, describe(in),
+                    safetensors_name(source.dtype()), source.shape().to_string());
+    if (!is_target(in)) {
+      emit(plan_.at(next++), source);
+    } else {
+      // The parts live only in this scope: released before the next weight.
+      const QuantizedWeight weight = quantizer(source, in.name, resource);
+      for (const QuantPart& part : parts(weight)) {
+        const OutputTensor& out = plan_.at(next++);
+        const bool same = out.decl.name == part_name(prefix_of(in.name), part.suffix) &&
+                          out.decl.dtype == part.tensor.dtype() &&
+                          out.decl.shape == part.tensor.shape();
+        STOWAGE_EXPECTS(same, InternalError,
+                        "quantizing '{}' gave part '{}' as {} {}, but the plan declared '{}' as {}",
+                        in.name, part.suffix, safetensors_name(part.tensor.dtype()),
+                        part.tensor.shape().to_string(), out.decl.name, describe(out.decl));
+        emit(out, part.tensor);
+      }
+    }
+    done += dtype_bytes_for(in.dtype, in.shape.numel());
+    if (progress) progress(done);
+  }
+  STOWAGE_EXPECTS(next == plan_.size(), InternalError,
+                  "emitted {} of the {} planned output tensors", next, plan_.size());
+}
+
+}  // namespace stowage::quant
