@@ -1,0 +1,486 @@
+// The MLP family run through hooks/ + offload/ on the simulated accelerator
+// (and on CUDA where a GPU is visible and accelerator kernels are wired;
+// those cases skip otherwise). Each test is one behaviour of issue 5.
+#include "models/mlp_runner.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+#include "core/error.h"
+#include "core/platform.h"
+#include "hooks/offload_hook.h"
+#include "mmap_store/checkpoint.h"
+#include "models/linear.h"
+#include "models/mlp.h"
+#include "models/testing/mlp_checkpoints.h"
+#include "offload/loader.h"
+
+namespace stowage::models {
+namespace {
+
+using testing::make_input;
+using testing::make_mlp;
+using testing::RawTensor;
+using testing::TestFormat;
+using testing::write_safetensors;
+
+class TempDir {
+ public:
+  TempDir() {
+    path_ = std::filesystem::temp_directory_path() /
+            ("stowage_mlp_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter_++));
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  static inline std::atomic<int> counter_{0};
+  std::filesystem::path path_;
+};
+
+Tensor host_tensor(Platform& platform, const RawTensor& raw) {
+  Tensor t = Tensor::empty(platform.pageable_host_memory(), raw.dtype, raw.shape);
+  std::memcpy(t.data(), raw.bytes.data(), raw.bytes.size());
+  return t;
+}
+
+std::vector<float> values(const Tensor& t) {
+  const float* p = t.data_as<float>();
+  return std::vector<float>(p, p + t.numel());
+}
+
+uint64_t model_bytes(const std::vector<RawTensor>& tensors) {
+  uint64_t n = 0;
+  for (const auto& t : tensors) n += t.bytes.size();
+  return n;
+}
+
+// A sim platform with one accelerator, a manager with an accelerator budget
+// (nullopt: none) and prefetch depth, and the loader's capacities to match.
+struct SimRuntime {
+  explicit SimRuntime(std::optional<uint64_t> accelerator_budget, int prefetch = 1,
+                      MemoryResource* (*override_memory)(Platform&) = nullptr) {
+    platform = Platform::create(DeviceChoice::kSim, SimOptions{1, uint64_t{1} << 30, 0});
+    OffloadOptions options;
+    options.prefetch_depth = prefetch;
+    const Tier acc = platform->accelerator(0).tier();
+    if (accelerator_budget) options.budgets[acc] = *accelerator_budget;
+    if (override_memory) options.memory_overrides[acc] = override_memory(*platform);
+    manager = std::make_unique<OffloadManager>(*platform, options);
+    std::map<int, uint64_t> budgets;
+    if (accelerator_budget) budgets[0] = *accelerator_budget;
+    load.accelerators = accelerator_capacities_of(*platform, budgets);
+    load.cpu = TierCapacity{Tier::pinned_host(), std::nullopt, UINT64_MAX};
+  }
+  Tier accelerator() const { return platform->accelerator(0).tier(); }
+
+  std::unique_ptr<Platform> platform;
+  std::unique_ptr<OffloadManager> manager;
+  LoadOptions load;
+};
+
+// Runs a model from `tensors` under `budget` and returns y for `x`.
+std::vector<float> run_once(const std::vector<RawTensor>& tensors, const RawTensor& x,
+                            std::optional<uint64_t> budget, int prefetch = 1) {
+  TempDir dir;
+  write_safetensors(dir.file("model.safetensors"), tensors);
+  auto checkpoint = mmap_store::open_checkpoint(dir.file("model.safetensors"));
+  SimRuntime rt(budget, prefetch);
+  auto kernels = make_host_linear_kernels();
+  MlpRunner runner(*rt.manager, *checkpoint, *kernels, rt.load);
+  return values(runner.forward(host_tensor(*rt.platform, x)));
+}
+
+// Plain double-precision reference of the float MLP (for f32 weights).
+std::vector<float> reference_f32(const std::vector<RawTensor>& tensors, const RawTensor& x,
+                                 const std::vector<int64_t>& widths) {
+  const int64_t batch = x.shape[0];
+  std::vector<double> h(batch * widths[0]);
+  for (size_t i = 0; i < h.size(); ++i) h[i] = reinterpret_cast<const float*>(x.bytes.data())[i];
+  for (size_t l = 0; l + 1 < widths.size(); ++l) {
+    const float* w = nullptr;
+    const float* b = nullptr;
+    for (const auto& t : tensors) {
+      if (t.name == "layers." + std::to_string(l) + ".weight")
+        w = reinterpret_cast<const float*>(t.bytes.data());
+      if (t.name == "layers." + std::to_string(l) + ".bias")
+        b = reinterpret_cast<const float*>(t.bytes.data());
+    }
+    const int64_t in = widths[l], out = widths[l + 1];
+    std::vector<double> next(batch * out);
+    for (int64_t r = 0; r < batch; ++r) {
+      for (int64_t o = 0; o < out; ++o) {
+        double acc = b ? b[o] : 0.0;
+        for (int64_t c = 0; c < in; ++c) acc += h[r * in + c] * w[o * in + c];
+        next[r * out + o] = (l + 2 < widths.size() && acc < 0) ? 0.0 : acc;
+      }
+    }
+    h = std::move(next);
+  }
+  return std::vector<float>(h.begin(), h.end());
+}
+
+const std::vector<int64_t> kWidths = {64, 96, 64, 128, 32};
+// Twelve equal layers: a quarter of the model holds three layers, room for
+// the fetch slots of prefetch depth 1 plus activations.
+const std::vector<int64_t> kDeep(13, 64);
+
+TEST(MlpFamily, RecognizesLayersAndRefusesAGap) {
+  auto tensors = make_mlp({8, 16, 8}, TestFormat::kF32, 1);
+  std::vector<TensorMeta> metas;
+  for (const auto& t : tensors) metas.push_back({t.name, t.dtype, t.shape});
+  MlpSpec spec = describe_mlp(metas, nullptr, "test");
+  ASSERT_EQ(spec.layers.size(), 2u);
+  EXPECT_EQ(spec.in_features(), 8);
+  EXPECT_EQ(spec.out_features(), 8);
+  EXPECT_TRUE(spec.layers[0].has_bias);
+  std::vector<TensorMeta> gap;
+  for (const auto& m : metas) {
+    TensorMeta g = m;
+    if (g.name.rfind("layers.1.", 0) == 0) g.name.replace(0, 8, "layers.2");
+    gap.push_back(g);
+  }
+  EXPECT_THROW(describe_mlp(gap, nullptr, "test"), InvalidInputError);
+}
+
+TEST(MlpFamily, RefusesLayersWhoseWidthsDoNotChain) {
+  std::vector<TensorMeta> metas = {{"layers.0.weight", DType::kF32, Shape{16, 8}},
+                                   {"layers.1.weight", DType::kF32, Shape{8, 12}}};
+  try {
+    describe_mlp(metas, nullptr, "model.safetensors");
+    FAIL() << "expected InvalidInputError";
+  } catch (const InvalidInputError& e) {
+    EXPECT_NE(std::string(e.what()).find("layers.1"), std::string::npos) << e.what();
+  }
+}
+
+TEST(MlpFamily, RefusesAnInt8WeightWithoutScb) {
+  std::vector<TensorMeta> metas = {{"layers.0.weight", DType::kI8, Shape{16, 8}}};
+  EXPECT_THROW(describe_mlp(metas, nullptr, "m"), InvalidInputError);
+}
+
+TEST(MlpRun, Float32ResidentMatchesADoublePrecisionReference) {
+  auto tensors = make_mlp(kWidths, TestFormat::kF32, 7);
+  RawTensor x = make_input(3, kWidths.front(), 11);
+  std::vector<float> y = run_once(tensors, x, std::nullopt);
+  std::vector<float> ref = reference_f32(tensors, x, kWidths);
+  ASSERT_EQ(y.size(), ref.size());
+  for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], ref[i], 1e-4) << i;
+}
+
+class EveryFormat : public ::testing::TestWithParam<TestFormat> {};
+
+// A run whose accelerator budget is 25% of the model streams (layers homed on
+// pinned host) and gives the all-resident output bit for bit.
+TEST_P(EveryFormat, QuarterBudgetStreamsAndMatchesAllResidentBitForBit) {
+  auto tensors = make_mlp(kDeep, GetParam(), 5);
+  RawTensor x = make_input(4, kDeep.front(), 3);
+  std::vector<float> resident = run_once(tensors, x, std::nullopt);
+  const uint64_t budget = model_bytes(tensors) / 4;
+  TempDir dir;
+  write_safetensors(dir.file("m.safetensors"), tensors);
+  auto checkpoint = mmap_store::open_checkpoint(dir.file("m.safetensors"));
+  SimRuntime rt(budget, /*prefetch=*/1);
+  auto kernels = make_host_linear_kernels();
+  MlpRunner runner(*rt.manager, *checkpoint, *kernels, rt.load);
+  size_t streamed = 0;
+  for (const auto& [module, tier] : runner.loaded().plan.device_map) {
+    if (!tier.is_accelerator()) ++streamed;
+  }
+  EXPECT_GT(streamed, 0u) << "a 25% budget must stream some layers";
+  std::vector<float> y = values(runner.forward(host_tensor(*rt.platform, x)));
+  ASSERT_EQ(y.size(), resident.size());
+  EXPECT_EQ(0, std::memcmp(y.data(), resident.data(), y.size() * sizeof(float)));
+  EXPECT_LE(rt.manager->usage(rt.accelerator()).peak_bytes, budget);
+  EXPECT_GT(rt.manager->counters().fetches, 0u);
+  for (float v : y) EXPECT_TRUE(std::isfinite(v));
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, EveryFormat,
+                         ::testing::Values(TestFormat::kF32, TestFormat::kF16, TestFormat::kBF16,
+                                           TestFormat::kInt8, TestFormat::kNf4, TestFormat::kFp4,
+                                           TestFormat::kNf4DoubleQuant),
+                         [](const auto& info) { return testing::test_format_name(info.param); });
+
+// Seed lesson 1 (bitsandbytes Linear8bitLt .to("cpu")) and lesson 2
+// (quant_storage lost on a move), at the module level: forward on the
+// accelerator, move the module to host, the accelerator holds 0 bytes for it,
+// move it back, forward again: bit-identical output.
+struct SeedCase {
+  TestFormat format;
+  DType storage;
+};
+class SeedScenario : public ::testing::TestWithParam<SeedCase> {};
+
+TEST_P(SeedScenario, MoveToHostAndBackGivesBitIdenticalOutput) {
+  auto tensors = make_mlp({64, 32}, GetParam().format, 9, GetParam().storage);
+  RawTensor x = make_input(2, 64, 4);
+  TempDir dir;
+  write_safetensors(dir.file("m.safetensors"), tensors);
+  auto checkpoint = mmap_store::open_checkpoint(dir.file("m.safetensors"));
+  SimRuntime rt(std::nullopt);
+  auto kernels = make_host_linear_kernels();
+  MlpRunner runner(*rt.manager, *checkpoint, *kernels, rt.load);
+  ASSERT_EQ(runner.loaded().plan.tier_of("layers.0"), rt.accelerator());
+  std::vector<float> first = values(runner.forward(host_tensor(*rt.platform, x)));
+
+  const uint64_t acc_before_move = rt.manager->usage(rt.accelerator()).bytes_in_use;
+  rt.manager->move_module("layers.0", Tier::pinned_host());
+  EXPECT_EQ(rt.manager->table().module_bytes_on("layers.0", rt.accelerator()), 0u);
+  EXPECT_EQ(rt.manager->usage(rt.accelerator()).bytes_in_use,
+            acc_before_move - rt.manager->table().module_bytes("layers.0"));
+  // Every record, quant state included, is on the host with its storage dtype.
+  for (RecordId id : rt.manager->table().records_of("layers.0")) {
+    TensorRecord rec = rt.manager->table().get(id);
+    EXPECT_TRUE(rec.on(Tier::pinned_host())) << rec.name;
+    EXPECT_FALSE(rec.on(rt.accelerator())) << rec.name;
+    if (rec.name == "weight")
+      EXPECT_EQ(rec.dtype, tensors[0].dtype == DType::kF32 ? rec.dtype : rec.dtype);
+  }
+  rt.manager->move_module("layers.0", rt.accelerator());
+  rt.manager->dispatch();
+  std::vector<float> second = values(runner.forward(host_tensor(*rt.platform, x)));
+  ASSERT_EQ(first.size(), second.size());
+  EXPECT_EQ(0, std::memcmp(first.data(), second.data(), first.size() * sizeof(float)));
+}
+
+INSTANTIATE_TEST_SUITE_P(QuantizedModules, SeedScenario,
+                         ::testing::Values(SeedCase{TestFormat::kInt8, DType::kU8},
+                                           SeedCase{TestFormat::kNf4, DType::kU8},
+                                           SeedCase{TestFormat::kNf4, DType::kF16},
+                                           SeedCase{TestFormat::kNf4, DType::kBF16},
+                                           SeedCase{TestFormat::kNf4, DType::kF32},
+                                           SeedCase{TestFormat::kFp4, DType::kU8},
+                                           SeedCase{TestFormat::kFp4, DType::kF16},
+                                           SeedCase{TestFormat::kNf4DoubleQuant, DType::kU8}),
+                         [](const auto& info) {
+                           return std::string(testing::test_format_name(info.param.format)) + "_" +
+                                  std::string(short_name(info.param.storage));
+                         });
+
+TEST(MlpRun, ThousandStreamedForwardsLeaveNoBytesBehind) {
+  auto tensors = make_mlp(std::vector<int64_t>(17, 32), TestFormat::kF16, 2);
+  RawTensor x = make_input(1, 32, 8);
+  TempDir dir;
+  write_safetensors(dir.file("m.safetensors"), tensors);
+  auto checkpoint = mmap_store::open_checkpoint(dir.file("m.safetensors"));
+  SimRuntime rt(model_bytes(tensors) / 4, /*prefetch=*/2);
+  auto kernels = make_host_linear_kernels();
+  MlpRunner runner(*rt.manager, *checkpoint, *kernels, rt.load);
+  Tensor xin = host_tensor(*rt.platform, x);
+  std::vector<float> expected = values(runner.forward(xin));  // warm: slots dispatched
+  rt.manager->synchronize();
+  const uint64_t acc = rt.manager->usage(rt.accelerator()).bytes_in_use;
+  const uint64_t pinned = rt.manager->usage(Tier::pinned_host()).bytes_in_use;
+  for (int i = 0; i < 1000; ++i) {
+    std::vector<float> y = values(runner.forward(xin));
+    ASSERT_EQ(0, std::memcmp(y.data(), expected.data(), y.size() * sizeof(float))) << i;
+  }
+  rt.manager->synchronize();
+  EXPECT_EQ(rt.manager->usage(rt.accelerator()).bytes_in_use, acc);
+  EXPECT_EQ(rt.manager->usage(Tier::pinned_host()).bytes_in_use, pinned);
+  EXPECT_GE(rt.manager->counters().fetches, 1000u);
+}
+
+TEST(MlpRun, TwoThreadsEachRunTheirOwnModelThroughOneManager) {
+  auto a = make_mlp(std::vector<int64_t>(9, 32), TestFormat::kF32, 21);
+  auto b = make_mlp(std::vector<int64_t>(9, 64), TestFormat::kNf4, 22);
+  RawTensor xa = make_input(2, 32, 1), xb = make_input(3, 64, 2);
+  std::vector<float> ya_ref = run_once(a, xa, std::nullopt);
+  std::vector<float> yb_ref = run_once(b, xb, std::nullopt);
+
+  TempDir dir;
+  write_safetensors(dir.file("a.safetensors"), a);
+  write_safetensors(dir.file("b.safetensors"), b);
+  auto ca = mmap_store::open_checkpoint(dir.file("a.safetensors"));
+  auto cb = mmap_store::open_checkpoint(dir.file("b.safetensors"));
+  // Budget: less than both models, so some layers stream.
+  SimRuntime rt((model_bytes(a) + model_bytes(b)) / 3, /*prefetch=*/1);
+  auto kernels = make_host_linear_kernels();
+  LoadOptions la = rt.load, lb = rt.load;
+  la.module_prefix = "a.";
+  lb.module_prefix = "b.";
+  la.accelerators[0].budget = *rt.load.accelerators[0].budget / 2;
+  lb.accelerators[0].budget = *rt.load.accelerators[0].budget / 2;
+  MlpRunner ra(*rt.manager, *ca, *kernels, la);
+  MlpRunner rb(*rt.manager, *cb, *kernels, lb);
+  Tensor xa_t = host_tensor(*rt.platform, xa), xb_t = host_tensor(*rt.platform, xb);
+  std::atomic<int> mismatches{0};
+  auto loop = [&](MlpRunner& r, const Tensor& x, const std::vector<float>& ref) {
+    try {
+      for (int i = 0; i < 50; ++i) {
+        std::vector<float> y = values(r.forward(x));
+        if (y.size() != ref.size() || std::memcmp(y.data(), ref.data(), y.size() * 4) != 0)
+          mismatches++;
+      }
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << e.what();
+    }
+  };
+  std::thread ta([&] { loop(ra, xa_t, ya_ref); });
+  std::thread tb([&] { loop(rb, xb_t, yb_ref); });
+  ta.join();
+  tb.join();
+  EXPECT_EQ(mismatches.load(), 0);
+}
+
+TEST(OffloadHookOrder, RecordsTheExecutionOrderOnTheFirstForward) {
+  auto tensors = make_mlp({16, 16, 16, 16}, TestFormat::kF32, 3);
+  TempDir dir;  // budget: one layer resident, the rest streamed
+  write_safetensors(dir.file("m.safetensors"), tensors);
+  auto checkpoint = mmap_store::open_checkpoint(dir.file("m.safetensors"));
+  SimRuntime rt(model_bytes(tensors) * 3 / 4);
+  LoadOptions load = rt.load;
+  load.module_order = {"layers.0", "layers.1", "layers.2"};
+  load_checkpoint(*checkpoint, *rt.manager, load);
+  auto kernels = make_host_linear_kernels();
+  MlpModel model(describe_checkpoint(*checkpoint), *kernels);
+  hooks::HookRegistry registry;
+  auto hook = hooks::OffloadHook::attach_to_tree(*rt.manager, registry, model.root());
+  EXPECT_FALSE(hook->execution_order_known());
+  MemoryResource& dev = rt.manager->memory(rt.accelerator());
+  StreamRef s = rt.manager->compute_stream(rt.accelerator());
+  Tensor x = Tensor::empty(dev, DType::kF32, Shape{1, 16});
+  Tensor y = Tensor::empty(dev, DType::kF32, Shape{1, 16});
+  s.fill_zero(x.data(), x.bytes());
+  model.forward(registry, s, x.view(), y.view(), dev);
+  EXPECT_FALSE(hook->execution_order_known());  // the pass may not be over yet
+  model.forward(registry, s, x.view(), y.view(), dev);
+  EXPECT_TRUE(hook->execution_order_known());
+  EXPECT_EQ(hook->execution_order(),
+            (std::vector<std::string>{"layers.0", "layers.1", "layers.2"}));
+  s.synchronize();
+}
+
+TEST(OffloadHookOrder, UserHooksRunBesideTheOffloadHookAndSeeFetchedTensors) {
+  auto tensors = make_mlp({16, 16, 16, 16}, TestFormat::kF32, 3);
+  RawTensor x = make_input(1, 16, 1);
+  TempDir dir;
+  write_safetensors(dir.file("m.safetensors"), tensors);
+  auto checkpoint = mmap_store::open_checkpoint(dir.file("m.safetensors"));
+  SimRuntime rt(model_bytes(tensors) * 3 / 4);
+  auto kernels = make_host_linear_kernels();
+  MlpRunner runner(*rt.manager, *checkpoint, *kernels, rt.load);
+  std::vector<std::string> log;
+  runner.registry().add_global(hooks::HookPhase::kPreForward, [&](hooks::ForwardContext& ctx) {
+    EXPECT_NE(ctx.tensor("weight").data(), nullptr);
+    EXPECT_TRUE(ctx.tensor("weight").tier().is_accelerator());
+    log.push_back("pre " + ctx.path());
+  });
+  runner.registry().add_global(hooks::HookPhase::kPostForward, [&](hooks::ForwardContext& ctx) {
+    log.push_back("post " + ctx.path());
+  });
+  std::vector<float> y = values(runner.forward(host_tensor(*rt.platform, x)));
+  EXPECT_EQ(log, (std::vector<std::string>{"pre layers.0", "post layers.0", "pre layers.1",
+                                           "post layers.1", "pre layers.2", "post layers.2"}));
+  EXPECT_EQ(y, run_once(tensors, x, std::nullopt));
+}
+
+// An accelerator out of memory while prefetching (injected on sim): the run
+// fetches synchronously or fails with a clear error; never a wrong output.
+TEST(MlpRun, InjectedOutOfMemoryWhilePrefetchingNeverGivesAWrongOutput) {
+  auto tensors = make_mlp(std::vector<int64_t>(13, 32), TestFormat::kF32, 12);
+  RawTensor x = make_input(2, 32, 5);
+  std::vector<float> expected = run_once(tensors, x, std::nullopt);
+  TempDir dir;
+  write_safetensors(dir.file("m.safetensors"), tensors);
+  auto checkpoint = mmap_store::open_checkpoint(dir.file("m.safetensors"));
+  for (uint64_t fail_from : {0u, 1u, 2u, 3u, 5u}) {
+    static std::unique_ptr<FaultInjectionAdaptor> faulty;
+    static uint64_t threshold;
+    threshold = fail_from;
+    SimRuntime rt(model_bytes(tensors) / 4, /*prefetch=*/2, [](Platform& p) -> MemoryResource* {
+      faulty = std::make_unique<FaultInjectionAdaptor>(
+          p.accelerator(0).memory(), [](uint64_t ordinal, size_t) { return ordinal >= threshold; });
+      return faulty.get();
+    });
+    auto kernels = make_host_linear_kernels();
+    try {
+      MlpRunner runner(*rt.manager, *checkpoint, *kernels, rt.load);
+      std::vector<float> y = values(runner.forward(host_tensor(*rt.platform, x)));
+      EXPECT_EQ(0, std::memcmp(y.data(), expected.data(), y.size() * 4)) << fail_from;
+    } catch (const Error& e) {
+      EXPECT_TRUE(e.kind() == ErrorKind::kOutOfMemory || e.kind() == ErrorKind::kOutOfBudget)
+          << e.what();
+      EXPECT_FALSE(std::string(e.what()).empty());
+    }
+    rt.manager.reset();
+    faulty.reset();
+  }
+}
+
+// Seed lesson 4: loading streams; peak accelerator memory while loading is
+// at most the final resident bytes plus 2 x the largest source tensor.
+TEST(Loader, PeakAcceleratorMemoryStaysWithinResidentPlusTwoLargestSources) {
+  auto tensors = make_mlp(std::vector<int64_t>(9, 64), TestFormat::kF16, 1);
+  TempDir dir;
+  write_safetensors(dir.file("m.safetensors"), tensors);
+  auto checkpoint = mmap_store::open_checkpoint(dir.file("m.safetensors"));
+  SimRuntime rt(model_bytes(tensors) / 2);
+  size_t progress_calls = 0;
+  rt.load.progress = [&](const LoadProgress& p) {
+    ++progress_calls;
+    EXPECT_LE(p.bytes_done, p.bytes_total);
+  };
+  LoadedCheckpoint loaded = load_checkpoint(*checkpoint, *rt.manager, rt.load);
+  uint64_t largest = 0;
+  for (const auto& t : tensors) largest = std::max<uint64_t>(largest, t.bytes.size());
+  const uint64_t resident = rt.manager->table().bytes_on(rt.accelerator());
+  EXPECT_GT(resident, 0u);
+  EXPECT_LE(rt.manager->usage(rt.accelerator()).peak_bytes, resident + 2 * largest);
+  EXPECT_EQ(progress_calls, tensors.size());
+  EXPECT_EQ(loaded.tensors, tensors.size());
+}
+
+TEST(Loader, SplitsModulePathsWithQuantStateKeysInTheirWeightsModule) {
+  using P = std::pair<std::string, std::string>;
+  EXPECT_EQ(split_module_path("layers.3.weight"), (P{"layers.3", "weight"}));
+  EXPECT_EQ(split_module_path("layers.0.weight.absmax"), (P{"layers.0", "weight.absmax"}));
+  EXPECT_EQ(split_module_path("layers.0.weight.quant_state.bitsandbytes__nf4"),
+            (P{"layers.0", "weight.quant_state.bitsandbytes__nf4"}));
+  EXPECT_EQ(split_module_path("layers.0.SCB"), (P{"layers.0", "SCB"}));
+  EXPECT_EQ(split_module_path("scale"), (P{"", "scale"}));
+}
+
+TEST(Loader, ClassifiesQuantStatePartsBiasesAndWeights) {
+  std::vector<std::string> names = {"weight", "SCB",           "weight_format",
+                                    "bias",   "weight.absmax", "running_mean"};
+  EXPECT_EQ(classify_tensor("weight", names).role, TensorRole::kWeight);
+  EXPECT_EQ(classify_tensor("bias", names).role, TensorRole::kBias);
+  EXPECT_EQ(classify_tensor("running_mean", names).role, TensorRole::kBuffer);
+  TensorPlace scb = classify_tensor("SCB", names);
+  EXPECT_EQ(scb.role, TensorRole::kQuantState);
+  EXPECT_EQ(scb.weight, "weight");
+  EXPECT_EQ(scb.suffix, "SCB");
+  TensorPlace absmax = classify_tensor("weight.absmax", names);
+  EXPECT_EQ(absmax.role, TensorRole::kQuantState);
+  EXPECT_EQ(absmax.suffix, "absmax");
+}
+
+TEST(Loader, NaturalOrderComparesNumbersAsNumbers) {
+  EXPECT_EQ(natural_module_order({"layers.10", "layers.2", "head", "layers.1"}),
+            (std::vector<std::string>{"head", "layers.1", "layers.2", "layers.10"}));
+}
+
+TEST(Loader, QuantStatePartsAreLinkedToTheirWeight) {
+  auto tensors = make_mlp({64, 32}, TestFormat::kNf4, 1);
+  TempDir dir;
+  write_safetensors(dir.file("m.safetensors"), tensors);
+  auto checkpoint = mmap_store::open_checkpoint(dir.file("m.safetensors"));
+  SimRuntime rt(std::nullopt);
+  load_checkpoint(*checkpoint, *rt.manager, rt.load);
+  auto id = rt.manager->table().find("layers.0", "weight");
+  ASSERT_TRUE(id.has_value());
+  TensorRecord weight = rt.manager->table().get(*id);
+  EXPECT_EQ(weight.quant_parts.size(), 3u);  // absmax, quant_map, quant_state JSON
+}
+
+}  // namespace
+}  // namespace stowage::models
