@@ -1,13 +1,73 @@
-// PLACEHOLDER until the owning issue lands: 'stowage plan' is not built yet.
+// `stowage plan --model FILE --max-memory ... [--no-split REGEX] [--json]
+// [--prefetch N] [--device auto|cuda|sim]`: prints the device map of FILE's
+// modules under the budgets (CLI.md).
 #include <fmt/format.h>
 
+#include <boost/json.hpp>
+#include <cstdio>
+
+#include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/mlp_common.h"
 #include "core/error.h"
+#include "core/memory_resource.h"
+#include "mmap_store/checkpoint.h"
+#include "offload/loader.h"
+#include "offload/planner.h"
 
 namespace stowage::cli {
 
-int run_plan(const std::vector<std::string>&) {
-  throw InternalError("'stowage plan' is not implemented in this build yet");
+int run_plan(const std::vector<std::string>& args) {
+  ArgParser parser("plan", {"model", "max-memory", "no-split", "prefetch", "device"}, {"json"});
+  parser.parse(args);
+  parser.expect_positional(0, "");
+  auto model = parser.get("model");
+  if (!model) throw UsageError("--model FILE is required");
+  auto max_memory = parser.get("max-memory");
+  if (!max_memory) throw UsageError("--max-memory is required (e.g. 0=2GiB,cpu=16GiB)");
+  const MemoryBudgets budgets = parse_max_memory(*max_memory);
+  const int prefetch = static_cast<int>(parser.get_int("prefetch", 1, 0, 64));
+
+  auto checkpoint = mmap_store::open_checkpoint(*model);
+  auto platform = make_platform(parser.get_or("device", "auto"), budgets);
+  PlannerTiers tiers = planner_tiers(*platform, budgets, budgets.disk.has_value());
+
+  PlanRequest request;
+  std::vector<std::string> order;
+  request.modules = plan_modules(*checkpoint, &order);
+  request.accelerators = tiers.accelerators;
+  request.cpu = tiers.cpu;
+  request.disk = tiers.disk;
+  request.prefetch_depth = prefetch;
+  if (auto no_split = parser.get("no-split")) request.no_split.push_back(*no_split);
+  const Plan plan = plan_device_map(request);
+
+  if (!parser.has("json")) {
+    std::fputs(plan.to_string(request).c_str(), stdout);
+    return 0;
+  }
+  boost::json::object out;
+  out["model"] = checkpoint->path();
+  out["prefetch"] = prefetch;
+  boost::json::array modules;
+  for (size_t i = 0; i < plan.device_map.size(); ++i) {
+    const auto& [path, tier] = plan.device_map[i];
+    boost::json::object m;
+    m["module"] = path;
+    m["tier"] = tier.to_string();
+    m["bytes"] = request.modules[i].bytes();
+    m["streamed"] = !tier.is_accelerator();
+    modules.push_back(std::move(m));
+  }
+  out["modules"] = std::move(modules);
+  boost::json::object per_tier, reserve;
+  for (const auto& [tier, bytes] : plan.bytes_per_tier) per_tier[tier.to_string()] = bytes;
+  for (const auto& [tier, bytes] : plan.reserve_per_accelerator) reserve[tier.to_string()] = bytes;
+  out["bytes_per_tier"] = std::move(per_tier);
+  out["reserve_per_accelerator"] = std::move(reserve);
+  out["largest_streamed_unit"] = plan.largest_streamed_unit;
+  std::puts(boost::json::serialize(out).c_str());
+  return 0;
 }
 
 }  // namespace stowage::cli

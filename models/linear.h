@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "core/platform.h"
 #include "core/stream.h"
 #include "core/tensor.h"
 
@@ -59,6 +60,11 @@ class LinearKernels {
 // code[q] * absmax) and accumulates in float32 in a fixed order, so results
 // are deterministic.
 std::unique_ptr<LinearKernels> make_host_linear_kernels();
+
+// The kernels for `platform`'s backend: the host reference on sim; on CUDA
+// the accelerator kernels (kernels/) once wired; until then a DeviceError
+// saying so (the host reference cannot read device memory).
+std::unique_ptr<LinearKernels> make_linear_kernels(Platform& platform);
 
 // Checks a LinearWeights against x/y; throws InvalidInputError naming `where`.
 void check_linear_arguments(const LinearWeights& w, const TensorView& x, const TensorView& y,

@@ -169,4 +169,10 @@ std::unique_ptr<LinearKernels> make_host_linear_kernels() {
   return std::make_unique<HostLinearKernels>();
 }
 
+std::unique_ptr<LinearKernels> make_linear_kernels(Platform& platform) {
+  if (platform.backend() == Backend::kSim) return make_host_linear_kernels();
+  throw DeviceError(
+      "the MLP's accelerator kernels are not wired into this build yet: run with --device sim");
+}
+
 }  // namespace stowage::models

@@ -1,0 +1,46 @@
+#include "cli/mlp_common.h"
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+
+namespace stowage::cli {
+
+std::unique_ptr<Platform> make_platform(const std::string& device, const MemoryBudgets& budgets) {
+  DeviceChoice choice;
+  try {
+    choice = parse_device_choice(device);
+  } catch (const InvalidInputError& e) {
+    throw UsageError(fmt::format("--device expects auto, cuda or sim, found '{}'", device));
+  }
+  SimOptions sim;
+  for (const auto& [index, bytes] : budgets.accelerators) {
+    sim.accelerator_count = std::max(sim.accelerator_count, index + 1);
+  }
+  auto platform = Platform::create(choice, sim);
+  for (const auto& [index, bytes] : budgets.accelerators) {
+    if (index >= platform->accelerator_count()) {
+      throw UsageError(
+          fmt::format("--max-memory names accelerator {}, but {} accelerator(s) are visible", index,
+                      platform->accelerator_count()));
+    }
+  }
+  return platform;
+}
+
+PlannerTiers planner_tiers(Platform& platform, const MemoryBudgets& budgets, bool with_disk) {
+  PlannerTiers tiers;
+  for (int i = 0; i < platform.accelerator_count(); ++i) {
+    TierCapacity c;
+    c.tier = platform.accelerator(i).tier();
+    auto it = budgets.accelerators.find(i);
+    if (it != budgets.accelerators.end()) c.budget = it->second;
+    c.physical_bytes = platform.accelerator(i).total_bytes();
+    tiers.accelerators.push_back(c);
+  }
+  tiers.cpu = TierCapacity{Tier::pinned_host(), budgets.cpu, UINT64_MAX};
+  if (with_disk) tiers.disk = TierCapacity{Tier::disk(), budgets.disk, UINT64_MAX};
+  return tiers;
+}
+
+}  // namespace stowage::cli

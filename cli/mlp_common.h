@@ -1,0 +1,30 @@
+// Shared by `stowage plan` and `stowage run`: the platform and the planner's
+// tier capacities from --device and --max-memory.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cli/args.h"
+#include "core/platform.h"
+#include "offload/planner.h"
+
+namespace stowage::cli {
+
+// A platform for --device (default auto) with enough simulated accelerators
+// for the budgets' largest accelerator index. Throws UsageError when a budget
+// names an accelerator a CUDA platform lacks.
+std::unique_ptr<Platform> make_platform(const std::string& device, const MemoryBudgets& budgets);
+
+struct PlannerTiers {
+  std::vector<TierCapacity> accelerators;
+  std::optional<TierCapacity> cpu;
+  std::optional<TierCapacity> disk;
+};
+// Every accelerator with its budget (if any) and physical size; pinned host
+// with its budget (or unlimited); disk only when `with_disk`.
+PlannerTiers planner_tiers(Platform& platform, const MemoryBudgets& budgets, bool with_disk);
+
+}  // namespace stowage::cli
