@@ -65,7 +65,11 @@ class OffloadManager::Impl {
     std::unique_ptr<SlotPool> pool;
     bool dispatched = false;
     Buffer staging;  // pinned, for disk reads
-    std::vector<Event> spare_events;
+    // Recycled ticket events, kept by role: SimEvent::elapsed_ms_since locks
+    // (end, start) in that order, so an event must not swap roles between
+    // tickets (a lock-order inversion ThreadSanitizer reports).
+    std::vector<Event> spare_done_events;
+    std::vector<Event> spare_reached_events;
     std::map<detail::StreamImpl*, int> trace_tids;
   };
 
@@ -188,10 +192,10 @@ class OffloadManager::Impl {
     return *accelerators_[tier.index()];
   }
 
-  Event take_event(AcceleratorState& a) {
-    if (!a.spare_events.empty()) {
-      Event e = std::move(a.spare_events.back());
-      a.spare_events.pop_back();
+  Event take_event(AcceleratorState& a, std::vector<Event>& spares) {
+    if (!spares.empty()) {
+      Event e = std::move(spares.back());
+      spares.pop_back();
       return e;
     }
     return a.accelerator->create_event();
@@ -475,8 +479,10 @@ class OffloadManager::Impl {
         }
       }
     }
-    a.dispatched = true;
-    if (slot_bytes == 0) return;
+    if (slot_bytes == 0) {
+      a.dispatched = true;
+      return;
+    }
     a.pool = std::make_unique<SlotPool>(*a.accelerator, memory(a.tier), slot_bytes,
                                         slot_count(owner_.options_.prefetch_depth));
     if (!owner_.options_.lazy_slots) {
@@ -495,6 +501,7 @@ class OffloadManager::Impl {
             bytes, e.what()));
       }
     }
+    a.dispatched = true;
   }
 
   [[noreturn]] void throw_no_slot(AcceleratorState& a, const std::string& module) {
@@ -554,8 +561,8 @@ class OffloadManager::Impl {
     }
     auto ticket = std::make_shared<FetchTicket>();
     ticket->module = module;
-    ticket->done = take_event(a);
-    ticket->reached = take_event(a);
+    ticket->done = take_event(a, a.spare_done_events);
+    ticket->reached = take_event(a, a.spare_reached_events);
     copy.record(ticket->done);
     if (trace != nullptr) {
       Event trace_end = a.accelerator->create_event();
@@ -576,7 +583,17 @@ class OffloadManager::Impl {
     auto pos = order_pos_.find(module);
     if (pos == order_pos_.end() || owner_.options_.prefetch_depth == 0) return;
     AcceleratorState& a = *accelerators_[owner_.options_.compute_accelerator];
-    if (!a.dispatched) dispatch_locked();
+    if (!a.dispatched) {
+      // A prefetch never fails the forward that triggered it: without slots,
+      // the error surfaces at the streamed module's own begin_forward.
+      try {
+        dispatch_locked();
+      } catch (const OutOfMemoryError&) {
+        return;
+      } catch (const OutOfBudgetError&) {
+        return;
+      }
+    }
     if (!a.pool) return;
     const std::vector<std::string>& order = orders_[pos->second.first];
     const size_t n = order.size();
@@ -780,8 +797,8 @@ class OffloadManager::Impl {
       }
       AcceleratorState& a = *accelerators_[p.accelerator];
       if (p.ticket.use_count() == 1) {
-        a.spare_events.push_back(std::move(p.ticket->done));
-        a.spare_events.push_back(std::move(p.ticket->reached));
+        a.spare_done_events.push_back(std::move(p.ticket->done));
+        a.spare_reached_events.push_back(std::move(p.ticket->reached));
       }
       pending_.pop_front();
     }
