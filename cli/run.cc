@@ -59,7 +59,8 @@ int run_run(const std::vector<std::string>& args) {
   if (!model) throw UsageError("--model FILE is required");
   if (!input_path) throw UsageError("--input IN is required");
   if (!output_path) throw UsageError("--output OUT is required");
-  const MemoryBudgets budgets = parse_max_memory(parser.get_or("max-memory", ""));
+  const auto max_memory = parser.get("max-memory");
+  const MemoryBudgets budgets = max_memory ? parse_max_memory(*max_memory) : MemoryBudgets{};
   const auto offload_dir = parser.get("offload-dir");
   if (budgets.disk && !offload_dir) {
     throw UsageError("--max-memory gives a disk budget but no --offload-dir was given");

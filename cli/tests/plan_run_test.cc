@@ -1,0 +1,188 @@
+// `stowage plan` and `stowage run` as CLI.md specifies them: exit codes 0 / 1
+// / 2, the device map in text and JSON, and y written to OUT. Checkpoints are
+// written with the mmap_store writer.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <cstring>
+#include <filesystem>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "mmap_store/checkpoint.h"
+#include "mmap_store/safetensors_writer.h"
+#include "models/testing/mlp_checkpoints.h"
+
+namespace stowage::cli {
+namespace {
+
+using models::testing::RawTensor;
+using models::testing::TestFormat;
+
+class PlanRunTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("stowage_cli_test_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string file(const std::string& name) const { return (dir_ / name).string(); }
+
+  void write(const std::string& path, const std::vector<RawTensor>& tensors) {
+    mmap_store::SafetensorsWriter writer(path);
+    for (const auto& t : tensors) writer.declare(t.name, t.dtype, t.shape);
+    for (const auto& t : tensors) writer.write(t.name, t.bytes.data(), t.bytes.size());
+    writer.commit();
+  }
+  // A model of 8 layers of 64 (f16) and an input x [2, 64].
+  void write_model(TestFormat format = TestFormat::kF16) {
+    model_ = models::testing::make_mlp(std::vector<int64_t>(9, 64), format, 3);
+    write(file("model.safetensors"), model_);
+    write(file("in.safetensors"), {models::testing::make_input(2, 64, 4)});
+  }
+  uint64_t model_bytes() const {
+    uint64_t n = 0;
+    for (const auto& t : model_) n += t.bytes.size();
+    return n;
+  }
+  std::vector<float> read_y(const std::string& path) {
+    auto out = mmap_store::open_checkpoint(path);
+    Tensor y = out->tensor("y");
+    EXPECT_EQ(y.dtype(), DType::kF32);
+    return std::vector<float>(y.data_as<float>(), y.data_as<float>() + y.numel());
+  }
+  int plan(std::vector<std::string> args, std::string* out = nullptr) {
+    ::testing::internal::CaptureStdout();
+    int rc = run_guarded("plan", run_plan, args);
+    std::string text = ::testing::internal::GetCapturedStdout();
+    if (out) *out = text;
+    return rc;
+  }
+  int run(std::vector<std::string> args, std::string* out = nullptr) {
+    ::testing::internal::CaptureStdout();
+    int rc = run_guarded("run", run_run, args);
+    std::string text = ::testing::internal::GetCapturedStdout();
+    if (out) *out = text;
+    return rc;
+  }
+
+  std::filesystem::path dir_;
+  std::vector<RawTensor> model_;
+};
+
+TEST_F(PlanRunTest, PlanPrintsEachModuleWithItsTierAndTheReserve) {
+  write_model();
+  std::string out;
+  ASSERT_EQ(plan({"--model", file("model.safetensors"), "--max-memory",
+                  "0=" + std::to_string(model_bytes() / 2), "--device", "sim"},
+                 &out),
+            0);
+  EXPECT_NE(out.find("layers.0"), std::string::npos) << out;
+  EXPECT_NE(out.find("layers.7"), std::string::npos) << out;
+  EXPECT_NE(out.find("sim:0"), std::string::npos) << out;
+  EXPECT_NE(out.find("cpu"), std::string::npos) << out;
+}
+
+TEST_F(PlanRunTest, PlanJsonListsModulesInExecutionOrder) {
+  write_model();
+  std::string out;
+  ASSERT_EQ(plan({"--model", file("model.safetensors"), "--max-memory", "0=1GiB", "--json",
+                  "--device", "sim"},
+                 &out),
+            0);
+  boost::json::value v = boost::json::parse(out);
+  const auto& modules = v.at("modules").as_array();
+  ASSERT_EQ(modules.size(), 8u);
+  EXPECT_EQ(modules[0].at("module").as_string(), "layers.0");
+  EXPECT_EQ(modules[7].at("module").as_string(), "layers.7");
+  EXPECT_EQ(modules[0].at("tier").as_string(), "sim:0");
+}
+
+TEST_F(PlanRunTest, PlanThatCannotFitExitsOneNamingTheModule) {
+  write_model();
+  ::testing::internal::CaptureStderr();
+  int rc = plan(
+      {"--model", file("model.safetensors"), "--max-memory", "0=1KiB,cpu=1KiB", "--device", "sim"});
+  std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(err.find("layers."), std::string::npos) << err;
+}
+
+TEST_F(PlanRunTest, BadUsageExitsTwo) {
+  write_model();
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(plan({"--model", file("model.safetensors")}), 2);  // no --max-memory
+  EXPECT_EQ(plan({"--bogus"}), 2);
+  EXPECT_EQ(run({"--model", file("model.safetensors"), "--input", file("in.safetensors")}), 2);
+  EXPECT_EQ(run({"--model", file("model.safetensors"), "--input", file("in.safetensors"),
+                 "--output", file("y.safetensors"), "--max-memory", "disk=1GiB"}),
+            2);  // disk without --offload-dir
+  ::testing::internal::GetCapturedStderr();
+}
+
+TEST_F(PlanRunTest, RunWithAQuarterBudgetWritesTheAllResidentOutput) {
+  for (TestFormat format : {TestFormat::kF16, TestFormat::kInt8, TestFormat::kNf4}) {
+    write_model(format);
+    ASSERT_EQ(run({"--model", file("model.safetensors"), "--input", file("in.safetensors"),
+                   "--output", file("resident.safetensors"), "--device", "sim"}),
+              0);
+    std::string report;
+    ASSERT_EQ(run({"--model", file("model.safetensors"), "--input", file("in.safetensors"),
+                   "--output", file("streamed.safetensors"), "--device", "sim", "--max-memory",
+                   "0=" + std::to_string(model_bytes() / 4), "--prefetch", "1", "--report",
+                   "--trace", file("trace.json")},
+                  &report),
+              0);
+    std::vector<float> a = read_y(file("resident.safetensors"));
+    std::vector<float> b = read_y(file("streamed.safetensors"));
+    ASSERT_EQ(a.size(), 2u * 64u);
+    ASSERT_EQ(a.size(), b.size());
+    EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+    EXPECT_NE(report.find("cpu"), std::string::npos) << report;  // some layers streamed
+    EXPECT_TRUE(std::filesystem::exists(file("trace.json")));
+  }
+}
+
+TEST_F(PlanRunTest, RunWithTheDiskTierGivesTheSameOutput) {
+  write_model();
+  ASSERT_EQ(run({"--model", file("model.safetensors"), "--input", file("in.safetensors"),
+                 "--output", file("resident.safetensors"), "--device", "sim"}),
+            0);
+  ASSERT_EQ(
+      run({"--model", file("model.safetensors"), "--input", file("in.safetensors"), "--output",
+           file("disk.safetensors"), "--device", "sim", "--max-memory",
+           "0=" + std::to_string(model_bytes() / 4) + ",cpu=" + std::to_string(model_bytes() / 4),
+           "--offload-dir", file("offload")}),
+      0);
+  std::vector<float> a = read_y(file("resident.safetensors"));
+  std::vector<float> b = read_y(file("disk.safetensors"));
+  ASSERT_EQ(a.size(), b.size());
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+}
+
+TEST_F(PlanRunTest, RunRefusesAnInputWithoutXAndACheckpointThatIsNotAnMlp) {
+  write_model();
+  write(file("bad_in.safetensors"), {{"z", DType::kF32, Shape{1, 64}, std::vector<uint8_t>(256)}});
+  write(file("not_mlp.safetensors"),
+        {{"embed.weight", DType::kF32, Shape{4, 4}, std::vector<uint8_t>(64)}});
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(run({"--model", file("model.safetensors"), "--input", file("bad_in.safetensors"),
+                 "--output", file("y.safetensors"), "--device", "sim"}),
+            1);
+  EXPECT_EQ(run({"--model", file("not_mlp.safetensors"), "--input", file("in.safetensors"),
+                 "--output", file("y.safetensors"), "--device", "sim"}),
+            1);
+  EXPECT_EQ(run({"--model", file("missing.safetensors"), "--input", file("in.safetensors"),
+                 "--output", file("y.safetensors"), "--device", "sim"}),
+            1);
+  std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("'x'"), std::string::npos) << err;
+  EXPECT_NE(err.find("embed.weight"), std::string::npos) << err;
+  EXPECT_FALSE(std::filesystem::exists(file("y.safetensors")));
+}
+
+}  // namespace
+}  // namespace stowage::cli
