@@ -1,0 +1,130 @@
+#include "cli/mlp_session.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "models/mlp_runner.h"
+
+namespace stowage::cli {
+
+uint64_t host_physical_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES);
+  const long page_size = ::sysconf(_SC_PAGE_SIZE);
+  if (pages <= 0 || page_size <= 0) return UINT64_MAX;
+  return static_cast<uint64_t>(pages) * static_cast<uint64_t>(page_size);
+}
+
+OffloadOptions offload_options(Platform& platform, const SessionConfig& config) {
+  OffloadOptions options;
+  options.prefetch_depth = config.prefetch_depth;
+  for (const auto& [index, bytes] : config.budgets.accelerators) {
+    STOWAGE_EXPECTS(index >= 0 && index < platform.accelerator_count(), InvalidInputError,
+                    "--max-memory names accelerator {}, but {} accelerator(s) are present", index,
+                    platform.accelerator_count());
+    options.budgets[platform.accelerator(index).tier()] = bytes;
+  }
+  if (config.budgets.cpu) options.budgets[Tier::pinned_host()] = *config.budgets.cpu;
+  if (config.offload_dir) options.disk_store = make_folder_disk_store(*config.offload_dir);
+  options.trace = config.trace;
+  return options;
+}
+
+LoadOptions load_options(Platform& platform, const SessionConfig& config) {
+  STOWAGE_EXPECTS(!config.budgets.disk || config.offload_dir, InvalidInputError,
+                  "--max-memory gives a disk budget, but no --offload-dir was given");
+  LoadOptions load;
+  load.accelerators = models::accelerator_capacities_of(platform, config.budgets.accelerators);
+  TierCapacity cpu;
+  cpu.tier = Tier::pinned_host();
+  cpu.budget = config.budgets.cpu;
+  cpu.physical_bytes = host_physical_bytes();
+  load.cpu = cpu;
+  if (config.offload_dir) {
+    TierCapacity disk;
+    disk.tier = Tier::disk();
+    disk.budget = config.budgets.disk;
+    load.disk = disk;
+  }
+  return load;
+}
+
+OffloadCounters counters_since(const OffloadCounters& now, const OffloadCounters& then) {
+  OffloadCounters d = now;
+  d.bytes_h2d -= then.bytes_h2d;
+  d.bytes_d2h -= then.bytes_d2h;
+  d.bytes_d2d -= then.bytes_d2d;
+  d.bytes_disk_read -= then.bytes_disk_read;
+  d.bytes_disk_written -= then.bytes_disk_written;
+  d.fetches -= then.fetches;
+  d.prefetch_hits -= then.prefetch_hits;
+  d.prefetch_misses -= then.prefetch_misses;
+  d.sync_fallbacks -= then.sync_fallbacks;
+  d.slot_allocation_failures -= then.slot_allocation_failures;
+  d.stall_ms -= then.stall_ms;
+  return d;
+}
+
+TimedForwards time_forwards(Platform& platform, const mmap_store::Checkpoint& checkpoint,
+                            models::LinearKernels& kernels, const Tensor& x,
+                            const SessionConfig& config, int warmup, int iters,
+                            const std::function<void()>& before_each) {
+  OffloadManager manager(platform, offload_options(platform, config));
+  models::MlpRunner runner(manager, checkpoint, kernels, load_options(platform, config));
+  TimedForwards result;
+  result.plan = runner.loaded().plan;
+  result.weight_bytes = runner.loaded().bytes;
+  for (const PlanModule& module : runner.loaded().request.modules) {
+    if (result.plan.streamed(module.path)) result.streamed_bytes += module.bytes();
+  }
+  // Counters from here on: the forwards only, not the load.
+  const OffloadCounters at_load = manager.counters();
+  for (int i = 0; i < warmup + iters; ++i) {
+    if (before_each) before_each();
+    const auto start = std::chrono::steady_clock::now();
+    result.y = runner.forward(x);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (i >= warmup) result.seconds.push_back(seconds);
+  }
+  manager.synchronize();
+  std::vector<double> sorted = result.seconds;
+  std::sort(sorted.begin(), sorted.end());
+  result.median_s = sorted.empty() ? 0 : sorted[sorted.size() / 2];
+  result.counters = counters_since(manager.counters(), at_load);
+  result.residency_report = manager.table().report();
+  result.accelerator =
+      manager.usage(platform.accelerator(manager.options().compute_accelerator).tier());
+  return result;
+}
+
+double max_abs_difference(const Tensor& a, const Tensor& b) {
+  STOWAGE_EXPECTS(a.dtype() == DType::kF32 && b.dtype() == DType::kF32 && a.shape() == b.shape(),
+                  InvalidInputError,
+                  "comparing outputs: expected two float32 tensors of one shape, found {} and {}",
+                  a.shape().to_string(), b.shape().to_string());
+  double worst = 0;
+  const float* pa = a.data_as<const float>();
+  const float* pb = b.data_as<const float>();
+  for (uint64_t i = 0; i < a.numel(); ++i) {
+    const double d = std::fabs(static_cast<double>(pa[i]) - pb[i]);
+    if (!(d <= worst)) worst = d;  // NaN propagates as the worst
+  }
+  return worst;
+}
+
+bool bitwise_equal(const Tensor& a, const Tensor& b) {
+  return a.dtype() == b.dtype() && a.shape() == b.shape() &&
+         std::memcmp(a.data(), b.data(), a.bytes()) == 0;
+}
+
+std::unique_ptr<models::LinearKernels> linear_kernels_for(Platform& platform) {
+  if (platform.backend() == Backend::kSim) return models::make_host_linear_kernels();
+  throw InternalError("accelerator linear kernels are not wired into this build yet");
+}
+
+}  // namespace stowage::cli

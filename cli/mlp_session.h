@@ -1,0 +1,71 @@
+// What `stowage demo`, `bench` and `run` share: turning the common flags
+// (--max-memory, --offload-dir, --prefetch, --trace) into an OffloadManager
+// and LoadOptions, loading an MLP checkpoint through them, and timing
+// forwards.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cli/args.h"
+#include "core/platform.h"
+#include "core/tensor.h"
+#include "mmap_store/checkpoint.h"
+#include "models/linear.h"
+#include "offload/loader.h"
+#include "offload/offload_manager.h"
+#include "offload/trace.h"
+
+namespace stowage::cli {
+
+struct SessionConfig {
+  MemoryBudgets budgets;                   // absent tiers: physical size only
+  std::optional<std::string> offload_dir;  // enables the disk tier
+  int prefetch_depth = 2;
+  TraceRecorder* trace = nullptr;  // must outlive the session
+};
+
+// OffloadOptions for `config` on `platform` (budgets per tier, disk store).
+OffloadOptions offload_options(Platform& platform, const SessionConfig& config);
+// LoadOptions (planner capacities) for `config` on `platform`.
+LoadOptions load_options(Platform& platform, const SessionConfig& config);
+
+// The accelerator kernels for `platform`: the kernels/ library (cuBLASLt,
+// fused 4-bit GEMV, LLM.int8) wrapped for the MLP family.
+std::unique_ptr<models::LinearKernels> linear_kernels_for(Platform& platform);
+
+// The counters accumulated between two readings.
+OffloadCounters counters_since(const OffloadCounters& now, const OffloadCounters& then);
+
+struct TimedForwards {
+  std::vector<double> seconds;  // one per timed forward
+  double median_s = 0;
+  Tensor y;                  // the last forward's output (host float32)
+  OffloadCounters counters;  // over the warm-up and timed forwards, not the load
+  TierUsage accelerator;     // the compute accelerator's usage (peak over load and forwards)
+  Plan plan;
+  uint64_t weight_bytes = 0;     // all bytes placed
+  uint64_t streamed_bytes = 0;   // bytes of modules streamed per forward
+  std::string residency_report;  // the residency table's report at the end
+};
+
+// Loads `checkpoint` into a new manager under `config`, runs `warmup`
+// untimed and `iters` timed forwards of `x` (host float32), calling
+// `before_each` (may be empty) before every forward, outside the timing.
+TimedForwards time_forwards(Platform& platform, const mmap_store::Checkpoint& checkpoint,
+                            models::LinearKernels& kernels, const Tensor& x,
+                            const SessionConfig& config, int warmup, int iters,
+                            const std::function<void()>& before_each = {});
+
+// The host's physical memory in bytes (the pinned tier's physical limit).
+uint64_t host_physical_bytes();
+
+// Largest |a - b| over two float32 tensors of one shape (0 when identical);
+// InvalidInputError when the shapes differ.
+double max_abs_difference(const Tensor& a, const Tensor& b);
+bool bitwise_equal(const Tensor& a, const Tensor& b);
+
+}  // namespace stowage::cli
