@@ -12,6 +12,7 @@
 #include "cli/synthetic.h"
 #include "core/error.h"
 #include "mmap_store/checkpoint.h"
+#include "models/linear.h"
 #include "models/mlp_runner.h"
 
 namespace stowage::cli {
@@ -35,7 +36,7 @@ int bench(const std::vector<std::string>& args) {
 
   auto checkpoint = mmap_store::open_checkpoint(*model_path);
   const models::MlpSpec spec = models::describe_checkpoint(*checkpoint);
-  auto kernels = linear_kernels_for(*platform);
+  auto kernels = models::make_linear_kernels(*platform);
   Tensor x = synthetic_input(platform->pageable_host_memory(), batch, spec.in_features(), 7);
   uint64_t model_bytes = 0;
   for (const std::string& name : checkpoint->names()) model_bytes += checkpoint->info(name).bytes;

@@ -16,6 +16,7 @@
 #include "cli/synthetic.h"
 #include "core/error.h"
 #include "mmap_store/checkpoint.h"
+#include "models/linear.h"
 
 namespace stowage::cli {
 namespace {
@@ -110,7 +111,7 @@ int demo(const std::vector<std::string>& args) {
     largest_layer = std::max(largest_layer, layer);
   }
 
-  auto kernels = linear_kernels_for(*platform);
+  auto kernels = models::make_linear_kernels(*platform);
   Tensor x = synthetic_input(platform->pageable_host_memory(), batch, spec.hidden, 7);
 
   // All-resident, where the model fits the accelerator with room to spare.

@@ -122,9 +122,4 @@ bool bitwise_equal(const Tensor& a, const Tensor& b) {
          std::memcmp(a.data(), b.data(), a.bytes()) == 0;
 }
 
-std::unique_ptr<models::LinearKernels> linear_kernels_for(Platform& platform) {
-  if (platform.backend() == Backend::kSim) return models::make_host_linear_kernels();
-  throw InternalError("accelerator linear kernels are not wired into this build yet");
-}
-
 }  // namespace stowage::cli

@@ -33,10 +33,6 @@ OffloadOptions offload_options(Platform& platform, const SessionConfig& config);
 // LoadOptions (planner capacities) for `config` on `platform`.
 LoadOptions load_options(Platform& platform, const SessionConfig& config);
 
-// The accelerator kernels for `platform`: the kernels/ library (cuBLASLt,
-// fused 4-bit GEMV, LLM.int8) wrapped for the MLP family.
-std::unique_ptr<models::LinearKernels> linear_kernels_for(Platform& platform);
-
 // The counters accumulated between two readings.
 OffloadCounters counters_since(const OffloadCounters& now, const OffloadCounters& then);
 
