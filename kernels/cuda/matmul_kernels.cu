@@ -41,10 +41,11 @@ inline unsigned grid_for(int64_t work, int per_block, int64_t cap = 65535LL * 32
 template <typename T>
 __global__ void flag_outlier_columns_kernel(const T* __restrict__ x, int64_t m, int64_t k,
                                             float threshold, int* __restrict__ col_flags) {
-  const int64_t total = m * k;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    if (fabsf(load_float(x, i)) >= threshold) col_flags[i % k] = 1;  // benign race: all write 1
+  for (int64_t r = blockIdx.y; r < m; r += gridDim.y) {
+    for (int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; c < k;
+         c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+      if (fabsf(load_float(x, r * k + c)) >= threshold) col_flags[c] = 1;  // benign race
+    }
   }
 }
 
@@ -90,31 +91,47 @@ __global__ void gather_outlier_weights_kernel(const int8_t* __restrict__ cb,
 }
 
 // y[r, c] = acc * sca[r] * scb[c] / 127^2 (+ outlier part) (+ bias[c]),
-// float32, rounded once to T. Threads run along c so reads of x and of the
-// outlier column list are broadcasts.
+// float32, rounded once to T. Each thread takes 4 consecutive columns of a
+// row (n % 4 == 0): one 16-byte load of the int32 accumulators; x and the
+// outlier column list are broadcast reads.
 template <typename T>
 __global__ void int8_epilogue_kernel(Int8EpilogueArgs a) {
   const T* x = static_cast<const T*>(a.x);
   const T* bias = static_cast<const T*>(a.bias);
   T* y = static_cast<T*>(a.y);
   const int count = a.outlier_count != nullptr ? *a.outlier_count : 0;
-  const int64_t total = a.m * a.n;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t r = i / a.n;
-    const int64_t c = i % a.n;
-    float v = __fmul_rn(__fmul_rn(__fmul_rn(static_cast<float>(a.acc[i]), a.sca[r]), a.scb[c]),
-                        1.0f / 16129.0f);
-    float outlier = 0.0f;
-    for (int j = 0; j < count; ++j) {
-      const int col = a.outlier_cols[j];
-      const float w = j < a.cap ? a.w_outlier[static_cast<int64_t>(j) * a.n + c]
-                                : qr::int8_rowwise_value(a.cb[c * a.k + col], a.scb[c]);
-      outlier = fmaf(load_float(x, r * a.k + col), w, outlier);
+  const float inv = 1.0f / 16129.0f;
+  for (int64_t r = blockIdx.y; r < a.m; r += gridDim.y) {
+    const float sca = a.sca[r];
+    for (int64_t c = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * 4; c < a.n;
+         c += static_cast<int64_t>(gridDim.x) * blockDim.x * 4) {
+      const int4 acc = *reinterpret_cast<const int4*>(a.acc + r * a.n + c);
+      const int accs[4] = {acc.x, acc.y, acc.z, acc.w};
+      float v[4];
+      float outlier[4];
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        v[q] = __fmul_rn(__fmul_rn(__fmul_rn(static_cast<float>(accs[q]), sca), a.scb[c + q]), inv);
+        outlier[q] = 0.0f;
+      }
+      for (int j = 0; j < count; ++j) {
+        const int col = a.outlier_cols[j];
+        const float xv = load_float(x, r * a.k + col);
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          const float w = j < a.cap
+                              ? a.w_outlier[static_cast<int64_t>(j) * a.n + c + q]
+                              : qr::int8_rowwise_value(a.cb[(c + q) * a.k + col], a.scb[c + q]);
+          outlier[q] = fmaf(xv, w, outlier[q]);
+        }
+      }
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        float out = __fadd_rn(v[q], outlier[q]);
+        if (bias != nullptr) out = __fadd_rn(out, load_float(bias, c + q));
+        store_float(y, r * a.n + c + q, out);
+      }
     }
-    v = __fadd_rn(v, outlier);
-    if (bias != nullptr) v = __fadd_rn(v, load_float(bias, c));
-    store_float(y, i, v);
   }
 }
 
@@ -204,10 +221,33 @@ __global__ void __launch_bounds__(kGemvThreads)
     const int byte = i >> 5;
     lut[i] = Traits::make_pair(codes.value[byte >> 4], codes.value[byte & 15]);
   }
+  // Stage x: 16-byte loads, all issued before their stores (k % 32 == 0, so
+  // 8 consecutive elements map to one 16-byte slot).
   const T* x = static_cast<const T*>(a.x);
-  for (int mm = 0; mm < M; ++mm) {
-    for (int64_t e = threadIdx.x; e < a.k; e += blockDim.x) {
-      xs[mm * x_row_stride + x_slot(e)] = x[mm * a.k + e];
+  const int64_t vecs = a.k >> 3;
+  if ((reinterpret_cast<uintptr_t>(x) & 15) == 0) {
+    for (int mm = 0; mm < M; ++mm) {
+      const uint4* xv = reinterpret_cast<const uint4*>(x + mm * a.k);
+      uint4* dst = reinterpret_cast<uint4*>(xs + mm * x_row_stride);
+      for (int64_t v0 = threadIdx.x; v0 < vecs; v0 += 4 * blockDim.x) {
+        uint4 val[4];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+          const int64_t v = v0 + u * blockDim.x;
+          if (v < vecs) val[u] = __ldg(xv + v);
+        }
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+          const int64_t v = v0 + u * blockDim.x;
+          if (v < vecs) dst[x_slot(v << 3) >> 3] = val[u];
+        }
+      }
+    }
+  } else {
+    for (int mm = 0; mm < M; ++mm) {
+      for (int64_t e = threadIdx.x; e < a.k; e += blockDim.x) {
+        xs[mm * x_row_stride + x_slot(e)] = x[mm * a.k + e];
+      }
     }
   }
   if (kNested) {
@@ -321,7 +361,8 @@ int64_t gemv_x_row_stride(int64_t k) { return (k + 1023) / 1024 * 1024; }
 template <typename T>
 struct EpilogueLaunch {
   static cudaError_t run(const Int8EpilogueArgs& a, cudaStream_t stream) {
-    int8_epilogue_kernel<T><<<grid_for(a.m * a.n, 256), 256, 0, stream>>>(a);
+    const dim3 grid(grid_for(a.n / 4, 256, 1024), static_cast<unsigned>(a.m < 65535 ? a.m : 65535));
+    int8_epilogue_kernel<T><<<grid, 256, 0, stream>>>(a);
     return cudaGetLastError();
   }
 };
@@ -330,8 +371,9 @@ template <typename T>
 struct FlagLaunch {
   static cudaError_t run(const void* x, int64_t m, int64_t k, float threshold, int* col_flags,
                          cudaStream_t stream) {
-    flag_outlier_columns_kernel<T><<<grid_for(m * k, 256 * 8), 256, 0, stream>>>(
-        static_cast<const T*>(x), m, k, threshold, col_flags);
+    const dim3 grid(grid_for(k, 256, 1024), static_cast<unsigned>(m < 65535 ? m : 65535));
+    flag_outlier_columns_kernel<T>
+        <<<grid, 256, 0, stream>>>(static_cast<const T*>(x), m, k, threshold, col_flags);
     return cudaGetLastError();
   }
 };

@@ -191,14 +191,58 @@ __global__ void quantize_int8_rowwise_kernel(const T* __restrict__ input, int64_
   }
 }
 
+// The same with 16-byte loads (cols a multiple of the vector width, input
+// 16-byte aligned): identical results, fewer and wider memory operations.
+template <typename T>
+__global__ void quantize_int8_rowwise_vec_kernel(const T* __restrict__ input, int64_t rows,
+                                                 int64_t cols, const int* __restrict__ col_flags,
+                                                 int8_t* __restrict__ cb, float* __restrict__ scb) {
+  constexpr int V = 16 / sizeof(T);
+  __shared__ float scratch[32];
+  const int64_t vecs = cols / V;
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const uint4* row = reinterpret_cast<const uint4*>(input + r * cols);
+    float m = 0.0f;
+    for (int64_t v = threadIdx.x; v < vecs; v += blockDim.x) {
+      const uint4 raw = row[v];
+      const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+      for (int q = 0; q < V; ++q) {
+        if (col_flags == nullptr || col_flags[v * V + q] == 0)
+          m = fmaxf(m, fabsf(load_float(e, q)));
+      }
+    }
+    m = block_max(m, scratch);
+    if (threadIdx.x == 0) scb[r] = m;
+    for (int64_t v = threadIdx.x; v < vecs; v += blockDim.x) {
+      const uint4 raw = row[v];
+      const T* e = reinterpret_cast<const T*>(&raw);
+      int8_t out[V];
+#pragma unroll
+      for (int q = 0; q < V; ++q) {
+        const bool outlier = col_flags != nullptr && col_flags[v * V + q] != 0;
+        out[q] = outlier ? int8_t{0} : qr::int8_rowwise_code(load_float(e, q), m);
+      }
+      int8_t* dst = cb + r * cols + v * V;
+      if (V == 8) {
+        *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<const uint2*>(out);
+      } else {
+        *reinterpret_cast<uint32_t*>(dst) = *reinterpret_cast<const uint32_t*>(out);
+      }
+    }
+  }
+}
+
 template <typename T>
 __global__ void dequantize_int8_rowwise_kernel(const int8_t* __restrict__ cb,
                                                const float* __restrict__ scb, int64_t rows,
                                                int64_t cols, T* __restrict__ output) {
-  const int64_t total = rows * cols;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    store_float(output, i, qr::int8_rowwise_value(cb[i], scb[i / cols]));
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+    const float s = scb[r];
+    for (int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; c < cols;
+         c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+      store_float(output, r * cols + c, qr::int8_rowwise_value(cb[r * cols + c], s));
+    }
   }
 }
 
@@ -242,8 +286,16 @@ template <typename T>
 struct QuantizeInt8Launch {
   static cudaError_t run(const void* input, int64_t rows, int64_t cols, const int* col_flags,
                          int8_t* cb, float* scb, cudaStream_t stream) {
-    quantize_int8_rowwise_kernel<T><<<grid_for(rows, 1), 256, 0, stream>>>(
-        static_cast<const T*>(input), rows, cols, col_flags, cb, scb);
+    constexpr int V = 16 / sizeof(T);
+    const bool vec = cols % V == 0 && (reinterpret_cast<uintptr_t>(input) & 15) == 0 &&
+                     (reinterpret_cast<uintptr_t>(cb) & 7) == 0;
+    if (vec) {
+      quantize_int8_rowwise_vec_kernel<T><<<grid_for(rows, 1), 256, 0, stream>>>(
+          static_cast<const T*>(input), rows, cols, col_flags, cb, scb);
+    } else {
+      quantize_int8_rowwise_kernel<T><<<grid_for(rows, 1), 256, 0, stream>>>(
+          static_cast<const T*>(input), rows, cols, col_flags, cb, scb);
+    }
     return cudaGetLastError();
   }
 };
@@ -252,8 +304,9 @@ template <typename T>
 struct DequantizeInt8Launch {
   static cudaError_t run(const int8_t* cb, const float* scb, int64_t rows, int64_t cols,
                          void* output, cudaStream_t stream) {
-    dequantize_int8_rowwise_kernel<T><<<grid_for(rows * cols, 256), 256, 0, stream>>>(
-        cb, scb, rows, cols, static_cast<T*>(output));
+    const dim3 grid(grid_for(cols, 256, 1024), static_cast<unsigned>(rows < 65535 ? rows : 65535));
+    dequantize_int8_rowwise_kernel<T>
+        <<<grid, 256, 0, stream>>>(cb, scb, rows, cols, static_cast<T*>(output));
     return cudaGetLastError();
   }
 };

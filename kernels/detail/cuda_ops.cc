@@ -7,6 +7,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <tuple>
@@ -199,6 +200,9 @@ struct CublasLtState {
   std::map<PlanKey, std::unique_ptr<MatmulPlan>> plans;
   std::map<GemvKey, FourBitGemvPlan> gemv_plans;
   static constexpr size_t kWorkspaceBytes = size_t{32} << 20;
+  // Rows per int8 product chunk: -1 automatic, 0 all rows at once, else that
+  // many. From STOWAGE_INT8_ROW_CHUNK, read when the context is first used.
+  int64_t int8_row_chunk_override = -1;
 
   ~CublasLtState() {
     if (handle != nullptr) {
@@ -221,6 +225,9 @@ struct CublasLtState {
     }
     STOWAGE_CUDA_TRY(cublasLtCreate(&handle));
     device = current;
+    if (const char* env = std::getenv("STOWAGE_INT8_ROW_CHUNK")) {
+      int8_row_chunk_override = std::strtoll(env, nullptr, 10);
+    }
     workspace.allocate(kWorkspaceBytes);
   }
 };
@@ -384,6 +391,24 @@ void cuda_int8_gemm_s32(CublasLtContext& context, const int8_t* a, const int8_t*
   run_plan(st, plan, b, a, c, nullptr, as_stream(stream));
 }
 
+namespace {
+
+// Rows of x per int8 product: the int32 accumulators of a chunk (and its
+// int8 activations) stay in the 50 MB L2 between the product and the
+// dequantization epilogue instead of making a round trip through HBM; the
+// product is compute-bound, so re-reading the weight per chunk is hidden.
+int64_t int8_row_chunk(const CublasLtState& st, int64_t m, int64_t n) {
+  if (st.int8_row_chunk_override >= 0) {
+    return st.int8_row_chunk_override == 0 ? m : std::min(m, st.int8_row_chunk_override);
+  }
+  constexpr int64_t kResidentBytes = int64_t{16} << 20;
+  int64_t rows = 256;
+  while (rows * 2 * n * 4 <= kResidentBytes) rows *= 2;
+  return std::min(m, rows);
+}
+
+}  // namespace
+
 void cuda_int8_matmul(CublasLtContext& context, const Int8MatmulArgs& a, void* stream_raw) {
   if (a.m == 0 || a.n == 0) return;
   CublasLtState& st = context.state();
@@ -391,15 +416,16 @@ void cuda_int8_matmul(CublasLtContext& context, const Int8MatmulArgs& a, void* s
   const cudaStream_t stream = as_stream(stream_raw);
   const bool outliers = a.threshold > 0.0f;
   const int cap = outliers ? static_cast<int>(std::min<int64_t>(a.k, 128)) : 0;
+  const int64_t chunk = int8_row_chunk(st, a.m, a.n);
 
   ScratchLayout layout;
   const size_t at_flags = layout.add<int>(outliers ? a.k : 0);
   const size_t at_cols = layout.add<int>(outliers ? a.k : 0);
   const size_t at_count = layout.add<int>(1);
   const size_t at_w_outlier = layout.add<float>(static_cast<size_t>(cap) * a.n);
-  const size_t at_xq = layout.add<int8_t>(a.m * a.k);
-  const size_t at_sca = layout.add<float>(a.m);
-  const size_t at_acc = layout.add<int32_t>(a.m * a.n);
+  const size_t at_xq = layout.add<int8_t>(chunk * a.k);
+  const size_t at_sca = layout.add<float>(chunk);
+  const size_t at_acc = layout.add<int32_t>(chunk * a.n);
   void* base = st.scratch.reserve(layout.bytes(), stream);
   int* flags = outliers ? piece<int>(base, at_flags) : nullptr;
   int* cols = outliers ? piece<int>(base, at_cols) : nullptr;
@@ -415,26 +441,31 @@ void cuda_int8_matmul(CublasLtContext& context, const Int8MatmulArgs& a, void* s
     STOWAGE_CUDA_TRY(
         launch_gather_outlier_weights(a.cb, a.scb, a.n, a.k, cols, count, cap, w_outlier, stream));
   }
-  STOWAGE_CUDA_TRY(
-      launch_quantize_activations(a.x, float_type(a.dtype), a.m, a.k, flags, xq, sca, stream));
-  cuda_int8_gemm_s32(context, xq, a.cb, acc, a.m, a.n, a.k, stream);
-  Int8EpilogueArgs e;
-  e.acc = acc;
-  e.sca = sca;
-  e.scb = a.scb;
-  e.bias = a.bias;
-  e.x = a.x;
-  e.cb = a.cb;
-  e.outlier_cols = cols;
-  e.outlier_count = count;
-  e.w_outlier = w_outlier;
-  e.cap = cap;
-  e.m = a.m;
-  e.n = a.n;
-  e.k = a.k;
-  e.dtype = float_type(a.dtype);
-  e.y = a.y;
-  STOWAGE_CUDA_TRY(launch_int8_epilogue(e, stream));
+  const size_t elem = dtype_size(a.dtype);
+  for (int64_t r0 = 0; r0 < a.m; r0 += chunk) {
+    const int64_t rows = std::min(chunk, a.m - r0);
+    const void* x = static_cast<const char*>(a.x) + r0 * a.k * elem;
+    STOWAGE_CUDA_TRY(
+        launch_quantize_activations(x, float_type(a.dtype), rows, a.k, flags, xq, sca, stream));
+    cuda_int8_gemm_s32(context, xq, a.cb, acc, rows, a.n, a.k, stream);
+    Int8EpilogueArgs e;
+    e.acc = acc;
+    e.sca = sca;
+    e.scb = a.scb;
+    e.bias = a.bias;
+    e.x = x;
+    e.cb = a.cb;
+    e.outlier_cols = cols;
+    e.outlier_count = count;
+    e.w_outlier = w_outlier;
+    e.cap = cap;
+    e.m = rows;
+    e.n = a.n;
+    e.k = a.k;
+    e.dtype = float_type(a.dtype);
+    e.y = static_cast<char*>(a.y) + r0 * a.n * elem;
+    STOWAGE_CUDA_TRY(launch_int8_epilogue(e, stream));
+  }
 }
 
 namespace {
