@@ -133,12 +133,12 @@ std::string format_inspect_json(const InspectReport& r) {
 }
 
 int run_inspect(const std::vector<std::string>& args) {
-  ArgParser parser("inspect", {}, {"--json"});
+  ArgParser parser("inspect", {}, {"json"});
   parser.parse(args);
   parser.expect_positional(1, "PATH");
   InspectReport report = inspect_path(parser.positional()[0]);
   const std::string out =
-      parser.has("--json") ? format_inspect_json(report) : format_inspect_text(report);
+      parser.has("json") ? format_inspect_json(report) : format_inspect_text(report);
   std::fwrite(out.data(), 1, out.size(), stdout);
   std::fflush(stdout);
   return 0;
