@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "offload/planner.h"
 #include "offload/tests/test_support.h"
+#include "offload/trace.h"
 
 namespace stowage {
 namespace {
@@ -478,6 +479,30 @@ TEST_P(OffloadManagerTest, PlacementOverBudgetFailsAndRecordsNothing) {
   EXPECT_EQ(manager.table().get(*manager.table().find("a", "weight")).home, Tier::pinned_host())
       << "a failed move leaves the module where it was";
   EXPECT_EQ(manager.usage(acc()).bytes_in_use, 600u);
+}
+
+TEST_P(OffloadManagerTest, TraceHasCopyComputeAndStallSpansOnTheTimeline) {
+  const Model m = make_model(*platform_, "layers", 4, 1 << 20);
+  TraceRecorder trace;
+  OffloadOptions options;
+  options.prefetch_depth = 1;
+  options.trace = &trace;
+  OffloadManager manager(*platform_, options);
+  place_model(manager, m, all_on(m, Tier::pinned_host()));
+  manager.declare_execution_order(m.modules);
+  EXPECT_EQ(stream_forward(manager, *platform_, m), expected_forward(m));
+  manager.synchronize();
+  int copies = 0, computes = 0;
+  for (const TraceSpan& s : trace.spans()) {
+    EXPECT_GE(s.ts_us, 0.0) << s.name;
+    EXPECT_GE(s.dur_us, 0.0) << s.name;
+    EXPECT_EQ(s.pid, acc().index());
+    if (s.category == "copy") ++copies;
+    if (s.category == "compute") ++computes;
+  }
+  EXPECT_GE(copies, 4);
+  EXPECT_EQ(computes, 4);
+  EXPECT_NE(trace.to_json().find("\"traceEvents\""), std::string::npos);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, OffloadManagerTest,
