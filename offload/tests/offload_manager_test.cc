@@ -56,6 +56,26 @@ TEST_P(OffloadManagerTest, PlacedTensorsAreRealAndReadableOnEveryTier) {
   EXPECT_EQ(manager.usage(Tier::disk()).bytes_in_use, 33u * 7 * 2);
 }
 
+TEST_P(OffloadManagerTest, AdoptsTensorsAlreadyInItsMemoryOrMappedFromDisk) {
+  // The streaming loader's path: a tensor allocated from memory(tier), or a
+  // disk mapping (mmap_store), is taken as is, not copied.
+  auto store = std::shared_ptr<DiskStore>(make_folder_disk_store(temp_folder("adopt")));
+  OffloadOptions options;
+  options.disk_store = store;
+  OffloadManager manager(*platform_, options);
+  const Tensor src = host_tensor(*platform_, DType::kF32, Shape{64}, 5);
+  Tensor pinned = Tensor::empty(manager.memory(Tier::pinned_host()), DType::kF32, Shape{64});
+  std::memcpy(pinned.data(), src.data(), src.bytes());
+  const Tensor mapped = store->write("external.weight", src);
+  const RecordId a = manager.place("a", "weight", TensorRole::kWeight, pinned, Tier::pinned_host());
+  const RecordId b = manager.place("b", "weight", TensorRole::kWeight, mapped, Tier::disk());
+  EXPECT_EQ(manager.table().copy_on(a, Tier::pinned_host()).data(), pinned.data());
+  EXPECT_EQ(manager.table().copy_on(b, Tier::disk()).data(), mapped.data());
+  EXPECT_EQ(manager.counters().bytes_disk_written, 0u);
+  EXPECT_EQ(manager.usage(Tier::pinned_host()).bytes_in_use, 256u) << "counted once";
+  EXPECT_EQ(bytes_of(manager.read_to_host("b", "weight")), bytes_of(src));
+}
+
 TEST_P(OffloadManagerTest, EveryTierPairRoundTripsByteExact) {
   OffloadOptions options;
   options.disk_store = make_folder_disk_store(temp_folder("pairs"));
