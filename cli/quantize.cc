@@ -15,6 +15,8 @@
 #include "kernels/quantize.h"
 
 #include <fmt/format.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -66,6 +68,19 @@ CheckpointQuantizeOptions parse_options(const ArgParser& p) {
   opt.threshold = static_cast<float>(p.get_double("threshold", 6.0));
   opt.skip_regex = p.get_or("skip", "");
   return opt;
+}
+
+// Drops the pages of an mmap'd (disk-tier) input tensor from this process once
+// it has been quantized or copied: the file stays in the page cache, but the
+// process's resident memory stays near one tensor instead of growing with the
+// model. Harmless on a read-only mapping (a later read faults the pages back).
+void drop_mapped_pages(const Tensor& t) {
+  if (t.tier().kind() != TierKind::kDisk || t.bytes() == 0) return;
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data()) & ~(page - 1);
+  const uintptr_t end =
+      (reinterpret_cast<uintptr_t>(t.data()) + t.bytes() + page - 1) & ~(page - 1);
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);  // advisory: ignore errors
 }
 
 // Device-memory scratch for one weight, freed (stream-ordered) at scope end.
@@ -186,6 +201,7 @@ int run_quantize(const std::vector<std::string>& args) {
   }
   quant::CheckpointQuantizer quantizer(opt, inputs,
                                        [&](const std::string& name) { return file->tensor(name); });
+  quantizer.set_release(drop_mapped_pages);
 
   // CUDA where present (or asked for); the CPU reference otherwise.
   std::unique_ptr<Platform> platform;

@@ -161,6 +161,7 @@ void CheckpointQuantizer::run(MemoryResource& resource, const WeightQuantizer& q
         emit(out, part.tensor);
       }
     }
+    if (release_) release_(source);
     done += dtype_bytes_for(in.dtype, in.shape.numel());
     if (progress) progress(done);
   }

@@ -87,6 +87,11 @@ class CheckpointQuantizer {
            const std::function<void(const OutputTensor&, const Tensor&)>& emit,
            const std::function<void(uint64_t)>& progress = {});
 
+  // Called with each input tensor once run() is done with it, e.g. to drop
+  // an mmap'd tensor's pages from the process (madvise) so resident memory
+  // does not grow with the model.
+  void set_release(std::function<void(const Tensor&)> release) { release_ = std::move(release); }
+
   // Counts after plan(): how many weights are quantized / copied through.
   size_t quantized_count() const { return quantized_count_; }
   size_t copied_count() const { return copied_count_; }
@@ -96,6 +101,7 @@ class CheckpointQuantizer {
   CheckpointQuantizeOptions options_;
   std::vector<TensorDecl> inputs_;
   std::function<Tensor(const std::string&)> read_;
+  std::function<void(const Tensor&)> release_;
   std::unique_ptr<std::regex> skip_;
   std::vector<OutputTensor> plan_;
   bool planned_ = false;
