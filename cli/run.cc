@@ -72,8 +72,6 @@ int run_run(const std::vector<std::string>& args) {
   auto platform = make_platform(parser.get_or("device", "auto"), budgets);
   Tensor x = read_input(*input, *platform);
 
-  std::unique_ptr<models::LinearKernels> kernels = models::make_linear_kernels(*platform);
-
   TraceRecorder trace;
   OffloadOptions options;
   options.prefetch_depth = prefetch;
@@ -87,6 +85,9 @@ int run_run(const std::vector<std::string>& args) {
   Tensor y;
   {
     OffloadManager manager(*platform, options);
+    std::unique_ptr<models::LinearKernels> kernels = models::make_linear_kernels(
+        *platform,
+        manager.memory(platform->accelerator(manager.options().compute_accelerator).tier()));
     PlannerTiers tiers = planner_tiers(*platform, budgets, offload_dir.has_value());
     LoadOptions load;
     load.accelerators = tiers.accelerators;

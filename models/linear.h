@@ -61,9 +61,18 @@ class LinearKernels {
 // are deterministic.
 std::unique_ptr<LinearKernels> make_host_linear_kernels();
 
-// The kernels for `platform`'s backend: the host reference on sim; on CUDA
-// the accelerator kernels (kernels/) once wired; until then a DeviceError
-// saying so (the host reference cannot read device memory).
+// kernels/: cuBLASLt GEMM with float32 accumulation (for 16-bit weights the
+// float32 activations are rounded to the weight's dtype first), LLM.int8 matmul (threshold
+// outliers), the 4-bit matmul (fused GEMV for small batches); ReLU as the GEMM epilogue or a
+// separate pass. On sim streams kernels/ runs its CPU counterparts. Scratch (converted weights and
+// biases) comes from `scratch`, stream-ordered; it must be memory of the streams' device and
+// outlive the kernels.
+std::unique_ptr<LinearKernels> make_accelerator_linear_kernels(MemoryResource& scratch);
+
+// The kernels for `platform`'s backend: the host reference on sim, kernels/
+// on CUDA (scratch as above).
+std::unique_ptr<LinearKernels> make_linear_kernels(Platform& platform, MemoryResource& scratch);
+// Same, with scratch from accelerator 0's own (unbudgeted) memory.
 std::unique_ptr<LinearKernels> make_linear_kernels(Platform& platform);
 
 // Checks a LinearWeights against x/y; throws InvalidInputError naming `where`.

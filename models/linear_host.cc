@@ -169,10 +169,13 @@ std::unique_ptr<LinearKernels> make_host_linear_kernels() {
   return std::make_unique<HostLinearKernels>();
 }
 
-std::unique_ptr<LinearKernels> make_linear_kernels(Platform& platform) {
+std::unique_ptr<LinearKernels> make_linear_kernels(Platform& platform, MemoryResource& scratch) {
   if (platform.backend() == Backend::kSim) return make_host_linear_kernels();
-  throw DeviceError(
-      "the MLP's accelerator kernels are not wired into this build yet: run with --device sim");
+  return make_accelerator_linear_kernels(scratch);
+}
+
+std::unique_ptr<LinearKernels> make_linear_kernels(Platform& platform) {
+  return make_linear_kernels(platform, platform.accelerator(0).memory());
 }
 
 }  // namespace stowage::models

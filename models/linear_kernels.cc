@@ -1,0 +1,187 @@
+// LinearKernels over kernels/: cuBLASLt GEMM (float32 compute), LLM.int8
+// matmul and the 4-bit matmul, with float32 activations. On sim streams
+// kernels/ runs its CPU counterparts, so the same code runs on both backends.
+#include <fmt/format.h>
+
+#include <mutex>
+
+#include "core/buffer.h"
+#include "core/error.h"
+#include "kernels/cublaslt_context.h"
+#include "kernels/gemm.h"
+#include "kernels/int8_matmul.h"
+#include "kernels/nf4_matmul.h"
+#include "kernels/quantize.h"
+#include "models/linear.h"
+
+namespace stowage::models {
+
+#if defined(STOWAGE_MODELS_WITH_CUDA)
+namespace cuda {
+int convert_16bit_to_f32(const void* src, int kind, int64_t n, float* dst, void* stream);
+int relu_f32(float* data, int64_t n, void* stream);
+int convert_f32_to_16bit(const float* src, int kind, int64_t n, void* dst, void* stream);
+}  // namespace cuda
+#endif
+
+namespace {
+
+class AcceleratorLinearKernels final : public LinearKernels {
+ public:
+  explicit AcceleratorLinearKernels(MemoryResource& scratch) : scratch_(scratch) {}
+
+  void linear(StreamRef stream, const LinearWeights& w, const TensorView& x, const TensorView& y,
+              bool relu) override {
+    check_linear_arguments(w, x, y, "linear layer");
+    // One cuBLASLt context is not safe for concurrent use (kernels/).
+    std::lock_guard<std::mutex> lock(mutex_);
+    const int64_t m = x.shape()[0], n = w.out_features, k = w.in_features;
+    Buffer bias_f32;
+    const void* bias = nullptr;
+    if (w.bias.data() != nullptr) {
+      if (w.bias.dtype() == DType::kF32) {
+        bias = w.bias.data();
+      } else {
+        bias_f32 = Buffer(scratch_, static_cast<size_t>(n) * 4, stream);
+        to_f32(w.bias, static_cast<float*>(bias_f32.data()), stream);
+        bias = bias_f32.data();
+      }
+    }
+    switch (w.format) {
+      case WeightFormat::kFloat: {
+        // 16-bit weights: the activations are rounded to the weight's dtype
+        // (a batch x in scratch, not a float32 copy of the weight, so the
+        // scratch stays small under tight budgets); products accumulate in
+        // float32 and y is float32.
+        Buffer x16;
+        const void* xs = x.data();
+        if (w.weight.dtype() != DType::kF32) {
+          x16 = Buffer(scratch_, static_cast<size_t>(m * k) * 2, stream);
+          from_f32(x, w.weight.dtype(), x16.data(), stream);
+          xs = x16.data();
+        }
+        kernels::GemmArgs a;
+        a.m = m;
+        a.n = n;
+        a.k = k;
+        a.dtype = w.weight.dtype();
+        a.out_dtype = DType::kF32;
+        a.x = xs;
+        a.w = w.weight.data();
+        a.bias = bias;
+        a.relu = relu;
+        a.y = y.data();
+        kernels::gemm(context_, a, stream);
+        return;  // scratch buffers free stream-ordered
+      }
+      case WeightFormat::kInt8: {
+        kernels::Int8MatmulArgs a;
+        a.m = m;
+        a.n = n;
+        a.k = k;
+        a.dtype = DType::kF32;
+        a.x = x.data();
+        a.cb = w.weight.data_as<int8_t>();
+        a.scb = w.scb.data_as<float>();
+        a.bias = bias;
+        a.threshold = w.threshold;
+        a.y = y.data();
+        kernels::int8_matmul(context_, a, stream);
+        break;
+      }
+      case WeightFormat::kNf4:
+      case WeightFormat::kFp4: {
+        kernels::FourBitMatmulArgs a;
+        a.m = m;
+        a.n = n;
+        a.k = k;
+        a.dtype = DType::kF32;
+        a.x = x.data();
+        a.weight.packed = static_cast<const uint8_t*>(w.weight.data());
+        a.weight.type = w.format == WeightFormat::kNf4 ? kernels::FourBitType::kNf4
+                                                       : kernels::FourBitType::kFp4;
+        a.weight.blocksize = w.blocksize;
+        if (w.double_quant) {
+          a.weight.absmax_codes = static_cast<const uint8_t*>(w.absmax.data());
+          a.weight.nested_absmax = w.nested_absmax.data_as<float>();
+          a.weight.nested_offset = w.nested_offset;
+        } else {
+          a.weight.absmax = w.absmax.data_as<float>();
+        }
+        a.bias = bias;
+        a.y = y.data();
+        kernels::four_bit_matmul(context_, a, stream);
+        break;
+      }
+    }
+    if (relu) relu_in_place(y, stream);
+  }
+  const char* name() const override { return "kernels/ (cuBLASLt on CUDA)"; }
+
+ private:
+  void from_f32(const TensorView& src, DType dtype, void* dst, StreamRef stream) {
+    const int64_t n = static_cast<int64_t>(src.numel());
+    if (stream.backend() == Backend::kSim) {
+      stream.host_task([src, dtype, dst, n] {
+        for (int64_t i = 0; i < n; ++i) store_from_float(dst, dtype, i, src.data_as<float>()[i]);
+      });
+      return;
+    }
+#if defined(STOWAGE_MODELS_WITH_CUDA)
+    STOWAGE_EXPECTS(dtype == DType::kF16 || dtype == DType::kBF16, InvalidInputError,
+                    "linear layer: cannot convert float32 to {} on the accelerator",
+                    short_name(dtype));
+    int rc = cuda::convert_f32_to_16bit(src.data_as<float>(), dtype == DType::kF16 ? 0 : 1, n, dst,
+                                        stream.native_handle());
+    STOWAGE_EXPECTS(rc == 0, DeviceError, "float32 -> 16-bit conversion failed ({})", rc);
+#else
+    throw DeviceError("this build has no CUDA kernels for the MLP");
+#endif
+  }
+  void to_f32(const TensorView& src, float* dst, StreamRef stream) {
+    const int64_t n = static_cast<int64_t>(src.numel());
+    if (stream.backend() == Backend::kSim) {
+      stream.host_task([src, dst, n] {
+        for (int64_t i = 0; i < n; ++i) dst[i] = load_as_float(src.data(), src.dtype(), i);
+      });
+      return;
+    }
+#if defined(STOWAGE_MODELS_WITH_CUDA)
+    STOWAGE_EXPECTS(src.dtype() == DType::kF16 || src.dtype() == DType::kBF16, InvalidInputError,
+                    "linear layer: cannot convert {} to float32 on the accelerator",
+                    short_name(src.dtype()));
+    int rc = cuda::convert_16bit_to_f32(src.data(), src.dtype() == DType::kF16 ? 0 : 1, n, dst,
+                                        stream.native_handle());
+    STOWAGE_EXPECTS(rc == 0, DeviceError, "float16/bfloat16 -> float32 conversion failed ({})", rc);
+#else
+    throw DeviceError("this build has no CUDA kernels for the MLP");
+#endif
+  }
+  void relu_in_place(const TensorView& y, StreamRef stream) {
+    // The int8 and 4-bit matmuls have no ReLU epilogue: a separate pass.
+    if (stream.backend() == Backend::kSim) {
+      stream.host_task([y] {
+        float* p = y.data_as<float>();
+        for (uint64_t i = 0; i < y.numel(); ++i) p[i] = p[i] < 0.0f ? 0.0f : p[i];
+      });
+      return;
+    }
+#if defined(STOWAGE_MODELS_WITH_CUDA)
+    int rc =
+        cuda::relu_f32(y.data_as<float>(), static_cast<int64_t>(y.numel()), stream.native_handle());
+    STOWAGE_EXPECTS(rc == 0, DeviceError, "ReLU launch failed ({})", rc);
+#endif
+  }
+
+  MemoryResource& scratch_;
+  std::mutex mutex_;
+  kernels::CublasLtContext context_;
+};
+
+}  // namespace
+
+std::unique_ptr<LinearKernels> make_accelerator_linear_kernels(MemoryResource& scratch) {
+  return std::make_unique<AcceleratorLinearKernels>(scratch);
+}
+
+}  // namespace stowage::models
