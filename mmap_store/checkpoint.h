@@ -30,6 +30,9 @@ struct TensorInfo {
   uint64_t offset = 0;  // byte offset within `file`'s data (0 for an offload .dat)
   uint64_t bytes = 0;
   std::string file;  // the file holding the bytes
+  // Absolute byte offset of the tensor in `file` (for FileHandle::pread /
+  // StagingRing::read): the data start plus `offset` in a safetensors file.
+  uint64_t file_offset = 0;
 };
 
 class Checkpoint {

@@ -44,6 +44,7 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
     info.offset = e.begin;
     info.bytes = e.end - e.begin;
     info.file = path;
+    info.file_offset = header.data_start + e.begin;
     state->index.emplace(info.name, state->infos.size());
     state->names.push_back(info.name);
     state->infos.push_back(std::move(info));

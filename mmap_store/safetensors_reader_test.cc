@@ -64,6 +64,7 @@ TEST_F(SafetensorsReaderTest, ValidFileListsTensorsInHeaderOrderWithInfoAndMetad
   EXPECT_EQ(file->metadata()[0].second, "pt");
   EXPECT_EQ(file->total_bytes(), 12u);
   EXPECT_EQ(file->data_start(), 8 + std::strlen(kTwo));
+  EXPECT_EQ(file->info("b").file_offset, file->data_start() + 8);
 }
 
 TEST_F(SafetensorsReaderTest, TensorsAreZeroCopyViewsOfTheMappingOnTheDiskTier) {
