@@ -5,6 +5,8 @@
 #include <cfloat>
 #include <cmath>
 #include <cstring>
+#include <exception>
+#include <thread>
 
 #include "core/error.h"
 #include "kernels/quant_rules.h"
@@ -112,6 +114,41 @@ float finite_absmax(const Load& load, uint64_t begin, uint64_t end, std::string_
   return m;
 }
 
+// Runs body(begin, end) over [0, count) in contiguous chunks of at least
+// `min_chunk`, on up to hardware_concurrency() threads (the caller's among
+// them). Chunks are independent, so the result does not depend on the thread
+// count. Rethrows the exception of the lowest chunk that failed, so the error
+// names the first bad element, as a serial run would.
+template <typename Body>
+void parallel_chunks(uint64_t count, uint64_t min_chunk, const Body& body) {
+  const uint64_t hw = std::max(1u, std::thread::hardware_concurrency());
+  const uint64_t chunks = std::min<uint64_t>(
+      hw, (count + std::max<uint64_t>(min_chunk, 1) - 1) / std::max<uint64_t>(min_chunk, 1));
+  if (chunks <= 1) {
+    body(uint64_t{0}, count);
+    return;
+  }
+  const uint64_t per = (count + chunks - 1) / chunks;
+  std::vector<std::exception_ptr> errors(chunks);
+  auto run = [&](uint64_t c) {
+    try {
+      body(c * per, std::min(count, (c + 1) * per));
+    } catch (...) {
+      errors[c] = std::current_exception();
+    }
+  };
+  std::vector<std::thread> threads;
+  for (uint64_t c = 1; c < chunks; ++c) threads.emplace_back(run, c);
+  run(0);
+  for (auto& t : threads) t.join();
+  for (auto& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+}
+
+// About this many elements per thread before splitting is worth a thread.
+constexpr uint64_t kMinElementsPerThread = uint64_t{1} << 20;
+
 Tensor make_weight_format(MemoryResource& resource) {
   Tensor t = Tensor::empty(resource, DType::kU8, Shape{});
   *t.data_as<uint8_t>() = 0;  // row-major, the only format bitsandbytes still writes
@@ -157,26 +194,30 @@ Int8Weight quantize_int8_cpu(const Tensor& weight, MemoryResource& resource, std
   out.weight_format = make_weight_format(resource);
   int8_t* cb = out.cb.data_as<int8_t>();
   float* scb = out.scb.data_as<float>();
-  std::vector<float> row(static_cast<size_t>(cols));
+  const uint64_t min_rows =
+      std::max<uint64_t>(1, kMinElementsPerThread / std::max<int64_t>(cols, 1));
   with_loader(weight, [&](auto load) {
-    for (int64_t r = 0; r < rows; ++r) {
-      float absmax = 0.0f;
-      for (int64_t c = 0; c < cols; ++c) {
-        const uint64_t i = static_cast<uint64_t>(r) * cols + c;
-        const float x = load(i);
-        // bitsandbytes quantizes int8 weights from float16 (Int8Params._quantize).
-        const float h = half_bits_to_float(float_to_half_bits(x));
-        if (!std::isfinite(h)) {
-          throw_non_finite(name, i, x, std::isfinite(x) ? " (beyond float16's range)" : "");
+    parallel_chunks(static_cast<uint64_t>(rows), min_rows, [&](uint64_t r0, uint64_t r1) {
+      std::vector<float> row(static_cast<size_t>(cols));
+      for (uint64_t r = r0; r < r1; ++r) {
+        float absmax = 0.0f;
+        for (int64_t c = 0; c < cols; ++c) {
+          const uint64_t i = r * static_cast<uint64_t>(cols) + c;
+          const float x = load(i);
+          // bitsandbytes quantizes int8 weights from float16 (Int8Params._quantize).
+          const float h = half_bits_to_float(float_to_half_bits(x));
+          if (!std::isfinite(h)) {
+            throw_non_finite(name, i, x, std::isfinite(x) ? " (beyond float16's range)" : "");
+          }
+          row[c] = h;
+          absmax = std::fmax(absmax, std::fabs(h));
         }
-        row[c] = h;
-        absmax = std::fmax(absmax, std::fabs(h));
+        scb[r] = absmax;
+        for (int64_t c = 0; c < cols; ++c) {
+          cb[r * cols + c] = rules::int8_rowwise_code(row[c], absmax);
+        }
       }
-      scb[r] = absmax;
-      for (int64_t c = 0; c < cols; ++c) {
-        cb[r * cols + c] = rules::int8_rowwise_code(row[c], absmax);
-      }
-    }
+    });
   });
   return out;
 }
@@ -202,22 +243,24 @@ FourBitWeight quantize_4bit_cpu(const Tensor& weight, const FourBitOptions& opti
 
   std::vector<float> absmax(static_cast<size_t>(blocks));
   with_loader(weight, [&](auto load) {
-    for (uint64_t b = 0; b < blocks; ++b) {
-      const uint64_t begin = b * bs;
-      const uint64_t end = std::min(begin + bs, n);
-      const float m = finite_absmax(load, begin, end, name);
-      absmax[b] = m;
-      const float scale = rules::block_scale(m);
-      // Blocks start at even indices (bs is even), so codes pair up per byte.
-      for (uint64_t i = begin; i < end; i += 2) {
-        const uint8_t hi = rules::quantize_four_bit_value(type, load(i) * scale);
-        // An odd count's last byte pairs the final element with a 0 (as the
-        // CUDA kernel's zero-filled load does).
-        const float second = i + 1 < end ? load(i + 1) : 0.0f;
-        const uint8_t lo = rules::quantize_four_bit_value(type, second * scale);
-        packed[i / 2] = rules::pack_codes(hi, lo);
+    parallel_chunks(blocks, kMinElementsPerThread / bs, [&](uint64_t b0, uint64_t b1) {
+      for (uint64_t b = b0; b < b1; ++b) {
+        const uint64_t begin = b * bs;
+        const uint64_t end = std::min(begin + bs, n);
+        const float m = finite_absmax(load, begin, end, name);
+        absmax[b] = m;
+        const float scale = rules::block_scale(m);
+        // Blocks start at even indices (bs is even), so codes pair up per byte.
+        for (uint64_t i = begin; i < end; i += 2) {
+          const uint8_t hi = rules::quantize_four_bit_value(type, load(i) * scale);
+          // An odd count's last byte pairs the final element with a 0 (as the
+          // CUDA kernel's zero-filled load does).
+          const float second = i + 1 < end ? load(i + 1) : 0.0f;
+          const uint8_t lo = rules::quantize_four_bit_value(type, second * scale);
+          packed[i / 2] = rules::pack_codes(hi, lo);
+        }
       }
-    }
+    });
   });
 
   out.quant_map = Tensor::empty(resource, DType::kF32, Shape{16});

@@ -20,6 +20,8 @@
 // garbage for them.
 //
 // Thread safety: the functions are reentrant; they only read their inputs.
+// A large tensor (over ~1M elements) is quantized on several threads, split
+// by block (int8: by row); the bytes do not depend on the split.
 #pragma once
 
 #include <string_view>

@@ -256,6 +256,49 @@ TEST_F(CpuQuantizerTest, ErrorsNameTheTensorAndTheElement) {
   }
 }
 
+// Large tensors are split over threads by block (rows for int8); the bytes
+// must not depend on that split.
+TEST_F(CpuQuantizerTest, LargeTensorsGiveTheSameBytesAsTheirPiecesQuantizedAlone) {
+  const int64_t piece = int64_t{1} << 20;  // below the per-thread minimum: one thread
+  Tensor x = normal(Shape{3 * piece}, DType::kF16, 21);
+  FourBitWeight whole = quantize_4bit_cpu(x, {}, host_);
+  std::vector<uint8_t> packed;
+  std::vector<float> absmax;
+  for (int p = 0; p < 3; ++p) {
+    Tensor part = Tensor::from_storage(x.storage(), static_cast<size_t>(p * piece * 2), DType::kF16,
+                                       Shape{piece});
+    FourBitWeight w = quantize_4bit_cpu(part, {}, host_);
+    auto b = bytes(w.packed);
+    packed.insert(packed.end(), b.begin(), b.end());
+    auto a = floats(w.absmax);
+    absmax.insert(absmax.end(), a.begin(), a.end());
+  }
+  EXPECT_EQ(bytes(whole.packed), packed);
+  EXPECT_EQ(floats(whole.absmax), absmax);
+
+  Tensor rows = normal(Shape{3 * 1024, 1024}, DType::kBF16, 22);
+  Int8Weight w8 = quantize_int8_cpu(rows, host_);
+  Tensor last = Tensor::from_storage(rows.storage(), size_t{2} * 1024 * 1024 * 2, DType::kBF16,
+                                     Shape{1024, 1024});
+  Int8Weight w8_last = quantize_int8_cpu(last, host_);
+  const std::vector<uint8_t> all = bytes(w8.cb);
+  EXPECT_EQ(std::vector<uint8_t>(all.end() - 1024 * 1024, all.end()), bytes(w8_last.cb));
+}
+
+TEST_F(CpuQuantizerTest, TheFirstBadElementIsReportedWhateverTheThreads) {
+  Tensor x = normal(Shape{int64_t{4} << 20}, DType::kF32, 23);
+  x.data_as<float>()[(3 << 20) + 5] = INFINITY;
+  x.data_as<float>()[(1 << 20) + 7] = NAN;
+  try {
+    quantize_4bit_cpu(x, {}, host_, "big");
+    FAIL() << "expected InvalidInputError";
+  } catch (const InvalidInputError& e) {
+    EXPECT_NE(std::string(e.what()).find(fmt::format("element {}", (1 << 20) + 7)),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 // ---- storage dtypes --------------------------------------------------------
 
 TEST_F(CpuQuantizerTest, StorageDtypesHoldTheSameBytes) {
