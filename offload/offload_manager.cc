@@ -63,7 +63,6 @@ class OffloadManager::Impl {
     Stream compute;
     Stream copy;
     std::unique_ptr<SlotPool> pool;
-    bool dispatched = false;
     Buffer staging;  // pinned, for disk reads
     // Recycled ticket events, kept by role: SimEvent::elapsed_ms_since locks
     // (end, start) in that order, so an event must not swap roles between
@@ -447,61 +446,78 @@ class OffloadManager::Impl {
     return modules_.emplace(module, std::move(info)).first->second;
   }
 
+  // The accelerator a streamed module runs on.
+  int execution_index(const std::string& module) const {
+    auto it = execution_.find(module);
+    return it == execution_.end() ? owner_.options_.compute_accelerator : it->second;
+  }
+
+  void set_execution_accelerator(const std::string& module, Tier tier) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    AcceleratorState& a = accelerator(tier);
+    STOWAGE_EXPECTS(active_.count(module) == 0, InvalidInputError,
+                    "offload manager: cannot change where module '{}' runs during its forward",
+                    module);
+    drop_prefetched(module);
+    execution_[module] = a.tier.index();
+    dispatched_ = false;  // the pools are sized again at the next forward
+  }
+
   void dispatch_locked() {
     for (const auto& [name, act] : active_) {
       STOWAGE_EXPECTS(act.slot < 0, InvalidInputError,
                       "offload manager: dispatch() while streamed module '{}' is in a forward",
                       name);
     }
-    AcceleratorState& a = *accelerators_[owner_.options_.compute_accelerator];
-    if (a.pool) {
-      for (int i = 0; i < a.pool->size(); ++i) {
-        Slot& s = a.pool->slot(i);
-        if (s.ticket) s.ticket->done.synchronize();
-        if (s.released_recorded) s.released.synchronize();
+    const std::vector<std::string> modules = owner_.table_.modules();
+    for (auto& owned : accelerators_) {
+      AcceleratorState& a = *owned;
+      if (a.pool) {
+        for (int i = 0; i < a.pool->size(); ++i) {
+          Slot& s = a.pool->slot(i);
+          if (s.ticket) s.ticket->done.synchronize();
+          if (s.released_recorded) s.released.synchronize();
+        }
+        a.pool.reset();
       }
-      a.pool.reset();
-    }
-    a.staging.reset();
-    uint64_t slot_bytes = 0;
-    uint64_t largest_disk_record = 0;
-    std::string largest;
-    for (const std::string& m : owner_.table_.modules()) {
-      const ModuleInfo& info = module_info(m);
-      if (info.resident) continue;
-      if (info.packed_bytes > slot_bytes) {
-        slot_bytes = info.packed_bytes;
-        largest = m;
+      a.staging.reset();
+      uint64_t slot_bytes = 0;
+      uint64_t largest_disk_record = 0;
+      std::string largest;
+      for (const std::string& m : modules) {
+        const ModuleInfo& info = module_info(m);
+        if (info.resident || execution_index(m) != a.tier.index()) continue;
+        if (info.packed_bytes > slot_bytes) {
+          slot_bytes = info.packed_bytes;
+          largest = m;
+        }
+        for (const Tensor& src : info.sources) {
+          if (src.tier() == Tier::disk()) {
+            largest_disk_record = std::max<uint64_t>(largest_disk_record, src.bytes());
+          }
+        }
       }
-      for (const Tensor& src : info.sources) {
-        if (src.tier() == Tier::disk()) {
-          largest_disk_record = std::max<uint64_t>(largest_disk_record, src.bytes());
+      if (slot_bytes == 0) continue;
+      a.pool = std::make_unique<SlotPool>(*a.accelerator, memory(a.tier), slot_bytes,
+                                          slot_count(owner_.options_.prefetch_depth));
+      if (!owner_.options_.lazy_slots) {
+        a.pool->fill();
+        if (a.pool->size() == 0) throw_no_slot(a, largest);
+      }
+      if (largest_disk_record > 0) {
+        const uint64_t bytes = std::max<uint64_t>(
+            1, std::min(owner_.options_.disk_staging_bytes, largest_disk_record));
+        try {
+          a.staging = Buffer(memory(Tier::pinned_host()), bytes);
+        } catch (const Error& e) {
+          throw OutOfBudgetError(fmt::format(
+              "offload manager: the pinned staging buffer for disk reads ({} bytes) does not "
+              "fit: {}",
+              bytes, e.what()));
         }
       }
     }
-    if (slot_bytes == 0) {
-      a.dispatched = true;
-      return;
-    }
-    a.pool = std::make_unique<SlotPool>(*a.accelerator, memory(a.tier), slot_bytes,
-                                        slot_count(owner_.options_.prefetch_depth));
-    if (!owner_.options_.lazy_slots) {
-      a.pool->fill();
-      if (a.pool->size() == 0) throw_no_slot(a, largest);
-    }
-    if (largest_disk_record > 0) {
-      const uint64_t bytes =
-          std::max<uint64_t>(1, std::min(owner_.options_.disk_staging_bytes, largest_disk_record));
-      try {
-        a.staging = Buffer(memory(Tier::pinned_host()), bytes);
-      } catch (const Error& e) {
-        throw OutOfBudgetError(fmt::format(
-            "offload manager: the pinned staging buffer for disk reads ({} bytes) does not fit: "
-            "{}",
-            bytes, e.what()));
-      }
-    }
-    a.dispatched = true;
+    dispatched_ = true;
   }
 
   [[noreturn]] void throw_no_slot(AcceleratorState& a, const std::string& module) {
@@ -582,8 +598,7 @@ class OffloadManager::Impl {
   void prefetch_after(const std::string& module) {
     auto pos = order_pos_.find(module);
     if (pos == order_pos_.end() || owner_.options_.prefetch_depth == 0) return;
-    AcceleratorState& a = *accelerators_[owner_.options_.compute_accelerator];
-    if (!a.dispatched) {
+    if (!dispatched_) {
       // A prefetch never fails the forward that triggered it: without slots,
       // the error surfaces at the streamed module's own begin_forward.
       try {
@@ -594,7 +609,6 @@ class OffloadManager::Impl {
         return;
       }
     }
-    if (!a.pool) return;
     const std::vector<std::string>& order = orders_[pos->second.first];
     const size_t n = order.size();
     int found = 0;
@@ -608,10 +622,12 @@ class OffloadManager::Impl {
       const ModuleInfo& info = module_info(next);
       if (info.resident) continue;
       ++found;
+      AcceleratorState& a = *accelerators_[execution_index(next)];
+      if (!a.pool) continue;
       if (active_.count(next) != 0 || a.pool->find(next) >= 0) continue;
       if (info.packed_bytes > a.pool->slot_bytes()) continue;
       const int index = a.pool->acquire_free(true);
-      if (index < 0) break;
+      if (index < 0) continue;  // that accelerator's slots are busy; others may be free
       issue_fetch(a, index, next, info);
     }
   }
@@ -676,12 +692,12 @@ class OffloadManager::Impl {
       }
       act.accelerator = a.tier.index();
     } else {
-      AcceleratorState& a = *accelerators_[owner_.options_.compute_accelerator];
+      AcceleratorState& a = *accelerators_[execution_index(module)];
       StreamRef cs = compute.is_null() ? a.compute.ref() : compute;
       STOWAGE_EXPECTS(cs.tier() == a.tier, InvalidInputError,
                       "offload manager: module '{}' runs on {} but was given a stream of {}",
                       module, a.tier.to_string(), cs.tier().to_string());
-      if (!a.dispatched) dispatch_locked();
+      if (!dispatched_) dispatch_locked();
       if (!a.pool || a.pool->slot_bytes() < info.packed_bytes) {
         const bool idle = !a.pool || std::all_of(active_.begin(), active_.end(),
                                                  [&](auto& kv) { return kv.second.slot < 0; });
@@ -872,6 +888,8 @@ class OffloadManager::Impl {
   std::map<std::string, Event> last_use_;  // of resident modules, on their compute stream
   OffloadCounters counters_;
   uint64_t disk_peak_ = 0;
+  bool dispatched_ = false;               // the slot pools match what is streamed
+  std::map<std::string, int> execution_;  // streamed module -> accelerator index
   uint64_t fetch_serial_ = 0;
 };
 
@@ -911,6 +929,10 @@ void OffloadManager::declare_execution_order(const std::vector<std::string>& mod
 }
 
 void OffloadManager::dispatch() { impl_->dispatch(); }
+
+void OffloadManager::set_execution_accelerator(const std::string& module, Tier accelerator) {
+  impl_->set_execution_accelerator(module, accelerator);
+}
 
 ModuleForward OffloadManager::begin_forward(const std::string& module, StreamRef compute) {
   return impl_->begin_forward(module, compute);

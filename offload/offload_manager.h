@@ -67,7 +67,9 @@ struct OffloadOptions {
   // manager. The manager wraps it in its budget and statistics adaptors.
   std::map<Tier, MemoryResource*> memory_overrides;
   // The accelerator that runs streamed modules (those homed off the
-  // accelerators); accelerator-resident modules run on their own.
+  // accelerators) unless set_execution_accelerator says otherwise, as
+  // accelerate runs offloaded modules on its main device;
+  // accelerator-resident modules run on their own.
   int compute_accelerator = 0;
   // When the last module of an execution order begins, prefetch the first
   // ones again (the next forward of the model).
@@ -171,7 +173,14 @@ class OffloadManager {
   // belongs to at most one order. Modules not declared are fetched on demand
   // and never prefetched.
   void declare_execution_order(const std::vector<std::string>& modules);
-  // Allocates the slot pools (and pinned staging for disk-homed modules)
+  // Runs streamed module `module` on `accelerator` (fetching it into that
+  // accelerator's slot pool) instead of OffloadOptions::compute_accelerator.
+  // The pools are sized again at the next forward. REQUIRES: no forward of a
+  // streamed module in flight. Throws InvalidInputError for a tier that is
+  // not an accelerator here.
+  void set_execution_accelerator(const std::string& module, Tier accelerator);
+  // Allocates the slot pools (one per accelerator running streamed modules,
+  // and pinned staging where they have bytes on disk)
   // for the modules streamed now. Called by the first begin_forward if not
   // called before; call again after moves that change what is streamed (it
   // waits for in-flight work first). REQUIRES: no forward in flight.

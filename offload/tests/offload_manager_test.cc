@@ -563,6 +563,42 @@ TEST_P(TwoAcceleratorTest, ModulesMoveBetweenAcceleratorsByteExact) {
   EXPECT_GT(manager.counters().bytes_d2d, 0u);
 }
 
+TEST_P(TwoAcceleratorTest, StreamedModulesRunOnTheAcceleratorTheyAreAssigned) {
+  const Model m = make_model(*platform_, "layers", 4, 5000);
+  OffloadOptions options;
+  options.prefetch_depth = 1;
+  OffloadManager manager(*platform_, options);
+  place_model(manager, m, all_on(m, Tier::pinned_host()));
+  manager.declare_execution_order(m.modules);
+  manager.set_execution_accelerator("layers.2", acc(1));
+  manager.set_execution_accelerator("layers.3", acc(1));
+  for (int run = 0; run < 3; ++run) {
+    uint64_t offset = 0;
+    const auto expected = expected_forward(m);
+    Buffer out(platform_->pinned_host_memory(), expected.size());
+    std::vector<StreamRef> used;
+    for (const std::string& module : m.modules) {
+      ModuleForward fwd = manager.begin_forward(module);
+      EXPECT_TRUE(fwd.streamed);
+      EXPECT_EQ(fwd.accelerator, module < "layers.2" ? acc(0) : acc(1)) << module;
+      for (const char* name : {"bias", "weight"}) {
+        const TensorView* view = fwd.find(name);
+        fwd.compute_stream.copy(static_cast<char*>(out.data()) + offset, view->data(),
+                                view->bytes());
+        offset += view->bytes();
+      }
+      used.push_back(fwd.compute_stream);
+      manager.end_forward(module);
+    }
+    for (StreamRef s : used) s.synchronize();
+    EXPECT_EQ(std::memcmp(out.data(), expected.data(), expected.size()), 0) << "run " << run;
+  }
+  EXPECT_EQ(manager.usage(acc(0)).bytes_in_use, 2u * 5184) << "2 slots of 5000 + bias at 5120";
+  EXPECT_EQ(manager.usage(acc(1)).bytes_in_use, 2u * 5184);
+  EXPECT_THROW(manager.set_execution_accelerator("layers.0", Tier::pinned_host()),
+               InvalidInputError);
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, TwoAcceleratorTest,
                          ::testing::Values(DeviceChoice::kSim, DeviceChoice::kCuda),
                          testing_support::backend_name);
