@@ -89,6 +89,12 @@ TEST_F(ShardedCheckpointTest, MalformedIndexIsAnError) {
   EXPECT_THROW(ShardedCheckpoint::open(dir_.file("y.index.json")), InvalidInputError);
 }
 
+TEST_F(ShardedCheckpointTest, TensorListedTwiceInTheWeightMapIsAnError) {
+  EXPECT_THAT(open_error(R"({"a": "model-00001-of-00002.safetensors",
+      "a": "model-00002-of-00002.safetensors"})"),
+              AllOf(HasSubstr("key 'a' appears twice"), HasSubstr("index.json")));
+}
+
 TEST_F(ShardedCheckpointTest, MissingTensorNamesTheTensor) {
   auto ckpt = ShardedCheckpoint::open(index(R"({"a": "model-00001-of-00002.safetensors"})"));
   EXPECT_THROW(ckpt->tensor("b"), InvalidInputError);
@@ -155,6 +161,14 @@ TEST(OffloadFolderTest, DatFileOfTheWrongSizeIsAnErrorNamingIt) {
   } catch (const InvalidInputError& e) {
     EXPECT_THAT(e.what(), AllOf(HasSubstr("'w'"), HasSubstr("needs 8 bytes"), HasSubstr("has 3")));
   }
+}
+
+TEST(OffloadFolderTest, TensorListedTwiceInTheIndexIsAnError) {
+  TempDir dir;
+  write_file(dir.file("index.json"), R"({"w": {"dtype": "uint8", "shape": [1]},
+      "w": {"dtype": "uint8", "shape": [1]}})");
+  write_file(dir.file("w.dat"), "a");
+  EXPECT_THROW(OffloadFolder::open(dir.path()), InvalidInputError);
 }
 
 TEST(OffloadFolderTest, MissingDatFileAndUnknownDtypeAreErrors) {

@@ -201,6 +201,18 @@ HeaderEntry parse_entry(const std::string& file, const std::string& name, const 
 
 }  // namespace
 
+void check_no_duplicate_keys(std::string_view text, const std::string& file) {
+  json::basic_parser<DuplicateKeyFinder> parser{json::parse_options{}};
+  json::error_code ec;
+  parser.write_some(false, text.data(), text.size(), ec);
+  const DuplicateKeyFinder& h = parser.handler();
+  if (h.duplicate_depth > 0) {
+    throw InvalidInputError(fmt::format(
+        "{}: key '{}' appears twice in one JSON object (at depth {}); expected each key once", file,
+        h.duplicate, h.duplicate_depth));
+  }
+}
+
 ParsedHeader parse_safetensors_header(const unsigned char* bytes, uint64_t available,
                                       uint64_t file_size, const std::string& file) {
   if (file_size == 0) {

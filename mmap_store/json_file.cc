@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "mmap_store/detail/header_parser.h"
 #include "mmap_store/detail/mapped_file.h"
 
 namespace stowage::mmap_store::detail {
@@ -22,6 +23,7 @@ boost::json::value read_json_file(const std::string& path) {
   if (ec) {
     throw InvalidInputError(fmt::format("{}: expected JSON, found: {}", path, ec.message()));
   }
+  check_no_duplicate_keys(text.str(), path);
   return v;
 }
 

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -40,5 +41,10 @@ constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 // bytes + available).
 ParsedHeader parse_safetensors_header(const unsigned char* bytes, uint64_t available,
                                       uint64_t file_size, const std::string& file_label);
+
+// Throws InvalidInputError naming `file` when an object in the JSON `text`
+// repeats a key (Boost.JSON's DOM would silently keep the last one). Used
+// for the JSON index files (sharded checkpoints, offload folders).
+void check_no_duplicate_keys(std::string_view text, const std::string& file);
 
 }  // namespace stowage::mmap_store::detail
