@@ -94,12 +94,20 @@ struct OffloadCounters {
   uint64_t bytes_d2d = 0;        // accelerator i -> accelerator j
   uint64_t bytes_disk_read = 0;  // read from the disk tier
   uint64_t bytes_disk_written = 0;
-  uint64_t fetches = 0;          // module fetches into a slot
-  uint64_t prefetch_hits = 0;    // fetch already complete at begin_forward
-  uint64_t prefetch_misses = 0;  // fetch pending or not yet issued at begin_forward
-  uint64_t sync_fallbacks = 0;   // fetched synchronously for lack of a slot
-  uint64_t slot_allocation_failures = 0;
-  double stall_ms = 0;  // time compute streams waited on fetches (resolved so far)
+  uint64_t fetches = 0;  // module fetches into a slot
+  // Each streamed forward records an event on the compute stream just before
+  // it waits for the module's fetch; comparing it with the fetch's completion
+  // event (Event::elapsed_ms, resolved later without blocking) says whether
+  // the copy was complete when compute needed it (a hit) or how long compute
+  // waited (a miss, adding to stall_ms). On sim an event's time is the host
+  // timestamp its stream's worker took; on CUDA, the GPU's.
+  uint64_t prefetch_hits = 0;
+  uint64_t prefetch_misses = 0;
+  double stall_ms = 0;  // resolved so far; synchronize() resolves all
+  // Fetches issued at begin_forward because the module was not prefetched
+  // (no free slot, or not in a declared order): compute waits for all of it.
+  uint64_t sync_fallbacks = 0;
+  uint64_t slot_allocation_failures = 0;  // slots the pools could not allocate
 };
 
 struct TierUsage {
