@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 
@@ -100,9 +101,12 @@ quant::WeightQuantizer cuda_weight_quantizer(const CheckpointQuantizeOptions& op
       Tensor f16 = weight;
       if (weight.dtype() != DType::kF16) {
         f16 = Tensor::empty(host, DType::kF16, weight.shape());
+        // Through an aligned copy: a tensor in a file may sit at any offset.
+        Tensor aligned = Tensor::empty(host, weight.dtype(), weight.shape());
+        std::memcpy(aligned.data(), weight.data(), weight.bytes());
         for (int64_t i = 0; i < n; ++i) {
           store_from_float(f16.data(), DType::kF16, i,
-                           load_as_float(weight.data(), weight.dtype(), i));
+                           load_as_float(aligned.data(), aligned.dtype(), i));
         }
         quant::check_finite_cpu(f16, name);
       }

@@ -41,24 +41,34 @@ void check_output_resource(MemoryResource& resource) {
                   resource.name(), resource.tier().to_string());
 }
 
+// Element i of an array of T that may be misaligned: tensors read from a
+// safetensors file sit at whatever offset the file gives them (a U8 part of
+// odd length shifts every later tensor).
+template <typename T>
+T load_unaligned(const void* base, uint64_t i) {
+  T value;
+  std::memcpy(&value, static_cast<const char*>(base) + i * sizeof(T), sizeof(T));
+  return value;
+}
+
 // Calls body(load) with load(i) -> float for the tensor's dtype, so the dtype
 // switch happens once per tensor, not per element.
 template <typename Body>
 void with_loader(const Tensor& t, Body&& body) {
   switch (t.dtype()) {
     case DType::kF32: {
-      const float* p = t.data_as<const float>();
-      body([p](uint64_t i) { return p[i]; });
+      const void* p = t.data();
+      body([p](uint64_t i) { return load_unaligned<float>(p, i); });
       return;
     }
     case DType::kF16: {
-      const uint16_t* p = t.data_as<const uint16_t>();
-      body([p](uint64_t i) { return half_bits_to_float(p[i]); });
+      const void* p = t.data();
+      body([p](uint64_t i) { return half_bits_to_float(load_unaligned<uint16_t>(p, i)); });
       return;
     }
     case DType::kBF16: {
-      const uint16_t* p = t.data_as<const uint16_t>();
-      body([p](uint64_t i) { return bfloat16_bits_to_float(p[i]); });
+      const void* p = t.data();
+      body([p](uint64_t i) { return bfloat16_bits_to_float(load_unaligned<uint16_t>(p, i)); });
       return;
     }
     default:
@@ -331,10 +341,11 @@ std::vector<float> block_absmax_cpu(const FourBitWeight& w) {
   check_readable(w.nested_absmax, kNestedAbsmaxSuffix);
   check_readable(w.nested_quant_map, kNestedQuantMapSuffix);
   const uint8_t* codes = w.absmax.data_as<const uint8_t>();
-  const float* nested = w.nested_absmax.data_as<const float>();
-  const float* map = w.nested_quant_map.data_as<const float>();
+  const void* nested = w.nested_absmax.data();
+  const void* map = w.nested_quant_map.data();
   for (uint64_t b = 0; b < blocks; ++b) {
-    out[b] = rules::dequantize_nested_absmax(map[codes[b]], nested[b / w.nested_blocksize],
+    out[b] = rules::dequantize_nested_absmax(load_unaligned<float>(map, codes[b]),
+                                             load_unaligned<float>(nested, b / w.nested_blocksize),
                                              w.nested_offset);
   }
   return out;
@@ -351,9 +362,10 @@ Tensor dequantize_cpu(const Int8Weight& w, DType dtype, MemoryResource& resource
   check_output_resource(resource);
   const int64_t cols = w.cb.shape()[1];
   const int8_t* cb = w.cb.data_as<const int8_t>();
-  const float* scb = w.scb.data_as<const float>();
+  const void* scb = w.scb.data();
   return store_floats(resource, dtype, w.cb.shape(), w.cb.numel(), [&](uint64_t i) {
-    return rules::int8_rowwise_value(cb[i], scb[i / static_cast<uint64_t>(cols)]);
+    return rules::int8_rowwise_value(cb[i],
+                                     load_unaligned<float>(scb, i / static_cast<uint64_t>(cols)));
   });
 }
 
