@@ -36,6 +36,17 @@ inline unsigned grid_for(int64_t work, int per_block, int64_t cap = 65535LL * 32
   return static_cast<unsigned>(blocks);
 }
 
+// Blocks along rows for a 2-D grid whose x dimension has `x_blocks` blocks:
+// about 4096 blocks in all (rows beyond are grid-strided), so a tall, narrow
+// problem does not become a flood of tiny blocks.
+inline unsigned row_blocks(int64_t rows, unsigned x_blocks) {
+  int64_t y = 4096 / static_cast<int64_t>(x_blocks);
+  if (y < 1) y = 1;
+  if (y > rows) y = rows;
+  if (y > 65535) y = 65535;
+  return static_cast<unsigned>(y < 1 ? 1 : y);
+}
+
 // ---- LLM.int8 ----
 
 template <typename T>
@@ -161,7 +172,10 @@ struct GemvTraits<__half> {
   __device__ static Pair make_pair(float first, float second) {
     return __floats2half2_rn(first, second);
   }
-  __device__ static Partial zero() { return __float2half2_rn(0.0f); }
+  __device__ static Partial zero() {
+    const uint32_t bits = 0;  // +0.0, +0.0; a constant, not a conversion
+    return *reinterpret_cast<const __half2*>(&bits);
+  }
   __device__ static Partial fma(Pair w, uint32_t x_bits, Partial acc) {
     __half2 xv = *reinterpret_cast<__half2*>(&x_bits);
     return __hfma2(w, xv, acc);
@@ -192,6 +206,11 @@ __device__ __forceinline__ uint4 load_stream16(const void* p) {
                : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
                : "l"(p));
   return v;
+}
+
+// v >> n for n >= 0, v << -n for n < 0 (n a compile-time constant).
+__device__ __forceinline__ uint32_t shift_right(uint32_t v, int n) {
+  return n >= 0 ? v >> n : v << -n;
 }
 
 struct GemvCodes {
@@ -256,66 +275,85 @@ __global__ void __launch_bounds__(kGemvThreads)
   __syncthreads();
 
   const int log2_bs = __ffs(a.blocksize) - 1;
-  const int64_t chunks = a.k >> 5;  // 16-byte chunks per row
+  const int chunks = static_cast<int>(a.k >> 5);  // 16-byte chunks per row
   const int64_t warps_total = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
   const T* bias = static_cast<const T*>(a.bias);
   T* y = static_cast<T*>(a.y);
+  // Byte offset of lane's copy of the table entry for byte value v:
+  // (v << kEntryShift) | lane * sizeof(Pair); one shift and one LOP3 per byte.
+  constexpr int kEntryShift = (sizeof(Pair) == 4 ? 2 : 3) + 5;
+  const uint32_t lane_offset = static_cast<uint32_t>(lane) * sizeof(Pair);
+  const char* lut_bytes = reinterpret_cast<const char*>(lut);
+  const uint4* x_lane = reinterpret_cast<const uint4*>(xs) + lane;
+  const int x_stride_vec = static_cast<int>(x_row_stride >> 3);  // per batch row, in uint4
+
+  // Absmax of the quantization block holding element `e` of the flat weight.
+  auto block_scale_at = [&](int64_t e) -> float {
+    const int64_t block = e >> log2_bs;
+    if (kNested) {
+      return __fadd_rn(__fmul_rn(map[__ldg(a.absmax_codes + block)],
+                                 __ldg(a.nested_absmax + block / qr::kNestedBlocksize)),
+                       a.nested_offset);
+    }
+    return __ldg(a.absmax + block);
+  };
+
+  // acc[mm] += scale * dot(codes of chunk c, x[mm] elements 32c .. 32c + 31).
+  auto accumulate = [&](const uint4& w, float scale, int c, float* acc) {
+    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+    const int x_base = (c >> 5) * 128;  // iteration it = c / 32 holds 4 * 32 uint4 slots
+#pragma unroll
+    for (int mm = 0; mm < M; ++mm) {
+      typename Traits::Partial p0 = Traits::zero();
+      typename Traits::Partial p1 = Traits::zero();
+#pragma unroll
+      for (int step = 0; step < 4; ++step) {
+        const uint4 xv = x_lane[mm * x_stride_vec + x_base + step * 32];
+        const uint32_t word = words[step];
+        constexpr uint32_t kMask = 0xffu << kEntryShift;
+        const Pair e0 = *reinterpret_cast<const Pair*>(
+            lut_bytes + (((word << kEntryShift) & kMask) | lane_offset));
+        const Pair e1 = *reinterpret_cast<const Pair*>(
+            lut_bytes + ((shift_right(word, 8 - kEntryShift) & kMask) | lane_offset));
+        const Pair e2 = *reinterpret_cast<const Pair*>(
+            lut_bytes + (((word >> (16 - kEntryShift)) & kMask) | lane_offset));
+        const Pair e3 = *reinterpret_cast<const Pair*>(
+            lut_bytes + (((word >> (24 - kEntryShift)) & kMask) | lane_offset));
+        p0 = Traits::fma(e0, xv.x, p0);
+        p1 = Traits::fma(e1, xv.y, p1);
+        p0 = Traits::fma(e2, xv.z, p0);
+        p1 = Traits::fma(e3, xv.w, p1);
+      }
+      acc[mm] = fmaf(scale, Traits::total(p0) + Traits::total(p1), acc[mm]);
+    }
+  };
 
   for (int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
        row < a.n; row += warps_total) {
     const uint8_t* wrow = a.packed + row * (a.k >> 1);
+    const int64_t row_base = row * a.k;
     float acc[M];
 #pragma unroll
     for (int mm = 0; mm < M; ++mm) acc[mm] = 0.0f;
 
-    for (int64_t c0 = lane; c0 < chunks; c0 += 32 * kGemvUnroll) {
+    int c0 = lane;
+    // Full groups: kGemvUnroll loads in flight per lane, no bounds checks.
+    for (; c0 + 32 * (kGemvUnroll - 1) < chunks; c0 += 32 * kGemvUnroll) {
       uint4 w[kGemvUnroll];
       float scale[kGemvUnroll];
 #pragma unroll
       for (int u = 0; u < kGemvUnroll; ++u) {
-        const int64_t c = c0 + u * 32;
-        if (c < chunks) {
-          w[u] = load_stream16(wrow + c * 16);
-          const int64_t block = (row * a.k + c * 32) >> log2_bs;
-          if (kNested) {
-            scale[u] = __fadd_rn(__fmul_rn(map[__ldg(a.absmax_codes + block)],
-                                           __ldg(a.nested_absmax + block / qr::kNestedBlocksize)),
-                                 a.nested_offset);
-          } else {
-            scale[u] = __ldg(a.absmax + block);
-          }
-        }
+        const int c = c0 + u * 32;
+        w[u] = load_stream16(wrow + static_cast<int64_t>(c) * 16);
+        scale[u] = block_scale_at(row_base + static_cast<int64_t>(c) * 32);
       }
 #pragma unroll
-      for (int u = 0; u < kGemvUnroll; ++u) {
-        const int64_t c = c0 + u * 32;
-        if (c >= chunks) break;
-        const int64_t it = c >> 5;  // x iteration: chunk c covers elements 32c .. 32c + 31
-        const uint32_t words[4] = {w[u].x, w[u].y, w[u].z, w[u].w};
-#pragma unroll
-        for (int mm = 0; mm < M; ++mm) {
-          const uint4* xrow = reinterpret_cast<const uint4*>(xs + mm * x_row_stride);
-          typename Traits::Partial p0 = Traits::zero();
-          typename Traits::Partial p1 = Traits::zero();
-#pragma unroll
-          for (int s = 0; s < 4; ++s) {
-            const uint4 xv = xrow[(it * 4 + s) * 32 + lane];  // 8 elements of x
-            const uint32_t word = words[s];
-            const uint32_t xw[4] = {xv.x, xv.y, xv.z, xv.w};
-#pragma unroll
-            for (int b = 0; b < 4; ++b) {
-              const uint32_t byte = (word >> (8 * b)) & 0xffu;
-              const Pair pair = lut[(byte << 5) + lane];
-              if (b & 1) {
-                p1 = Traits::fma(pair, xw[b], p1);
-              } else {
-                p0 = Traits::fma(pair, xw[b], p0);
-              }
-            }
-          }
-          acc[mm] = fmaf(scale[u], Traits::total(p0) + Traits::total(p1), acc[mm]);
-        }
-      }
+      for (int u = 0; u < kGemvUnroll; ++u) accumulate(w[u], scale[u], c0 + u * 32, acc);
+    }
+    // The rest of the row, one chunk at a time.
+    for (int c = c0; c < chunks; c += 32) {
+      const uint4 w = load_stream16(wrow + static_cast<int64_t>(c) * 16);
+      accumulate(w, block_scale_at(row_base + static_cast<int64_t>(c) * 32), c, acc);
     }
 #pragma unroll
     for (int mm = 0; mm < M; ++mm) {
@@ -361,7 +399,7 @@ int64_t gemv_x_row_stride(int64_t k) { return (k + 1023) / 1024 * 1024; }
 template <typename T>
 struct EpilogueLaunch {
   static cudaError_t run(const Int8EpilogueArgs& a, cudaStream_t stream) {
-    const dim3 grid(grid_for(a.n / 4, 256, 1024), static_cast<unsigned>(a.m < 65535 ? a.m : 65535));
+    const dim3 grid(grid_for(a.n / 4, 256, 1024), row_blocks(a.m, grid_for(a.n / 4, 256, 1024)));
     int8_epilogue_kernel<T><<<grid, 256, 0, stream>>>(a);
     return cudaGetLastError();
   }
@@ -371,7 +409,7 @@ template <typename T>
 struct FlagLaunch {
   static cudaError_t run(const void* x, int64_t m, int64_t k, float threshold, int* col_flags,
                          cudaStream_t stream) {
-    const dim3 grid(grid_for(k, 256, 1024), static_cast<unsigned>(m < 65535 ? m : 65535));
+    const dim3 grid(grid_for(k, 256, 1024), row_blocks(m, grid_for(k, 256, 1024)));
     flag_outlier_columns_kernel<T>
         <<<grid, 256, 0, stream>>>(static_cast<const T*>(x), m, k, threshold, col_flags);
     return cudaGetLastError();

@@ -60,6 +60,17 @@ inline unsigned grid_for(int64_t work, int per_block, int64_t cap = 65535LL * 32
   return static_cast<unsigned>(blocks);
 }
 
+// Blocks along rows for a 2-D grid whose x dimension has `x_blocks` blocks:
+// about 4096 blocks in all (rows beyond are grid-strided), so a tall, narrow
+// problem does not become a flood of tiny blocks.
+inline unsigned row_blocks(int64_t rows, unsigned x_blocks) {
+  int64_t y = 4096 / static_cast<int64_t>(x_blocks);
+  if (y < 1) y = 1;
+  if (y > rows) y = rows;
+  if (y > 65535) y = 65535;
+  return static_cast<unsigned>(y < 1 ? 1 : y);
+}
+
 // ---- 4-bit ----
 
 // One warp per quantization block. absmax = max |x| (NaN ignored, from 0);
@@ -304,7 +315,7 @@ template <typename T>
 struct DequantizeInt8Launch {
   static cudaError_t run(const int8_t* cb, const float* scb, int64_t rows, int64_t cols,
                          void* output, cudaStream_t stream) {
-    const dim3 grid(grid_for(cols, 256, 1024), static_cast<unsigned>(rows < 65535 ? rows : 65535));
+    const dim3 grid(grid_for(cols, 256, 1024), row_blocks(rows, grid_for(cols, 256, 1024)));
     dequantize_int8_rowwise_kernel<T>
         <<<grid, 256, 0, stream>>>(cb, scb, rows, cols, static_cast<T*>(output));
     return cudaGetLastError();
