@@ -20,6 +20,24 @@ MlpSpec describe_checkpoint(const mmap_store::Checkpoint& checkpoint) {
   return describe_mlp(metas, read_bytes, checkpoint.path());
 }
 
+MlpSpec describe_loaded(OffloadManager& manager, const std::string& prefix,
+                        const std::vector<std::string>& modules) {
+  std::vector<TensorMeta> metas;
+  for (const std::string& module : modules) {
+    for (RecordId id : manager.table().records_of(prefix + module)) {
+      TensorRecord rec = manager.table().get(id);
+      metas.push_back(TensorMeta{module + "." + rec.name, rec.dtype, rec.shape});
+    }
+  }
+  auto read_bytes = [&](const std::string& name) {
+    auto [module, local] = split_module_path(name);
+    Tensor t = manager.read_to_host(prefix + module, local);
+    const auto* p = static_cast<const uint8_t*>(t.data());
+    return std::vector<uint8_t>(p, p + t.bytes());
+  };
+  return describe_mlp(metas, read_bytes, "the loaded model");
+}
+
 std::vector<TierCapacity> accelerator_capacities_of(Platform& platform,
                                                     const std::map<int, uint64_t>& budgets) {
   std::vector<Tier> tiers;
@@ -56,8 +74,10 @@ MlpRunner::MlpRunner(OffloadManager& manager, const mmap_store::Checkpoint& chec
   MlpSpec spec = describe_checkpoint(checkpoint);
   load.module_order.clear();
   for (const MlpLayer& layer : spec.layers) load.module_order.push_back(layer.module);
-  model_ = std::make_unique<MlpModel>(std::move(spec), kernels);
   loaded_ = load_checkpoint(checkpoint, manager, load);
+  // Quantized while loading: the layers' layout is what the table now holds.
+  if (load.quantize) spec = describe_loaded(manager, load.module_prefix, load.module_order);
+  model_ = std::make_unique<MlpModel>(std::move(spec), kernels);
   hook_ =
       hooks::OffloadHook::attach_to_tree(manager, registry_, model_->root(), load.module_prefix);
   hook_->declare_execution_order(model_->execution_order());

@@ -28,6 +28,11 @@ namespace stowage::models {
 // Describes the MLP in a checkpoint (describe_mlp over its tensor list).
 MlpSpec describe_checkpoint(const mmap_store::Checkpoint& checkpoint);
 
+// Describes the MLP whose layers `modules` a manager holds (under `prefix`),
+// e.g. after quantizing while loading.
+MlpSpec describe_loaded(OffloadManager& manager, const std::string& prefix,
+                        const std::vector<std::string>& modules);
+
 // Planner capacities for every accelerator of `platform` with the given
 // budgets (index -> bytes; absent: physical size only).
 std::vector<TierCapacity> accelerator_capacities_of(Platform& platform,

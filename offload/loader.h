@@ -27,6 +27,7 @@
 #include "offload/offload_manager.h"
 #include "offload/planner.h"
 #include "offload/residency_table.h"
+#include "quant/quant_state.h"
 
 namespace stowage {
 
@@ -67,6 +68,23 @@ struct LoadProgress {
   std::string tensor;        // the tensor just placed
 };
 
+// Quantizing on the way (bitsandbytes layouts, quant/ and kernels/ rules).
+// Each selected weight is staged on the compute accelerator, quantized there
+// by kernels/ (on sim: kernels/' CPU counterparts on the simulated device;
+// on CUDA: the CUDA kernels), and its parts placed on the weight's planned
+// tier; then the staging is freed, before the next tensor is read. With
+// `on_host` the CPU quantizers of quant/ run on the host instead.
+struct LoadQuantization {
+  quant::QuantMethod method = quant::QuantMethod::kNf4;
+  int64_t blocksize = 64;      // 4-bit
+  bool double_quant = false;   // 4-bit
+  DType storage = DType::kU8;  // 4-bit quant_storage
+  // Which tensors (by checkpoint info) to quantize; empty: every 2-D F16,
+  // BF16 or F32 tensor whose name inside its module is "weight".
+  std::function<bool(const mmap_store::TensorInfo&)> select;
+  bool on_host = false;
+};
+
 struct LoadOptions {
   // Execution order of the modules (paths); empty: natural_module_order of
   // the checkpoint's modules. Must list every module exactly once.
@@ -82,6 +100,9 @@ struct LoadOptions {
   // checkpoints with the same names share one manager). The execution order
   // and the plan use the checkpoint's own paths.
   std::string module_prefix;
+  // Quantize selected weights while loading (nullopt: place bytes as they
+  // are).
+  std::optional<LoadQuantization> quantize;
   // Called after each tensor is placed (on the calling thread).
   std::function<void(const LoadProgress&)> progress;
 };
@@ -99,6 +120,12 @@ struct LoadedCheckpoint {
 // or repeats a module.
 std::vector<PlanModule> plan_modules(const mmap_store::Checkpoint& checkpoint,
                                      std::vector<std::string>* module_order);
+
+// Bytes a weight of `info` takes once quantized with `q` (an upper bound:
+// the 4-bit state JSON is counted as 256 bytes).
+uint64_t quantized_bytes(const mmap_store::TensorInfo& info, const LoadQuantization& q);
+// Whether `q` selects the tensor (see LoadQuantization::select).
+bool selected_for_quantization(const mmap_store::TensorInfo& info, const LoadQuantization& q);
 
 // Plans and places every tensor of `checkpoint` in `manager` (see the file
 // comment). Throws OutOfBudgetError (from the planner, naming the module and

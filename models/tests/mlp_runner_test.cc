@@ -20,6 +20,7 @@
 #include "models/mlp.h"
 #include "models/testing/mlp_checkpoints.h"
 #include "offload/loader.h"
+#include "quant/cpu_quantizer.h"
 
 namespace stowage::models {
 namespace {
@@ -448,6 +449,67 @@ TEST(Loader, PeakAcceleratorMemoryStaysWithinResidentPlusTwoLargestSources) {
   EXPECT_EQ(progress_calls, tensors.size());
   EXPECT_EQ(loaded.tensors, tensors.size());
 }
+
+// Seed lesson 4 with quantization: loading an f16 model and quantizing it to
+// NF4 on the (simulated) accelerator keeps peak accelerator memory within the
+// final resident bytes plus 2 x the largest source tensor.
+TEST(Loader, QuantizingToNf4OnTheAcceleratorStaysWithinTheBound) {
+  auto tensors = make_mlp(std::vector<int64_t>(9, 128), TestFormat::kF16, 1);
+  TempDir dir;
+  write_safetensors(dir.file("m.safetensors"), tensors);
+  auto checkpoint = mmap_store::open_checkpoint(dir.file("m.safetensors"));
+  SimRuntime rt(std::nullopt);
+  rt.load.quantize = LoadQuantization{};
+  rt.load.quantize->double_quant = true;
+  load_checkpoint(*checkpoint, *rt.manager, rt.load);
+  uint64_t largest = 0;
+  for (const auto& t : tensors) largest = std::max<uint64_t>(largest, t.bytes.size());
+  const uint64_t resident = rt.manager->table().bytes_on(rt.accelerator());
+  EXPECT_LT(resident, model_bytes(tensors) / 2);  // 4-bit is much smaller
+  EXPECT_LE(rt.manager->usage(rt.accelerator()).peak_bytes, resident + 2 * largest);
+}
+
+class QuantizeWhileLoading : public ::testing::TestWithParam<quant::QuantMethod> {};
+
+// The bytes quantized on the accelerator are those of quant/'s CPU quantizer
+// (one set of rules), and the loaded model runs.
+TEST_P(QuantizeWhileLoading, GivesTheCpuQuantizersBytesAndRuns) {
+  auto tensors = make_mlp({64, 64, 32}, TestFormat::kF16, 4);
+  TempDir dir;
+  write_safetensors(dir.file("m.safetensors"), tensors);
+  auto checkpoint = mmap_store::open_checkpoint(dir.file("m.safetensors"));
+  SimRuntime rt(std::nullopt);
+  rt.load.quantize = LoadQuantization{};
+  rt.load.quantize->method = GetParam();
+  auto kernels = rt.kernels();
+  MlpRunner runner(*rt.manager, *checkpoint, *kernels, rt.load);
+  EXPECT_NE(runner.model().spec().layers[0].format, WeightFormat::kFloat);
+  Tensor source = checkpoint->tensor("layers.0.weight");
+  HostMemoryResource host;
+  quant::QuantizedWeight expected;
+  if (GetParam() == quant::QuantMethod::kInt8) {
+    expected = quant::quantize_int8_cpu(source, host, "layers.0.weight");
+  } else {
+    quant::FourBitOptions o;
+    o.quant_type = GetParam();
+    expected = quant::quantize_4bit_cpu(source, o, host, "layers.0.weight");
+  }
+  for (const quant::QuantPart& part : quant::parts(expected)) {
+    Tensor got = rt.manager->read_to_host("layers.0", part.suffix);
+    ASSERT_EQ(got.bytes(), part.tensor.bytes()) << part.suffix;
+    EXPECT_EQ(0, std::memcmp(got.data(), part.tensor.data(), got.bytes())) << part.suffix;
+  }
+  RawTensor x = make_input(2, 64, 1);
+  std::vector<float> y = values(runner.forward(host_tensor(*rt.platform, x)));
+  for (float v : y) EXPECT_TRUE(std::isfinite(v));
+}
+
+INSTANTIATE_TEST_SUITE_P(Methods, QuantizeWhileLoading,
+                         ::testing::Values(quant::QuantMethod::kInt8, quant::QuantMethod::kNf4,
+                                           quant::QuantMethod::kFp4),
+                         [](const auto& info) {
+                           return std::string(quant::method_name(info.param));
+                         });
 
 TEST(Loader, SplitsModulePathsWithQuantStateKeysInTheirWeightsModule) {
   using P = std::pair<std::string, std::string>;
