@@ -9,6 +9,9 @@
 // on `stream`; outputs are valid once the stream reaches it. Arguments are
 // checked on the calling thread: a bad dtype, blocksize or size throws
 // InvalidInputError saying what was expected and what was found.
+//
+// Thread safety: every call is reentrant (the matmul calls of gemm.h,
+// int8_matmul.h and nf4_matmul.h too, given one CublasLtContext per thread).
 #pragma once
 
 #include <cstdint>
