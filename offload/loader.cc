@@ -352,7 +352,18 @@ LoadedCheckpoint load_checkpoint(const mmap_store::Checkpoint& checkpoint, Offlo
       progress.bytes_done += checkpoint.info(full).bytes;
       progress.tensor = full;
       loaded.tensors++;
-      loaded.bytes += manager.table().get(id).bytes;
+      {
+        TensorRecord rec = manager.table().get(id);
+        loaded.bytes += rec.bytes;
+        for (RecordId part : rec.quant_parts) {
+          // Parts placed with a quantized weight count here; parts read from
+          // the checkpoint count when their own turn comes.
+          if (rec.role == TensorRole::kWeight && options.quantize &&
+              selected_for_quantization(checkpoint.info(full), *options.quantize)) {
+            loaded.bytes += manager.table().get(part).bytes;
+          }
+        }
+      }
       if (options.progress) options.progress(progress);
     }
   }

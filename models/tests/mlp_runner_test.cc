@@ -511,6 +511,36 @@ INSTANTIATE_TEST_SUITE_P(Methods, QuantizeWhileLoading,
                            return std::string(quant::method_name(info.param));
                          });
 
+TEST(Loader, AShardedCheckpointLoadsAndRunsLikeOneFile) {
+  auto tensors = make_mlp(kDeep, TestFormat::kF16, 6);
+  RawTensor x = make_input(2, kDeep.front(), 2);
+  std::vector<float> single = run_once(tensors, x, model_bytes(tensors) / 4);
+  TempDir dir;
+  std::vector<RawTensor> first(tensors.begin(), tensors.begin() + tensors.size() / 2);
+  std::vector<RawTensor> second(tensors.begin() + tensors.size() / 2, tensors.end());
+  write_safetensors(dir.file("model-00001-of-00002.safetensors"), first);
+  write_safetensors(dir.file("model-00002-of-00002.safetensors"), second);
+  std::string index = "{\"metadata\": {}, \"weight_map\": {";
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    index += (i ? ", \"" : "\"") + tensors[i].name + "\": \"model-0000" +
+             (i < first.size() ? "1" : "2") + "-of-00002.safetensors\"";
+  }
+  index += "}}";
+  {
+    std::FILE* f = std::fopen(dir.file("model.safetensors.index.json").c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs(index.c_str(), f);
+    std::fclose(f);
+  }
+  auto checkpoint = mmap_store::open_checkpoint(dir.file("model.safetensors.index.json"));
+  SimRuntime rt(model_bytes(tensors) / 4);
+  auto kernels = rt.kernels();
+  MlpRunner runner(*rt.manager, *checkpoint, *kernels, rt.load);
+  std::vector<float> y = values(runner.forward(host_tensor(*rt.platform, x)));
+  ASSERT_EQ(y.size(), single.size());
+  EXPECT_EQ(0, std::memcmp(y.data(), single.data(), y.size() * 4));
+}
+
 TEST(Loader, SplitsModulePathsWithQuantStateKeysInTheirWeightsModule) {
   using P = std::pair<std::string, std::string>;
   EXPECT_EQ(split_module_path("layers.3.weight"), (P{"layers.3", "weight"}));
