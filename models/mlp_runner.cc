@@ -102,9 +102,19 @@ Tensor MlpRunner::forward(const Tensor& x) {
   {
     Tensor x_dev = Tensor::empty(device, DType::kF32, x.shape(), s);
     Tensor y_dev = Tensor::empty(device, DType::kF32, y_host.shape(), s);
-    s.copy(x_dev.data(), x.data(), x.bytes());
-    model_->forward(registry_, s, x_dev.view(), y_dev.view(), device);
-    s.copy(y_host.data(), y_dev.data(), y_host.bytes());
+    try {
+      s.copy(x_dev.data(), x.data(), x.bytes());
+      model_->forward(registry_, s, x_dev.view(), y_dev.view(), device);
+      s.copy(y_host.data(), y_dev.data(), y_host.bytes());
+    } catch (...) {
+      // Work already enqueued reads x and writes y_host: let it finish before
+      // the caller's tensors can go away.
+      try {
+        s.synchronize();
+      } catch (...) {
+      }
+      throw;
+    }
     s.synchronize();
   }
   return y_host;
