@@ -1,7 +1,7 @@
 // The CPU counterparts of every kernel in kernels/: plain C++ on host
 // memory, float32 accumulation. They run on sim streams (enqueued with
 // host_task) and serve as the reference in tests. The quantizers follow
-// kernels/quant_rules.h exactly, so their bytes equal the CUDA kernels'.
+// quant/quant_rules.h exactly, so their bytes equal the CUDA kernels'.
 // Arguments are assumed valid (the public calls check them).
 //
 // Thread safety: all functions are reentrant.
@@ -13,7 +13,7 @@
 #include "kernels/gemm.h"
 #include "kernels/int8_matmul.h"
 #include "kernels/nf4_matmul.h"
-#include "kernels/quant_rules.h"
+#include "quant/quant_rules.h"
 
 namespace stowage::kernels::cpu {
 

@@ -17,7 +17,7 @@
 #include "core/dtype.h"
 #include "core/stream.h"
 #include "kernels/cublaslt_context.h"
-#include "kernels/quant_rules.h"
+#include "quant/quant_rules.h"
 
 namespace stowage::kernels {
 

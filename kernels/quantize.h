@@ -1,7 +1,7 @@
 // Quantize and dequantize: LLM.int8 row-wise, 4-bit NF4/FP4 blockwise, and
 // double quantization of 4-bit absmax values (FORMATS.md). The results are
 // byte-identical on CUDA and on the CPU (sim and null streams), both following
-// kernels/quant_rules.h.
+// quant/quant_rules.h.
 //
 // Every pointer is memory the stream's device can address: device memory on
 // a CUDA stream, host memory on a sim stream or a null StreamRef (which runs
@@ -18,7 +18,7 @@
 
 #include "core/dtype.h"
 #include "core/stream.h"
-#include "kernels/quant_rules.h"
+#include "quant/quant_rules.h"
 
 namespace stowage::kernels {
 

@@ -10,7 +10,7 @@
 
 #include "core/buffer.h"
 #include "core/error.h"
-#include "kernels/quant_rules.h"
+#include "quant/quant_rules.h"
 #include "kernels/quantize.h"
 #include "quant/cpu_quantizer.h"
 #include "quant/quant_state.h"

@@ -9,7 +9,7 @@
 #include <thread>
 
 #include "core/error.h"
-#include "kernels/quant_rules.h"
+#include "quant/quant_rules.h"
 
 namespace stowage::quant {
 namespace {

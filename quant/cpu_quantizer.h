@@ -1,6 +1,6 @@
 // CPU reference quantizers and dequantizers for the bitsandbytes formats.
 //
-// The arithmetic is kernels/quant_rules.h's, shared with the CUDA kernels so
+// The arithmetic is quant/quant_rules.h's, shared with the CUDA kernels so
 // both produce the same bytes, and matches bitsandbytes (FORMATS.md):
 //   * int8 row-wise: the weight is first rounded to float16 (bitsandbytes
 //     quantizes Linear8bitLt weights from float16 whatever their dtype),
@@ -58,7 +58,7 @@ FourBitWeight quantize_4bit_cpu(const Tensor& weight, const FourBitOptions& opti
 void check_finite_cpu(const Tensor& weight, std::string_view name = "weight");
 
 // The nested_offset quantize_4bit_cpu(weight, {blocksize, double_quant})
-// records: the mean of the block absmax values (kernels/quant_rules.h's
+// records: the mean of the block absmax values (quant/quant_rules.h's
 // double_quant_offset), computed without quantizing.
 float double_quant_offset_cpu(const Tensor& weight, int64_t blocksize,
                               std::string_view name = "weight");

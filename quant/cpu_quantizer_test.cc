@@ -7,7 +7,7 @@
 #include <random>
 
 #include "core/error.h"
-#include "kernels/quant_rules.h"
+#include "quant/quant_rules.h"
 
 namespace stowage::quant {
 namespace {

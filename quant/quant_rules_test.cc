@@ -1,6 +1,6 @@
-// The quantization rules of kernels/quant_rules.h, each as bitsandbytes
+// The quantization rules of quant/quant_rules.h, each as bitsandbytes
 // defines it (FORMATS.md; csrc/kernels.cu and functional.py upstream).
-#include "kernels/quant_rules.h"
+#include "quant/quant_rules.h"
 
 #include <gtest/gtest.h>
 

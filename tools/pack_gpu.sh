@@ -56,7 +56,7 @@ pass=0; fail=0
 while read -r name; do
   [ -n "$name" ] || continue
   export TEST_TMPDIR=$(mktemp -d)
-  if "$pack_dir/bin/$name" --gtest_output="xml:$results/$name.xml" >"$results/$name.log" 2>&1; then
+  if timeout "${STOWAGE_TEST_TIMEOUT:-600}" "$pack_dir/bin/$name" --gtest_output="xml:$results/$name.xml" >"$results/$name.log" 2>&1; then
     echo "PASS $name"; pass=$((pass + 1))
   else
     echo "FAIL $name"; tail -40 "$results/$name.log"; fail=$((fail + 1))

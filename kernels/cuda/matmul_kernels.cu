@@ -7,7 +7,7 @@
 #include <cstdint>
 
 #include "kernels/detail/launch.h"
-#include "kernels/quant_rules.h"
+#include "quant/quant_rules.h"
 
 namespace stowage::kernels::detail {
 namespace {

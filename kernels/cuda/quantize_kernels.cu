@@ -1,5 +1,5 @@
 // Quantize / dequantize kernels. Each applies the rules of
-// kernels/quant_rules.h element by element, in the same float32 operations as
+// quant/quant_rules.h element by element, in the same float32 operations as
 // the host loops, so the bytes are identical to the CPU reference. Explicit
 // __fmul_rn / __fadd_rn keep nvcc from fusing a multiply and an add into an
 // FMA where the host computes two roundings.
@@ -10,7 +10,7 @@
 #include <cstdint>
 
 #include "kernels/detail/launch.h"
-#include "kernels/quant_rules.h"
+#include "quant/quant_rules.h"
 
 namespace stowage::kernels::detail {
 namespace {

@@ -12,7 +12,7 @@
 #include "kernels/gemm.h"
 #include "kernels/int8_matmul.h"
 #include "kernels/nf4_matmul.h"
-#include "kernels/quant_rules.h"
+#include "quant/quant_rules.h"
 
 namespace stowage::kernels::detail {
 

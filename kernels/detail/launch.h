@@ -9,7 +9,7 @@
 
 #include <cstdint>
 
-#include "kernels/quant_rules.h"
+#include "quant/quant_rules.h"
 
 namespace stowage::kernels::detail {
 

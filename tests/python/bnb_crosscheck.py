@@ -20,7 +20,7 @@ other difference is a failure):
     thresholds exactly); int8 up to 26 of 256,000 codes by one.
   * bitsandbytes' CPU path (torch `bucketize` on float32 midpoints) and its
     CUDA kernel (the dQuantizeFP4 tree) disagree for FP4 in two corners; we
-    follow the CUDA kernel (kernels/quant_rules.h). A scaled value with
+    follow the CUDA kernel (quant/quant_rules.h). A scaled value with
     |x| <= 0.0026 gets code 0 or 8 (+0.0 / -0.0) by the sign of x on CUDA and
     by the opposite rule on the CPU path (zero either way); scaled values
     within ~1e-6 of an FP4 threshold may land one code apart (the CUDA tree's

@@ -14,8 +14,12 @@ CUDA_ARCH_FLAGS = [
     "-gencode arch=compute_90,code=compute_90",
 ]
 
-def cuda_library(name, srcs, hdrs = [], deps = [], copts = [], **kwargs):
-    """A cc_library of nvcc-compiled objects; empty when no toolkit is found."""
+def cuda_library(name, srcs, hdrs = [], deps = [], copts = [], header_srcs = [], **kwargs):
+    """A cc_library of nvcc-compiled objects; empty when no toolkit is found.
+
+    header_srcs: headers of other packages the .cu files include (nvcc sees
+    them in its sandbox; the library's deps must provide them to C++ too).
+    """
     if not CUDA_FOUND:
         native.cc_library(name = name, hdrs = hdrs, deps = deps, **kwargs)
         return
@@ -24,7 +28,7 @@ def cuda_library(name, srcs, hdrs = [], deps = [], copts = [], **kwargs):
         obj = name + "_" + src.replace("/", "_").replace(".cu", ".pic.o")
         native.genrule(
             name = obj + "_nvcc",
-            srcs = [src] + hdrs + native.glob(["**/*.h"]),
+            srcs = [src] + hdrs + header_srcs + native.glob(["**/*.h"]),
             outs = [obj],
             cmd = " ".join([
                 NVCC,
