@@ -40,12 +40,14 @@ class SimEvent final : public EventImpl {
     state_->done.wait(lock, [&] { return state_->completed >= target; });
   }
   float elapsed_ms_since(const EventImpl& start) const override {
-    const auto& other = static_cast<const SimEvent&>(start);
-    std::lock_guard<std::mutex> a(state_->mutex);
-    std::lock_guard<std::mutex> b(other.state_->mutex);
-    return std::chrono::duration<float, std::milli>(state_->completed_at -
-                                                    other.state_->completed_at)
-        .count();
+    // Each timestamp is read under its own lock: holding both at once would
+    // order the two mutexes by argument order (a lock-order inversion).
+    const Clock::time_point begin = static_cast<const SimEvent&>(start).completed_at();
+    return std::chrono::duration<float, std::milli>(completed_at() - begin).count();
+  }
+  Clock::time_point completed_at() const {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    return state_->completed_at;
   }
   const std::shared_ptr<SimEventState>& state() const { return state_; }
 
