@@ -5,11 +5,13 @@
 #include <unistd.h>
 
 #include <boost/json.hpp>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "core/platform.h"
 #include "mmap_store/checkpoint.h"
 #include "mmap_store/safetensors_writer.h"
 #include "models/testing/mlp_checkpoints.h"
@@ -161,6 +163,23 @@ TEST_F(PlanRunTest, RunWithTheDiskTierGivesTheSameOutput) {
   std::vector<float> b = read_y(file("disk.safetensors"));
   ASSERT_EQ(a.size(), b.size());
   EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+}
+
+TEST_F(PlanRunTest, RunOnCudaAgreesWithSim) {
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device visible";
+  write_model();
+  ASSERT_EQ(run({"--model", file("model.safetensors"), "--input", file("in.safetensors"),
+                 "--output", file("sim.safetensors"), "--device", "sim"}),
+            0);
+  ASSERT_EQ(run({"--model", file("model.safetensors"), "--input", file("in.safetensors"),
+                 "--output", file("cuda.safetensors"), "--device", "cuda", "--max-memory",
+                 "0=" + std::to_string(model_bytes() / 4)}),
+            0);
+  std::vector<float> a = read_y(file("sim.safetensors"));
+  std::vector<float> b = read_y(file("cuda.safetensors"));
+  ASSERT_EQ(a.size(), b.size());
+  // CUDA rounds the activations to float16 for float16 weights.
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(b[i], a[i], 1e-2 * (1 + std::fabs(a[i])));
 }
 
 TEST_F(PlanRunTest, RunRefusesAnInputWithoutXAndACheckpointThatIsNotAnMlp) {

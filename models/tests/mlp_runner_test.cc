@@ -700,6 +700,48 @@ TEST_P(OnCuda, ThousandStreamedForwardsLeaveNoBytesBehind) {
   EXPECT_EQ(rt.manager->usage(Tier::pinned_host()).bytes_in_use, pinned);
 }
 
+TEST_P(OnCuda, TwoThreadsEachRunTheirOwnModelThroughOneManager) {
+  if (GetParam() != TestFormat::kF16 && GetParam() != TestFormat::kNf4) GTEST_SKIP();
+  auto a = make_mlp(std::vector<int64_t>(9, 64), GetParam(), 21);
+  auto b = make_mlp(std::vector<int64_t>(9, 128), GetParam(), 22);
+  RawTensor xa = make_input(2, 64, 1), xb = make_input(3, 128, 2);
+  std::vector<float> ya_ref = run_once(a, xa, std::nullopt, 1, DeviceChoice::kCuda);
+  std::vector<float> yb_ref = run_once(b, xb, std::nullopt, 1, DeviceChoice::kCuda);
+  TempDir dir;
+  write_safetensors(dir.file("a.safetensors"), a);
+  write_safetensors(dir.file("b.safetensors"), b);
+  auto ca = mmap_store::open_checkpoint(dir.file("a.safetensors"));
+  auto cb = mmap_store::open_checkpoint(dir.file("b.safetensors"));
+  SimRuntime rt((model_bytes(a) + model_bytes(b)) / 3, 1, nullptr, DeviceChoice::kCuda);
+  // One kernels object per thread: a cuBLASLt context serves one stream.
+  auto ka = rt.kernels(), kb = rt.kernels();
+  LoadOptions la = rt.load, lb = rt.load;
+  la.module_prefix = "a.";
+  lb.module_prefix = "b.";
+  la.accelerators[0].budget = *rt.load.accelerators[0].budget / 2;
+  lb.accelerators[0].budget = *rt.load.accelerators[0].budget / 2;
+  MlpRunner ra(*rt.manager, *ca, *ka, la);
+  MlpRunner rb(*rt.manager, *cb, *kb, lb);
+  Tensor xa_t = host_tensor(*rt.platform, xa), xb_t = host_tensor(*rt.platform, xb);
+  std::atomic<int> mismatches{0};
+  auto loop = [&](MlpRunner& r, const Tensor& x, const std::vector<float>& ref) {
+    try {
+      for (int i = 0; i < 50; ++i) {
+        std::vector<float> y = values(r.forward(x));
+        if (y.size() != ref.size() || std::memcmp(y.data(), ref.data(), y.size() * 4) != 0)
+          mismatches++;
+      }
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << e.what();
+    }
+  };
+  std::thread ta([&] { loop(ra, xa_t, ya_ref); });
+  std::thread tb([&] { loop(rb, xb_t, yb_ref); });
+  ta.join();
+  tb.join();
+  EXPECT_EQ(mismatches.load(), 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Formats, OnCuda,
                          ::testing::Values(TestFormat::kF32, TestFormat::kF16, TestFormat::kBF16,
                                            TestFormat::kInt8, TestFormat::kNf4, TestFormat::kFp4),
