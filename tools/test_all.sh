@@ -2,9 +2,10 @@
 # The whole test suite, as CI runs it:
 #   1. bazel test //...            (CUDA targets built where the toolkit exists;
 #                                   GPU tests skip without a GPU)
-#   2. bazel build --config=nocuda //...   (the build without CUDA)
-#   3. bazel test --config=asan //...      (CPU tests under ASan + UBSan, no CUDA)
-# Last line: "N passed, N failed" over every test case of steps 1 and 3.
+#   2. bazel test --config=asan //...      (the build without CUDA, every test
+#                                           under ASan + UBSan: the asan config
+#                                           is the no-CUDA configuration)
+# Last line: "N passed, N failed" over every test case of both steps.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,9 +19,6 @@ logs=$(mktemp -d)
 echo "== bazel test //... =="
 bazel test "${common[@]}" //... || status=1
 cp -rL bazel-testlogs "$logs/main" 2>/dev/null || true
-
-echo "== bazel build --config=nocuda //... =="
-bazel build "${common[@]}" --config=nocuda //... || status=1
 
 echo "== bazel test --config=asan //... (ASan + UBSan, no CUDA) =="
 bazel test "${common[@]}" --config=asan //... || status=1
