@@ -17,7 +17,7 @@ fi
 
 # Python packages for the interop tests (the official safetensors writer).
 PY=$(command -v python3)
-if ! "$PY" -c "import safetensors, numpy" >/dev/null 2>&1; then
-  "$PY" -m pip install -q safetensors numpy 2>/dev/null ||
-    "$PY" -m pip install -q --break-system-packages safetensors numpy
+if ! "$PY" -c "import safetensors, numpy, ml_dtypes" >/dev/null 2>&1; then
+  "$PY" -m pip install -q safetensors numpy ml_dtypes 2>/dev/null ||
+    "$PY" -m pip install -q --break-system-packages safetensors numpy ml_dtypes
 fi
