@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "cli/mlp_common.h"
 #include "core/error.h"
 #include "models/mlp_runner.h"
 
@@ -37,19 +38,12 @@ OffloadOptions offload_options(Platform& platform, const SessionConfig& config) 
 LoadOptions load_options(Platform& platform, const SessionConfig& config) {
   STOWAGE_EXPECTS(!config.budgets.disk || config.offload_dir, InvalidInputError,
                   "--max-memory gives a disk budget, but no --offload-dir was given");
+  PlannerTiers tiers = planner_tiers(platform, config.budgets, config.offload_dir.has_value());
+  tiers.cpu->physical_bytes = host_physical_bytes();
   LoadOptions load;
-  load.accelerators = models::accelerator_capacities_of(platform, config.budgets.accelerators);
-  TierCapacity cpu;
-  cpu.tier = Tier::pinned_host();
-  cpu.budget = config.budgets.cpu;
-  cpu.physical_bytes = host_physical_bytes();
-  load.cpu = cpu;
-  if (config.offload_dir) {
-    TierCapacity disk;
-    disk.tier = Tier::disk();
-    disk.budget = config.budgets.disk;
-    load.disk = disk;
-  }
+  load.accelerators = std::move(tiers.accelerators);
+  load.cpu = tiers.cpu;
+  load.disk = tiers.disk;
   return load;
 }
 

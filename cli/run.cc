@@ -10,6 +10,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/mlp_common.h"
+#include "cli/mlp_session.h"
 #include "core/error.h"
 #include "core/memory_resource.h"
 #include "mmap_store/checkpoint.h"
@@ -73,14 +74,12 @@ int run_run(const std::vector<std::string>& args) {
   Tensor x = read_input(*input, *platform);
 
   TraceRecorder trace;
-  OffloadOptions options;
-  options.prefetch_depth = prefetch;
-  for (const auto& [index, bytes] : budgets.accelerators) {
-    options.budgets[platform->accelerator(index).tier()] = bytes;
-  }
-  if (budgets.cpu) options.budgets[Tier::pinned_host()] = *budgets.cpu;
-  if (offload_dir) options.disk_store = make_folder_disk_store(*offload_dir);
-  if (parser.has("trace")) options.trace = &trace;
+  SessionConfig session;
+  session.budgets = budgets;
+  session.offload_dir = offload_dir;
+  session.prefetch_depth = prefetch;
+  if (parser.has("trace")) session.trace = &trace;
+  const OffloadOptions options = offload_options(*platform, session);
 
   Tensor y;
   {
@@ -88,11 +87,7 @@ int run_run(const std::vector<std::string>& args) {
     std::unique_ptr<models::LinearKernels> kernels = models::make_linear_kernels(
         *platform,
         manager.memory(platform->accelerator(manager.options().compute_accelerator).tier()));
-    PlannerTiers tiers = planner_tiers(*platform, budgets, offload_dir.has_value());
-    LoadOptions load;
-    load.accelerators = tiers.accelerators;
-    load.cpu = tiers.cpu;
-    load.disk = tiers.disk;
+    LoadOptions load = load_options(*platform, session);
     ProgressBar bar("loading", checkpoint->total_bytes());
     load.progress = [&bar](const LoadProgress& p) { bar.update(p.bytes_done); };
     models::MlpRunner runner(manager, *checkpoint, *kernels, load);
