@@ -66,13 +66,7 @@ int bench(const std::vector<std::string>& args) {
       measure_pinned_h2d_rate(*platform, 0, cuda ? (uint64_t{1} << 30) : (uint64_t{64} << 20));
   std::optional<double> disk_rate;
   if (p.has("cold")) disk_rate = measure_cold_sequential_read_rate(*model_path);
-  if (auto path = p.get("trace")) {
-    std::FILE* f = std::fopen(path->c_str(), "wb");
-    STOWAGE_EXPECTS(f != nullptr, IoError, "cannot write trace {}", *path);
-    const std::string json = trace.to_json();
-    std::fwrite(json.data(), 1, json.size(), f);
-    std::fclose(f);
-  }
+  if (auto path = p.get("trace")) write_text_file(*path, trace.to_json());
 
   const int forwards = warmup + iters;
   const double streamed_rate =

@@ -52,20 +52,6 @@ std::string rate_text(double bytes_per_second) {
   return fmt::format("{:.2f} GiB/s", bytes_per_second / double(1ull << 30));
 }
 
-void write_text_file(const std::string& path, const std::string& text) {
-  const std::string temporary = path + ".tmp" + std::to_string(::getpid());
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    STOWAGE_EXPECTS(out.good(), IoError, "cannot write {}", temporary);
-    out << text;
-    out.flush();
-    STOWAGE_EXPECTS(out.good(), IoError, "writing {} failed", temporary);
-  }
-  std::error_code error;
-  std::filesystem::rename(temporary, path, error);
-  STOWAGE_EXPECTS(!error, IoError, "cannot rename {} to {}: {}", temporary, path, error.message());
-}
-
 int demo(const std::vector<std::string>& args) {
   ArgParser p("demo", {"layers", "hidden", "batch", "dtype", "quant", "max-memory", "prefetch",
                        "trace", "device", "iters"});

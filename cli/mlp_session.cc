@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 
 #include "cli/mlp_common.h"
 #include "core/error.h"
@@ -114,6 +116,20 @@ double max_abs_difference(const Tensor& a, const Tensor& b) {
 bool bitwise_equal(const Tensor& a, const Tensor& b) {
   return a.dtype() == b.dtype() && a.shape() == b.shape() &&
          std::memcmp(a.data(), b.data(), a.bytes()) == 0;
+}
+
+void write_text_file(const std::string& path, const std::string& text) {
+  const std::string temporary = path + ".tmp" + std::to_string(::getpid());
+  {
+    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+    STOWAGE_EXPECTS(out.good(), IoError, "cannot write {}", temporary);
+    out << text;
+    out.flush();
+    STOWAGE_EXPECTS(out.good(), IoError, "writing {} failed", temporary);
+  }
+  std::error_code error;
+  std::filesystem::rename(temporary, path, error);
+  STOWAGE_EXPECTS(!error, IoError, "cannot rename {} to {}: {}", temporary, path, error.message());
 }
 
 }  // namespace stowage::cli
