@@ -36,7 +36,6 @@ int bench(const std::vector<std::string>& args) {
 
   auto checkpoint = mmap_store::open_checkpoint(*model_path);
   const models::MlpSpec spec = models::describe_checkpoint(*checkpoint);
-  auto kernels = models::make_linear_kernels(*platform);
   Tensor x = synthetic_input(platform->pageable_host_memory(), batch, spec.in_features(), 7);
   uint64_t model_bytes = 0;
   for (const std::string& name : checkpoint->names()) model_bytes += checkpoint->info(name).bytes;
@@ -58,10 +57,10 @@ int bench(const std::vector<std::string>& args) {
       model_bytes + model_bytes / 8 + (uint64_t{256} << 20) < accelerator.free_bytes()) {
     SessionConfig resident_config;
     resident_config.prefetch_depth = config.prefetch_depth;
-    resident = time_forwards(*platform, *checkpoint, *kernels, x, resident_config, warmup, iters);
+    resident = time_forwards(*platform, *checkpoint, x, resident_config, warmup, iters);
   }
   TimedForwards offloaded =
-      time_forwards(*platform, *checkpoint, *kernels, x, config, warmup, iters, before_each);
+      time_forwards(*platform, *checkpoint, x, config, warmup, iters, before_each);
   const double link =
       measure_pinned_h2d_rate(*platform, 0, cuda ? (uint64_t{1} << 30) : (uint64_t{64} << 20));
   std::optional<double> disk_rate;

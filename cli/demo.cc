@@ -97,7 +97,6 @@ int demo(const std::vector<std::string>& args) {
     largest_layer = std::max(largest_layer, layer);
   }
 
-  auto kernels = models::make_linear_kernels(*platform);
   Tensor x = synthetic_input(platform->pageable_host_memory(), batch, spec.hidden, 7);
 
   // All-resident, where the model fits the accelerator with room to spare.
@@ -105,11 +104,13 @@ int demo(const std::vector<std::string>& args) {
   if (model_bytes + model_bytes / 8 + (uint64_t{256} << 20) < accelerator.free_bytes()) {
     SessionConfig config;
     config.prefetch_depth = prefetch;
-    resident = time_forwards(*platform, *checkpoint, *kernels, x, config, 1, iters);
+    resident = time_forwards(*platform, *checkpoint, x, config, 1, iters);
   }
 
-  // Offloaded: the accelerator gets a quarter of the model (or just the
-  // streaming slots and room for activations, if that is more), unless told.
+  // Offloaded: the accelerator gets a quarter of the model for weights (or
+  // just the streaming slots, if that is more) plus the working reserve for
+  // activations and kernel scratch, unless told.
+  const uint64_t working = working_reserve_bytes(*platform, *checkpoint, batch);
   SessionConfig offloaded_config;
   offloaded_config.prefetch_depth = prefetch;
   if (auto text = p.get("max-memory")) {
@@ -117,12 +118,11 @@ int demo(const std::vector<std::string>& args) {
   } else {
     const uint64_t slots = static_cast<uint64_t>(prefetch + 1) * largest_layer;
     offloaded_config.budgets.accelerators[0] =
-        std::max(model_bytes / 4, slots + (uint64_t{64} << 10) + 4 * batch * spec.hidden * 4);
+        std::max(model_bytes / 4, slots + (uint64_t{64} << 10)) + working;
   }
   TraceRecorder trace;
   if (p.has("trace")) offloaded_config.trace = &trace;
-  TimedForwards offloaded =
-      time_forwards(*platform, *checkpoint, *kernels, x, offloaded_config, 1, iters);
+  TimedForwards offloaded = time_forwards(*platform, *checkpoint, x, offloaded_config, 1, iters);
   const double link =
       measure_pinned_h2d_rate(*platform, 0, cuda ? (uint64_t{512} << 20) : (uint64_t{64} << 20));
   if (auto trace_path = p.get("trace")) write_text_file(*trace_path, trace.to_json());
@@ -153,6 +153,8 @@ int demo(const std::vector<std::string>& args) {
   row("forward time", resident ? seconds_text(resident->median_s) : "does not fit",
       seconds_text(offloaded.median_s));
   row("accelerator budget", "none", budgets.count(0) ? format_bytes(budgets.at(0)) : "none");
+  row("working-memory reserve", resident ? format_bytes(resident->working_reserve) : none,
+      format_bytes(offloaded.working_reserve));
   row("peak accelerator memory", resident ? format_bytes(resident->accelerator.peak_bytes) : none,
       format_bytes(offloaded.accelerator.peak_bytes));
   row("streamed per forward", resident ? format_bytes(resident->streamed_bytes) : none,

@@ -43,4 +43,11 @@ PlannerTiers planner_tiers(Platform& platform, const MemoryBudgets& budgets, boo
   return tiers;
 }
 
+std::map<Tier, uint64_t> working_reserve(Platform& platform, int compute,
+                                         const models::MlpSpec& spec, int64_t batch,
+                                         const models::LinearKernels& kernels) {
+  return {
+      {platform.accelerator(compute).tier(), models::working_memory_bytes(spec, batch, kernels)}};
+}
+
 }  // namespace stowage::cli

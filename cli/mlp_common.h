@@ -9,6 +9,8 @@
 
 #include "cli/args.h"
 #include "core/platform.h"
+#include "models/linear.h"
+#include "models/mlp.h"
 #include "offload/planner.h"
 
 namespace stowage::cli {
@@ -26,5 +28,13 @@ struct PlannerTiers {
 // Every accelerator with its budget (if any) and physical size; pinned host
 // with its budget (or unlimited); disk only when `with_disk`.
 PlannerTiers planner_tiers(Platform& platform, const MemoryBudgets& budgets, bool with_disk);
+
+// The working memory (activations and kernel scratch, models::
+// working_memory_bytes) a forward of `spec` at `batch` rows through
+// `kernels` allocates on the compute accelerator `compute` of `platform`,
+// as the planner's per-accelerator working reserve.
+std::map<Tier, uint64_t> working_reserve(Platform& platform, int compute,
+                                         const models::MlpSpec& spec, int64_t batch,
+                                         const models::LinearKernels& kernels);
 
 }  // namespace stowage::cli

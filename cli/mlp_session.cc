@@ -65,14 +65,29 @@ OffloadCounters counters_since(const OffloadCounters& now, const OffloadCounters
   return d;
 }
 
+uint64_t working_reserve_bytes(Platform& platform, const mmap_store::Checkpoint& checkpoint,
+                               int64_t batch) {
+  // Kernels over the device's own memory, only asked for their sizes.
+  std::unique_ptr<models::LinearKernels> kernels =
+      models::make_linear_kernels(platform, platform.accelerator(0).memory());
+  return models::working_memory_bytes(models::describe_checkpoint(checkpoint), batch, *kernels);
+}
+
 TimedForwards time_forwards(Platform& platform, const mmap_store::Checkpoint& checkpoint,
-                            models::LinearKernels& kernels, const Tensor& x,
-                            const SessionConfig& config, int warmup, int iters,
+                            const Tensor& x, const SessionConfig& config, int warmup, int iters,
                             const std::function<void()>& before_each) {
   OffloadManager manager(platform, offload_options(platform, config));
-  models::MlpRunner runner(manager, checkpoint, kernels, load_options(platform, config));
+  const int compute = manager.options().compute_accelerator;
+  const Tier accelerator = platform.accelerator(compute).tier();
+  std::unique_ptr<models::LinearKernels> kernels =
+      models::make_linear_kernels(platform, manager.memory(accelerator));
+  LoadOptions load = load_options(platform, config);
+  load.working_reserve = working_reserve(platform, compute, models::describe_checkpoint(checkpoint),
+                                         x.shape()[0], *kernels);
+  models::MlpRunner runner(manager, checkpoint, *kernels, load);
   TimedForwards result;
   result.plan = runner.loaded().plan;
+  result.working_reserve = load.working_reserve.at(accelerator);
   result.weight_bytes = runner.loaded().bytes;
   for (const PlanModule& module : runner.loaded().request.modules) {
     if (result.plan.streamed(module.path)) result.streamed_bytes += module.bytes();
@@ -93,8 +108,7 @@ TimedForwards time_forwards(Platform& platform, const mmap_store::Checkpoint& ch
   result.median_s = sorted.empty() ? 0 : sorted[sorted.size() / 2];
   result.counters = counters_since(manager.counters(), at_load);
   result.residency_report = manager.table().report();
-  result.accelerator =
-      manager.usage(platform.accelerator(manager.options().compute_accelerator).tier());
+  result.accelerator = manager.usage(accelerator);
   return result;
 }
 

@@ -1,10 +1,13 @@
 // `stowage plan --model FILE --max-memory ... [--no-split REGEX] [--json]
-// [--prefetch N] [--device auto|cuda|sim]`: prints the device map of FILE's
-// modules under the budgets (CLI.md).
+// [--prefetch N] [--batch N] [--device auto|cuda|sim]`: prints the device map
+// of FILE's modules under the budgets (CLI.md). For a checkpoint of the MLP
+// family, accelerator 0 keeps the working memory (activations and kernel
+// scratch) a forward of --batch rows (default 1) needs, as `stowage run` does.
 #include <fmt/format.h>
 
 #include <boost/json.hpp>
 #include <cstdio>
+#include <optional>
 
 #include "cli/args.h"
 #include "cli/commands.h"
@@ -12,13 +15,29 @@
 #include "core/error.h"
 #include "core/memory_resource.h"
 #include "mmap_store/checkpoint.h"
+#include "models/linear.h"
+#include "models/mlp_runner.h"
 #include "offload/loader.h"
 #include "offload/planner.h"
 
 namespace stowage::cli {
+namespace {
+
+// The MLP family's description of `checkpoint`, or nothing for a checkpoint
+// of another layout (planned with no working reserve).
+std::optional<models::MlpSpec> mlp_spec_if_any(const mmap_store::Checkpoint& checkpoint) {
+  try {
+    return models::describe_checkpoint(checkpoint);
+  } catch (const InvalidInputError&) {
+    return std::nullopt;
+  }
+}
+
+}  // namespace
 
 int run_plan(const std::vector<std::string>& args) {
-  ArgParser parser("plan", {"model", "max-memory", "no-split", "prefetch", "device"}, {"json"});
+  ArgParser parser("plan", {"model", "max-memory", "no-split", "prefetch", "batch", "device"},
+                   {"json"});
   parser.parse(args);
   parser.expect_positional(0, "");
   auto model = parser.get("model");
@@ -27,6 +46,7 @@ int run_plan(const std::vector<std::string>& args) {
   if (!max_memory) throw UsageError("--max-memory is required (e.g. 0=2GiB,cpu=16GiB)");
   const MemoryBudgets budgets = parse_max_memory(*max_memory);
   const int prefetch = static_cast<int>(parser.get_int("prefetch", 1, 0, 64));
+  const int64_t batch = parser.get_int("batch", 1, 1, 1 << 20);
 
   auto checkpoint = mmap_store::open_checkpoint(*model);
   auto platform = make_platform(parser.get_or("device", "auto"), budgets);
@@ -40,6 +60,11 @@ int run_plan(const std::vector<std::string>& args) {
   request.disk = tiers.disk;
   request.prefetch_depth = prefetch;
   if (auto no_split = parser.get("no-split")) request.no_split.push_back(*no_split);
+  if (std::optional<models::MlpSpec> spec = mlp_spec_if_any(*checkpoint)) {
+    // The platform's kernels over the device's own memory, only asked for sizes.
+    auto kernels = models::make_linear_kernels(*platform, platform->accelerator(0).memory());
+    request.working_reserve = working_reserve(*platform, 0, *spec, batch, *kernels);
+  }
   const Plan plan = plan_device_map(request);
 
   if (!parser.has("json")) {
@@ -66,6 +91,12 @@ int run_plan(const std::vector<std::string>& args) {
   out["bytes_per_tier"] = std::move(per_tier);
   out["reserve_per_accelerator"] = std::move(reserve);
   out["largest_streamed_unit"] = plan.largest_streamed_unit;
+  boost::json::object working;
+  for (const auto& [tier, bytes] : plan.working_reserve_per_accelerator) {
+    working[tier.to_string()] = bytes;
+  }
+  out["working_reserve_per_accelerator"] = std::move(working);
+  out["batch"] = batch;
   std::puts(boost::json::serialize(out).c_str());
   return 0;
 }

@@ -88,6 +88,9 @@ int run_run(const std::vector<std::string>& args) {
         *platform,
         manager.memory(platform->accelerator(manager.options().compute_accelerator).tier()));
     LoadOptions load = load_options(*platform, session);
+    load.working_reserve =
+        working_reserve(*platform, manager.options().compute_accelerator,
+                        models::describe_checkpoint(*checkpoint), x.shape()[0], *kernels);
     ProgressBar bar("loading", checkpoint->total_bytes());
     load.progress = [&bar](const LoadProgress& p) { bar.update(p.bytes_done); };
     models::MlpRunner runner(manager, *checkpoint, *kernels, load);

@@ -1,12 +1,15 @@
 // The public calls of kernels/: argument checks on the calling thread, then
 // the CPU counterpart (null stream: now; sim stream: enqueued with
 // host_task) or the CUDA implementation (on the stream's native handle).
+#include <algorithm>
 #include <string>
 #include <utility>
 
 #include "core/error.h"
 #include "kernels/cpu_reference.h"
 #include "kernels/detail/cuda_ops.h"
+#include "kernels/detail/gemv_layout.h"
+#include "kernels/detail/scratch_layout.h"
 #include "kernels/gemm.h"
 #include "kernels/int8_matmul.h"
 #include "kernels/nf4_matmul.h"
@@ -170,7 +173,7 @@ void gemm(CublasLtContext& context, const GemmArgs& a, StreamRef stream) {
   expect_pointer(call, "w", a.w, a.n * a.k > 0);
   expect_pointer(call, "y", a.y, a.m * a.n > 0);
   dispatch(
-      stream, [a] { cpu::gemm(a); }, [&](void* s) { detail::cuda_gemm(context, a, s); });
+      stream, [a] { cpu::gemm(a); }, [&](void*) { detail::cuda_gemm(context, a, stream); });
 }
 
 void int8_matmul(CublasLtContext& context, const Int8MatmulArgs& a, StreamRef stream) {
@@ -188,12 +191,12 @@ void int8_matmul(CublasLtContext& context, const Int8MatmulArgs& a, StreamRef st
   expect_pointer(call, "y", a.y, a.m * a.n > 0);
   dispatch(
       stream, [a] { cpu::int8_matmul(a); },
-      [&](void* s) {
+      [&](void*) {
         STOWAGE_EXPECTS(a.k % 4 == 0 && a.n % 4 == 0, InvalidInputError,
                         "kernels::int8_matmul: on CUDA k and n must be multiples of 4 (cuBLASLt "
                         "int8 tensor-core layouts), found k={} n={}",
                         a.k, a.n);
-        detail::cuda_int8_matmul(context, a, s);
+        detail::cuda_int8_matmul(context, a, stream);
       });
 }
 
@@ -216,17 +219,35 @@ void four_bit_matmul(CublasLtContext& context, const FourBitMatmulArgs& a, Strea
   expect_pointer(call, "y", a.y, a.m * a.n > 0);
   dispatch(
       stream, [a] { cpu::four_bit_matmul(a); },
-      [&](void* s) { detail::cuda_four_bit_matmul(context, a, s); });
+      [&](void*) { detail::cuda_four_bit_matmul(context, a, stream); });
 }
 
 bool four_bit_matmul_uses_fused_gemv(const FourBitMatmulArgs& a) {
-  // Mirrors plan_four_bit_gemv's shape conditions (shared memory: 227 KiB on
-  // H100, less the code table).
-  if (a.m < 1 || a.m > 4 || a.k % 32 != 0 || a.k == 0 || a.n == 0) return false;
+  // Mirrors plan_four_bit_gemv's shape conditions, with the H100's shared
+  // memory limit.
+  if (a.m < 1 || a.m > detail::kGemvMaxRows || a.k % 32 != 0 || a.k == 0 || a.n == 0) {
+    return false;
+  }
   if (a.dtype != DType::kF16 && a.dtype != DType::kBF16) return false;
-  const int64_t table = a.dtype == DType::kBF16 ? 65536 : 32768;
-  const int64_t x_bytes = a.m * ((a.k + 1023) / 1024 * 1024) * 2;
-  return table + x_bytes + 1024 <= 227 * 1024;
+  return detail::gemv_shared_bytes(a.m, a.k, a.dtype == DType::kBF16, /*nested=*/true) <=
+         detail::kGemvSharedLimitH100;
+}
+
+uint64_t int8_matmul_scratch_bytes(int64_t m, int64_t n, int64_t k, float threshold) {
+  const bool outliers = threshold > 0.0f;
+  const int64_t cap = outliers ? std::min<int64_t>(k, detail::kInt8OutlierColumnCap) : 0;
+  return detail::int8_scratch(m, n, k, outliers, cap).bytes;
+}
+
+uint64_t four_bit_matmul_scratch_bytes(int64_t m, int64_t n, int64_t k, DType dtype,
+                                       int64_t blocksize, bool double_quant) {
+  FourBitMatmulArgs shape;
+  shape.m = m;
+  shape.n = n;
+  shape.k = k;
+  shape.dtype = dtype;
+  if (four_bit_matmul_uses_fused_gemv(shape)) return 0;
+  return detail::four_bit_scratch(n, k, blocksize, double_quant, dtype_size(dtype)).bytes;
 }
 
 }  // namespace stowage::kernels

@@ -10,6 +10,15 @@
 // destructor (which synchronizes that device's use of them). Calls on a
 // sim or null stream never touch it.
 //
+// Memory. By default the workspace (cudaMalloc) and scratch
+// (cudaMallocAsync) come from the device directly. Given a MemoryResource
+// (e.g. an OffloadManager's budgeted accelerator memory), both come from it
+// instead, so a budget's accounting sees them: the workspace
+// (workspace_bytes, allocated at the first matmul) and one scratch block
+// that grows to exactly the largest *_scratch_bytes a call needed (freed
+// stream-ordered when it grows). Budget exhaustion then surfaces as the
+// resource's OutOfBudgetError from the matmul call.
+//
 // Thread safety: none. REQUIRES external synchronization, and all CUDA work
 // given one context must be on streams of one device and must not run
 // concurrently on two streams (the workspace and scratch are shared).
@@ -17,6 +26,10 @@
 
 #include <cstddef>
 #include <memory>
+
+namespace stowage {
+class MemoryResource;
+}  // namespace stowage
 
 namespace stowage::kernels {
 
@@ -26,7 +39,15 @@ struct CublasLtState;
 
 class CublasLtContext {
  public:
+  // cuBLASLt's workspace when none is given: 32 MiB.
+  static constexpr size_t kDefaultWorkspaceBytes = size_t{32} << 20;
+
   CublasLtContext();
+  // Workspace and scratch from `memory` (nullptr: the device directly), which
+  // must be memory of the device the context runs on and outlive the
+  // context. workspace_bytes may be 0 (cuBLASLt then picks algorithms that
+  // need none).
+  explicit CublasLtContext(MemoryResource* memory, size_t workspace_bytes = kDefaultWorkspaceBytes);
   ~CublasLtContext();
   CublasLtContext(CublasLtContext&&) noexcept;
   CublasLtContext& operator=(CublasLtContext&&) noexcept;
@@ -35,11 +56,15 @@ class CublasLtContext {
 
   // Matmul shapes planned so far (each holds its descriptors and algorithm).
   size_t cached_plan_count() const;
+  MemoryResource* memory() const { return memory_; }
+  size_t workspace_bytes() const { return workspace_bytes_; }
 
   // Internal: the CUDA state, created on first use.
   detail::CublasLtState& state();
 
  private:
+  MemoryResource* memory_ = nullptr;
+  size_t workspace_bytes_ = kDefaultWorkspaceBytes;
   std::unique_ptr<detail::CublasLtState> state_;
 };
 

@@ -36,4 +36,9 @@ struct Int8MatmulArgs {
 
 void int8_matmul(CublasLtContext& context, const Int8MatmulArgs& args, StreamRef stream);
 
+// Scratch bytes int8_matmul takes from the context on CUDA for x [m, k], W
+// [n, k] and `threshold` (an upper bound: all rows in one product); the CPU
+// counterpart takes none.
+uint64_t int8_matmul_scratch_bytes(int64_t m, int64_t n, int64_t k, float threshold);
+
 }  // namespace stowage::kernels

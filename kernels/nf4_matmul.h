@@ -45,6 +45,15 @@ struct FourBitMatmulArgs {
 
 void four_bit_matmul(CublasLtContext& context, const FourBitMatmulArgs& args, StreamRef stream);
 
+// Scratch bytes four_bit_matmul takes from the context on CUDA for x [m, k]
+// in `dtype` and W [n, k] of `blocksize` (double quantization when
+// `double_quant`): 0 where the fused GEMV applies
+// (four_bit_matmul_uses_fused_gemv), else the weight dequantized to `dtype`
+// plus, with double quantization, the dequantized absmax. The CPU
+// counterpart takes none.
+uint64_t four_bit_matmul_scratch_bytes(int64_t m, int64_t n, int64_t k, DType dtype,
+                                       int64_t blocksize, bool double_quant);
+
 // True when four_bit_matmul on CUDA takes the fused GEMV for these arguments'
 // shape and dtype (alignment permitting). For benchmarks and tests.
 bool four_bit_matmul_uses_fused_gemv(const FourBitMatmulArgs& args);

@@ -5,10 +5,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "core/platform.h"
 #include "core/stream.h"
 #include "core/tensor.h"
+#include "kernels/cublaslt_context.h"
 
 namespace stowage::models {
 
@@ -39,6 +41,19 @@ struct LinearWeights {
   float nested_offset = 0.0f;
 };
 
+// What a layer's kernels need to know ahead of a forward to size their
+// memory: the format and sizes, not the bytes.
+struct LinearShape {
+  WeightFormat format = WeightFormat::kFloat;
+  int64_t out_features = 0;
+  int64_t in_features = 0;
+  DType weight_dtype = DType::kF32;  // storage dtype of the weight
+  bool has_bias = false;
+  int64_t blocksize = 64;     // 4-bit
+  bool double_quant = false;  // 4-bit
+  float threshold = 6.0f;     // int8
+};
+
 // Computes layers on a stream.
 //
 // Thread safety: linear() may be called from several threads at once.
@@ -52,6 +67,12 @@ class LinearKernels {
   virtual void linear(StreamRef stream, const LinearWeights& w, const TensorView& x,
                       const TensorView& y, bool relu) = 0;
   virtual const char* name() const = 0;
+  // Bytes of their scratch memory the kernels hold at most while running
+  // layers of these shapes one after another at `batch` rows: what they keep
+  // between calls (a cuBLASLt workspace, the largest scratch block) plus the
+  // largest a single call allocates and frees. A caller reserves it in the
+  // plan (LoadOptions::working_reserve). 0 for the host reference.
+  virtual uint64_t working_bytes(const std::vector<LinearShape>& layers, int64_t batch) const = 0;
 };
 
 // The host reference: runs on the stream through host_task, so it needs the
@@ -64,10 +85,14 @@ std::unique_ptr<LinearKernels> make_host_linear_kernels();
 // kernels/: cuBLASLt GEMM with float32 accumulation (for 16-bit weights the
 // float32 activations are rounded to the weight's dtype first), LLM.int8 matmul (threshold
 // outliers), the 4-bit matmul (fused GEMV for small batches); ReLU as the GEMM epilogue or a
-// separate pass. On sim streams kernels/ runs its CPU counterparts. Scratch (converted weights and
-// biases) comes from `scratch`, stream-ordered; it must be memory of the streams' device and
+// separate pass. On sim streams kernels/ runs its CPU counterparts. All their accelerator memory
+// (converted activations and biases; on CUDA also the cuBLASLt workspace of `workspace_bytes` and
+// the matmuls' scratch, e.g. a 4-bit weight dequantized for a GEMM) comes from `scratch`,
+// stream-ordered, so a budgeted resource counts it; it must be memory of the streams' device and
 // outlive the kernels.
-std::unique_ptr<LinearKernels> make_accelerator_linear_kernels(MemoryResource& scratch);
+std::unique_ptr<LinearKernels> make_accelerator_linear_kernels(
+    MemoryResource& scratch,
+    size_t workspace_bytes = kernels::CublasLtContext::kDefaultWorkspaceBytes);
 
 // The kernels for `platform`'s backend: the host reference on sim, kernels/
 // on CUDA (scratch as above).

@@ -161,6 +161,8 @@ class HostLinearKernels final : public LinearKernels {
     });
   }
   const char* name() const override { return "host reference"; }
+  // Runs on the host through host_task: no accelerator memory.
+  uint64_t working_bytes(const std::vector<LinearShape>&, int64_t) const override { return 0; }
 };
 
 }  // namespace

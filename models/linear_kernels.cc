@@ -3,6 +3,7 @@
 // kernels/ runs its CPU counterparts, so the same code runs on both backends.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <mutex>
 
 #include "core/buffer.h"
@@ -28,7 +29,8 @@ namespace {
 
 class AcceleratorLinearKernels final : public LinearKernels {
  public:
-  explicit AcceleratorLinearKernels(MemoryResource& scratch) : scratch_(scratch) {}
+  AcceleratorLinearKernels(MemoryResource& scratch, size_t workspace_bytes)
+      : scratch_(scratch), context_(&scratch, workspace_bytes) {}
 
   void linear(StreamRef stream, const LinearWeights& w, const TensorView& x, const TensorView& y,
               bool relu) override {
@@ -118,6 +120,37 @@ class AcceleratorLinearKernels final : public LinearKernels {
   }
   const char* name() const override { return "kernels/ (cuBLASLt on CUDA)"; }
 
+  uint64_t working_bytes(const std::vector<LinearShape>& layers, int64_t batch) const override {
+    // On sim streams kernels/ runs its CPU counterparts: the context is never
+    // used, only linear()'s own conversions below come from scratch_.
+    const bool cuda = scratch_.tier().backend() == Backend::kCuda;
+    uint64_t largest_call = 0;     // allocated and freed within one linear()
+    uint64_t largest_context = 0;  // the context's scratch block grows to this
+    for (const LinearShape& l : layers) {
+      const int64_t n = l.out_features, k = l.in_features;
+      uint64_t call = 0;
+      if (l.has_bias) call += static_cast<uint64_t>(n) * 4;  // a 16-bit bias as float32
+      uint64_t context = 0;
+      switch (l.format) {
+        case WeightFormat::kFloat:
+          if (l.weight_dtype != DType::kF32) call += static_cast<uint64_t>(batch * k) * 2;
+          break;
+        case WeightFormat::kInt8:
+          context = kernels::int8_matmul_scratch_bytes(batch, n, k, l.threshold);
+          break;
+        case WeightFormat::kNf4:
+        case WeightFormat::kFp4:
+          context = kernels::four_bit_matmul_scratch_bytes(batch, n, k, DType::kF32, l.blocksize,
+                                                           l.double_quant);
+          break;
+      }
+      largest_call = std::max(largest_call, call);
+      largest_context = std::max(largest_context, context);
+    }
+    if (!cuda) return largest_call;
+    return largest_call + largest_context + context_.workspace_bytes();
+  }
+
  private:
   void from_f32(const TensorView& src, DType dtype, void* dst, StreamRef stream) {
     const int64_t n = static_cast<int64_t>(src.numel());
@@ -180,8 +213,9 @@ class AcceleratorLinearKernels final : public LinearKernels {
 
 }  // namespace
 
-std::unique_ptr<LinearKernels> make_accelerator_linear_kernels(MemoryResource& scratch) {
-  return std::make_unique<AcceleratorLinearKernels>(scratch);
+std::unique_ptr<LinearKernels> make_accelerator_linear_kernels(MemoryResource& scratch,
+                                                               size_t workspace_bytes) {
+  return std::make_unique<AcceleratorLinearKernels>(scratch, workspace_bytes);
 }
 
 }  // namespace stowage::models

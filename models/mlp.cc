@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <cctype>
 #include <map>
@@ -264,6 +265,24 @@ void MlpModel::build_layer(size_t i) {
         kernels->linear(ctx.stream(), lw, ctx.inputs()[0], ctx.outputs()[0], relu);
       });
   layers_.push_back(&m);
+}
+
+uint64_t working_memory_bytes(const MlpSpec& spec, int64_t batch, const LinearKernels& kernels) {
+  const uint64_t rows = static_cast<uint64_t>(batch);
+  std::vector<LinearShape> shapes;
+  int64_t widest = 0;
+  for (size_t i = 0; i < spec.layers.size(); ++i) {
+    const MlpLayer& l = spec.layers[i];
+    shapes.push_back(LinearShape{l.format, l.out_features, l.in_features, l.weight_dtype,
+                                 l.has_bias, l.blocksize, l.double_quant, l.threshold});
+    if (i + 1 < spec.layers.size()) widest = std::max(widest, l.out_features);
+  }
+  // x and y in float32, and ping/pong as MlpModel::forward allocates them.
+  uint64_t bytes = rows * static_cast<uint64_t>(spec.in_features() + spec.out_features()) * 4;
+  const uint64_t activation = rows * static_cast<uint64_t>(widest) * 4;
+  if (spec.layers.size() > 1) bytes += activation;
+  if (spec.layers.size() > 2) bytes += activation;
+  return bytes + kernels.working_bytes(shapes, batch);
 }
 
 void MlpModel::forward(hooks::HookRegistry& registry, StreamRef stream, const TensorView& x,

@@ -66,6 +66,16 @@ MlpSpec describe_mlp(const std::vector<TensorMeta>& tensors,
                      const std::function<std::vector<uint8_t>(const std::string&)>& read_bytes,
                      const std::string& source);
 
+// Accelerator bytes a forward of `spec` at `batch` rows allocates from the
+// manager's memory besides the weights and the fetch slots: x and y
+// (MlpRunner::forward), the two activation buffers (MlpModel::forward) and
+// what `kernels` hold (LinearKernels::working_bytes: on CUDA the cuBLASLt
+// workspace and e.g. a 4-bit weight dequantized for a GEMM). What
+// LoadOptions::working_reserve keeps on the compute accelerator so that a
+// forward never needs memory the plan gave to weights. Forwards of larger
+// batches may need more.
+uint64_t working_memory_bytes(const MlpSpec& spec, int64_t batch, const LinearKernels& kernels);
+
 // The module tree of an MLP: root -> "layers" -> "0" .. "L-1". The layers'
 // tensors start with no bytes: give them bytes with Module::set_tensor
 // (resident) or let an offload hook provide them per forward.

@@ -10,9 +10,9 @@
 
 #include "core/buffer.h"
 #include "core/error.h"
-#include "quant/quant_rules.h"
 #include "kernels/quantize.h"
 #include "quant/cpu_quantizer.h"
+#include "quant/quant_rules.h"
 #include "quant/quant_state.h"
 
 namespace stowage {
@@ -280,6 +280,7 @@ LoadedCheckpoint load_checkpoint(const mmap_store::Checkpoint& checkpoint, Offlo
   loaded.request.disk = options.disk;
   loaded.request.prefetch_depth = manager.options().prefetch_depth;
   loaded.request.no_split = options.no_split;
+  loaded.request.working_reserve = options.working_reserve;
   // Plan before touching any byte: a budget that cannot fit fails here.
   loaded.plan = plan_device_map(loaded.request);
 

@@ -96,6 +96,10 @@ struct LoadOptions {
   std::optional<TierCapacity> cpu;
   std::optional<TierCapacity> disk;
   std::vector<std::string> no_split;
+  // Working memory (activations and kernel scratch) the forwards allocate on
+  // each accelerator, kept free by the planner (PlanRequest::working_reserve;
+  // for the MLP family, models::working_memory_bytes).
+  std::map<Tier, uint64_t> working_reserve;
   // Prepended to every module path in the manager ("model_a." lets two
   // checkpoints with the same names share one manager). The execution order
   // and the plan use the checkpoint's own paths.

@@ -49,6 +49,43 @@ std::string describe_budgets(const PlanRequest& request) {
   return fmt::format("{}", fmt::join(parts, ", "));
 }
 
+uint64_t working_reserve_of(const PlanRequest& request, Tier tier) {
+  auto it = request.working_reserve.find(tier);
+  return it == request.working_reserve.end() ? 0 : it->second;
+}
+
+// ", working-memory reserve (activations and kernel scratch) cuda:0=N bytes"
+// or nothing when no accelerator keeps one.
+std::string describe_working_reserve(const PlanRequest& request) {
+  std::vector<std::string> parts;
+  for (const auto& c : request.accelerators) {
+    const uint64_t bytes = working_reserve_of(request, c.tier);
+    if (bytes > 0) parts.push_back(fmt::format("{}={} bytes", c.tier.to_string(), bytes));
+  }
+  if (parts.empty()) return "";
+  return fmt::format(", working-memory reserve (activations and kernel scratch) {}",
+                     fmt::join(parts, ", "));
+}
+
+// Every working reserve names an accelerator of the request and fits in its
+// limit: the forwards need that memory whatever is placed.
+void check_working_reserve(const PlanRequest& request) {
+  for (const auto& [tier, bytes] : request.working_reserve) {
+    auto c = std::find_if(request.accelerators.begin(), request.accelerators.end(),
+                          [&](const TierCapacity& a) { return a.tier == tier; });
+    STOWAGE_EXPECTS(c != request.accelerators.end(), InvalidInputError,
+                    "planner: a working-memory reserve names {}, which is not one of the "
+                    "request's accelerators",
+                    tier.to_string());
+    if (bytes > c->limit()) {
+      throw OutOfBudgetError(fmt::format(
+          "planner: {} cannot hold its working-memory reserve (activations and kernel scratch) "
+          "of {} ({} bytes) before any module is placed; budgets: {}",
+          tier.to_string(), format_bytes(bytes), bytes, describe_budgets(request)));
+    }
+  }
+}
+
 // Parent paths of "a.b.c", shortest first, then the path itself.
 std::vector<std::string> path_prefixes(const std::string& path) {
   std::vector<std::string> out;
@@ -113,8 +150,9 @@ Placement place(const PlanRequest& request, const std::vector<Unit>& units, uint
   result.unit_tier.resize(units.size());
   std::vector<uint64_t> acc_free;
   for (const auto& c : request.accelerators) {
+    const uint64_t kept = reserve + working_reserve_of(request, c.tier);
     const uint64_t limit = c.limit();
-    acc_free.push_back(limit > reserve ? limit - reserve : 0);
+    acc_free.push_back(limit > kept ? limit - kept : 0);
   }
   uint64_t cpu_free = request.cpu ? request.cpu->limit() : 0;
   cpu_free = cpu_free > cpu_reserve ? cpu_free - cpu_reserve : 0;
@@ -142,10 +180,10 @@ Placement place(const PlanRequest& request, const std::vector<Unit>& units, uint
                                            units[u].modules.size());
       throw OutOfBudgetError(fmt::format(
           "planner: {} needs {} ({} bytes) and fits on no tier; budgets: {}; accelerator "
-          "reserve for streaming {} bytes each (prefetch depth {}), cpu reserve for disk "
+          "reserve for streaming {} bytes each (prefetch depth {}){}, cpu reserve for disk "
           "staging {} bytes",
           what, format_bytes(need), need, describe_budgets(request), reserve,
-          request.prefetch_depth, cpu_reserve));
+          request.prefetch_depth, describe_working_reserve(request), cpu_reserve));
     }
     result.largest_streamed = std::max(result.largest_streamed, units[u].slot_bytes);
   }
@@ -198,6 +236,15 @@ std::string Plan::to_string(const PlanRequest& request) const {
   for (const auto& [tier, bytes] : reserve_per_accelerator) {
     out += fmt::format("  {:<8} {:>14}  ({})\n", tier.to_string(), bytes, format_bytes(bytes));
   }
+  const bool any_working =
+      std::any_of(working_reserve_per_accelerator.begin(), working_reserve_per_accelerator.end(),
+                  [](const auto& entry) { return entry.second > 0; });
+  if (any_working) {
+    out += "working-memory reserve (activations and kernel scratch):\n";
+    for (const auto& [tier, bytes] : working_reserve_per_accelerator) {
+      out += fmt::format("  {:<8} {:>14}  ({})\n", tier.to_string(), bytes, format_bytes(bytes));
+    }
+  }
   if (cpu_reserve > 0) {
     out += fmt::format("disk staging reserve on cpu: {} ({})\n", cpu_reserve,
                        format_bytes(cpu_reserve));
@@ -213,6 +260,7 @@ Plan plan_device_map(const PlanRequest& request) {
                     "planner: accelerator list holds {}, which is not an accelerator",
                     c.tier.to_string());
   }
+  check_working_reserve(request);
   // Module bytes with tied tensors counted once, at their first user.
   std::unordered_map<std::string, size_t> index;
   for (size_t i = 0; i < request.modules.size(); ++i) {
@@ -276,6 +324,7 @@ Plan plan_device_map(const PlanRequest& request) {
   for (const auto& c : request.accelerators) {
     plan.bytes_per_tier[c.tier] = 0;
     plan.reserve_per_accelerator[c.tier] = reserve;
+    plan.working_reserve_per_accelerator[c.tier] = working_reserve_of(request, c.tier);
   }
   if (request.cpu) plan.bytes_per_tier[Tier::pinned_host()] = 0;
   if (request.disk) plan.bytes_per_tier[Tier::disk()] = 0;

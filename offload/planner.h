@@ -25,6 +25,13 @@
 //     Likewise, when anything lands on disk, the cpu tier keeps
 //     disk_staging_bytes for the pinned buffer disk reads are staged through
 //     (OffloadOptions::disk_staging_bytes, the same default).
+//     Working memory. Before anything is placed, each accelerator also keeps
+//     PlanRequest::working_reserve[tier]: the activations and kernel scratch
+//     (cuBLASLt workspace, a dequantized 4-bit weight, converted inputs) its
+//     forwards allocate from the same budget. The caller computes it from the
+//     model (models::working_memory_bytes for the MLP family). An accelerator
+//     whose limit cannot hold its working reserve fails the plan with
+//     OutOfBudgetError naming the accelerator, the reserve and the budget.
 //  4. Placement, units in execution order: accelerators in the order given
 //     (moving to the next one when a unit does not fit in what remains, never
 //     back), then pinned host (cpu), then disk. A unit that fits nowhere
@@ -80,6 +87,9 @@ struct PlanRequest {
   std::vector<std::vector<std::string>> tied;
   // Kept on cpu when anything lands on disk (see step 3).
   uint64_t disk_staging_bytes = kDefaultDiskStagingBytes;
+  // Working memory (activations and kernel scratch) kept on an accelerator
+  // before placement (see step 3); an accelerator absent here keeps none.
+  std::map<Tier, uint64_t> working_reserve;
 };
 
 struct Plan {
@@ -91,6 +101,10 @@ struct Plan {
   // Bytes kept on each accelerator for the fetch slots (0 when nothing is
   // streamed); every accelerator of the request is present.
   std::map<Tier, uint64_t> reserve_per_accelerator;
+  // Bytes kept on each accelerator for working memory (activations and
+  // kernel scratch): PlanRequest::working_reserve, 0 where absent; every
+  // accelerator of the request is present.
+  std::map<Tier, uint64_t> working_reserve_per_accelerator;
   uint64_t largest_streamed_unit = 0;  // 0 when nothing is streamed
   uint64_t cpu_reserve = 0;            // disk staging kept on cpu (0: nothing on disk)
   int prefetch_depth = 1;
@@ -103,12 +117,15 @@ struct Plan {
   // The modules placed on `tier`, in execution order.
   std::vector<std::string> modules_on(Tier tier) const;
   // A printable device map: one line per module (path, tier, bytes), then
-  // bytes per tier and the reserve on each accelerator.
+  // bytes per tier, the streaming reserve on each accelerator and, when any
+  // accelerator keeps one, the working-memory reserve.
   std::string to_string(const PlanRequest& request) const;
 };
 
-// Throws OutOfBudgetError when a unit fits on no tier; InvalidInputError for
-// a bad regex, duplicate module paths, or a tied name no module has.
+// Throws OutOfBudgetError when a unit fits on no tier or an accelerator
+// cannot hold its working reserve; InvalidInputError for a bad regex,
+// duplicate module paths, a tied name no module has, or a working reserve
+// for a tier that is not one of the request's accelerators.
 Plan plan_device_map(const PlanRequest& request);
 
 // Helper for callers holding "--max-memory" budgets: accelerator i gets

@@ -113,6 +113,40 @@ TEST_F(PlanRunTest, PlanThatCannotFitExitsOneNamingTheModule) {
   EXPECT_NE(err.find("layers."), std::string::npos) << err;
 }
 
+// The plan keeps the working memory a forward of --batch rows needs on
+// accelerator 0 (x, y and two activation buffers of float32; the host
+// reference kernels of sim take no scratch): 4 x (64 + 64) x 4 + 2 x 4 x 64 x 4.
+TEST_F(PlanRunTest, PlanKeepsAndPrintsTheWorkingReserveForTheBatch) {
+  write_model();
+  std::string out;
+  ASSERT_EQ(plan({"--model", file("model.safetensors"), "--max-memory", "0=1GiB", "--batch", "4",
+                  "--device", "sim"},
+                 &out),
+            0);
+  EXPECT_NE(out.find("working-memory reserve (activations and kernel scratch):"), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("4096"), std::string::npos) << out;
+  ASSERT_EQ(plan({"--model", file("model.safetensors"), "--max-memory", "0=1GiB", "--batch", "4",
+                  "--json", "--device", "sim"},
+                 &out),
+            0);
+  boost::json::value v = boost::json::parse(out);
+  EXPECT_EQ(v.at("working_reserve_per_accelerator").at("sim:0").as_int64(), 4096);
+  EXPECT_EQ(v.at("batch").as_int64(), 4);
+}
+
+TEST_F(PlanRunTest, PlanWhoseWorkingReserveDoesNotFitExitsOneNamingIt) {
+  write_model();
+  ::testing::internal::CaptureStderr();
+  const int rc = plan({"--model", file("model.safetensors"), "--max-memory", "0=2KiB", "--batch",
+                       "4", "--device", "sim"});
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(err.find("sim:0 cannot hold its working-memory reserve"), std::string::npos) << err;
+  EXPECT_NE(err.find("4096 bytes"), std::string::npos) << err;
+  EXPECT_NE(err.find("sim:0=2.00 KiB (2048 bytes)"), std::string::npos) << err;
+}
+
 TEST_F(PlanRunTest, BadUsageExitsTwo) {
   write_model();
   ::testing::internal::CaptureStderr();
@@ -171,10 +205,23 @@ TEST_F(PlanRunTest, RunOnCudaAgreesWithSim) {
   ASSERT_EQ(run({"--model", file("model.safetensors"), "--input", file("in.safetensors"),
                  "--output", file("sim.safetensors"), "--device", "sim"}),
             0);
+  // A quarter of the model for weights, plus the working reserve `plan`
+  // reports for x's batch (the cuBLASLt workspace, activations, scratch).
+  std::string json;
+  ASSERT_EQ(plan({"--model", file("model.safetensors"), "--max-memory", "0=1GiB", "--batch", "2",
+                  "--json", "--device", "cuda"},
+                 &json),
+            0);
+  const uint64_t working = boost::json::parse(json)
+                               .at("working_reserve_per_accelerator")
+                               .at("cuda:0")
+                               .to_number<uint64_t>();
   ASSERT_EQ(run({"--model", file("model.safetensors"), "--input", file("in.safetensors"),
                  "--output", file("cuda.safetensors"), "--device", "cuda", "--max-memory",
-                 "0=" + std::to_string(model_bytes() / 4)}),
+                 "0=" + std::to_string(model_bytes() / 4 + working), "--report"},
+                &json),
             0);
+  EXPECT_NE(json.find("cpu"), std::string::npos) << "streams from pinned host: " << json;
   std::vector<float> a = read_y(file("sim.safetensors"));
   std::vector<float> b = read_y(file("cuda.safetensors"));
   ASSERT_EQ(a.size(), b.size());

@@ -13,11 +13,14 @@
 #include <tuple>
 #include <utility>
 
+#include "core/buffer.h"
 #include "core/cuda_check.h"
 #include "core/error.h"
+#include "core/memory_resource.h"
 #include "kernels/cublaslt_context.h"
 #include "kernels/detail/cublaslt_check.h"
 #include "kernels/detail/launch.h"
+#include "kernels/detail/scratch_layout.h"
 
 namespace stowage::kernels {
 namespace detail {
@@ -70,67 +73,82 @@ using MatmulDesc = LtObject<cublasLtMatmulDesc_t, cublasLtMatmulDescDestroy>;
 using MatrixLayout = LtObject<cublasLtMatrixLayout_t, cublasLtMatrixLayoutDestroy>;
 using MatmulPreference = LtObject<cublasLtMatmulPreference_t, cublasLtMatmulPreferenceDestroy>;
 
-// Device memory released with cudaFree; move-only.
-class DeviceMemory {
+// Device memory a context keeps (workspace, scratch): from the context's
+// MemoryResource when it has one (so a budget counts it), else from the
+// device directly (cudaMalloc / cudaMallocAsync). Move-only.
+class ContextMemory {
  public:
-  DeviceMemory() = default;
-  DeviceMemory(DeviceMemory&& o) noexcept
-      : ptr_(std::exchange(o.ptr_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
-  DeviceMemory& operator=(DeviceMemory&& o) noexcept {
+  ContextMemory() = default;
+  ContextMemory(ContextMemory&& o) noexcept
+      : resource_(std::exchange(o.resource_, nullptr)),
+        buffer_(std::move(o.buffer_)),
+        ptr_(std::exchange(o.ptr_, nullptr)),
+        bytes_(std::exchange(o.bytes_, 0)) {}
+  ContextMemory& operator=(ContextMemory&& o) noexcept {
     if (this != &o) {
       release();
+      resource_ = std::exchange(o.resource_, nullptr);
+      buffer_ = std::move(o.buffer_);
       ptr_ = std::exchange(o.ptr_, nullptr);
       bytes_ = std::exchange(o.bytes_, 0);
     }
     return *this;
   }
-  DeviceMemory(const DeviceMemory&) = delete;
-  DeviceMemory& operator=(const DeviceMemory&) = delete;
-  ~DeviceMemory() { release(); }
+  ContextMemory(const ContextMemory&) = delete;
+  ContextMemory& operator=(const ContextMemory&) = delete;
+  ~ContextMemory() { release(); }
+
+  void use_resource(MemoryResource* resource) { resource_ = resource; }
 
   // Grows to at least `bytes` (stream-ordered: the old block is freed after
   // the stream's queued work, the new one is usable on the stream at once).
-  void* reserve(size_t bytes, cudaStream_t stream) {
-    if (bytes <= bytes_) return ptr_;
+  // From a resource it grows to exactly `bytes`, so the bytes it holds are
+  // the largest a call asked for (what the caller's reserve counts); from
+  // the device it grows by half again to grow rarely.
+  void* reserve(size_t bytes, StreamRef stream) {
+    if (bytes <= size()) return get();
+    if (resource_ != nullptr) {
+      buffer_.reset(stream);
+      buffer_ = Buffer(*resource_, bytes, stream);
+      return buffer_.data();
+    }
     const size_t grown = std::max(bytes, bytes_ + bytes_ / 2);
-    if (ptr_ != nullptr) STOWAGE_CUDA_TRY(cudaFreeAsync(ptr_, stream));
+    const auto raw = static_cast<cudaStream_t>(stream.native_handle());
+    if (ptr_ != nullptr) STOWAGE_CUDA_TRY(cudaFreeAsync(ptr_, raw));
     ptr_ = nullptr;
     bytes_ = 0;
-    STOWAGE_CUDA_TRY(cudaMallocAsync(&ptr_, grown, stream));
+    STOWAGE_CUDA_TRY(cudaMallocAsync(&ptr_, grown, raw));
     bytes_ = grown;
     return ptr_;
   }
-  void allocate(size_t bytes) {
-    STOWAGE_CUDA_TRY(cudaMalloc(&ptr_, bytes));
+  // A fixed block for the context's lifetime, usable on every stream once
+  // this returns (a stream-ordered allocation is waited for).
+  void allocate(size_t bytes, StreamRef stream) {
+    if (resource_ != nullptr) {
+      buffer_ = Buffer(*resource_, bytes, stream);
+      STOWAGE_CUDA_TRY(cudaStreamSynchronize(static_cast<cudaStream_t>(stream.native_handle())));
+      return;
+    }
+    if (bytes > 0) STOWAGE_CUDA_TRY(cudaMalloc(&ptr_, bytes));
     bytes_ = bytes;
   }
-  void* get() const { return ptr_; }
-  size_t size() const { return bytes_; }
+  void* get() { return resource_ != nullptr ? buffer_.data() : ptr_; }
+  size_t size() const { return resource_ != nullptr ? buffer_.size() : bytes_; }
 
- private:
+  // REQUIRES: the device no longer uses the memory (the streams it was used
+  // on may be gone, so the resource's free is not ordered on one).
   void release() {
+    if (!buffer_.empty()) buffer_.reset(StreamRef{});
     if (ptr_ != nullptr) cudaFree(ptr_);  // synchronizes with pending stream-ordered use
     ptr_ = nullptr;
     bytes_ = 0;
   }
-  void* ptr_ = nullptr;
-  size_t bytes_ = 0;
-};
-
-// Offsets of 256-byte aligned pieces of one scratch block.
-class ScratchLayout {
- public:
-  template <typename T>
-  size_t add(size_t count) {
-    offset_ = (offset_ + 255) / 256 * 256;
-    const size_t at = offset_;
-    offset_ += count * sizeof(T);
-    return at;
-  }
-  size_t bytes() const { return offset_ == 0 ? 1 : offset_; }
 
  private:
-  size_t offset_ = 0;
+  MemoryResource* resource_ = nullptr;
+  Buffer buffer_;
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
 };
 
 template <typename T>
@@ -195,25 +213,35 @@ cudaDataType_t cuda_type(DType dtype) {
 struct CublasLtState {
   int device = -1;
   cublasLtHandle_t handle = nullptr;
-  DeviceMemory workspace;
-  DeviceMemory scratch;
+  ContextMemory workspace;
+  ContextMemory scratch;
+  size_t workspace_bytes = CublasLtContext::kDefaultWorkspaceBytes;
   std::map<PlanKey, std::unique_ptr<MatmulPlan>> plans;
   std::map<GemvKey, FourBitGemvPlan> gemv_plans;
-  static constexpr size_t kWorkspaceBytes = size_t{32} << 20;
   // Rows per int8 product chunk (<= 0: all rows at once). From
   // STOWAGE_INT8_ROW_CHUNK, read when the context is first used.
   int64_t int8_row_chunk_override = -1;
 
   ~CublasLtState() {
     if (handle != nullptr) {
+      // Work queued with the workspace or scratch must end before they go
+      // back to their resource (which would otherwise reuse them at once).
+      int previous = 0;
+      if (cudaGetDevice(&previous) == cudaSuccess && cudaSetDevice(device) == cudaSuccess) {
+        cudaDeviceSynchronize();
+        cudaSetDevice(previous);
+      }
+      workspace.release();
+      scratch.release();
       plans.clear();
       cublasLtDestroy(handle);
     }
   }
 
   // Creates the handle and workspace on the current device, once; later
-  // calls must come from the same device.
-  void ensure_ready() {
+  // calls must come from the same device. `stream`: where a resource-backed
+  // workspace is allocated (null: the legacy default stream).
+  void ensure_ready(StreamRef stream = {}) {
     int current = 0;
     STOWAGE_CUDA_TRY(cudaGetDevice(&current));
     if (handle != nullptr) {
@@ -228,7 +256,7 @@ struct CublasLtState {
     if (const char* env = std::getenv("STOWAGE_INT8_ROW_CHUNK")) {
       int8_row_chunk_override = std::strtoll(env, nullptr, 10);
     }
-    workspace.allocate(kWorkspaceBytes);
+    workspace.allocate(workspace_bytes, stream);
   }
 };
 
@@ -277,7 +305,7 @@ MatmulPlan& plan_for(CublasLtState& st, cudaDataType_t ab_type, cudaDataType_t c
   cublasLtMatmulPreference_t pref_raw = nullptr;
   STOWAGE_CUDA_TRY(cublasLtMatmulPreferenceCreate(&pref_raw));
   MatmulPreference pref(pref_raw);
-  const uint64_t ws = CublasLtState::kWorkspaceBytes;
+  const uint64_t ws = st.workspace.size();
   STOWAGE_CUDA_TRY(cublasLtMatmulPreferenceSetAttribute(
       pref_raw, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
   const uint32_t align_a = key.align_a, align_b = key.align_b, align_c = key.align_c;
@@ -361,10 +389,11 @@ void cuda_dequantize_int8_rowwise(const int8_t* cb, const float* scb, int64_t ro
                                                   float_type(out_dtype), as_stream(stream)));
 }
 
-void cuda_gemm(CublasLtContext& context, const GemmArgs& a, void* stream) {
+void cuda_gemm(CublasLtContext& context, const GemmArgs& a, StreamRef stream_ref) {
   if (a.m == 0 || a.n == 0) return;
   CublasLtState& st = context.state();
-  st.ensure_ready();
+  st.ensure_ready(stream_ref);
+  void* stream = stream_ref.native_handle();
   if (a.k == 0) {  // cuBLASLt refuses k = 0: y = act(bias) or 0, via a zero-k-free path
     STOWAGE_EXPECTS(a.bias == nullptr && !a.relu, InvalidInputError,
                     "kernels::gemm: k = 0 with a bias or ReLU is not supported on CUDA");
@@ -404,31 +433,25 @@ int64_t int8_row_chunk(const CublasLtState& st, int64_t m) {
 
 }  // namespace
 
-void cuda_int8_matmul(CublasLtContext& context, const Int8MatmulArgs& a, void* stream_raw) {
+void cuda_int8_matmul(CublasLtContext& context, const Int8MatmulArgs& a, StreamRef stream_ref) {
   if (a.m == 0 || a.n == 0) return;
   CublasLtState& st = context.state();
-  st.ensure_ready();
+  st.ensure_ready(stream_ref);
+  void* stream_raw = stream_ref.native_handle();
   const cudaStream_t stream = as_stream(stream_raw);
   const bool outliers = a.threshold > 0.0f;
-  const int cap = outliers ? static_cast<int>(std::min<int64_t>(a.k, 128)) : 0;
+  const int cap = outliers ? static_cast<int>(std::min<int64_t>(a.k, kInt8OutlierColumnCap)) : 0;
   const int64_t chunk = int8_row_chunk(st, a.m);
 
-  ScratchLayout layout;
-  const size_t at_flags = layout.add<int>(outliers ? a.k : 0);
-  const size_t at_cols = layout.add<int>(outliers ? a.k : 0);
-  const size_t at_count = layout.add<int>(1);
-  const size_t at_w_outlier = layout.add<float>(static_cast<size_t>(cap) * a.n);
-  const size_t at_xq = layout.add<int8_t>(chunk * a.k);
-  const size_t at_sca = layout.add<float>(chunk);
-  const size_t at_acc = layout.add<int32_t>(chunk * a.n);
-  void* base = st.scratch.reserve(layout.bytes(), stream);
-  int* flags = outliers ? piece<int>(base, at_flags) : nullptr;
-  int* cols = outliers ? piece<int>(base, at_cols) : nullptr;
-  int* count = outliers ? piece<int>(base, at_count) : nullptr;
-  float* w_outlier = outliers ? piece<float>(base, at_w_outlier) : nullptr;
-  int8_t* xq = piece<int8_t>(base, at_xq);
-  float* sca = piece<float>(base, at_sca);
-  int32_t* acc = piece<int32_t>(base, at_acc);
+  const Int8Scratch layout = int8_scratch(chunk, a.n, a.k, outliers, cap);
+  void* base = st.scratch.reserve(layout.bytes, stream_ref);
+  int* flags = outliers ? piece<int>(base, layout.flags) : nullptr;
+  int* cols = outliers ? piece<int>(base, layout.cols) : nullptr;
+  int* count = outliers ? piece<int>(base, layout.count) : nullptr;
+  float* w_outlier = outliers ? piece<float>(base, layout.w_outlier) : nullptr;
+  int8_t* xq = piece<int8_t>(base, layout.xq);
+  float* sca = piece<float>(base, layout.sca);
+  int32_t* acc = piece<int32_t>(base, layout.acc);
 
   if (outliers) {
     STOWAGE_CUDA_TRY(launch_find_outlier_columns(a.x, float_type(a.dtype), a.m, a.k, a.threshold,
@@ -502,11 +525,12 @@ bool cuda_four_bit_uses_gemv(CublasLtContext& context, const FourBitMatmulArgs& 
   return reinterpret_cast<uintptr_t>(g.packed) % 16 == 0 && gemv_plan(st, g).variant >= 0;
 }
 
-void cuda_four_bit_matmul(CublasLtContext& context, const FourBitMatmulArgs& a, void* stream_raw) {
+void cuda_four_bit_matmul(CublasLtContext& context, const FourBitMatmulArgs& a,
+                          StreamRef stream_ref) {
   if (a.m == 0 || a.n == 0) return;
   CublasLtState& st = context.state();
-  st.ensure_ready();
-  const cudaStream_t stream = as_stream(stream_raw);
+  st.ensure_ready(stream_ref);
+  const cudaStream_t stream = as_stream(stream_ref.native_handle());
   const FourBitGemvArgs g = gemv_args(a);
   if (reinterpret_cast<uintptr_t>(g.packed) % 16 == 0) {
     const FourBitGemvPlan& plan = gemv_plan(st, g);
@@ -519,14 +543,13 @@ void cuda_four_bit_matmul(CublasLtContext& context, const FourBitMatmulArgs& a, 
   const int64_t numel = a.n * a.k;
   const int64_t blocks = (numel + a.weight.blocksize - 1) / a.weight.blocksize;
   const bool nested = a.weight.absmax == nullptr;
-  ScratchLayout layout;
-  const size_t at_absmax = layout.add<float>(nested ? blocks : 0);
-  const size_t at_w = layout.add<char>(numel * dtype_size(a.dtype));
-  void* base = st.scratch.reserve(layout.bytes(), stream);
-  void* w = piece<char>(base, at_w);
+  const FourBitScratch layout =
+      four_bit_scratch(a.n, a.k, a.weight.blocksize, nested, dtype_size(a.dtype));
+  void* base = st.scratch.reserve(layout.bytes, stream_ref);
+  void* w = piece<char>(base, layout.weight);
   const float* use_absmax = a.weight.absmax;
   if (nested) {
-    float* absmax = piece<float>(base, at_absmax);
+    float* absmax = piece<float>(base, layout.absmax);
     STOWAGE_CUDA_TRY(launch_dequantize_absmax(a.weight.absmax_codes, a.weight.nested_absmax,
                                               a.weight.nested_offset, blocks, absmax, stream));
     use_absmax = absmax;
@@ -544,12 +567,14 @@ void cuda_four_bit_matmul(CublasLtContext& context, const FourBitMatmulArgs& a, 
   ga.w = w;
   ga.bias = a.bias;
   ga.y = a.y;
-  cuda_gemm(context, ga, stream_raw);
+  cuda_gemm(context, ga, stream_ref);
 }
 
 }  // namespace detail
 
 CublasLtContext::CublasLtContext() = default;
+CublasLtContext::CublasLtContext(MemoryResource* memory, size_t workspace_bytes)
+    : memory_(memory), workspace_bytes_(workspace_bytes) {}
 CublasLtContext::~CublasLtContext() = default;
 CublasLtContext::CublasLtContext(CublasLtContext&&) noexcept = default;
 CublasLtContext& CublasLtContext::operator=(CublasLtContext&&) noexcept = default;
@@ -559,7 +584,12 @@ size_t CublasLtContext::cached_plan_count() const {
 }
 
 detail::CublasLtState& CublasLtContext::state() {
-  if (state_ == nullptr) state_ = std::make_unique<detail::CublasLtState>();
+  if (state_ == nullptr) {
+    state_ = std::make_unique<detail::CublasLtState>();
+    state_->workspace.use_resource(memory_);
+    state_->scratch.use_resource(memory_);
+    state_->workspace_bytes = workspace_bytes_;
+  }
   return *state_;
 }
 

@@ -1,13 +1,16 @@
 // The CUDA side of the public calls in kernels/*.h, behind an interface free
 // of CUDA headers (so the public calls compile without a toolkit). Defined
 // in cuda_ops.cc where CUDA is found, else in cuda_ops_stub.cc (each throws
-// DeviceError). Arguments are already validated; `stream` is a cudaStream_t.
+// DeviceError). Arguments are already validated; a `void* stream` is a
+// cudaStream_t. The matmuls take the StreamRef: a context backed by a
+// MemoryResource allocates its workspace and scratch stream-ordered on it.
 // Internal to kernels/ (and its tests and benchmarks).
 #pragma once
 
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "core/stream.h"
 #include "kernels/cublaslt_context.h"
 #include "kernels/gemm.h"
 #include "kernels/int8_matmul.h"
@@ -31,9 +34,10 @@ void cuda_quantize_int8_rowwise(const void* input, DType dtype, int64_t rows, in
 void cuda_dequantize_int8_rowwise(const int8_t* cb, const float* scb, int64_t rows, int64_t cols,
                                   void* output, DType out_dtype, void* stream);
 
-void cuda_gemm(CublasLtContext& context, const GemmArgs& args, void* stream);
-void cuda_int8_matmul(CublasLtContext& context, const Int8MatmulArgs& args, void* stream);
-void cuda_four_bit_matmul(CublasLtContext& context, const FourBitMatmulArgs& args, void* stream);
+void cuda_gemm(CublasLtContext& context, const GemmArgs& args, StreamRef stream);
+void cuda_int8_matmul(CublasLtContext& context, const Int8MatmulArgs& args, StreamRef stream);
+void cuda_four_bit_matmul(CublasLtContext& context, const FourBitMatmulArgs& args,
+                          StreamRef stream);
 
 // The int8 x int8 -> int32 cuBLASLt product alone: c[m, n] = a[m, k] @ b[n, k]^T
 // (for benchmarks: the tensor-core part of int8_matmul).

@@ -36,9 +36,11 @@ void cuda_dequantize_int8_rowwise(const int8_t*, const float*, int64_t, int64_t,
                                   void*) {
   no_cuda("dequantize_int8_rowwise");
 }
-void cuda_gemm(CublasLtContext&, const GemmArgs&, void*) { no_cuda("gemm"); }
-void cuda_int8_matmul(CublasLtContext&, const Int8MatmulArgs&, void*) { no_cuda("int8_matmul"); }
-void cuda_four_bit_matmul(CublasLtContext&, const FourBitMatmulArgs&, void*) {
+void cuda_gemm(CublasLtContext&, const GemmArgs&, StreamRef) { no_cuda("gemm"); }
+void cuda_int8_matmul(CublasLtContext&, const Int8MatmulArgs&, StreamRef) {
+  no_cuda("int8_matmul");
+}
+void cuda_four_bit_matmul(CublasLtContext&, const FourBitMatmulArgs&, StreamRef) {
   no_cuda("four_bit_matmul");
 }
 void cuda_int8_gemm_s32(CublasLtContext&, const int8_t*, const int8_t*, int32_t*, int64_t, int64_t,
@@ -50,6 +52,8 @@ bool cuda_four_bit_uses_gemv(CublasLtContext&, const FourBitMatmulArgs&) { retur
 }  // namespace detail
 
 CublasLtContext::CublasLtContext() = default;
+CublasLtContext::CublasLtContext(MemoryResource* memory, size_t workspace_bytes)
+    : memory_(memory), workspace_bytes_(workspace_bytes) {}
 CublasLtContext::~CublasLtContext() = default;
 CublasLtContext::CublasLtContext(CublasLtContext&&) noexcept = default;
 CublasLtContext& CublasLtContext::operator=(CublasLtContext&&) noexcept = default;

@@ -65,21 +65,25 @@ uint64_t model_bytes(const std::vector<RawTensor>& tensors) {
 
 // A sim platform with one accelerator, a manager with an accelerator budget
 // (nullopt: none) and prefetch depth, and the loader's capacities to match.
+// `working`: bytes of working memory (activations, kernel scratch) added to
+// the budget and kept by the plan (LoadOptions::working_reserve), so the
+// budget given is what the weights and fetch slots may use.
 struct SimRuntime {
   explicit SimRuntime(std::optional<uint64_t> accelerator_budget, int prefetch = 1,
                       MemoryResource* (*override_memory)(Platform&) = nullptr,
-                      DeviceChoice device = DeviceChoice::kSim) {
+                      DeviceChoice device = DeviceChoice::kSim, uint64_t working = 0) {
     platform = Platform::create(device, SimOptions{1, uint64_t{1} << 30, 0});
     OffloadOptions options;
     options.prefetch_depth = prefetch;
     const Tier acc = platform->accelerator(0).tier();
-    if (accelerator_budget) options.budgets[acc] = *accelerator_budget;
+    if (accelerator_budget) options.budgets[acc] = *accelerator_budget + working;
     if (override_memory) options.memory_overrides[acc] = override_memory(*platform);
     manager = std::make_unique<OffloadManager>(*platform, options);
     std::map<int, uint64_t> budgets;
-    if (accelerator_budget) budgets[0] = *accelerator_budget;
+    if (accelerator_budget) budgets[0] = *accelerator_budget + working;
     load.accelerators = accelerator_capacities_of(*platform, budgets);
     load.cpu = TierCapacity{Tier::pinned_host(), std::nullopt, UINT64_MAX};
+    if (working > 0) load.working_reserve[acc] = working;
   }
   Tier accelerator() const { return platform->accelerator(0).tier(); }
   // The backend's kernels: the host reference on sim, kernels/ on CUDA; or
@@ -95,7 +99,21 @@ struct SimRuntime {
   LoadOptions load;
 };
 
-// Runs a model from `tensors` under `budget` and returns y for `x`.
+// The working memory (models::working_memory_bytes) a forward of the model
+// in `checkpoint` at `batch` rows needs on `device` with the backend's kernels
+// (or kernels/ when `accelerator_kernels`).
+uint64_t working_for(const mmap_store::Checkpoint& checkpoint, int64_t batch, DeviceChoice device,
+                     bool accelerator_kernels = false) {
+  auto platform = Platform::create(device, SimOptions{1, uint64_t{1} << 30, 0});
+  MemoryResource& memory = platform->accelerator(0).memory();
+  auto kernels = accelerator_kernels ? make_accelerator_linear_kernels(memory)
+                                     : make_linear_kernels(*platform, memory);
+  return working_memory_bytes(describe_checkpoint(checkpoint), batch, *kernels);
+}
+
+// Runs a model from `tensors` under `budget` for the weights and fetch slots
+// (plus the working memory x's batch needs, kept by the plan) and returns y
+// for `x`.
 std::vector<float> run_once(const std::vector<RawTensor>& tensors, const RawTensor& x,
                             std::optional<uint64_t> budget, int prefetch = 1,
                             DeviceChoice device = DeviceChoice::kSim,
@@ -103,7 +121,8 @@ std::vector<float> run_once(const std::vector<RawTensor>& tensors, const RawTens
   TempDir dir;
   write_safetensors(dir.file("model.safetensors"), tensors);
   auto checkpoint = mmap_store::open_checkpoint(dir.file("model.safetensors"));
-  SimRuntime rt(budget, prefetch, nullptr, device);
+  SimRuntime rt(budget, prefetch, nullptr, device,
+                working_for(*checkpoint, x.shape[0], device, accelerator_kernels));
   auto kernels = rt.kernels(accelerator_kernels);
   MlpRunner runner(*rt.manager, *checkpoint, *kernels, rt.load);
   return values(runner.forward(host_tensor(*rt.platform, x)));
@@ -427,6 +446,48 @@ TEST(MlpRun, InjectedOutOfMemoryWhilePrefetchingNeverGivesAWrongOutput) {
   }
 }
 
+// The plan keeps working memory (activations and kernel scratch) before it
+// places weights, and the kernels take their scratch from the manager's
+// budgeted memory: peak accounting includes the scratch and stays within the
+// budget, and prefetching never runs out of slots. kernels/ on sim convert
+// the activations to the 16-bit weights' dtype in scratch (CUDA adds the
+// cuBLASLt workspace and dequantized 4-bit weights; OnCuda below).
+TEST(MlpRun, PeakAcceleratorMemoryIncludingKernelScratchStaysWithinTheBudget) {
+  auto tensors = make_mlp(kDeep, TestFormat::kF16, 6);
+  RawTensor x = make_input(4, kDeep.front(), 2);
+  std::vector<float> expected = run_once(tensors, x, std::nullopt, 2, DeviceChoice::kSim, true);
+  TempDir dir;
+  write_safetensors(dir.file("m.safetensors"), tensors);
+  auto checkpoint = mmap_store::open_checkpoint(dir.file("m.safetensors"));
+  const uint64_t working = working_for(*checkpoint, 4, DeviceChoice::kSim, true);
+  const uint64_t activations = 4 * (64 + 64) * 4 + 2 * 4 * 64 * 4;
+  // Plus one batch x in of 16-bit activations and (counted for any bias,
+  // as its dtype is not known ahead) a bias converted to float32.
+  EXPECT_EQ(working, activations + 4 * 64 * 2 + 64 * 4);
+
+  const uint64_t budget = model_bytes(tensors) / 4 + working;
+  SimRuntime rt(model_bytes(tensors) / 4, /*prefetch=*/2, nullptr, DeviceChoice::kSim, working);
+  auto kernels = rt.kernels(/*accelerator_kernels=*/true);
+  MlpRunner runner(*rt.manager, *checkpoint, *kernels, rt.load);
+  EXPECT_EQ(runner.loaded().plan.working_reserve_per_accelerator.at(rt.accelerator()), working);
+  EXPECT_FALSE(runner.loaded().plan.modules_on(Tier::pinned_host()).empty()) << "it streams";
+  Tensor xin = host_tensor(*rt.platform, x);
+  for (int i = 0; i < 3; ++i) {
+    std::vector<float> y = values(runner.forward(xin));
+    ASSERT_EQ(0, std::memcmp(y.data(), expected.data(), y.size() * 4)) << i;
+  }
+  rt.manager->synchronize();
+  const OffloadCounters c = rt.manager->counters();
+  EXPECT_EQ(c.slot_allocation_failures, 0u);
+  const TierUsage usage = rt.manager->usage(rt.accelerator());
+  EXPECT_LE(usage.peak_bytes, budget);
+  // The peak includes a forward's working memory on top of the placed
+  // weights and the fetch slots.
+  const Plan& plan = runner.loaded().plan;
+  EXPECT_GE(usage.peak_bytes, plan.bytes_per_tier.at(rt.accelerator()) +
+                                  plan.reserve_per_accelerator.at(rt.accelerator()) + activations);
+}
+
 // Seed lesson 4: loading streams; peak accelerator memory while loading is
 // at most the final resident bytes plus 2 x the largest source tensor.
 TEST(Loader, PeakAcceleratorMemoryStaysWithinResidentPlusTwoLargestSources) {
@@ -683,7 +744,8 @@ TEST_P(OnCuda, ThousandStreamedForwardsLeaveNoBytesBehind) {
   TempDir dir;
   write_safetensors(dir.file("m.safetensors"), tensors);
   auto checkpoint = mmap_store::open_checkpoint(dir.file("m.safetensors"));
-  SimRuntime rt(model_bytes(tensors) / 4, 2, nullptr, DeviceChoice::kCuda);
+  SimRuntime rt(model_bytes(tensors) / 4, 2, nullptr, DeviceChoice::kCuda,
+                working_for(*checkpoint, 1, DeviceChoice::kCuda));
   auto kernels = rt.kernels();
   MlpRunner runner(*rt.manager, *checkpoint, *kernels, rt.load);
   Tensor xin = host_tensor(*rt.platform, x);
@@ -712,14 +774,21 @@ TEST_P(OnCuda, TwoThreadsEachRunTheirOwnModelThroughOneManager) {
   write_safetensors(dir.file("b.safetensors"), b);
   auto ca = mmap_store::open_checkpoint(dir.file("a.safetensors"));
   auto cb = mmap_store::open_checkpoint(dir.file("b.safetensors"));
-  SimRuntime rt((model_bytes(a) + model_bytes(b)) / 3, 1, nullptr, DeviceChoice::kCuda);
+  // Each model's working memory (its own kernels' workspace and scratch) on
+  // top of its share of the weights' budget.
+  const uint64_t wa = working_for(*ca, 2, DeviceChoice::kCuda);
+  const uint64_t wb = working_for(*cb, 3, DeviceChoice::kCuda);
+  const uint64_t weights = (model_bytes(a) + model_bytes(b)) / 3;
+  SimRuntime rt(weights, 1, nullptr, DeviceChoice::kCuda, wa + wb);
   // One kernels object per thread: a cuBLASLt context serves one stream.
   auto ka = rt.kernels(), kb = rt.kernels();
   LoadOptions la = rt.load, lb = rt.load;
   la.module_prefix = "a.";
   lb.module_prefix = "b.";
-  la.accelerators[0].budget = *rt.load.accelerators[0].budget / 2;
-  lb.accelerators[0].budget = *rt.load.accelerators[0].budget / 2;
+  la.accelerators[0].budget = weights / 2 + wa;
+  lb.accelerators[0].budget = weights / 2 + wb;
+  la.working_reserve = {{rt.accelerator(), wa}};
+  lb.working_reserve = {{rt.accelerator(), wb}};
   MlpRunner ra(*rt.manager, *ca, *ka, la);
   MlpRunner rb(*rt.manager, *cb, *kb, lb);
   Tensor xa_t = host_tensor(*rt.platform, xa), xb_t = host_tensor(*rt.platform, xb);

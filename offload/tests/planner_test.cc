@@ -42,6 +42,18 @@ PlanRequest request(std::vector<PlanModule> modules, std::vector<TierCapacity> a
   return r;
 }
 
+// The message of the OutOfBudgetError planning `r` throws ("" and a test
+// failure when it throws none).
+std::string out_of_budget_message(const PlanRequest& r) {
+  try {
+    plan_device_map(r);
+  } catch (const OutOfBudgetError& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected OutOfBudgetError";
+  return "";
+}
+
 TEST(Planner, EverythingFitsOnTheAcceleratorWithNoReserve) {
   const Plan plan = plan_device_map(request(layers(4, 100), {cap(kAcc0, 400)}, 1000, {}));
   for (const auto& [module, tier] : plan.device_map) EXPECT_EQ(tier, kAcc0) << module;
@@ -200,6 +212,62 @@ TEST(Planner, PrintsTheMapBytesPerTierAndReserves) {
   EXPECT_NE(text.find("layers.0"), std::string::npos) << text;
   EXPECT_NE(text.find("sim:0"), std::string::npos) << text;
   EXPECT_NE(text.find("reserve"), std::string::npos) << text;
+}
+
+// Working memory (activations, kernel scratch) is kept before placement:
+// without it, a tight budget filled with modules leaves the forwards no room
+// and prefetching falls back to synchronous fetches.
+TEST(Planner, KeepsTheWorkingReserveBeforePlacingAndPrintsIt) {
+  // 1100 bytes of layers, 1000 of accelerator, depth 1, 150 working bytes:
+  // 2 slots x 100 + 150 kept, leaving 650 for 6 resident layers.
+  PlanRequest r = request(layers(11, 100), {cap(kAcc0, 1000)}, 10000, {});
+  r.working_reserve[kAcc0] = 150;
+  const Plan plan = plan_device_map(r);
+  EXPECT_EQ(plan.modules_on(kAcc0).size(), 6u);
+  EXPECT_EQ(plan.working_reserve_per_accelerator.at(kAcc0), 150u);
+  EXPECT_EQ(plan.reserve_per_accelerator.at(kAcc0), 200u);
+  EXPECT_LE(plan.bytes_per_tier.at(kAcc0) + plan.reserve_per_accelerator.at(kAcc0) +
+                plan.working_reserve_per_accelerator.at(kAcc0),
+            1000u);
+  const std::string text = plan.to_string(r);
+  EXPECT_NE(text.find("working-memory reserve (activations and kernel scratch)"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("150"), std::string::npos) << text;
+}
+
+TEST(Planner, WorkingReserveIsKeptOnlyWhereGiven) {
+  PlanRequest r = request(layers(4, 100), {cap(kAcc0, 300), cap(kAcc1, 300)}, 10000, {});
+  r.working_reserve[kAcc0] = 100;
+  const Plan plan = plan_device_map(r);
+  EXPECT_EQ(plan.working_reserve_per_accelerator.at(kAcc1), 0u);
+  EXPECT_EQ(plan.modules_on(kAcc0).size(), 2u);
+  EXPECT_EQ(plan.modules_on(kAcc1).size(), 2u);
+  const std::string plain = plan_device_map(request(layers(3, 100), {cap(kAcc0, 300)}, 10000, {}))
+                                .to_string(request(layers(3, 100), {cap(kAcc0, 300)}, 10000, {}));
+  EXPECT_EQ(plain.find("working-memory"), std::string::npos) << "no line when none is kept";
+}
+
+TEST(Planner, AWorkingReserveLargerThanTheBudgetIsAClearError) {
+  PlanRequest r = request(layers(2, 100), {cap(kAcc0, 1000)}, 10000, {});
+  r.working_reserve[kAcc0] = 4096;
+  const std::string message = out_of_budget_message(r);
+  EXPECT_NE(message.find("sim:0 cannot hold its working-memory reserve"), std::string::npos)
+      << message;
+  EXPECT_NE(message.find("4096 bytes"), std::string::npos) << message;
+  EXPECT_NE(message.find("sim:0=1000 B (1000 bytes)"), std::string::npos) << message;
+  PlanRequest stray = request(layers(2, 100), {cap(kAcc0, 1000)}, 10000, {});
+  stray.working_reserve[kAcc1] = 1;
+  EXPECT_THROW(plan_device_map(stray), InvalidInputError);
+}
+
+TEST(Planner, NothingFitsNamesTheWorkingReserveToo) {
+  PlanRequest r = request(layers(3, 100), {cap(kAcc0, 300)}, 100, {});
+  r.working_reserve[kAcc0] = 250;
+  const std::string message = out_of_budget_message(r);
+  EXPECT_NE(message.find("layers.1"), std::string::npos) << message;
+  EXPECT_NE(message.find("working-memory reserve (activations and kernel scratch) sim:0=250 bytes"),
+            std::string::npos)
+      << message;
 }
 
 TEST(Planner, CapacitiesFromMaxMemoryBudgets) {
