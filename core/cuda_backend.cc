@@ -164,6 +164,11 @@ class CudaDeviceMemory final : public MemoryResource {
                                          name(), bytes, free_bytes, total_bytes));
     }
     STOWAGE_CUDA_TRY(status);
+    // With no stream the memory must be usable on every stream at once (a
+    // slot grown mid-run is written by the copy stream): the pool may have
+    // made the legacy stream wait on the free of reused memory still read
+    // on another stream, so wait for the legacy stream here.
+    if (stream.is_null()) STOWAGE_CUDA_TRY(cudaStreamSynchronize(nullptr));
     return ptr;
   }
   void do_deallocate(void* ptr, size_t, StreamRef stream) override {
@@ -223,8 +228,44 @@ class CudaAccelerator final : public Accelerator {
     return free_bytes;
   }
   void make_current() override { STOWAGE_CUDA_TRY(cudaSetDevice(device_)); }
+  DevicePoolUsage pool_usage() const override {
+    ScopedDevice scope(device_);
+    const cudaMemPool_t pool = current_pool();
+    DevicePoolUsage usage;
+    usage.reserved_bytes = pool_attribute(pool, cudaMemPoolAttrReservedMemCurrent);
+    usage.used_bytes = pool_attribute(pool, cudaMemPoolAttrUsedMemCurrent);
+    usage.reserved_high_bytes = pool_attribute(pool, cudaMemPoolAttrReservedMemHigh);
+    usage.used_high_bytes = pool_attribute(pool, cudaMemPoolAttrUsedMemHigh);
+    return usage;
+  }
+  void reset_pool_high_watermarks() override {
+    ScopedDevice scope(device_);
+    const cudaMemPool_t pool = current_pool();
+    uint64_t zero = 0;  // setting a high watermark to 0 resets it to the current value
+    STOWAGE_CUDA_TRY(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &zero));
+    STOWAGE_CUDA_TRY(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &zero));
+  }
+  void release_cached_memory() override {
+    ScopedDevice scope(device_);
+    // Frees are stream-ordered: they reach the pool once their streams ran.
+    STOWAGE_CUDA_TRY(cudaDeviceSynchronize());
+    STOWAGE_CUDA_TRY(cudaMemPoolTrimTo(current_pool(), 0));
+  }
 
  private:
+  // The pool cudaMallocAsync takes from on this device. REQUIRES: the device
+  // is current.
+  cudaMemPool_t current_pool() const {
+    cudaMemPool_t pool = nullptr;
+    STOWAGE_CUDA_TRY(cudaDeviceGetMemPool(&pool, device_));
+    return pool;
+  }
+  static uint64_t pool_attribute(cudaMemPool_t pool, cudaMemPoolAttr attribute) {
+    uint64_t value = 0;  // the four byte attributes are cuuint64_t
+    STOWAGE_CUDA_TRY(cudaMemPoolGetAttribute(pool, attribute, &value));
+    return value;
+  }
+
   int device_;
   CudaDeviceMemory memory_;
   std::string name_;

@@ -23,7 +23,8 @@ class MemoryResource {
   virtual ~MemoryResource() = default;
 
   // Returns `bytes` bytes (nullptr for 0 bytes). The memory may be used on
-  // `stream` at once, and elsewhere once `stream`'s prior work is done.
+  // `stream` at once, and elsewhere once `stream`'s prior work is done; with
+  // a null stream, on every stream at once.
   // Throws OutOfBudgetError / OutOfMemoryError naming this resource.
   void* allocate(size_t bytes, StreamRef stream = {}) { return do_allocate(bytes, stream); }
   // Frees memory from allocate(); stream-ordered: it is reused only after the

@@ -14,6 +14,23 @@
 
 namespace stowage {
 
+// What an accelerator's stream-ordered allocator holds: on CUDA the
+// attributes of the device's current memory pool (the one memory()
+// allocates from with cudaMallocAsync); on sim the simulated memory, which
+// caches nothing (reserved == used).
+struct DevicePoolUsage {
+  uint64_t reserved_bytes = 0;       // mapped from the device: used plus cached
+  uint64_t used_bytes = 0;           // handed out and not yet freed
+  uint64_t reserved_high_bytes = 0;  // highest since reset_pool_high_watermarks()
+  uint64_t used_high_bytes = 0;      // highest since reset_pool_high_watermarks()
+};
+
+// The granularity in which a CUDA memory pool maps device memory. After
+// Accelerator::release_cached_memory, a freed allocation can still hold up
+// to its first and last page mapped, where they are shared with live
+// allocations: checks of cudaMemGetInfo allow 2 x this.
+constexpr uint64_t kDevicePoolPageBytes = uint64_t{2} << 20;
+
 // One accelerator: a CUDA device or a simulated one.
 //
 // Thread safety: all members may be called from several threads.
@@ -33,6 +50,19 @@ class Accelerator {
   virtual uint64_t free_bytes() const = 0;
   // Makes this device current for the calling thread (cudaSetDevice).
   virtual void make_current() = 0;
+
+  // The device's own view of its memory, independent of any accounting
+  // above it (tests check the accounting against it). Throws DeviceError.
+  virtual DevicePoolUsage pool_usage() const = 0;
+  // Sets the pool's high watermarks to its current reserved and used bytes.
+  virtual void reset_pool_high_watermarks() = 0;
+  // Waits for all work on the device, then gives the pool's cached free
+  // memory back to the device (cudaMemPoolTrimTo(pool, 0)), so that
+  // free_bytes() counts every byte freed so far. The pool keeps what live
+  // allocations still use (it maps memory in 2 MiB pages, so a page shared
+  // with a live allocation stays). On sim nothing is cached: frees already
+  // count, once the streams they were ordered on have run them.
+  virtual void release_cached_memory() = 0;
 };
 
 enum class DeviceChoice { kAuto, kCuda, kSim };

@@ -1,5 +1,6 @@
 #include "core/detail/sim_backend.h"
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -203,6 +204,14 @@ class SimDeviceMemory final : public MemoryResource {
     std::lock_guard<std::mutex> lock(mutex_);
     return in_use_;
   }
+  uint64_t high() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return high_;
+  }
+  void reset_high() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    high_ = in_use_;
+  }
   uint64_t capacity() const { return capacity_; }
 
  private:
@@ -216,6 +225,7 @@ class SimDeviceMemory final : public MemoryResource {
                         tier_.to_string(), bytes, capacity_, in_use_));
       }
       in_use_ += bytes;
+      high_ = std::max(high_, in_use_);
     }
     void* ptr = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
     if (ptr == nullptr) {
@@ -243,6 +253,7 @@ class SimDeviceMemory final : public MemoryResource {
   uint64_t capacity_;
   mutable std::mutex mutex_;
   uint64_t in_use_ = 0;
+  uint64_t high_ = 0;
 };
 
 class SimAccelerator final : public Accelerator {
@@ -263,6 +274,12 @@ class SimAccelerator final : public Accelerator {
   uint64_t total_bytes() const override { return memory_.capacity(); }
   uint64_t free_bytes() const override { return memory_.capacity() - memory_.in_use(); }
   void make_current() override {}
+  DevicePoolUsage pool_usage() const override {
+    const uint64_t used = memory_.in_use(), high = memory_.high();
+    return DevicePoolUsage{used, used, high, high};
+  }
+  void reset_pool_high_watermarks() override { memory_.reset_high(); }
+  void release_cached_memory() override {}
 
  private:
   Tier tier_;

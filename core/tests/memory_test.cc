@@ -7,7 +7,9 @@
 #include "core/buffer.h"
 #include "core/error.h"
 #include "core/memory_resource.h"
+#include "core/platform.h"
 #include "core/tensor.h"
+#include "core/tests/accelerator_spec.h"
 
 namespace stowage {
 namespace {
@@ -115,6 +117,48 @@ TEST(FaultInjectionTest, FailsChosenAllocationsAsOutOfMemory) {
   Buffer c(faulty, 10);
   EXPECT_EQ(faulty.injected_failures(), 1u);
 }
+
+// The device's own view of its memory (what tests check the managers'
+// accounting against), on sim and, where a GPU is visible, on CUDA.
+class DevicePoolTest : public testing_support::AcceleratorSpec {};
+
+TEST_P(DevicePoolTest, PoolUsageCountsAllocationsAndTheirHighWatermark) {
+  Accelerator& device = accelerator();
+  device.release_cached_memory();
+  const DevicePoolUsage before = device.pool_usage();
+  device.reset_pool_high_watermarks();
+  const uint64_t bytes = uint64_t{48} << 20;
+  {
+    Buffer a(device.memory(), bytes);
+    const DevicePoolUsage during = device.pool_usage();
+    EXPECT_GE(during.used_bytes, before.used_bytes + bytes);
+    EXPECT_GE(during.reserved_bytes, during.used_bytes);
+  }
+  device.release_cached_memory();
+  const DevicePoolUsage after = device.pool_usage();
+  EXPECT_EQ(after.used_bytes, before.used_bytes) << "the buffer went back to the pool";
+  EXPECT_GE(after.used_high_bytes, before.used_bytes + bytes) << "the watermark remembers it";
+  device.reset_pool_high_watermarks();
+  EXPECT_LT(device.pool_usage().used_high_bytes, before.used_bytes + bytes);
+}
+
+// cudaMallocAsync's pool keeps freed memory for reuse, so cudaMemGetInfo
+// does not rise on a free; after release_cached_memory it does.
+TEST_P(DevicePoolTest, ReleasingCachedMemoryGivesFreedBytesBackToTheDevice) {
+  Accelerator& device = accelerator();
+  device.release_cached_memory();
+  const uint64_t baseline = device.free_bytes();
+  const uint64_t bytes = uint64_t{64} << 20;
+  {
+    Buffer a(device.memory(), bytes);
+    EXPECT_LE(device.free_bytes() + bytes, baseline + 2 * kDevicePoolPageBytes);
+  }
+  device.release_cached_memory();
+  EXPECT_GE(device.free_bytes() + 2 * kDevicePoolPageBytes, baseline);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, DevicePoolTest, testing_support::kAllBackends,
+                         testing_support::backend_name);
 
 TEST(TensorTest, ViewsShareStorageAndCheckBounds) {
   HostMemoryResource host;

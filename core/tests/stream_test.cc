@@ -12,21 +12,12 @@
 #include "core/buffer.h"
 #include "core/error.h"
 #include "core/platform.h"
+#include "core/tests/accelerator_spec.h"
 
 namespace stowage {
 namespace {
 
-class StreamSpec : public ::testing::TestWithParam<DeviceChoice> {
- protected:
-  void SetUp() override {
-    if (GetParam() == DeviceChoice::kCuda && !cuda_device_available()) {
-      GTEST_SKIP() << "no CUDA GPU visible";
-    }
-    platform_ = Platform::create(GetParam());
-  }
-  Accelerator& accelerator() { return platform_->accelerator(0); }
-  std::unique_ptr<Platform> platform_;
-};
+class StreamSpec : public testing_support::AcceleratorSpec {};
 
 TEST_P(StreamSpec, HostTasksRunInEnqueueOrder) {
   Stream stream = accelerator().create_stream();
@@ -160,8 +151,8 @@ TEST_P(StreamSpec, DeviceOutOfMemoryIsATypedError) {
   EXPECT_THROW(accelerator().memory().allocate(accelerator().total_bytes() * 2), OutOfMemoryError);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, StreamSpec, ::testing::Values(DeviceChoice::kSim, DeviceChoice::kCuda),
-                         [](const auto& info) { return info.param == DeviceChoice::kSim ? "Sim" : "Cuda"; });
+INSTANTIATE_TEST_SUITE_P(Backends, StreamSpec, testing_support::kAllBackends,
+                         testing_support::backend_name);
 
 TEST(SimStreamTest, ThrottledCopyTakesBytesOverRate) {
   SimOptions options;
@@ -187,7 +178,7 @@ TEST(SimStreamTest, CopiesOnTwoStreamsOverlap) {
   Buffer host(platform->pinned_host_memory(), 3000000);
   Buffer device(sim.memory(), 6000000);
   const auto start = std::chrono::steady_clock::now();
-  a.ref().copy(device.data(), host.data(), 3000000);  // 30 ms
+  a.ref().copy(device.data(), host.data(), 3000000);                                // 30 ms
   b.ref().copy(static_cast<char*>(device.data()) + 3000000, host.data(), 3000000);  // 30 ms
   a.synchronize();
   b.synchronize();
