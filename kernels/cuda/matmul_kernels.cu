@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/device_helpers.h"
+#include "kernels/detail/gemv_layout.h"
 #include "kernels/detail/launch.h"
 #include "quant/quant_rules.h"
 
@@ -118,19 +119,30 @@ __global__ void int8_epilogue_kernel(Int8EpilogueArgs a) {
 
 // ---- fused 4-bit GEMV ----
 //
-// One warp per output row (grid-stride over rows, a persistent grid). Each
-// lane streams 16 bytes (32 codes) of the row per step with a
-// no-L1-allocate load, four steps in flight. 32 consecutive codes always lie
-// in one quantization block (blocksize >= 32, k % 32 == 0), so the absmax is
-// applied once per 16 bytes. Codes are decoded two at a time through a
-// 256-entry table (byte -> pair of code values) replicated once per lane in
-// shared memory, so lookups never conflict on a bank. x sits in shared memory
-// in a lane-interleaved order that makes each lane's 16-byte reads
-// conflict-free. f16 multiplies pairs with HFMA2 into a half2 partial over 8
-// codes, then accumulates in float32; bf16 decodes to float32 and uses FFMA.
+// A persistent grid of 512-thread blocks; each warp takes a contiguous share
+// of the rows, kRows rows at a time, and streams them in steps of kUnroll
+// 16-byte chunks (32 codes each) per lane and row, with no-L1-allocate
+// loads. The loads of the next step are issued before the current step is
+// computed, and the first step's loads before the block's set-up (decode
+// table, x), so the memory system is busy from the start. 32 consecutive
+// codes always lie in one quantization block (blocksize >= 32, k % 32 == 0),
+// so the absmax is applied once per chunk. Codes are decoded two at a time
+// through a 256-entry table (byte -> pair of code values) replicated once per
+// lane in shared memory, so lookups never conflict on a bank; each lookup
+// serves every batch row. x sits in shared memory in a lane-interleaved order
+// that makes each lane's 16-byte reads conflict-free; its padding is zero.
+// f16 multiplies pairs with HFMA2 into a half2 partial over 8 codes, then
+// accumulates in float32; bf16 decodes to float32 and uses FFMA.
 
-constexpr int kGemvThreads = 256;
-constexpr int kGemvUnroll = 4;
+constexpr int kGemvThreads = 512;
+
+// Rows a warp works on at once, and chunks per lane and row per step (the x
+// layout in gemv_layout.h follows the latter).
+template <int M>
+struct GemvShape {
+  static constexpr int kRows = 2;
+  static constexpr int kUnroll = static_cast<int>(gemv_unroll(M));
+};
 
 template <typename T>
 struct GemvTraits;
@@ -198,20 +210,84 @@ __device__ __forceinline__ int64_t x_slot(int64_t e) {
 template <typename T, int M, bool kNested>
 __global__ void __launch_bounds__(kGemvThreads)
     four_bit_gemv_kernel(FourBitGemvArgs a, GemvCodes codes, int64_t x_row_stride) {
+  constexpr int R = GemvShape<M>::kRows;
+  constexpr int U = GemvShape<M>::kUnroll;
   using Traits = GemvTraits<T>;
   using Pair = typename Traits::Pair;
+  using Partial = typename Traits::Partial;
   extern __shared__ uint4 smem[];
   Pair* lut = reinterpret_cast<Pair*>(smem);                     // [256][32]
   T* xs = reinterpret_cast<T*>(lut + 256 * 32);                  // [M][x_row_stride]
   float* map = reinterpret_cast<float*>(xs + M * x_row_stride);  // [256], nested only
+  __shared__ float code_values[16];
 
   const int lane = threadIdx.x & 31;
-  for (int i = threadIdx.x; i < 256 * 32; i += blockDim.x) {
-    const int byte = i >> 5;
-    lut[i] = Traits::make_pair(codes.value[byte >> 4], codes.value[byte & 15]);
+  const int log2_bs = __ffs(a.blocksize) - 1;
+  const int chunks = static_cast<int>(a.k >> 5);  // 16-byte chunks per row
+  const int steps_per_row = (chunks + 32 * U - 1) / (32 * U);
+  // This warp's contiguous share of the groups of R rows.
+  const int64_t row_groups = (a.n + R - 1) / R;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
+  const int64_t warp = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  const int64_t first_group = row_groups * warp / warps;
+  int64_t steps_left = (row_groups * (warp + 1) / warps - first_group) * steps_per_row;
+
+  struct Step {
+    uint4 w[R][U];
+    float scale[R][U];      // the absmax, or (nested) its nested absmax
+    uint32_t code[R][U];    // nested: the absmax's 8-bit code
+  };
+  // Loads step `s` of row group `group` into `in` (chunks past the row: zeros).
+  auto load_step = [&](int64_t group, int s, Step& in) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      int64_t row = group * R + r;
+      if (row >= a.n) row = a.n - 1;  // computed, never stored
+      const uint8_t* wrow = a.packed + row * (a.k >> 1);
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int c = (s * U + u) * 32 + lane;
+        in.w[r][u] = make_uint4(0, 0, 0, 0);
+        in.scale[r][u] = 0.0f;
+        in.code[r][u] = 0;
+        if (c < chunks) {
+          in.w[r][u] = load_stream16(wrow + static_cast<int64_t>(c) * 16);
+          const int64_t block = (row * a.k + static_cast<int64_t>(c) * 32) >> log2_bs;
+          if (kNested) {
+            in.code[r][u] = __ldg(a.absmax_codes + block);
+            in.scale[r][u] = __ldg(a.nested_absmax + block / qr::kNestedBlocksize);
+          } else {
+            in.scale[r][u] = __ldg(a.absmax + block);
+          }
+        }
+      }
+    }
+  };
+  auto advance = [&](int64_t& group, int& s) {
+    if (++s == steps_per_row) {
+      s = 0;
+      ++group;
+    }
+  };
+
+  Step step0, step1;
+  int64_t load_group = first_group;
+  int load_s = 0;
+  if (steps_left > 0) {
+    load_step(load_group, load_s, step0);
+    advance(load_group, load_s);
   }
-  // Stage x: 16-byte loads, all issued before their stores (k % 32 == 0, so
-  // 8 consecutive elements map to one 16-byte slot).
+
+  // Set-up, while the first loads are in flight: the code values, x (16-byte
+  // loads, all issued before their stores; k % 32 == 0, so 8 consecutive
+  // elements map to one 16-byte slot), the padding of x, the nested map, and
+  // the decode table.
+  if (threadIdx.x < 16) {
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      if (threadIdx.x == j) code_values[j] = codes.value[j];  // constant indices
+    }
+  }
   const T* x = static_cast<const T*>(a.x);
   const int64_t vecs = a.k >> 3;
   if ((reinterpret_cast<uintptr_t>(x) & 15) == 0) {
@@ -239,101 +315,127 @@ __global__ void __launch_bounds__(kGemvThreads)
       }
     }
   }
+  for (int mm = 0; mm < M; ++mm) {
+    for (int64_t e = a.k + threadIdx.x; e < x_row_stride; e += blockDim.x) {
+      xs[mm * x_row_stride + x_slot(e)] = T(0.0f);
+    }
+  }
   if (kNested) {
     for (int i = threadIdx.x; i < 256; i += blockDim.x) map[i] = qr::dynamic_map_value(i);
   }
   __syncthreads();
+#pragma unroll 4
+  for (int i = threadIdx.x; i < 256 * 32; i += kGemvThreads) {
+    const int byte = i >> 5;
+    lut[i] = Traits::make_pair(code_values[byte >> 4], code_values[byte & 15]);
+  }
+  __syncthreads();
 
-  const int log2_bs = __ffs(a.blocksize) - 1;
-  const int chunks = static_cast<int>(a.k >> 5);  // 16-byte chunks per row
-  const int64_t warps_total = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
   const T* bias = static_cast<const T*>(a.bias);
   T* y = static_cast<T*>(a.y);
   // Byte offset of lane's copy of the table entry for byte value v:
   // (v << kEntryShift) | lane * sizeof(Pair); one shift and one LOP3 per byte.
   constexpr int kEntryShift = (sizeof(Pair) == 4 ? 2 : 3) + 5;
+  constexpr uint32_t kMask = 0xffu << kEntryShift;
   const uint32_t lane_offset = static_cast<uint32_t>(lane) * sizeof(Pair);
   const char* lut_bytes = reinterpret_cast<const char*>(lut);
   const uint4* x_lane = reinterpret_cast<const uint4*>(xs) + lane;
   const int x_stride_vec = static_cast<int>(x_row_stride >> 3);  // per batch row, in uint4
+  auto entry = [&](uint32_t offset) { return *reinterpret_cast<const Pair*>(lut_bytes + offset); };
 
-  // Absmax of the quantization block holding element `e` of the flat weight.
-  auto block_scale_at = [&](int64_t e) -> float {
-    const int64_t block = e >> log2_bs;
-    if (kNested) {
-      return __fadd_rn(__fmul_rn(map[__ldg(a.absmax_codes + block)],
-                                 __ldg(a.nested_absmax + block / qr::kNestedBlocksize)),
-                       a.nested_offset);
+  float acc[R][M];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+#pragma unroll
+    for (int mm = 0; mm < M; ++mm) acc[r][mm] = 0.0f;
+  }
+  // acc += scale * dot(codes, x) for each chunk of `in`; at the row group's
+  // last step, the sums over lanes are stored.
+  auto compute_step = [&](int64_t group, int s, const Step& in) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int x_base = (s * U + u) * 128;  // 4 steps x 32 lanes of uint4 per 32 chunks
+      Partial p0[R][M], p1[R][M];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+#pragma unroll
+        for (int mm = 0; mm < M; ++mm) p0[r][mm] = p1[r][mm] = Traits::zero();
+      }
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        Pair e[R][4];
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          const uint32_t word = (&in.w[r][u].x)[q];
+          e[r][0] = entry(((word << kEntryShift) & kMask) | lane_offset);
+          e[r][1] = entry((shift_right(word, 8 - kEntryShift) & kMask) | lane_offset);
+          e[r][2] = entry(((word >> (16 - kEntryShift)) & kMask) | lane_offset);
+          e[r][3] = entry(((word >> (24 - kEntryShift)) & kMask) | lane_offset);
+        }
+#pragma unroll
+        for (int mm = 0; mm < M; ++mm) {
+          const uint4 xv = x_lane[mm * x_stride_vec + x_base + q * 32];
+#pragma unroll
+          for (int r = 0; r < R; ++r) {
+            p0[r][mm] = Traits::fma(e[r][0], xv.x, p0[r][mm]);
+            p1[r][mm] = Traits::fma(e[r][1], xv.y, p1[r][mm]);
+            p0[r][mm] = Traits::fma(e[r][2], xv.z, p0[r][mm]);
+            p1[r][mm] = Traits::fma(e[r][3], xv.w, p1[r][mm]);
+          }
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        float scale = in.scale[r][u];
+        if (kNested) {
+          scale = __fadd_rn(__fmul_rn(map[in.code[r][u]], scale), a.nested_offset);
+        }
+#pragma unroll
+        for (int mm = 0; mm < M; ++mm) {
+          acc[r][mm] = fmaf(scale, Traits::total(p0[r][mm]) + Traits::total(p1[r][mm]),
+                            acc[r][mm]);
+        }
+      }
     }
-    return __ldg(a.absmax + block);
+    if (s == steps_per_row - 1) {
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const int64_t row = group * R + r;
+#pragma unroll
+        for (int mm = 0; mm < M; ++mm) {
+          float v = acc[r][mm];
+#pragma unroll
+          for (int offset = 16; offset > 0; offset >>= 1) {
+            v += __shfl_xor_sync(0xffffffffu, v, offset);
+          }
+          if (lane == 0 && row < a.n) {
+            if (bias != nullptr) v += load_float(bias, row);
+            store_float(y, mm * a.n + row, v);
+          }
+          acc[r][mm] = 0.0f;
+        }
+      }
+    }
   };
 
-  // acc[mm] += scale * dot(codes of chunk c, x[mm] elements 32c .. 32c + 31).
-  auto accumulate = [&](const uint4& w, float scale, int c, float* acc) {
-    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
-    const int x_base = (c >> 5) * 128;  // iteration it = c / 32 holds 4 * 32 uint4 slots
-#pragma unroll
-    for (int mm = 0; mm < M; ++mm) {
-      typename Traits::Partial p0 = Traits::zero();
-      typename Traits::Partial p1 = Traits::zero();
-#pragma unroll
-      for (int step = 0; step < 4; ++step) {
-        const uint4 xv = x_lane[mm * x_stride_vec + x_base + step * 32];
-        const uint32_t word = words[step];
-        constexpr uint32_t kMask = 0xffu << kEntryShift;
-        const Pair e0 = *reinterpret_cast<const Pair*>(
-            lut_bytes + (((word << kEntryShift) & kMask) | lane_offset));
-        const Pair e1 = *reinterpret_cast<const Pair*>(
-            lut_bytes + ((shift_right(word, 8 - kEntryShift) & kMask) | lane_offset));
-        const Pair e2 = *reinterpret_cast<const Pair*>(
-            lut_bytes + (((word >> (16 - kEntryShift)) & kMask) | lane_offset));
-        const Pair e3 = *reinterpret_cast<const Pair*>(
-            lut_bytes + (((word >> (24 - kEntryShift)) & kMask) | lane_offset));
-        p0 = Traits::fma(e0, xv.x, p0);
-        p1 = Traits::fma(e1, xv.y, p1);
-        p0 = Traits::fma(e2, xv.z, p0);
-        p1 = Traits::fma(e3, xv.w, p1);
-      }
-      acc[mm] = fmaf(scale, Traits::total(p0) + Traits::total(p1), acc[mm]);
+  // Two steps per iteration so the double buffer stays in registers.
+  int64_t group = first_group;
+  int s = 0;
+  while (steps_left > 0) {
+    if (steps_left > 1) {
+      load_step(load_group, load_s, step1);
+      advance(load_group, load_s);
     }
-  };
-
-  for (int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
-       row < a.n; row += warps_total) {
-    const uint8_t* wrow = a.packed + row * (a.k >> 1);
-    const int64_t row_base = row * a.k;
-    float acc[M];
-#pragma unroll
-    for (int mm = 0; mm < M; ++mm) acc[mm] = 0.0f;
-
-    int c0 = lane;
-    // Full groups: kGemvUnroll loads in flight per lane, no bounds checks.
-    for (; c0 + 32 * (kGemvUnroll - 1) < chunks; c0 += 32 * kGemvUnroll) {
-      uint4 w[kGemvUnroll];
-      float scale[kGemvUnroll];
-#pragma unroll
-      for (int u = 0; u < kGemvUnroll; ++u) {
-        const int c = c0 + u * 32;
-        w[u] = load_stream16(wrow + static_cast<int64_t>(c) * 16);
-        scale[u] = block_scale_at(row_base + static_cast<int64_t>(c) * 32);
-      }
-#pragma unroll
-      for (int u = 0; u < kGemvUnroll; ++u) accumulate(w[u], scale[u], c0 + u * 32, acc);
+    compute_step(group, s, step0);
+    advance(group, s);
+    if (--steps_left == 0) break;
+    if (steps_left > 1) {
+      load_step(load_group, load_s, step0);
+      advance(load_group, load_s);
     }
-    // The rest of the row, one chunk at a time.
-    for (int c = c0; c < chunks; c += 32) {
-      const uint4 w = load_stream16(wrow + static_cast<int64_t>(c) * 16);
-      accumulate(w, block_scale_at(row_base + static_cast<int64_t>(c) * 32), c, acc);
-    }
-#pragma unroll
-    for (int mm = 0; mm < M; ++mm) {
-      float v = acc[mm];
-      for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-      if (lane == 0) {
-        if (bias != nullptr) v += load_float(bias, row);
-        store_float(y, mm * a.n + row, v);
-      }
-    }
+    compute_step(group, s, step1);
+    advance(group, s);
+    --steps_left;
   }
 }
 
@@ -363,8 +465,6 @@ GemvKernel gemv_kernel(int variant) {
                   : gemv_kernel_for_m<__nv_bfloat16, false>(m);
   return nested ? gemv_kernel_for_m<__half, true>(m) : gemv_kernel_for_m<__half, false>(m);
 }
-
-int64_t gemv_x_row_stride(int64_t k) { return (k + 1023) / 1024 * 1024; }
 
 template <typename T>
 struct EpilogueLaunch {
@@ -431,21 +531,19 @@ cudaError_t launch_int8_epilogue(const Int8EpilogueArgs& args, cudaStream_t stre
 
 cudaError_t plan_four_bit_gemv(const FourBitGemvArgs& args, int device, FourBitGemvPlan* plan) {
   *plan = FourBitGemvPlan{};
-  if (args.m < 1 || args.m > 4 || args.k % 32 != 0 || args.k == 0 || args.n == 0) {
+  if (args.m < 1 || args.m > kGemvMaxRows || args.k % 32 != 0 || args.k == 0 || args.n == 0) {
     return cudaSuccess;
   }
   if (args.dtype != FloatType::kF16 && args.dtype != FloatType::kBF16) return cudaSuccess;
   if (reinterpret_cast<uintptr_t>(args.packed) % 16 != 0) return cudaSuccess;
   const bool nested = args.absmax == nullptr;
   const bool bf16 = args.dtype == FloatType::kBF16;
-  const int pair_bytes = bf16 ? 8 : 4;
-  const int64_t smem = int64_t{256} * 32 * pair_bytes + args.m * gemv_x_row_stride(args.k) * 2 +
-                       (nested ? 256 * 4 : 0);
+  const int64_t smem = gemv_shared_bytes(args.m, args.k, bf16, nested);
   int max_optin = 0;
   cudaError_t status =
       cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
   if (status != cudaSuccess) return status;
-  if (smem > max_optin) return cudaSuccess;  // x too long for shared memory: not fused
+  if (smem > max_optin - 256) return cudaSuccess;  // x too long for shared memory: not fused
   const int variant = (bf16 ? 8 : 0) + (nested ? 4 : 0) + static_cast<int>(args.m - 1);
   GemvKernel kernel = gemv_kernel(variant);
   status =
@@ -460,7 +558,8 @@ cudaError_t plan_four_bit_gemv(const FourBitGemvArgs& args, int device, FourBitG
   status = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
   if (status != cudaSuccess) return status;
   if (per_sm < 1) return cudaSuccess;
-  const int64_t warps_needed = args.n;
+  // One warp per group of rows at least.
+  const int64_t warps_needed = (args.n + GemvShape<1>::kRows - 1) / GemvShape<1>::kRows;
   const int64_t blocks_needed = (warps_needed + kGemvThreads / 32 - 1) / (kGemvThreads / 32);
   int64_t grid = static_cast<int64_t>(per_sm) * sms;
   if (grid > blocks_needed) grid = blocks_needed;
@@ -477,7 +576,7 @@ cudaError_t launch_four_bit_gemv(const FourBitGemvPlan& plan, const FourBitGemvA
   GemvCodes codes;
   for (int i = 0; i < 16; ++i) codes.value[i] = qr::four_bit_code_value(args.type, i);
   gemv_kernel(plan.variant)<<<plan.grid, plan.block, plan.smem_bytes, stream>>>(
-      args, codes, gemv_x_row_stride(args.k));
+      args, codes, gemv_x_row_stride(args.m, args.k));
   return cudaGetLastError();
 }
 

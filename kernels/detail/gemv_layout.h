@@ -1,0 +1,36 @@
+// The shared memory of the fused 4-bit GEMV (kernels/cuda/matmul_kernels.cu):
+// the decode table, x, and the nested map. The kernel's launch plan and the
+// public four_bit_matmul_uses_fused_gemv() both size it here, so they cannot
+// disagree on when the fused kernel applies. Internal to kernels/; needs no
+// CUDA headers.
+#pragma once
+
+#include <cstdint>
+
+namespace stowage::kernels::detail {
+
+// Batch rows the fused GEMV takes at most.
+constexpr int64_t kGemvMaxRows = 4;
+// Shared memory one block may use on an H100 (cudaDevAttrMaxSharedMemoryPerBlockOptin),
+// less the kernel's static shared memory.
+constexpr int64_t kGemvSharedLimitH100 = 227 * 1024 - 256;
+
+// 16-byte chunks per lane and weight row in one step of the kernel.
+constexpr int64_t gemv_unroll(int64_t m) { return m == 1 ? 4 : 2; }
+
+// Elements per batch row of x in shared memory: whole steps of 32 lanes x
+// gemv_unroll(m) chunks of 32 elements, so a row's last step reads zeros,
+// never the next row.
+constexpr int64_t gemv_x_row_stride(int64_t m, int64_t k) {
+  const int64_t step = 1024 * gemv_unroll(m);
+  return (k + step - 1) / step * step;
+}
+
+// Bytes of dynamic shared memory the kernel needs: the table (256 byte values
+// x 32 lanes x a pair of f16, or of f32 for bf16), m rows of x, the nested map.
+constexpr int64_t gemv_shared_bytes(int64_t m, int64_t k, bool bf16, bool nested) {
+  return int64_t{256} * 32 * (bf16 ? 8 : 4) + m * gemv_x_row_stride(m, k) * 2 +
+         (nested ? 256 * 4 : 0);
+}
+
+}  // namespace stowage::kernels::detail
