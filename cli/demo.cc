@@ -12,11 +12,13 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/measure.h"
+#include "cli/mlp_common.h"
 #include "cli/mlp_session.h"
 #include "cli/synthetic.h"
 #include "core/error.h"
 #include "mmap_store/checkpoint.h"
 #include "models/linear.h"
+#include "models/mlp_runner.h"
 
 namespace stowage::cli {
 namespace {
@@ -110,7 +112,8 @@ int demo(const std::vector<std::string>& args) {
   // Offloaded: the accelerator gets a quarter of the model for weights (or
   // just the streaming slots, if that is more) plus the working reserve for
   // activations and kernel scratch, unless told.
-  const uint64_t working = working_reserve_bytes(*platform, *checkpoint, batch);
+  const uint64_t working =
+      working_reserve_bytes(*platform, models::describe_checkpoint(*checkpoint), batch);
   SessionConfig offloaded_config;
   offloaded_config.prefetch_depth = prefetch;
   if (auto text = p.get("max-memory")) {

@@ -2,7 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <memory>
+
 #include "core/error.h"
+#include "models/linear.h"
 
 namespace stowage::cli {
 
@@ -43,11 +46,12 @@ PlannerTiers planner_tiers(Platform& platform, const MemoryBudgets& budgets, boo
   return tiers;
 }
 
-std::map<Tier, uint64_t> working_reserve(Platform& platform, int compute,
-                                         const models::MlpSpec& spec, int64_t batch,
-                                         const models::LinearKernels& kernels) {
-  return {
-      {platform.accelerator(compute).tier(), models::working_memory_bytes(spec, batch, kernels)}};
+uint64_t working_reserve_bytes(Platform& platform, const models::MlpSpec& spec, int64_t batch) {
+  // The kernels over the device's own memory, only asked for their sizes
+  // (the same on every accelerator of a platform).
+  std::unique_ptr<models::LinearKernels> kernels =
+      models::make_linear_kernels(platform, platform.accelerator(0).memory());
+  return models::working_memory_bytes(spec, batch, *kernels);
 }
 
 }  // namespace stowage::cli

@@ -9,7 +9,6 @@
 
 #include "cli/args.h"
 #include "core/platform.h"
-#include "models/linear.h"
 #include "models/mlp.h"
 #include "offload/planner.h"
 
@@ -30,11 +29,10 @@ struct PlannerTiers {
 PlannerTiers planner_tiers(Platform& platform, const MemoryBudgets& budgets, bool with_disk);
 
 // The working memory (activations and kernel scratch, models::
-// working_memory_bytes) a forward of `spec` at `batch` rows through
-// `kernels` allocates on the compute accelerator `compute` of `platform`,
-// as the planner's per-accelerator working reserve.
-std::map<Tier, uint64_t> working_reserve(Platform& platform, int compute,
-                                         const models::MlpSpec& spec, int64_t batch,
-                                         const models::LinearKernels& kernels);
+// working_memory_bytes) a forward of `spec` at `batch` rows allocates on an
+// accelerator of `platform` with the platform's kernels
+// (models::make_linear_kernels): the planner's and the manager's working
+// reserve for the compute accelerator.
+uint64_t working_reserve_bytes(Platform& platform, const models::MlpSpec& spec, int64_t batch);
 
 }  // namespace stowage::cli

@@ -65,29 +65,23 @@ OffloadCounters counters_since(const OffloadCounters& now, const OffloadCounters
   return d;
 }
 
-uint64_t working_reserve_bytes(Platform& platform, const mmap_store::Checkpoint& checkpoint,
-                               int64_t batch) {
-  // Kernels over the device's own memory, only asked for their sizes.
-  std::unique_ptr<models::LinearKernels> kernels =
-      models::make_linear_kernels(platform, platform.accelerator(0).memory());
-  return models::working_memory_bytes(models::describe_checkpoint(checkpoint), batch, *kernels);
-}
-
 TimedForwards time_forwards(Platform& platform, const mmap_store::Checkpoint& checkpoint,
                             const Tensor& x, const SessionConfig& config, int warmup, int iters,
                             const std::function<void()>& before_each) {
-  OffloadManager manager(platform, offload_options(platform, config));
-  const int compute = manager.options().compute_accelerator;
-  const Tier accelerator = platform.accelerator(compute).tier();
+  OffloadOptions options = offload_options(platform, config);
+  const Tier accelerator = platform.accelerator(options.compute_accelerator).tier();
+  const uint64_t working =
+      working_reserve_bytes(platform, models::describe_checkpoint(checkpoint), x.shape()[0]);
+  options.working_reserve[accelerator] = working;
+  OffloadManager manager(platform, options);
   std::unique_ptr<models::LinearKernels> kernels =
       models::make_linear_kernels(platform, manager.memory(accelerator));
   LoadOptions load = load_options(platform, config);
-  load.working_reserve = working_reserve(platform, compute, models::describe_checkpoint(checkpoint),
-                                         x.shape()[0], *kernels);
+  load.working_reserve = options.working_reserve;
   models::MlpRunner runner(manager, checkpoint, *kernels, load);
   TimedForwards result;
   result.plan = runner.loaded().plan;
-  result.working_reserve = load.working_reserve.at(accelerator);
+  result.working_reserve = working;
   result.weight_bytes = runner.loaded().bytes;
   for (const PlanModule& module : runner.loaded().request.modules) {
     if (result.plan.streamed(module.path)) result.streamed_bytes += module.bytes();

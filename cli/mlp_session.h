@@ -49,20 +49,14 @@ struct TimedForwards {
   std::string residency_report;  // the residency table's report at the end
 };
 
-// The working reserve time_forwards keeps on the compute accelerator
-// (accelerator 0) for `checkpoint` at `batch` rows: for choosing a budget
-// ahead of a run.
-uint64_t working_reserve_bytes(Platform& platform, const mmap_store::Checkpoint& checkpoint,
-                               int64_t batch);
-
 // Loads `checkpoint` into a new manager under `config`, runs `warmup`
 // untimed and `iters` timed forwards of `x` (host float32), calling
 // `before_each` (may be empty) before every forward, outside the timing.
 // The kernels (the platform's, models::make_linear_kernels) take all their
 // accelerator memory from the manager's budgeted memory, and the plan keeps
 // the working reserve they and the activations need at x's batch
-// (working_reserve), so peak accounting covers everything and stays within
-// the budget.
+// (working_reserve_bytes; the manager's slots leave it too), so peak
+// accounting covers everything and stays within the budget.
 TimedForwards time_forwards(Platform& platform, const mmap_store::Checkpoint& checkpoint,
                             const Tensor& x, const SessionConfig& config, int warmup, int iters,
                             const std::function<void()>& before_each = {});

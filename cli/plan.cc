@@ -15,7 +15,6 @@
 #include "core/error.h"
 #include "core/memory_resource.h"
 #include "mmap_store/checkpoint.h"
-#include "models/linear.h"
 #include "models/mlp_runner.h"
 #include "offload/loader.h"
 #include "offload/planner.h"
@@ -61,9 +60,8 @@ int run_plan(const std::vector<std::string>& args) {
   request.prefetch_depth = prefetch;
   if (auto no_split = parser.get("no-split")) request.no_split.push_back(*no_split);
   if (std::optional<models::MlpSpec> spec = mlp_spec_if_any(*checkpoint)) {
-    // The platform's kernels over the device's own memory, only asked for sizes.
-    auto kernels = models::make_linear_kernels(*platform, platform->accelerator(0).memory());
-    request.working_reserve = working_reserve(*platform, 0, *spec, batch, *kernels);
+    request.working_reserve[platform->accelerator(0).tier()] =
+        working_reserve_bytes(*platform, *spec, batch);
   }
   const Plan plan = plan_device_map(request);
 

@@ -79,7 +79,11 @@ int run_run(const std::vector<std::string>& args) {
   session.offload_dir = offload_dir;
   session.prefetch_depth = prefetch;
   if (parser.has("trace")) session.trace = &trace;
-  const OffloadOptions options = offload_options(*platform, session);
+  OffloadOptions options = offload_options(*platform, session);
+  // Activations and kernel scratch for x's batch: kept by the plan and left
+  // free by the fetch slots.
+  options.working_reserve[platform->accelerator(options.compute_accelerator).tier()] =
+      working_reserve_bytes(*platform, models::describe_checkpoint(*checkpoint), x.shape()[0]);
 
   Tensor y;
   {
@@ -88,9 +92,7 @@ int run_run(const std::vector<std::string>& args) {
         *platform,
         manager.memory(platform->accelerator(manager.options().compute_accelerator).tier()));
     LoadOptions load = load_options(*platform, session);
-    load.working_reserve =
-        working_reserve(*platform, manager.options().compute_accelerator,
-                        models::describe_checkpoint(*checkpoint), x.shape()[0], *kernels);
+    load.working_reserve = options.working_reserve;
     ProgressBar bar("loading", checkpoint->total_bytes());
     load.progress = [&bar](const LoadProgress& p) { bar.update(p.bytes_done); };
     models::MlpRunner runner(manager, *checkpoint, *kernels, load);

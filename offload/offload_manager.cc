@@ -499,7 +499,8 @@ class OffloadManager::Impl {
       }
       if (slot_bytes == 0) continue;
       a.pool = std::make_unique<SlotPool>(*a.accelerator, memory(a.tier), slot_bytes,
-                                          slot_count(owner_.options_.prefetch_depth));
+                                          slot_count(owner_.options_.prefetch_depth),
+                                          working_memory_guard(a));
       if (!owner_.options_.lazy_slots) {
         a.pool->fill();
         if (a.pool->size() == 0) throw_no_slot(a, largest);
@@ -518,6 +519,34 @@ class OffloadManager::Impl {
       }
     }
     dispatched_ = true;
+  }
+
+  // Refuses a slot that would leave less of `a`'s budget available than the
+  // part of its working reserve not in use yet (none without a budget or a
+  // reserve). Runs under the manager's lock, from the pool of `a`.
+  SlotPool::GrowthCheck working_memory_guard(AcceleratorState& a) {
+    auto reserve_it = owner_.options_.working_reserve.find(a.tier);
+    const BudgetAdaptor* budget = memories_.at(a.tier).budget.get();
+    if (reserve_it == owner_.options_.working_reserve.end() || reserve_it->second == 0 ||
+        budget == nullptr) {
+      return {};
+    }
+    const uint64_t reserve = reserve_it->second;
+    AcceleratorState* state = &a;
+    return [this, state, budget, reserve](uint64_t slot_bytes) -> std::string {
+      const uint64_t in_use = budget->bytes_in_use();
+      const uint64_t held = owner_.table_.bytes_on(state->tier) + state->pool->bytes();
+      const uint64_t working_in_use = in_use > held ? in_use - held : 0;
+      const uint64_t keep = reserve > working_in_use ? reserve - working_in_use : 0;
+      const uint64_t available = budget->bytes_available();
+      if (available >= slot_bytes && available - slot_bytes >= keep) return "";
+      return fmt::format(
+          "{} budget: a fetch slot of {} bytes would leave {} bytes of the {} bytes available, "
+          "less than the {} bytes of the working-memory reserve (activations and kernel "
+          "scratch) not in use yet",
+          state->tier.to_string(), slot_bytes, available >= slot_bytes ? available - slot_bytes : 0,
+          available, keep);
+    };
   }
 
   [[noreturn]] void throw_no_slot(AcceleratorState& a, const std::string& module) {

@@ -31,6 +31,7 @@
 // it has: prefetching stops early and a module with no free slot is fetched
 // synchronously into the next released slot. With no slot at all the forward
 // fails with OutOfMemoryError / OutOfBudgetError naming the module and bytes.
+// Slots never take the part of OffloadOptions::working_reserve not in use yet.
 // Output is never wrong.
 //
 // Thread safety: every member may be called from several threads at once. Two
@@ -76,6 +77,14 @@ struct OffloadOptions {
   bool wrap_around = true;
   // Allocate each slot at its first use instead of all in dispatch().
   bool lazy_slots = false;
+  // Bytes of an accelerator's budget the fetch slots leave to the forwards'
+  // working memory (activations, kernel scratch), as the plan kept them
+  // (PlanRequest::working_reserve): a slot that would cut into what is not
+  // yet used of it is not allocated, so under a budget tighter than the plan
+  // prefetching shrinks (fetches fall back to synchronous) instead of a
+  // kernel running out of memory. Working memory in use is the tier's bytes
+  // in use less resident records and slots.
+  std::map<Tier, uint64_t> working_reserve;
   // Needed to place or move anything on Tier::disk(); nullptr: no disk tier.
   std::shared_ptr<DiskStore> disk_store;
   // Pinned staging buffer for disk reads (allocated by dispatch() from the

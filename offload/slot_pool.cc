@@ -1,5 +1,7 @@
 #include "offload/slot_pool.h"
 
+#include <utility>
+
 #include "core/error.h"
 
 namespace stowage {
@@ -7,8 +9,12 @@ namespace stowage {
 uint64_t slot_offset_align(uint64_t offset) { return (offset + 255) / 256 * 256; }
 
 SlotPool::SlotPool(Accelerator& accelerator, MemoryResource& memory, uint64_t slot_bytes,
-                   int target_slots)
-    : accelerator_(accelerator), memory_(memory), slot_bytes_(slot_bytes), target_(target_slots) {}
+                   int target_slots, GrowthCheck check)
+    : accelerator_(accelerator),
+      memory_(memory),
+      slot_bytes_(slot_bytes),
+      target_(target_slots),
+      check_(std::move(check)) {}
 
 int SlotPool::fill() {
   while (try_grow() >= 0) {
@@ -18,6 +24,14 @@ int SlotPool::fill() {
 
 int SlotPool::try_grow() {
   if (size() >= target_ || failures_ > 0) return -1;
+  if (check_) {
+    std::string refused = check_(slot_bytes_);
+    if (!refused.empty()) {
+      ++failures_;
+      failure_ = std::move(refused);
+      return -1;
+    }
+  }
   auto slot = std::make_unique<Slot>();
   try {
     slot->memory = Buffer(memory_, slot_bytes_);

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -52,9 +53,15 @@ struct Slot {
 
 class SlotPool {
  public:
+  // Says why one more slot of `slot_bytes` must not be allocated (an
+  // out-of-budget message), or "" to go ahead.
+  using GrowthCheck = std::function<std::string(uint64_t slot_bytes)>;
+
   // Slots of `slot_bytes` each, up to `target_slots`, from `memory` on
-  // `accelerator` (whose events mark reuse). Allocates nothing yet.
-  SlotPool(Accelerator& accelerator, MemoryResource& memory, uint64_t slot_bytes, int target_slots);
+  // `accelerator` (whose events mark reuse). Allocates nothing yet. A slot
+  // `check` refuses counts as an allocation failure.
+  SlotPool(Accelerator& accelerator, MemoryResource& memory, uint64_t slot_bytes, int target_slots,
+           GrowthCheck check = {});
   SlotPool(const SlotPool&) = delete;
   SlotPool& operator=(const SlotPool&) = delete;
 
@@ -78,12 +85,15 @@ class SlotPool {
   int find(const std::string& module) const;
   // Index of a free slot (allocating one when allowed), or -1.
   int acquire_free(bool allow_grow);
+  // Bytes of the slots allocated so far.
+  uint64_t bytes() const { return slot_bytes_ * slots_.size(); }
 
  private:
   Accelerator& accelerator_;
   MemoryResource& memory_;
   uint64_t slot_bytes_;
   int target_;
+  GrowthCheck check_;
   std::vector<std::unique_ptr<Slot>> slots_;
   uint64_t failures_ = 0;
   std::string failure_;

@@ -389,6 +389,33 @@ TEST_P(OffloadManagerTest, TightBudgetLeavesOneSlotAndStreamingStaysRight) {
   EXPECT_LE(manager.usage(acc()).peak_bytes, 15000u);
 }
 
+// The fetch slots leave the working-memory reserve (activations, kernel
+// scratch) to the forwards: under a budget tighter than the plan, the pool
+// shrinks (prefetching falls back to synchronous fetches) rather than take
+// memory a kernel allocates later. Working memory already in use when the
+// pool is made counts against the reserve.
+TEST_P(OffloadManagerTest, SlotsLeaveTheWorkingReserveToTheForwards) {
+  const Model m = make_model(*platform_, "layers", 5, 10000);
+  constexpr uint64_t kSlot = 10304, kWorking = 6000, kActivations = 4000;
+  for (const bool room_for_three : {true, false}) {
+    OffloadOptions options;
+    options.prefetch_depth = 2;
+    options.budgets[acc()] = (room_for_three ? 3 * kSlot : 2 * kSlot + kSlot / 2) + kWorking;
+    options.working_reserve[acc()] = kWorking;
+    OffloadManager manager(*platform_, options);
+    place_model(manager, m, all_on(m, Tier::pinned_host()));
+    manager.declare_execution_order(m.modules);
+    Buffer activations(manager.memory(acc()), kActivations);  // in use before the pool is made
+    manager.dispatch();
+    Buffer scratch(manager.memory(acc()), kWorking - kActivations);  // the rest still fits
+    EXPECT_EQ(stream_forward(manager, *platform_, m), expected_forward(m));
+    manager.synchronize();
+    EXPECT_EQ(manager.counters().slot_allocation_failures, room_for_three ? 0u : 1u)
+        << (room_for_three ? "three slots" : "two slots");
+    EXPECT_LE(manager.usage(acc()).peak_bytes, options.budgets[acc()]);
+  }
+}
+
 TEST_P(OffloadManagerTest, NoSlotAtAllIsAClearError) {
   const Model m = make_model(*platform_, "layers", 2, 10000);
   OffloadOptions options;
