@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <thread>
 
 #include "core/error.h"
 #include "core/memory_resource.h"
@@ -20,6 +22,11 @@
 namespace stowage::mmap_store {
 
 // ---- options ----
+
+unsigned IoOptions::default_threads() {
+  const unsigned hardware = std::thread::hardware_concurrency();
+  return std::clamp(hardware == 0 ? 2u : hardware, 2u, 16u);
+}
 
 IoOptions IoOptions::from_environment() {
   IoOptions o;
@@ -35,6 +42,9 @@ IoOptions IoOptions::from_environment() {
     STOWAGE_EXPECTS(end && *end == '\0' && n >= 1 && n <= 256, InvalidInputError,
                     "STOWAGE_IO_THREADS: expected an integer 1..256, found '{}'", v);
     o.threads = static_cast<unsigned>(n);
+  }
+  if (const char* v = std::getenv("STOWAGE_IO_READAHEAD"); v && *v) {
+    o.readahead_bytes = static_cast<size_t>(parse_byte_size(v));
   }
   return o;
 }
@@ -95,18 +105,42 @@ class PosixFile final : public RandomAccessFile {
     }
     return n < 0 ? -static_cast<int64_t>(errno) : static_cast<int64_t>(n);
   }
+  int64_t read_cached_at(void* dst, size_t bytes, uint64_t offset) override {
+    if (direct_fd_ >= 0 || no_nowait_.load(std::memory_order_relaxed)) return 0;
+    struct iovec iov = {dst, bytes};
+    const ssize_t n = ::preadv2(fd_, &iov, 1, static_cast<off_t>(offset), RWF_NOWAIT);
+    if (n >= 0) return n;
+    if (errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL) {
+      no_nowait_.store(true, std::memory_order_relaxed);  // old kernel or file system
+    }
+    return 0;  // EAGAIN (not cached) and the rest: read_at reads or reports it
+  }
+  void advise_willneed(uint64_t offset, size_t bytes) override {
+    // O_DIRECT reads bypass the page cache the hint would fill.
+    if (direct_fd_ >= 0 || bytes == 0) return;
+    (void)::posix_fadvise(fd_, static_cast<off_t>(offset), static_cast<off_t>(bytes),
+                          POSIX_FADV_WILLNEED);
+  }
 
  private:
   std::string path_;
   int fd_ = -1;
   int direct_fd_ = -1;
   uint64_t size_ = 0;
+  std::atomic<bool> no_nowait_{false};
 };
 
 // Reads exactly `bytes` or throws IoError; `request_*` name the whole request.
-void read_fully(RandomAccessFile& file, char* dst, size_t bytes, uint64_t offset,
+// Returns true when the page cache did not hold all of them (the read waited
+// for the device).
+bool read_fully(RandomAccessFile& file, char* dst, size_t bytes, uint64_t offset,
                 uint64_t request_offset, size_t request_bytes) {
   size_t done = 0;
+  if (bytes > 0) {
+    const int64_t n = file.read_cached_at(dst, bytes, offset);
+    if (n > 0) done = std::min(static_cast<size_t>(n), bytes);
+  }
+  const bool missed = done < bytes;
   while (done < bytes) {
     int64_t n = file.read_at(dst + done, bytes - done, offset + done);
     if (n == -EINTR) continue;
@@ -123,6 +157,7 @@ void read_fully(RandomAccessFile& file, char* dst, size_t bytes, uint64_t offset
     }
     done += static_cast<size_t>(n);
   }
+  return missed;
 }
 
 }  // namespace
@@ -154,9 +189,27 @@ int64_t FaultInjectingFile::read_at(void* dst, size_t bytes, uint64_t offset) {
 FileHandle::FileHandle(const std::string& path, IoThreadPool& pool, IoOptions options, bool direct)
     : FileHandle(open_random_access_file(path, direct), pool, options) {}
 
+// Bytes read through a handle, and where the last read that missed the page
+// cache ended (in those bytes), shared with its tasks.
+struct FileHandle::CacheMisses {
+  std::atomic<uint64_t> bytes_read{0};
+  std::atomic<uint64_t> read_at_last_miss{0};
+  std::atomic<bool> any{false};
+  void note(size_t bytes, bool missed) {
+    const uint64_t total = bytes_read.fetch_add(bytes) + bytes;
+    if (missed) {
+      read_at_last_miss.store(total);
+      any.store(true);
+    }
+  }
+};
+
 FileHandle::FileHandle(std::unique_ptr<RandomAccessFile> file, IoThreadPool& pool,
                        IoOptions options)
-    : file_(std::move(file)), pool_(pool), options_(options) {
+    : file_(std::move(file)),
+      pool_(pool),
+      options_(options),
+      misses_(std::make_shared<CacheMisses>()) {
   if (options_.task_bytes == 0) options_.task_bytes = IoOptions{}.task_bytes;
 }
 
@@ -166,7 +219,25 @@ const std::string& FileHandle::path() const { return file_->path(); }
 uint64_t FileHandle::size() const { return file_->size(); }
 
 void FileHandle::read(void* dst, size_t bytes, uint64_t offset) {
-  read_fully(*file_, static_cast<char*>(dst), bytes, offset, offset, bytes);
+  misses_->note(bytes, read_fully(*file_, static_cast<char*>(dst), bytes, offset, offset, bytes));
+}
+
+// posix_fadvise(WILLNEED) reads at most max(read_ahead_kb, max_sectors_kb)
+// of a range per call (the kernel's force_page_cache_ra), 128 KiB on a
+// default Linux block device: larger hints go in pieces of that size.
+constexpr size_t kHintPieceBytes = size_t{128} << 10;
+
+void FileHandle::advise_willneed(uint64_t offset, size_t bytes) {
+  pool_.post([file = file_, offset, bytes] {
+    for (size_t done = 0; done < bytes; done += kHintPieceBytes) {
+      file->advise_willneed(offset + done, std::min(kHintPieceBytes, bytes - done));
+    }
+  });
+}
+
+bool FileHandle::reading_from_device() const {
+  return misses_->any.load() &&
+         misses_->bytes_read.load() - misses_->read_at_last_miss.load() <= options_.readahead_bytes;
 }
 
 namespace {
@@ -212,10 +283,10 @@ void FileHandle::pread(void* dst, size_t bytes, uint64_t offset, Completion done
   for (size_t i = 0; i < tasks; ++i) {
     const size_t begin = i * task;
     const size_t len = std::min(task, bytes - begin);
-    pool_.post([file = file_, request, out, begin, len, offset, bytes] {
+    pool_.post([file = file_, misses = misses_, request, out, begin, len, offset, bytes] {
       std::exception_ptr error;
       try {
-        read_fully(*file, out + begin, len, offset + begin, offset, bytes);
+        misses->note(len, read_fully(*file, out + begin, len, offset + begin, offset, bytes));
       } catch (...) {
         error = std::current_exception();
       }

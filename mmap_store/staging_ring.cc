@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -11,11 +12,28 @@
 
 namespace stowage::mmap_store {
 
+StagingRingShape default_staging_ring_shape(const IoOptions& io) {
+  StagingRingShape shape;
+  const size_t task = std::max<size_t>(1, std::min(io.task_bytes, shape.slot_bytes));
+  const size_t tasks_per_slot = (shape.slot_bytes + task - 1) / task;
+  const size_t wanted_tasks = size_t{2} * std::max(1u, io.threads);
+  shape.slot_count = std::max<size_t>(2, (wanted_tasks + tasks_per_slot - 1) / tasks_per_slot);
+  return shape;
+}
+
 struct Pending {
   FileHandle* file;
   uint64_t offset;
   size_t bytes;
   StagingRing::Consumer consumer;
+  bool hinted = false;  // a readahead hint was posted for it
+};
+
+// A readahead hint to post once the lock is released.
+struct Hint {
+  FileHandle* file;
+  uint64_t offset;
+  size_t bytes;
 };
 
 struct StagingRing::State {
@@ -32,9 +50,42 @@ struct StagingRing::State {
 
   State(MemoryResource& r, size_t bytes) : pinned(r), slot_bytes(bytes) {}
 
-  // Starts queued requests while slots are free. Called with the lock held;
-  // unlocks around the start of each read.
+  // Starts queued requests while slots are free, then hints the ones still
+  // queued. Called with the lock held; unlocks around the start of each read
+  // and to post the hints.
   void dispatch(std::unique_lock<std::mutex>& lock, const std::shared_ptr<State>& self) {
+    start_free(lock, self);
+    std::vector<Hint> hints = take_hints();
+    if (hints.empty()) return;
+    lock.unlock();
+    for (const Hint& h : hints) h.file->advise_willneed(h.offset, h.bytes);
+    lock.lock();
+  }
+
+  // The queued requests within their file's readahead window (bytes queued
+  // ahead of them, counted from the queue's front) not hinted yet. Called
+  // with the lock held.
+  std::vector<Hint> take_hints() {
+    std::vector<Hint> hints;
+    if (closing) return hints;
+    uint64_t ahead = 0;
+    for (Pending& p : queue) {
+      ahead += p.bytes;
+      if (ahead > p.file->options().readahead_bytes) break;
+      if (p.hinted || !p.file->reading_from_device()) continue;
+      p.hinted = true;
+      // Requests that follow each other in one file become one hint.
+      if (!hints.empty() && hints.back().file == p.file &&
+          hints.back().offset + hints.back().bytes == p.offset) {
+        hints.back().bytes += p.bytes;
+      } else {
+        hints.push_back(Hint{p.file, p.offset, p.bytes});
+      }
+    }
+    return hints;
+  }
+
+  void start_free(std::unique_lock<std::mutex>& lock, const std::shared_ptr<State>& self) {
     while (!queue.empty() && !free.empty() && !closing) {
       Pending p = std::move(queue.front());
       queue.pop_front();

@@ -5,6 +5,14 @@
 // device copy from the slot and gives the slot back with release() or
 // release_after(stream) once the copy no longer needs it.
 //
+// While its file is being read from the device (FileHandle::
+// reading_from_device: a recent read missed the page cache), the ring asks
+// the OS to read ahead the queued requests (FileHandle::advise_willneed), up
+// to the file's IoOptions::readahead_bytes beyond the reads in flight, in
+// queue order: the disk queue stays deep and sequential without more slots or
+// threads, and the reads in the slots then mostly copy from the page cache.
+// On a warm file there are no hints (they would only cost a page walk).
+//
 // Thread safety: every member may be called from several threads at once,
 // including from inside a consumer.
 #pragma once
@@ -28,6 +36,20 @@ struct StagedRead {
   int slot = -1;             // give it back with release(slot); -1 on error
   std::exception_ptr error;  // IoError of a failed read; the slot is then already free
 };
+
+// The shape of a ring feeding one reader that uses `io`: slots of
+// kDefaultStagingSlotBytes, enough of them that the slots hold two tasks per
+// I/O thread (threads stay busy while consumers hold slots), at least 2 (one
+// being read while the other is consumed). A small footprint matters on a
+// warm read, a memory copy: slots that stay in the last-level cache are
+// written without first being read from memory, as the one buffer of a
+// plain read() loop is (2 threads: 2 x 4 MiB).
+constexpr size_t kDefaultStagingSlotBytes = size_t{4} << 20;
+struct StagingRingShape {
+  size_t slot_bytes = kDefaultStagingSlotBytes;
+  size_t slot_count = 2;
+};
+StagingRingShape default_staging_ring_shape(const IoOptions& io = IoOptions::from_environment());
 
 class StagingRing {
  public:
