@@ -20,13 +20,21 @@ Buffer Buffer::adopt(void* data, size_t bytes, Tier tier, std::function<void()> 
   return buffer;
 }
 
+Buffer Buffer::adopt(void* data, size_t bytes, Tier tier, std::function<void()> release,
+                     FileOrigin origin) {
+  Buffer buffer = adopt(data, bytes, tier, std::move(release));
+  buffer.origin_ = std::make_shared<const FileOrigin>(std::move(origin));
+  return buffer;
+}
+
 Buffer::Buffer(Buffer&& other) noexcept
     : data_(std::exchange(other.data_, nullptr)),
       size_(std::exchange(other.size_, 0)),
       tier_(other.tier_),
       resource_(std::exchange(other.resource_, nullptr)),
       stream_(other.stream_),
-      release_(std::exchange(other.release_, nullptr)) {}
+      release_(std::exchange(other.release_, nullptr)),
+      origin_(std::move(other.origin_)) {}
 
 Buffer& Buffer::operator=(Buffer&& other) noexcept {
   if (this != &other) {
@@ -37,6 +45,7 @@ Buffer& Buffer::operator=(Buffer&& other) noexcept {
     resource_ = std::exchange(other.resource_, nullptr);
     stream_ = other.stream_;
     release_ = std::exchange(other.release_, nullptr);
+    origin_ = std::move(other.origin_);
   }
   return *this;
 }
@@ -50,6 +59,7 @@ void Buffer::reset(StreamRef stream) {
   size_ = 0;
   resource_ = nullptr;
   release_ = nullptr;
+  origin_.reset();
 }
 
 }  // namespace stowage

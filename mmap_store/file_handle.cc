@@ -85,6 +85,7 @@ class PosixFile final : public RandomAccessFile {
       throw IoError(fmt::format("{}: cannot stat: {}", path_, std::strerror(e)));
     }
     size_ = static_cast<uint64_t>(st.st_size);
+    identity_ = {static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
     if (direct) direct_fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);  // may fail
   }
   ~PosixFile() override {
@@ -93,6 +94,7 @@ class PosixFile final : public RandomAccessFile {
   }
   const std::string& path() const override { return path_; }
   uint64_t size() const override { return size_; }
+  std::pair<uint64_t, uint64_t> identity() const override { return identity_; }
   int64_t read_at(void* dst, size_t bytes, uint64_t offset) override {
     int fd = fd_;
     if (direct_fd_ >= 0 && reinterpret_cast<uintptr_t>(dst) % kDirectAlignment == 0 &&
@@ -127,6 +129,7 @@ class PosixFile final : public RandomAccessFile {
   int fd_ = -1;
   int direct_fd_ = -1;
   uint64_t size_ = 0;
+  std::pair<uint64_t, uint64_t> identity_{0, 0};
   std::atomic<bool> no_nowait_{false};
 };
 

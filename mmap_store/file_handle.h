@@ -12,6 +12,7 @@
 #include <future>
 #include <memory>
 #include <string>
+#include <utility>
 
 namespace stowage::mmap_store {
 
@@ -72,6 +73,9 @@ class RandomAccessFile {
   // One positional read, as pread(2): returns the bytes read (fewer than
   // asked is allowed; 0 at end of file) or -errno.
   virtual int64_t read_at(void* dst, size_t bytes, uint64_t offset) = 0;
+  // The opened file's (device, inode), to tell it from another file that
+  // took its path; {0, 0} where unknown.
+  virtual std::pair<uint64_t, uint64_t> identity() const { return {0, 0}; }
   // Reads only what the page cache already holds, from `offset` on, without
   // waiting for the device (preadv2 with RWF_NOWAIT): the bytes read, or 0
   // when the first byte is not cached, the file cannot tell, or the read
@@ -114,6 +118,7 @@ class FaultInjectingFile final : public RandomAccessFile {
   const std::string& path() const override { return base_->path(); }
   uint64_t size() const override { return base_->size(); }
   int64_t read_at(void* dst, size_t bytes, uint64_t offset) override;
+  std::pair<uint64_t, uint64_t> identity() const override { return base_->identity(); }
   void advise_willneed(uint64_t offset, size_t bytes) override {
     base_->advise_willneed(offset, bytes);
   }

@@ -1,6 +1,7 @@
 #include "mmap_store/detail/mapped_file.h"
 
 #include <fmt/format.h>
+#include <sys/stat.h>
 
 #include <boost/interprocess/file_mapping.hpp>
 #include <boost/interprocess/mapped_region.hpp>
@@ -37,8 +38,16 @@ std::shared_ptr<Buffer> map_file_read_only(const std::string& path) {
     bip::file_mapping mapping(path.c_str(), bip::read_only);
     auto region = std::make_shared<bip::mapped_region>(mapping, bip::read_only, 0, size);
     void* data = region->get_address();
-    return std::make_shared<Buffer>(Buffer::adopt(data, region->get_size(), Tier::disk(),
-                                                  [region]() mutable { region.reset(); }));
+    // The file that was mapped: a path renamed over later names another.
+    FileOrigin origin{path, 0, 0, 0};
+    struct stat st;
+    if (::stat(path.c_str(), &st) == 0) {
+      origin.device = static_cast<uint64_t>(st.st_dev);
+      origin.inode = static_cast<uint64_t>(st.st_ino);
+    }
+    return std::make_shared<Buffer>(Buffer::adopt(
+        data, region->get_size(), Tier::disk(), [region]() mutable { region.reset(); },
+        std::move(origin)));
   } catch (const bip::interprocess_exception& e) {
     throw IoError(fmt::format("{}: cannot map {} bytes read-only: {}", path, size, e.what()));
   }

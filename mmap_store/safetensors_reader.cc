@@ -34,8 +34,16 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
   char* base = m.data() == nullptr
                    ? nullptr
                    : static_cast<char*>(const_cast<void*>(m.data())) + header.data_start;
-  state->data = std::make_shared<Buffer>(
-      Buffer::adopt(base, header.data_bytes, Tier::disk(), [keep]() mutable { keep.reset(); }));
+  auto release = [keep]() mutable { keep.reset(); };
+  if (const FileOrigin* file = m.file_origin()) {
+    FileOrigin origin = *file;
+    origin.offset += header.data_start;
+    state->data = std::make_shared<Buffer>(
+        Buffer::adopt(base, header.data_bytes, Tier::disk(), release, std::move(origin)));
+  } else {
+    state->data =
+        std::make_shared<Buffer>(Buffer::adopt(base, header.data_bytes, Tier::disk(), release));
+  }
   for (auto& e : header.tensors) {
     TensorInfo info;
     info.name = e.name;

@@ -71,9 +71,15 @@ class FolderDiskStore final : public DiskStore {
           fmt::format("disk tier: renaming '{}' to '{}' failed: {}", temp, path, errno_text()));
     }
     void* data = nullptr;
+    FileOrigin origin{path, 0, 0, 0};
     if (bytes > 0) {
       const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
       STOWAGE_EXPECTS(fd >= 0, IoError, "disk tier: cannot open '{}': {}", path, errno_text());
+      struct stat st;
+      if (::fstat(fd, &st) == 0) {
+        origin.device = static_cast<uint64_t>(st.st_dev);
+        origin.inode = static_cast<uint64_t>(st.st_ino);
+      }
       data = ::mmap(nullptr, bytes, PROT_READ, MAP_SHARED, fd, 0);
       ::close(fd);
       if (data == MAP_FAILED) {
@@ -82,10 +88,13 @@ class FolderDiskStore final : public DiskStore {
                                   errno_text()));
       }
     }
-    auto storage = std::make_shared<Buffer>(Buffer::adopt(data, bytes, Tier::disk(), [=] {
-      if (data != nullptr) ::munmap(data, bytes);
-      ::unlink(path.c_str());
-    }));
+    auto storage = std::make_shared<Buffer>(Buffer::adopt(
+        data, bytes, Tier::disk(),
+        [=] {
+          if (data != nullptr) ::munmap(data, bytes);
+          ::unlink(path.c_str());
+        },
+        std::move(origin)));
     return Tensor::from_storage(std::move(storage), 0, host_tensor.dtype(), host_tensor.shape());
   }
 
@@ -118,6 +127,56 @@ class MemcpyDiskStager final : public DiskStager {
   }
 };
 
+class FileReadDiskStager final : public DiskStager {
+ public:
+  explicit FileReadDiskStager(FileReadStagerOptions options)
+      : options_(std::move(options)),
+        pool_(options_.io.threads),
+        mapped_copy_(make_memcpy_disk_stager()) {}
+
+  void enqueue_read(StreamRef stream, const Tensor& disk_tensor, uint64_t offset, uint64_t bytes,
+                    void* dst) override {
+    STOWAGE_EXPECTS(offset + bytes <= disk_tensor.bytes(), InvalidInputError,
+                    "disk stager: read of bytes [{}, {}) is outside the tensor's {} bytes", offset,
+                    offset + bytes, disk_tensor.bytes());
+    std::shared_ptr<mmap_store::FileHandle> file = open_origin(disk_tensor);
+    if (file == nullptr || bytes == 0) {
+      mapped_copy_->enqueue_read(stream, disk_tensor, offset, bytes, dst);
+      return;
+    }
+    const uint64_t at =
+        disk_tensor.storage()->file_origin()->offset + disk_tensor.storage_offset() + offset;
+    stream.host_task([file, keep = disk_tensor, dst, bytes, at] {
+      // The tasks run on the pool; this waits for all, and rethrows the
+      // first IoError as the stream's error.
+      file->pread(dst, static_cast<size_t>(bytes), at).get();
+    });
+  }
+
+ private:
+  // A handle on the file the tensor's bytes were mapped from; null when
+  // there is none, it cannot be opened, or the path now names another file.
+  std::shared_ptr<mmap_store::FileHandle> open_origin(const Tensor& tensor) {
+    const FileOrigin* origin = tensor.storage()->file_origin();
+    if (origin == nullptr || origin->inode == 0) return nullptr;
+    std::unique_ptr<mmap_store::RandomAccessFile> file;
+    try {
+      file = options_.open_file ? options_.open_file(origin->path)
+                                : mmap_store::open_random_access_file(origin->path);
+    } catch (const IoError&) {
+      return nullptr;  // e.g. no longer there: the mapping still holds the bytes
+    }
+    if (file == nullptr || file->identity() != std::make_pair(origin->device, origin->inode)) {
+      return nullptr;
+    }
+    return std::make_shared<mmap_store::FileHandle>(std::move(file), pool_, options_.io);
+  }
+
+  FileReadStagerOptions options_;
+  mmap_store::IoThreadPool pool_;  // joined before the options it reads go
+  std::unique_ptr<DiskStager> mapped_copy_;
+};
+
 }  // namespace
 
 std::unique_ptr<DiskStore> make_folder_disk_store(const std::string& folder) {
@@ -126,6 +185,20 @@ std::unique_ptr<DiskStore> make_folder_disk_store(const std::string& folder) {
 
 std::unique_ptr<DiskStager> make_memcpy_disk_stager() {
   return std::make_unique<MemcpyDiskStager>();
+}
+
+std::unique_ptr<DiskStager> make_file_read_disk_stager(FileReadStagerOptions options) {
+  return std::make_unique<FileReadDiskStager>(std::move(options));
+}
+
+std::unique_ptr<DiskStager> make_disk_stager(DiskStagerKind kind) {
+  switch (kind) {
+    case DiskStagerKind::kFileRead:
+      return make_file_read_disk_stager();
+    case DiskStagerKind::kMemcpy:
+      break;
+  }
+  return make_memcpy_disk_stager();
 }
 
 }  // namespace stowage

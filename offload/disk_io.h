@@ -8,11 +8,13 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "core/stream.h"
 #include "core/tensor.h"
+#include "mmap_store/file_handle.h"
 
 namespace stowage {
 
@@ -54,8 +56,36 @@ class DiskStager {
   }
 };
 
-// The stand-in until mmap_store's ring lands: a memcpy from the mapping in a
-// host task on the stream.
+// A memcpy from the mapping in a host task on the stream (after asking the
+// kernel to read the range ahead when the read is queued).
 std::unique_ptr<DiskStager> make_memcpy_disk_stager();
+
+// Options of make_file_read_disk_stager.
+struct FileReadStagerOptions {
+  // Threads of the stager's own I/O pool and the task size reads are split
+  // into (mmap_store's defaults and environment variables).
+  mmap_store::IoOptions io = mmap_store::IoOptions::from_environment();
+  // Opens a disk tensor's file; null: mmap_store::open_random_access_file.
+  // A test seam (e.g. a FaultInjectingFile around the real file).
+  std::function<std::unique_ptr<mmap_store::RandomAccessFile>(const std::string& path)> open_file;
+};
+
+// Reads a disk tensor's bytes from its file (core FileOrigin: folder
+// DiskStore tensors, checkpoint tensors used in place) with mmap_store's
+// FileHandle: positional reads split into tasks over the stager's I/O pool,
+// straight into `dst`, started when the stream reaches the read; later work
+// on the stream waits for all of them. A failed or short read is the
+// stream's error (an IoError naming the file, offset and bytes, rethrown by
+// its synchronize), never bytes taken as read. A tensor with no file origin,
+// or whose file cannot be opened or is no longer the one mapped, is read as
+// make_memcpy_disk_stager reads it.
+std::unique_ptr<DiskStager> make_file_read_disk_stager(FileReadStagerOptions options = {});
+
+// The stagers OffloadOptions can name.
+enum class DiskStagerKind {
+  kMemcpy,    // make_memcpy_disk_stager
+  kFileRead,  // make_file_read_disk_stager with default options
+};
+std::unique_ptr<DiskStager> make_disk_stager(DiskStagerKind kind);
 
 }  // namespace stowage

@@ -134,8 +134,9 @@ class OffloadManager::Impl {
     }
     add_memory(Tier::pinned_host(), platform.pinned_host_memory());
     add_memory(Tier::pageable_host(), platform.pageable_host_memory());
-    stager_ = options.disk_stager ? options.disk_stager
-                                  : std::shared_ptr<DiskStager>(make_memcpy_disk_stager());
+    stager_ = options.disk_stager
+                  ? options.disk_stager
+                  : std::shared_ptr<DiskStager>(make_disk_stager(options.disk_stager_kind));
   }
 
   // ---- memory
