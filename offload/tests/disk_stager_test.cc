@@ -11,6 +11,8 @@
 
 #include <atomic>
 #include <fstream>
+#include <thread>
+#include <vector>
 
 #include "core/error.h"
 #include "mmap_store/checkpoint.h"
@@ -188,6 +190,38 @@ TEST_P(DiskStagerTest, FileReadsAreTheDefaultAndTheMemcpyStagerIsSelectable) {
     EXPECT_EQ(stream_forward(manager, *platform_, m), expected_forward(m));
     EXPECT_EQ(stream_forward(manager, *platform_, m), expected_forward(m));
   }
+}
+
+// DiskStager's contract: concurrent calls. Threads with their own streams
+// share one stager; every read lands exactly where it was asked.
+TEST_P(DiskStagerTest, ThreadsSharingOneStagerEachGetTheirBytes) {
+  auto store = make_folder_disk_store(temp_folder("threads"));
+  std::shared_ptr<DiskStager> shared = stager();
+  constexpr int kThreads = 4;
+  std::vector<Tensor> sources, on_disk;
+  for (int t = 0; t < kThreads; ++t) {
+    sources.push_back(host_tensor(*platform_, DType::kU8, Shape{50000}, 100 + t));
+    on_disk.push_back(store->write("t" + std::to_string(t), sources.back()));
+  }
+  std::vector<std::vector<unsigned char>> got(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      Stream stream = platform_->accelerator(0).create_stream();
+      Buffer dst(platform_->pinned_host_memory(), 50000);
+      for (uint64_t offset = 0; offset < 50000; offset += 7000) {  // several reads, odd sizes
+        const uint64_t n = std::min<uint64_t>(7000, 50000 - offset);
+        shared->enqueue_read(stream, on_disk[t], offset, n,
+                             static_cast<char*>(dst.data()) + offset);
+      }
+      stream.synchronize();
+      const auto* p = static_cast<const unsigned char*>(dst.data());
+      got[t].assign(p, p + 50000);
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  for (int t = 0; t < kThreads; ++t) EXPECT_EQ(got[t], bytes_of(sources[t])) << "thread " << t;
+  EXPECT_EQ(opens_->load(), kThreads * 8);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, DiskStagerTest,
