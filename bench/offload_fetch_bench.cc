@@ -165,9 +165,9 @@ int main_impl(int argc, char** argv) {
   const bool cuda = platform->backend() == Backend::kCuda;
   if (config.module_bytes == 0) config.module_bytes = cuda ? (64ull << 20) : (4ull << 20);
   const double gib = static_cast<double>(config.module_bytes) * config.modules / (1ull << 30);
-  fmt::print("offload fetch bench on {}: {} modules x {} MiB from pinned host, median of {}\n",
+  fmt::print("offload fetch bench on {}: {} modules x {} MiB from {}, median of {}\n",
              platform->accelerator(0).description(), config.modules, config.module_bytes >> 20,
-             config.iters);
+             config.disk_stagers.empty() ? "pinned host" : "disk", config.iters);
   const int fills = config.compute_fills >= 0 ? config.compute_fills : (cuda ? 96 : 1);
   if (!config.disk_stagers.empty()) {
     fmt::print("  modules on disk, {}, depth 2, copy only; interleaved passes, median of {}\n",

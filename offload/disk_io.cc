@@ -147,9 +147,15 @@ class FileReadDiskStager final : public DiskStager {
     const uint64_t at =
         disk_tensor.storage()->file_origin()->offset + disk_tensor.storage_offset() + offset;
     stream.host_task([file, keep = disk_tensor, dst, bytes, at] {
-      // The tasks run on the pool; this waits for all, and rethrows the
-      // first IoError as the stream's error.
-      file->pread(dst, static_cast<size_t>(bytes), at).get();
+      // An IoError thrown here is the stream's error. A read of one task
+      // (quant-state parts, biases) runs here: a hand-off to the pool and
+      // back would cost more than the read. Larger ones run as tasks on
+      // the pool; this waits for all of them.
+      if (bytes <= file->options().task_bytes) {
+        file->read(dst, static_cast<size_t>(bytes), at);
+      } else {
+        file->pread(dst, static_cast<size_t>(bytes), at).get();
+      }
     });
   }
 

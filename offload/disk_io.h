@@ -72,9 +72,10 @@ struct FileReadStagerOptions {
 
 // Reads a disk tensor's bytes from its file (core FileOrigin: folder
 // DiskStore tensors, checkpoint tensors used in place) with mmap_store's
-// FileHandle: positional reads split into tasks over the stager's I/O pool,
-// straight into `dst`, started when the stream reaches the read; later work
-// on the stream waits for all of them. A failed or short read is the
+// FileHandle: positional reads split into tasks over the stager's I/O pool
+// (a read of one task size or less runs on the stream's own thread), straight
+// into `dst`, started when the stream reaches the read; later work on the
+// stream waits for all of them. A failed or short read is the
 // stream's error (an IoError naming the file, offset and bytes, rethrown by
 // its synchronize), never bytes taken as read. A tensor with no file origin,
 // or whose file cannot be opened or is no longer the one mapped, is read as

@@ -139,6 +139,18 @@ TEST_P(DiskStagerTest, InjectedShortReadIsAnIoErrorNotWrongBytes) {
   EXPECT_THAT(expect_io_error(manager), AllOf(HasSubstr("short read"), HasSubstr(".weight")));
 }
 
+TEST_P(DiskStagerTest, AFailedSmallReadIsAnIoErrorToo) {
+  // Biases (64 bytes) are read on the stream's thread, not as pool tasks.
+  const Model m = make_model(*platform_, "layers", 2, 10000);
+  auto eio_on_bias = [](uint64_t, size_t n) { return n == 64 ? Fault::kEio : Fault::kNone; };
+  OffloadManager manager(*platform_, disk_options("small_eio", stager(eio_on_bias)));
+  place_model(manager, m, all_on(m, Tier::disk()));
+  manager.declare_execution_order(m.modules);
+  stream_forward(manager, *platform_, m);
+  EXPECT_THAT(expect_io_error(manager), AllOf(HasSubstr(".bias"), HasSubstr("64 bytes at offset 0"),
+                                              HasSubstr("Input/output error")));
+}
+
 TEST_P(DiskStagerTest, ATensorWithNoFileIsReadFromItsMapping) {
   // A disk-tier buffer adopted with no FileOrigin (e.g. another store's
   // mapping): nothing to open, so the stager copies from the mapping.
