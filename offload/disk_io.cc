@@ -7,8 +7,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <memory>
+#include <random>
 
 #include "core/error.h"
 
@@ -19,7 +21,8 @@ std::string errno_text() { return std::strerror(errno); }
 
 class FolderDiskStore final : public DiskStore {
  public:
-  explicit FolderDiskStore(std::string folder) : folder_(std::move(folder)) {
+  explicit FolderDiskStore(std::string folder)
+      : folder_(std::move(folder)), token_(unique_token()) {
     if (::mkdir(folder_.c_str(), 0755) != 0 && errno != EEXIST) {
       throw IoError(
           fmt::format("disk tier: cannot create offload folder '{}': {}", folder_, errno_text()));
@@ -39,12 +42,15 @@ class FolderDiskStore final : public DiskStore {
       if (c == '/' || c == '\\') c = '_';
     }
     // A unique suffix: the same key may be written again while an older
-    // mapping of it is still alive.
-    const std::string path = fmt::format("{}/{}.{}.bin", folder_, file, serial_.fetch_add(1));
+    // mapping of it is still alive, and other stores (in this process or
+    // another) may share the folder; neither the temporary nor the final name
+    // ever replaces an existing file.
+    const std::string path =
+        fmt::format("{}/{}.{}-{}.bin", folder_, file, token_, serial_.fetch_add(1));
     const std::string temp = path + ".tmp";
     const size_t bytes = host_tensor.bytes();
     {
-      const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
       STOWAGE_EXPECTS(fd >= 0, IoError, "disk tier: cannot create '{}': {}", temp, errno_text());
       const char* src = static_cast<const char*>(host_tensor.data());
       size_t done = 0;
@@ -65,7 +71,7 @@ class FolderDiskStore final : public DiskStore {
         throw IoError(fmt::format("disk tier: closing '{}' failed: {}", temp, errno_text()));
       }
     }
-    if (::rename(temp.c_str(), path.c_str()) != 0) {
+    if (::renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) != 0) {
       ::unlink(temp.c_str());
       throw IoError(
           fmt::format("disk tier: renaming '{}' to '{}' failed: {}", temp, path, errno_text()));
@@ -99,7 +105,15 @@ class FolderDiskStore final : public DiskStore {
   }
 
  private:
+  // This store's part of its file names: the process id and 64 random bits.
+  static std::string unique_token() {
+    std::random_device random;
+    const uint64_t bits = (static_cast<uint64_t>(random()) << 32) | random();
+    return fmt::format("{:x}-{:016x}", static_cast<long>(::getpid()), bits);
+  }
+
   std::string folder_;
+  std::string token_;
   std::atomic<uint64_t> serial_{0};
 };
 

@@ -8,6 +8,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <stdio.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <fstream>
@@ -234,6 +235,37 @@ TEST_P(DiskStagerTest, ThreadsSharingOneStagerEachGetTheirBytes) {
   for (auto& thread : threads) thread.join();
   for (int t = 0; t < kThreads; ++t) EXPECT_EQ(got[t], bytes_of(sources[t])) << "thread " << t;
   EXPECT_EQ(opens_->load(), kThreads * 8);
+}
+
+// Two folder stores on one folder (two managers, or two processes, sharing an
+// offload directory) never write, replace or remove each other's files.
+TEST_P(DiskStagerTest, StoresSharingAFolderKeepTheirOwnFiles) {
+  const std::string folder = temp_folder("shared_folder");
+  auto first = make_folder_disk_store(folder);
+  auto second = make_folder_disk_store(folder);
+  const Tensor a = host_tensor(*platform_, DType::kU8, Shape{3000}, 1);
+  const Tensor b = host_tensor(*platform_, DType::kU8, Shape{3000}, 2);
+  Tensor on_disk_a = first->write("layers.0.weight", a);
+  const Tensor on_disk_b = second->write("layers.0.weight", b);
+  const FileOrigin* origin_a = on_disk_a.storage()->file_origin();
+  const FileOrigin* origin_b = on_disk_b.storage()->file_origin();
+  ASSERT_NE(origin_a, nullptr);
+  ASSERT_NE(origin_b, nullptr);
+  EXPECT_NE(origin_a->path, origin_b->path);
+  const std::string path_b = origin_b->path;
+  on_disk_a = Tensor();  // removes the first store's file only
+  struct stat st;
+  ASSERT_EQ(::stat(path_b.c_str(), &st), 0) << path_b;
+  EXPECT_EQ(static_cast<uint64_t>(st.st_ino), origin_b->inode);
+  // The file-read stager still reads the second store's tensor from its file.
+  Stream stream = platform_->accelerator(0).create_stream();
+  Buffer dst(platform_->pinned_host_memory(), 3000);
+  std::shared_ptr<DiskStager> reader = stager();  // outlives the read
+  reader->enqueue_read(stream, on_disk_b, dst.data());
+  stream.synchronize();
+  const auto* p = static_cast<const unsigned char*>(dst.data());
+  EXPECT_EQ(std::vector<unsigned char>(p, p + 3000), bytes_of(b));
+  EXPECT_GT(reads_->load(), 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, DiskStagerTest,
