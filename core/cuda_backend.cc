@@ -212,6 +212,7 @@ class CudaAccelerator final : public Accelerator {
     STOWAGE_CUDA_TRY(cudaGetDeviceProperties(&properties, device));
     name_ = properties.name;
     total_ = properties.totalGlobalMem;
+    grant_peer_access();
   }
   Tier tier() const override { return Tier::accelerator(Backend::kCuda, device_); }
   std::string description() const override {
@@ -267,6 +268,30 @@ class CudaAccelerator final : public Accelerator {
   }
 
   int device_;
+  // Memory from a device's stream-ordered pool is accessible from that
+  // device alone until the pool grants access (peer access enabled with
+  // cudaDeviceEnablePeerAccess does not cover pools): without this, a copy
+  // between two accelerators (a module moved from cuda:1 to cuda:0, or
+  // fetched from one to run on the other) fails with cudaErrorInvalidValue.
+  // Grants every device that can reach this one read and write access.
+  void grant_peer_access() {
+    int count = 0;
+    STOWAGE_CUDA_TRY(cudaGetDeviceCount(&count));
+    ScopedDevice scope(device_);
+    const cudaMemPool_t pool = current_pool();
+    for (int peer = 0; peer < count; ++peer) {
+      if (peer == device_) continue;
+      int can_access = 0;
+      STOWAGE_CUDA_TRY(cudaDeviceCanAccessPeer(&can_access, peer, device_));
+      if (can_access == 0) continue;
+      cudaMemAccessDesc access{};
+      access.location.type = cudaMemLocationTypeDevice;
+      access.location.id = peer;
+      access.flags = cudaMemAccessFlagsProtReadWrite;
+      STOWAGE_CUDA_TRY(cudaMemPoolSetAccess(pool, &access, 1));
+    }
+  }
+
   CudaDeviceMemory memory_;
   std::string name_;
   uint64_t total_ = 0;
