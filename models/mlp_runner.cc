@@ -1,5 +1,6 @@
 #include "models/mlp_runner.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/error.h"
@@ -72,6 +73,15 @@ MlpRunner::MlpRunner(OffloadManager& manager, const mmap_store::Checkpoint& chec
       accelerator_(compute_accelerator(manager).tier()),
       stream_(compute_accelerator(manager).create_stream()) {
   MlpSpec spec = describe_checkpoint(checkpoint);
+  // The layers run one after another on the compute accelerator: only it
+  // holds them (a layer placed on another accelerator would run there, on
+  // that device's streams, with x on this one). What does not fit there goes
+  // to pinned host memory or disk and is streamed.
+  load.accelerators.erase(std::remove_if(load.accelerators.begin(), load.accelerators.end(),
+                                         [&](const TierCapacity& c) {
+                                           return c.tier != accelerator_;
+                                         }),
+                          load.accelerators.end());
   load.module_order.clear();
   for (const MlpLayer& layer : spec.layers) load.module_order.push_back(layer.module);
   loaded_ = load_checkpoint(checkpoint, manager, load);
