@@ -191,8 +191,8 @@ TEST_P(DiskStagerTest, AFileReplacedAtItsPathIsNotReadTheMappingIs) {
   EXPECT_EQ(reads_->load(), 0) << "no read from a file that is not the one mapped";
 }
 
-TEST_P(DiskStagerTest, FileReadsAreTheDefaultAndTheMemcpyStagerIsSelectable) {
-  EXPECT_EQ(OffloadOptions{}.disk_stager_kind, DiskStagerKind::kFileRead);
+TEST_P(DiskStagerTest, MemcpyIsTheDefaultAndFileReadsAreSelectable) {
+  EXPECT_EQ(OffloadOptions{}.disk_stager_kind, DiskStagerKind::kMemcpy);
   const Model m = make_model(*platform_, "layers", 3, 20000);
   for (DiskStagerKind kind : {DiskStagerKind::kFileRead, DiskStagerKind::kMemcpy}) {
     OffloadOptions options = disk_options("by_kind", nullptr);
