@@ -28,6 +28,10 @@ unsigned IoOptions::default_threads() {
   return std::clamp(hardware == 0 ? 2u : hardware, 2u, 16u);
 }
 
+size_t IoOptions::default_task_bytes(unsigned threads) {
+  return threads >= 8 ? size_t{4} << 20 : size_t{1} << 20;
+}
+
 IoOptions IoOptions::from_environment() {
   IoOptions o;
   if (const char* v = std::getenv("STOWAGE_IO_TASK_SIZE"); v && *v) {

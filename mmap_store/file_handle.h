@@ -22,12 +22,17 @@ namespace stowage::mmap_store {
 //    and more threads than cores only add switches between copies competing
 //    for the same bandwidth; on a cold one, reads in flight = threads x task
 //    (2 MiB on 2 cores, 16 MiB on a 16-core host);
-//  - 1 MiB tasks: a slot's request spreads over the threads, each pread is
-//    still large enough for the kernel to issue large device requests, and
-//    the destination being written stays in cache on a warm read.
+//  - 1 MiB tasks with fewer than 8 threads: a slot's request spreads over
+//    the threads, each pread is still large enough for the kernel to issue
+//    large device requests, and the destination being written stays in cache
+//    on a warm read (2-core build host: cold 1.01x, warm 1.43x of the best
+//    plain read());
+//  - 4 MiB tasks with 8 threads or more: 16 concurrent 1 MiB reads at
+//    scattered offsets read a cold file slower than one sequential read()
+//    (H100 host: 0.85-0.92x), 4 MiB ones did not (0.99-1.02x; warm 6.5x).
 struct IoOptions {
-  size_t task_bytes = size_t{1} << 20;   // a request is split into tasks this large
-  unsigned threads = default_threads();  // threads of an IoThreadPool
+  size_t task_bytes = default_task_bytes(default_threads());  // requests split into these
+  unsigned threads = default_threads();                       // threads of an IoThreadPool
   // A StagingRing asks the OS to start reading (posix_fadvise WILLNEED) the
   // queued requests up to this many bytes beyond those being read, while the
   // file is read from the device, so that a disk which needs a deep queue of
@@ -39,6 +44,8 @@ struct IoOptions {
 
   // std::thread::hardware_concurrency() clamped to [2, 16] (2 when unknown).
   static unsigned default_threads();
+  // 1 MiB for fewer than 8 threads, 4 MiB from 8 on.
+  static size_t default_task_bytes(unsigned threads);
   // The defaults, overridden by STOWAGE_IO_TASK_SIZE (a size: "4MiB",
   // "1048576"), STOWAGE_IO_THREADS and STOWAGE_IO_READAHEAD (a size; "0"
   // turns the hints off). Throws InvalidInputError when set but malformed.

@@ -170,7 +170,9 @@ TEST(IoOptionsTest, DefaultThreadsFollowTheHardwareWithinTwoToSixteen) {
   const unsigned expected = std::clamp(hardware == 0 ? 2u : hardware, 2u, 16u);
   EXPECT_EQ(IoOptions{}.threads, expected);
   EXPECT_EQ(IoOptions::default_threads(), expected);
-  EXPECT_EQ(IoOptions{}.task_bytes, size_t{1} << 20);
+  EXPECT_EQ(IoOptions{}.task_bytes, expected >= 8 ? size_t{4} << 20 : size_t{1} << 20);
+  EXPECT_EQ(IoOptions::default_task_bytes(2), size_t{1} << 20);
+  EXPECT_EQ(IoOptions::default_task_bytes(16), size_t{4} << 20);
 }
 
 TEST(StagingRingShapeTest, DefaultShapeHoldsTwoTasksPerThreadInFourMiBSlots) {
@@ -182,9 +184,10 @@ TEST(StagingRingShapeTest, DefaultShapeHoldsTwoTasksPerThreadInFourMiBSlots) {
   EXPECT_EQ(two.slot_count, 2u);  // 4 tasks fit one slot; still double-buffered
   io.threads = 16;
   EXPECT_EQ(default_staging_ring_shape(io).slot_count, 8u);  // 32 tasks of 1 MiB
-  io.task_bytes = size_t{4} << 20;
-  io.threads = 4;
-  EXPECT_EQ(default_staging_ring_shape(io).slot_count, 8u);  // one task per slot
+  io.task_bytes = size_t{4} << 20;  // the default from 8 threads on
+  StagingRingShape sixteen = default_staging_ring_shape(io);
+  EXPECT_EQ(sixteen.slot_bytes, size_t{16} << 20);  // 4 tasks per slot
+  EXPECT_EQ(sixteen.slot_count, 8u);                // 32 tasks of 4 MiB
 }
 
 // ---- StagingRing ----

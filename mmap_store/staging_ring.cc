@@ -14,6 +14,7 @@ namespace stowage::mmap_store {
 
 StagingRingShape default_staging_ring_shape(const IoOptions& io) {
   StagingRingShape shape;
+  shape.slot_bytes = std::max(kDefaultStagingSlotBytes, 4 * io.task_bytes);
   const size_t task = std::max<size_t>(1, std::min(io.task_bytes, shape.slot_bytes));
   const size_t tasks_per_slot = (shape.slot_bytes + task - 1) / task;
   const size_t wanted_tasks = size_t{2} * std::max(1u, io.threads);

@@ -38,7 +38,8 @@ struct StagedRead {
 };
 
 // The shape of a ring feeding one reader that uses `io`: slots of
-// kDefaultStagingSlotBytes, enough of them that the slots hold two tasks per
+// kDefaultStagingSlotBytes or 4 tasks, whichever is larger (16 MiB with the
+// 4 MiB tasks of 8 threads or more: 8 x 16 MiB on a 16-core host), enough of them that the slots hold two tasks per
 // I/O thread (threads stay busy while consumers hold slots), at least 2 (one
 // being read while the other is consumed). A small footprint matters on a
 // warm read, a memory copy: slots that stay in the last-level cache are
