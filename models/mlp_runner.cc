@@ -77,6 +77,11 @@ MlpRunner::MlpRunner(OffloadManager& manager, const mmap_store::Checkpoint& chec
   // holds them (a layer placed on another accelerator would run there, on
   // that device's streams, with x on this one). What does not fit there goes
   // to pinned host memory or disk and is streamed.
+  for (const TierCapacity& c : load.accelerators) {
+    STOWAGE_EXPECTS(c.tier == accelerator_ || !c.budget, InvalidInputError,
+                    "a memory budget names {}, but the MLP runner computes on {} alone",
+                    c.tier.to_string(), accelerator_.to_string());
+  }
   load.accelerators.erase(std::remove_if(load.accelerators.begin(), load.accelerators.end(),
                                          [&](const TierCapacity& c) {
                                            return c.tier != accelerator_;

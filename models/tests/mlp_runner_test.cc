@@ -349,6 +349,16 @@ TEST(MlpRun, LayersStayOnTheComputeAcceleratorOfATwoAcceleratorPlatform) {
   const std::vector<float> y = values(runner.forward(host_tensor(*platform, x)));
   ASSERT_EQ(y.size(), expected.size());
   EXPECT_EQ(0, std::memcmp(y.data(), expected.data(), y.size() * sizeof(float)));
+  // A budget for the accelerator the runner does not use is an error, not ignored.
+  OffloadManager other(*platform, OffloadOptions{});
+  LoadOptions both = load;
+  both.accelerators = accelerator_capacities_of(*platform, {{0, budget}, {1, budget}});
+  try {
+    MlpRunner unused(other, *checkpoint, *kernels, both);
+    ADD_FAILURE() << "expected InvalidInputError for a budget on sim:1";
+  } catch (const InvalidInputError& e) {
+    EXPECT_NE(std::string(e.what()).find("sim:1"), std::string::npos) << e.what();
+  }
 }
 
 TEST(MlpRun, TwoThreadsEachRunTheirOwnModelThroughOneManager) {
