@@ -58,6 +58,30 @@ std::vector<float> values(const Tensor& t) {
   return std::vector<float>(p, p + t.numel());
 }
 
+// Runs 50 forwards of `ra` and of `rb` at once, each on its own host thread;
+// returns how many outputs differed from their reference (exceptions fail the
+// test).
+int forwards_on_two_threads(MlpRunner& ra, const Tensor& xa, const std::vector<float>& ya_ref,
+                            MlpRunner& rb, const Tensor& xb, const std::vector<float>& yb_ref) {
+  std::atomic<int> mismatches{0};
+  auto loop = [&](MlpRunner& r, const Tensor& x, const std::vector<float>& ref) {
+    try {
+      for (int i = 0; i < 50; ++i) {
+        std::vector<float> y = values(r.forward(x));
+        if (y.size() != ref.size() || std::memcmp(y.data(), ref.data(), y.size() * 4) != 0)
+          mismatches++;
+      }
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << e.what();
+    }
+  };
+  std::thread ta([&] { loop(ra, xa, ya_ref); });
+  std::thread tb([&] { loop(rb, xb, yb_ref); });
+  ta.join();
+  tb.join();
+  return mismatches.load();
+}
+
 uint64_t model_bytes(const std::vector<RawTensor>& tensors) {
   uint64_t n = 0;
   for (const auto& t : tensors) n += t.bytes.size();
@@ -383,24 +407,9 @@ TEST(MlpRun, TwoThreadsEachRunTheirOwnModelThroughOneManager) {
   lb.accelerators[0].budget = *rt.load.accelerators[0].budget / 2;
   MlpRunner ra(*rt.manager, *ca, *kernels, la);
   MlpRunner rb(*rt.manager, *cb, *kernels, lb);
-  Tensor xa_t = host_tensor(*rt.platform, xa), xb_t = host_tensor(*rt.platform, xb);
-  std::atomic<int> mismatches{0};
-  auto loop = [&](MlpRunner& r, const Tensor& x, const std::vector<float>& ref) {
-    try {
-      for (int i = 0; i < 50; ++i) {
-        std::vector<float> y = values(r.forward(x));
-        if (y.size() != ref.size() || std::memcmp(y.data(), ref.data(), y.size() * 4) != 0)
-          mismatches++;
-      }
-    } catch (const std::exception& e) {
-      ADD_FAILURE() << e.what();
-    }
-  };
-  std::thread ta([&] { loop(ra, xa_t, ya_ref); });
-  std::thread tb([&] { loop(rb, xb_t, yb_ref); });
-  ta.join();
-  tb.join();
-  EXPECT_EQ(mismatches.load(), 0);
+  EXPECT_EQ(forwards_on_two_threads(ra, host_tensor(*rt.platform, xa), ya_ref, rb,
+                                    host_tensor(*rt.platform, xb), yb_ref),
+            0);
 }
 
 TEST(OffloadHookOrder, RecordsTheExecutionOrderOnTheFirstForward) {
@@ -858,24 +867,9 @@ TEST_P(OnCuda, TwoThreadsEachRunTheirOwnModelThroughOneManager) {
   lb.working_reserve = {{rt.accelerator(), wb}};
   MlpRunner ra(*rt.manager, *ca, *ka, la);
   MlpRunner rb(*rt.manager, *cb, *kb, lb);
-  Tensor xa_t = host_tensor(*rt.platform, xa), xb_t = host_tensor(*rt.platform, xb);
-  std::atomic<int> mismatches{0};
-  auto loop = [&](MlpRunner& r, const Tensor& x, const std::vector<float>& ref) {
-    try {
-      for (int i = 0; i < 50; ++i) {
-        std::vector<float> y = values(r.forward(x));
-        if (y.size() != ref.size() || std::memcmp(y.data(), ref.data(), y.size() * 4) != 0)
-          mismatches++;
-      }
-    } catch (const std::exception& e) {
-      ADD_FAILURE() << e.what();
-    }
-  };
-  std::thread ta([&] { loop(ra, xa_t, ya_ref); });
-  std::thread tb([&] { loop(rb, xb_t, yb_ref); });
-  ta.join();
-  tb.join();
-  EXPECT_EQ(mismatches.load(), 0);
+  EXPECT_EQ(forwards_on_two_threads(ra, host_tensor(*rt.platform, xa), ya_ref, rb,
+                                    host_tensor(*rt.platform, xb), yb_ref),
+            0);
 }
 
 // The largest module of `checkpoint` as a fetch slot holds it (records at
