@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "quant/cpu_quantizer.h"
+#include "quant/testing/random_tensors.h"
 
 namespace stowage::quant {
 namespace {
@@ -19,11 +20,7 @@ class BnbFormatTest : public ::testing::Test {
   HostMemoryResource host_;
 
   Tensor normal(Shape shape, DType dtype, uint32_t seed) {
-    std::mt19937 gen(seed);
-    std::normal_distribution<float> dist(0.0f, 1.0f);
-    Tensor t = Tensor::empty(host_, dtype, std::move(shape));
-    for (uint64_t i = 0; i < t.numel(); ++i) store_from_float(t.data(), dtype, i, dist(gen));
-    return t;
+    return quant::testing::normal_tensor(host_, std::move(shape), dtype, seed);
   }
   Tensor bytes_tensor(const std::string& s, DType dtype = DType::kU8) {
     Tensor t = Tensor::empty(host_, dtype, Shape{static_cast<int64_t>(s.size())});

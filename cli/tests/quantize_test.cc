@@ -18,6 +18,7 @@
 #include "mmap_store/safetensors_writer.h"
 #include "quant/bnb_format.h"
 #include "quant/cpu_quantizer.h"
+#include "quant/testing/random_tensors.h"
 
 namespace stowage::cli {
 namespace {
@@ -36,11 +37,7 @@ class QuantizeCommandTest : public ::testing::Test {
   std::string file(const std::string& name) const { return (dir_ / name).string(); }
 
   Tensor normal(Shape shape, DType dtype, uint32_t seed) {
-    std::mt19937 gen(seed);
-    std::normal_distribution<float> dist(0.0f, 1.0f);
-    Tensor t = Tensor::empty(host_, dtype, std::move(shape));
-    for (uint64_t i = 0; i < t.numel(); ++i) store_from_float(t.data(), dtype, i, dist(gen));
-    return t;
+    return quant::testing::normal_tensor(host_, std::move(shape), dtype, seed);
   }
   void write(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors) {
     mmap_store::SafetensorsWriter writer(path);
