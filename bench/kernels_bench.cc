@@ -26,6 +26,7 @@
 #ifdef STOWAGE_WITH_CUDA
 #include <cuda_runtime_api.h>
 
+#include "bench/read_floor.h"
 #include "core/cuda_check.h"
 #include "kernels/cpu_reference.h"
 #include "kernels/detail/cuda_ops.h"
@@ -156,6 +157,10 @@ FourBitWeights make_four_bit(int64_t n, int64_t k, int copies, int64_t blocksize
 
 void bench_gemv(CublasLtContext& ctx, StreamRef stream, cudaStream_t cs) {
   std::printf("\n== 4-bit GEMV, batch 1, f16 activations (blocksize 64) vs fp16 cuBLASLt ==\n");
+  std::printf("(read-only floor: a kernel that only streams the same bytes; no GEMV can beat it)\n");
+  int device = 0, sms = 0;
+  STOWAGE_CUDA_TRY(cudaGetDevice(&device));
+  STOWAGE_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   std::printf("%-12s %-16s %10s %12s %10s %8s %9s\n", "shape NxK", "kernel", "median us", "GB/s",
               "fp16 us", "speedup", "host us");
   const int64_t shapes[][2] = {{8192, 8192}, {28672, 8192}, {8192, 28672}};
@@ -213,6 +218,28 @@ void bench_gemv(CublasLtContext& ctx, StreamRef stream, cudaStream_t cs) {
                   nested ? (fused ? "nf4+dq fused" : "nf4+dq deq+gemm")
                          : (fused ? "nf4 fused" : "nf4 deq+gemm"),
                   ms * 1e3, q_bytes / (ms * 1e-3) / 1e9, fp16_ms * 1e3, fp16_ms / ms, host_us);
+      // The floor: only reading the same arrays, no arithmetic.
+      DeviceArray sink(16);
+      const double floor_ms = median_ms(cs, [&](int i) {
+        const int c = i % copies;
+        bench::ReadFloorArrays arrays;
+        arrays.ptr[0] = w.packed[c].get();
+        arrays.bytes[0] = n * k / 2;
+        if (nested) {
+          arrays.ptr[1] = w.codes[c].get();
+          arrays.bytes[1] = n * k / 64;
+          arrays.ptr[2] = w.nested[c].get();
+          arrays.bytes[2] = (n * k / 64 + 255) / 256 * 4;
+        } else {
+          arrays.ptr[1] = w.absmax[c].get();
+          arrays.bytes[1] = n * k / 64 * 4;
+        }
+        STOWAGE_CUDA_TRY(bench::launch_read_floor(arrays, sink.get<unsigned>(), sms, cs));
+      });
+      std::printf("%-12s %-16s %10.1f %12.0f %10.1f %7.2fx   (GEMV at %.0f%% of it)\n", "",
+                  "  read-only floor", floor_ms * 1e3,
+                  q_bytes / (floor_ms * 1e-3) / 1e9, fp16_ms * 1e3, fp16_ms / floor_ms,
+                  100.0 * floor_ms / ms);
     }
     std::printf("%-12s %-16s %10.1f %12.0f\n", "", "fp16 cuBLASLt", fp16_ms * 1e3,
                 f16_bytes / (fp16_ms * 1e-3) / 1e9);

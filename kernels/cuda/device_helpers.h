@@ -26,6 +26,15 @@ __device__ __forceinline__ void store_float(__nv_bfloat16* p, int64_t i, float v
 }
 __device__ __forceinline__ void store_float(float* p, int64_t i, float v) { p[i] = v; }
 
+// 16 bytes from global memory read once (no L1 allocation, read-only path).
+__device__ __forceinline__ uint4 load_stream16(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
 inline unsigned grid_for(int64_t work, int per_block, int64_t cap = 65535LL * 32) {
   int64_t blocks = (work + per_block - 1) / per_block;
   if (blocks < 1) blocks = 1;

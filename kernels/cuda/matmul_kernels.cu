@@ -182,21 +182,17 @@ struct GemvTraits<__nv_bfloat16> {
   __device__ static float total(Partial p) { return p.x + p.y; }
 };
 
-__device__ __forceinline__ uint4 load_stream16(const void* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-
 // v >> n for n >= 0, v << -n for n < 0 (n a compile-time constant).
 __device__ __forceinline__ uint32_t shift_right(uint32_t v, int n) {
   return n >= 0 ? v >> n : v << -n;
 }
 
-struct GemvCodes {
+// The code values of the weight's 4-bit type and the signed dynamic map of
+// double quantization; a __grid_constant__ parameter, so indexing it reads
+// the parameter bank (no copy to local memory).
+struct GemvTables {
   float value[16];
+  float nested_map[256];
 };
 
 // The position, in T units, of element e of a row of x in shared memory.
@@ -209,7 +205,8 @@ __device__ __forceinline__ int64_t x_slot(int64_t e) {
 
 template <typename T, int M, bool kNested>
 __global__ void __launch_bounds__(kGemvThreads)
-    four_bit_gemv_kernel(FourBitGemvArgs a, GemvCodes codes, int64_t x_row_stride) {
+    four_bit_gemv_kernel(FourBitGemvArgs a, const __grid_constant__ GemvTables tables,
+                         int64_t x_row_stride) {
   constexpr int R = GemvShape<M>::kRows;
   constexpr int U = GemvShape<M>::kUnroll;
   using Traits = GemvTraits<T>;
@@ -285,7 +282,7 @@ __global__ void __launch_bounds__(kGemvThreads)
   if (threadIdx.x < 16) {
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
-      if (threadIdx.x == j) code_values[j] = codes.value[j];  // constant indices
+      if (threadIdx.x == j) code_values[j] = tables.value[j];  // constant indices
     }
   }
   const T* x = static_cast<const T*>(a.x);
@@ -321,7 +318,7 @@ __global__ void __launch_bounds__(kGemvThreads)
     }
   }
   if (kNested) {
-    for (int i = threadIdx.x; i < 256; i += blockDim.x) map[i] = qr::dynamic_map_value(i);
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) map[i] = tables.nested_map[i];
   }
   __syncthreads();
 #pragma unroll 4
@@ -439,7 +436,284 @@ __global__ void __launch_bounds__(kGemvThreads)
   }
 }
 
-using GemvKernel = void (*)(FourBitGemvArgs, GemvCodes, int64_t);
+// ---- fused 4-bit GEMV, batch 1, sm_90: a bulk-copy ring ----
+//
+// One block per SM takes a contiguous run of row tiles (ring_rows rows: their
+// packed codes, then their absmax or absmax codes, both contiguous in the
+// weight). A producer warp streams the tiles into a ring of `stages` tiles of
+// shared memory with cp.async.bulk (TMA), completing on an mbarrier per
+// stage; 16 consumer warps decode each tile as it lands and hand the stage
+// back through a second mbarrier. So the whole block's share streams with
+// several tiles in flight at any time, and no register holds loads in
+// flight. x is loaded before the first tiles are asked for, so its loads are
+// not queued behind them (that set-up otherwise took 5 of ~18 us at 8192^2).
+// Decoding is the classic kernel's: the per-lane byte -> pair table, x in the
+// lane-interleaved order, two rows per warp sharing each x load; each warp
+// covers every (16 / (rows / 2))-th group of 32 chunks of its rows, and the
+// warps' sums meet in shared memory.
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+__device__ __forceinline__ uint32_t shared_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void mbarrier_init(uint64_t* bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(shared_address(bar)), "r"(count)
+               : "memory");
+}
+__device__ __forceinline__ void mbarrier_expect_bytes(uint64_t* bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(
+                   shared_address(bar)),
+               "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void mbarrier_arrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(shared_address(bar)) : "memory");
+}
+__device__ __forceinline__ void mbarrier_wait(uint64_t* bar, uint32_t parity) {
+  uint32_t done = 0;
+  while (!done) {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        " selp.u32 %0, 1, 0, p;\n}"
+        : "=r"(done)
+        : "r"(shared_address(bar)), "r"(parity)
+        : "memory");
+  }
+}
+// Global -> shared bulk copy of `bytes` (a multiple of 16, both addresses
+// 16-byte aligned), counted on `bar`.
+__device__ __forceinline__ void bulk_copy_to_shared(void* dst, const void* src, uint32_t bytes,
+                                                    uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::
+          "r"(shared_address(dst)),
+      "l"(src), "r"(bytes), "r"(shared_address(bar))
+      : "memory");
+}
+// Barrier among the consumer warps only (named barrier 1).
+__device__ __forceinline__ void consumers_sync() {
+  asm volatile("bar.sync 1, %0;" ::"n"(kRingConsumerWarps * 32) : "memory");
+}
+#endif
+
+template <typename T, bool kNested>
+__global__ void __launch_bounds__(kRingThreads, 1)
+    four_bit_gemv_ring_kernel(FourBitGemvArgs a, const __grid_constant__ GemvTables tables,
+                              int tile_rows, int stages) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  using Traits = GemvTraits<T>;
+  using Pair = typename Traits::Pair;
+  using Partial = typename Traits::Partial;
+  constexpr int R = 2;  // rows per warp task
+  constexpr int kConsumerThreads = kRingConsumerWarps * 32;
+  extern __shared__ __align__(128) unsigned char ring_smem[];
+
+  const int k = static_cast<int>(a.k);
+  const int chunks = k >> 5;
+  const int64_t row_bytes = k >> 1;
+  const int log2_bs = __ffs(a.blocksize) - 1;
+  const int absmax_per_row = k >> log2_bs;
+  const int64_t absmax_row_bytes = kNested ? absmax_per_row : absmax_per_row * 4;
+  const int64_t tile_bytes = tile_rows * (row_bytes + absmax_row_bytes);
+  const int64_t tiles = (a.n + tile_rows - 1) / tile_rows;
+  const int64_t first_tile = tiles * blockIdx.x / gridDim.x;
+  const int my_tiles = static_cast<int>(tiles * (blockIdx.x + 1) / gridDim.x - first_tile);
+  const int64_t rows_per_block = (tiles + gridDim.x - 1) / gridDim.x * tile_rows;
+  const int64_t first_row = first_tile * tile_rows;
+
+  uint64_t* full = reinterpret_cast<uint64_t*>(ring_smem);
+  uint64_t* empty = full + kRingMaxStages;
+  unsigned char* ring = ring_smem + kRingHeaderBytes;
+  Pair* lut = reinterpret_cast<Pair*>(ring + stages * tile_bytes);  // [256][32]
+  T* xs = reinterpret_cast<T*>(lut + 256 * 32);
+  float* row_sums = reinterpret_cast<float*>(xs + (k + 1023) / 1024 * 1024);
+  float* map = row_sums + rows_per_block;  // nested only
+
+  const int warp = threadIdx.x >> 5;
+  const int lane = threadIdx.x & 31;
+  const bool consumer = warp < kRingConsumerWarps;
+
+  // x's loads first (into registers), so they are ahead of the tiles.
+  const T* x = static_cast<const T*>(a.x);
+  const int64_t x_vecs = k >> 3;
+  const bool x_aligned = (reinterpret_cast<uintptr_t>(x) & 15) == 0;
+  constexpr int kXLoads = 8;
+  uint4 x_regs[kXLoads];
+  if (consumer && x_aligned) {
+#pragma unroll
+    for (int u = 0; u < kXLoads; ++u) {
+      const int64_t v = threadIdx.x + u * kConsumerThreads;
+      if (v < x_vecs) x_regs[u] = __ldg(reinterpret_cast<const uint4*>(x) + v);
+    }
+  }
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < stages; ++s) {
+      mbarrier_init(&full[s], 1);
+      mbarrier_init(&empty[s], kRingConsumerWarps);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+
+  if (!consumer) {
+    // The producer: tile t goes to stage t % stages once its previous tile
+    // there has been consumed.
+    if (lane == 0) {
+      const unsigned char* absmax_bytes =
+          kNested ? a.absmax_codes : reinterpret_cast<const unsigned char*>(a.absmax);
+      for (int t = 0; t < my_tiles; ++t) {
+        const int s = t % stages;
+        if (t >= stages) mbarrier_wait(&empty[s], ((t / stages) - 1) & 1);
+        const int64_t row = (first_tile + t) * tile_rows;
+        const int64_t rows = min(static_cast<int64_t>(tile_rows), a.n - row);
+        unsigned char* dst = ring + s * tile_bytes;
+        const uint32_t w_bytes = static_cast<uint32_t>(rows * row_bytes);
+        const uint32_t s_bytes = static_cast<uint32_t>(rows * absmax_row_bytes);
+        mbarrier_expect_bytes(&full[s], w_bytes + s_bytes);
+        bulk_copy_to_shared(dst, a.packed + row * row_bytes, w_bytes, &full[s]);
+        bulk_copy_to_shared(dst + tile_rows * row_bytes, absmax_bytes + row * absmax_row_bytes,
+                            s_bytes, &full[s]);
+      }
+    }
+    return;
+  }
+
+  // Consumers' set-up while the first tiles stream in.
+  if (x_aligned) {
+    uint4* dst = reinterpret_cast<uint4*>(xs);
+#pragma unroll
+    for (int u = 0; u < kXLoads; ++u) {
+      const int64_t v = threadIdx.x + u * kConsumerThreads;
+      if (v < x_vecs) dst[x_slot(v << 3) >> 3] = x_regs[u];
+    }
+    for (int64_t v = threadIdx.x + kXLoads * kConsumerThreads; v < x_vecs; v += kConsumerThreads) {
+      dst[x_slot(v << 3) >> 3] = __ldg(reinterpret_cast<const uint4*>(x) + v);
+    }
+  } else {
+    for (int64_t e = threadIdx.x; e < k; e += kConsumerThreads) xs[x_slot(e)] = x[e];
+  }
+  for (int64_t r = threadIdx.x; r < rows_per_block; r += kConsumerThreads) row_sums[r] = 0.0f;
+  if (kNested) {
+    for (int i = threadIdx.x; i < 256; i += kConsumerThreads) map[i] = tables.nested_map[i];
+  }
+  for (int i = threadIdx.x; i < 256 * 32; i += kConsumerThreads) {
+    const int byte = i >> 5;  // the same for a whole warp: the table reads broadcast
+    lut[i] = Traits::make_pair(tables.value[byte >> 4], tables.value[byte & 15]);
+  }
+  consumers_sync();
+
+  constexpr int kEntryShift = (sizeof(Pair) == 4 ? 2 : 3) + 5;
+  constexpr uint32_t kMask = 0xffu << kEntryShift;
+  const uint32_t lane_offset = static_cast<uint32_t>(lane) * sizeof(Pair);
+  const char* lut_bytes = reinterpret_cast<const char*>(lut);
+  auto entry = [&](uint32_t offset) { return *reinterpret_cast<const Pair*>(lut_bytes + offset); };
+  const uint4* x_lane = reinterpret_cast<const uint4*>(xs) + lane;
+  // Warp tasks: row pair `pair` of each tile, every `warps_per_pair`-th
+  // group of 32 chunks from group `group`.
+  const int pairs = tile_rows / R;
+  const int pair = warp % pairs;
+  const int group = warp / pairs;
+  const int warps_per_pair = kRingConsumerWarps / pairs;
+
+  for (int t = 0; t < my_tiles; ++t) {
+    const int s = t % stages;
+    mbarrier_wait(&full[s], (t / stages) & 1);
+    const unsigned char* tile = ring + s * tile_bytes;
+    const unsigned char* tile_absmax = tile + tile_rows * row_bytes;
+    const int r0 = pair * R;
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+    for (int c = group * 32 + lane; c < chunks; c += warps_per_pair * 32) {
+      uint4 w[R];
+      float scale[R];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        w[r] = *reinterpret_cast<const uint4*>(tile + (r0 + r) * row_bytes + c * 16);
+        const int b = (r0 + r) * absmax_per_row + ((c * 32) >> log2_bs);
+        if (kNested) {
+          const int64_t block = (first_row + static_cast<int64_t>(t) * tile_rows) *
+                                    absmax_per_row + b;
+          scale[r] = __fadd_rn(
+              __fmul_rn(map[tile_absmax[b]], __ldg(a.nested_absmax + block / qr::kNestedBlocksize)),
+              a.nested_offset);
+        } else {
+          scale[r] = reinterpret_cast<const float*>(tile_absmax)[b];
+        }
+      }
+      Partial p0[R], p1[R];
+#pragma unroll
+      for (int r = 0; r < R; ++r) p0[r] = p1[r] = Traits::zero();
+      const int x_base = (c >> 5) * 128;
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const uint4 xv = x_lane[x_base + q * 32];
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          const uint32_t word = (&w[r].x)[q];
+          p0[r] = Traits::fma(entry(((word << kEntryShift) & kMask) | lane_offset), xv.x, p0[r]);
+          p1[r] = Traits::fma(entry((shift_right(word, 8 - kEntryShift) & kMask) | lane_offset),
+                              xv.y, p1[r]);
+          p0[r] = Traits::fma(entry(((word >> (16 - kEntryShift)) & kMask) | lane_offset), xv.z,
+                              p0[r]);
+          p1[r] = Traits::fma(entry(((word >> (24 - kEntryShift)) & kMask) | lane_offset), xv.w,
+                              p1[r]);
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        acc[r] = fmaf(scale[r], Traits::total(p0[r]) + Traits::total(p1[r]), acc[r]);
+      }
+    }
+    // The stage is free once every warp has read it.
+    __syncwarp();
+    if (lane == 0) mbarrier_arrive(&empty[s]);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      float v = acc[r];
+#pragma unroll
+      for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+      if (lane == 0) atomicAdd(&row_sums[t * tile_rows + r0 + r], v);
+    }
+  }
+  consumers_sync();
+  const int64_t rows = min(static_cast<int64_t>(my_tiles) * tile_rows, a.n - first_row);
+  const T* bias = static_cast<const T*>(a.bias);
+  T* y = static_cast<T*>(a.y);
+  for (int64_t r = threadIdx.x; r < rows; r += kConsumerThreads) {
+    float v = row_sums[r];
+    if (bias != nullptr) v += load_float(bias, first_row + r);
+    store_float(y, first_row + r, v);
+  }
+#endif
+}
+
+using GemvRingKernel = void (*)(FourBitGemvArgs, GemvTables, int, int);
+
+// The kernels' tables for a 4-bit type: constants, built once.
+const GemvTables& gemv_tables(qr::FourBitType type) {
+  static const auto build = [](qr::FourBitType t) {
+    GemvTables tables;
+    for (int i = 0; i < 16; ++i) tables.value[i] = qr::four_bit_code_value(t, i);
+    for (int i = 0; i < 256; ++i) tables.nested_map[i] = qr::dynamic_map_value(i);
+    return tables;
+  };
+  static const GemvTables nf4 = build(qr::FourBitType::kNf4);
+  static const GemvTables fp4 = build(qr::FourBitType::kFp4);
+  return type == qr::FourBitType::kFp4 ? fp4 : nf4;
+}
+
+// variant bits as for the classic kernel: (bf16) * 8 + nested * 4.
+GemvRingKernel gemv_ring_kernel(int variant) {
+  const bool nested = (variant & 4) != 0;
+  if ((variant & 8) != 0) {
+    return nested ? four_bit_gemv_ring_kernel<__nv_bfloat16, true>
+                  : four_bit_gemv_ring_kernel<__nv_bfloat16, false>;
+  }
+  return nested ? four_bit_gemv_ring_kernel<__half, true> : four_bit_gemv_ring_kernel<__half, false>;
+}
+
+using GemvKernel = void (*)(FourBitGemvArgs, GemvTables, int64_t);
 
 template <typename T, bool kNested>
 GemvKernel gemv_kernel_for_m(int64_t m) {
@@ -500,6 +774,52 @@ cudaError_t dispatch_float_type(FloatType dtype, Args&&... args) {
   }
 }
 
+// Lets `kernel` take all the dynamic shared memory a block may have. The
+// limit belongs to the kernel, not to a shape: setting each plan's own size
+// would let a later plan's smaller size break launches of an earlier one.
+cudaError_t allow_all_shared_memory(const void* kernel, int max_optin) {
+  cudaFuncAttributes attributes;
+  cudaError_t status = cudaFuncGetAttributes(&attributes, kernel);
+  if (status != cudaSuccess) return status;
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              max_optin - static_cast<int>(attributes.sharedSizeBytes));
+}
+
+// The ring kernel's tile shape for batch 1 on sm_90 and later: the most rows
+// per tile (8, 4 or 2) with three stages in flight that fit in shared memory,
+// else none (ring_rows stays 0). Each row must hold whole quantization blocks
+// whose absmax bytes are a multiple of 16 (bulk copies move 16-byte units).
+cudaError_t plan_ring(const FourBitGemvArgs& args, int device, int variant, int sms, int max_optin,
+                      FourBitGemvPlan* plan) {
+  if (args.m != 1 || args.k > (int64_t{1} << 30)) return cudaSuccess;
+  int major = 0;
+  cudaError_t status = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  if (status != cudaSuccess) return status;
+  if (major < 9) return cudaSuccess;
+  const bool nested = args.absmax == nullptr;
+  const bool bf16 = args.dtype == FloatType::kBF16;
+  if (args.blocksize <= 0 || args.k % args.blocksize != 0) return cudaSuccess;
+  if (ring_absmax_row_bytes(args.k, args.blocksize, nested) % 16 != 0) return cudaSuccess;
+  constexpr int kStages = 3;
+  for (int rows : {8, 4, 2}) {
+    const int64_t tiles = (args.n + rows - 1) / rows;
+    const int64_t grid = tiles < sms ? tiles : sms;
+    const int64_t rows_per_block = (tiles + grid - 1) / grid * rows;
+    const int64_t smem = ring_shared_bytes(rows, kStages, args.k, args.blocksize, nested, bf16,
+                                           rows_per_block);
+    if (smem > max_optin) continue;
+    status = allow_all_shared_memory(reinterpret_cast<const void*>(gemv_ring_kernel(variant)),
+                                     max_optin);
+    if (status != cudaSuccess) return status;
+    plan->ring_rows = rows;
+    plan->ring_stages = kStages;
+    plan->ring_grid = static_cast<int>(grid);
+    plan->ring_smem_bytes = static_cast<int>(smem);
+    return cudaSuccess;
+  }
+  return cudaSuccess;
+}
+
 }  // namespace
 
 cudaError_t launch_find_outlier_columns(const void* x, FloatType dtype, int64_t m, int64_t k,
@@ -546,9 +866,7 @@ cudaError_t plan_four_bit_gemv(const FourBitGemvArgs& args, int device, FourBitG
   if (smem > max_optin - 256) return cudaSuccess;  // x too long for shared memory: not fused
   const int variant = (bf16 ? 8 : 0) + (nested ? 4 : 0) + static_cast<int>(args.m - 1);
   GemvKernel kernel = gemv_kernel(variant);
-  status =
-      cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
-                           cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  status = allow_all_shared_memory(reinterpret_cast<const void*>(kernel), max_optin);
   if (status != cudaSuccess) return status;
   int per_sm = 0;
   status = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kGemvThreads,
@@ -567,16 +885,24 @@ cudaError_t plan_four_bit_gemv(const FourBitGemvArgs& args, int device, FourBitG
   plan->grid = static_cast<int>(grid);
   plan->block = kGemvThreads;
   plan->smem_bytes = static_cast<int>(smem);
-  return cudaSuccess;
+  return plan_ring(args, device, variant, sms, max_optin, plan);
 }
 
 cudaError_t launch_four_bit_gemv(const FourBitGemvPlan& plan, const FourBitGemvArgs& args,
                                  cudaStream_t stream) {
   if (plan.variant < 0) return cudaErrorInvalidValue;
-  GemvCodes codes;
-  for (int i = 0; i < 16; ++i) codes.value[i] = qr::four_bit_code_value(args.type, i);
-  gemv_kernel(plan.variant)<<<plan.grid, plan.block, plan.smem_bytes, stream>>>(
-      args, codes, gemv_x_row_stride(args.m, args.k));
+  const GemvTables& tables = gemv_tables(args.type);
+  const bool nested = args.absmax == nullptr;
+  const void* absmax = nested ? static_cast<const void*>(args.absmax_codes) : args.absmax;
+  const bool ring_aligned = reinterpret_cast<uintptr_t>(args.packed) % 16 == 0 &&
+                            reinterpret_cast<uintptr_t>(absmax) % 16 == 0;
+  if (plan.ring_rows > 0 && ring_aligned) {
+    gemv_ring_kernel(plan.variant)<<<plan.ring_grid, kRingThreads, plan.ring_smem_bytes, stream>>>(
+        args, tables, plan.ring_rows, plan.ring_stages);
+  } else {
+    gemv_kernel(plan.variant)<<<plan.grid, plan.block, plan.smem_bytes, stream>>>(
+        args, tables, gemv_x_row_stride(args.m, args.k));
+  }
   return cudaGetLastError();
 }
 

@@ -179,8 +179,10 @@ struct GemvKey {
   int64_t m, n, k;
   int dtype;
   bool nested;
+  int blocksize;  // the ring kernel's tiles depend on it
   bool operator<(const GemvKey& o) const {
-    return std::tie(m, n, k, dtype, nested) < std::tie(o.m, o.n, o.k, o.dtype, o.nested);
+    return std::tie(m, n, k, dtype, nested, blocksize) <
+           std::tie(o.m, o.n, o.k, o.dtype, o.nested, o.blocksize);
   }
 };
 
@@ -508,7 +510,7 @@ FourBitGemvArgs gemv_args(const FourBitMatmulArgs& a) {
 }
 
 const FourBitGemvPlan& gemv_plan(CublasLtState& st, const FourBitGemvArgs& g) {
-  const GemvKey key{g.m, g.n, g.k, static_cast<int>(g.dtype), g.absmax == nullptr};
+  const GemvKey key{g.m, g.n, g.k, static_cast<int>(g.dtype), g.absmax == nullptr, g.blocksize};
   auto found = st.gemv_plans.find(key);
   if (found != st.gemv_plans.end()) return found->second;
   FourBitGemvPlan plan;

@@ -33,4 +33,33 @@ constexpr int64_t gemv_shared_bytes(int64_t m, int64_t k, bool bf16, bool nested
          (nested ? 256 * 4 : 0);
 }
 
+// ---- The batch-1 ring kernel (sm_90) ----
+// Block layout: 16 consumer warps and one producer warp.
+constexpr int kRingConsumerWarps = 16;
+constexpr int kRingThreads = (kRingConsumerWarps + 1) * 32;
+// Bytes before the ring: the full and empty mbarriers of up to 16 stages.
+constexpr int64_t kRingHeaderBytes = 256;
+constexpr int kRingMaxStages = 16;
+
+// Bytes of absmax (float32) or absmax codes (double quantization) per weight
+// row; the ring needs whole blocks per row (k % blocksize == 0).
+constexpr int64_t ring_absmax_row_bytes(int64_t k, int64_t blocksize, bool nested) {
+  return k / blocksize * (nested ? 1 : 4);
+}
+
+// One tile: `rows` rows of packed codes, then their absmax bytes.
+constexpr int64_t ring_tile_bytes(int64_t rows, int64_t k, int64_t blocksize, bool nested) {
+  return rows * (k / 2 + ring_absmax_row_bytes(k, blocksize, nested));
+}
+
+// Dynamic shared memory of the ring kernel: barriers, `stages` tiles, the
+// decode table, x (whole groups of 1024 elements), the block's row sums
+// (rows_per_block floats) and, nested, the 256-value map.
+constexpr int64_t ring_shared_bytes(int64_t rows, int64_t stages, int64_t k, int64_t blocksize,
+                                    bool nested, bool bf16, int64_t rows_per_block) {
+  return kRingHeaderBytes + stages * ring_tile_bytes(rows, k, blocksize, nested) +
+         int64_t{256} * 32 * (bf16 ? 8 : 4) + (k + 1023) / 1024 * 1024 * 2 + rows_per_block * 4 +
+         (nested ? 256 * 4 : 0);
+}
+
 }  // namespace stowage::kernels::detail

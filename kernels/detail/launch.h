@@ -110,11 +110,18 @@ struct FourBitGemvPlan {
   int grid = 0;
   int block = 0;
   int smem_bytes = 0;
+  // Batch 1 on sm_90 and later: the bulk-copy ring kernel, used when
+  // ring_rows > 0 and the weight's arrays are 16-byte aligned (else the
+  // kernel above).
+  int ring_rows = 0;    // weight rows per tile
+  int ring_stages = 0;  // tiles in flight
+  int ring_grid = 0;
+  int ring_smem_bytes = 0;
 };
 
-// The plan for these arguments' shape and types, or variant -1 when the
-// fused kernel does not apply (m > 4, k % 32 != 0, x too large for shared
-// memory, f32). Sets the kernel's shared-memory attribute as needed.
+// The plan for these arguments' shape, types and blocksize, or variant -1
+// when the fused kernel does not apply (m > 4, k % 32 != 0, x too large for
+// shared memory, f32). Sets the kernel's shared-memory attribute as needed.
 cudaError_t plan_four_bit_gemv(const FourBitGemvArgs& args, int device, FourBitGemvPlan* plan);
 cudaError_t launch_four_bit_gemv(const FourBitGemvPlan& plan, const FourBitGemvArgs& args,
                                  cudaStream_t stream);

@@ -303,9 +303,15 @@ TEST_P(KernelsOnBackend, FourBitMatmulMatchesCpu) {
   struct Case {
     int64_t m, n, k, blocksize;
   };
+  // Batch 1 on sm_90 takes the ring kernel (8-row tiles, 3 in flight, one
+  // block per SM) where each row holds whole blocks with absmax bytes in
+  // 16-byte units, else the classic kernel: 4228 rows wrap each block's ring
+  // and end in a half tile (nested too at k=1024, classic for nested at
+  // k=256), 5 rows are one partial tile, blocksize 4096 takes the classic one.
   const Case cases[] = {{1, 96, 1024, 64},   {2, 64, 4096, 128}, {3, 40, 1056, 32},
                         {4, 33, 2048, 4096}, {1, 128, 8192, 64}, {5, 48, 512, 64},
-                        {16, 64, 256, 256},  {1, 24, 100, 32}};
+                        {16, 64, 256, 256},  {1, 24, 100, 32},   {1, 4228, 1024, 64},
+                        {1, 4228, 256, 64},  {1, 5, 2048, 64},   {1, 70, 4096, 4096}};
   for (DType dtype : kFloatTypes) {
     for (FourBitType type : kFourBitTypes) {
       for (bool nested : {false, true}) {
