@@ -438,17 +438,18 @@ __global__ void __launch_bounds__(kGemvThreads)
 
 // ---- fused 4-bit GEMV, batch 1, sm_90: a bulk-copy ring ----
 //
-// One block per SM takes a contiguous run of row tiles (ring_rows rows: their
-// packed codes, then their absmax or absmax codes, both contiguous in the
-// weight). A producer warp streams the tiles into a ring of `stages` tiles of
+// One block per SM takes every gridDim-th row tile (`interleave`) or a
+// contiguous run of them (tiles of ring_rows rows: their packed codes, then
+// their absmax or absmax codes, both contiguous in the weight). A producer warp streams the tiles into a ring of `stages` tiles of
 // shared memory with cp.async.bulk (TMA), completing on an mbarrier per
 // stage; 16 consumer warps decode each tile as it lands and hand the stage
 // back through a second mbarrier. So the whole block's share streams with
 // several tiles in flight at any time, and no register holds loads in
 // flight. x is loaded before the first tiles are asked for, so its loads are
 // not queued behind them (that set-up otherwise took 5 of ~18 us at 8192^2).
-// Decoding is the classic kernel's: the per-lane byte -> pair table, x in the
-// lane-interleaved order, two rows per warp sharing each x load; each warp
+// Decoding is the classic kernel's (a per-lane byte -> pair table, x in the
+// lane-interleaved order, two rows per warp sharing each x load) with the
+// table 256 B per byte value so one PRMT forms each lookup's offset; each warp
 // covers every (16 / (rows / 2))-th group of 32 chunks of its rows, and the
 // warps' sums meet in shared memory.
 
@@ -499,7 +500,7 @@ __device__ __forceinline__ void consumers_sync() {
 template <typename T, bool kNested>
 __global__ void __launch_bounds__(kRingThreads, 1)
     four_bit_gemv_ring_kernel(FourBitGemvArgs a, const __grid_constant__ GemvTables tables,
-                              int tile_rows, int stages) {
+                              int tile_rows, int stages, int interleave) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using Traits = GemvTraits<T>;
   using Pair = typename Traits::Pair;
@@ -516,16 +517,23 @@ __global__ void __launch_bounds__(kRingThreads, 1)
   const int64_t absmax_row_bytes = kNested ? absmax_per_row : absmax_per_row * 4;
   const int64_t tile_bytes = tile_rows * (row_bytes + absmax_row_bytes);
   const int64_t tiles = (a.n + tile_rows - 1) / tile_rows;
-  const int64_t first_tile = tiles * blockIdx.x / gridDim.x;
-  const int my_tiles = static_cast<int>(tiles * (blockIdx.x + 1) / gridDim.x - first_tile);
+  const int64_t first_tile = interleave ? blockIdx.x : tiles * blockIdx.x / gridDim.x;
+  const int my_tiles =
+      interleave ? static_cast<int>((tiles - blockIdx.x + gridDim.x - 1) / gridDim.x)
+                 : static_cast<int>(tiles * (blockIdx.x + 1) / gridDim.x - first_tile);
   const int64_t rows_per_block = (tiles + gridDim.x - 1) / gridDim.x * tile_rows;
-  const int64_t first_row = first_tile * tile_rows;
+  // The first weight row of this block's t-th tile.
+  auto tile_row = [&](int t) {
+    return (first_tile + static_cast<int64_t>(t) * (interleave ? gridDim.x : 1)) * tile_rows;
+  };
 
   uint64_t* full = reinterpret_cast<uint64_t*>(ring_smem);
   uint64_t* empty = full + kRingMaxStages;
   unsigned char* ring = ring_smem + kRingHeaderBytes;
-  Pair* lut = reinterpret_cast<Pair*>(ring + stages * tile_bytes);  // [256][32]
-  T* xs = reinterpret_cast<T*>(lut + 256 * 32);
+  // The decode table: 256 B per byte value (32 lanes' copies of its pair;
+  // f16 pairs fill half), so one PRMT forms a lookup's whole byte offset.
+  unsigned char* lut = ring + stages * tile_bytes;  // [256][256 B]
+  T* xs = reinterpret_cast<T*>(lut + 256 * 256);
   float* row_sums = reinterpret_cast<float*>(xs + (k + 1023) / 1024 * 1024);
   float* map = row_sums + rows_per_block;  // nested only
 
@@ -564,7 +572,7 @@ __global__ void __launch_bounds__(kRingThreads, 1)
       for (int t = 0; t < my_tiles; ++t) {
         const int s = t % stages;
         if (t >= stages) mbarrier_wait(&empty[s], ((t / stages) - 1) & 1);
-        const int64_t row = (first_tile + t) * tile_rows;
+        const int64_t row = tile_row(t);
         const int64_t rows = min(static_cast<int64_t>(tile_rows), a.n - row);
         unsigned char* dst = ring + s * tile_bytes;
         const uint32_t w_bytes = static_cast<uint32_t>(rows * row_bytes);
@@ -598,15 +606,19 @@ __global__ void __launch_bounds__(kRingThreads, 1)
   }
   for (int i = threadIdx.x; i < 256 * 32; i += kConsumerThreads) {
     const int byte = i >> 5;  // the same for a whole warp: the table reads broadcast
-    lut[i] = Traits::make_pair(tables.value[byte >> 4], tables.value[byte & 15]);
+    *reinterpret_cast<Pair*>(lut + byte * 256 + (i & 31) * sizeof(Pair)) =
+        Traits::make_pair(tables.value[byte >> 4], tables.value[byte & 15]);
   }
   consumers_sync();
 
-  constexpr int kEntryShift = (sizeof(Pair) == 4 ? 2 : 3) + 5;
-  constexpr uint32_t kMask = 0xffu << kEntryShift;
-  const uint32_t lane_offset = static_cast<uint32_t>(lane) * sizeof(Pair);
-  const char* lut_bytes = reinterpret_cast<const char*>(lut);
-  auto entry = [&](uint32_t offset) { return *reinterpret_cast<const Pair*>(lut_bytes + offset); };
+  // Lane's entry for byte j of `word`: offset (byte << 8) | lane * sizeof(Pair),
+  // one PRMT taking the byte from `word` and the lane's offset from byte 0 of
+  // `lane_bytes` (its byte 1 is the zero for the top half).
+  const uint32_t lane_bytes = static_cast<uint32_t>(lane) * sizeof(Pair);
+  auto entry = [&](uint32_t word, int j) {
+    const uint32_t offset = __byte_perm(word, lane_bytes, 0x5504u | (j << 4));
+    return *reinterpret_cast<const Pair*>(lut + offset);
+  };
   const uint4* x_lane = reinterpret_cast<const uint4*>(xs) + lane;
   // Warp tasks: row pair `pair` of each tile, every `warps_per_pair`-th
   // group of 32 chunks from group `group`.
@@ -624,6 +636,7 @@ __global__ void __launch_bounds__(kRingThreads, 1)
     float acc[R];
 #pragma unroll
     for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+#pragma unroll 2
     for (int c = group * 32 + lane; c < chunks; c += warps_per_pair * 32) {
       uint4 w[R];
       float scale[R];
@@ -632,8 +645,7 @@ __global__ void __launch_bounds__(kRingThreads, 1)
         w[r] = *reinterpret_cast<const uint4*>(tile + (r0 + r) * row_bytes + c * 16);
         const int b = (r0 + r) * absmax_per_row + ((c * 32) >> log2_bs);
         if (kNested) {
-          const int64_t block = (first_row + static_cast<int64_t>(t) * tile_rows) *
-                                    absmax_per_row + b;
+          const int64_t block = tile_row(t) * absmax_per_row + b;
           scale[r] = __fadd_rn(
               __fmul_rn(map[tile_absmax[b]], __ldg(a.nested_absmax + block / qr::kNestedBlocksize)),
               a.nested_offset);
@@ -651,13 +663,10 @@ __global__ void __launch_bounds__(kRingThreads, 1)
 #pragma unroll
         for (int r = 0; r < R; ++r) {
           const uint32_t word = (&w[r].x)[q];
-          p0[r] = Traits::fma(entry(((word << kEntryShift) & kMask) | lane_offset), xv.x, p0[r]);
-          p1[r] = Traits::fma(entry((shift_right(word, 8 - kEntryShift) & kMask) | lane_offset),
-                              xv.y, p1[r]);
-          p0[r] = Traits::fma(entry(((word >> (16 - kEntryShift)) & kMask) | lane_offset), xv.z,
-                              p0[r]);
-          p1[r] = Traits::fma(entry(((word >> (24 - kEntryShift)) & kMask) | lane_offset), xv.w,
-                              p1[r]);
+          p0[r] = Traits::fma(entry(word, 0), xv.x, p0[r]);
+          p1[r] = Traits::fma(entry(word, 1), xv.y, p1[r]);
+          p0[r] = Traits::fma(entry(word, 2), xv.z, p0[r]);
+          p1[r] = Traits::fma(entry(word, 3), xv.w, p1[r]);
         }
       }
 #pragma unroll
@@ -677,18 +686,19 @@ __global__ void __launch_bounds__(kRingThreads, 1)
     }
   }
   consumers_sync();
-  const int64_t rows = min(static_cast<int64_t>(my_tiles) * tile_rows, a.n - first_row);
   const T* bias = static_cast<const T*>(a.bias);
   T* y = static_cast<T*>(a.y);
-  for (int64_t r = threadIdx.x; r < rows; r += kConsumerThreads) {
+  for (int r = threadIdx.x; r < my_tiles * tile_rows; r += kConsumerThreads) {
+    const int64_t row = tile_row(r / tile_rows) + r % tile_rows;
+    if (row >= a.n) continue;
     float v = row_sums[r];
-    if (bias != nullptr) v += load_float(bias, first_row + r);
-    store_float(y, first_row + r, v);
+    if (bias != nullptr) v += load_float(bias, row);
+    store_float(y, row, v);
   }
 #endif
 }
 
-using GemvRingKernel = void (*)(FourBitGemvArgs, GemvTables, int, int);
+using GemvRingKernel = void (*)(FourBitGemvArgs, GemvTables, int, int, int);
 
 // The kernels' tables for a 4-bit type: constants, built once.
 const GemvTables& gemv_tables(qr::FourBitType type) {
@@ -797,7 +807,6 @@ cudaError_t plan_ring(const FourBitGemvArgs& args, int device, int variant, int 
   if (status != cudaSuccess) return status;
   if (major < 9) return cudaSuccess;
   const bool nested = args.absmax == nullptr;
-  const bool bf16 = args.dtype == FloatType::kBF16;
   if (args.blocksize <= 0 || args.k % args.blocksize != 0) return cudaSuccess;
   if (ring_absmax_row_bytes(args.k, args.blocksize, nested) % 16 != 0) return cudaSuccess;
   constexpr int kStages = 3;
@@ -805,8 +814,8 @@ cudaError_t plan_ring(const FourBitGemvArgs& args, int device, int variant, int 
     const int64_t tiles = (args.n + rows - 1) / rows;
     const int64_t grid = tiles < sms ? tiles : sms;
     const int64_t rows_per_block = (tiles + grid - 1) / grid * rows;
-    const int64_t smem = ring_shared_bytes(rows, kStages, args.k, args.blocksize, nested, bf16,
-                                           rows_per_block);
+    const int64_t smem =
+        ring_shared_bytes(rows, kStages, args.k, args.blocksize, nested, rows_per_block);
     if (smem > max_optin) continue;
     status = allow_all_shared_memory(reinterpret_cast<const void*>(gemv_ring_kernel(variant)),
                                      max_optin);
@@ -815,6 +824,10 @@ cudaError_t plan_ring(const FourBitGemvArgs& args, int device, int variant, int 
     plan->ring_stages = kStages;
     plan->ring_grid = static_cast<int>(grid);
     plan->ring_smem_bytes = static_cast<int>(smem);
+    // Measured on an H100 (bench/results/.../session3/ring_lib.log): round-robin
+    // tiles keep the blocks' reads close together in memory and gain ~4% with
+    // float32 absmax, but lose ~10% with double quantization at 28672x8192.
+    plan->ring_interleaved = !nested;
     return cudaSuccess;
   }
   return cudaSuccess;
@@ -898,7 +911,7 @@ cudaError_t launch_four_bit_gemv(const FourBitGemvPlan& plan, const FourBitGemvA
                             reinterpret_cast<uintptr_t>(absmax) % 16 == 0;
   if (plan.ring_rows > 0 && ring_aligned) {
     gemv_ring_kernel(plan.variant)<<<plan.ring_grid, kRingThreads, plan.ring_smem_bytes, stream>>>(
-        args, tables, plan.ring_rows, plan.ring_stages);
+        args, tables, plan.ring_rows, plan.ring_stages, plan.ring_interleaved ? 1 : 0);
   } else {
     gemv_kernel(plan.variant)<<<plan.grid, plan.block, plan.smem_bytes, stream>>>(
         args, tables, gemv_x_row_stride(args.m, args.k));

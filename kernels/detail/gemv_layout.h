@@ -53,12 +53,12 @@ constexpr int64_t ring_tile_bytes(int64_t rows, int64_t k, int64_t blocksize, bo
 }
 
 // Dynamic shared memory of the ring kernel: barriers, `stages` tiles, the
-// decode table, x (whole groups of 1024 elements), the block's row sums
+// decode table (256 B per byte value), x (whole groups of 1024 elements), the block's row sums
 // (rows_per_block floats) and, nested, the 256-value map.
 constexpr int64_t ring_shared_bytes(int64_t rows, int64_t stages, int64_t k, int64_t blocksize,
-                                    bool nested, bool bf16, int64_t rows_per_block) {
+                                    bool nested, int64_t rows_per_block) {
   return kRingHeaderBytes + stages * ring_tile_bytes(rows, k, blocksize, nested) +
-         int64_t{256} * 32 * (bf16 ? 8 : 4) + (k + 1023) / 1024 * 1024 * 2 + rows_per_block * 4 +
+         int64_t{256} * 256 + (k + 1023) / 1024 * 1024 * 2 + rows_per_block * 4 +
          (nested ? 256 * 4 : 0);
 }
 

@@ -117,6 +117,9 @@ struct FourBitGemvPlan {
   int ring_stages = 0;  // tiles in flight
   int ring_grid = 0;
   int ring_smem_bytes = 0;
+  // Tiles dealt to blocks round-robin (else each block takes a contiguous
+  // run of them).
+  bool ring_interleaved = false;
 };
 
 // The plan for these arguments' shape, types and blocksize, or variant -1
