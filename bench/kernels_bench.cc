@@ -394,6 +394,8 @@ int run(const std::string& only) {
 
 // Usage: kernels_bench [gemv|int8|quantize]  (default: all)
 int main(int argc, char** argv) {
+  // Line-buffered, so a run stopped by a time limit keeps what it measured.
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   try {
     return stowage::kernels::run(argc > 1 ? argv[1] : "");
   } catch (const std::exception& e) {

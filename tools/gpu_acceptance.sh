@@ -60,7 +60,7 @@ for step in "${steps[@]}"; do
         tee "$out/disk.log" ;;
     kernels)
       for b in $(grep -E '^bench_kernels' gpu_pack/benches.txt); do
-        timeout "$(limit 60)" "gpu_pack/bin/$b" 2>&1 | tee "$out/$b.log" | tail -25
+        timeout "$(limit 180)" "gpu_pack/bin/$b" 2>&1 | tee "$out/$b.log" | tail -40
       done ;;
     *) echo "unknown step $step" ;;
   esac

@@ -73,6 +73,59 @@ __global__ void quantize_4bit_kernel(const T* __restrict__ input, int64_t numel,
   }
 }
 
+// The common case, blocksize 32..256 with numel % 8 == 0 and aligned
+// arrays: each thread takes 8 consecutive elements (16-byte loads), the
+// blocksize / 8 adjacent lanes of a quantization block meet in xor-shuffles
+// for its absmax, and each thread stores its 4 packed bytes at once. The
+// same float32 operations as quantize_4bit_kernel, so the same bytes; lanes
+// past numel hold zeros, as that kernel's padding.
+template <typename T>
+__device__ __forceinline__ void load8(const T* p, float* v) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+  const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) v[i] = load_float(e, i);
+}
+template <>
+__device__ __forceinline__ void load8(const float* p, float* v) {
+  const float4 a = reinterpret_cast<const float4*>(p)[0];
+  const float4 b = reinterpret_cast<const float4*>(p)[1];
+  v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+
+template <typename T>
+__global__ void quantize_4bit_vec8_kernel(const T* __restrict__ input, int64_t numel,
+                                          int blocksize, qr::FourBitType type,
+                                          uint8_t* __restrict__ packed,
+                                          float* __restrict__ absmax) {
+  const int64_t groups = numel >> 3;
+  const int lanes_per_block = blocksize >> 3;  // 4..32, a power of two
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t base = static_cast<int64_t>(blockIdx.x) * blockDim.x; base < groups;
+       base += stride) {  // uniform per thread block: every lane reaches the shuffles
+    const int64_t g = base + threadIdx.x;
+    float v[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    if (g < groups) load8(input + g * 8, v);
+    float m = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) m = fmaxf(m, fabsf(v[i]));
+    for (int offset = lanes_per_block >> 1; offset > 0; offset >>= 1) {
+      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
+    }
+    if (g >= groups) continue;
+    if ((threadIdx.x & (lanes_per_block - 1)) == 0) absmax[g * 8 / blocksize] = m;
+    const float scale = qr::block_scale(m);
+    uint32_t word = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint8_t byte = qr::pack_codes(qr::quantize_four_bit_value(type, v[2 * i] * scale),
+                                          qr::quantize_four_bit_value(type, v[2 * i + 1] * scale));
+      word |= static_cast<uint32_t>(byte) << (8 * i);
+    }
+    *reinterpret_cast<uint32_t*>(packed + g * 4) = word;
+  }
+}
+
 // One thread per packed byte; codes from shared memory.
 template <typename T>
 __global__ void dequantize_4bit_kernel(const uint8_t* __restrict__ packed,
@@ -244,6 +297,14 @@ template <typename T>
 struct Quantize4bitLaunch {
   static cudaError_t run(const void* input, int64_t numel, int blocksize, qr::FourBitType type,
                          uint8_t* packed, float* absmax, cudaStream_t stream) {
+    const bool vec8 = blocksize >= 32 && blocksize <= 256 && numel % 8 == 0 &&
+                      reinterpret_cast<uintptr_t>(input) % 16 == 0 &&
+                      reinterpret_cast<uintptr_t>(packed) % 4 == 0;
+    if (vec8) {
+      quantize_4bit_vec8_kernel<T><<<grid_for(numel / 8, 256, 65536), 256, 0, stream>>>(
+          static_cast<const T*>(input), numel, blocksize, type, packed, absmax);
+      return cudaGetLastError();
+    }
     const int64_t blocks = (numel + blocksize - 1) / blocksize;
     quantize_4bit_kernel<T><<<grid_for(blocks, 8), 256, 0, stream>>>(
         static_cast<const T*>(input), numel, blocksize, type, packed, absmax);
