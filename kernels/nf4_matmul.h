@@ -7,7 +7,9 @@
 // the same values).
 //
 // On CUDA, batches m <= 4 with dtype kF16 or kBF16 and k % 32 == 0 run a fused
-// dequantize-GEMV that reads each packed byte once (memory-bound); anything
+// dequantize-GEMV that reads each packed byte once (memory-bound; batch 1 on
+// sm_90 streams whole-row tiles into shared memory with bulk copies where each
+// row holds whole blocks and the weight's arrays are 16-byte aligned); anything
 // else dequantizes W into scratch and runs a cuBLASLt GEMM. The CPU
 // counterpart dequantizes and accumulates in float32.
 #pragma once
