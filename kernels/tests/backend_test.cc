@@ -375,6 +375,68 @@ TEST_P(KernelsOnBackend, FourBitMatmulMatchesCpu) {
   }
 }
 
+// Arrays at offsets from their allocations take the other paths: x 2 bytes
+// off (the GEMV kernels' element-wise x loads), absmax 4 bytes off (batch 1
+// leaves the ring kernel for the classic one), packed 4 bytes off (dequantize
+// + GEMM); every path agrees with the CPU.
+TEST_P(KernelsOnBackend, FourBitMatmulWithOffsetArraysMatchesCpu) {
+  struct Offsets {
+    size_t x, packed, absmax;
+  };
+  const Offsets offsets[] = {{2, 0, 0}, {0, 0, 4}, {0, 4, 0}, {2, 4, 4}};
+  const int64_t n = 300, k = 1024, blocksize = 64;
+  const int64_t numel = n * k;
+  const auto wsrc = random_values(DType::kF32, numel, 41);
+  std::vector<uint8_t> packed(four_bit_packed_bytes(numel));
+  std::vector<float> absmax(four_bit_block_count(numel, blocksize));
+  cpu::quantize_4bit(wsrc.data(), DType::kF32, numel, blocksize, FourBitType::kNf4,
+                     packed.data(), absmax.data());
+  // Device copies `offset` bytes into their buffers (the copy has ended when
+  // this returns: the padded host copy goes away).
+  auto upload_at = [&](const void* host, size_t bytes, size_t offset, Buffer* keep) {
+    std::vector<uint8_t> padded(offset + bytes);
+    std::memcpy(padded.data() + offset, host, bytes);
+    *keep = upload(padded);
+    stream_->synchronize();
+    return static_cast<uint8_t*>(keep->data()) + offset;
+  };
+  for (DType dtype : {DType::kF16, DType::kBF16}) {
+    for (int64_t m : {1, 2}) {
+      for (const Offsets& o : offsets) {
+        SCOPED_TRACE(::testing::Message() << short_name(dtype) << " m=" << m << " offsets x "
+                                          << o.x << " packed " << o.packed << " absmax "
+                                          << o.absmax);
+        const auto x = random_values(dtype, m * k, 42);
+        FourBitMatmulArgs a;
+        a.m = m;
+        a.n = n;
+        a.k = k;
+        a.dtype = dtype;
+        a.weight.blocksize = blocksize;
+        std::vector<uint8_t> want(m * n * dtype_size(dtype));
+        a.x = x.data();
+        a.y = want.data();
+        a.weight.packed = packed.data();
+        a.weight.absmax = absmax.data();
+        cpu::four_bit_matmul(a);
+
+        Buffer dx, dp, da;
+        a.x = upload_at(x.data(), x.size(), o.x, &dx);
+        a.weight.packed = upload_at(packed.data(), packed.size(), o.packed, &dp);
+        a.weight.absmax = reinterpret_cast<const float*>(
+            upload_at(absmax.data(), absmax.size() * sizeof(float), o.absmax, &da));
+        Buffer dy = allocate(want.size());
+        a.y = dy.data();
+        four_bit_matmul(context_, a, stream());
+        const std::vector<float> got = download_floats(dy, dtype, m * n);
+        const std::vector<float> ref = to_floats(want.data(), dtype, m * n);
+        EXPECT_LT(relative_error(got, std::vector<double>(ref.begin(), ref.end())),
+                  tolerance_for(dtype));
+      }
+    }
+  }
+}
+
 TEST_P(KernelsOnBackend, MatmulPlansAreCachedPerShape) {
   if (GetParam() != DeviceChoice::kCuda) GTEST_SKIP() << "plans exist on CUDA only";
   const int64_t m = 8, n = 32, k = 64;
