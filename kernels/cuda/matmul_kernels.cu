@@ -440,9 +440,9 @@ __global__ void __launch_bounds__(kGemvThreads)
 //
 // One block per SM takes every gridDim-th row tile (`interleave`) or a
 // contiguous run of them (tiles of ring_rows rows: their packed codes, then
-// their absmax or absmax codes, both contiguous in the weight). A producer warp streams the tiles into a ring of `stages` tiles of
-// shared memory with cp.async.bulk (TMA), completing on an mbarrier per
-// stage; 16 consumer warps decode each tile as it lands and hand the stage
+// their absmax or absmax codes, both contiguous in the weight). A producer
+// warp streams the tiles into a ring of `stages` tiles of shared memory with
+// cp.async.bulk (TMA), completing on an mbarrier per stage; 16 consumer warps decode each tile as it lands and hand the stage
 // back through a second mbarrier. So the whole block's share streams with
 // several tiles in flight at any time, and no register holds loads in
 // flight. x is loaded before the first tiles are asked for, so its loads are
