@@ -795,10 +795,10 @@ cudaError_t allow_all_shared_memory(const void* kernel, int max_optin) {
                               max_optin - static_cast<int>(attributes.sharedSizeBytes));
 }
 
-// The ring kernel's tile shape for batch 1 on sm_90 and later: the most rows
-// per tile (8, 4 or 2) with three stages in flight that fit in shared memory,
-// else none (ring_rows stays 0). Each row must hold whole quantization blocks
-// whose absmax bytes are a multiple of 16 (bulk copies move 16-byte units).
+// The ring kernel's tile shape for batch 1 on sm_90 and later: the first of
+// the shapes below that fits in shared memory, else none (ring_rows stays 0).
+// Each row must hold whole quantization blocks whose absmax bytes are a
+// multiple of 16 (bulk copies move 16-byte units).
 cudaError_t plan_ring(const FourBitGemvArgs& args, int device, int variant, int sms, int max_optin,
                       FourBitGemvPlan* plan) {
   if (args.m != 1 || args.k > (int64_t{1} << 30)) return cudaSuccess;
@@ -809,25 +809,38 @@ cudaError_t plan_ring(const FourBitGemvArgs& args, int device, int variant, int 
   const bool nested = args.absmax == nullptr;
   if (args.blocksize <= 0 || args.k % args.blocksize != 0) return cudaSuccess;
   if (ring_absmax_row_bytes(args.k, args.blocksize, nested) % 16 != 0) return cudaSuccess;
-  constexpr int kStages = 3;
-  for (int rows : {8, 4, 2}) {
-    const int64_t tiles = (args.n + rows - 1) / rows;
+  // Tile shapes in order of preference, as measured on an H100
+  // (bench/results/h100-2026-11-23/session3/ring_lib*.log): with float32
+  // absmax, 8-row tiles, 3 in flight, dealt round-robin (which keeps the
+  // blocks' reads close together: ~4% over contiguous runs); with double
+  // quantization, 16-row tiles, 2 in flight, round-robin (53.7-53.9 us at
+  // 28672x8192 against 54.8-56.0 for 8-row contiguous runs; round-robin
+  // 8-row tiles lost ~10%), then 8-row contiguous runs. Smaller tiles where
+  // those do not fit in shared memory.
+  struct Shape {
+    int rows, stages;
+    bool interleaved;
+  };
+  const Shape plain_shapes[] = {{8, 3, true}, {4, 3, true}, {2, 3, true}};
+  const Shape nested_shapes[] = {{16, 2, true}, {8, 3, false}, {4, 3, false}, {2, 3, false}};
+  const Shape* shapes = nested ? nested_shapes : plain_shapes;
+  const int shape_count = nested ? 4 : 3;
+  for (int i = 0; i < shape_count; ++i) {
+    const Shape& shape = shapes[i];
+    const int64_t tiles = (args.n + shape.rows - 1) / shape.rows;
     const int64_t grid = tiles < sms ? tiles : sms;
-    const int64_t rows_per_block = (tiles + grid - 1) / grid * rows;
-    const int64_t smem =
-        ring_shared_bytes(rows, kStages, args.k, args.blocksize, nested, rows_per_block);
+    const int64_t rows_per_block = (tiles + grid - 1) / grid * shape.rows;
+    const int64_t smem = ring_shared_bytes(shape.rows, shape.stages, args.k, args.blocksize,
+                                           nested, rows_per_block);
     if (smem > max_optin) continue;
     status = allow_all_shared_memory(reinterpret_cast<const void*>(gemv_ring_kernel(variant)),
                                      max_optin);
     if (status != cudaSuccess) return status;
-    plan->ring_rows = rows;
-    plan->ring_stages = kStages;
+    plan->ring_rows = shape.rows;
+    plan->ring_stages = shape.stages;
     plan->ring_grid = static_cast<int>(grid);
     plan->ring_smem_bytes = static_cast<int>(smem);
-    // Measured on an H100 (bench/results/.../session3/ring_lib.log): round-robin
-    // tiles keep the blocks' reads close together in memory and gain ~4% with
-    // float32 absmax, but lose ~10% with double quantization at 28672x8192.
-    plan->ring_interleaved = !nested;
+    plan->ring_interleaved = shape.interleaved;
     return cudaSuccess;
   }
   return cudaSuccess;
