@@ -305,15 +305,19 @@ TEST_P(KernelsOnBackend, FourBitMatmulMatchesCpu) {
   struct Case {
     int64_t m, n, k, blocksize;
   };
-  // Batch 1 on sm_90 takes the ring kernel (8-row tiles, 3 in flight, one
-  // block per SM) where each row holds whole blocks with absmax bytes in
-  // 16-byte units, else the classic kernel: 4228 rows wrap each block's ring
-  // and end in a half tile (nested too at k=1024, classic for nested at
-  // k=256), 5 rows are one partial tile, blocksize 4096 takes the classic one.
+  // Batch 1 on sm_90 takes the ring kernel (one block per SM) where each row
+  // holds whole blocks with absmax bytes in 16-byte units, else the classic
+  // kernel: 4228 rows wrap each block's ring of round-robin tiles and end in
+  // a partial tile (8-row tiles; 16-row with double quantization at k=1024,
+  // the classic kernel for it at k=256), 5 rows are one partial tile,
+  // blocksize 4096 takes the classic kernel, and at k=10240 double
+  // quantization's 16-row tiles do not fit, so 1100 rows go in 8-row tiles
+  // dealt in contiguous runs, the last one partial.
   const Case cases[] = {{1, 96, 1024, 64},   {2, 64, 4096, 128}, {3, 40, 1056, 32},
                         {4, 33, 2048, 4096}, {1, 128, 8192, 64}, {5, 48, 512, 64},
                         {16, 64, 256, 256},  {1, 24, 100, 32},   {1, 4228, 1024, 64},
-                        {1, 4228, 256, 64},  {1, 5, 2048, 64},   {1, 70, 4096, 4096}};
+                        {1, 4228, 256, 64},  {1, 5, 2048, 64},   {1, 70, 4096, 4096},
+                        {1, 1100, 10240, 64}};
   for (DType dtype : kFloatTypes) {
     for (FourBitType type : kFourBitTypes) {
       for (bool nested : {false, true}) {
@@ -389,8 +393,8 @@ TEST_P(KernelsOnBackend, FourBitMatmulWithOffsetArraysMatchesCpu) {
   const auto wsrc = random_values(DType::kF32, numel, 41);
   std::vector<uint8_t> packed(four_bit_packed_bytes(numel));
   std::vector<float> absmax(four_bit_block_count(numel, blocksize));
-  cpu::quantize_4bit(wsrc.data(), DType::kF32, numel, blocksize, FourBitType::kNf4,
-                     packed.data(), absmax.data());
+  cpu::quantize_4bit(wsrc.data(), DType::kF32, numel, blocksize, FourBitType::kNf4, packed.data(),
+                     absmax.data());
   // Device copies `offset` bytes into their buffers (the copy has ended when
   // this returns: the padded host copy goes away).
   auto upload_at = [&](const void* host, size_t bytes, size_t offset, Buffer* keep) {
@@ -403,9 +407,8 @@ TEST_P(KernelsOnBackend, FourBitMatmulWithOffsetArraysMatchesCpu) {
   for (DType dtype : {DType::kF16, DType::kBF16}) {
     for (int64_t m : {1, 2}) {
       for (const Offsets& o : offsets) {
-        SCOPED_TRACE(::testing::Message() << short_name(dtype) << " m=" << m << " offsets x "
-                                          << o.x << " packed " << o.packed << " absmax "
-                                          << o.absmax);
+        SCOPED_TRACE(::testing::Message() << short_name(dtype) << " m=" << m << " offsets x " << o.x
+                                          << " packed " << o.packed << " absmax " << o.absmax);
         const auto x = random_values(dtype, m * k, 42);
         FourBitMatmulArgs a;
         a.m = m;
