@@ -157,7 +157,8 @@ FourBitWeights make_four_bit(int64_t n, int64_t k, int copies, int64_t blocksize
 
 void bench_gemv(CublasLtContext& ctx, StreamRef stream, cudaStream_t cs) {
   std::printf("\n== 4-bit GEMV, batch 1, f16 activations (blocksize 64) vs fp16 cuBLASLt ==\n");
-  std::printf("(read-only floor: a kernel that only streams the same bytes; no GEMV can beat it)\n");
+  std::printf(
+      "(read-only floor: a kernel that only streams the same bytes; no GEMV can beat it)\n");
   int device = 0, sms = 0;
   STOWAGE_CUDA_TRY(cudaGetDevice(&device));
   STOWAGE_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
@@ -237,9 +238,8 @@ void bench_gemv(CublasLtContext& ctx, StreamRef stream, cudaStream_t cs) {
         STOWAGE_CUDA_TRY(bench::launch_read_floor(arrays, sink.get<unsigned>(), sms, cs));
       });
       std::printf("%-12s %-16s %10.1f %12.0f %10.1f %7.2fx   (GEMV at %.0f%% of it)\n", "",
-                  "  read-only floor", floor_ms * 1e3,
-                  q_bytes / (floor_ms * 1e-3) / 1e9, fp16_ms * 1e3, fp16_ms / floor_ms,
-                  100.0 * floor_ms / ms);
+                  "  read-only floor", floor_ms * 1e3, q_bytes / (floor_ms * 1e-3) / 1e9,
+                  fp16_ms * 1e3, fp16_ms / floor_ms, 100.0 * floor_ms / ms);
     }
     std::printf("%-12s %-16s %10.1f %12.0f\n", "", "fp16 cuBLASLt", fp16_ms * 1e3,
                 f16_bytes / (fp16_ms * 1e-3) / 1e9);

@@ -16,8 +16,6 @@ namespace {
 
 namespace qr = ::stowage::quant_rules;
 
-
-
 // ---- LLM.int8 ----
 
 template <typename T>
@@ -231,8 +229,8 @@ __global__ void __launch_bounds__(kGemvThreads)
 
   struct Step {
     uint4 w[R][U];
-    float scale[R][U];      // the absmax, or (nested) its nested absmax
-    uint32_t code[R][U];    // nested: the absmax's 8-bit code
+    float scale[R][U];    // the absmax, or (nested) its nested absmax
+    uint32_t code[R][U];  // nested: the absmax's 8-bit code
   };
   // Loads step `s` of row group `group` into `in` (chunks past the row: zeros).
   auto load_step = [&](int64_t group, int s, Step& in) {
@@ -389,8 +387,7 @@ __global__ void __launch_bounds__(kGemvThreads)
         }
 #pragma unroll
         for (int mm = 0; mm < M; ++mm) {
-          acc[r][mm] = fmaf(scale, Traits::total(p0[r][mm]) + Traits::total(p1[r][mm]),
-                            acc[r][mm]);
+          acc[r][mm] = fmaf(scale, Traits::total(p0[r][mm]) + Traits::total(p1[r][mm]), acc[r][mm]);
         }
       }
     }
@@ -442,10 +439,10 @@ __global__ void __launch_bounds__(kGemvThreads)
 // contiguous run of them (tiles of ring_rows rows: their packed codes, then
 // their absmax or absmax codes, both contiguous in the weight). A producer
 // warp streams the tiles into a ring of `stages` tiles of shared memory with
-// cp.async.bulk (TMA), completing on an mbarrier per stage; 16 consumer warps decode each tile as it lands and hand the stage
-// back through a second mbarrier. So the whole block's share streams with
-// several tiles in flight at any time, and no register holds loads in
-// flight. x is loaded before the first tiles are asked for, so its loads are
+// cp.async.bulk (TMA), completing on an mbarrier per stage; 16 consumer
+// warps decode each tile as it lands and hand the stage back through a second
+// mbarrier. So the whole block's share streams with several tiles in flight
+// at any time, and no register holds loads in flight. x is loaded before the first tiles are asked for, so its loads are
 // not queued behind them (that set-up otherwise took 5 of ~18 us at 8192^2).
 // Decoding is the classic kernel's (a per-lane byte -> pair table, x in the
 // lane-interleaved order, two rows per warp sharing each x load) with the
@@ -462,8 +459,7 @@ __device__ __forceinline__ void mbarrier_init(uint64_t* bar, uint32_t count) {
                : "memory");
 }
 __device__ __forceinline__ void mbarrier_expect_bytes(uint64_t* bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(
-                   shared_address(bar)),
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(shared_address(bar)),
                "r"(bytes)
                : "memory");
 }
@@ -518,9 +514,9 @@ __global__ void __launch_bounds__(kRingThreads, 1)
   const int64_t tile_bytes = tile_rows * (row_bytes + absmax_row_bytes);
   const int64_t tiles = (a.n + tile_rows - 1) / tile_rows;
   const int64_t first_tile = interleave ? blockIdx.x : tiles * blockIdx.x / gridDim.x;
-  const int my_tiles =
-      interleave ? static_cast<int>((tiles - blockIdx.x + gridDim.x - 1) / gridDim.x)
-                 : static_cast<int>(tiles * (blockIdx.x + 1) / gridDim.x - first_tile);
+  const int my_tiles = interleave
+                           ? static_cast<int>((tiles - blockIdx.x + gridDim.x - 1) / gridDim.x)
+                           : static_cast<int>(tiles * (blockIdx.x + 1) / gridDim.x - first_tile);
   const int64_t rows_per_block = (tiles + gridDim.x - 1) / gridDim.x * tile_rows;
   // The first weight row of this block's t-th tile.
   auto tile_row = [&](int t) {
@@ -720,7 +716,8 @@ GemvRingKernel gemv_ring_kernel(int variant) {
     return nested ? four_bit_gemv_ring_kernel<__nv_bfloat16, true>
                   : four_bit_gemv_ring_kernel<__nv_bfloat16, false>;
   }
-  return nested ? four_bit_gemv_ring_kernel<__half, true> : four_bit_gemv_ring_kernel<__half, false>;
+  return nested ? four_bit_gemv_ring_kernel<__half, true>
+                : four_bit_gemv_ring_kernel<__half, false>;
 }
 
 using GemvKernel = void (*)(FourBitGemvArgs, GemvTables, int64_t);
@@ -801,7 +798,7 @@ cudaError_t allow_all_shared_memory(const void* kernel, int max_optin) {
 // multiple of 16 (bulk copies move 16-byte units).
 cudaError_t plan_ring(const FourBitGemvArgs& args, int device, int variant, int sms, int max_optin,
                       FourBitGemvPlan* plan) {
-  if (args.m != 1 || args.k > (int64_t{1} << 30)) return cudaSuccess;
+  if (args.m != 1) return cudaSuccess;
   int major = 0;
   cudaError_t status = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
   if (status != cudaSuccess) return status;
@@ -830,8 +827,8 @@ cudaError_t plan_ring(const FourBitGemvArgs& args, int device, int variant, int 
     const int64_t tiles = (args.n + shape.rows - 1) / shape.rows;
     const int64_t grid = tiles < sms ? tiles : sms;
     const int64_t rows_per_block = (tiles + grid - 1) / grid * shape.rows;
-    const int64_t smem = ring_shared_bytes(shape.rows, shape.stages, args.k, args.blocksize,
-                                           nested, rows_per_block);
+    const int64_t smem =
+        ring_shared_bytes(shape.rows, shape.stages, args.k, args.blocksize, nested, rows_per_block);
     if (smem > max_optin) continue;
     status = allow_all_shared_memory(reinterpret_cast<const void*>(gemv_ring_kernel(variant)),
                                      max_optin);

@@ -18,7 +18,6 @@ namespace {
 
 namespace qr = ::stowage::quant_rules;
 
-
 __device__ __forceinline__ float warp_max(float v) {
   for (int offset = 16; offset > 0; offset >>= 1) {
     v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
@@ -38,7 +37,6 @@ __device__ float block_max(float v, float* scratch /* 32 floats */) {
   v = lane < warps ? scratch[lane] : 0.0f;
   return warp_max(v);
 }
-
 
 // ---- 4-bit ----
 
@@ -94,9 +92,8 @@ __device__ __forceinline__ void load8(const float* p, float* v) {
 }
 
 template <typename T>
-__global__ void quantize_4bit_vec8_kernel(const T* __restrict__ input, int64_t numel,
-                                          int blocksize, qr::FourBitType type,
-                                          uint8_t* __restrict__ packed,
+__global__ void quantize_4bit_vec8_kernel(const T* __restrict__ input, int64_t numel, int blocksize,
+                                          qr::FourBitType type, uint8_t* __restrict__ packed,
                                           float* __restrict__ absmax) {
   const int64_t groups = numel >> 3;
   const int lanes_per_block = blocksize >> 3;  // 4..32, a power of two

@@ -53,8 +53,8 @@ constexpr int64_t ring_tile_bytes(int64_t rows, int64_t k, int64_t blocksize, bo
 }
 
 // Dynamic shared memory of the ring kernel: barriers, `stages` tiles, the
-// decode table (256 B per byte value), x (whole groups of 1024 elements), the block's row sums
-// (rows_per_block floats) and, nested, the 256-value map.
+// decode table (256 B per byte value), x (whole groups of 1024 elements), the
+// block's row sums (rows_per_block floats) and, nested, the 256-value map.
 constexpr int64_t ring_shared_bytes(int64_t rows, int64_t stages, int64_t k, int64_t blocksize,
                                     bool nested, int64_t rows_per_block) {
   return kRingHeaderBytes + stages * ring_tile_bytes(rows, k, blocksize, nested) +
