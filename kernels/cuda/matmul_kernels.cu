@@ -442,8 +442,9 @@ __global__ void __launch_bounds__(kGemvThreads)
 // cp.async.bulk (TMA), completing on an mbarrier per stage; 16 consumer
 // warps decode each tile as it lands and hand the stage back through a second
 // mbarrier. So the whole block's share streams with several tiles in flight
-// at any time, and no register holds loads in flight. x is loaded before the first tiles are asked for, so its loads are
-// not queued behind them (that set-up otherwise took 5 of ~18 us at 8192^2).
+// at any time, and no register holds loads in flight. x is loaded before the
+// first tiles are asked for, so its loads are not queued behind them (that
+// set-up otherwise took 5 of ~18 us at 8192^2).
 // Decoding is the classic kernel's (a per-lane byte -> pair table, x in the
 // lane-interleaved order, two rows per warp sharing each x load) with the
 // table 256 B per byte value so one PRMT forms each lookup's offset; each warp
