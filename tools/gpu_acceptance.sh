@@ -51,7 +51,7 @@ for step in "${steps[@]}"; do
     demo)
       timeout "$(limit 90)" "$stowage" demo --trace "$out/demo_trace.json" 2>&1 | tee "$out/demo.log" ;;
     tests)
-      STOWAGE_TEST_TIMEOUT=60 timeout "$(limit 180)" bash gpu_pack/run_tests.sh 2>&1 | tee "$out/tests.log" |
+      STOWAGE_TEST_TIMEOUT=150 timeout "$(limit 240)" bash gpu_pack/run_tests.sh 2>&1 | tee "$out/tests.log" |
         grep -vE '^PASS ' | tail -40 ;;
     disk)
       rm -rf "$work/offload"

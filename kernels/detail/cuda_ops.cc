@@ -217,6 +217,8 @@ struct CublasLtState {
   cublasLtHandle_t handle = nullptr;
   ContextMemory workspace;
   ContextMemory scratch;
+  // The ring GEMV's tile counters (two unsigned ints, zero between launches).
+  ContextMemory gemv_counters;
   size_t workspace_bytes = CublasLtContext::kDefaultWorkspaceBytes;
   std::map<PlanKey, std::unique_ptr<MatmulPlan>> plans;
   std::map<GemvKey, FourBitGemvPlan> gemv_plans;
@@ -235,6 +237,7 @@ struct CublasLtState {
       }
       workspace.release();
       scratch.release();
+      gemv_counters.release();
       plans.clear();
       cublasLtDestroy(handle);
     }
@@ -537,7 +540,16 @@ void cuda_four_bit_matmul(CublasLtContext& context, const FourBitMatmulArgs& a,
   if (reinterpret_cast<uintptr_t>(g.packed) % 16 == 0) {
     const FourBitGemvPlan& plan = gemv_plan(st, g);
     if (plan.variant >= 0) {
-      STOWAGE_CUDA_TRY(launch_four_bit_gemv(plan, g, stream));
+      unsigned* counters = nullptr;
+      if (plan.ring_rows > 0) {
+        if (st.gemv_counters.size() == 0) {
+          st.gemv_counters.allocate(2 * sizeof(unsigned), stream_ref);
+          STOWAGE_CUDA_TRY(
+              cudaMemsetAsync(st.gemv_counters.get(), 0, 2 * sizeof(unsigned), stream));
+        }
+        counters = static_cast<unsigned*>(st.gemv_counters.get());
+      }
+      STOWAGE_CUDA_TRY(launch_four_bit_gemv(plan, g, counters, stream));
       return;
     }
   }
@@ -590,6 +602,7 @@ detail::CublasLtState& CublasLtContext::state() {
     state_ = std::make_unique<detail::CublasLtState>();
     state_->workspace.use_resource(memory_);
     state_->scratch.use_resource(memory_);
+    state_->gemv_counters.use_resource(memory_);
     state_->workspace_bytes = workspace_bytes_;
   }
   return *state_;

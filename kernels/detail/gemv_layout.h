@@ -2,10 +2,17 @@
 // the decode table, x, and the nested map. The kernel's launch plan and the
 // public four_bit_matmul_uses_fused_gemv() both size it here, so they cannot
 // disagree on when the fused kernel applies. Internal to kernels/; needs no
-// CUDA headers.
+// CUDA headers (nvcc also compiles the ring's tile layout for the device).
 #pragma once
 
 #include <cstdint>
+
+// The ring kernel's tile layout is computed on both sides.
+#ifdef __CUDACC__
+#define STOWAGE_LAYOUT_FN constexpr __host__ __device__
+#else
+#define STOWAGE_LAYOUT_FN constexpr
+#endif
 
 namespace stowage::kernels::detail {
 
@@ -37,28 +44,41 @@ constexpr int64_t gemv_shared_bytes(int64_t m, int64_t k, bool bf16, bool nested
 // Block layout: 16 consumer warps and one producer warp.
 constexpr int kRingConsumerWarps = 16;
 constexpr int kRingThreads = (kRingConsumerWarps + 1) * 32;
-// Bytes before the ring: the full and empty mbarriers of up to 16 stages.
-constexpr int64_t kRingHeaderBytes = 256;
+// Bytes before the ring: the full and empty mbarriers of up to 16 stages and
+// each stage's tile index.
+constexpr int64_t kRingHeaderBytes = 512;
 constexpr int kRingMaxStages = 16;
+// Partial sums of one tile: its rows x the warps sharing each row pair,
+// always 32 (16 warps over tile_rows / 2 pairs, 2 rows each).
+constexpr int kRingPartials = 32;
 
 // Bytes of absmax (float32) or absmax codes (double quantization) per weight
 // row; the ring needs whole blocks per row (k % blocksize == 0).
-constexpr int64_t ring_absmax_row_bytes(int64_t k, int64_t blocksize, bool nested) {
+STOWAGE_LAYOUT_FN int64_t ring_absmax_row_bytes(int64_t k, int64_t blocksize, bool nested) {
   return k / blocksize * (nested ? 1 : 4);
 }
 
-// One tile: `rows` rows of packed codes, then their absmax bytes.
-constexpr int64_t ring_tile_bytes(int64_t rows, int64_t k, int64_t blocksize, bool nested) {
-  return rows * (k / 2 + ring_absmax_row_bytes(k, blocksize, nested));
+// With double quantization, a tile also holds the nested absmax its blocks
+// use: a 16-byte aligned run of floats (from a multiple of 4), at most this
+// many bytes.
+STOWAGE_LAYOUT_FN int64_t ring_nested_slot_bytes(int64_t rows, int64_t k, int64_t blocksize) {
+  return (rows * (k / blocksize) / 256 + 8) / 4 * 16;
+}
+
+// One tile: `rows` rows of packed codes, then their absmax bytes, then
+// (double quantization) the nested absmax slot.
+STOWAGE_LAYOUT_FN int64_t ring_tile_bytes(int64_t rows, int64_t k, int64_t blocksize, bool nested) {
+  return rows * (k / 2 + ring_absmax_row_bytes(k, blocksize, nested)) +
+         (nested ? ring_nested_slot_bytes(rows, k, blocksize) : 0);
 }
 
 // Dynamic shared memory of the ring kernel: barriers, `stages` tiles, the
-// decode table (256 B per byte value), x (whole groups of 1024 elements), the
-// block's row sums (rows_per_block floats) and, nested, the 256-value map.
+// decode table (256 B per byte value), x (whole groups of 1024 elements), two
+// tiles' partial sums and, nested, the 256-value map.
 constexpr int64_t ring_shared_bytes(int64_t rows, int64_t stages, int64_t k, int64_t blocksize,
-                                    bool nested, int64_t rows_per_block) {
+                                    bool nested) {
   return kRingHeaderBytes + stages * ring_tile_bytes(rows, k, blocksize, nested) +
-         int64_t{256} * 256 + (k + 1023) / 1024 * 1024 * 2 + rows_per_block * 4 +
+         int64_t{256} * 256 + (k + 1023) / 1024 * 1024 * 2 + stages * kRingPartials * 4 +
          (nested ? 256 * 4 : 0);
 }
 

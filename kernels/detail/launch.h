@@ -117,16 +117,17 @@ struct FourBitGemvPlan {
   int ring_stages = 0;  // tiles in flight
   int ring_grid = 0;
   int ring_smem_bytes = 0;
-  // Tiles dealt to blocks round-robin (else each block takes a contiguous
-  // run of them).
-  bool ring_interleaved = false;
 };
 
 // The plan for these arguments' shape, types and blocksize, or variant -1
 // when the fused kernel does not apply (m > 4, k % 32 != 0, x too large for
 // shared memory, f32). Sets the kernel's shared-memory attribute as needed.
 cudaError_t plan_four_bit_gemv(const FourBitGemvArgs& args, int device, FourBitGemvPlan* plan);
+// tile_counters: two unsigned ints of device memory, zero before the first
+// launch, from which the ring kernel's blocks take tiles; each launch leaves
+// them zero again. Launches given the same counters must not run
+// concurrently. Required when plan.ring_rows > 0, else unused.
 cudaError_t launch_four_bit_gemv(const FourBitGemvPlan& plan, const FourBitGemvArgs& args,
-                                 cudaStream_t stream);
+                                 unsigned* tile_counters, cudaStream_t stream);
 
 }  // namespace stowage::kernels::detail

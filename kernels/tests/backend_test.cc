@@ -305,14 +305,14 @@ TEST_P(KernelsOnBackend, FourBitMatmulMatchesCpu) {
   struct Case {
     int64_t m, n, k, blocksize;
   };
-  // Batch 1 on sm_90 takes the ring kernel (one block per SM) where each row
-  // holds whole blocks with absmax bytes in 16-byte units, else the classic
-  // kernel: 4228 rows wrap each block's ring of round-robin tiles and end in
-  // a partial tile (8-row tiles; 16-row with double quantization at k=1024,
-  // the classic kernel for it at k=256), 5 rows are one partial tile,
-  // blocksize 4096 takes the classic kernel, and at k=10240 double
-  // quantization's 16-row tiles do not fit, so 1100 rows go in 8-row tiles
-  // dealt in contiguous runs, the last one partial.
+  // Batch 1 on sm_90 takes the ring kernel (one block per SM, tiles from a
+  // counter) where each row holds whole blocks with absmax bytes in 16-byte
+  // units, else the classic kernel: 4228 rows wrap each block's ring several
+  // times and end in a partial 8-row tile (the classic kernel for double
+  // quantization at k=256), 5 rows are one partial tile (fewer tiles than
+  // blocks), blocksize 4096 takes the classic kernel, and at k=10240 the
+  // preferred tiles do not fit in shared memory, so 1100 rows go in smaller
+  // ones, the last one partial.
   const Case cases[] = {{1, 96, 1024, 64},   {2, 64, 4096, 128}, {3, 40, 1056, 32},
                         {4, 33, 2048, 4096}, {1, 128, 8192, 64}, {5, 48, 512, 64},
                         {16, 64, 256, 256},  {1, 24, 100, 32},   {1, 4228, 1024, 64},
@@ -435,6 +435,93 @@ TEST_P(KernelsOnBackend, FourBitMatmulWithOffsetArraysMatchesCpu) {
         const std::vector<float> ref = to_floats(want.data(), dtype, m * n);
         EXPECT_LT(relative_error(got, std::vector<double>(ref.begin(), ref.end())),
                   tolerance_for(dtype));
+      }
+    }
+  }
+}
+
+// Batch-1 GEMVs queued back to back on one stream, as a decode loop runs
+// them (on sm_90 each ring launch may start while the one before it ends and
+// takes its tiles from a counter the one before it reset): every output
+// matches the CPU, and the same weight gives the same bytes every time.
+TEST_P(KernelsOnBackend, FourBitGemvBackToBackIsCorrectAndRepeatable) {
+  struct Case {
+    int64_t n, k;
+  };
+  // 8200 rows: more tiles than the blocks' first rounds (8-row tiles, 3 per
+  // block; 16-row tiles, 2 per block, with double quantization), so most come
+  // from the counter; 700 rows at k=8192: fewer tiles than blocks.
+  const Case cases[] = {{8200, 1024}, {700, 8192}};
+  const int kWeights = 2, kCalls = 8;
+  for (DType dtype : {DType::kF16, DType::kBF16}) {
+    for (bool nested : {false, true}) {
+      for (const Case& c : cases) {
+        SCOPED_TRACE(::testing::Message()
+                     << short_name(dtype) << " nested " << nested << " n=" << c.n << " k=" << c.k);
+        const int64_t numel = c.n * c.k, blocksize = 64;
+        const int64_t blocks = four_bit_block_count(numel, blocksize);
+        const auto x = random_values(dtype, c.k, 52);
+        Buffer dx = upload(x);
+        std::vector<std::vector<uint8_t>> want(kWeights);
+        std::vector<Buffer> dp, da, dc, dn;
+        std::vector<FourBitMatmulArgs> args(kWeights);
+        for (int w = 0; w < kWeights; ++w) {
+          const auto wsrc = random_values(DType::kF32, numel, 60 + w);
+          std::vector<uint8_t> packed(four_bit_packed_bytes(numel));
+          std::vector<float> absmax(blocks);
+          cpu::quantize_4bit(wsrc.data(), DType::kF32, numel, blocksize, FourBitType::kNf4,
+                             packed.data(), absmax.data());
+          std::vector<uint8_t> codes(blocks);
+          std::vector<float> nested_absmax(nested_block_count(blocks));
+          float offset = 0.0f;
+          cpu::double_quantize_absmax(absmax.data(), blocks, &offset, codes.data(),
+                                      nested_absmax.data());
+          FourBitMatmulArgs& a = args[w];
+          a.m = 1;
+          a.n = c.n;
+          a.k = c.k;
+          a.dtype = dtype;
+          a.weight.blocksize = blocksize;
+          a.weight.nested_offset = offset;
+          want[w].resize(c.n * dtype_size(dtype));
+          a.x = x.data();
+          a.y = want[w].data();
+          a.weight.packed = packed.data();
+          a.weight.absmax = nested ? nullptr : absmax.data();
+          a.weight.absmax_codes = codes.data();
+          a.weight.nested_absmax = nested_absmax.data();
+          cpu::four_bit_matmul(a);
+          dp.push_back(upload(packed));
+          da.push_back(upload(absmax));
+          dc.push_back(upload(codes));
+          dn.push_back(upload(nested_absmax));
+          stream_->synchronize();  // the host arrays go at the end of this iteration
+          a.x = dx.data();
+          a.weight.packed = static_cast<const uint8_t*>(dp.back().data());
+          a.weight.absmax = nested ? nullptr : static_cast<const float*>(da.back().data());
+          a.weight.absmax_codes = static_cast<const uint8_t*>(dc.back().data());
+          a.weight.nested_absmax = static_cast<const float*>(dn.back().data());
+        }
+        std::vector<Buffer> dy;
+        for (int call = 0; call < kCalls; ++call) {
+          dy.push_back(allocate(c.n * dtype_size(dtype)));
+          FourBitMatmulArgs a = args[call % kWeights];
+          a.y = dy.back().data();
+          four_bit_matmul(context_, a, stream());
+        }
+        for (int call = 0; call < kCalls; ++call) {
+          const int w = call % kWeights;
+          const std::vector<uint8_t> got = download(dy[call], c.n * dtype_size(dtype));
+          const std::vector<float> ref = to_floats(want[w].data(), dtype, c.n);
+          EXPECT_LT(relative_error(to_floats(got.data(), dtype, c.n),
+                                   std::vector<double>(ref.begin(), ref.end())),
+                    tolerance_for(dtype))
+              << "call " << call;
+          if (call >= kWeights) {
+            EXPECT_EQ(got, download(dy[w], c.n * dtype_size(dtype)))
+                << "call " << call << " differs from call " << w << " with the same weight";
+          }
+        }
       }
     }
   }
