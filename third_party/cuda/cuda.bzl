@@ -30,7 +30,12 @@ def cuda_library(name, srcs, hdrs = [], deps = [], copts = [], header_srcs = [],
             name = obj + "_nvcc",
             srcs = [src] + hdrs + header_srcs + native.glob(["**/*.h"]),
             outs = [obj],
-            cmd = " ".join([
+            # nvcc names its temporary files after its process id, which is
+            # the same in every linux-sandbox (each has its own PID
+            # namespace): two nvcc runs at once in the shared /tmp overwrite
+            # each other's files ("cannot open module id file"). Each run
+            # gets its own directory.
+            cmd = "tmp=$$(mktemp -d) && TMPDIR=$$tmp " + " ".join([
                 NVCC,
                 "-c",
                 "-std=c++17",
@@ -42,7 +47,7 @@ def cuda_library(name, srcs, hdrs = [], deps = [], copts = [], header_srcs = [],
             ] + CUDA_ARCH_FLAGS + copts + [
                 "-o $@",
                 "$(location " + src + ")",
-            ]),
+            ]) + "; status=$$?; rm -rf $$tmp; exit $$status",
         )
         objs.append(obj)
     native.cc_library(
