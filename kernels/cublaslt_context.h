@@ -1,8 +1,10 @@
 // CublasLtContext: the cuBLASLt state the matmuls of kernels/ use on a CUDA
 // stream: a handle, a workspace, scratch memory for intermediate buffers
-// (int8 activations, int32 accumulators, dequantized 4-bit weights), and per
-// shape the matmul descriptor, the matrix layouts and the chosen algorithm
-// (created on first use of a shape and reused, never per call). Owned by the
+// (int8 activations, int32 accumulators, dequantized 4-bit weights), the
+// batch-1 4-bit GEMV's tile counters (8 bytes its blocks take tiles from,
+// zero between calls), and per shape the matmul descriptor, the matrix
+// layouts and the chosen algorithm or GEMV plan (created on first use of a
+// shape and reused, never per call). Owned by the
 // caller; no global state: two contexts never share anything.
 //
 // Creating one is cheap and needs no GPU: CUDA resources are made on the
@@ -21,7 +23,8 @@
 //
 // Thread safety: none. REQUIRES external synchronization, and all CUDA work
 // given one context must be on streams of one device and must not run
-// concurrently on two streams (the workspace and scratch are shared).
+// concurrently on two streams (the workspace, scratch and tile counters are
+// shared).
 #pragma once
 
 #include <cstddef>
