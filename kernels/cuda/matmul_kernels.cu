@@ -448,9 +448,10 @@ __global__ void __launch_bounds__(kGemvThreads)
 // first tiles are asked for, so its loads are not queued behind them (that
 // set-up otherwise took 5 of ~18 us at 8192^2).
 // Decoding is the classic kernel's (a per-lane byte -> pair table, x in the
-// lane-interleaved order, two rows per warp sharing each x load) with the
-// table 256 B per byte value so one PRMT forms each lookup's offset; each warp
-// covers every (16 / (rows / 2))-th group of 32 chunks of its rows, and the
+// lane-interleaved order) with R = 4 rows per warp sharing each x load (2 in
+// 2-row tiles) and the table 256 B per byte value so one PRMT forms each
+// lookup's offset; each warp covers every (16 / (rows / R))-th group of 32
+// chunks of its rows, and the
 // warps' sums meet in shared memory, summed in a fixed order: the output does
 // not depend on timing.
 // The kernel is launched as a programmatic dependent (PDL): its blocks may
@@ -502,7 +503,7 @@ __device__ __forceinline__ void consumers_sync() {
 }
 #endif
 
-template <typename T, bool kNested>
+template <typename T, bool kNested, int kRowsPerWarp>
 __global__ void __launch_bounds__(kRingThreads, 1)
     four_bit_gemv_ring_kernel(FourBitGemvArgs a, const __grid_constant__ GemvTables tables,
                               int tile_rows, int stages, unsigned* tile_counters) {
@@ -510,7 +511,7 @@ __global__ void __launch_bounds__(kRingThreads, 1)
   using Traits = GemvTraits<T>;
   using Pair = typename Traits::Pair;
   using Partial = typename Traits::Partial;
-  constexpr int R = 2;  // rows per warp task
+  constexpr int R = kRowsPerWarp;  // rows per warp task: 4, or 2 in 2-row tiles
   constexpr int kConsumerThreads = kRingConsumerWarps * 32;
   extern __shared__ __align__(128) unsigned char ring_smem[];
 
@@ -672,17 +673,17 @@ __global__ void __launch_bounds__(kRingThreads, 1)
     return *reinterpret_cast<const Pair*>(lut + offset);
   };
   const uint4* x_lane = reinterpret_cast<const uint4*>(xs) + lane;
-  // Warp tasks: row pair `pair` of each tile, every `warps_per_pair`-th
-  // group of 32 chunks from group `group`. The warps of a pair meet at named
-  // barrier 2 + pair after each tile; group 0 then sums their partial sums
-  // in a fixed order, so the result does not depend on which warp ends first
-  // or which block took the tile. Partial sums live with the tile's stage:
-  // group 0 frees the stage only after reading them, so a stage's sums are
-  // not written again before they are read.
-  const int pairs = tile_rows / R;
-  const int pair = warp % pairs;
-  const int group = warp / pairs;
-  const int warps_per_pair = kRingConsumerWarps / pairs;
+  // Warp tasks: row set `row_set` (R rows) of each tile, every
+  // `warps_per_set`-th group of 32 chunks from group `group`. The warps of a
+  // set meet at named barrier 2 + row_set after each tile; group 0 then sums
+  // their partial sums in a fixed order, so the result does not depend on
+  // which warp ends first or which block took the tile. Partial sums live
+  // with the tile's stage: group 0 frees the stage only after reading them,
+  // so a stage's sums are not written again before they are read.
+  const int row_sets = tile_rows / R;
+  const int row_set = warp % row_sets;
+  const int group = warp / row_sets;
+  const int warps_per_set = kRingConsumerWarps / row_sets;
   const T* bias = static_cast<const T*>(a.bias);
   T* y = static_cast<T*>(a.y);
 
@@ -697,12 +698,12 @@ __global__ void __launch_bounds__(kRingThreads, 1)
     const float* tile_nested =
         reinterpret_cast<const float*>(tile_absmax + tile_rows * absmax_row_bytes);
     const int64_t tile_nested_start = nested_start(tile_row0 * absmax_per_row);
-    const int r0 = pair * R;
+    const int r0 = row_set * R;
     float acc[R];
 #pragma unroll
     for (int r = 0; r < R; ++r) acc[r] = 0.0f;
 #pragma unroll 2
-    for (int c = group * 32 + lane; c < chunks; c += warps_per_pair * 32) {
+    for (int c = group * 32 + lane; c < chunks; c += warps_per_set * 32) {
       uint4 w[R];
       float scale[R];
 #pragma unroll
@@ -746,14 +747,14 @@ __global__ void __launch_bounds__(kRingThreads, 1)
       float v = acc[r];
 #pragma unroll
       for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-      if (lane == 0) sums[(r0 + r) * warps_per_pair + group] = v;
+      if (lane == 0) sums[(r0 + r) * warps_per_set + group] = v;
     }
-    asm volatile("bar.sync %0, %1;" ::"r"(2 + pair), "r"(warps_per_pair * 32) : "memory");
+    asm volatile("bar.sync %0, %1;" ::"r"(2 + row_set), "r"(warps_per_set * 32) : "memory");
     if (group == 0 && lane < R) {
       const int64_t row = tile_row0 + r0 + lane;
       if (row < a.n) {
         float v = 0.0f;
-        for (int g = 0; g < warps_per_pair; ++g) v += sums[(r0 + lane) * warps_per_pair + g];
+        for (int g = 0; g < warps_per_set; ++g) v += sums[(r0 + lane) * warps_per_set + g];
         if (bias != nullptr) v += load_float(bias, row);
         store_float(y, row, v);
       }
@@ -780,15 +781,21 @@ const GemvTables& gemv_tables(qr::FourBitType type) {
   return type == qr::FourBitType::kFp4 ? fp4 : nf4;
 }
 
+template <typename T, bool kNested>
+GemvRingKernel gemv_ring_kernel_for(int rows_per_warp) {
+  return rows_per_warp == 4 ? four_bit_gemv_ring_kernel<T, kNested, 4>
+                            : four_bit_gemv_ring_kernel<T, kNested, 2>;
+}
+
 // variant bits as for the classic kernel: (bf16) * 8 + nested * 4.
-GemvRingKernel gemv_ring_kernel(int variant) {
+GemvRingKernel gemv_ring_kernel(int variant, int rows_per_warp) {
   const bool nested = (variant & 4) != 0;
   if ((variant & 8) != 0) {
-    return nested ? four_bit_gemv_ring_kernel<__nv_bfloat16, true>
-                  : four_bit_gemv_ring_kernel<__nv_bfloat16, false>;
+    return nested ? gemv_ring_kernel_for<__nv_bfloat16, true>(rows_per_warp)
+                  : gemv_ring_kernel_for<__nv_bfloat16, false>(rows_per_warp);
   }
-  return nested ? four_bit_gemv_ring_kernel<__half, true>
-                : four_bit_gemv_ring_kernel<__half, false>;
+  return nested ? gemv_ring_kernel_for<__half, true>(rows_per_warp)
+                : gemv_ring_kernel_for<__half, false>(rows_per_warp);
 }
 
 using GemvKernel = void (*)(FourBitGemvArgs, GemvTables, int64_t);
@@ -883,7 +890,10 @@ cudaError_t plan_ring(const FourBitGemvArgs& args, int device, int variant, int 
   // 2; even at 8192^2); with double quantization, 16-row tiles, 2 in flight
   // (8192^2: 17.0 us against 17.4 for 8-row tiles, 3 in flight; 28672x8192:
   // 44.7 against 48.2). 4-row tiles lose 15-30%, 2-row tiles more. Smaller
-  // tiles only where those do not fit in shared memory.
+  // tiles only where those do not fit in shared memory. Warps take 4 rows
+  // at a time where tiles have 4 or more (each x load serves 4 rows: 16.14
+  // against 16.26 us at 8192^2, 7 runs each, the ranges apart; even at the
+  // larger shapes), else 2.
   struct Shape {
     int rows, stages;
   };
@@ -895,10 +905,12 @@ cudaError_t plan_ring(const FourBitGemvArgs& args, int device, int variant, int 
     const int64_t smem =
         ring_shared_bytes(shape.rows, shape.stages, args.k, args.blocksize, nested);
     if (smem > max_optin) continue;
-    status = allow_all_shared_memory(reinterpret_cast<const void*>(gemv_ring_kernel(variant)),
-                                     max_optin);
+    const int rows_per_warp = shape.rows >= 4 ? 4 : 2;
+    status = allow_all_shared_memory(
+        reinterpret_cast<const void*>(gemv_ring_kernel(variant, rows_per_warp)), max_optin);
     if (status != cudaSuccess) return status;
     plan->ring_rows = shape.rows;
+    plan->ring_rows_per_warp = rows_per_warp;
     plan->ring_stages = shape.stages;
     plan->ring_grid = static_cast<int>(grid);
     plan->ring_smem_bytes = static_cast<int>(smem);
@@ -998,8 +1010,8 @@ cudaError_t launch_four_bit_gemv(const FourBitGemvPlan& plan, const FourBitGemvA
     config.attrs = &attribute;
     config.numAttrs = 1;
     if (tile_counters == nullptr) return cudaErrorInvalidValue;
-    return cudaLaunchKernelEx(&config, gemv_ring_kernel(plan.variant), args, tables, plan.ring_rows,
-                              plan.ring_stages, tile_counters);
+    return cudaLaunchKernelEx(&config, gemv_ring_kernel(plan.variant, plan.ring_rows_per_warp),
+                              args, tables, plan.ring_rows, plan.ring_stages, tile_counters);
   } else {
     gemv_kernel(plan.variant)<<<plan.grid, plan.block, plan.smem_bytes, stream>>>(
         args, tables, gemv_x_row_stride(args.m, args.k));

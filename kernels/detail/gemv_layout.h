@@ -48,9 +48,9 @@ constexpr int kRingThreads = (kRingConsumerWarps + 1) * 32;
 // each stage's tile index.
 constexpr int64_t kRingHeaderBytes = 512;
 constexpr int kRingMaxStages = 16;
-// Partial sums of one tile: its rows x the warps sharing each row pair,
-// always 32 (16 warps over tile_rows / 2 pairs, 2 rows each).
-constexpr int kRingPartials = 32;
+// Partial sums of one tile: its rows x the warps sharing each row set (16
+// warps over tile_rows / R sets of R rows): 16 R, so at most 64 (R = 4).
+constexpr int kRingPartials = 64;
 
 // Bytes of absmax (float32) or absmax codes (double quantization) per weight
 // row; the ring needs whole blocks per row (k % blocksize == 0).

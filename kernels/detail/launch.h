@@ -113,8 +113,9 @@ struct FourBitGemvPlan {
   // Batch 1 on sm_90 and later: the bulk-copy ring kernel, used when
   // ring_rows > 0 and the weight's arrays are 16-byte aligned (else the
   // kernel above).
-  int ring_rows = 0;    // weight rows per tile
-  int ring_stages = 0;  // tiles in flight
+  int ring_rows = 0;           // weight rows per tile
+  int ring_rows_per_warp = 2;  // rows a warp decodes together (4, or 2)
+  int ring_stages = 0;         // tiles in flight
   int ring_grid = 0;
   int ring_smem_bytes = 0;
 };

@@ -312,12 +312,13 @@ TEST_P(KernelsOnBackend, FourBitMatmulMatchesCpu) {
   // quantization at k=256), 5 rows are one partial tile (fewer tiles than
   // blocks), blocksize 4096 takes the classic kernel, and at k=10240 the
   // preferred tiles do not fit in shared memory, so 1100 rows go in smaller
-  // ones, the last one partial.
-  const Case cases[] = {{1, 96, 1024, 64},   {2, 64, 4096, 128}, {3, 40, 1056, 32},
-                        {4, 33, 2048, 4096}, {1, 128, 8192, 64}, {5, 48, 512, 64},
-                        {16, 64, 256, 256},  {1, 24, 100, 32},   {1, 4228, 1024, 64},
-                        {1, 4228, 256, 64},  {1, 5, 2048, 64},   {1, 70, 4096, 4096},
-                        {1, 1100, 10240, 64}};
+  // ones, the last one partial; at k=28672 only 2-row tiles fit (warps then
+  // take 2 rows at a time, not 4).
+  const Case cases[] = {{1, 96, 1024, 64},    {2, 64, 4096, 128}, {3, 40, 1056, 32},
+                        {4, 33, 2048, 4096},  {1, 128, 8192, 64}, {5, 48, 512, 64},
+                        {16, 64, 256, 256},   {1, 24, 100, 32},   {1, 4228, 1024, 64},
+                        {1, 4228, 256, 64},   {1, 5, 2048, 64},   {1, 70, 4096, 4096},
+                        {1, 1100, 10240, 64}, {1, 20, 28672, 64}};
   for (DType dtype : kFloatTypes) {
     for (FourBitType type : kFourBitTypes) {
       for (bool nested : {false, true}) {
