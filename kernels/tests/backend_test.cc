@@ -528,6 +528,80 @@ TEST_P(KernelsOnBackend, FourBitGemvBackToBackIsCorrectAndRepeatable) {
   }
 }
 
+// A chain of batch-1 GEMVs, each one's output the next one's input, queued
+// with no synchronization: on sm_90 each ring launch may start while the one
+// before it ends, so one that read x before that kernel had written it would
+// see the stale buffer (zeros here). Each step must match the CPU applied to
+// the GPU's own input for that step.
+TEST_P(KernelsOnBackend, FourBitGemvChainReadsEachInputAfterItIsWritten) {
+  // Many steps on CUDA: a premature read sees the stale buffer only where
+  // it races the end of the kernel before, so this catches such a bug by
+  // chance (a build reading x before the wait failed 2 runs in 5 on an
+  // H100); the simulation needs few steps.
+  const int64_t n = 4096, k = 4096, blocksize = 64;
+  const int kSteps = GetParam() == DeviceChoice::kCuda ? 40 : 3;
+  const int64_t numel = n * k;
+  for (bool nested : {false, true}) {
+    SCOPED_TRACE(::testing::Message() << "nested " << nested);
+    // Weights scaled by 1/sqrt(k) keep the activations' size from step to step.
+    std::vector<float> wsrc =
+        to_floats(random_values(DType::kF32, numel, 70).data(), DType::kF32, numel);
+    for (float& v : wsrc) v /= 64.0f;
+    const int64_t blocks = four_bit_block_count(numel, blocksize);
+    std::vector<uint8_t> packed(four_bit_packed_bytes(numel));
+    std::vector<float> absmax(blocks);
+    cpu::quantize_4bit(wsrc.data(), DType::kF32, numel, blocksize, FourBitType::kNf4, packed.data(),
+                       absmax.data());
+    std::vector<uint8_t> codes(blocks);
+    std::vector<float> nested_absmax(nested_block_count(blocks));
+    float offset = 0.0f;
+    cpu::double_quantize_absmax(absmax.data(), blocks, &offset, codes.data(), nested_absmax.data());
+    FourBitMatmulArgs a;
+    a.m = 1;
+    a.n = n;
+    a.k = k;
+    a.dtype = DType::kF16;
+    a.weight.blocksize = blocksize;
+    a.weight.nested_offset = offset;
+    a.weight.packed = packed.data();
+    a.weight.absmax = nested ? nullptr : absmax.data();
+    a.weight.absmax_codes = codes.data();
+    a.weight.nested_absmax = nested_absmax.data();
+
+    const auto x0 = random_values(DType::kF16, k, 71);
+    const std::vector<uint8_t> zeros(n * 2, 0);
+    Buffer dp = upload(packed), da = upload(absmax), dc = upload(codes), dn = upload(nested_absmax);
+    std::vector<Buffer> act;  // act[0] = x0, act[i] = step i's output
+    act.push_back(upload(x0));
+    for (int i = 1; i <= kSteps; ++i) act.push_back(upload(zeros));
+    stream_->synchronize();
+    FourBitMatmulArgs d = a;
+    d.weight.packed = static_cast<const uint8_t*>(dp.data());
+    d.weight.absmax = nested ? nullptr : static_cast<const float*>(da.data());
+    d.weight.absmax_codes = static_cast<const uint8_t*>(dc.data());
+    d.weight.nested_absmax = static_cast<const float*>(dn.data());
+    for (int i = 1; i <= kSteps; ++i) {
+      d.x = act[i - 1].data();
+      d.y = act[i].data();
+      four_bit_matmul(context_, d, stream());
+    }
+    std::vector<uint8_t> input = download(act[0], k * 2);
+    for (int i = 1; i <= kSteps; ++i) {
+      const std::vector<uint8_t> got = download(act[i], n * 2);
+      std::vector<uint8_t> want(n * 2);
+      a.x = input.data();
+      a.y = want.data();
+      cpu::four_bit_matmul(a);
+      const std::vector<float> ref = to_floats(want.data(), DType::kF16, n);
+      EXPECT_LT(relative_error(to_floats(got.data(), DType::kF16, n),
+                               std::vector<double>(ref.begin(), ref.end())),
+                tolerance_for(DType::kF16))
+          << "step " << i;
+      input = got;
+    }
+  }
+}
+
 TEST_P(KernelsOnBackend, MatmulPlansAreCachedPerShape) {
   if (GetParam() != DeviceChoice::kCuda) GTEST_SKIP() << "plans exist on CUDA only";
   const int64_t m = 8, n = 32, k = 64;
