@@ -451,9 +451,8 @@ __global__ void __launch_bounds__(kGemvThreads)
 // lane-interleaved order) with R = 4 rows per warp sharing each x load (2 in
 // 2-row tiles) and the table 256 B per byte value so one PRMT forms each
 // lookup's offset; each warp covers every (16 / (rows / R))-th group of 32
-// chunks of its rows, and the
-// warps' sums meet in shared memory, summed in a fixed order: the output does
-// not depend on timing.
+// chunks of its rows, and the warps' sums meet in shared memory, summed in a
+// fixed order: the output does not depend on timing.
 // The kernel is launched as a programmatic dependent (PDL): its blocks may
 // start, and build their tables, while the kernel before it in the stream
 // ends; they wait for that kernel before touching global memory, and let the
@@ -540,7 +539,7 @@ __global__ void __launch_bounds__(kRingThreads, 1)
   // f16 pairs fill half), so one PRMT forms a lookup's whole byte offset.
   unsigned char* lut = ring + stages * tile_bytes;  // [256][256 B]
   T* xs = reinterpret_cast<T*>(lut + 256 * 256);
-  float* partial = reinterpret_cast<float*>(xs + (k + 1023) / 1024 * 1024);  // [stages][32]
+  float* partial = reinterpret_cast<float*>(xs + (k + 1023) / 1024 * 1024);  // [stages][64]
   float* map = partial + stages * kRingPartials;                             // nested only
 
   const int warp = threadIdx.x >> 5;
@@ -615,9 +614,8 @@ __global__ void __launch_bounds__(kRingThreads, 1)
         // 4 up to the last whole 16 bytes of the array by bulk copy; the last
         // few floats past those (the array's last tile only) by plain loads.
         uint32_t n_bytes = 0;
+        const int64_t start = kNested ? nested_start(row * absmax_per_row) : 0;
         if (kNested) {
-          const int64_t first_block = row * absmax_per_row;
-          const int64_t start = nested_start(first_block);
           const int64_t last = ((row + rows) * absmax_per_row - 1) / qr::kNestedBlocksize;
           const int64_t copy_end = min((last + 4) & ~int64_t{3}, nested_count & ~int64_t{3});
           float* slot = reinterpret_cast<float*>(dst + tile_rows * (row_bytes + absmax_row_bytes));
@@ -632,8 +630,7 @@ __global__ void __launch_bounds__(kRingThreads, 1)
                             s_bytes, &full[s]);
         if (n_bytes > 0) {
           bulk_copy_to_shared(dst + tile_rows * (row_bytes + absmax_row_bytes),
-                              a.nested_absmax + nested_start(row * absmax_per_row), n_bytes,
-                              &full[s]);
+                              a.nested_absmax + start, n_bytes, &full[s]);
         }
       }
       // Every read is asked for: a dependent kernel may start launching.
@@ -997,6 +994,7 @@ cudaError_t launch_four_bit_gemv(const FourBitGemvPlan& plan, const FourBitGemvA
                             reinterpret_cast<uintptr_t>(absmax) % 16 == 0 &&
                             (!nested || reinterpret_cast<uintptr_t>(args.nested_absmax) % 16 == 0);
   if (plan.ring_rows > 0 && ring_aligned) {
+    if (tile_counters == nullptr) return cudaErrorInvalidValue;
     // A programmatic dependent launch: blocks may start as the kernel before
     // this one ends (the kernel waits for it before reading memory).
     cudaLaunchAttribute attribute;
@@ -1009,13 +1007,11 @@ cudaError_t launch_four_bit_gemv(const FourBitGemvPlan& plan, const FourBitGemvA
     config.stream = stream;
     config.attrs = &attribute;
     config.numAttrs = 1;
-    if (tile_counters == nullptr) return cudaErrorInvalidValue;
     return cudaLaunchKernelEx(&config, gemv_ring_kernel(plan.variant, plan.ring_rows_per_warp),
                               args, tables, plan.ring_rows, plan.ring_stages, tile_counters);
-  } else {
-    gemv_kernel(plan.variant)<<<plan.grid, plan.block, plan.smem_bytes, stream>>>(
-        args, tables, gemv_x_row_stride(args.m, args.k));
   }
+  gemv_kernel(plan.variant)<<<plan.grid, plan.block, plan.smem_bytes, stream>>>(
+      args, tables, gemv_x_row_stride(args.m, args.k));
   return cudaGetLastError();
 }
 
