@@ -88,70 +88,49 @@ void fill_f16(void* dst, size_t count, uint32_t seed) {
 
 void CUDART_CB hold_stream(void*) { std::this_thread::sleep_for(std::chrono::milliseconds(50)); }
 
-// Median milliseconds of run(i) over kIterations (after kWarmup), measured on
-// the GPU between events around each run. A host function holding the stream
-// for 50 ms lets the host enqueue every run first, so the GPU runs them back
-// to back and host-side call overhead stays out of the times (it is reported
-// separately in *host_us when given).
+// Median milliseconds a call of run(i), on the GPU between events, after
+// kWarmup calls. Per call (calls_per_sample 1): kIterations samples of one
+// call each. Back to back (calls_per_sample > 1): kBackToBackRepeats samples
+// of that many calls queued between two events, as a decode loop issues them:
+// the launch gap between kernels counts, and a kernel may overlap the next
+// one's start where it allows that (the ring GEMV is launched as a
+// programmatic dependent). A host function holding the stream for 50 ms lets
+// the host enqueue every call first, so host-side call overhead stays out of
+// the times (it is reported separately in *host_us when given).
+constexpr int kBackToBackCalls = 24;
+constexpr int kBackToBackRepeats = 15;
 double median_ms(cudaStream_t stream, const std::function<void(int)>& run,
-                 double* host_us = nullptr) {
+                 double* host_us = nullptr, int calls_per_sample = 1) {
+  const int samples = calls_per_sample == 1 ? kIterations : kBackToBackRepeats;
   for (int i = 0; i < kWarmup; ++i) run(i);
   STOWAGE_CUDA_TRY(cudaStreamSynchronize(stream));
-  std::vector<cudaEvent_t> events(2 * kIterations);
+  std::vector<cudaEvent_t> events(2 * samples);
   for (cudaEvent_t& e : events) STOWAGE_CUDA_TRY(cudaEventCreate(&e));
   STOWAGE_CUDA_TRY(cudaLaunchHostFunc(stream, hold_stream, nullptr));
+  int call = kWarmup;
   const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < kIterations; ++i) {
+  for (int i = 0; i < samples; ++i) {
     STOWAGE_CUDA_TRY(cudaEventRecord(events[2 * i], stream));
-    run(kWarmup + i);
+    for (int c = 0; c < calls_per_sample; ++c) run(call++);
     STOWAGE_CUDA_TRY(cudaEventRecord(events[2 * i + 1], stream));
   }
   const auto t1 = std::chrono::steady_clock::now();
   STOWAGE_CUDA_TRY(cudaStreamSynchronize(stream));
   if (host_us != nullptr) {
-    *host_us = std::chrono::duration<double, std::micro>(t1 - t0).count() / kIterations;
+    *host_us = std::chrono::duration<double, std::micro>(t1 - t0).count() / (call - kWarmup);
   }
   std::vector<double> times;
-  for (int i = 0; i < kIterations; ++i) {
+  for (int i = 0; i < samples; ++i) {
     float ms = 0;
     STOWAGE_CUDA_TRY(cudaEventElapsedTime(&ms, events[2 * i], events[2 * i + 1]));
-    times.push_back(ms);
+    times.push_back(ms / calls_per_sample);
   }
   for (cudaEvent_t& e : events) cudaEventDestroy(e);
   std::sort(times.begin(), times.end());
   return times[times.size() / 2];
 }
-
-// Back to back: milliseconds a call over `calls` calls queued between two
-// events (median of kBackToBackRepeats), as a decode loop issues them: the
-// launch gap between kernels counts, the host's call overhead does not (the
-// stream is held while the host enqueues). Each kernel can overlap the next
-// one's start where it allows that (the ring GEMV is launched as a
-// programmatic dependent).
-constexpr int kBackToBackCalls = 24;
-constexpr int kBackToBackRepeats = 15;
 double back_to_back_ms(cudaStream_t stream, const std::function<void(int)>& run) {
-  for (int i = 0; i < kWarmup; ++i) run(i);
-  STOWAGE_CUDA_TRY(cudaStreamSynchronize(stream));
-  std::vector<cudaEvent_t> events(2 * kBackToBackRepeats);
-  for (cudaEvent_t& e : events) STOWAGE_CUDA_TRY(cudaEventCreate(&e));
-  STOWAGE_CUDA_TRY(cudaLaunchHostFunc(stream, hold_stream, nullptr));
-  int call = kWarmup;
-  for (int r = 0; r < kBackToBackRepeats; ++r) {
-    STOWAGE_CUDA_TRY(cudaEventRecord(events[2 * r], stream));
-    for (int i = 0; i < kBackToBackCalls; ++i) run(call++);
-    STOWAGE_CUDA_TRY(cudaEventRecord(events[2 * r + 1], stream));
-  }
-  STOWAGE_CUDA_TRY(cudaStreamSynchronize(stream));
-  std::vector<double> times;
-  for (int r = 0; r < kBackToBackRepeats; ++r) {
-    float ms = 0;
-    STOWAGE_CUDA_TRY(cudaEventElapsedTime(&ms, events[2 * r], events[2 * r + 1]));
-    times.push_back(ms / kBackToBackCalls);
-  }
-  for (cudaEvent_t& e : events) cudaEventDestroy(e);
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+  return median_ms(stream, run, nullptr, kBackToBackCalls);
 }
 
 struct FourBitWeights {
