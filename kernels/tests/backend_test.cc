@@ -64,6 +64,46 @@ class KernelsOnBackend : public ::testing::TestWithParam<DeviceChoice> {
 
   StreamRef stream() { return stream_->ref(); }
 
+  // A weight quantized to 4 bits on the CPU, with its double quantization,
+  // on the host and uploaded (the upload has ended when this returns).
+  struct FourBitWeight {
+    std::vector<uint8_t> packed, codes;
+    std::vector<float> absmax, nested_absmax;
+    float offset = 0.0f;
+    Buffer device_packed, device_absmax, device_codes, device_nested;
+    // Points a's weight at the host or the device copies; nested: double
+    // quantization (absmax null).
+    void point(FourBitMatmulArgs* a, bool nested, bool device) const {
+      a->weight.nested_offset = offset;
+      a->weight.packed = device ? static_cast<const uint8_t*>(device_packed.data()) : packed.data();
+      a->weight.absmax = nested   ? nullptr
+                         : device ? static_cast<const float*>(device_absmax.data())
+                                  : absmax.data();
+      a->weight.absmax_codes =
+          device ? static_cast<const uint8_t*>(device_codes.data()) : codes.data();
+      a->weight.nested_absmax =
+          device ? static_cast<const float*>(device_nested.data()) : nested_absmax.data();
+    }
+  };
+  FourBitWeight quantize_weight(const void* w, DType dtype, int64_t numel, int64_t blocksize,
+                                FourBitType type) {
+    FourBitWeight q;
+    const int64_t blocks = four_bit_block_count(numel, blocksize);
+    q.packed.resize(four_bit_packed_bytes(numel));
+    q.absmax.resize(blocks);
+    cpu::quantize_4bit(w, dtype, numel, blocksize, type, q.packed.data(), q.absmax.data());
+    q.codes.resize(blocks);
+    q.nested_absmax.resize(nested_block_count(blocks));
+    cpu::double_quantize_absmax(q.absmax.data(), blocks, &q.offset, q.codes.data(),
+                                q.nested_absmax.data());
+    q.device_packed = upload(q.packed);
+    q.device_absmax = upload(q.absmax);
+    q.device_codes = upload(q.codes);
+    q.device_nested = upload(q.nested_absmax);
+    stream_->synchronize();
+    return q;
+  }
+
   std::unique_ptr<Platform> platform_;
   std::optional<Stream> stream_;
   CublasLtContext context_;
@@ -328,17 +368,8 @@ TEST_P(KernelsOnBackend, FourBitMatmulMatchesCpu) {
                        << nested << " m=" << c.m << " n=" << c.n << " k=" << c.k
                        << " bs=" << c.blocksize);
           const int64_t numel = c.n * c.k;
-          const auto wsrc = random_values(DType::kF32, numel, 31);
-          std::vector<uint8_t> packed(four_bit_packed_bytes(numel));
-          const int64_t blocks = four_bit_block_count(numel, c.blocksize);
-          std::vector<float> absmax(blocks);
-          cpu::quantize_4bit(wsrc.data(), DType::kF32, numel, c.blocksize, type, packed.data(),
-                             absmax.data());
-          std::vector<uint8_t> codes(blocks);
-          std::vector<float> nested_absmax(nested_block_count(blocks));
-          float offset = 0.0f;
-          cpu::double_quantize_absmax(absmax.data(), blocks, &offset, codes.data(),
-                                      nested_absmax.data());
+          const FourBitWeight w = quantize_weight(random_values(DType::kF32, numel, 31).data(),
+                                                  DType::kF32, numel, c.blocksize, type);
           const auto x = random_values(dtype, c.m * c.k, 32);
           const auto bias = random_values(dtype, c.n, 33);
 
@@ -349,26 +380,18 @@ TEST_P(KernelsOnBackend, FourBitMatmulMatchesCpu) {
           a.dtype = dtype;
           a.weight.type = type;
           a.weight.blocksize = c.blocksize;
-          a.weight.nested_offset = offset;
           std::vector<uint8_t> want(c.m * c.n * dtype_size(dtype));
           a.x = x.data();
           a.bias = bias.data();
           a.y = want.data();
-          a.weight.packed = packed.data();
-          a.weight.absmax = nested ? nullptr : absmax.data();
-          a.weight.absmax_codes = codes.data();
-          a.weight.nested_absmax = nested_absmax.data();
+          w.point(&a, nested, /*device=*/false);
           cpu::four_bit_matmul(a);
 
-          Buffer dx = upload(x), db = upload(bias), dp = upload(packed), da = upload(absmax),
-                 dc = upload(codes), dn = upload(nested_absmax), dy = allocate(want.size());
+          Buffer dx = upload(x), db = upload(bias), dy = allocate(want.size());
           a.x = dx.data();
           a.bias = db.data();
           a.y = dy.data();
-          a.weight.packed = static_cast<const uint8_t*>(dp.data());
-          a.weight.absmax = nested ? nullptr : static_cast<const float*>(da.data());
-          a.weight.absmax_codes = static_cast<const uint8_t*>(dc.data());
-          a.weight.nested_absmax = static_cast<const float*>(dn.data());
+          w.point(&a, nested, /*device=*/true);
           four_bit_matmul(context_, a, stream());
           const std::vector<float> got = download_floats(dy, dtype, c.m * c.n);
           const std::vector<float> ref = to_floats(want.data(), dtype, c.m * c.n);
@@ -460,48 +483,28 @@ TEST_P(KernelsOnBackend, FourBitGemvBackToBackIsCorrectAndRepeatable) {
         SCOPED_TRACE(::testing::Message()
                      << short_name(dtype) << " nested " << nested << " n=" << c.n << " k=" << c.k);
         const int64_t numel = c.n * c.k, blocksize = 64;
-        const int64_t blocks = four_bit_block_count(numel, blocksize);
         const auto x = random_values(dtype, c.k, 52);
         Buffer dx = upload(x);
         std::vector<std::vector<uint8_t>> want(kWeights);
-        std::vector<Buffer> dp, da, dc, dn;
+        std::vector<FourBitWeight> weights;
+        weights.reserve(kWeights);
         std::vector<FourBitMatmulArgs> args(kWeights);
         for (int w = 0; w < kWeights; ++w) {
-          const auto wsrc = random_values(DType::kF32, numel, 60 + w);
-          std::vector<uint8_t> packed(four_bit_packed_bytes(numel));
-          std::vector<float> absmax(blocks);
-          cpu::quantize_4bit(wsrc.data(), DType::kF32, numel, blocksize, FourBitType::kNf4,
-                             packed.data(), absmax.data());
-          std::vector<uint8_t> codes(blocks);
-          std::vector<float> nested_absmax(nested_block_count(blocks));
-          float offset = 0.0f;
-          cpu::double_quantize_absmax(absmax.data(), blocks, &offset, codes.data(),
-                                      nested_absmax.data());
+          weights.push_back(quantize_weight(random_values(DType::kF32, numel, 60 + w).data(),
+                                            DType::kF32, numel, blocksize, FourBitType::kNf4));
           FourBitMatmulArgs& a = args[w];
           a.m = 1;
           a.n = c.n;
           a.k = c.k;
           a.dtype = dtype;
           a.weight.blocksize = blocksize;
-          a.weight.nested_offset = offset;
           want[w].resize(c.n * dtype_size(dtype));
           a.x = x.data();
           a.y = want[w].data();
-          a.weight.packed = packed.data();
-          a.weight.absmax = nested ? nullptr : absmax.data();
-          a.weight.absmax_codes = codes.data();
-          a.weight.nested_absmax = nested_absmax.data();
+          weights[w].point(&a, nested, /*device=*/false);
           cpu::four_bit_matmul(a);
-          dp.push_back(upload(packed));
-          da.push_back(upload(absmax));
-          dc.push_back(upload(codes));
-          dn.push_back(upload(nested_absmax));
-          stream_->synchronize();  // the host arrays go at the end of this iteration
           a.x = dx.data();
-          a.weight.packed = static_cast<const uint8_t*>(dp.back().data());
-          a.weight.absmax = nested ? nullptr : static_cast<const float*>(da.back().data());
-          a.weight.absmax_codes = static_cast<const uint8_t*>(dc.back().data());
-          a.weight.nested_absmax = static_cast<const float*>(dn.back().data());
+          weights[w].point(&a, nested, /*device=*/true);
         }
         std::vector<Buffer> dy;
         for (int call = 0; call < kCalls; ++call) {
@@ -541,45 +544,30 @@ TEST_P(KernelsOnBackend, FourBitGemvChainReadsEachInputAfterItIsWritten) {
   const int64_t n = 4096, k = 4096, blocksize = 64;
   const int kSteps = GetParam() == DeviceChoice::kCuda ? 40 : 3;
   const int64_t numel = n * k;
+  // Weights scaled by 1/sqrt(k) keep the activations' size from step to step.
+  std::vector<float> wsrc =
+      to_floats(random_values(DType::kF32, numel, 70).data(), DType::kF32, numel);
+  for (float& v : wsrc) v /= 64.0f;
+  const FourBitWeight w =
+      quantize_weight(wsrc.data(), DType::kF32, numel, blocksize, FourBitType::kNf4);
   for (bool nested : {false, true}) {
     SCOPED_TRACE(::testing::Message() << "nested " << nested);
-    // Weights scaled by 1/sqrt(k) keep the activations' size from step to step.
-    std::vector<float> wsrc =
-        to_floats(random_values(DType::kF32, numel, 70).data(), DType::kF32, numel);
-    for (float& v : wsrc) v /= 64.0f;
-    const int64_t blocks = four_bit_block_count(numel, blocksize);
-    std::vector<uint8_t> packed(four_bit_packed_bytes(numel));
-    std::vector<float> absmax(blocks);
-    cpu::quantize_4bit(wsrc.data(), DType::kF32, numel, blocksize, FourBitType::kNf4, packed.data(),
-                       absmax.data());
-    std::vector<uint8_t> codes(blocks);
-    std::vector<float> nested_absmax(nested_block_count(blocks));
-    float offset = 0.0f;
-    cpu::double_quantize_absmax(absmax.data(), blocks, &offset, codes.data(), nested_absmax.data());
     FourBitMatmulArgs a;
     a.m = 1;
     a.n = n;
     a.k = k;
     a.dtype = DType::kF16;
     a.weight.blocksize = blocksize;
-    a.weight.nested_offset = offset;
-    a.weight.packed = packed.data();
-    a.weight.absmax = nested ? nullptr : absmax.data();
-    a.weight.absmax_codes = codes.data();
-    a.weight.nested_absmax = nested_absmax.data();
+    w.point(&a, nested, /*device=*/false);
 
     const auto x0 = random_values(DType::kF16, k, 71);
     const std::vector<uint8_t> zeros(n * 2, 0);
-    Buffer dp = upload(packed), da = upload(absmax), dc = upload(codes), dn = upload(nested_absmax);
     std::vector<Buffer> act;  // act[0] = x0, act[i] = step i's output
     act.push_back(upload(x0));
     for (int i = 1; i <= kSteps; ++i) act.push_back(upload(zeros));
     stream_->synchronize();
     FourBitMatmulArgs d = a;
-    d.weight.packed = static_cast<const uint8_t*>(dp.data());
-    d.weight.absmax = nested ? nullptr : static_cast<const float*>(da.data());
-    d.weight.absmax_codes = static_cast<const uint8_t*>(dc.data());
-    d.weight.nested_absmax = static_cast<const float*>(dn.data());
+    w.point(&d, nested, /*device=*/true);
     for (int i = 1; i <= kSteps; ++i) {
       d.x = act[i - 1].data();
       d.y = act[i].data();
