@@ -590,6 +590,68 @@ TEST_P(KernelsOnBackend, FourBitGemvChainReadsEachInputAfterItIsWritten) {
   }
 }
 
+// A batch-1 GEMV whose output is written over the first rows of the next
+// GEMV's packed weight (its first tile), alternating two inputs so those
+// bytes alternate, all queued with no synchronization. On sm_90 the second is
+// a programmatic dependent launch that asks the L2 for its first tile before
+// it waits for the first GEMV; each output must still equal, byte for byte,
+// the one computed with the stream drained between the two. (On an H100 a
+// build whose producer skipped the wait altogether passed 1000 such steps:
+// the dependent's first copy never overtook the last write there, so this
+// checks the result, and the prefetch's safety rests on the L2's coherence.)
+TEST_P(KernelsOnBackend, FourBitGemvReadsTheWeightTheKernelBeforeWrote) {
+  const int64_t n1 = 8192, k1 = 1024, n2 = 4096, k2 = 4096, blocksize = 64;
+  const int kSteps = GetParam() == DeviceChoice::kCuda ? 24 : 2;
+  const FourBitWeight w1 = quantize_weight(random_values(DType::kF32, n1 * k1, 90).data(),
+                                           DType::kF32, n1 * k1, blocksize, FourBitType::kNf4);
+  const FourBitWeight w2 = quantize_weight(random_values(DType::kF32, n2 * k2, 91).data(),
+                                           DType::kF32, n2 * k2, blocksize, FourBitType::kNf4);
+  const std::vector<uint8_t> x1[2] = {random_values(DType::kF16, k1, 92),
+                                      random_values(DType::kF16, k1, 93)};
+  const auto x2 = random_values(DType::kF16, k2, 94);
+  Buffer dx1[2] = {upload(x1[0]), upload(x1[1])};
+  Buffer dx2 = upload(x2);
+  stream_->synchronize();
+  // The first GEMV writes its output over w2's first n1 * 2 = 16 KiB of packed
+  // codes: rows 0-7 of w2, its first 8-row tile.
+  FourBitMatmulArgs first;
+  first.m = 1;
+  first.n = n1;
+  first.k = k1;
+  first.weight.blocksize = blocksize;
+  w1.point(&first, /*nested=*/false, /*device=*/true);
+  first.y = const_cast<void*>(w2.device_packed.data());
+  FourBitMatmulArgs second;
+  second.m = 1;
+  second.n = n2;
+  second.k = k2;
+  second.weight.blocksize = blocksize;
+  w2.point(&second, /*nested=*/false, /*device=*/true);
+  second.x = dx2.data();
+  std::vector<uint8_t> want[2];
+  for (int input = 0; input < 2; ++input) {
+    first.x = dx1[input].data();
+    four_bit_matmul(context_, first, stream());
+    stream_->synchronize();
+    Buffer y = allocate(n2 * 2);
+    second.y = y.data();
+    four_bit_matmul(context_, second, stream());
+    want[input] = download(y, n2 * 2);
+  }
+  ASSERT_NE(want[0], want[1]);
+  std::vector<Buffer> ys;
+  for (int step = 0; step < kSteps; ++step) {
+    first.x = dx1[step % 2].data();
+    four_bit_matmul(context_, first, stream());
+    ys.push_back(allocate(n2 * 2));
+    second.y = ys.back().data();
+    four_bit_matmul(context_, second, stream());
+  }
+  for (int step = 0; step < kSteps; ++step) {
+    EXPECT_EQ(download(ys[step], n2 * 2), want[step % 2]) << "step " << step;
+  }
+}
+
 TEST_P(KernelsOnBackend, MatmulPlansAreCachedPerShape) {
   if (GetParam() != DeviceChoice::kCuda) GTEST_SKIP() << "plans exist on CUDA only";
   const int64_t m = 8, n = 32, k = 64;
