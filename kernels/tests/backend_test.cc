@@ -604,29 +604,28 @@ TEST_P(KernelsOnBackend, FourBitGemvReadsTheWeightTheKernelBeforeWrote) {
   const int kSteps = GetParam() == DeviceChoice::kCuda ? 24 : 2;
   const FourBitWeight w1 = quantize_weight(random_values(DType::kF32, n1 * k1, 90).data(),
                                            DType::kF32, n1 * k1, blocksize, FourBitType::kNf4);
-  const FourBitWeight w2 = quantize_weight(random_values(DType::kF32, n2 * k2, 91).data(),
-                                           DType::kF32, n2 * k2, blocksize, FourBitType::kNf4);
+  FourBitWeight w2 = quantize_weight(random_values(DType::kF32, n2 * k2, 91).data(), DType::kF32,
+                                     n2 * k2, blocksize, FourBitType::kNf4);
   const std::vector<uint8_t> x1[2] = {random_values(DType::kF16, k1, 92),
                                       random_values(DType::kF16, k1, 93)};
   const auto x2 = random_values(DType::kF16, k2, 94);
   Buffer dx1[2] = {upload(x1[0]), upload(x1[1])};
   Buffer dx2 = upload(x2);
   stream_->synchronize();
+  auto batch_one = [&](int64_t n, int64_t k, const FourBitWeight& w) {
+    FourBitMatmulArgs a;
+    a.m = 1;
+    a.n = n;
+    a.k = k;
+    a.weight.blocksize = blocksize;
+    w.point(&a, /*nested=*/false, /*device=*/true);
+    return a;
+  };
   // The first GEMV writes its output over w2's first n1 * 2 = 16 KiB of packed
   // codes: rows 0-7 of w2, its first 8-row tile.
-  FourBitMatmulArgs first;
-  first.m = 1;
-  first.n = n1;
-  first.k = k1;
-  first.weight.blocksize = blocksize;
-  w1.point(&first, /*nested=*/false, /*device=*/true);
-  first.y = const_cast<void*>(w2.device_packed.data());
-  FourBitMatmulArgs second;
-  second.m = 1;
-  second.n = n2;
-  second.k = k2;
-  second.weight.blocksize = blocksize;
-  w2.point(&second, /*nested=*/false, /*device=*/true);
+  FourBitMatmulArgs first = batch_one(n1, k1, w1);
+  first.y = w2.device_packed.data();
+  FourBitMatmulArgs second = batch_one(n2, k2, w2);
   second.x = dx2.data();
   std::vector<uint8_t> want[2];
   for (int input = 0; input < 2; ++input) {
