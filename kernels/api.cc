@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "kernels/cpu_reference.h"
 #include "kernels/detail/cuda_ops.h"
+#include "kernels/detail/dispatch.h"
 #include "kernels/detail/gemv_layout.h"
 #include "kernels/detail/scratch_layout.h"
 #include "kernels/gemm.h"
@@ -19,6 +20,7 @@ namespace stowage::kernels {
 namespace {
 
 namespace qr = quant_rules;
+using detail::dispatch;
 
 bool is_compute_float(DType d) { return d == DType::kF16 || d == DType::kBF16 || d == DType::kF32; }
 
@@ -41,19 +43,6 @@ void expect_blocksize(const char* call, int64_t blocksize) {
   STOWAGE_EXPECTS(qr::is_valid_blocksize(blocksize), InvalidInputError,
                   "kernels::{}: blocksize must be a power of two in {}..{}, found {}", call,
                   qr::kMinBlocksize, qr::kMaxBlocksize, blocksize);
-}
-
-// Runs the CPU work now (null stream) or in stream order (sim), or the CUDA
-// work with the stream's handle.
-template <typename Cpu, typename Cuda>
-void dispatch(StreamRef stream, Cpu&& cpu, Cuda&& cuda) {
-  if (stream.is_null()) {
-    cpu();
-  } else if (stream.backend() == Backend::kSim) {
-    stream.host_task(std::forward<Cpu>(cpu));
-  } else {
-    cuda(stream.native_handle());
-  }
 }
 
 }  // namespace

@@ -1,0 +1,587 @@
+// The specification of transformer_ops.h, run over every backend present: the
+// simulated accelerator (the CPU counterparts) always, CUDA where a GPU is
+// visible (those cases skip otherwise). Each op is compared with a naive
+// float64 reference written here; attention and the reductions must also give
+// the same bits on two calls.
+#include "kernels/transformer_ops.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/buffer.h"
+#include "core/error.h"
+#include "core/platform.h"
+#include "kernels/tests/test_util.h"
+
+namespace stowage::kernels {
+namespace {
+
+using test_util::from_floats;
+using test_util::random_values;
+using test_util::relative_error;
+using test_util::to_floats;
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+std::vector<float> random_floats(int64_t count, uint32_t seed, float scale = 1.0f) {
+  return to_floats(random_values(DType::kF32, count, seed, scale).data(), DType::kF32, count);
+}
+
+class TransformerOpsOnBackend : public ::testing::TestWithParam<DeviceChoice> {
+ public:
+  void SetUp() override {
+    if (GetParam() == DeviceChoice::kCuda && !cuda_device_available()) {
+      GTEST_SKIP() << "no CUDA GPU visible";
+    }
+    platform_ = Platform::create(GetParam());
+    stream_.emplace(platform_->accelerator(0).create_stream());
+  }
+
+  bool on_cuda() const { return GetParam() == DeviceChoice::kCuda; }
+
+  Buffer upload(const void* host, size_t bytes) {
+    Buffer buffer(platform_->accelerator(0).memory(), std::max<size_t>(bytes, 1), stream());
+    if (host != nullptr && bytes > 0) stream().copy(buffer.data(), host, bytes);
+    return buffer;
+  }
+  template <typename T>
+  Buffer upload(const std::vector<T>& host) {
+    return upload(host.data(), host.size() * sizeof(T));
+  }
+  template <typename T>
+  std::vector<T> download(const Buffer& buffer, int64_t count) {
+    std::vector<T> host(static_cast<size_t>(count));
+    if (count > 0) stream().copy(host.data(), buffer.data(), count * sizeof(T));
+    stream_->synchronize();
+    return host;
+  }
+
+  StreamRef stream() { return stream_->ref(); }
+
+  std::unique_ptr<Platform> platform_;
+  std::optional<Stream> stream_;
+};
+
+const DType kWeightTypes[] = {DType::kF32, DType::kF16, DType::kBF16};
+
+// ---- RMSNorm ----
+
+TEST_P(TransformerOpsOnBackend, RmsNormMatchesFloat64ReferenceForEveryWeightType) {
+  const int64_t rows = 5;
+  for (DType dtype : kWeightTypes) {
+    for (int64_t cols : {1, 7, 64, 576, 1000, 4096}) {
+      SCOPED_TRACE(::testing::Message() << short_name(dtype) << " cols " << cols);
+      const std::vector<float> x = random_floats(rows * cols, 1 + cols, 3.0f);
+      const std::vector<uint8_t> w = random_values(dtype, cols, 2 + cols);
+      const std::vector<float> wf = to_floats(w.data(), dtype, cols);
+      Buffer dx = upload(x), dw = upload(w), dy = upload(nullptr, x.size() * sizeof(float));
+      RmsNormArgs a;
+      a.rows = rows;
+      a.cols = cols;
+      a.x = static_cast<const float*>(dx.data());
+      a.weight = dw.data();
+      a.weight_dtype = dtype;
+      a.eps = 1e-5f;
+      a.y = static_cast<float*>(dy.data());
+      rms_norm(a, stream());
+      const std::vector<float> y = download<float>(dy, rows * cols);
+      std::vector<double> ref(x.size());
+      for (int64_t r = 0; r < rows; ++r) {
+        double ss = 0.0;
+        for (int64_t c = 0; c < cols; ++c) ss += double{x[r * cols + c]} * x[r * cols + c];
+        const double inv = 1.0 / std::sqrt(ss / cols + 1e-5);
+        for (int64_t c = 0; c < cols; ++c) ref[r * cols + c] = x[r * cols + c] * inv * wf[c];
+      }
+      EXPECT_LT(relative_error(y, ref), 1e-5);
+    }
+  }
+}
+
+TEST_P(TransformerOpsOnBackend, RmsNormRunsInPlace) {
+  const int64_t rows = 3, cols = 256;
+  const std::vector<float> x = random_floats(rows * cols, 5);
+  const std::vector<float> w = random_floats(cols, 6);
+  Buffer dx = upload(x), dw = upload(w), dy = upload(nullptr, x.size() * sizeof(float));
+  RmsNormArgs a;
+  a.rows = rows;
+  a.cols = cols;
+  a.x = static_cast<const float*>(dx.data());
+  a.weight = dw.data();
+  a.y = static_cast<float*>(dy.data());
+  rms_norm(a, stream());
+  a.y = static_cast<float*>(dx.data());
+  rms_norm(a, stream());
+  const std::vector<float> separate = download<float>(dy, rows * cols);
+  const std::vector<float> in_place = download<float>(dx, rows * cols);
+  EXPECT_EQ(0, std::memcmp(separate.data(), in_place.data(), separate.size() * sizeof(float)));
+}
+
+// ---- RoPE ----
+
+TEST_P(TransformerOpsOnBackend, RopeRotatesBothHalvesByPositionTimesInverseFrequency) {
+  for (int64_t head_dim : {2, 64, 128}) {
+    SCOPED_TRACE(::testing::Message() << "head_dim " << head_dim);
+    const int64_t tokens = 4, heads = 3, half = head_dim / 2;
+    const std::vector<float> x = random_floats(tokens * heads * head_dim, 7 + head_dim);
+    const std::vector<int32_t> positions = {0, 1, 17, 4097};
+    std::vector<float> inv_freq(half);
+    for (int64_t i = 0; i < half; ++i) {
+      inv_freq[i] = static_cast<float>(std::pow(10000.0, -2.0 * i / head_dim));
+    }
+    Buffer dx = upload(x), dp = upload(positions), df = upload(inv_freq);
+    RopeArgs a;
+    a.tokens = tokens;
+    a.heads = heads;
+    a.head_dim = head_dim;
+    a.x = static_cast<float*>(dx.data());
+    a.positions = static_cast<const int32_t*>(dp.data());
+    a.inv_freq = static_cast<const float*>(df.data());
+    apply_rope(a, stream());
+    const std::vector<float> y = download<float>(dx, x.size());
+    std::vector<double> ref(x.size());
+    for (int64_t t = 0; t < tokens; ++t) {
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t base = (t * heads + h) * head_dim;
+        for (int64_t i = 0; i < half; ++i) {
+          // The angle in float32, as the contract says; its cos and sin exact.
+          const double angle = static_cast<float>(positions[t]) * inv_freq[i];
+          const double x0 = x[base + i], x1 = x[base + i + half];
+          ref[base + i] = x0 * std::cos(angle) - x1 * std::sin(angle);
+          ref[base + i + half] = x1 * std::cos(angle) + x0 * std::sin(angle);
+        }
+      }
+    }
+    EXPECT_LT(relative_error(y, ref), 1e-5);
+    // Position 0 leaves its token unchanged.
+    for (int64_t e = 0; e < heads * head_dim; ++e) EXPECT_EQ(y[e], x[e]);
+  }
+}
+
+// ---- Embedding ----
+
+TEST_P(TransformerOpsOnBackend, EmbeddingCopiesTheRowsOfTheIdsWidenedToFloat32) {
+  const int64_t vocab = 50, hidden = 72;
+  const std::vector<int32_t> ids = {0, 49, 7, 7, 23};
+  const int64_t tokens = static_cast<int64_t>(ids.size());
+  for (DType dtype : kWeightTypes) {
+    SCOPED_TRACE(short_name(dtype));
+    const std::vector<uint8_t> table = random_values(dtype, vocab * hidden, 11);
+    Buffer dt = upload(table), di = upload(ids), dout = upload(nullptr, tokens * hidden * 4);
+    EmbeddingArgs a;
+    a.tokens = tokens;
+    a.vocab = vocab;
+    a.hidden = hidden;
+    a.ids = static_cast<const int32_t*>(di.data());
+    a.table = dt.data();
+    a.table_dtype = dtype;
+    a.out = static_cast<float*>(dout.data());
+    embedding_lookup(a, stream());
+    const std::vector<float> out = download<float>(dout, tokens * hidden);
+    for (int64_t t = 0; t < tokens; ++t) {
+      for (int64_t c = 0; c < hidden; ++c) {
+        ASSERT_EQ(out[t * hidden + c],
+                  load_as_float(table.data(), dtype, static_cast<size_t>(ids[t] * hidden + c)))
+            << "token " << t << " col " << c;
+      }
+    }
+  }
+}
+
+// ---- SwiGLU and the residual add ----
+
+TEST_P(TransformerOpsOnBackend, SwigluReadsGateAndUpThroughTheirStrides) {
+  // gate and up are the two halves of one fused [rows, 2 * cols] projection.
+  const int64_t rows = 3, cols = 1000;
+  const std::vector<float> fused = random_floats(rows * 2 * cols, 13, 4.0f);
+  Buffer df = upload(fused), dout = upload(nullptr, rows * cols * 4);
+  SwigluArgs a;
+  a.rows = rows;
+  a.cols = cols;
+  a.gate = static_cast<const float*>(df.data());
+  a.gate_stride = 2 * cols;
+  a.up = a.gate + cols;
+  a.up_stride = 2 * cols;
+  a.out = static_cast<float*>(dout.data());
+  swiglu(a, stream());
+  const std::vector<float> out = download<float>(dout, rows * cols);
+  std::vector<double> ref(rows * cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      const double g = fused[r * 2 * cols + c], u = fused[r * 2 * cols + cols + c];
+      ref[r * cols + c] = g / (1.0 + std::exp(-g)) * u;
+    }
+  }
+  EXPECT_LT(relative_error(out, ref), 1e-5);
+}
+
+TEST_P(TransformerOpsOnBackend, AddInPlaceAddsElementWise) {
+  const int64_t count = 4099;
+  const std::vector<float> y = random_floats(count, 15), x = random_floats(count, 16);
+  Buffer dy = upload(y), dx = upload(x);
+  add_in_place(static_cast<float*>(dy.data()), static_cast<const float*>(dx.data()), count,
+               stream());
+  const std::vector<float> out = download<float>(dy, count);
+  for (int64_t i = 0; i < count; ++i) ASSERT_EQ(out[i], y[i] + x[i]) << i;
+}
+
+// ---- KV cache append ----
+
+TEST_P(TransformerOpsOnBackend, KvAppendWritesTheNewPositionsOnly) {
+  const int64_t batch = 2, tokens = 3, kv_heads = 2, head_dim = 8, past = 4, capacity = 9;
+  const int64_t row = kv_heads * head_dim, src_stride = 3 * row + 5;  // k inside a fused qkv row
+  const std::vector<float> src = random_floats(batch * tokens * src_stride, 17);
+  std::vector<float> cache(batch * capacity * row, -7.0f);
+  Buffer ds = upload(src), dc = upload(cache);
+  KvAppendArgs a;
+  a.batch = batch;
+  a.tokens = tokens;
+  a.kv_heads = kv_heads;
+  a.head_dim = head_dim;
+  a.past = past;
+  a.capacity = capacity;
+  a.src = static_cast<const float*>(ds.data()) + row;
+  a.src_stride = src_stride;
+  a.cache = static_cast<float*>(dc.data());
+  kv_append(a, stream());
+  const std::vector<float> out = download<float>(dc, cache.size());
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t p = 0; p < capacity; ++p) {
+      for (int64_t e = 0; e < row; ++e) {
+        const bool is_new = p >= past && p < past + tokens;
+        const float want = is_new ? src[(b * tokens + (p - past)) * src_stride + row + e] : -7.0f;
+        ASSERT_EQ(out[(b * capacity + p) * row + e], want) << "b " << b << " p " << p;
+      }
+    }
+  }
+}
+
+// ---- Attention ----
+
+struct AttentionCase {
+  const char* name;
+  int64_t batch, tokens, heads, kv_heads, head_dim, past, window;
+  int64_t q_pad = 0;  // q_stride = heads * head_dim + q_pad
+  bool cuda_only = false;
+};
+
+// float64 causal GQA attention, with the contract's masks.
+std::vector<double> reference_attention(const AttentionCase& c, const std::vector<float>& q,
+                                        int64_t q_stride, const std::vector<float>& k,
+                                        const std::vector<float>& v, int64_t capacity,
+                                        float scale) {
+  const int64_t d = c.head_dim, group = c.heads / c.kv_heads, row = c.kv_heads * d;
+  std::vector<double> out(c.batch * c.tokens * c.heads * d);
+  for (int64_t b = 0; b < c.batch; ++b) {
+    for (int64_t t = 0; t < c.tokens; ++t) {
+      const int64_t p = c.past + t;
+      const int64_t lo = c.window > 0 ? std::max<int64_t>(0, p - c.window + 1) : 0;
+      for (int64_t h = 0; h < c.heads; ++h) {
+        const int64_t kvh = h / group;
+        const float* qh = q.data() + (b * c.tokens + t) * q_stride + h * d;
+        std::vector<double> s(p - lo + 1);
+        double m = -1e300;
+        for (int64_t j = lo; j <= p; ++j) {
+          const float* kj = k.data() + (b * capacity + j) * row + kvh * d;
+          double dot = 0.0;
+          for (int64_t i = 0; i < d; ++i) dot += double{qh[i]} * kj[i];
+          s[j - lo] = double{scale} * dot;
+          m = std::max(m, s[j - lo]);
+        }
+        double l = 0.0;
+        for (double& e : s) l += (e = std::exp(e - m));
+        double* o = out.data() + ((b * c.tokens + t) * c.heads + h) * d;
+        for (int64_t j = lo; j <= p; ++j) {
+          const float* vj = v.data() + (b * capacity + j) * row + kvh * d;
+          for (int64_t i = 0; i < d; ++i) o[i] += s[j - lo] / l * vj[i];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+const AttentionCase kAttentionCases[] = {
+    {"decode_gqa", 1, 1, 8, 2, 64, 37, 0},
+    {"decode_first_token", 1, 1, 4, 4, 32, 0, 0},
+    {"decode_batch3_strided_q", 3, 1, 9, 3, 64, 100, 0, 3 * 64 + 5},
+    {"decode_mqa", 2, 1, 16, 1, 128, 70, 0},
+    {"decode_window", 2, 1, 8, 2, 64, 90, 32},
+    {"prefill_causal", 1, 70, 4, 2, 64, 0, 0},
+    {"prefill_with_past", 2, 19, 6, 3, 128, 45, 0},
+    {"prefill_window_past", 1, 40, 4, 1, 64, 30, 16, 17},
+    {"prefill_odd_head_dim", 1, 33, 2, 2, 80, 5, 0},
+    {"prefill_head_dim_256", 1, 20, 2, 1, 256, 12, 0},
+    // Long enough for the CUDA kernels' tiles and splits of the context.
+    {"decode_long_context", 2, 1, 32, 8, 128, 4000, 0, 0, true},
+    {"decode_long_batch32", 32, 1, 9, 3, 64, 1030, 0, 0, true},
+    {"prefill_long", 1, 300, 8, 2, 128, 0, 0, 0, true},
+    {"prefill_long_window_past", 2, 150, 4, 2, 64, 200, 100, 0, true},
+};
+
+class AttentionRun {
+ public:
+  AttentionRun(TransformerOpsOnBackend& t, const AttentionCase& c) : c_(c) {
+    const int64_t d = c.head_dim, row = c.kv_heads * d;
+    capacity_ = c.past + c.tokens + 3;
+    q_stride_ = c.heads * d + c.q_pad;
+    q_ = random_floats(c.batch * c.tokens * q_stride_, 21);
+    k_ = random_floats(c.batch * capacity_ * row, 22);
+    v_ = random_floats(c.batch * capacity_ * row, 23);
+    // Positions no query may read hold NaN: those after the last new token
+    // and, with a window, those before the first query's window.
+    const int64_t first_lo = c.window > 0 ? std::max<int64_t>(0, c.past - c.window + 1) : 0;
+    for (int64_t b = 0; b < c.batch; ++b) {
+      for (int64_t p = 0; p < capacity_; ++p) {
+        if (p >= first_lo && p < c.past + c.tokens) continue;
+        for (int64_t e = 0; e < row; ++e) {
+          k_[(b * capacity_ + p) * row + e] = kNaN;
+          v_[(b * capacity_ + p) * row + e] = kNaN;
+        }
+      }
+    }
+    scale_ = 1.0f / std::sqrt(static_cast<float>(d));
+    dq_ = t.upload(q_);
+    dk_ = t.upload(k_);
+    dv_ = t.upload(v_);
+    out_count_ = c.batch * c.tokens * c.heads * d;
+    dout_ = t.upload(nullptr, out_count_ * sizeof(float));
+  }
+
+  AttentionArgs args() {
+    AttentionArgs a;
+    a.batch = c_.batch;
+    a.tokens = c_.tokens;
+    a.heads = c_.heads;
+    a.kv_heads = c_.kv_heads;
+    a.head_dim = c_.head_dim;
+    a.past = c_.past;
+    a.capacity = capacity_;
+    a.window = c_.window;
+    a.scale = scale_;
+    a.q = static_cast<const float*>(dq_.data());
+    a.q_stride = q_stride_;
+    a.k_cache = static_cast<const float*>(dk_.data());
+    a.v_cache = static_cast<const float*>(dv_.data());
+    a.out = static_cast<float*>(dout_.data());
+    return a;
+  }
+  std::vector<double> reference() const {
+    return reference_attention(c_, q_, q_stride_, k_, v_, capacity_, scale_);
+  }
+  const Buffer& out() const { return dout_; }
+  int64_t out_count() const { return out_count_; }
+
+ private:
+  AttentionCase c_;
+  int64_t capacity_ = 0, q_stride_ = 0, out_count_ = 0;
+  float scale_ = 1.0f;
+  std::vector<float> q_, k_, v_;
+  Buffer dq_, dk_, dv_, dout_;
+};
+
+TEST_P(TransformerOpsOnBackend, AttentionMatchesFloat64Reference) {
+  // Covers GQA / MQA head mapping, the causal mask with past > 0, the sliding
+  // window, batch > 1, a q_stride wider than the heads, and head_dims that
+  // are not powers of two.
+  for (const AttentionCase& c : kAttentionCases) {
+    if (c.cuda_only && !on_cuda()) continue;
+    SCOPED_TRACE(c.name);
+    AttentionRun run(*this, c);
+    attention(run.args(), stream());
+    const std::vector<float> out = download<float>(run.out(), run.out_count());
+    EXPECT_LT(relative_error(out, run.reference()), 1e-5);
+  }
+}
+
+TEST_P(TransformerOpsOnBackend, AttentionGivesTheSameBitsOnEveryCall) {
+  for (const AttentionCase& c : kAttentionCases) {
+    if (c.cuda_only && !on_cuda()) continue;
+    SCOPED_TRACE(c.name);
+    AttentionRun run(*this, c);
+    attention(run.args(), stream());
+    const std::vector<float> first = download<float>(run.out(), run.out_count());
+    attention(run.args(), stream());
+    const std::vector<float> second = download<float>(run.out(), run.out_count());
+    ASSERT_EQ(0, std::memcmp(first.data(), second.data(), first.size() * sizeof(float)));
+  }
+}
+
+TEST_P(TransformerOpsOnBackend, RmsNormGivesTheSameBitsOnEveryCall) {
+  const int64_t rows = 4, cols = 4096;
+  const std::vector<float> x = random_floats(rows * cols, 25);
+  const std::vector<float> w = random_floats(cols, 26);
+  Buffer dx = upload(x), dw = upload(w), dy = upload(nullptr, x.size() * 4);
+  RmsNormArgs a;
+  a.rows = rows;
+  a.cols = cols;
+  a.x = static_cast<const float*>(dx.data());
+  a.weight = dw.data();
+  a.y = static_cast<float*>(dy.data());
+  rms_norm(a, stream());
+  const std::vector<float> first = download<float>(dy, rows * cols);
+  rms_norm(a, stream());
+  const std::vector<float> second = download<float>(dy, rows * cols);
+  ASSERT_EQ(0, std::memcmp(first.data(), second.data(), first.size() * sizeof(float)));
+}
+
+// ---- Argmax ----
+
+TEST_P(TransformerOpsOnBackend, ArgmaxTakesTheFirstLargestAndNeverNaN) {
+  const int64_t vocab = 49152;
+  std::vector<std::vector<float>> rows;
+  std::vector<int32_t> want;
+  auto add = [&](std::vector<float> row, int32_t id) {
+    rows.push_back(std::move(row));
+    want.push_back(id);
+  };
+  std::vector<float> base = random_floats(vocab, 27);
+  for (float& e : base) e = std::min(e, 5.0f);
+  {  // ties: the first of two equal maxima
+    std::vector<float> r = base;
+    r[1000] = 9.0f;
+    r[40000] = 9.0f;
+    add(r, 1000);
+  }
+  {  // NaN before, at and after the maximum
+    std::vector<float> r = base;
+    r[0] = kNaN;
+    r[500] = 8.0f;
+    r[501] = kNaN;
+    r[vocab - 1] = kNaN;
+    add(r, 500);
+  }
+  {  // the last element
+    std::vector<float> r = base;
+    r[vocab - 1] = 7.0f;
+    add(r, static_cast<int32_t>(vocab - 1));
+  }
+  {  // every element equal: the first
+    add(std::vector<float>(vocab, -kInf), 0);
+  }
+  {  // all NaN but one -inf
+    std::vector<float> r(vocab, kNaN);
+    r[123] = -kInf;
+    add(r, 123);
+  }
+  std::vector<float> logits;
+  for (const auto& r : rows) logits.insert(logits.end(), r.begin(), r.end());
+  const int64_t n = static_cast<int64_t>(rows.size());
+  Buffer dl = upload(logits), di = upload(nullptr, n * sizeof(int32_t));
+  argmax_rows(static_cast<const float*>(dl.data()), n, vocab, static_cast<int32_t*>(di.data()),
+              stream());
+  EXPECT_EQ(download<int32_t>(di, n), want);
+  // A short row (fewer elements than threads).
+  const std::vector<float> small = {1.0f, 3.0f, kNaN, 3.0f};
+  Buffer ds = upload(small);
+  argmax_rows(static_cast<const float*>(ds.data()), 1, 4, static_cast<int32_t*>(di.data()),
+              stream());
+  EXPECT_EQ(download<int32_t>(di, 1)[0], 1);
+}
+
+// ---- Argument errors (thrown on the calling thread, before enqueuing) ----
+
+TEST_P(TransformerOpsOnBackend, BadArgumentsThrowInvalidInput) {
+  float f[64] = {};
+  int32_t ids[4] = {};
+  RmsNormArgs norm;
+  norm.rows = 1;
+  norm.cols = 4;
+  norm.x = f;
+  norm.weight = f;
+  norm.y = f;
+  norm.weight_dtype = DType::kI8;
+  EXPECT_THROW(rms_norm(norm, stream()), InvalidInputError);
+  norm.weight_dtype = DType::kF32;
+  norm.weight = nullptr;
+  EXPECT_THROW(rms_norm(norm, stream()), InvalidInputError);
+
+  RopeArgs rope;
+  rope.tokens = 1;
+  rope.heads = 1;
+  rope.head_dim = 5;
+  rope.x = f;
+  rope.positions = ids;
+  rope.inv_freq = f;
+  EXPECT_THROW(apply_rope(rope, stream()), InvalidInputError);
+
+  SwigluArgs sw;
+  sw.rows = 2;
+  sw.cols = 4;
+  sw.gate = f;
+  sw.up = f;
+  sw.out = f;
+  sw.gate_stride = 3;
+  sw.up_stride = 4;
+  EXPECT_THROW(swiglu(sw, stream()), InvalidInputError);
+
+  EXPECT_THROW(add_in_place(f, nullptr, 3, stream()), InvalidInputError);
+  EXPECT_THROW(add_in_place(f, f, -1, stream()), InvalidInputError);
+
+  KvAppendArgs kv;
+  kv.batch = 1;
+  kv.tokens = 2;
+  kv.kv_heads = 1;
+  kv.head_dim = 4;
+  kv.past = 3;
+  kv.capacity = 4;
+  kv.src = f;
+  kv.src_stride = 4;
+  kv.cache = f;
+  EXPECT_THROW(kv_append(kv, stream()), InvalidInputError);  // 3 + 2 > 4
+  kv.capacity = 8;
+  kv.src_stride = 3;
+  EXPECT_THROW(kv_append(kv, stream()), InvalidInputError);
+
+  AttentionArgs at;
+  at.batch = 1;
+  at.tokens = 1;
+  at.heads = 6;
+  at.kv_heads = 4;
+  at.head_dim = 4;
+  at.capacity = 4;
+  at.q = f;
+  at.q_stride = 24;
+  at.k_cache = f;
+  at.v_cache = f;
+  at.out = f;
+  EXPECT_THROW(attention(at, stream()), InvalidInputError);  // 6 % 4 != 0
+  at.kv_heads = 3;
+  at.q_stride = 23;
+  EXPECT_THROW(attention(at, stream()), InvalidInputError);
+  at.q_stride = 24;
+  at.past = 4;
+  EXPECT_THROW(attention(at, stream()), InvalidInputError);  // 4 + 1 > 4
+  at.past = 0;
+  at.window = -1;
+  EXPECT_THROW(attention(at, stream()), InvalidInputError);
+
+  EXPECT_THROW(argmax_rows(f, 1, 0, ids, stream()), InvalidInputError);
+  EXPECT_THROW(argmax_rows(f, 1, 4, nullptr, stream()), InvalidInputError);
+
+  EmbeddingArgs emb;
+  emb.tokens = 1;
+  emb.vocab = 4;
+  emb.hidden = 4;
+  emb.ids = ids;
+  emb.table = f;
+  emb.table_dtype = DType::kU8;
+  emb.out = f;
+  EXPECT_THROW(embedding_lookup(emb, stream()), InvalidInputError);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, TransformerOpsOnBackend,
+                         ::testing::Values(DeviceChoice::kSim, DeviceChoice::kCuda),
+                         [](const auto& info) {
+                           return info.param == DeviceChoice::kSim ? "Sim" : "Cuda";
+                         });
+
+}  // namespace
+}  // namespace stowage::kernels

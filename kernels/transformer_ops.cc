@@ -1,0 +1,190 @@
+// The public calls of transformer_ops.h: argument checks on the calling
+// thread, then the CPU counterpart (null stream: now; sim stream: enqueued
+// with host_task) or the CUDA implementation (on the stream's native handle).
+#include "kernels/transformer_ops.h"
+
+#include <limits>
+
+#include "core/error.h"
+#include "kernels/cpu_transformer_ops.h"
+#include "kernels/detail/cuda_transformer_ops.h"
+#include "kernels/detail/dispatch.h"
+
+namespace stowage::kernels {
+namespace {
+
+using detail::dispatch;
+
+void expect_float_dtype(const char* call, const char* what, DType d) {
+  STOWAGE_EXPECTS(d == DType::kF16 || d == DType::kBF16 || d == DType::kF32, InvalidInputError,
+                  "kernels::{}: {} must be f16, bf16 or f32, found {}", call, what, short_name(d));
+}
+
+void expect_non_negative(const char* call, const char* what, int64_t v) {
+  STOWAGE_EXPECTS(v >= 0, InvalidInputError, "kernels::{}: {} must be >= 0, found {}", call, what,
+                  v);
+}
+
+void expect_pointer(const char* call, const char* what, const void* p, bool needed) {
+  STOWAGE_EXPECTS(!needed || p != nullptr, InvalidInputError,
+                  "kernels::{}: {} is null but holds data", call, what);
+}
+
+void expect_stride(const char* call, const char* what, int64_t stride, int64_t row, bool needed) {
+  STOWAGE_EXPECTS(!needed || stride >= row, InvalidInputError,
+                  "kernels::{}: {} must be at least the row's {} elements, found {}", call, what,
+                  row, stride);
+}
+
+void expect_fits(const char* call, int64_t past, int64_t tokens, int64_t capacity) {
+  STOWAGE_EXPECTS(past + tokens <= capacity, InvalidInputError,
+                  "kernels::{}: past + tokens ({} + {}) must be <= the cache capacity {}", call,
+                  past, tokens, capacity);
+}
+
+// The largest head_dim the CUDA attention kernels hold in shared memory.
+constexpr int64_t kCudaMaxHeadDim = 256;
+
+}  // namespace
+
+void rms_norm(const RmsNormArgs& a, StreamRef stream) {
+  const char* call = "rms_norm";
+  expect_non_negative(call, "rows", a.rows);
+  expect_non_negative(call, "cols", a.cols);
+  expect_float_dtype(call, "weight_dtype", a.weight_dtype);
+  const bool work = a.rows * a.cols > 0;
+  expect_pointer(call, "x", a.x, work);
+  expect_pointer(call, "weight", a.weight, work);
+  expect_pointer(call, "y", a.y, work);
+  if (!work) return;
+  dispatch(
+      stream, [a] { cpu::rms_norm(a); }, [&](void* s) { detail::cuda_rms_norm(a, s); });
+}
+
+void apply_rope(const RopeArgs& a, StreamRef stream) {
+  const char* call = "apply_rope";
+  expect_non_negative(call, "tokens", a.tokens);
+  expect_non_negative(call, "heads", a.heads);
+  expect_non_negative(call, "head_dim", a.head_dim);
+  STOWAGE_EXPECTS(a.head_dim % 2 == 0, InvalidInputError,
+                  "kernels::apply_rope: head_dim must be even, found {}", a.head_dim);
+  const bool work = a.tokens * a.heads * a.head_dim > 0;
+  expect_pointer(call, "x", a.x, work);
+  expect_pointer(call, "positions", a.positions, work);
+  expect_pointer(call, "inv_freq", a.inv_freq, work);
+  if (!work) return;
+  dispatch(
+      stream, [a] { cpu::apply_rope(a); }, [&](void* s) { detail::cuda_apply_rope(a, s); });
+}
+
+void embedding_lookup(const EmbeddingArgs& a, StreamRef stream) {
+  const char* call = "embedding_lookup";
+  expect_non_negative(call, "tokens", a.tokens);
+  expect_non_negative(call, "vocab", a.vocab);
+  expect_non_negative(call, "hidden", a.hidden);
+  expect_float_dtype(call, "table_dtype", a.table_dtype);
+  const bool work = a.tokens * a.hidden > 0;
+  STOWAGE_EXPECTS(!work || a.vocab > 0, InvalidInputError,
+                  "kernels::embedding_lookup: {} tokens need a table of vocab > 0, found 0",
+                  a.tokens);
+  expect_pointer(call, "ids", a.ids, work);
+  expect_pointer(call, "table", a.table, work);
+  expect_pointer(call, "out", a.out, work);
+  if (!work) return;
+  dispatch(
+      stream, [a] { cpu::embedding_lookup(a); },
+      [&](void* s) { detail::cuda_embedding_lookup(a, s); });
+}
+
+void swiglu(const SwigluArgs& a, StreamRef stream) {
+  const char* call = "swiglu";
+  expect_non_negative(call, "rows", a.rows);
+  expect_non_negative(call, "cols", a.cols);
+  const bool work = a.rows * a.cols > 0;
+  expect_stride(call, "gate_stride", a.gate_stride, a.cols, work);
+  expect_stride(call, "up_stride", a.up_stride, a.cols, work);
+  expect_pointer(call, "gate", a.gate, work);
+  expect_pointer(call, "up", a.up, work);
+  expect_pointer(call, "out", a.out, work);
+  if (!work) return;
+  dispatch(
+      stream, [a] { cpu::swiglu(a); }, [&](void* s) { detail::cuda_swiglu(a, s); });
+}
+
+void add_in_place(float* y, const float* x, int64_t count, StreamRef stream) {
+  const char* call = "add_in_place";
+  expect_non_negative(call, "count", count);
+  expect_pointer(call, "y", y, count > 0);
+  expect_pointer(call, "x", x, count > 0);
+  if (count == 0) return;
+  dispatch(
+      stream, [=] { cpu::add_in_place(y, x, count); },
+      [&](void* s) { detail::cuda_add_in_place(y, x, count, s); });
+}
+
+void kv_append(const KvAppendArgs& a, StreamRef stream) {
+  const char* call = "kv_append";
+  expect_non_negative(call, "batch", a.batch);
+  expect_non_negative(call, "tokens", a.tokens);
+  expect_non_negative(call, "kv_heads", a.kv_heads);
+  expect_non_negative(call, "head_dim", a.head_dim);
+  expect_non_negative(call, "past", a.past);
+  expect_non_negative(call, "capacity", a.capacity);
+  expect_fits(call, a.past, a.tokens, a.capacity);
+  const bool work = a.batch * a.tokens * a.kv_heads * a.head_dim > 0;
+  expect_stride(call, "src_stride", a.src_stride, a.kv_heads * a.head_dim, work);
+  expect_pointer(call, "src", a.src, work);
+  expect_pointer(call, "cache", a.cache, work);
+  if (!work) return;
+  dispatch(
+      stream, [a] { cpu::kv_append(a); }, [&](void* s) { detail::cuda_kv_append(a, s); });
+}
+
+void attention(const AttentionArgs& a, StreamRef stream) {
+  const char* call = "attention";
+  expect_non_negative(call, "batch", a.batch);
+  expect_non_negative(call, "tokens", a.tokens);
+  expect_non_negative(call, "heads", a.heads);
+  expect_non_negative(call, "kv_heads", a.kv_heads);
+  expect_non_negative(call, "head_dim", a.head_dim);
+  expect_non_negative(call, "past", a.past);
+  expect_non_negative(call, "capacity", a.capacity);
+  expect_non_negative(call, "window", a.window);
+  STOWAGE_EXPECTS(a.heads == 0 || (a.kv_heads > 0 && a.heads % a.kv_heads == 0), InvalidInputError,
+                  "kernels::attention: heads must be a multiple of kv_heads, found heads={} "
+                  "kv_heads={}",
+                  a.heads, a.kv_heads);
+  expect_fits(call, a.past, a.tokens, a.capacity);
+  const bool work = a.batch * a.tokens * a.heads * a.head_dim > 0;
+  expect_stride(call, "q_stride", a.q_stride, a.heads * a.head_dim, work);
+  expect_pointer(call, "q", a.q, work);
+  expect_pointer(call, "k_cache", a.k_cache, work);
+  expect_pointer(call, "v_cache", a.v_cache, work);
+  expect_pointer(call, "out", a.out, work);
+  if (!work) return;
+  dispatch(
+      stream, [a] { cpu::attention(a); },
+      [&](void* s) {
+        STOWAGE_EXPECTS(a.head_dim <= kCudaMaxHeadDim, InvalidInputError,
+                        "kernels::attention: on CUDA head_dim must be <= {}, found {}",
+                        kCudaMaxHeadDim, a.head_dim);
+        detail::cuda_attention(a, s);
+      });
+}
+
+void argmax_rows(const float* logits, int64_t rows, int64_t vocab, int32_t* ids, StreamRef stream) {
+  const char* call = "argmax_rows";
+  expect_non_negative(call, "rows", rows);
+  STOWAGE_EXPECTS(rows == 0 || (vocab > 0 && vocab <= std::numeric_limits<int32_t>::max()),
+                  InvalidInputError,
+                  "kernels::argmax_rows: vocab must be in 1..{} (int32 ids), found {}",
+                  std::numeric_limits<int32_t>::max(), vocab);
+  expect_pointer(call, "logits", logits, rows > 0);
+  expect_pointer(call, "ids", ids, rows > 0);
+  if (rows == 0) return;
+  dispatch(
+      stream, [=] { cpu::argmax_rows(logits, rows, vocab, ids); },
+      [&](void* s) { detail::cuda_argmax_rows(logits, rows, vocab, ids, s); });
+}
+
+}  // namespace stowage::kernels
