@@ -10,8 +10,8 @@ with eager attention from the weights exactly as saved:
   logits      F32 [38, vocab] one full forward of prompt_ids + output_ids[:-1];
                               row i is the distribution for position i + 1
 
-Run in the venv of tools/fetch_real_checkpoint.sh's README section (torch, transformers,
-safetensors, numpy; bitsandbytes optional for llama_bnb_nf4_saved):
+Run in a venv with torch, transformers, safetensors and numpy (bitsandbytes optional, for
+llama_bnb_nf4_saved); models/testdata/README.md gives the versions used:
 
   /work/cache/venv-hf/bin/python tools/make_transformer_fixtures.py [--out models/testdata]
       [--only CASE ...]
@@ -349,6 +349,7 @@ def make_case(case: Case, out: pathlib.Path) -> dict:
     return {"case": case.name, "architecture": case.architecture, "notes": case.notes,
             "saved_dtype": str(case.dtype).replace("torch.", ""), "vocab": case.vocab,
             "layers": case.layers, "quantized_weights": quantized,
+            "same_weights_as": case.same_weights_as,
             "files": sorted(p.name for p in folder.iterdir()),
             "bytes": folder_bytes(folder), "min_top2_gap": ref["min_gap"],
             "logit_std": ref["logit_std"]}
