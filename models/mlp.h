@@ -23,30 +23,14 @@
 #include "hooks/hook_registry.h"
 #include "hooks/module.h"
 #include "models/linear.h"
+#include "models/linear_spec.h"
 
 namespace stowage::models {
 
-// One tensor of a checkpoint as the family sees it (name, dtype, shape).
-struct TensorMeta {
-  std::string name;
-  DType dtype = DType::kF32;
-  Shape shape;
-};
-
-struct MlpLayer {
-  std::string module;  // "layers.3"
-  int64_t in_features = 0;
-  int64_t out_features = 0;
-  WeightFormat format = WeightFormat::kFloat;
-  DType weight_dtype = DType::kF32;  // storage dtype of the weight tensor
-  bool has_bias = false;
-  // 4-bit quant state (from the quant_state JSON).
-  int64_t blocksize = 64;
-  bool double_quant = false;
-  int64_t nested_blocksize = 256;
-  float nested_offset = 0.0f;
-  float threshold = 6.0f;
-  // Tensor names inside the module, in checkpoint order.
+// A layer: its module ("layers.3") and tensor names (checkpoint order) and
+// the linear layer they hold.
+struct MlpLayer : LinearSpec {
+  std::string module;
   std::vector<std::string> tensors;
 };
 

@@ -61,11 +61,20 @@ TensorPlace classify_tensor(const std::string& local_name,
            module_tensor_names.end();
   };
   TensorPlace place;
-  if ((local_name == "SCB" || local_name == "weight_format") && has("weight")) {
-    place.role = TensorRole::kQuantState;
-    place.weight = "weight";
-    place.suffix = local_name;
-    return place;
+  for (const char* key : {"SCB", "weight_format"}) {
+    // "SCB" beside "weight", or "<p>.SCB" beside "<p>.weight".
+    const std::string tail = std::string(".") + key;
+    const bool bare = local_name == key;
+    if (bare || (ends_with(local_name, tail) && local_name.size() > tail.size())) {
+      const std::string weight =
+          bare ? "weight" : local_name.substr(0, local_name.size() - tail.size()) + ".weight";
+      if (has(weight)) {
+        place.role = TensorRole::kQuantState;
+        place.weight = weight;
+        place.suffix = key;
+        return place;
+      }
+    }
   }
   for (const std::string& suffix : weight_state_suffixes()) {
     const std::string tail = "." + suffix;
@@ -118,11 +127,13 @@ std::vector<std::string> natural_module_order(std::vector<std::string> modules) 
 }
 
 std::vector<PlanModule> plan_modules(const mmap_store::Checkpoint& checkpoint,
-                                     std::vector<std::string>* module_order) {
+                                     std::vector<std::string>* module_order,
+                                     const ModuleSplitter& module_of) {
+  const ModuleSplitter split = module_of ? module_of : ModuleSplitter(split_module_path);
   std::map<std::string, PlanModule> by_path;
   std::vector<std::string> first_seen;
   for (const std::string& name : checkpoint.names()) {
-    auto [module, local] = split_module_path(name);
+    auto [module, local] = split(name);
     auto it = by_path.find(module);
     if (it == by_path.end()) {
       it = by_path.emplace(module, PlanModule{module, {}}).first;
@@ -263,7 +274,9 @@ LoadedCheckpoint load_checkpoint(const mmap_store::Checkpoint& checkpoint, Offlo
                                  const LoadOptions& options) {
   LoadedCheckpoint loaded;
   loaded.module_order = options.module_order;
-  loaded.request.modules = plan_modules(checkpoint, &loaded.module_order);
+  const ModuleSplitter split =
+      options.module_of ? options.module_of : ModuleSplitter(split_module_path);
+  loaded.request.modules = plan_modules(checkpoint, &loaded.module_order, split);
   if (options.quantize) {
     for (PlanModule& m : loaded.request.modules) {
       for (PlanTensor& t : m.tensors) {
@@ -286,7 +299,7 @@ LoadedCheckpoint load_checkpoint(const mmap_store::Checkpoint& checkpoint, Offlo
 
   std::unordered_map<std::string, std::vector<std::string>> names_of;  // module -> full names
   for (const std::string& name : checkpoint.names()) {
-    names_of[split_module_path(name).first].push_back(name);
+    names_of[split(name).first].push_back(name);
   }
   LoadProgress progress;
   progress.tensors_total = checkpoint.names().size();
@@ -296,7 +309,7 @@ LoadedCheckpoint load_checkpoint(const mmap_store::Checkpoint& checkpoint, Offlo
     const Tier tier = loaded.plan.tier_of(module);
     const std::vector<std::string>& full_names = names_of.at(module);
     std::vector<std::string> locals;
-    for (const std::string& n : full_names) locals.push_back(split_module_path(n).second);
+    for (const std::string& n : full_names) locals.push_back(split(n).second);
     // Weights first, so that their quant-state parts can link to them.
     std::vector<size_t> order(full_names.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;

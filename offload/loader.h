@@ -42,11 +42,18 @@ namespace stowage {
 //   "scale" (no dot)                       -> ("", "scale")
 std::pair<std::string, std::string> split_module_path(const std::string& tensor_name);
 
+// Groups a checkpoint's tensors into modules: tensor name -> (module path,
+// name inside the module). split_module_path is the default; a model family
+// whose streamed unit is larger than one layer of the file (a whole decoder
+// layer) passes its own.
+using ModuleSplitter = std::function<std::pair<std::string, std::string>(const std::string&)>;
+
 // The role a tensor plays in its module, from its local name: "bias" and
 // "*.bias" are biases; "weight"/"*weight" weights; the bitsandbytes state keys
-// ("SCB", "weight_format", "<weight>.absmax", ...) quant-state parts of their
-// weight; the rest buffers. For a quant-state part, `weight` is the local
-// name of its weight and `suffix` its part name ("SCB", "absmax", ...).
+// ("SCB", "weight_format", "<weight>.absmax", ...; "<p>.SCB" and
+// "<p>.weight_format" beside "<p>.weight") quant-state parts of their weight; the rest buffers. For
+// a quant-state part, `weight` is the local name of its weight and `suffix` its part name ("SCB",
+// "absmax", ...).
 struct TensorPlace {
   TensorRole role = TensorRole::kBuffer;
   std::string weight;
@@ -96,6 +103,8 @@ struct LoadOptions {
   std::optional<TierCapacity> cpu;
   std::optional<TierCapacity> disk;
   std::vector<std::string> no_split;
+  // Tensor name -> (module, local name); empty: split_module_path.
+  ModuleSplitter module_of;
   // Working memory (activations and kernel scratch) the forwards allocate on
   // each accelerator, kept free by the planner (PlanRequest::working_reserve;
   // for the MLP family, models::working_memory_bytes).
@@ -120,10 +129,11 @@ struct LoadedCheckpoint {
 };
 
 // Groups the checkpoint's tensors into planner modules, in `module_order`
-// (empty: natural order). Throws InvalidInputError for an order that misses
-// or repeats a module.
+// (empty: natural order), grouped by `module_of` (empty: split_module_path).
+// Throws InvalidInputError for an order that misses or repeats a module.
 std::vector<PlanModule> plan_modules(const mmap_store::Checkpoint& checkpoint,
-                                     std::vector<std::string>* module_order);
+                                     std::vector<std::string>* module_order,
+                                     const ModuleSplitter& module_of = {});
 
 // Bytes a weight of `info` takes once quantized with `q` (an upper bound:
 // the 4-bit state JSON is counted as 256 bytes).

@@ -1,0 +1,76 @@
+// One linear layer's tensors as a checkpoint holds them (a float weight, an
+// LLM.int8 weight with its SCB, or a bitsandbytes 4-bit weight with its state
+// parts), described once for every model family that has linear layers, and
+// the views a forward hands to LinearKernels.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/shape.h"
+#include "hooks/module.h"
+#include "models/linear.h"
+
+namespace stowage::models {
+
+// One tensor of a checkpoint as a model family sees it (name, dtype, shape).
+struct TensorMeta {
+  std::string name;
+  DType dtype = DType::kF32;
+  Shape shape;
+};
+
+// The format and sizes of one linear layer (its quant state read from the
+// bitsandbytes JSON where it has one).
+struct LinearSpec {
+  int64_t in_features = 0;
+  int64_t out_features = 0;
+  WeightFormat format = WeightFormat::kFloat;
+  DType weight_dtype = DType::kF32;  // storage dtype of the weight tensor
+  bool has_bias = false;
+  int64_t blocksize = 64;  // 4-bit
+  bool double_quant = false;
+  int64_t nested_blocksize = 256;
+  float nested_offset = 0.0f;
+  float threshold = 6.0f;  // int8
+
+  LinearShape shape() const;
+};
+
+// Reads a linear layer from `tensors`: the layer's tensors keyed by their
+// names relative to the layer ("weight", "bias", "SCB", "weight.absmax",
+// ...), each meta carrying its full name for messages. `name` is the layer's
+// full name ("layers.3", "model.layers.0.self_attn.q_proj"); `read_bytes`
+// returns a (small) tensor's bytes by full name (the 4-bit quant-state JSON).
+// Adds the relative names it accounts for to *used, so the caller can reject
+// tensors no layer claims. Throws InvalidInputError naming `source` and the
+// tensor for a missing weight, a malformed or contradicting quant state, or
+// a part of the wrong dtype or shape.
+LinearSpec describe_linear(
+    const std::map<std::string, const TensorMeta*>& tensors, const std::string& name,
+    const std::function<std::vector<uint8_t>(const std::string&)>& read_bytes,
+    const std::string& source, std::set<std::string>* used);
+
+// Where a linear layer's tensors sit in a hooks::Module (-1: absent), for
+// tensor names `prefix` + "weight", "bias", "SCB", "weight.absmax", ...
+struct LinearTensorIndices {
+  int weight = -1;
+  int bias = -1;
+  int scb = -1;
+  int absmax = -1;
+  int quant_map = -1;
+  int nested_absmax = -1;
+  int nested_quant_map = -1;
+};
+LinearTensorIndices linear_tensor_indices(const hooks::Module& module, const std::string& prefix);
+
+// The views one forward of the layer reads, from the forward's context.
+LinearWeights linear_weights(const LinearSpec& spec, const LinearTensorIndices& indices,
+                             const hooks::ForwardContext& ctx);
+
+}  // namespace stowage::models

@@ -1,0 +1,376 @@
+// The transformer family against transformers' own outputs (fixtures made by
+// tools/make_transformer_fixtures.py: tiny random models of each
+// architecture with the logits and greedy tokens transformers computed), on
+// the simulated accelerator: resident, streamed under a budget of a quarter
+// of the model, and disk-homed give the reference tokens and the same logits
+// bit for bit among themselves.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "core/platform.h"
+#include "mmap_store/checkpoint.h"
+#include "models/mlp_runner.h"
+#include "models/transformer_runner.h"
+#include "offload/disk_io.h"
+#include "offload/loader.h"
+
+namespace stowage::models {
+namespace {
+
+const std::string kTestdata = "models/testdata/";
+
+class TempDir {
+ public:
+  TempDir() {
+    path_ = std::filesystem::temp_directory_path() /
+            ("stowage_transformer_test_" + std::to_string(::getpid()) + "_" +
+             std::to_string(counter_++));
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  std::string path() const { return path_.string(); }
+
+ private:
+  static inline std::atomic<int> counter_{0};
+  std::filesystem::path path_;
+};
+
+struct Reference {
+  std::vector<int32_t> prompt;
+  std::vector<int32_t> output;
+  std::vector<float> logits;  // [positions, vocab]
+  int64_t vocab = 0;
+};
+
+template <typename T>
+std::vector<T> read_values(const mmap_store::Checkpoint& file, const std::string& name) {
+  Tensor t = file.tensor(name);
+  const T* p = static_cast<const T*>(t.data());
+  return std::vector<T>(p, p + t.numel());
+}
+
+Reference read_reference(const std::string& folder) {
+  auto file = mmap_store::open_checkpoint(folder + "/reference.safetensors");
+  Reference r;
+  r.prompt = read_values<int32_t>(*file, "prompt_ids");
+  r.output = read_values<int32_t>(*file, "output_ids");
+  r.logits = read_values<float>(*file, "logits");
+  r.vocab = file->info("logits").shape[1];
+  return r;
+}
+
+enum class Placement { kResident, kStreamed, kDisk };
+
+struct RunOutcome {
+  std::vector<int32_t> output;
+  std::vector<float> logits;
+  uint64_t streamed_bytes = 0;  // host -> accelerator during generation
+  uint64_t disk_bytes_read = 0;
+  uint64_t peak_accelerator_bytes = 0;
+  uint64_t budget = 0;
+};
+
+uint64_t model_bytes(const std::string& folder) {
+  auto checkpoint = mmap_store::open_checkpoint(model_checkpoint_path(folder));
+  return checkpoint->total_bytes();
+}
+
+// Generates 32 greedy tokens after the reference prompt, keeping every logit.
+RunOutcome generate(const std::string& folder, Placement placement,
+                    std::optional<LoadQuantization> quantize = std::nullopt,
+                    const std::vector<int32_t>* prompt_override = nullptr) {
+  const Reference ref = read_reference(folder);
+  const std::vector<int32_t>& prompt = prompt_override ? *prompt_override : ref.prompt;
+  auto platform = Platform::create(DeviceChoice::kSim, SimOptions{1, uint64_t{1} << 30, 0});
+  const Tier acc = platform->accelerator(0).tier();
+  TransformerRunShape shape;
+  shape.batch = 1;
+  shape.max_step_tokens = static_cast<int64_t>(prompt.size());
+  shape.max_context = shape.max_step_tokens + 32;
+  shape.all_logits = true;
+
+  // The working memory the run keeps on the accelerator, from the model.
+  uint64_t working = 0;
+  {
+    auto checkpoint = mmap_store::open_checkpoint(model_checkpoint_path(folder));
+    auto kernels = make_host_linear_kernels();
+    working =
+        transformer_working_bytes(describe_model_folder(folder, *checkpoint), shape, *kernels);
+  }
+  TempDir offload_dir;
+  OffloadOptions options;
+  options.prefetch_depth = 2;
+  LoadOptions load;
+  std::optional<uint64_t> budget;
+  load.cpu = TierCapacity{Tier::pinned_host(), std::nullopt, UINT64_MAX};
+  if (placement == Placement::kStreamed) {
+    // A quarter of the model beside the working memory and the slots.
+    budget = working + model_bytes(folder) / 4;
+  } else if (placement == Placement::kDisk) {
+    // Nothing but the slots and working memory on the accelerator, nothing
+    // but the disk staging buffer in pinned RAM: every module is disk-homed.
+    budget = working + model_bytes(folder) / 4;
+    load.cpu = std::nullopt;
+    load.disk = TierCapacity{Tier::disk(), std::nullopt, UINT64_MAX};
+    options.disk_store = make_folder_disk_store(offload_dir.path());
+  }
+  if (budget) options.budgets[acc] = *budget;
+  OffloadManager manager(*platform, options);
+  std::map<int, uint64_t> budgets;
+  if (budget) budgets[0] = *budget;
+  load.accelerators = accelerator_capacities_of(*platform, budgets);
+  load.quantize = quantize;
+  auto kernels = make_linear_kernels(*platform, manager.memory(acc));
+  TransformerRunner runner(manager, folder, *kernels, load, shape);
+  if (placement != Placement::kResident) {
+    // The plan streams part of the model (the test means what it says).
+    EXPECT_GT(runner.loaded().plan.largest_streamed_unit, 0u);
+  }
+  if (placement == Placement::kDisk) {
+    EXPECT_GT(runner.loaded().plan.bytes_per_tier.at(Tier::disk()), 0u);
+  }
+  GenerationOptions generation;
+  generation.max_new_tokens = 32;
+  generation.ignore_eos = true;
+  GenerationResult result = runner.generate(prompt, generation);
+  RunOutcome out;
+  out.output = result.output_ids;
+  out.logits = result.logits;
+  out.streamed_bytes = result.prefill_counters.bytes_h2d + result.decode_counters.bytes_h2d;
+  out.disk_bytes_read =
+      result.prefill_counters.bytes_disk_read + result.decode_counters.bytes_disk_read;
+  out.peak_accelerator_bytes = manager.usage(acc).peak_bytes;
+  out.budget = budget.value_or(0);
+  return out;
+}
+
+// Largest |a - b| over a row, relative to the row's largest |b| (at least 1).
+double max_relative_row_error(const std::vector<float>& got, const std::vector<float>& want,
+                              int64_t vocab) {
+  double worst = 0;
+  for (size_t row = 0; row * vocab < want.size(); ++row) {
+    double scale = 1.0, err = 0;
+    for (int64_t i = 0; i < vocab; ++i) {
+      scale = std::max(scale, std::fabs(static_cast<double>(want[row * vocab + i])));
+      err = std::max(err,
+                     std::fabs(static_cast<double>(got[row * vocab + i]) - want[row * vocab + i]));
+    }
+    worst = std::max(worst, err / scale);
+  }
+  return worst;
+}
+
+class TransformerParity : public ::testing::TestWithParam<std::string> {};
+
+// Logits of every prompt position and every generated step within 1e-4 of
+// transformers' (float32 compute; bf16/f16 weights are widened exactly), and
+// the 32 greedy tokens identical.
+TEST_P(TransformerParity, ResidentMatchesTransformers) {
+  const std::string folder = kTestdata + GetParam();
+  const Reference ref = read_reference(folder);
+  const RunOutcome run = generate(folder, Placement::kResident);
+  EXPECT_EQ(run.output, ref.output);
+  ASSERT_EQ(run.logits.size(), ref.logits.size());
+  EXPECT_LT(max_relative_row_error(run.logits, ref.logits, ref.vocab), 1e-4);
+}
+
+// Streamed under a budget of a quarter of the model and disk-homed: the same
+// tokens, and logits identical bit for bit to the resident run's.
+TEST_P(TransformerParity, StreamedAndDiskHomedEqualResidentBitForBit) {
+  const std::string folder = kTestdata + GetParam();
+  const Reference ref = read_reference(folder);
+  const RunOutcome resident = generate(folder, Placement::kResident);
+  const RunOutcome streamed = generate(folder, Placement::kStreamed);
+  const RunOutcome disk = generate(folder, Placement::kDisk);
+  EXPECT_EQ(streamed.output, ref.output);
+  EXPECT_EQ(disk.output, ref.output);
+  ASSERT_EQ(streamed.logits.size(), resident.logits.size());
+  ASSERT_EQ(disk.logits.size(), resident.logits.size());
+  EXPECT_EQ(std::memcmp(streamed.logits.data(), resident.logits.data(),
+                        resident.logits.size() * sizeof(float)),
+            0);
+  EXPECT_EQ(std::memcmp(disk.logits.data(), resident.logits.data(),
+                        resident.logits.size() * sizeof(float)),
+            0);
+  EXPECT_GT(streamed.streamed_bytes, 0u);
+  EXPECT_GT(disk.disk_bytes_read, 0u);
+  EXPECT_LE(streamed.peak_accelerator_bytes, streamed.budget);
+  EXPECT_LE(disk.peak_accelerator_bytes, disk.budget);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, TransformerParity,
+                         ::testing::Values("llama_f32", "llama3_tied_bf16", "qwen2_f16",
+                                           "mistral_sharded_f32"));
+
+// Quantized while loading (bitsandbytes' rules): the tokens and logits of
+// transformers running the same weights quantized and dequantized.
+TEST(TransformerQuantizeOnLoad, Nf4MatchesTransformersOnDequantizedWeights) {
+  const std::string folder = kTestdata + "llama_nf4_deq";
+  const Reference ref = read_reference(folder);
+  LoadQuantization q;
+  q.method = quant::QuantMethod::kNf4;
+  q.blocksize = 64;
+  const RunOutcome run = generate(folder, Placement::kStreamed, q);
+  EXPECT_EQ(run.output, ref.output);
+  EXPECT_LT(max_relative_row_error(run.logits, ref.logits, ref.vocab), 1e-4);
+}
+
+// int8: the host kernels compute with the dequantized weights (CB * SCB /
+// 127); the fixture's reference has no outlier decomposition either.
+TEST(TransformerQuantizeOnLoad, Int8MatchesTransformersOnDequantizedWeights) {
+  const std::string folder = kTestdata + "llama_int8_deq";
+  const Reference ref = read_reference(folder);
+  LoadQuantization q;
+  q.method = quant::QuantMethod::kInt8;
+  const RunOutcome run = generate(folder, Placement::kResident, q);
+  EXPECT_EQ(run.output, ref.output);
+  EXPECT_LT(max_relative_row_error(run.logits, ref.logits, ref.vocab), 1e-4);
+}
+
+// A folder transformers saved from a bitsandbytes 4-bit model is read as it
+// is (never quantized again) and matches transformers on that model.
+TEST(TransformerBitsandbytesFolder, SavedNf4ModelLoadsAndMatches) {
+  const std::string folder = kTestdata + "llama_bnb_nf4_saved";
+  const Reference ref = read_reference(folder);
+  const RunOutcome run = generate(folder, Placement::kStreamed);
+  EXPECT_EQ(run.output, ref.output);
+  EXPECT_LT(max_relative_row_error(run.logits, ref.logits, ref.vocab), 1e-4);
+}
+
+// --- Bad input: each names what is wrong.
+
+class BadFolder : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::filesystem::copy(kTestdata + "llama_f32", dir_.path() + "/m",
+                          std::filesystem::copy_options::recursive);
+    folder_ = dir_.path() + "/m";
+  }
+  void write_config(const std::string& from, const std::string& to) {
+    std::ifstream in(folder_ + "/config.json");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const size_t at = text.find(from);
+    ASSERT_NE(at, std::string::npos) << from;
+    text.replace(at, from.size(), to);
+    std::ofstream(folder_ + "/config.json") << text;
+  }
+  std::string error_of() {
+    try {
+      generate(folder_, Placement::kResident);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "no error";
+  }
+  TempDir dir_;
+  std::string folder_;
+};
+
+TEST_F(BadFolder, MissingConfigKeyIsNamed) {
+  write_config("\"hidden_size\"", "\"hidden_sizes\"");
+  EXPECT_NE(error_of().find("missing key 'hidden_size'"), std::string::npos) << error_of();
+}
+
+TEST_F(BadFolder, UnsupportedArchitectureIsNamed) {
+  write_config("LlamaForCausalLM", "GPT2LMHeadModel");
+  EXPECT_NE(error_of().find("'GPT2LMHeadModel' is not supported"), std::string::npos) << error_of();
+}
+
+TEST_F(BadFolder, UnsupportedRopeTypeIsNamed) {
+  write_config("\"rope_type\": \"default\"", "\"rope_type\": \"yarn\"");
+  EXPECT_NE(error_of().find("'yarn' is not supported"), std::string::npos) << error_of();
+}
+
+TEST_F(BadFolder, WrongShapeIsNamed) {
+  write_config("\"intermediate_size\": 160", "\"intermediate_size\": 128");
+  EXPECT_NE(error_of().find("model.layers.0.mlp.gate_proj.weight': expected a [128, 64]"),
+            std::string::npos)
+      << error_of();
+}
+
+TEST_F(BadFolder, MissingLayerIsNamed) {
+  write_config("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3");
+  EXPECT_NE(error_of().find("missing tensor 'model.layers.2.self_attn.q_proj.weight'"),
+            std::string::npos)
+      << error_of();
+}
+
+TEST_F(BadFolder, MissingCheckpointIsNamed) {
+  std::filesystem::remove(folder_ + "/model.safetensors");
+  EXPECT_NE(error_of().find("expected model.safetensors or model.safetensors.index.json"),
+            std::string::npos)
+      << error_of();
+}
+
+TEST(TransformerBadInput, PromptIdOutsideTheVocabularyIsNamed) {
+  const std::vector<int32_t> prompt = {1, 2, 512};
+  try {
+    generate(kTestdata + "llama_f32", Placement::kResident, std::nullopt, &prompt);
+    FAIL() << "no error";
+  } catch (const InvalidInputError& e) {
+    EXPECT_NE(std::string(e.what()).find("prompt token 512 (position 2) is outside the "
+                                         "vocabulary of 512 tokens"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(TransformerBadInput, BudgetBelowTheWorkingMemoryFailsBeforeLoading) {
+  auto platform = Platform::create(DeviceChoice::kSim, SimOptions{1, uint64_t{1} << 30, 0});
+  OffloadOptions options;
+  options.budgets[platform->accelerator(0).tier()] = 4096;
+  OffloadManager manager(*platform, options);
+  LoadOptions load;
+  load.accelerators = accelerator_capacities_of(*platform, {{0, 4096}});
+  load.cpu = TierCapacity{Tier::pinned_host(), std::nullopt, UINT64_MAX};
+  auto kernels = make_host_linear_kernels();
+  TransformerRunShape shape{1, 64, 8, false};
+  try {
+    TransformerRunner runner(manager, kTestdata + "llama_f32", *kernels, load, shape);
+    FAIL() << "no error";
+  } catch (const OutOfBudgetError& e) {
+    EXPECT_NE(std::string(e.what()).find("bytes of working memory for this run (KV cache"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(manager.table().size(), 0u);  // nothing was loaded
+}
+
+TEST(TransformerConfigParsing, Llama3RopeFrequenciesFollowTransformers) {
+  TransformerConfig c = read_transformer_config(kTestdata + "llama3_tied_bf16");
+  ASSERT_TRUE(c.llama3_scaling.has_value());
+  EXPECT_EQ(c.llama3_scaling->original_max_position_embeddings, 64);
+  const std::vector<float> inv = rope_inverse_frequencies(c);
+  ASSERT_EQ(inv.size(), 8u);
+  // High frequencies are kept, low ones divided by the factor.
+  EXPECT_FLOAT_EQ(inv[0], 1.0f);
+  EXPECT_NEAR(inv[7], 1.0f / std::pow(500000.0f, 14.0f / 16.0f) / 8.0f, 1e-12);
+}
+
+TEST(TransformerConfigParsing, ShortSlidingWindowIsRefused) {
+  TransformerConfig c = read_transformer_config(kTestdata + "mistral_sharded_f32");
+  ASSERT_EQ(c.sliding_window, 4096);
+  EXPECT_NO_THROW(check_context_supported(c, 512));  // max_position_embeddings
+  EXPECT_THROW(check_context_supported(c, 513), InvalidInputError);
+  c.sliding_window = 16;
+  EXPECT_NO_THROW(check_context_supported(c, 16));
+  try {
+    check_context_supported(c, 17);
+    FAIL() << "no error";
+  } catch (const InvalidInputError& e) {
+    EXPECT_NE(std::string(e.what()).find("sliding_window 16 is smaller than the context of 17"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace stowage::models

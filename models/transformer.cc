@@ -1,0 +1,503 @@
+#include "models/transformer.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <map>
+#include <set>
+
+#include "core/error.h"
+#include "kernels/transformer_ops.h"
+
+namespace stowage::models {
+namespace {
+
+constexpr const char* kLayerPrefix = "model.layers.";
+
+struct Projection {
+  const char* prefix;  // inside the decoder layer
+  LinearSpec DecoderLayerSpec::*spec;
+};
+const Projection kProjections[] = {
+    {"self_attn.q_proj", &DecoderLayerSpec::q}, {"self_attn.k_proj", &DecoderLayerSpec::k},
+    {"self_attn.v_proj", &DecoderLayerSpec::v}, {"self_attn.o_proj", &DecoderLayerSpec::o},
+    {"mlp.gate_proj", &DecoderLayerSpec::gate}, {"mlp.up_proj", &DecoderLayerSpec::up},
+    {"mlp.down_proj", &DecoderLayerSpec::down},
+};
+
+bool starts_with(const std::string& s, const std::string& prefix) {
+  return s.size() >= prefix.size() && s.compare(0, prefix.size(), prefix) == 0;
+}
+
+using LocalTensors = std::map<std::string, const TensorMeta*>;
+
+// The tensors under "prefix." with the prefix removed.
+LocalTensors tensors_under(const LocalTensors& tensors, const std::string& prefix) {
+  LocalTensors out;
+  const std::string dotted = prefix + ".";
+  for (const auto& [local, meta] : tensors) {
+    if (starts_with(local, dotted)) out[local.substr(dotted.size())] = meta;
+  }
+  return out;
+}
+
+const TensorMeta& expect_vector(const LocalTensors& tensors, const std::string& local,
+                                const std::string& module, int64_t size,
+                                const std::string& source) {
+  auto it = tensors.find(local);
+  STOWAGE_EXPECTS(it != tensors.end(), InvalidInputError, "{}: missing tensor '{}.{}'", source,
+                  module, local);
+  const TensorMeta& t = *it->second;
+  STOWAGE_EXPECTS((t.dtype == DType::kF32 || t.dtype == DType::kF16 || t.dtype == DType::kBF16) &&
+                      t.shape == Shape{size},
+                  InvalidInputError, "{}: tensor '{}': expected a float vector [{}], found {} {}",
+                  source, t.name, size, safetensors_name(t.dtype), t.shape.to_string());
+  return t;
+}
+
+void expect_linear(const LinearSpec& spec, const std::string& name, int64_t out, int64_t in,
+                   bool bias, const std::string& source) {
+  STOWAGE_EXPECTS(spec.out_features == out && spec.in_features == in, InvalidInputError,
+                  "{}: tensor '{}.weight': expected a [{}, {}] projection, found [{}, {}]", source,
+                  name, out, in, spec.out_features, spec.in_features);
+  STOWAGE_EXPECTS(spec.has_bias == bias, InvalidInputError,
+                  "{}: tensor '{}.bias': the configuration {} a bias, but the checkpoint {} one",
+                  source, name, bias ? "gives" : "gives no", spec.has_bias ? "has" : "lacks");
+}
+
+TensorView f32_view(Buffer& buffer, int64_t rows, int64_t cols, Tier tier) {
+  return TensorView(buffer.data(), DType::kF32, Shape{rows, cols}, tier);
+}
+
+constexpr uint64_t kAllocationSlack = 4096;  // per buffer: allocator rounding
+
+struct ActivationSizes {
+  int64_t rows = 0;
+  int64_t head_rows = 0;
+  int64_t q_cols = 0;
+  int64_t kv_cols = 0;
+};
+
+ActivationSizes activation_sizes(const TransformerSpec& spec, const TransformerRunShape& shape) {
+  const TransformerConfig& c = spec.config;
+  ActivationSizes a;
+  a.rows = shape.batch * shape.max_step_tokens;
+  a.head_rows = shape.all_logits ? a.rows : shape.batch;
+  a.q_cols = c.num_heads * c.head_dim;
+  a.kv_cols = c.num_kv_heads * c.head_dim;
+  return a;
+}
+
+}  // namespace
+
+std::pair<std::string, std::string> transformer_module_of(const std::string& name) {
+  if (starts_with(name, kLayerPrefix)) {
+    size_t pos = std::string(kLayerPrefix).size();
+    size_t end = pos;
+    while (end < name.size() && std::isdigit(static_cast<unsigned char>(name[end]))) ++end;
+    if (end > pos && end < name.size() && name[end] == '.') {
+      return {name.substr(0, end), name.substr(end + 1)};
+    }
+  }
+  for (const char* module : {kEmbeddingModule, kFinalNormModule, kHeadModule}) {
+    const std::string prefix = std::string(module) + ".";
+    if (starts_with(name, prefix)) return {module, name.substr(prefix.size())};
+  }
+  const size_t dot = name.rfind('.');
+  if (dot == std::string::npos) return {"", name};
+  return {name.substr(0, dot), name.substr(dot + 1)};
+}
+
+TransformerSpec describe_transformer(
+    const TransformerConfig& config, const std::vector<TensorMeta>& tensors,
+    const std::function<std::vector<uint8_t>(const std::string&)>& read_bytes,
+    const std::string& source) {
+  std::map<std::string, LocalTensors> modules;
+  for (const TensorMeta& t : tensors) {
+    auto [module, local] = transformer_module_of(t.name);
+    modules[module][local] = &t;
+  }
+  const TransformerConfig& c = config;
+  TransformerSpec spec;
+  spec.config = config;
+  std::set<std::string> claimed;
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    DecoderLayerSpec layer;
+    layer.module = fmt::format("{}{}", kLayerPrefix, i);
+    auto it = modules.find(layer.module);
+    STOWAGE_EXPECTS(it != modules.end(), InvalidInputError,
+                    "{}: missing tensor '{}.self_attn.q_proj.weight' (config.json says "
+                    "num_hidden_layers = {})",
+                    source, layer.module, c.num_layers);
+    const LocalTensors& local = it->second;
+    claimed.insert(layer.module);
+    std::set<std::string> used;
+    for (const Projection& p : kProjections) {
+      std::set<std::string> used_here;
+      const std::string name = layer.module + "." + p.prefix;
+      layer.*p.spec =
+          describe_linear(tensors_under(local, p.prefix), name, read_bytes, source, &used_here);
+      for (const std::string& u : used_here) used.insert(std::string(p.prefix) + "." + u);
+    }
+    const int64_t q_out = c.num_heads * c.head_dim;
+    const int64_t kv_out = c.num_kv_heads * c.head_dim;
+    expect_linear(layer.q, layer.module + ".self_attn.q_proj", q_out, c.hidden_size, c.qkv_bias,
+                  source);
+    expect_linear(layer.k, layer.module + ".self_attn.k_proj", kv_out, c.hidden_size, c.qkv_bias,
+                  source);
+    expect_linear(layer.v, layer.module + ".self_attn.v_proj", kv_out, c.hidden_size, c.qkv_bias,
+                  source);
+    expect_linear(layer.o, layer.module + ".self_attn.o_proj", c.hidden_size, q_out, c.o_bias,
+                  source);
+    expect_linear(layer.gate, layer.module + ".mlp.gate_proj", c.intermediate_size, c.hidden_size,
+                  c.mlp_bias, source);
+    expect_linear(layer.up, layer.module + ".mlp.up_proj", c.intermediate_size, c.hidden_size,
+                  c.mlp_bias, source);
+    expect_linear(layer.down, layer.module + ".mlp.down_proj", c.hidden_size, c.intermediate_size,
+                  c.mlp_bias, source);
+    layer.input_norm_dtype =
+        expect_vector(local, "input_layernorm.weight", layer.module, c.hidden_size, source).dtype;
+    layer.post_norm_dtype =
+        expect_vector(local, "post_attention_layernorm.weight", layer.module, c.hidden_size, source)
+            .dtype;
+    used.insert({"input_layernorm.weight", "post_attention_layernorm.weight"});
+    for (const auto& [name, meta] : local) {
+      // Older checkpoints carry the rotary table as a buffer; it is recomputed.
+      if (used.count(name) != 0 || name == "self_attn.rotary_emb.inv_freq") {
+        layer.tensors.push_back(name);
+        continue;
+      }
+      throw InvalidInputError(fmt::format("{}: tensor '{}' is not part of a {} decoder layer",
+                                          source, meta->name, architecture_name(c.architecture)));
+    }
+    spec.layers.push_back(std::move(layer));
+  }
+
+  auto embed = modules.find(kEmbeddingModule);
+  STOWAGE_EXPECTS(embed != modules.end() && embed->second.count("weight") != 0, InvalidInputError,
+                  "{}: missing tensor '{}.weight'", source, kEmbeddingModule);
+  {
+    const TensorMeta& t = *embed->second.at("weight");
+    STOWAGE_EXPECTS((t.dtype == DType::kF32 || t.dtype == DType::kF16 || t.dtype == DType::kBF16) &&
+                        t.shape == (Shape{c.vocab_size, c.hidden_size}),
+                    InvalidInputError,
+                    "{}: tensor '{}': expected a float table [{}, {}], found {} {}", source, t.name,
+                    c.vocab_size, c.hidden_size, safetensors_name(t.dtype), t.shape.to_string());
+    STOWAGE_EXPECTS(
+        embed->second.size() == 1, InvalidInputError,
+        "{}: module '{}' holds tensors besides 'weight' (e.g. '{}')", source, kEmbeddingModule,
+        std::next(embed->second.begin(), embed->second.begin()->first == "weight")->second->name);
+    spec.embedding_dtype = t.dtype;
+    claimed.insert(kEmbeddingModule);
+  }
+  auto norm = modules.find(kFinalNormModule);
+  STOWAGE_EXPECTS(norm != modules.end(), InvalidInputError, "{}: missing tensor '{}.weight'",
+                  source, kFinalNormModule);
+  spec.final_norm_dtype =
+      expect_vector(norm->second, "weight", kFinalNormModule, c.hidden_size, source).dtype;
+  STOWAGE_EXPECTS(norm->second.size() == 1, InvalidInputError,
+                  "{}: module '{}' holds tensors besides 'weight'", source, kFinalNormModule);
+  claimed.insert(kFinalNormModule);
+
+  auto head = modules.find(kHeadModule);
+  if (c.tie_word_embeddings) {
+    spec.head_module = kEmbeddingModule;
+    spec.head.in_features = c.hidden_size;
+    spec.head.out_features = c.vocab_size;
+    spec.head.weight_dtype = spec.embedding_dtype;
+    spec.head_tensors = {"weight"};
+    if (head != modules.end()) claimed.insert(kHeadModule);  // loaded, unused (tied)
+  } else {
+    STOWAGE_EXPECTS(head != modules.end(), InvalidInputError,
+                    "{}: missing tensor '{}.weight' (config.json says tie_word_embeddings = "
+                    "false)",
+                    source, kHeadModule);
+    std::set<std::string> used;
+    spec.head = describe_linear(head->second, kHeadModule, read_bytes, source, &used);
+    expect_linear(spec.head, kHeadModule, c.vocab_size, c.hidden_size, false, source);
+    for (const auto& [name, meta] : head->second) {
+      STOWAGE_EXPECTS(used.count(name) != 0, InvalidInputError,
+                      "{}: tensor '{}' is not part of the output head", source, meta->name);
+      spec.head_tensors.push_back(name);
+    }
+    spec.head_module = kHeadModule;
+    claimed.insert(kHeadModule);
+  }
+  for (const auto& [module, local] : modules) {
+    STOWAGE_EXPECTS(claimed.count(module) != 0, InvalidInputError,
+                    "{}: tensor '{}' is not part of a {} model with {} layers", source,
+                    local.begin()->second->name, architecture_name(c.architecture), c.num_layers);
+  }
+  return spec;
+}
+
+std::vector<std::string> transformer_plan_order(const TransformerSpec& spec) {
+  std::vector<std::string> order;
+  for (const DecoderLayerSpec& layer : spec.layers) order.push_back(layer.module);
+  order.push_back(kFinalNormModule);
+  order.push_back(spec.head_module);
+  if (spec.head_module != kEmbeddingModule) order.push_back(kEmbeddingModule);
+  return order;
+}
+
+uint64_t kv_cache_bytes(const TransformerSpec& spec, const TransformerRunShape& shape) {
+  const TransformerConfig& c = spec.config;
+  const uint64_t per_layer = static_cast<uint64_t>(shape.batch) * shape.max_context *
+                             c.num_kv_heads * c.head_dim * sizeof(float);
+  return 2 * per_layer * static_cast<uint64_t>(c.num_layers);
+}
+
+uint64_t transformer_working_bytes(const TransformerSpec& spec, const TransformerRunShape& shape,
+                                   const LinearKernels& kernels) {
+  const TransformerConfig& c = spec.config;
+  const ActivationSizes a = activation_sizes(spec, shape);
+  const uint64_t rows = static_cast<uint64_t>(a.rows);
+  uint64_t floats = rows * c.hidden_size * 3                             // h, x, tmp
+                    + rows * a.q_cols * 2                                // q, attn
+                    + rows * a.kv_cols * 2                               // k, v
+                    + rows * c.intermediate_size * 3                     // gate, up, act
+                    + static_cast<uint64_t>(a.head_rows) * c.vocab_size  // logits
+                    + static_cast<uint64_t>(c.head_dim / 2);             // inv_freq
+  const uint64_t ints = rows * 2;                                        // ids, positions
+  std::vector<LinearShape> shapes;
+  for (const DecoderLayerSpec& l : spec.layers) {
+    for (const Projection& p : kProjections) shapes.push_back((l.*p.spec).shape());
+  }
+  shapes.push_back(spec.head.shape());
+  const uint64_t buffers = 14 + 2 * static_cast<uint64_t>(c.num_layers);
+  return floats * sizeof(float) + ints * sizeof(int32_t) + kv_cache_bytes(spec, shape) +
+         buffers * kAllocationSlack + kernels.working_bytes(shapes, a.rows);
+}
+
+TransformerState::TransformerState(const TransformerSpec& spec, const TransformerRunShape& shape,
+                                   MemoryResource& device, MemoryResource& pinned, StreamRef stream)
+    : shape_(shape), tier(stream.is_null() ? Tier::pinned_host() : stream.tier()) {
+  const TransformerConfig& c = spec.config;
+  STOWAGE_EXPECTS(
+      shape.batch > 0 && shape.max_step_tokens > 0 && shape.max_context >= shape.max_step_tokens,
+      InvalidInputError,
+      "transformer run: expected batch > 0 and 0 < step tokens <= context, found "
+      "batch {}, step tokens {}, context {}",
+      shape.batch, shape.max_step_tokens, shape.max_context);
+  const ActivationSizes a = activation_sizes(spec, shape);
+  const size_t rows = static_cast<size_t>(a.rows);
+  const size_t f = sizeof(float);
+  const size_t cache = static_cast<size_t>(shape.batch * shape.max_context * a.kv_cols) * f;
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    k_cache.emplace_back(device, cache, stream);
+    v_cache.emplace_back(device, cache, stream);
+  }
+  h = Buffer(device, rows * c.hidden_size * f, stream);
+  x = Buffer(device, rows * c.hidden_size * f, stream);
+  tmp = Buffer(device, rows * c.hidden_size * f, stream);
+  q = Buffer(device, rows * a.q_cols * f, stream);
+  attn = Buffer(device, rows * a.q_cols * f, stream);
+  k = Buffer(device, rows * a.kv_cols * f, stream);
+  v = Buffer(device, rows * a.kv_cols * f, stream);
+  gate = Buffer(device, rows * c.intermediate_size * f, stream);
+  up = Buffer(device, rows * c.intermediate_size * f, stream);
+  act = Buffer(device, rows * c.intermediate_size * f, stream);
+  logits = Buffer(device, static_cast<size_t>(a.head_rows * c.vocab_size) * f, stream);
+  positions = Buffer(device, rows * sizeof(int32_t), stream);
+  ids = Buffer(device, rows * sizeof(int32_t), stream);
+  inv_freq = Buffer(device, static_cast<size_t>(c.head_dim / 2) * f, stream);
+  host_ids = Buffer(pinned, rows * sizeof(int32_t));
+  host_positions = Buffer(pinned, rows * sizeof(int32_t));
+  host_rows = Buffer(pinned, rows * c.hidden_size * f);
+}
+
+TransformerModel::TransformerModel(TransformerSpec spec, LinearKernels& kernels)
+    : spec_(std::move(spec)), kernels_(kernels) {
+  STOWAGE_EXPECTS(!spec_.layers.empty(), InvalidInputError,
+                  "{}: a transformer needs at least one layer", spec_.config.source);
+  inv_freq_ = rope_inverse_frequencies(spec_.config);
+  for (size_t i = 0; i < spec_.layers.size(); ++i) build_layer(i);
+  build_norm_and_head();
+}
+
+std::vector<hooks::Module*> TransformerModel::execution_order() const {
+  std::vector<hooks::Module*> order = layers_;
+  order.push_back(norm_);
+  order.push_back(head_);
+  return order;
+}
+
+void TransformerModel::set_embedding_source(TensorView device_table, TensorView host_table) {
+  device_table_ = device_table;
+  host_table_ = host_table;
+}
+
+void TransformerModel::build_layer(size_t i) {
+  const DecoderLayerSpec& layer = spec_.layers[i];
+  hooks::Module& m = root_.add_descendant(layer.module);
+  for (const std::string& name : layer.tensors) m.add_tensor(name);
+  std::vector<LinearTensorIndices> proj;
+  for (const Projection& p : kProjections) {
+    proj.push_back(linear_tensor_indices(m, std::string(p.prefix) + "."));
+  }
+  const int in_norm = m.tensor_index("input_layernorm.weight");
+  const int post_norm = m.tensor_index("post_attention_layernorm.weight");
+  m.set_forward([this, i, proj, in_norm, post_norm](hooks::ForwardContext& ctx) {
+    const DecoderLayerSpec& l = spec_.layers[i];
+    const TransformerConfig& c = spec_.config;
+    TransformerState& st = *current_.state;
+    const StreamRef s = ctx.stream();
+    const Tier tier = st.tier;
+    const int64_t rows = current_.rows;
+    const int64_t q_cols = c.num_heads * c.head_dim;
+    const int64_t kv_cols = c.num_kv_heads * c.head_dim;
+    float* h = ctx.inputs()[0].data_as<float>();
+    auto f = [](Buffer& b) { return static_cast<float*>(b.data()); };
+    auto linear = [&](size_t which, Buffer& in, int64_t in_cols, Buffer& out, int64_t out_cols) {
+      const LinearSpec& spec = l.*kProjections[which].spec;
+      kernels_.linear(s, linear_weights(spec, proj[which], ctx), f32_view(in, rows, in_cols, tier),
+                      f32_view(out, rows, out_cols, tier), false);
+    };
+    const float eps = static_cast<float>(c.rms_norm_eps);
+    kernels::rms_norm(
+        {rows, c.hidden_size, h, ctx.tensor_at(in_norm).data(), l.input_norm_dtype, eps, f(st.x)},
+        s);
+    linear(0, st.x, c.hidden_size, st.q, q_cols);
+    linear(1, st.x, c.hidden_size, st.k, kv_cols);
+    linear(2, st.x, c.hidden_size, st.v, kv_cols);
+    const auto* positions = static_cast<const int32_t*>(st.positions.data());
+    kernels::apply_rope({rows, c.num_heads, c.head_dim, f(st.q), positions, f(st.inv_freq)}, s);
+    kernels::apply_rope({rows, c.num_kv_heads, c.head_dim, f(st.k), positions, f(st.inv_freq)}, s);
+    const int64_t batch = st.shape_.batch;
+    const int64_t capacity = st.shape_.max_context;
+    kernels::kv_append({batch, current_.tokens, c.num_kv_heads, c.head_dim, st.past_, capacity,
+                        f(st.k), kv_cols, f(st.k_cache[i])},
+                       s);
+    kernels::kv_append({batch, current_.tokens, c.num_kv_heads, c.head_dim, st.past_, capacity,
+                        f(st.v), kv_cols, f(st.v_cache[i])},
+                       s);
+    kernels::AttentionArgs attention;
+    attention.batch = batch;
+    attention.tokens = current_.tokens;
+    attention.heads = c.num_heads;
+    attention.kv_heads = c.num_kv_heads;
+    attention.head_dim = c.head_dim;
+    attention.past = st.past_;
+    attention.capacity = capacity;
+    attention.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+    attention.q = f(st.q);
+    attention.q_stride = q_cols;
+    attention.k_cache = f(st.k_cache[i]);
+    attention.v_cache = f(st.v_cache[i]);
+    attention.out = f(st.attn);
+    kernels::attention(attention, s);
+    linear(3, st.attn, q_cols, st.tmp, c.hidden_size);
+    kernels::add_in_place(h, f(st.tmp), rows * c.hidden_size, s);
+    kernels::rms_norm(
+        {rows, c.hidden_size, h, ctx.tensor_at(post_norm).data(), l.post_norm_dtype, eps, f(st.x)},
+        s);
+    linear(4, st.x, c.hidden_size, st.gate, c.intermediate_size);
+    linear(5, st.x, c.hidden_size, st.up, c.intermediate_size);
+    kernels::swiglu({rows, c.intermediate_size, f(st.gate), c.intermediate_size, f(st.up),
+                     c.intermediate_size, f(st.act)},
+                    s);
+    linear(6, st.act, c.intermediate_size, st.tmp, c.hidden_size);
+    kernels::add_in_place(h, f(st.tmp), rows * c.hidden_size, s);
+  });
+  layers_.push_back(&m);
+}
+
+void TransformerModel::build_norm_and_head() {
+  hooks::Module& norm = root_.add_descendant(kFinalNormModule);
+  norm.add_tensor("weight");
+  norm_ = &norm;
+  norm.set_forward([this](hooks::ForwardContext& ctx) {
+    const TransformerConfig& c = spec_.config;
+    kernels::rms_norm({current_.head_rows, c.hidden_size, ctx.inputs()[0].data_as<float>(),
+                       ctx.tensor(std::string("weight")).data(), spec_.final_norm_dtype,
+                       static_cast<float>(c.rms_norm_eps), ctx.outputs()[0].data_as<float>()},
+                      ctx.stream());
+  });
+  hooks::Module& head = root_.add_descendant(spec_.head_module);
+  for (const std::string& name : spec_.head_tensors) head.add_tensor(name);
+  if (spec_.head_module != kEmbeddingModule)
+    root_.add_descendant(kEmbeddingModule).add_tensor("weight");
+  head_ = &head;
+  const LinearTensorIndices indices = linear_tensor_indices(head, "");
+  head.set_forward([this, indices](hooks::ForwardContext& ctx) {
+    kernels_.linear(ctx.stream(), linear_weights(spec_.head, indices, ctx), ctx.inputs()[0],
+                    ctx.outputs()[0], false);
+  });
+}
+
+TensorView TransformerModel::step(hooks::HookRegistry& registry, StreamRef stream,
+                                  TransformerState& state, const std::vector<int32_t>& ids,
+                                  int64_t tokens) {
+  const TransformerConfig& c = spec_.config;
+  const TransformerRunShape& shape = state.shape_;
+  STOWAGE_EXPECTS(tokens > 0 && tokens <= shape.max_step_tokens, InvalidInputError,
+                  "transformer step: expected 1 to {} tokens per sequence, found {}",
+                  shape.max_step_tokens, tokens);
+  STOWAGE_EXPECTS(state.past_ + tokens <= shape.max_context, InvalidInputError,
+                  "transformer step: {} cached + {} new positions exceed the KV cache's {}",
+                  state.past_, tokens, shape.max_context);
+  const int64_t rows = shape.batch * tokens;
+  STOWAGE_EXPECTS(static_cast<int64_t>(ids.size()) == rows, InvalidInputError,
+                  "transformer step: expected {} token ids ({} sequences x {}), found {}", rows,
+                  shape.batch, tokens, ids.size());
+  for (int32_t id : ids) {
+    STOWAGE_EXPECTS(id >= 0 && id < c.vocab_size, InvalidInputError,
+                    "token id {} is outside the vocabulary of {} tokens", id, c.vocab_size);
+  }
+  STOWAGE_EXPECTS(device_table_.data() != nullptr || host_table_.data() != nullptr,
+                  InvalidInputError, "transformer step: no embedding table was given");
+  // The pinned staging buffers below were read by the previous step's copies.
+  stream.synchronize();
+  auto* host_ids = static_cast<int32_t*>(state.host_ids.data());
+  auto* host_positions = static_cast<int32_t*>(state.host_positions.data());
+  for (int64_t r = 0; r < rows; ++r) {
+    host_ids[r] = ids[r];
+    host_positions[r] = static_cast<int32_t>(state.past_ + r % tokens);
+  }
+  stream.copy(state.positions.data(), host_positions, rows * sizeof(int32_t));
+  if (state.past_ == 0) {
+    stream.copy(state.inv_freq.data(), inv_freq_.data(), inv_freq_.size() * sizeof(float));
+  }
+  float* h = static_cast<float*>(state.h.data());
+  if (device_table_.data() != nullptr) {
+    stream.copy(state.ids.data(), host_ids, rows * sizeof(int32_t));
+    kernels::embedding_lookup(
+        {rows, c.vocab_size, c.hidden_size, static_cast<const int32_t*>(state.ids.data()),
+         device_table_.data(), spec_.embedding_dtype, h},
+        stream);
+  } else {
+    // The table's host copy: gather the rows there and copy only them.
+    const size_t row_bytes = static_cast<size_t>(c.hidden_size) * sizeof(float);
+    auto* out = static_cast<float*>(state.host_rows.data());
+    kernels::embedding_lookup({rows, c.vocab_size, c.hidden_size, host_ids, host_table_.data(),
+                               spec_.embedding_dtype, out},
+                              StreamRef());
+    stream.copy(h, out, rows * row_bytes);
+  }
+  current_.state = &state;
+  current_.tokens = tokens;
+  current_.rows = rows;
+  current_.head_rows = shape.all_logits ? rows : shape.batch;
+  const Tier tier = state.tier;
+  const TensorView h_view = f32_view(state.h, rows, c.hidden_size, tier);
+  for (hooks::Module* layer : layers_) registry.run_forward(*layer, stream, {h_view}, {h_view});
+  const TensorView x_view = f32_view(state.x, current_.head_rows, c.hidden_size, tier);
+  if (shape.all_logits) {
+    registry.run_forward(*norm_, stream, {h_view}, {x_view});
+  } else {
+    const size_t row_bytes = static_cast<size_t>(c.hidden_size) * sizeof(float);
+    for (int64_t b = 0; b < shape.batch; ++b) {
+      stream.copy(static_cast<char*>(state.x.data()) + b * row_bytes,
+                  reinterpret_cast<const char*>(h) + ((b + 1) * tokens - 1) * row_bytes, row_bytes);
+    }
+    registry.run_forward(*norm_, stream, {x_view}, {x_view});
+  }
+  const TensorView logits = f32_view(state.logits, current_.head_rows, c.vocab_size, tier);
+  registry.run_forward(*head_, stream, {x_view}, {logits});
+  state.past_ += tokens;
+  return logits;
+}
+
+}  // namespace stowage::models

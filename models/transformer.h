@@ -1,0 +1,173 @@
+// The decoder-only transformer family (Llama, Qwen2, Mistral) as modules of
+// the hooks/ API, so an offload hook streams each of them around its forward:
+//
+//   "model.layers.{i}"    one decoder layer: input_layernorm, self_attn.{q,k,v,o}_proj
+//                         (q/k/v biases for Qwen2), post_attention_layernorm,
+//                         mlp.{gate,up,down}_proj; its tensors named as in the
+//                         checkpoint minus "model.layers.{i}."
+//   "model.norm"          the final RMSNorm
+//   "lm_head"             the output projection; with tied embeddings the head
+//                         is "model.embed_tokens" itself
+//   "model.embed_tokens"  the embedding table
+//
+// Forward of one step (a prompt, or one new token per sequence) for `batch`
+// sequences of equal length: the embedding rows are gathered where the table
+// lives (on the accelerator when it is resident there, else from its host
+// copy, which stays readable: no whole-table fetch per token), then each
+// decoder layer, the final norm and the head run through the hook registry.
+// Activations are float32; projections go through LinearKernels (every
+// weight format), the rest through kernels/transformer_ops.h.
+//
+// Thread safety: a model is used by one thread at a time.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/buffer.h"
+#include "core/memory_resource.h"
+#include "core/stream.h"
+#include "core/tensor.h"
+#include "hooks/hook_registry.h"
+#include "hooks/module.h"
+#include "models/linear.h"
+#include "models/linear_spec.h"
+#include "models/transformer_config.h"
+
+namespace stowage::models {
+
+struct DecoderLayerSpec {
+  std::string module;  // "model.layers.3"
+  LinearSpec q, k, v, o, gate, up, down;
+  DType input_norm_dtype = DType::kF32;
+  DType post_norm_dtype = DType::kF32;
+  std::vector<std::string> tensors;  // names inside the module, checkpoint order
+};
+
+struct TransformerSpec {
+  TransformerConfig config;
+  std::vector<DecoderLayerSpec> layers;
+  DType embedding_dtype = DType::kF32;
+  DType final_norm_dtype = DType::kF32;
+  LinearSpec head;          // [vocab, hidden]
+  std::string head_module;  // "lm_head", or "model.embed_tokens" when tied
+  // The head's tensor names inside head_module ("weight", ...).
+  std::vector<std::string> head_tensors;
+};
+
+inline constexpr const char* kEmbeddingModule = "model.embed_tokens";
+inline constexpr const char* kFinalNormModule = "model.norm";
+inline constexpr const char* kHeadModule = "lm_head";
+
+// The family's modules: "model.layers.{i}.rest" -> ("model.layers.{i}", "rest"),
+// "model.embed_tokens.weight" -> ("model.embed_tokens", "weight"), "model.norm.weight",
+// "lm_head.*" likewise; other names -> split at the last dot (they are then
+// rejected by describe_transformer).
+std::pair<std::string, std::string> transformer_module_of(const std::string& tensor_name);
+
+// Checks the tensor list against the config and describes every linear layer
+// (float, int8 or 4-bit in bitsandbytes' layout). Throws InvalidInputError
+// naming `source` and the tensor: one missing, of the wrong shape or dtype, or
+// not part of the family.
+TransformerSpec describe_transformer(
+    const TransformerConfig& config, const std::vector<TensorMeta>& tensors,
+    const std::function<std::vector<uint8_t>(const std::string&)>& read_bytes,
+    const std::string& source);
+
+// The planner's module order: the layers, the final norm, the head, then
+// (untied) the embedding table, which the accelerator needs least: a step
+// reads only its rows.
+std::vector<std::string> transformer_plan_order(const TransformerSpec& spec);
+
+// What one run asks of the accelerator besides the weights.
+struct TransformerRunShape {
+  int64_t batch = 1;
+  int64_t max_context = 0;      // KV-cache positions per sequence (prompt + new tokens)
+  int64_t max_step_tokens = 0;  // tokens per sequence in one step (the prompt)
+  bool all_logits = false;      // logits of every position, not only the last
+};
+
+// Bytes of the KV cache of `shape` (float32 keys and values, every layer).
+uint64_t kv_cache_bytes(const TransformerSpec& spec, const TransformerRunShape& shape);
+// Bytes of activations, the KV cache and the kernels' scratch a run of
+// `shape` allocates from the accelerator's budget: what the plan must keep
+// free (LoadOptions::working_reserve).
+uint64_t transformer_working_bytes(const TransformerSpec& spec, const TransformerRunShape& shape,
+                                   const LinearKernels& kernels);
+
+// The KV cache and activation buffers of one run, allocated once from the
+// accelerator's (budgeted) memory.
+class TransformerState {
+ public:
+  TransformerState(const TransformerSpec& spec, const TransformerRunShape& shape,
+                   MemoryResource& device, MemoryResource& pinned, StreamRef stream);
+  const TransformerRunShape& shape() const { return shape_; }
+  int64_t past() const { return past_; }
+  // Forgets the cached positions (a new prompt).
+  void reset() { past_ = 0; }
+
+ private:
+  friend class TransformerModel;
+  TransformerRunShape shape_;
+  int64_t past_ = 0;
+  std::vector<Buffer> k_cache, v_cache;  // per layer [batch, capacity, kv_heads, head_dim]
+  Buffer h, x, tmp, q, k, v, attn, gate, up, act, logits, positions, ids, inv_freq;
+  Buffer host_ids;        // pinned int32 [batch * max_step_tokens]
+  Buffer host_positions;  // pinned int32 [batch * max_step_tokens]
+  Buffer host_rows;       // pinned embedding rows gathered on the host
+  Tier tier;
+};
+
+class TransformerModel {
+ public:
+  // `kernels` must outlive the model.
+  TransformerModel(TransformerSpec spec, LinearKernels& kernels);
+  TransformerModel(const TransformerModel&) = delete;
+  TransformerModel& operator=(const TransformerModel&) = delete;
+
+  const TransformerSpec& spec() const { return spec_; }
+  hooks::Module& root() { return root_; }
+  // Layers, final norm, head: the order the hooks run them in each step.
+  std::vector<hooks::Module*> execution_order() const;
+
+  // Where the embedding rows are read from: `device_table` (a view on the
+  // compute accelerator) when the table is resident there, else `host_table`
+  // (host-addressable memory). Set before the first step.
+  void set_embedding_source(TensorView device_table, TensorView host_table);
+
+  // Enqueues one step on `stream` for `tokens` new tokens of each of the
+  // state's sequences (`ids`: batch * tokens ids, sequence-major, each in the
+  // vocabulary) at positions past .. past + tokens - 1, and advances the
+  // state. Returns the logits (float32 on the accelerator, valid until the
+  // next step): [batch * tokens, vocab] when the state keeps all logits, else
+  // [batch, vocab] for the last position of each sequence.
+  TensorView step(hooks::HookRegistry& registry, StreamRef stream, TransformerState& state,
+                  const std::vector<int32_t>& ids, int64_t tokens);
+
+ private:
+  void build_layer(size_t i);
+  void build_norm_and_head();
+
+  TransformerSpec spec_;
+  LinearKernels& kernels_;
+  hooks::Module root_;
+  std::vector<hooks::Module*> layers_;
+  hooks::Module* norm_ = nullptr;
+  hooks::Module* head_ = nullptr;
+  TensorView device_table_;
+  TensorView host_table_;
+  std::vector<float> inv_freq_;
+  // The step the forwards read (set by step(), read by the modules' forwards).
+  struct StepContext {
+    TransformerState* state = nullptr;
+    int64_t tokens = 0;
+    int64_t rows = 0;       // batch * tokens
+    int64_t head_rows = 0;  // rows the head computes
+  } current_;
+};
+
+}  // namespace stowage::models

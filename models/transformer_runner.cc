@@ -1,0 +1,350 @@
+#include "models/transformer_runner.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <numeric>
+#include <random>
+
+#include "core/error.h"
+#include "kernels/transformer_ops.h"
+
+namespace stowage::models {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+OffloadCounters counters_between(const OffloadCounters& now, const OffloadCounters& then) {
+  OffloadCounters d = now;
+  d.bytes_h2d -= then.bytes_h2d;
+  d.bytes_d2h -= then.bytes_d2h;
+  d.bytes_d2d -= then.bytes_d2d;
+  d.bytes_disk_read -= then.bytes_disk_read;
+  d.bytes_disk_written -= then.bytes_disk_written;
+  d.fetches -= then.fetches;
+  d.prefetch_hits -= then.prefetch_hits;
+  d.prefetch_misses -= then.prefetch_misses;
+  d.stall_ms -= then.stall_ms;
+  d.sync_fallbacks -= then.sync_fallbacks;
+  d.slot_allocation_failures -= then.slot_allocation_failures;
+  return d;
+}
+
+std::vector<TensorMeta> metas_of(const mmap_store::Checkpoint& checkpoint) {
+  std::vector<TensorMeta> metas;
+  for (const std::string& name : checkpoint.names()) {
+    const auto& info = checkpoint.info(name);
+    metas.push_back(TensorMeta{name, info.dtype, info.shape});
+  }
+  return metas;
+}
+
+// The spec as it will be once loading has quantized the selected weights (the
+// kernels' scratch depends on the format).
+TransformerSpec as_quantized(TransformerSpec spec, const LoadQuantization& q) {
+  for (DecoderLayerSpec& layer : spec.layers) {
+    for (LinearSpec* l :
+         {&layer.q, &layer.k, &layer.v, &layer.o, &layer.gate, &layer.up, &layer.down}) {
+      if (l->format != WeightFormat::kFloat) continue;
+      switch (q.method) {
+        case quant::QuantMethod::kInt8:
+          l->format = WeightFormat::kInt8;
+          l->weight_dtype = DType::kI8;
+          break;
+        case quant::QuantMethod::kNf4:
+        case quant::QuantMethod::kFp4:
+          l->format =
+              q.method == quant::QuantMethod::kNf4 ? WeightFormat::kNf4 : WeightFormat::kFp4;
+          l->weight_dtype = q.storage;
+          l->blocksize = q.blocksize;
+          l->double_quant = q.double_quant;
+          break;
+      }
+    }
+  }
+  return spec;
+}
+
+// Samples one id from `row` (vocab logits) as transformers' sampling does:
+// temperature, then top-k, then top-p, then a draw.
+int32_t sample_row(const float* row, int64_t vocab, const GenerationOptions& o,
+                   std::mt19937_64& rng) {
+  std::vector<int32_t> order(static_cast<size_t>(vocab));
+  std::iota(order.begin(), order.end(), 0);
+  std::vector<double> scaled(static_cast<size_t>(vocab));
+  for (int64_t i = 0; i < vocab; ++i) scaled[i] = static_cast<double>(row[i]) / o.temperature;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int32_t a, int32_t b) { return scaled[a] > scaled[b]; });
+  size_t keep = order.size();
+  if (o.top_k > 0) keep = std::min<size_t>(keep, static_cast<size_t>(o.top_k));
+  const double top = scaled[order[0]];
+  std::vector<double> p(keep);
+  double sum = 0;
+  for (size_t i = 0; i < keep; ++i) sum += p[i] = std::exp(scaled[order[i]] - top);
+  if (o.top_p < 1.0f) {
+    double cumulative = 0;
+    size_t n = 0;
+    while (n < keep) {
+      cumulative += p[n] / sum;
+      ++n;
+      if (cumulative >= o.top_p) break;
+    }
+    keep = std::max<size_t>(n, 1);
+    sum = 0;
+    for (size_t i = 0; i < keep; ++i) sum += p[i];
+  }
+  std::uniform_real_distribution<double> uniform(0.0, sum);
+  double u = uniform(rng);
+  for (size_t i = 0; i < keep; ++i) {
+    u -= p[i];
+    if (u <= 0) return order[i];
+  }
+  return order[keep - 1];
+}
+
+}  // namespace
+
+std::string model_checkpoint_path(const std::string& folder) {
+  namespace fs = std::filesystem;
+  const fs::path dir(folder);
+  STOWAGE_EXPECTS(fs::is_directory(dir), InvalidInputError,
+                  "{}: expected a model folder (config.json and model.safetensors), found {}",
+                  folder, fs::exists(dir) ? "a file" : "nothing");
+  const fs::path index = dir / "model.safetensors.index.json";
+  if (fs::is_regular_file(index)) return index.string();
+  const fs::path single = dir / "model.safetensors";
+  STOWAGE_EXPECTS(fs::is_regular_file(single), InvalidInputError,
+                  "{}: expected model.safetensors or model.safetensors.index.json, found neither",
+                  folder);
+  return single.string();
+}
+
+TransformerSpec describe_model_folder(const std::string& folder,
+                                      const mmap_store::Checkpoint& checkpoint) {
+  const TransformerConfig config = read_transformer_config(folder);
+  auto read_bytes = [&checkpoint](const std::string& name) {
+    Tensor t = checkpoint.tensor(name);
+    const auto* p = static_cast<const uint8_t*>(t.data());
+    return std::vector<uint8_t>(p, p + t.bytes());
+  };
+  return describe_transformer(config, metas_of(checkpoint), read_bytes, checkpoint.path());
+}
+
+bool transformer_quantizes(const mmap_store::TensorInfo& info) {
+  auto [module, local] = transformer_module_of(info.name);
+  if (module.rfind("model.layers.", 0) != 0 || info.shape.rank() != 2) return false;
+  if (!(info.dtype == DType::kF32 || info.dtype == DType::kF16 || info.dtype == DType::kBF16)) {
+    return false;
+  }
+  const std::string tail = "_proj.weight";
+  return local.size() > tail.size() &&
+         local.compare(local.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+TransformerRunner::TransformerRunner(OffloadManager& manager, const std::string& folder,
+                                     LinearKernels& kernels, LoadOptions load,
+                                     const TransformerRunShape& shape)
+    : manager_(manager),
+      accelerator_([&]() -> Tier {
+        const int acc = manager.options().compute_accelerator;
+        STOWAGE_EXPECTS(acc >= 0 && acc < manager.platform().accelerator_count(), InvalidInputError,
+                        "compute accelerator {} does not exist", acc);
+        return manager.platform().accelerator(acc).tier();
+      }()),
+      stream_(
+          manager.platform().accelerator(manager.options().compute_accelerator).create_stream()),
+      shape_(shape) {
+  checkpoint_ = mmap_store::open_checkpoint(model_checkpoint_path(folder));
+  TransformerSpec spec = describe_model_folder(folder, *checkpoint_);
+  spec.config.source = folder;
+  check_context_supported(spec.config, shape.max_context);
+
+  // Only the compute accelerator holds layers (they run there, in order).
+  load.accelerators.erase(
+      std::remove_if(load.accelerators.begin(), load.accelerators.end(),
+                     [&](const TierCapacity& c) { return c.tier != accelerator_; }),
+      load.accelerators.end());
+  if (load.quantize) load.quantize->select = transformer_quantizes;
+  const TransformerSpec planned = load.quantize ? as_quantized(spec, *load.quantize) : spec;
+  working_bytes_ = transformer_working_bytes(planned, shape, kernels);
+  load.working_reserve[accelerator_] = working_bytes_;
+  load.module_order = transformer_plan_order(spec);
+  if (spec.head_module != kHeadModule &&
+      checkpoint_->contains(std::string(kHeadModule) + ".weight")) {
+    load.module_order.push_back(kHeadModule);  // tied: loaded, never run
+  }
+  load.module_of = transformer_module_of;
+  for (const TierCapacity& c : load.accelerators) {
+    STOWAGE_EXPECTS(c.limit() >= working_bytes_, OutOfBudgetError,
+                    "{}: {} needs {} bytes of working memory for this run (KV cache {} bytes for "
+                    "{} sequence(s) x {} positions, activations for {} tokens per step and kernel "
+                    "scratch), but its budget is {} bytes",
+                    folder, c.tier.to_string(), working_bytes_, kv_cache_bytes(spec, shape),
+                    shape.batch, shape.max_context, shape.max_step_tokens, c.limit());
+  }
+  loaded_ = load_checkpoint(*checkpoint_, manager, load);
+  if (load.quantize) {
+    // Quantized while loading: describe what the table now holds.
+    std::vector<TensorMeta> metas;
+    for (const std::string& module : load.module_order) {
+      for (RecordId id : manager.table().records_of(load.module_prefix + module)) {
+        TensorRecord rec = manager.table().get(id);
+        metas.push_back(TensorMeta{module + "." + rec.name, rec.dtype, rec.shape});
+      }
+    }
+    auto read_bytes = [&](const std::string& name) {
+      auto [module, local] = transformer_module_of(name);
+      Tensor t = manager.read_to_host(load.module_prefix + module, local);
+      const auto* p = static_cast<const uint8_t*>(t.data());
+      return std::vector<uint8_t>(p, p + t.bytes());
+    };
+    TransformerConfig config = spec.config;
+    spec = describe_transformer(config, metas, read_bytes, "the loaded model");
+  }
+  model_ = std::make_unique<TransformerModel>(std::move(spec), kernels);
+  hook_ =
+      hooks::OffloadHook::attach_to_tree(manager, registry_, model_->root(), load.module_prefix);
+  hook_->declare_execution_order(model_->execution_order());
+
+  // The embedding rows come from the table's copy on the accelerator when it
+  // is resident there, else from its host copy (pinned RAM or the disk map).
+  const std::optional<RecordId> table_id =
+      manager.table().find(load.module_prefix + kEmbeddingModule, "weight");
+  STOWAGE_EXPECTS(table_id.has_value(), InternalError, "the embedding table was not loaded");
+  const TensorRecord table = manager.table().get(*table_id);
+  TensorView device_table, host_table;
+  for (const auto& [tier, tensor] : table.copies) {
+    if (tier == accelerator_) device_table = tensor.view();
+  }
+  if (device_table.data() == nullptr) {
+    for (const auto& [tier, tensor] : table.copies) {
+      if (!tier.is_accelerator()) host_table = tensor.view();
+    }
+  }
+  STOWAGE_EXPECTS(device_table.data() != nullptr || host_table.data() != nullptr, InternalError,
+                  "the embedding table has no copy on {} or on the host", accelerator_.to_string());
+  model_->set_embedding_source(device_table, host_table);
+
+  MemoryResource& device = manager.memory(accelerator_);
+  state_ = std::make_unique<TransformerState>(model_->spec(), shape_, device,
+                                              manager.memory(Tier::pinned_host()), stream_.ref());
+  chosen_device_ =
+      Buffer(device, static_cast<size_t>(shape_.batch) * sizeof(int32_t), stream_.ref());
+  chosen_host_ = Buffer(manager.memory(Tier::pinned_host()),
+                        static_cast<size_t>(shape_.batch) * sizeof(int32_t));
+}
+
+TransformerRunner::~TransformerRunner() {
+  if (stream_.valid()) {
+    try {
+      stream_.synchronize();
+    } catch (...) {
+    }
+  }
+}
+
+std::vector<int32_t> TransformerRunner::choose(const TensorView& logits, int64_t rows_per_sequence,
+                                               const GenerationOptions& options, uint64_t step,
+                                               std::vector<float>* keep) {
+  const int64_t vocab = model_->spec().config.vocab_size;
+  const int64_t batch = shape_.batch;
+  const StreamRef s = stream_.ref();
+  std::vector<int32_t> ids(static_cast<size_t>(batch));
+  const bool need_host = keep != nullptr || options.temperature > 0;
+  if (!need_host) {
+    // Greedy: the argmax on the accelerator, only the ids come back.
+    kernels::argmax_rows(logits.data_as<float>(), batch, vocab,
+                         static_cast<int32_t*>(chosen_device_.data()), s);
+    s.copy(chosen_host_.data(), chosen_device_.data(), ids.size() * sizeof(int32_t));
+    s.synchronize();
+    const auto* host = static_cast<const int32_t*>(chosen_host_.data());
+    std::copy(host, host + batch, ids.begin());
+    return ids;
+  }
+  std::vector<float> host(static_cast<size_t>(batch * rows_per_sequence * vocab));
+  s.copy(host.data(), logits.data(), host.size() * sizeof(float));
+  s.synchronize();
+  if (keep != nullptr) {
+    keep->insert(keep->end(), host.begin(), host.begin() + rows_per_sequence * vocab);
+  }
+  std::mt19937_64 rng(options.seed * 0x9E3779B97F4A7C15ULL + step);
+  for (int64_t b = 0; b < batch; ++b) {
+    const float* row = host.data() + ((b + 1) * rows_per_sequence - 1) * vocab;
+    if (options.temperature > 0) {
+      ids[b] = sample_row(row, vocab, options, rng);
+    } else {
+      int32_t best = 0;
+      for (int64_t i = 1; i < vocab; ++i) {
+        if (row[i] > row[best] || (std::isnan(row[best]) && !std::isnan(row[i]))) {
+          best = static_cast<int32_t>(i);
+        }
+      }
+      ids[b] = best;
+    }
+  }
+  return ids;
+}
+
+GenerationResult TransformerRunner::generate(const std::vector<int32_t>& prompt,
+                                             const GenerationOptions& options) {
+  const TransformerConfig& c = model_->spec().config;
+  STOWAGE_EXPECTS(!prompt.empty(), InvalidInputError, "the prompt has no tokens");
+  STOWAGE_EXPECTS(static_cast<int64_t>(prompt.size()) <= shape_.max_step_tokens, InvalidInputError,
+                  "the prompt has {} tokens, more than the {} this run was planned for",
+                  prompt.size(), shape_.max_step_tokens);
+  STOWAGE_EXPECTS(
+      options.max_new_tokens >= 0 &&
+          static_cast<int64_t>(prompt.size()) + options.max_new_tokens <= shape_.max_context,
+      InvalidInputError,
+      "{} prompt tokens + {} new tokens exceed the {} positions this run was planned "
+      "for",
+      prompt.size(), options.max_new_tokens, shape_.max_context);
+  for (size_t i = 0; i < prompt.size(); ++i) {
+    STOWAGE_EXPECTS(prompt[i] >= 0 && prompt[i] < c.vocab_size, InvalidInputError,
+                    "prompt token {} (position {}) is outside the vocabulary of {} tokens",
+                    prompt[i], i, c.vocab_size);
+  }
+  STOWAGE_EXPECTS(options.temperature >= 0 && std::isfinite(options.temperature), InvalidInputError,
+                  "temperature must be >= 0, found {}", options.temperature);
+  STOWAGE_EXPECTS(options.top_p > 0 && options.top_p <= 1, InvalidInputError,
+                  "top-p must be in (0, 1], found {}", options.top_p);
+  GenerationResult result;
+  result.prompt_tokens = static_cast<int64_t>(prompt.size());
+  std::vector<float>* keep = shape_.all_logits ? &result.logits : nullptr;
+  state_->reset();
+  const int64_t tokens = static_cast<int64_t>(prompt.size());
+  std::vector<int32_t> ids;
+  for (int64_t b = 0; b < shape_.batch; ++b) ids.insert(ids.end(), prompt.begin(), prompt.end());
+  if (options.max_new_tokens == 0 && keep == nullptr) return result;
+
+  manager_.synchronize();
+  const OffloadCounters start_counters = manager_.counters();
+  auto start = std::chrono::steady_clock::now();
+  TensorView logits = model_->step(registry_, stream_.ref(), *state_, ids, tokens);
+  std::vector<int32_t> next = choose(logits, shape_.all_logits ? tokens : 1, options, 0, keep);
+  result.prefill_seconds = seconds_since(start);
+  manager_.synchronize();
+  const OffloadCounters prefill_counters = manager_.counters();
+  result.prefill_counters = counters_between(prefill_counters, start_counters);
+
+  start = std::chrono::steady_clock::now();
+  for (int64_t n = 1; n <= options.max_new_tokens; ++n) {
+    result.output_ids.push_back(next[0]);
+    if (options.on_token) options.on_token(next[0]);
+    const bool eos =
+        std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), next[0]) != c.eos_token_ids.end();
+    if ((eos && !options.ignore_eos) || n == options.max_new_tokens) break;
+    logits = model_->step(registry_, stream_.ref(), *state_, next, 1);
+    next = choose(logits, 1, options, static_cast<uint64_t>(n), keep);
+    result.decode_steps++;
+  }
+  result.decode_seconds = seconds_since(start);
+  manager_.synchronize();
+  result.decode_counters = counters_between(manager_.counters(), prefill_counters);
+  return result;
+}
+
+}  // namespace stowage::models

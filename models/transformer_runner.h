@@ -1,0 +1,119 @@
+// A Hugging Face model folder of the transformer family loaded into an
+// OffloadManager and generating tokens through the offload hook: the glue
+// `stowage generate` and the tests use.
+//
+//   OffloadManager manager(platform, options);
+//   TransformerRunner runner(manager, "path/to/model", kernels, load, shape);
+//   GenerationResult r = runner.generate(prompt_ids, generation);
+//
+// Loading streams (offload/loader.h): each decoder layer, the final norm,
+// the head and the embedding table is one module of the residency table,
+// planned under the manager's budgets with the KV cache and activations kept
+// free on the compute accelerator (a budget that cannot hold them fails
+// before anything is loaded, naming the bytes). With LoadOptions::quantize
+// the decoder layers' projections are quantized while loading (never the
+// embeddings, norms or head); a folder already in bitsandbytes' layout is
+// read as it is.
+//
+// Thread safety: one runner per thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/stream.h"
+#include "hooks/hook_registry.h"
+#include "hooks/offload_hook.h"
+#include "mmap_store/checkpoint.h"
+#include "models/linear.h"
+#include "models/transformer.h"
+#include "offload/loader.h"
+#include "offload/offload_manager.h"
+
+namespace stowage::models {
+
+// The checkpoint of a model folder: model.safetensors.index.json (sharded)
+// or model.safetensors. Throws InvalidInputError naming the folder when it
+// has neither.
+std::string model_checkpoint_path(const std::string& folder);
+
+// Reads the folder's config and checkpoint header and describes the model
+// (no tensor bytes are read but small quant-state parts).
+TransformerSpec describe_model_folder(const std::string& folder,
+                                      const mmap_store::Checkpoint& checkpoint);
+
+// Which checkpoint tensors quantize-on-load selects: the 2-D weights of the
+// decoder layers' projections.
+bool transformer_quantizes(const mmap_store::TensorInfo& info);
+
+struct GenerationOptions {
+  int64_t max_new_tokens = 128;
+  float temperature = 0.0f;  // 0: greedy
+  float top_p = 1.0f;        // nucleus sampling mass (1: off)
+  int64_t top_k = 0;         // 0: off
+  uint64_t seed = 0;
+  bool ignore_eos = false;
+  // Called with each new token of sequence 0 as soon as it is known.
+  std::function<void(int32_t)> on_token;
+};
+
+struct GenerationResult {
+  std::vector<int32_t> output_ids;  // new tokens of sequence 0 (EOS included when hit)
+  // Float32 logits, [positions, vocab] row-major, when the run keeps all
+  // logits: every prompt position, then each decode step (sequence 0).
+  std::vector<float> logits;
+  int64_t prompt_tokens = 0;
+  int64_t decode_steps = 0;          // steps after the prefill
+  double prefill_seconds = 0;        // prompt in, first token out
+  double decode_seconds = 0;         // the decode steps
+  OffloadCounters prefill_counters;  // during the prefill
+  OffloadCounters decode_counters;   // during the decode steps
+};
+
+class TransformerRunner {
+ public:
+  // Loads `folder` into `manager` (see the file comment); `load`'s
+  // module_order, module_of and working reserve are set here. The manager and
+  // `kernels` must outlive the runner. Computes on the manager's compute
+  // accelerator.
+  TransformerRunner(OffloadManager& manager, const std::string& folder, LinearKernels& kernels,
+                    LoadOptions load, const TransformerRunShape& shape);
+  ~TransformerRunner();
+
+  const TransformerSpec& spec() const { return model_->spec(); }
+  const LoadedCheckpoint& loaded() const { return loaded_; }
+  hooks::HookRegistry& registry() { return registry_; }
+  uint64_t working_bytes() const { return working_bytes_; }
+
+  // Generates up to options.max_new_tokens after `prompt` for each of the
+  // run's sequences (every sequence gets the same prompt). Stops early at an
+  // end-of-sequence token of the config (sequence 0) unless ignore_eos.
+  // Throws InvalidInputError for an empty prompt, ids outside the vocabulary
+  // or a prompt + new tokens longer than the run's context.
+  GenerationResult generate(const std::vector<int32_t>& prompt, const GenerationOptions& options);
+
+ private:
+  std::vector<int32_t> choose(const TensorView& logits, int64_t rows_per_sequence,
+                              const GenerationOptions& options, uint64_t step,
+                              std::vector<float>* keep);
+
+  OffloadManager& manager_;
+  Tier accelerator_;
+  Stream stream_;
+  TransformerRunShape shape_;
+  std::unique_ptr<mmap_store::Checkpoint> checkpoint_;
+  std::unique_ptr<TransformerModel> model_;
+  hooks::HookRegistry registry_;
+  std::unique_ptr<hooks::OffloadHook> hook_;
+  LoadedCheckpoint loaded_;
+  uint64_t working_bytes_ = 0;
+  std::unique_ptr<TransformerState> state_;
+  Buffer chosen_device_;  // int32 [batch]
+  Buffer chosen_host_;    // pinned int32 [batch]
+};
+
+}  // namespace stowage::models
