@@ -1,0 +1,85 @@
+// The CUDA side of transformer_ops.h: maps the argument structs onto the
+// launchers of kernels/cuda/transformer_kernels.cu and checks each status.
+#include "kernels/detail/cuda_transformer_ops.h"
+
+#include <cuda_runtime_api.h>
+
+#include "core/cuda_check.h"
+#include "core/error.h"
+#include "kernels/detail/transformer_launch.h"
+
+namespace stowage::kernels::detail {
+namespace {
+
+cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
+
+FloatType float_type(DType dtype) {
+  switch (dtype) {
+    case DType::kF16:
+      return FloatType::kF16;
+    case DType::kBF16:
+      return FloatType::kBF16;
+    case DType::kF32:
+      return FloatType::kF32;
+    default:
+      throw InternalError(fmt::format("kernels: {} reached a kernel that takes f16, bf16 or f32",
+                                      short_name(dtype)));
+  }
+}
+
+}  // namespace
+
+void cuda_rms_norm(const RmsNormArgs& a, void* stream) {
+  STOWAGE_CUDA_TRY(launch_rms_norm(a.x, a.weight, float_type(a.weight_dtype), a.rows, a.cols, a.eps,
+                                   a.y, as_stream(stream)));
+}
+
+void cuda_apply_rope(const RopeArgs& a, void* stream) {
+  STOWAGE_CUDA_TRY(
+      launch_rope(a.x, a.positions, a.inv_freq, a.tokens, a.heads, a.head_dim, as_stream(stream)));
+}
+
+void cuda_embedding_lookup(const EmbeddingArgs& a, void* stream) {
+  STOWAGE_CUDA_TRY(launch_embedding(a.ids, a.table, float_type(a.table_dtype), a.tokens, a.hidden,
+                                    a.out, as_stream(stream)));
+}
+
+void cuda_swiglu(const SwigluArgs& a, void* stream) {
+  STOWAGE_CUDA_TRY(launch_swiglu(a.gate, a.gate_stride, a.up, a.up_stride, a.rows, a.cols, a.out,
+                                 as_stream(stream)));
+}
+
+void cuda_add_in_place(float* y, const float* x, int64_t count, void* stream) {
+  STOWAGE_CUDA_TRY(launch_add_in_place(y, x, count, as_stream(stream)));
+}
+
+void cuda_kv_append(const KvAppendArgs& a, void* stream) {
+  STOWAGE_CUDA_TRY(launch_kv_append(a.src, a.src_stride, a.batch, a.tokens, a.kv_heads * a.head_dim,
+                                    a.past, a.capacity, a.cache, as_stream(stream)));
+}
+
+void cuda_attention(const AttentionArgs& a, void* stream) {
+  AttentionLaunch l;
+  l.batch = a.batch;
+  l.tokens = a.tokens;
+  l.heads = a.heads;
+  l.kv_heads = a.kv_heads;
+  l.head_dim = a.head_dim;
+  l.past = a.past;
+  l.capacity = a.capacity;
+  l.window = a.window;
+  l.scale = a.scale;
+  l.q = a.q;
+  l.q_stride = a.q_stride;
+  l.k_cache = a.k_cache;
+  l.v_cache = a.v_cache;
+  l.out = a.out;
+  STOWAGE_CUDA_TRY(launch_attention(l, as_stream(stream)));
+}
+
+void cuda_argmax_rows(const float* logits, int64_t rows, int64_t vocab, int32_t* ids,
+                      void* stream) {
+  STOWAGE_CUDA_TRY(launch_argmax_rows(logits, rows, vocab, ids, as_stream(stream)));
+}
+
+}  // namespace stowage::kernels::detail

@@ -1,0 +1,50 @@
+// Launchers of the transformer kernels in kernels/cuda/transformer_kernels.cu.
+// Internal: only kernels/detail/cuda_transformer_ops.cc calls them (checking
+// each returned status). Included by nvcc: CUDA, std and fmt-free project
+// headers only. Every pointer is device memory; every launch is asynchronous
+// on `stream`. Arguments are validated by the public calls.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "kernels/detail/launch.h"
+
+namespace stowage::kernels::detail {
+
+cudaError_t launch_rms_norm(const float* x, const void* weight, FloatType weight_type, int64_t rows,
+                            int64_t cols, float eps, float* y, cudaStream_t stream);
+
+cudaError_t launch_rope(float* x, const int32_t* positions, const float* inv_freq, int64_t tokens,
+                        int64_t heads, int64_t head_dim, cudaStream_t stream);
+
+cudaError_t launch_embedding(const int32_t* ids, const void* table, FloatType table_type,
+                             int64_t tokens, int64_t hidden, float* out, cudaStream_t stream);
+
+cudaError_t launch_swiglu(const float* gate, int64_t gate_stride, const float* up,
+                          int64_t up_stride, int64_t rows, int64_t cols, float* out,
+                          cudaStream_t stream);
+
+cudaError_t launch_add_in_place(float* y, const float* x, int64_t count, cudaStream_t stream);
+
+cudaError_t launch_kv_append(const float* src, int64_t src_stride, int64_t batch, int64_t tokens,
+                             int64_t row, int64_t past, int64_t capacity, float* cache,
+                             cudaStream_t stream);
+
+// The attention of transformer_ops.h, its fields as there.
+struct AttentionLaunch {
+  int64_t batch, tokens, heads, kv_heads, head_dim, past, capacity, window;
+  float scale;
+  const float* q;
+  int64_t q_stride;
+  const float* k_cache;
+  const float* v_cache;
+  float* out;
+};
+cudaError_t launch_attention(const AttentionLaunch& args, cudaStream_t stream);
+
+cudaError_t launch_argmax_rows(const float* logits, int64_t rows, int64_t vocab, int32_t* ids,
+                               cudaStream_t stream);
+
+}  // namespace stowage::kernels::detail
