@@ -15,5 +15,6 @@ int run_plan(const std::vector<std::string>& args);
 int run_run(const std::vector<std::string>& args);
 int run_bench(const std::vector<std::string>& args);
 int run_demo(const std::vector<std::string>& args);
+int run_generate(const std::vector<std::string>& args);
 
 }  // namespace stowage::cli

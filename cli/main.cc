@@ -25,6 +25,8 @@ constexpr Subcommand kSubcommands[] = {
     {"plan", stowage::cli::run_plan, "print the device map of a checkpoint under memory budgets"},
     {"run", stowage::cli::run_run, "run an MLP-family checkpoint on an input"},
     {"bench", stowage::cli::run_bench, "time resident and offloaded forwards of a checkpoint"},
+    {"generate", stowage::cli::run_generate,
+     "generate text with a Hugging Face model folder (Llama, Qwen2, Mistral)"},
 };
 
 void print_usage(std::FILE* out) {

@@ -1,0 +1,271 @@
+// `stowage generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3)
+// [--max-new-tokens N] [--temperature T --top-p P --top-k K --seed S]
+// [--ignore-eos] [--max-memory ...] [--offload-dir DIR] [--quant none|int8|nf4|fp4
+// [--blocksize N] [--double-quant]] [--prefetch N] [--device ...] [--json]
+// [--dump-logits FILE]`: runs a Hugging Face model folder of the transformer
+// family (CLI.md) through the offload runtime and prints the text as it is
+// generated, then one line of rates.
+#include <fmt/format.h>
+
+#include <boost/json.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "cli/measure.h"
+#include "cli/mlp_common.h"
+#include "cli/mlp_session.h"
+#include "core/error.h"
+#include "mmap_store/safetensors_writer.h"
+#include "models/linear.h"
+#include "models/transformer_runner.h"
+#include "offload/loader.h"
+#include "offload/offload_manager.h"
+#include "quant/quant_state.h"
+#include "tokenizer/streaming_decoder.h"
+#include "tokenizer/tokenizer.h"
+
+namespace stowage::cli {
+namespace {
+
+std::vector<int32_t> parse_ids(const std::string& text) {
+  std::vector<int32_t> ids;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    const size_t comma = text.find(',', pos);
+    const std::string item = text.substr(pos, comma == std::string::npos ? comma : comma - pos);
+    size_t used = 0;
+    long long value = -1;
+    try {
+      value = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (item.empty() || used != item.size() || value < 0 || value > INT32_MAX) {
+      throw UsageError(fmt::format(
+          "--prompt-ids: expected comma-separated token ids >= 0 (e.g. 1,2,3), found '{}'", item));
+    }
+    ids.push_back(static_cast<int32_t>(value));
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return ids;
+}
+
+std::optional<LoadQuantization> parse_quant(const ArgParser& parser) {
+  const std::string method = parser.get_or("quant", "none");
+  if (method == "none") {
+    if (parser.has("blocksize") || parser.has("double-quant")) {
+      throw UsageError("--blocksize and --double-quant need --quant nf4 or fp4");
+    }
+    return std::nullopt;
+  }
+  const std::optional<quant::QuantMethod> m = quant::method_from_name(method);
+  if (!m)
+    throw UsageError(fmt::format("--quant: expected none, int8, nf4 or fp4, found '{}'", method));
+  LoadQuantization q;
+  q.method = *m;
+  if (*m == quant::QuantMethod::kInt8) {
+    if (parser.has("blocksize") || parser.has("double-quant")) {
+      throw UsageError("--blocksize and --double-quant apply to --quant nf4 or fp4, not int8");
+    }
+    return q;
+  }
+  q.blocksize = parser.get_int("blocksize", 64, quant::kMinBlocksize, quant::kMaxBlocksize);
+  if (!quant::is_valid_blocksize(q.blocksize)) {
+    throw UsageError(fmt::format("--blocksize: expected a power of two in {}..{}, found {}",
+                                 quant::kMinBlocksize, quant::kMaxBlocksize, q.blocksize));
+  }
+  q.double_quant = parser.has("double-quant");
+  return q;
+}
+
+std::string json_escape_line(const boost::json::object& object) {
+  return boost::json::serialize(object);
+}
+
+}  // namespace
+
+int run_generate(const std::vector<std::string>& args) {
+  ArgParser parser("generate",
+                   {"model", "prompt", "prompt-ids", "max-new-tokens", "temperature", "top-p",
+                    "top-k", "seed", "max-memory", "offload-dir", "quant", "blocksize", "prefetch",
+                    "device", "dump-logits", "batch"},
+                   {"ignore-eos", "json", "double-quant"});
+  parser.parse(args);
+  parser.expect_positional(0, "");
+  const auto model = parser.get("model");
+  if (!model) throw UsageError("--model DIR is required");
+  if (parser.has("prompt") == parser.has("prompt-ids")) {
+    throw UsageError("give exactly one of --prompt TEXT and --prompt-ids 1,2,3");
+  }
+  const int64_t max_new = parser.get_int("max-new-tokens", 128, 0, 1 << 20);
+  const double temperature = parser.get_double("temperature", 0.0);
+  if (!(temperature >= 0) || !std::isfinite(temperature)) {
+    throw UsageError(fmt::format("--temperature: expected a number >= 0, found {}", temperature));
+  }
+  const double top_p = parser.get_double("top-p", 1.0);
+  if (!(top_p > 0 && top_p <= 1)) {
+    throw UsageError(fmt::format("--top-p: expected a number in (0, 1], found {}", top_p));
+  }
+  const int64_t top_k = parser.get_int("top-k", 0, 0, INT32_MAX);
+  const int64_t seed = parser.get_int("seed", 0, 0, INT64_MAX);
+  const int64_t batch = parser.get_int("batch", 1, 1, 4096);
+  const int prefetch = static_cast<int>(parser.get_int("prefetch", 1, 0, 64));
+  const auto max_memory = parser.get("max-memory");
+  const MemoryBudgets budgets = max_memory ? parse_max_memory(*max_memory) : MemoryBudgets{};
+  const auto offload_dir = parser.get("offload-dir");
+  if (budgets.disk && !offload_dir) {
+    throw UsageError("--max-memory gives a disk budget but no --offload-dir was given");
+  }
+  const std::optional<LoadQuantization> quantize = parse_quant(parser);
+  const bool json = parser.has("json");
+  const auto dump_logits = parser.get("dump-logits");
+
+  // The tokenizer, where the prompt is text or the folder has one.
+  const std::string tokenizer_path = (std::filesystem::path(*model) / "tokenizer.json").string();
+  std::unique_ptr<tokenizer::Tokenizer> tok;
+  if (std::filesystem::is_regular_file(tokenizer_path)) {
+    tok = std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::from_file(tokenizer_path));
+  } else if (parser.has("prompt")) {
+    throw InvalidInputError(fmt::format(
+        "{}: --prompt needs the folder's tokenizer.json, found none (give --prompt-ids instead)",
+        *model));
+  }
+  const std::vector<int32_t> prompt = parser.has("prompt")
+                                          ? tok->encode(*parser.get("prompt"), true)
+                                          : parse_ids(*parser.get("prompt-ids"));
+  if (prompt.empty()) throw InvalidInputError("the prompt encodes to no tokens");
+
+  auto platform = make_platform(parser.get_or("device", "auto"), budgets);
+  SessionConfig session;
+  session.budgets = budgets;
+  session.offload_dir = offload_dir;
+  session.prefetch_depth = prefetch;
+  OffloadOptions options = offload_options(*platform, session);
+  const Tier acc = platform->accelerator(options.compute_accelerator).tier();
+  models::TransformerRunShape shape;
+  shape.batch = batch;
+  shape.max_step_tokens = static_cast<int64_t>(prompt.size());
+  shape.max_context = shape.max_step_tokens + std::max<int64_t>(max_new, 1);
+  shape.all_logits = dump_logits.has_value();
+
+  models::GenerationResult result;
+  std::string text;
+  uint64_t peak = 0;
+  uint64_t streamed_per_token = 0;
+  double link_rate = 0;
+  int64_t vocab = 0;
+  {
+    // The working reserve is known once the model is described; the runner
+    // computes it and keeps it in the plan; the manager leaves it to the
+    // forwards as well.
+    auto checkpoint = mmap_store::open_checkpoint(models::model_checkpoint_path(*model));
+    std::unique_ptr<models::LinearKernels> sizing = models::make_linear_kernels(*platform);
+    models::TransformerSpec spec = models::describe_model_folder(*model, *checkpoint);
+    options.working_reserve[acc] = models::transformer_working_bytes(spec, shape, *sizing);
+    vocab = spec.config.vocab_size;
+    const uint64_t checkpoint_bytes = checkpoint->total_bytes();
+    checkpoint.reset();
+    sizing.reset();
+
+    OffloadManager manager(*platform, options);
+    std::unique_ptr<models::LinearKernels> kernels =
+        models::make_linear_kernels(*platform, manager.memory(acc));
+    LoadOptions load = load_options(*platform, session);
+    load.quantize = quantize;
+    ProgressBar bar("loading", checkpoint_bytes);
+    load.progress = [&bar](const LoadProgress& p) { bar.update(p.bytes_done); };
+    models::TransformerRunner runner(manager, *model, *kernels, load, shape);
+    bar.finish();
+
+    models::GenerationOptions generation;
+    generation.max_new_tokens = max_new;
+    generation.temperature = static_cast<float>(temperature);
+    generation.top_p = static_cast<float>(top_p);
+    generation.top_k = top_k;
+    generation.seed = static_cast<uint64_t>(seed);
+    generation.ignore_eos = parser.has("ignore-eos");
+    std::unique_ptr<tokenizer::StreamingDecoder> stream_text;
+    if (tok) stream_text = std::make_unique<tokenizer::StreamingDecoder>(*tok, true);
+    generation.on_token = [&](int32_t id) {
+      if (json) return;
+      if (stream_text) {
+        std::fputs(stream_text->append(id).c_str(), stdout);
+      } else {
+        std::printf("%s%d", result.output_ids.empty() ? "" : " ", id);
+      }
+      std::fflush(stdout);
+    };
+    result = runner.generate(prompt, generation);
+    if (stream_text && !json) std::fputs(stream_text->finish().c_str(), stdout);
+    if (tok) text = tok->decode(result.output_ids, true);
+    peak = manager.usage(acc).peak_bytes;
+    const int64_t steps = result.decode_steps;
+    if (steps > 0) streamed_per_token = result.decode_counters.bytes_h2d / steps;
+    if (result.decode_counters.bytes_h2d + result.prefill_counters.bytes_h2d > 0) {
+      link_rate =
+          measure_pinned_h2d_rate(*platform, options.compute_accelerator, uint64_t{256} << 20, 3);
+    }
+  }
+
+  const double prefill_rate =
+      result.prefill_seconds > 0
+          ? static_cast<double>(result.prompt_tokens * batch) / result.prefill_seconds
+          : 0;
+  const double decode_rate =
+      result.decode_seconds > 0
+          ? static_cast<double>(result.decode_steps * batch) / result.decode_seconds
+          : 0;
+  const double streamed_rate =
+      result.decode_seconds > 0
+          ? static_cast<double>(result.decode_counters.bytes_h2d) / result.decode_seconds
+          : 0;
+  if (dump_logits) {
+    const int64_t positions = static_cast<int64_t>(result.logits.size()) / vocab;
+    mmap_store::SafetensorsWriter writer(*dump_logits);
+    writer.declare("logits", DType::kF32, Shape{positions, vocab});
+    writer.write("logits", result.logits.data(), result.logits.size() * sizeof(float));
+    writer.commit();
+  }
+  if (json) {
+    boost::json::object o;
+    o["prompt_ids"] = boost::json::value_from(prompt);
+    o["output_ids"] = boost::json::value_from(result.output_ids);
+    o["text"] = text;
+    o["prefill_tokens_per_s"] = prefill_rate;
+    o["decode_tokens_per_s"] = decode_rate;
+    o["streamed_bytes_per_token"] = streamed_per_token;
+    o["streamed_bytes_per_s"] = streamed_rate;
+    o["link_bytes_per_s"] = link_rate;
+    o["peak_accelerator_bytes"] = peak;
+    o["prefill_seconds"] = result.prefill_seconds;
+    o["decode_seconds"] = result.decode_seconds;
+    o["decode_steps"] = result.decode_steps;
+    o["batch"] = batch;
+    std::printf("%s\n", json_escape_line(o).c_str());
+  } else {
+    std::printf("\n");
+    const double gib = 1024.0 * 1024.0 * 1024.0;
+    std::string link;
+    if (link_rate > 0) {
+      link = fmt::format(", streamed {:.2f} GiB/s ({:.0f}% of the {:.2f} GiB/s link)",
+                         streamed_rate / gib, 100.0 * streamed_rate / link_rate, link_rate / gib);
+    } else {
+      link = ", nothing streamed";
+    }
+    std::printf(
+        "prefill %.1f tokens/s (%lld tokens), decode %.2f tokens/s (%lld steps)%s, peak "
+        "%s memory %s\n",
+        prefill_rate, static_cast<long long>(result.prompt_tokens * batch), decode_rate,
+        static_cast<long long>(result.decode_steps), link.c_str(), acc.to_string().c_str(),
+        format_bytes(peak).c_str());
+  }
+  return 0;
+}
+
+}  // namespace stowage::cli
