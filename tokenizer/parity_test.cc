@@ -71,6 +71,8 @@ std::vector<Family> families() {
   return out;
 }
 
+void PrintTo(const Family& f, std::ostream* os) { *os << f.name; }
+
 class ParityTest : public ::testing::TestWithParam<Family> {};
 
 TEST_P(ParityTest, EveryCorpusLineEncodesAndDecodesAsHuggingFaceTokenizers) {

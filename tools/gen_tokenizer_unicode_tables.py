@@ -86,6 +86,7 @@ def main():
     print(f"// (Unicode {unicodedata.unidata_version}). Do not edit by hand.")
     print('#include "tokenizer/detail/unicode_tables.h"')
     print()
+    print("// clang-format off")
     print("namespace stowage::tokenizer::detail {")
     print()
     print(f'const char kUnicodeVersion[] = "{unicodedata.unidata_version}";')
@@ -119,6 +120,7 @@ def main():
     print("const size_t kCompositions_count = sizeof(kCompositions) / sizeof(kCompositions[0]);")
     print()
     print("}  // namespace stowage::tokenizer::detail")
+    print("// clang-format on")
 
 
 if __name__ == '__main__':

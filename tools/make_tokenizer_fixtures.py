@@ -140,6 +140,22 @@ def fragment(rng):
     return rng.choice(WORDS[script])
 
 
+# Characters that meet at the pre-tokenizers' edges: contractions in both cases,
+# every kind of whitespace and newline, letters, digits of several kinds, marks,
+# emoji joiners, the metaspace character and added-token strings.
+FUZZ_ALPHABET = ["'", "s", "S", "t", "T", "r", "R", "e", "E", "v", "l", "L", "d", "D", "m", "M",
+                 " ", " ", " ", "\t", "\n", "\r", "\u00a0", "\u3000", "\u2028", "\x0b", "1",
+                 "2", "٣", "²", "Ⅻ", "a", "é", "e\u0301", "\u0301", "中", "ſ", "!", ".", ",",
+                 "😀", "\u200d", "🏽", "_", "-", "<", ">", "▁", "<s>", "</s>", "<|eot_id|>",
+                 "<|im_start|>", "<mask>", "hello", "[INST]", "\ufffd", "\x00"]
+
+
+def fuzz_lines(seed, n):
+    rng = random.Random(seed)
+    return ["".join(rng.choice(FUZZ_ALPHABET) for _ in range(rng.randrange(1, 30)))
+            for _ in range(n)]
+
+
 def make_corpus(seed, n):
     rng = random.Random(seed)
     lines = ["", " ", "  ", "\n", "\t", " \n\n ", "a", "hello world", "Hello  world ",
@@ -353,12 +369,13 @@ def write_expected(path, exp):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lines", type=int, default=2000)
+    ap.add_argument("--fuzz-lines", type=int, default=600)
     ap.add_argument("--real", action="append", default=[],
                     help="NAME=PATH of a real tokenizer.json (expected ids only are written)")
     args = ap.parse_args()
     real = args.real or ["llama3.2=/work/cache/tokenizers/llama3.2/tokenizer.json"]
 
-    corpus = make_corpus(seed=20261206, n=args.lines)
+    corpus = make_corpus(seed=20261206, n=args.lines) + fuzz_lines(seed=99, n=args.fuzz_lines)
     training = make_corpus(seed=7, n=6000) + [" ".join(WORDS[k]) for k in WORDS] * 20
     os.makedirs(OUT, exist_ok=True)
     write_json(os.path.join(OUT, "corpus.json"), corpus)
