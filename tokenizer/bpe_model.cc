@@ -10,8 +10,11 @@
 namespace stowage::tokenizer::detail {
 namespace {
 
-constexpr size_t kCacheCapacity = 1 << 16;
+// As `tokenizers`' default BPE cache: 10000 words, each shorter than 256 bytes.
+constexpr size_t kCacheCapacity = 10000;
 constexpr size_t kMaxCachedWordBytes = 256;
+
+constexpr int32_t kMaxTokenId = 1 << 24;
 
 uint64_t pair_key(int32_t a, int32_t b) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
@@ -30,6 +33,9 @@ BpeModel::BpeModel(std::unordered_map<std::string, int32_t> vocab,
                     id, token);
     max_id = std::max(max_id, id);
   }
+  // Ids index a table: a file with one huge id must not make us allocate gigabytes.
+  STOWAGE_EXPECTS(max_id < kMaxTokenId, InvalidInputError,
+                  "{}: model.vocab: expected ids below {}, found {}", origin, kMaxTokenId, max_id);
   id_to_token_.resize(static_cast<size_t>(max_id + 1));
   has_id_.resize(static_cast<size_t>(max_id + 1), false);
   for (const auto& [token, id] : vocab_) {

