@@ -13,9 +13,12 @@
 //                  Sequence of these
 //   added_tokens   special, normalized, lstrip, rstrip, single_word
 //
+// Unicode properties (\p{L}, \p{N}, White_Space) and NFC come from Unicode
+// 14.0 tables (tokenizer/unicode_tables.cc, generated).
+//
 // Thread safety: a Tokenizer is immutable after from_file / from_json except
 // for an internal, locked cache of encoded words: every const method may be
-// called from several threads at once.
+// called from several threads at once. Copies are cheap and share the tables.
 #pragma once
 
 #include <cstdint>
@@ -39,8 +42,6 @@ class Tokenizer {
   static Tokenizer from_file(const std::string& path);
   // The same from JSON text; `origin` names it in error messages.
   static Tokenizer from_json(std::string_view json, const std::string& origin);
-
-  // Copies share the same immutable tables.
 
   // The ids of text (valid UTF-8, else InvalidInputError). add_special_tokens
   // runs the post-processor (e.g. prepends BOS where the file's template says

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -286,6 +288,29 @@ TEST(StreamingDecoder, FinishFlushesWhatIsHeldBack) {
   EXPECT_EQ(stream.append(260), "a");
   EXPECT_EQ(stream.append(byte_id(0xE2)), "");
   EXPECT_EQ(stream.finish(), "\xEF\xBF\xBD");
+}
+
+// ---------------------------------------------------------------- long inputs
+
+// The pre-tokenizer scanners never backtrack: inputs that make a backtracking
+// regex engine quadratic (long whitespace runs before a letter, long runs of
+// one class) encode in time proportional to their length.
+TEST(LongInputs, EncodeInLinearTime) {
+  Tokenizer t = Tokenizer::from_file("tokenizer/testdata/llama3_style.tokenizer.json");
+  const size_t n = 200000;
+  std::string contractions;
+  for (size_t i = 0; i < n / 2; ++i) contractions += "'s";
+  for (const std::string& text :
+       {std::string(n, ' ') + "x", std::string(n, 'a'), std::string(n, '\n') + " \t", contractions,
+        std::string(n, '!') + "\r\n"}) {
+    auto start = std::chrono::steady_clock::now();
+    std::vector<int32_t> ids = t.encode(text, false);
+    double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    EXPECT_FALSE(ids.empty());
+    EXPECT_EQ(t.decode(ids, false), text);
+    EXPECT_LT(seconds, 2.0) << "input of " << text.size() << " bytes";
+  }
 }
 
 // ---------------------------------------------------------------- threads

@@ -38,12 +38,18 @@ def ranges(pred):
     return out
 
 
+# Other_Alphabetic code points outside the marks (M*, which \\w includes
+# anyway): the circled and squared Latin letters (PropList.txt; unicodedata has
+# no Other_Alphabetic).
+OTHER_ALPHABETIC_SYMBOLS = [(0x24B6, 0x24E9), (0x1F130, 0x1F149), (0x1F150, 0x1F169),
+                            (0x1F170, 0x1F189)]
+
+
 def is_alphabetic(cp):
-    # Alphabetic = Lu+Ll+Lt+Lm+Lo+Nl + Other_Alphabetic. unicodedata has no
-    # Other_Alphabetic, but str.isalpha() is L* only; approximate
-    # Other_Alphabetic by the spacing/nonspacing marks, which \w includes anyway.
+    # Alphabetic = L* + Nl + Other_Alphabetic.
     cat = unicodedata.category(chr(cp))
-    return cat[0] == 'L' or cat == 'Nl'
+    return (cat[0] == 'L' or cat == 'Nl' or
+            any(a <= cp <= b for a, b in OTHER_ALPHABETIC_SYMBOLS))
 
 
 def is_word(cp):
