@@ -3,7 +3,6 @@
 #pragma once
 
 #include <cstdint>
-#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -41,10 +40,6 @@ class BpeModel {
  private:
   void merge_word(std::string_view word, std::vector<int32_t>* ids) const;
 
-  struct StringHash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-  };
   std::unordered_map<std::string, int32_t> vocab_;
   std::vector<std::string> id_to_token_;  // "" where no token has the id
   std::vector<bool> has_id_;
