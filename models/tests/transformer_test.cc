@@ -103,7 +103,7 @@ RunOutcome generate(const std::string& folder, Placement placement,
   uint64_t working = 0;
   {
     auto checkpoint = mmap_store::open_checkpoint(model_checkpoint_path(folder));
-    auto kernels = make_host_linear_kernels();
+    auto kernels = make_linear_kernels(*platform);
     working =
         transformer_working_bytes(describe_model_folder(folder, *checkpoint), shape, *kernels);
   }
