@@ -192,12 +192,13 @@ int run_generate(const std::vector<std::string>& args) {
     generation.ignore_eos = parser.has("ignore-eos");
     std::unique_ptr<tokenizer::StreamingDecoder> stream_text;
     if (tok) stream_text = std::make_unique<tokenizer::StreamingDecoder>(*tok, true);
+    int64_t printed = 0;
     generation.on_token = [&](int32_t id) {
       if (json) return;
       if (stream_text) {
         std::fputs(stream_text->append(id).c_str(), stdout);
       } else {
-        std::printf("%s%d", result.output_ids.empty() ? "" : " ", id);
+        std::printf("%s%d", printed++ == 0 ? "" : " ", id);
       }
       std::fflush(stdout);
     };

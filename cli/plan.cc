@@ -3,10 +3,15 @@
 // of FILE's modules under the budgets (CLI.md). For a checkpoint of the MLP
 // family, accelerator 0 keeps the working memory (activations and kernel
 // scratch) a forward of --batch rows (default 1) needs, as `stowage run` does.
+// For a Hugging Face model folder of the transformer family, the modules are
+// its decoder layers, final norm, head and embedding table, and accelerator 0
+// keeps the KV cache and activations of --batch sequences of --prompt-tokens
+// + --max-new-tokens positions, as `stowage generate` does.
 #include <fmt/format.h>
 
 #include <boost/json.hpp>
 #include <cstdio>
+#include <filesystem>
 #include <optional>
 
 #include "cli/args.h"
@@ -16,6 +21,7 @@
 #include "core/memory_resource.h"
 #include "mmap_store/checkpoint.h"
 #include "models/mlp_runner.h"
+#include "models/transformer_runner.h"
 #include "offload/loader.h"
 #include "offload/planner.h"
 
@@ -35,7 +41,9 @@ std::optional<models::MlpSpec> mlp_spec_if_any(const mmap_store::Checkpoint& che
 }  // namespace
 
 int run_plan(const std::vector<std::string>& args) {
-  ArgParser parser("plan", {"model", "max-memory", "no-split", "prefetch", "batch", "device"},
+  ArgParser parser("plan",
+                   {"model", "max-memory", "no-split", "prefetch", "batch", "device",
+                    "prompt-tokens", "max-new-tokens"},
                    {"json"});
   parser.parse(args);
   parser.expect_positional(0, "");
@@ -47,19 +55,50 @@ int run_plan(const std::vector<std::string>& args) {
   const int prefetch = static_cast<int>(parser.get_int("prefetch", 1, 0, 64));
   const int64_t batch = parser.get_int("batch", 1, 1, 1 << 20);
 
-  auto checkpoint = mmap_store::open_checkpoint(*model);
+  const bool folder = std::filesystem::is_directory(*model) &&
+                      std::filesystem::exists(std::filesystem::path(*model) / "config.json");
+  if (!folder && (parser.has("prompt-tokens") || parser.has("max-new-tokens"))) {
+    throw UsageError("--prompt-tokens and --max-new-tokens apply to a model folder");
+  }
+  const int64_t prompt_tokens = parser.get_int("prompt-tokens", 128, 1, 1 << 24);
+  const int64_t new_tokens = parser.get_int("max-new-tokens", 128, 0, 1 << 24);
+  auto checkpoint =
+      mmap_store::open_checkpoint(folder ? models::model_checkpoint_path(*model) : *model);
   auto platform = make_platform(parser.get_or("device", "auto"), budgets);
   PlannerTiers tiers = planner_tiers(*platform, budgets, budgets.disk.has_value());
 
   PlanRequest request;
   std::vector<std::string> order;
-  request.modules = plan_modules(*checkpoint, &order);
+  std::optional<models::TransformerSpec> transformer;
+  uint64_t kv_bytes = 0;
+  if (folder) {
+    transformer = models::describe_model_folder(*model, *checkpoint);
+    order = models::transformer_plan_order(*transformer);
+    if (transformer->head_module != models::kHeadModule &&
+        checkpoint->contains(std::string(models::kHeadModule) + ".weight")) {
+      order.push_back(models::kHeadModule);
+    }
+    request.modules = plan_modules(*checkpoint, &order, models::transformer_module_of);
+    models::TransformerRunShape shape;
+    shape.batch = batch;
+    shape.max_step_tokens = prompt_tokens;
+    shape.max_context = prompt_tokens + std::max<int64_t>(new_tokens, 1);
+    models::check_context_supported(transformer->config, shape.max_context);
+    std::unique_ptr<models::LinearKernels> kernels = models::make_linear_kernels(*platform);
+    kv_bytes = models::kv_cache_bytes(*transformer, shape);
+    request.working_reserve[platform->accelerator(0).tier()] =
+        models::transformer_working_bytes(*transformer, shape, *kernels);
+  } else {
+    request.modules = plan_modules(*checkpoint, &order);
+  }
   request.accelerators = tiers.accelerators;
   request.cpu = tiers.cpu;
   request.disk = tiers.disk;
   request.prefetch_depth = prefetch;
   if (auto no_split = parser.get("no-split")) request.no_split.push_back(*no_split);
-  if (std::optional<models::MlpSpec> spec = mlp_spec_if_any(*checkpoint)) {
+  if (folder) {
+    // set above
+  } else if (std::optional<models::MlpSpec> spec = mlp_spec_if_any(*checkpoint)) {
     request.working_reserve[platform->accelerator(0).tier()] =
         working_reserve_bytes(*platform, *spec, batch);
   }
@@ -67,6 +106,15 @@ int run_plan(const std::vector<std::string>& args) {
 
   if (!parser.has("json")) {
     std::fputs(plan.to_string(request).c_str(), stdout);
+    if (transformer) {
+      std::printf(
+          "%s: %lld layers, KV cache %s for %lld sequence(s) x %lld positions "
+          "(in the working-memory reserve)\n",
+          models::architecture_name(transformer->config.architecture),
+          static_cast<long long>(transformer->config.num_layers), format_bytes(kv_bytes).c_str(),
+          static_cast<long long>(batch),
+          static_cast<long long>(prompt_tokens + std::max<int64_t>(new_tokens, 1)));
+    }
     return 0;
   }
   boost::json::object out;
@@ -95,6 +143,12 @@ int run_plan(const std::vector<std::string>& args) {
   }
   out["working_reserve_per_accelerator"] = std::move(working);
   out["batch"] = batch;
+  if (transformer) {
+    out["architecture"] = models::architecture_name(transformer->config.architecture);
+    out["kv_cache_bytes"] = kv_bytes;
+    out["prompt_tokens"] = prompt_tokens;
+    out["max_new_tokens"] = new_tokens;
+  }
   std::puts(boost::json::serialize(out).c_str());
   return 0;
 }
