@@ -125,6 +125,8 @@ RunOutcome generate(const std::string& folder, Placement placement,
     options.disk_store = make_folder_disk_store(offload_dir.path());
   }
   if (budget) options.budgets[acc] = *budget;
+  // As `stowage generate` does: the fetch slots leave the working memory free.
+  options.working_reserve[acc] = working;
   OffloadManager manager(*platform, options);
   std::map<int, uint64_t> budgets;
   if (budget) budgets[0] = *budget;
