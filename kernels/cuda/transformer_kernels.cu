@@ -6,10 +6,11 @@
 // - attention_split_kernel (decode, short prompts, head_dim > 128): one
 //   block per (sequence, token, KV head, chunk of its query heads), so K and V
 //   are read once for every query head of the group. A long context is cut
-//   into up to 8 contiguous parts handled by the blocks of one thread-block
-//   cluster (sm_90), which then merge their softmax states through
-//   distributed shared memory in rank order: flash-decoding without scratch
-//   memory.
+//   into up to 16 contiguous parts (8 where the device allows no larger
+//   cluster) handled by the blocks of one thread-block cluster (sm_90), which
+//   then merge their softmax states through distributed shared memory in rank
+//   order: flash-decoding without scratch memory. Each block holds the next
+//   K/V tile's loads in registers while it computes the current one.
 // - attention_tile_kernel (prefill, tokens >= 16, head_dim <= 128): flash
 //   attention in float32, a 64-query x 64-key tile per step with an online
 //   softmax; each thread holds a 4 x 4 score tile and 4 rows of the output.
@@ -235,7 +236,55 @@ constexpr int kSplitThreads = 128;
 constexpr int kSplitAccPerThread = 16;  // outputs (head, dim) per thread
 constexpr int kSplitMaxOutputs = kSplitThreads * kSplitAccPerThread;
 constexpr int kSplitTileFloats = 4096;  // positions per tile * head_dim
-constexpr int kMaxClusterSplits = 8;
+constexpr int kPortableClusterSplits = 8;
+constexpr int kMaxClusterSplits = 16;                              // non-portable: sm_90 allows 16
+constexpr int kSplitTileElems = kSplitTileFloats / kSplitThreads;  // K (and V) floats per thread
+
+// One K/V tile in flight in registers: the loads for tile i + 1 are issued
+// before tile i is computed, so a block keeps many loads outstanding.
+// kVec: 16-byte loads (head_dim % 4 == 0 and 16-byte aligned caches).
+template <bool kVec>
+struct TileRegs {
+  float k[kSplitTileElems];
+  float v[kSplitTileElems];
+
+  __device__ __forceinline__ void load(const float* kbase, const float* vbase, int64_t kv_row,
+                                       int64_t j0, int valid, int tile, int d, int tid) {
+    constexpr int kStep = kVec ? 4 : 1;
+#pragma unroll
+    for (int i = 0; i < kSplitTileElems / kStep; ++i) {
+      const int e = (tid + i * kSplitThreads) * kStep;
+      const int jj = e / d, c = e % d;
+      const bool ok = e < tile * d && jj < valid;
+      const int64_t off = (j0 + jj) * kv_row + c;
+      if constexpr (kVec) {
+        const float4 kk = ok ? *reinterpret_cast<const float4*>(kbase + off) : float4{};
+        const float4 vv = ok ? *reinterpret_cast<const float4*>(vbase + off) : float4{};
+        k[4 * i] = kk.x, k[4 * i + 1] = kk.y, k[4 * i + 2] = kk.z, k[4 * i + 3] = kk.w;
+        v[4 * i] = vv.x, v[4 * i + 1] = vv.y, v[4 * i + 2] = vv.z, v[4 * i + 3] = vv.w;
+      } else {
+        k[i] = ok ? kbase[off] : 0.0f;
+        v[i] = ok ? vbase[off] : 0.0f;
+      }
+    }
+  }
+
+  // K into ks [tile][d + 1], V into vs [tile][d].
+  __device__ __forceinline__ void store(float* ks, float* vs, int tile, int d, int tid) const {
+    constexpr int kStep = kVec ? 4 : 1;
+#pragma unroll
+    for (int i = 0; i < kSplitTileElems / kStep; ++i) {
+      const int e = (tid + i * kSplitThreads) * kStep;
+      if (e >= tile * d) continue;
+      const int jj = e / d, c = e % d;
+#pragma unroll
+      for (int u = 0; u < kStep; ++u) {
+        ks[jj * (d + 1) + c + u] = k[kStep * i + u];
+        vs[jj * d + c + u] = v[kStep * i + u];
+      }
+    }
+  }
+};
 
 struct SplitPlan {
   int tile;             // positions per tile
@@ -255,7 +304,7 @@ __host__ __device__ inline int split_shared_floats(int tile, int heads_per_block
 // Shared memory of the split kernel: q [hb][d], K tile [tile][d + 1], V tile
 // [tile][d], scores [hb][tile], m, l, alpha [hb]. After the last tile the K/V
 // area holds this block's unnormalized output [hb][d] for the merge.
-template <bool kCluster>
+template <bool kCluster, bool kVec>
 __global__ void __launch_bounds__(kSplitThreads)
     attention_split_kernel(AttentionShape s, int tile, int heads_per_block, int head_chunks,
                            int splits, int64_t rows_bt) {
@@ -300,17 +349,20 @@ __global__ void __launch_bounds__(kSplitThreads)
 #pragma unroll
     for (int i = 0; i < kSplitAccPerThread; ++i) acc[i] = 0.0f;
 
+    TileRegs<kVec> regs;
+    if (begin < end) {
+      regs.load(kbase, vbase, s.kv_row, begin, static_cast<int>(min64(tile, end - begin)), tile, d,
+                tid);
+    }
     for (int64_t j0 = begin; j0 < end; j0 += tile) {
       const int valid = static_cast<int>(min64(tile, end - j0));
       __syncthreads();  // the previous tile's readers are done (and qs, m_s are set)
-      for (int e = tid; e < tile * d; e += kSplitThreads) {
-        const int jj = e / d, c = e % d;
-        const bool ok = jj < valid;
-        const int64_t off = (j0 + jj) * s.kv_row + c;
-        ks[jj * (d + 1) + c] = ok ? kbase[off] : 0.0f;
-        vs[jj * d + c] = ok ? vbase[off] : 0.0f;
-      }
+      regs.store(ks, vs, tile, d, tid);
       __syncthreads();
+      if (j0 + tile < end) {
+        regs.load(kbase, vbase, s.kv_row, j0 + tile, static_cast<int>(min64(tile, end - j0 - tile)),
+                  tile, d, tid);
+      }
       for (int e = tid; e < hb * tile; e += kSplitThreads) {
         const int g = e / tile, jj = e % tile;
         float dot = 0.0f;
@@ -395,7 +447,7 @@ __global__ void __launch_bounds__(kSplitThreads)
   }
 }
 
-SplitPlan plan_split(const AttentionLaunch& a, bool clusters) {
+SplitPlan plan_split(const AttentionLaunch& a, int max_splits) {
   SplitPlan plan{};
   const int d = static_cast<int>(a.head_dim);
   const int group = static_cast<int>(a.heads / a.kv_heads);
@@ -413,7 +465,7 @@ SplitPlan plan_split(const AttentionLaunch& a, bool clusters) {
   if (a.window > 0 && a.window < context) context = a.window;
   const int64_t base = a.batch * a.tokens * a.kv_heads * plan.head_chunks;
   plan.splits = 1;
-  while (clusters && plan.splits < kMaxClusterSplits && base * plan.splits < 264 &&
+  while (plan.splits < max_splits && base * plan.splits < 264 &&
          context >= 4LL * plan.tile * plan.splits * 2) {
     plan.splits *= 2;
   }
@@ -421,9 +473,21 @@ SplitPlan plan_split(const AttentionLaunch& a, bool clusters) {
   return plan;
 }
 
+template <bool kVec>
 cudaError_t launch_split(const AttentionLaunch& a, const AttentionShape& s, bool clusters,
                          cudaStream_t stream) {
-  const SplitPlan plan = plan_split(a, clusters);
+  int max_splits = 1;
+  auto cluster_kernel = attention_split_kernel<true, kVec>;
+  if (clusters) {
+    // 16 blocks a cluster where the device allows it, else the portable 8.
+    max_splits =
+        cudaFuncSetAttribute(cluster_kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) ==
+                cudaSuccess
+            ? kMaxClusterSplits
+            : kPortableClusterSplits;
+    cudaGetLastError();  // a refusal above is not this launch's error
+  }
+  const SplitPlan plan = plan_split(a, max_splits);
   const int64_t rows_bt = a.batch * a.tokens;
   cudaLaunchConfig_t config = {};
   config.gridDim = dim3(plan.splits, static_cast<unsigned>(a.kv_heads * plan.head_chunks),
@@ -432,6 +496,7 @@ cudaError_t launch_split(const AttentionLaunch& a, const AttentionShape& s, bool
   config.dynamicSmemBytes = plan.shared_bytes;
   config.stream = stream;
   cudaLaunchAttribute attribute[1];
+  auto kernel = attention_split_kernel<false, kVec>;
   if (plan.splits > 1) {
     attribute[0].id = cudaLaunchAttributeClusterDimension;
     attribute[0].val.clusterDim.x = plan.splits;
@@ -439,16 +504,10 @@ cudaError_t launch_split(const AttentionLaunch& a, const AttentionShape& s, bool
     attribute[0].val.clusterDim.z = 1;
     config.attrs = attribute;
     config.numAttrs = 1;
-    auto kernel = attention_split_kernel<true>;
-    cudaError_t status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                              static_cast<int>(plan.shared_bytes));
-    if (status != cudaSuccess) return status;
-    return cudaLaunchKernelEx(&config, kernel, s, plan.tile, plan.heads_per_block, plan.head_chunks,
-                              plan.splits, rows_bt);
+    kernel = cluster_kernel;
   }
-  auto kernel = attention_split_kernel<false>;
-  cudaError_t status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            static_cast<int>(plan.shared_bytes));
+  const cudaError_t status = cudaFuncSetAttribute(
+      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(plan.shared_bytes));
   if (status != cudaSuccess) return status;
   return cudaLaunchKernelEx(&config, kernel, s, plan.tile, plan.heads_per_block, plan.head_chunks,
                             plan.splits, rows_bt);
@@ -678,7 +737,10 @@ cudaError_t launch_attention(const AttentionLaunch& a, cudaStream_t stream) {
   if (status != cudaSuccess) return status;
   status = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
   if (status != cudaSuccess) return status;
-  return launch_split(a, s, /*clusters=*/major >= 9, stream);
+  const bool vec = a.head_dim % 4 == 0 && reinterpret_cast<uintptr_t>(a.k_cache) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(a.v_cache) % 16 == 0;
+  return vec ? launch_split<true>(a, s, /*clusters=*/major >= 9, stream)
+             : launch_split<false>(a, s, /*clusters=*/major >= 9, stream);
 }
 
 cudaError_t launch_argmax_rows(const float* logits, int64_t rows, int64_t vocab, int32_t* ids,

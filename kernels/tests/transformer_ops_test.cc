@@ -319,6 +319,9 @@ const AttentionCase kAttentionCases[] = {
     {"prefill_window_past", 1, 40, 4, 1, 64, 30, 16, 17},
     {"prefill_odd_head_dim", 1, 33, 2, 2, 80, 5, 0},
     {"prefill_head_dim_256", 1, 20, 2, 1, 256, 12, 0},
+    // head_dim % 4 != 0: the CUDA kernels' element-wise (not 16-byte) loads.
+    {"decode_head_dim_6", 2, 1, 4, 2, 6, 50, 0},
+    {"prefill_head_dim_6", 1, 20, 2, 1, 6, 3, 0},
     // Long enough for the CUDA kernels' tiles and splits of the context.
     {"decode_long_context", 2, 1, 32, 8, 128, 4000, 0, 0, true},
     {"decode_long_batch32", 32, 1, 9, 3, 64, 1030, 0, 0, true},
