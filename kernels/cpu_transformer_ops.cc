@@ -8,6 +8,10 @@
 
 #include "core/dtype.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace stowage::kernels::cpu {
 namespace {
 
@@ -39,16 +43,39 @@ void widen(const void* src, DType dtype, int64_t offset, int64_t count, float* d
 }
 
 // sum a[i] * b[i] in float32 over 8 interleaved partial sums combined in a
-// fixed tree: an order set by n alone, and one the compiler can vectorize.
+// fixed tree: an order set by n alone. Written with SSE2 (every x86-64) since
+// -O2 does not vectorize the plain loop; the scalar loop gives the same bits.
 float dot(const float* a, const float* b, int64_t n) {
   constexpr int kLanes = 8;
   float lane[kLanes] = {};
   int64_t i = 0;
+#if defined(__SSE2__)
+  __m128 lo = _mm_setzero_ps(), hi = _mm_setzero_ps();
+  for (; i + kLanes <= n; i += kLanes) {
+    lo = _mm_add_ps(lo, _mm_mul_ps(_mm_loadu_ps(a + i), _mm_loadu_ps(b + i)));
+    hi = _mm_add_ps(hi, _mm_mul_ps(_mm_loadu_ps(a + i + 4), _mm_loadu_ps(b + i + 4)));
+  }
+  _mm_storeu_ps(lane, lo);
+  _mm_storeu_ps(lane + 4, hi);
+#else
   for (; i + kLanes <= n; i += kLanes) {
     for (int l = 0; l < kLanes; ++l) lane[l] += a[i + l] * b[i + l];
   }
+#endif
   for (int l = 0; i < n; ++i, ++l) lane[l] += a[i] * b[i];
   return ((lane[0] + lane[4]) + (lane[1] + lane[5])) + ((lane[2] + lane[6]) + (lane[3] + lane[7]));
+}
+
+// y[i] += w * x[i] (element-wise: vectorizing it changes no bits).
+void add_scaled(float* y, float w, const float* x, int64_t n) {
+  int64_t i = 0;
+#if defined(__SSE2__)
+  const __m128 ww = _mm_set1_ps(w);
+  for (; i + 4 <= n; i += 4) {
+    _mm_storeu_ps(y + i, _mm_add_ps(_mm_loadu_ps(y + i), _mm_mul_ps(ww, _mm_loadu_ps(x + i))));
+  }
+#endif
+  for (; i < n; ++i) y[i] += w * x[i];
 }
 
 }  // namespace
@@ -147,7 +174,7 @@ void attention(const AttentionArgs& a) {
         for (int64_t j = 0; j < n; ++j) {
           const float w = scores[j];
           const float* v = v_seq + (lo + j) * kv_row + kvh * d;
-          for (int64_t i = 0; i < d; ++i) acc[i] += w * v[i];
+          add_scaled(acc.data(), w, v, d);
         }
         float* out = a.out + ((b * a.tokens + t) * a.heads + h) * d;
         const float inv = 1.0f / l;
