@@ -84,11 +84,24 @@ uint64_t model_bytes(const std::string& folder) {
   return checkpoint->total_bytes();
 }
 
+// The bytes of the largest module (a fetch slot holds one), with room for
+// the slot's 256-byte alignment of each tensor.
+uint64_t largest_module_bytes(const std::string& folder) {
+  auto checkpoint = mmap_store::open_checkpoint(model_checkpoint_path(folder));
+  std::vector<std::string> order;
+  uint64_t largest = 0;
+  for (const PlanModule& m : plan_modules(*checkpoint, &order, transformer_module_of)) {
+    largest = std::max<uint64_t>(largest, m.bytes() + 256 * m.tensors.size());
+  }
+  return largest;
+}
+
 // Generates 32 greedy tokens after the reference prompt, keeping every logit.
 RunOutcome generate(const std::string& folder, Placement placement,
                     std::optional<LoadQuantization> quantize = std::nullopt,
                     const std::vector<int32_t>* prompt_override = nullptr,
-                    DeviceChoice device = DeviceChoice::kSim) {
+                    DeviceChoice device = DeviceChoice::kSim,
+                    std::optional<uint64_t> weight_budget = std::nullopt) {
   const Reference ref = read_reference(folder);
   const std::vector<int32_t>& prompt = prompt_override ? *prompt_override : ref.prompt;
   auto platform = Platform::create(device, SimOptions{1, uint64_t{1} << 30, 0});
@@ -109,17 +122,19 @@ RunOutcome generate(const std::string& folder, Placement placement,
   }
   TempDir offload_dir;
   OffloadOptions options;
-  options.prefetch_depth = 2;
+  options.prefetch_depth = 1;
   LoadOptions load;
   std::optional<uint64_t> budget;
   load.cpu = TierCapacity{Tier::pinned_host(), std::nullopt, UINT64_MAX};
+  // The fetch slots (prefetch depth 1: two of the largest module).
+  const uint64_t slots = 2 * largest_module_bytes(folder);
   if (placement == Placement::kStreamed) {
     // A quarter of the model beside the working memory and the slots.
-    budget = working + model_bytes(folder) / 4;
+    budget = working + weight_budget.value_or(slots + model_bytes(folder) / 4);
   } else if (placement == Placement::kDisk) {
     // Nothing but the slots and working memory on the accelerator, nothing
     // but the disk staging buffer in pinned RAM: every module is disk-homed.
-    budget = working + model_bytes(folder) / 4;
+    budget = working + slots + model_bytes(folder) / 4;
     load.cpu = std::nullopt;
     load.disk = TierCapacity{Tier::disk(), std::nullopt, UINT64_MAX};
     options.disk_store = make_folder_disk_store(offload_dir.path());
@@ -254,7 +269,9 @@ TEST(TransformerQuantizeOnLoad, Nf4MatchesTransformersOnDequantizedWeights) {
   LoadQuantization q;
   q.method = quant::QuantMethod::kNf4;
   q.blocksize = 64;
-  const RunOutcome run = generate(folder, Placement::kStreamed, q);
+  // Quantized, the model is smaller: 280 KiB for weights and slots streams it.
+  const RunOutcome run =
+      generate(folder, Placement::kStreamed, q, nullptr, DeviceChoice::kSim, 280 << 10);
   EXPECT_EQ(run.output, ref.output);
   EXPECT_LT(max_relative_row_error(run.logits, ref.logits, ref.vocab), 1e-4);
 }
@@ -276,7 +293,8 @@ TEST(TransformerQuantizeOnLoad, Int8MatchesTransformersOnDequantizedWeights) {
 TEST(TransformerBitsandbytesFolder, SavedNf4ModelLoadsAndMatches) {
   const std::string folder = kTestdata + "llama_bnb_nf4_saved";
   const Reference ref = read_reference(folder);
-  const RunOutcome run = generate(folder, Placement::kStreamed);
+  const RunOutcome run =
+      generate(folder, Placement::kStreamed, std::nullopt, nullptr, DeviceChoice::kSim, 280 << 10);
   EXPECT_EQ(run.output, ref.output);
   EXPECT_LT(max_relative_row_error(run.logits, ref.logits, ref.vocab), 1e-4);
 }
