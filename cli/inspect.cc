@@ -7,6 +7,7 @@
 #include <array>
 #include <boost/json.hpp>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 
 #include "cli/args.h"
@@ -16,6 +17,7 @@
 #include "mmap_store/checkpoint.h"
 #include "mmap_store/offload_folder.h"
 #include "mmap_store/sharded_checkpoint.h"
+#include "models/transformer_runner.h"
 #include "quant/bnb_format.h"
 
 namespace stowage::cli {
@@ -23,12 +25,38 @@ namespace stowage::cli {
 namespace json = boost::json;
 
 InspectReport inspect_path(const std::string& path) {
-  std::unique_ptr<mmap_store::Checkpoint> ckpt = mmap_store::open_checkpoint(path);
+  const bool model_folder = std::filesystem::is_directory(path) &&
+                            std::filesystem::exists(std::filesystem::path(path) / "config.json");
+  std::unique_ptr<mmap_store::Checkpoint> ckpt =
+      mmap_store::open_checkpoint(model_folder ? models::model_checkpoint_path(path) : path);
   InspectReport report;
   report.path = path;
   report.kind = dynamic_cast<mmap_store::OffloadFolder*>(ckpt.get())       ? "offload folder"
                 : dynamic_cast<mmap_store::ShardedCheckpoint*>(ckpt.get()) ? "sharded safetensors"
                                                                            : "safetensors";
+  if (model_folder) {
+    const models::TransformerSpec spec = models::describe_model_folder(path, *ckpt);
+    const models::TransformerConfig& c = spec.config;
+    InspectModel m;
+    m.architecture = models::architecture_name(c.architecture);
+    m.layers = c.num_layers;
+    m.hidden_size = c.hidden_size;
+    m.intermediate_size = c.intermediate_size;
+    m.heads = c.num_heads;
+    m.kv_heads = c.num_kv_heads;
+    m.head_dim = c.head_dim;
+    m.vocab_size = c.vocab_size;
+    m.tied_embeddings = c.tie_word_embeddings;
+    std::map<std::string, uint64_t> bytes;
+    for (const std::string& name : ckpt->names()) {
+      bytes[models::transformer_module_of(name).first] += ckpt->info(name).bytes;
+    }
+    for (const std::string& module : models::transformer_plan_order(spec)) {
+      m.modules.emplace_back(module, bytes[module]);
+    }
+    report.kind = fmt::format("model folder, {} {}", m.architecture, report.kind);
+    report.model = std::move(m);
+  }
   auto lookup = [&](const std::string& name) -> std::optional<Tensor> {
     if (!ckpt->contains(name)) return std::nullopt;
     return ckpt->tensor(name);
@@ -100,6 +128,17 @@ std::string format_inspect_text(const InspectReport& r) {
   out += fmt::format("total: {} tensors, {} bytes ({}){}\n", r.tensors.size(), r.total_bytes,
                      format_bytes(r.total_bytes),
                      quantized ? fmt::format(", {} quantized weights", quantized) : "");
+  if (r.model) {
+    const InspectModel& m = *r.model;
+    out += fmt::format(
+        "{}: {} layers, hidden {}, intermediate {}, {} heads ({} key/value) of {}, vocabulary "
+        "{}{}\nmodules (execution order):\n",
+        m.architecture, m.layers, m.hidden_size, m.intermediate_size, m.heads, m.kv_heads,
+        m.head_dim, m.vocab_size, m.tied_embeddings ? ", tied embeddings" : "");
+    for (const auto& [module, bytes] : m.modules) {
+      out += fmt::format("  {:<24} {:>14}  ({})\n", module, bytes, format_bytes(bytes));
+    }
+  }
   return out;
 }
 
@@ -129,6 +168,28 @@ std::string format_inspect_json(const InspectReport& r) {
   }
   root["tensors"] = std::move(tensors);
   root["total_bytes"] = r.total_bytes;
+  if (r.model) {
+    const InspectModel& m = *r.model;
+    json::object model;
+    model["architecture"] = m.architecture;
+    model["layers"] = m.layers;
+    model["hidden_size"] = m.hidden_size;
+    model["intermediate_size"] = m.intermediate_size;
+    model["heads"] = m.heads;
+    model["kv_heads"] = m.kv_heads;
+    model["head_dim"] = m.head_dim;
+    model["vocab_size"] = m.vocab_size;
+    model["tied_embeddings"] = m.tied_embeddings;
+    json::array modules;
+    for (const auto& [module, bytes] : m.modules) {
+      json::object o;
+      o["module"] = module;
+      o["bytes"] = bytes;
+      modules.emplace_back(std::move(o));
+    }
+    model["modules"] = std::move(modules);
+    root["model"] = std::move(model);
+  }
   return json::serialize(root) + "\n";
 }
 

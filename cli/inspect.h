@@ -30,14 +30,32 @@ struct InspectTensor {
   std::optional<InspectQuant> quant;  // on a quantized layer's P.weight
 };
 
+// A Hugging Face model folder of the transformer family: its configuration
+// and the modules the runtime streams (decoder layers, norm, head, embedding).
+struct InspectModel {
+  std::string architecture;  // "LlamaForCausalLM", ...
+  int64_t layers = 0;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t heads = 0;
+  int64_t kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t vocab_size = 0;
+  bool tied_embeddings = false;
+  std::vector<std::pair<std::string, uint64_t>> modules;  // path, bytes; execution order
+};
+
 struct InspectReport {
   std::string path;
-  std::string kind;                    // "safetensors", "sharded safetensors", "offload folder"
+  // "safetensors", "sharded safetensors", "offload folder", or "model folder (...)"
+  std::string kind;
+  std::optional<InspectModel> model;   // for a model folder
   std::vector<InspectTensor> tensors;  // file order
   uint64_t total_bytes = 0;
 };
 
-// Opens and validates PATH fully. Throws InvalidInputError (malformed, naming
+// Opens and validates PATH fully (a model folder: its config and every tensor
+// against the transformer family too). Throws InvalidInputError (malformed, naming
 // the file and the rule) or IoError (unreadable).
 InspectReport inspect_path(const std::string& path);
 
@@ -45,7 +63,10 @@ InspectReport inspect_path(const std::string& path);
 std::string format_inspect_text(const InspectReport& report);
 // One JSON object: {"path", "tensors": [{"name", "dtype", "shape", "bytes",
 // "offset", "quant": null | {"method", "blocksize", "double_quant",
-// "storage_dtype", "shape"}}], "total_bytes"}, newline-terminated.
+// "storage_dtype", "shape"}}], "total_bytes"}, newline-terminated; a model
+// folder adds "model": {"architecture", "layers", "hidden_size",
+// "intermediate_size", "heads", "kv_heads", "head_dim", "vocab_size",
+// "tied_embeddings", "modules": [{"module", "bytes"}]}.
 std::string format_inspect_json(const InspectReport& report);
 
 }  // namespace stowage::cli
