@@ -327,6 +327,19 @@ TEST(RealCheckpoint, TokenizerAndGreedyTokensMatchTransformersUnderABudget) {
   }
 }
 
+// The same for a folder transformers saved from a bitsandbytes LLM.int8 model
+// (weight I8, SCB and weight_format per projection): read as it is; the
+// reference is transformers on those weights dequantized (CB * SCB / 127).
+TEST(TransformerBitsandbytesFolder, SavedInt8ModelLoadsAndMatches) {
+  const std::string folder = kTestdata + "llama_bnb_int8_saved";
+  const Reference ref = read_reference(folder);
+  const RunOutcome run =
+      generate(folder, Placement::kStreamed, std::nullopt, nullptr, DeviceChoice::kSim, 280 << 10);
+  EXPECT_EQ(run.output, ref.output);
+  EXPECT_LT(max_relative_row_error(run.logits, ref.logits, ref.vocab), 1e-4);
+  EXPECT_GT(run.streamed_bytes, 0u);
+}
+
 // --- Bad input: each names what is wrong.
 
 class BadFolder : public ::testing::Test {
