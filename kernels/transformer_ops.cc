@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "kernels/cpu_transformer_ops.h"
+#include "kernels/detail/arg_checks.h"
 #include "kernels/detail/cuda_transformer_ops.h"
 #include "kernels/detail/dispatch.h"
 
@@ -14,21 +15,9 @@ namespace stowage::kernels {
 namespace {
 
 using detail::dispatch;
-
-void expect_float_dtype(const char* call, const char* what, DType d) {
-  STOWAGE_EXPECTS(d == DType::kF16 || d == DType::kBF16 || d == DType::kF32, InvalidInputError,
-                  "kernels::{}: {} must be f16, bf16 or f32, found {}", call, what, short_name(d));
-}
-
-void expect_non_negative(const char* call, const char* what, int64_t v) {
-  STOWAGE_EXPECTS(v >= 0, InvalidInputError, "kernels::{}: {} must be >= 0, found {}", call, what,
-                  v);
-}
-
-void expect_pointer(const char* call, const char* what, const void* p, bool needed) {
-  STOWAGE_EXPECTS(!needed || p != nullptr, InvalidInputError,
-                  "kernels::{}: {} is null but holds data", call, what);
-}
+using detail::expect_float_dtype;
+using detail::expect_non_negative;
+using detail::expect_pointer;
 
 void expect_stride(const char* call, const char* what, int64_t stride, int64_t row, bool needed) {
   STOWAGE_EXPECTS(!needed || stride >= row, InvalidInputError,

@@ -6,7 +6,9 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/arch/sm90.h"
 #include "kernels/cuda/device_helpers.h"
+#include "kernels/cuda/float_dispatch.h"
 #include "kernels/detail/gemv_layout.h"
 #include "kernels/detail/launch.h"
 #include "quant/quant_rules.h"
@@ -465,50 +467,15 @@ __global__ void __launch_bounds__(kGemvThreads)
 // built 16 entries a thread from constant indices).
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-__device__ __forceinline__ uint32_t shared_address(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void mbarrier_init(uint64_t* bar, uint32_t count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(shared_address(bar)), "r"(count)
-               : "memory");
-}
-__device__ __forceinline__ void mbarrier_expect_bytes(uint64_t* bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(shared_address(bar)),
-               "r"(bytes)
-               : "memory");
-}
-__device__ __forceinline__ void mbarrier_arrive(uint64_t* bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(shared_address(bar)) : "memory");
-}
-__device__ __forceinline__ void mbarrier_wait(uint64_t* bar, uint32_t parity) {
-  uint32_t done = 0;
-  while (!done) {
-    asm volatile(
-        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-        " selp.u32 %0, 1, 0, p;\n}"
-        : "=r"(done)
-        : "r"(shared_address(bar)), "r"(parity)
-        : "memory");
-  }
-}
-// Global -> shared bulk copy of `bytes` (a multiple of 16, both addresses
-// 16-byte aligned), counted on `bar`.
-__device__ __forceinline__ void bulk_copy_to_shared(void* dst, const void* src, uint32_t bytes,
-                                                    uint64_t* bar) {
-  asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::
-          "r"(shared_address(dst)),
-      "l"(src), "r"(bytes), "r"(shared_address(bar))
-      : "memory");
-}
-// Asks the L2 to fetch `bytes` (a multiple of 16, 16-byte aligned) from
-// global memory; nothing reaches the block.
-__device__ __forceinline__ void l2_prefetch(const void* src, uint32_t bytes) {
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(src), "r"(bytes) : "memory");
-}
+using sm90::bulk_copy_to_shared;
+using sm90::l2_prefetch;
+using sm90::mbarrier_arrive;
+using sm90::mbarrier_expect_bytes;
+using sm90::mbarrier_init;
+using sm90::mbarrier_wait;
 // Barrier among the consumer warps only (named barrier 1).
 __device__ __forceinline__ void consumers_sync() {
-  asm volatile("bar.sync 1, %0;" ::"n"(kRingConsumerWarps * 32) : "memory");
+  sm90::named_barrier_sync<1, kRingConsumerWarps * 32>();
 }
 #endif
 
@@ -574,7 +541,7 @@ __global__ void __launch_bounds__(kRingThreads, 1)
       mbarrier_init(&full[s], 1);
       mbarrier_init(&empty[s], kRingConsumerWarps);
     }
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    sm90::fence_mbarrier_init();
   }
   if (consumer) {
     if (kNested) {
@@ -593,7 +560,7 @@ __global__ void __launch_bounds__(kRingThreads, 1)
   // Launched as a programmatic dependent of the kernel before it, this block
   // may start while that kernel ends: wait for it (its writes, the counters'
   // reset) before reading anything in global memory.
-  asm volatile("griddepcontrol.wait;" ::: "memory");
+  sm90::grid_dependency_wait();
 
   // x's loads into registers, stored to shared memory while the first tiles
   // stream in.
@@ -613,9 +580,9 @@ __global__ void __launch_bounds__(kRingThreads, 1)
   // it has passed here (named barrier 15).
   if (!consumer) {
     __syncwarp();
-    asm volatile("bar.arrive 15, %0;" ::"n"(kRingThreads) : "memory");
+    sm90::named_barrier_arrive<15, kRingThreads>();
   } else {
-    asm volatile("bar.sync 15, %0;" ::"n"(kRingThreads) : "memory");
+    sm90::named_barrier_sync<15, kRingThreads>();
   }
 
   if (!consumer) {
@@ -665,7 +632,7 @@ __global__ void __launch_bounds__(kRingThreads, 1)
         }
       }
       // Every read is asked for: a dependent kernel may start launching.
-      asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+      sm90::launch_dependents();
       // The last block to finish asking resets the counters for the next
       // launch (every block's last atomicAdd has returned by then).
       if (atomicAdd(&tile_counters[1], 1u) == gridDim.x - 1) {
@@ -777,7 +744,7 @@ __global__ void __launch_bounds__(kRingThreads, 1)
       for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
       if (lane == 0) sums[(r0 + r) * warps_per_set + group] = v;
     }
-    asm volatile("bar.sync %0, %1;" ::"r"(2 + row_set), "r"(warps_per_set * 32) : "memory");
+    sm90::named_barrier_sync(2 + row_set, warps_per_set * 32);
     if (group == 0 && lane < R) {
       const int64_t row = tile_row0 + r0 + lane;
       if (row < a.n) {
@@ -872,20 +839,6 @@ struct FlagLaunch {
     return cudaGetLastError();
   }
 };
-
-template <template <typename> class Launch, typename... Args>
-cudaError_t dispatch_float_type(FloatType dtype, Args&&... args) {
-  switch (dtype) {
-    case FloatType::kF16:
-      return Launch<__half>::run(args...);
-    case FloatType::kBF16:
-      return Launch<__nv_bfloat16>::run(args...);
-    case FloatType::kF32:
-      return Launch<float>::run(args...);
-    default:
-      return cudaErrorInvalidValue;
-  }
-}
 
 // Lets `kernel` take all the dynamic shared memory a block may have. The
 // limit belongs to the kernel, not to a shape: setting each plan's own size

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/device_helpers.h"
+#include "kernels/cuda/float_dispatch.h"
 #include "kernels/detail/launch.h"
 #include "quant/quant_rules.h"
 
@@ -273,20 +274,6 @@ __global__ void dequantize_int8_rowwise_kernel(const int8_t* __restrict__ cb,
          c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
       store_float(output, r * cols + c, qr::int8_rowwise_value(cb[r * cols + c], s));
     }
-  }
-}
-
-template <template <typename> class Launch, typename... Args>
-cudaError_t dispatch_float_type(FloatType dtype, Args&&... args) {
-  switch (dtype) {
-    case FloatType::kF16:
-      return Launch<__half>::run(args...);
-    case FloatType::kBF16:
-      return Launch<__nv_bfloat16>::run(args...);
-    case FloatType::kF32:
-      return Launch<float>::run(args...);
-    default:
-      return cudaErrorInvalidValue;
   }
 }
 

@@ -21,6 +21,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/device_helpers.h"
+#include "kernels/cuda/float_dispatch.h"
 #include "kernels/detail/transformer_launch.h"
 
 namespace stowage::kernels::detail {
@@ -43,19 +44,6 @@ __device__ float block_sum(float v, float* shared) {
   return v;
 }
 
-template <typename Launch, typename... Args>
-cudaError_t dispatch_float_type(FloatType type, Args&&... args) {
-  switch (type) {
-    case FloatType::kF16:
-      return Launch::template run<__half>(args...);
-    case FloatType::kBF16:
-      return Launch::template run<__nv_bfloat16>(args...);
-    case FloatType::kF32:
-      return Launch::template run<float>(args...);
-  }
-  return cudaErrorInvalidValue;
-}
-
 // ---- RMSNorm: one block per row. ----
 
 template <typename W>
@@ -75,8 +63,8 @@ __global__ void rms_norm_kernel(const float* x, const W* weight, int64_t rows, i
   }
 }
 
+template <typename W>
 struct RmsNormLaunch {
-  template <typename W>
   static cudaError_t run(const float* x, const void* weight, int64_t rows, int64_t cols, float eps,
                          float* y, cudaStream_t stream) {
     const unsigned blocks = static_cast<unsigned>(rows < 65535 ? rows : 65535);
@@ -120,8 +108,8 @@ __global__ void embedding_kernel(const int32_t* ids, const T* table, int64_t tok
   }
 }
 
+template <typename T>
 struct EmbeddingLaunch {
-  template <typename T>
   static cudaError_t run(const int32_t* ids, const void* table, int64_t tokens, int64_t hidden,
                          float* out, cudaStream_t stream) {
     embedding_kernel<T><<<grid_for(tokens * hidden, 256), 256, 0, stream>>>(
