@@ -6,11 +6,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 
 #include "cli/mlp_common.h"
 #include "core/error.h"
+#include "mmap_store/atomic_file.h"
 #include "models/mlp_runner.h"
 
 namespace stowage::cli {
@@ -127,17 +126,7 @@ bool bitwise_equal(const Tensor& a, const Tensor& b) {
 }
 
 void write_text_file(const std::string& path, const std::string& text) {
-  const std::string temporary = path + ".tmp" + std::to_string(::getpid());
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    STOWAGE_EXPECTS(out.good(), IoError, "cannot write {}", temporary);
-    out << text;
-    out.flush();
-    STOWAGE_EXPECTS(out.good(), IoError, "writing {} failed", temporary);
-  }
-  std::error_code error;
-  std::filesystem::rename(temporary, path, error);
-  STOWAGE_EXPECTS(!error, IoError, "cannot rename {} to {}: {}", temporary, path, error.message());
+  mmap_store::write_file_atomically(path, text);
 }
 
 }  // namespace stowage::cli

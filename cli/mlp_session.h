@@ -69,8 +69,8 @@ uint64_t host_physical_bytes();
 double max_abs_difference(const Tensor& a, const Tensor& b);
 bool bitwise_equal(const Tensor& a, const Tensor& b);
 
-// Writes `text` to `path` under a temporary name, renamed into place when
-// complete (a trace or report is never left half-written). Throws IoError.
+// Writes `text` to `path` through mmap_store's atomic writer (a trace or
+// report is never left half-written). Throws IoError.
 void write_text_file(const std::string& path, const std::string& text);
 
 }  // namespace stowage::cli

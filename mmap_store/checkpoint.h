@@ -11,9 +11,11 @@
 // several threads at once.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -35,17 +37,48 @@ struct TensorInfo {
   uint64_t file_offset = 0;
 };
 
+// The tensors of one checkpoint by name, in file order: what every reader
+// answers names(), contains() and info() from.
+//
+// Thread safety: const members may be called from several threads at once.
+class CheckpointIndex {
+ public:
+  // `source` (the path) and `listing` (where the names are listed: "the
+  // header", "index.json", "the weight_map") are for messages.
+  CheckpointIndex(std::string source, std::string listing);
+  // Appends `info` and returns its position. Throws InvalidInputError naming
+  // the tensor when the name is already listed.
+  size_t add(TensorInfo info);
+  const std::vector<std::string>& names() const { return names_; }
+  size_t size() const { return infos_.size(); }
+  // Position of `name`, or -1 when absent.
+  ptrdiff_t find(const std::string& name) const;
+  bool contains(const std::string& name) const { return find(name) >= 0; }
+  // Throws InvalidInputError naming the tensor, the source and the listing
+  // when absent.
+  const TensorInfo& info(const std::string& name) const;
+  const TensorInfo& at(size_t position) const { return infos_.at(position); }
+
+ private:
+  std::string source_;
+  std::string listing_;
+  std::vector<std::string> names_;
+  std::vector<TensorInfo> infos_;
+  std::unordered_map<std::string, size_t> positions_;
+};
+
 class Checkpoint {
  public:
   virtual ~Checkpoint() = default;
   // What was opened (the .safetensors file, the index, the folder).
   virtual const std::string& path() const = 0;
-  // Tensor names in file order (header order; for a sharded checkpoint the
-  // weight_map's order).
-  virtual const std::vector<std::string>& names() const = 0;
-  virtual bool contains(const std::string& name) const = 0;
+  // The tensors by name (file order: header order; for a sharded checkpoint
+  // the weight_map's order).
+  virtual const CheckpointIndex& index() const = 0;
+  const std::vector<std::string>& names() const { return index().names(); }
+  bool contains(const std::string& name) const { return index().contains(name); }
   // Throws InvalidInputError naming the tensor and path() when absent.
-  virtual const TensorInfo& info(const std::string& name) const = 0;
+  const TensorInfo& info(const std::string& name) const { return index().info(name); }
   // Zero-copy tensor on Tier::disk(). Throws InvalidInputError when absent.
   virtual Tensor tensor(const std::string& name) const = 0;
   // `__metadata__` (safetensors) or the index's "metadata" (sharded), in

@@ -187,5 +187,56 @@ TEST(OffloadFolderTest, WriterRefusesNamesThatLeaveTheFolderAndWrongByteCounts) 
   EXPECT_THROW(w.write("x", DType::kF32, Shape{1}, "x", 1), InvalidInputError);
 }
 
+// The three readers answer names, contains and info from one CheckpointIndex:
+// the same tensors, in file order, and the same error for a missing name.
+TEST(CheckpointIndexTest, EveryReaderAnswersFromItsIndex) {
+  TempDir dir;
+  write_shard(dir.file("one.safetensors"), {{"w", "WWWW"}, {"b", "B"}});
+  write_file(dir.file("model.safetensors.index.json"),
+             R"({"weight_map": {"w": "one.safetensors", "b": "one.safetensors"}})");
+  {
+    OffloadFolderWriter folder(dir.file("offload"));
+    folder.write("w", DType::kU8, Shape{4}, "WWWW", 4);
+    folder.write("b", DType::kU8, Shape{1}, "B", 1);
+    folder.finish();
+  }
+  for (const std::string& path : {dir.file("one.safetensors"),
+                                  dir.file("model.safetensors.index.json"), dir.file("offload")}) {
+    SCOPED_TRACE(path);
+    auto ckpt = open_checkpoint(path);
+    EXPECT_EQ(ckpt->names(), (std::vector<std::string>{"w", "b"}));
+    EXPECT_EQ(&ckpt->names(), &ckpt->index().names());
+    EXPECT_TRUE(ckpt->contains("b"));
+    EXPECT_FALSE(ckpt->contains("x"));
+    EXPECT_EQ(ckpt->info("w").bytes, 4u);
+    EXPECT_EQ(ckpt->index().at(1).name, "b");
+    EXPECT_EQ(ckpt->total_bytes(), 5u);
+    try {
+      ckpt->info("x");
+      ADD_FAILURE() << "found x";
+    } catch (const InvalidInputError& e) {
+      EXPECT_THAT(e.what(), AllOf(HasSubstr(path), HasSubstr("no tensor named 'x'"),
+                                  HasSubstr("(2 tensors)")));
+    }
+  }
+}
+
+TEST(CheckpointIndexTest, RefusesANameListedTwice) {
+  CheckpointIndex index("f.safetensors", "the header");
+  TensorInfo info;
+  info.name = "a";
+  EXPECT_EQ(index.add(info), 0u);
+  try {
+    index.add(info);
+    ADD_FAILURE() << "added twice";
+  } catch (const InvalidInputError& e) {
+    EXPECT_THAT(e.what(), AllOf(HasSubstr("f.safetensors"), HasSubstr("'a' listed twice"),
+                                HasSubstr("the header")));
+  }
+  EXPECT_EQ(index.size(), 1u);
+  EXPECT_EQ(index.find("a"), 0);
+  EXPECT_EQ(index.find("b"), -1);
+}
+
 }  // namespace
 }  // namespace stowage::mmap_store

@@ -8,7 +8,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
-#include "mmap_store/detail/atomic_file.h"
+#include "mmap_store/atomic_file.h"
 #include "mmap_store/detail/json_file.h"
 #include "mmap_store/detail/mapped_file.h"
 
@@ -68,7 +68,7 @@ void OffloadFolderWriter::write(const std::string& name, DType dtype, const Shap
       numel && *numel <= UINT64_MAX / dtype_size(dtype) && *numel * dtype_size(dtype) == bytes,
       InvalidInputError, "{}: tensor '{}': {} {} needs {} bytes, {} were given", s.folder, name,
       torch_name(dtype), shape.to_string(), numel ? *numel * dtype_size(dtype) : 0, bytes);
-  detail::AtomicFile file(s.folder + "/" + name + ".dat");
+  AtomicFile file(s.folder + "/" + name + ".dat");
   file.write(data, bytes);
   file.commit();
   json::array dims;
@@ -84,25 +84,24 @@ void OffloadFolderWriter::write(const std::string& name, const TensorView& tenso
 }
 
 void OffloadFolderWriter::finish() {
-  detail::write_file_atomically(state_->folder + "/index.json", json::serialize(state_->index));
+  write_file_atomically(state_->folder + "/index.json", json::serialize(state_->index));
 }
 
 // ---- reader ----
 
 struct OffloadFolder::State {
   std::string folder;
-  std::vector<std::string> names;
-  std::vector<TensorInfo> infos;
-  std::unordered_map<std::string, size_t> index;
+  CheckpointIndex index;
   std::vector<std::pair<std::string, std::string>> no_metadata;
   mutable std::mutex mutex;
   mutable std::unordered_map<std::string, std::shared_ptr<Buffer>> maps;
+
+  explicit State(const std::string& f) : folder(f), index(f, "index.json") {}
 };
 
 std::unique_ptr<OffloadFolder> OffloadFolder::open(const std::string& folder) {
-  auto s = std::make_unique<State>();
-  s->folder = folder;
   const std::string index_path = folder + "/index.json";
+  auto s = std::make_unique<State>(folder);
   json::value root = detail::read_json_file(index_path);
   STOWAGE_EXPECTS(root.is_object(), InvalidInputError,
                   "{}: expected an object of tensor name to {{\"dtype\", \"shape\"}}, found {}",
@@ -147,10 +146,7 @@ std::unique_ptr<OffloadFolder> OffloadFolder::open(const std::string& folder) {
     STOWAGE_EXPECTS(found == info.bytes, InvalidInputError,
                     "{}: tensor '{}': {} {} needs {} bytes, {} has {}", folder, name, dtype_name,
                     info.shape.to_string(), info.bytes, info.file, found);
-    STOWAGE_EXPECTS(s->index.emplace(name, s->infos.size()).second, InvalidInputError,
-                    "{}: tensor '{}' listed twice", index_path, name);
-    s->names.push_back(name);
-    s->infos.push_back(std::move(info));
+    s->index.add(std::move(info));
   }
   return std::unique_ptr<OffloadFolder>(new OffloadFolder(std::move(s)));
 }
@@ -158,16 +154,7 @@ std::unique_ptr<OffloadFolder> OffloadFolder::open(const std::string& folder) {
 OffloadFolder::OffloadFolder(std::unique_ptr<State> state) : state_(std::move(state)) {}
 OffloadFolder::~OffloadFolder() = default;
 const std::string& OffloadFolder::path() const { return state_->folder; }
-const std::vector<std::string>& OffloadFolder::names() const { return state_->names; }
-bool OffloadFolder::contains(const std::string& name) const {
-  return state_->index.count(name) != 0;
-}
-const TensorInfo& OffloadFolder::info(const std::string& name) const {
-  auto it = state_->index.find(name);
-  STOWAGE_EXPECTS(it != state_->index.end(), InvalidInputError,
-                  "{}: no tensor named '{}' in index.json", state_->folder, name);
-  return state_->infos[it->second];
-}
+const CheckpointIndex& OffloadFolder::index() const { return state_->index; }
 Tensor OffloadFolder::tensor(const std::string& name) const {
   const TensorInfo& i = info(name);
   std::shared_ptr<Buffer> map;

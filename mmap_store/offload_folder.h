@@ -48,9 +48,7 @@ class OffloadFolder final : public Checkpoint {
   ~OffloadFolder() override;
 
   const std::string& path() const override;
-  const std::vector<std::string>& names() const override;
-  bool contains(const std::string& name) const override;
-  const TensorInfo& info(const std::string& name) const override;
+  const CheckpointIndex& index() const override;
   Tensor tensor(const std::string& name) const override;
   const std::vector<std::pair<std::string, std::string>>& metadata() const override;
 

@@ -2,8 +2,6 @@
 
 #include <fmt/format.h>
 
-#include <unordered_map>
-
 #include "core/error.h"
 #include "mmap_store/detail/header_parser.h"
 #include "mmap_store/detail/mapped_file.h"
@@ -15,15 +13,14 @@ struct SafetensorsFile::State {
   std::shared_ptr<Buffer> mapping;  // the whole file
   std::shared_ptr<Buffer> data;     // the data section, sharing the mapping
   uint64_t data_start = 0;
-  std::vector<std::string> names;
-  std::vector<TensorInfo> infos;
-  std::unordered_map<std::string, size_t> index;
+  CheckpointIndex index;
   std::vector<std::pair<std::string, std::string>> metadata;
+
+  explicit State(const std::string& p) : path(p), index(p, "the header") {}
 };
 
 std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
-  auto state = std::make_unique<State>();
-  state->path = path;
+  auto state = std::make_unique<State>(path);
   state->mapping = detail::map_file_read_only(path);
   const Buffer& m = *state->mapping;
   detail::ParsedHeader header = detail::parse_safetensors_header(
@@ -53,9 +50,7 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
     info.bytes = e.end - e.begin;
     info.file = path;
     info.file_offset = header.data_start + e.begin;
-    state->index.emplace(info.name, state->infos.size());
-    state->names.push_back(info.name);
-    state->infos.push_back(std::move(info));
+    state->index.add(std::move(info));
   }
   state->metadata = std::move(header.metadata);
   return std::unique_ptr<SafetensorsFile>(new SafetensorsFile(std::move(state)));
@@ -65,17 +60,7 @@ SafetensorsFile::SafetensorsFile(std::unique_ptr<State> state) : state_(std::mov
 SafetensorsFile::~SafetensorsFile() = default;
 
 const std::string& SafetensorsFile::path() const { return state_->path; }
-const std::vector<std::string>& SafetensorsFile::names() const { return state_->names; }
-bool SafetensorsFile::contains(const std::string& name) const {
-  return state_->index.count(name) != 0;
-}
-const TensorInfo& SafetensorsFile::info(const std::string& name) const {
-  auto it = state_->index.find(name);
-  STOWAGE_EXPECTS(it != state_->index.end(), InvalidInputError,
-                  "{}: no tensor named '{}' (the file holds {} tensors)", state_->path, name,
-                  state_->infos.size());
-  return state_->infos[it->second];
-}
+const CheckpointIndex& SafetensorsFile::index() const { return state_->index; }
 Tensor SafetensorsFile::tensor(const std::string& name) const {
   const TensorInfo& i = info(name);
   return Tensor::from_storage(state_->data, i.offset, i.dtype, i.shape);

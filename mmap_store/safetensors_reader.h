@@ -19,9 +19,7 @@ class SafetensorsFile final : public Checkpoint {
   ~SafetensorsFile() override;
 
   const std::string& path() const override;
-  const std::vector<std::string>& names() const override;
-  bool contains(const std::string& name) const override;
-  const TensorInfo& info(const std::string& name) const override;
+  const CheckpointIndex& index() const override;
   Tensor tensor(const std::string& name) const override;
   const std::vector<std::pair<std::string, std::string>>& metadata() const override;
   // Byte offset of the data in the file (8 + header length).

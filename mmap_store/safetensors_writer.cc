@@ -6,7 +6,7 @@
 #include <unordered_set>
 
 #include "core/error.h"
-#include "mmap_store/detail/atomic_file.h"
+#include "mmap_store/atomic_file.h"
 
 namespace stowage::mmap_store {
 
@@ -20,7 +20,7 @@ struct Declared {
 };
 
 struct SafetensorsWriter::State {
-  detail::AtomicFile file;
+  AtomicFile file;
   std::vector<std::pair<std::string, std::string>> metadata;
   std::vector<Declared> tensors;
   std::unordered_set<std::string> names;
@@ -29,7 +29,7 @@ struct SafetensorsWriter::State {
   size_t current = 0;    // index of the tensor being written
   uint64_t written = 0;  // bytes of tensors[current] written so far
 
-  explicit State(std::string path) : file(std::move(path)) {}
+  State(std::string path, AtomicFileOptions options) : file(std::move(path), options) {}
 
   void write_header() {
     json::object header;
@@ -73,8 +73,8 @@ struct SafetensorsWriter::State {
   }
 };
 
-SafetensorsWriter::SafetensorsWriter(std::string path)
-    : state_(std::make_unique<State>(std::move(path))) {}
+SafetensorsWriter::SafetensorsWriter(std::string path, AtomicFileOptions options)
+    : state_(std::make_unique<State>(std::move(path), options)) {}
 SafetensorsWriter::~SafetensorsWriter() = default;
 
 const std::string& SafetensorsWriter::path() const { return state_->file.path(); }

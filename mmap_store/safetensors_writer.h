@@ -20,14 +20,16 @@
 #include "core/dtype.h"
 #include "core/shape.h"
 #include "core/tensor.h"
+#include "mmap_store/atomic_file.h"
 
 namespace stowage::mmap_store {
 
 class SafetensorsWriter {
  public:
-  // Creates the temporary file beside `path`. Throws IoError when the folder
-  // is not writable.
-  explicit SafetensorsWriter(std::string path);
+  // Creates the temporary file beside `path` (mmap_store/atomic_file.h: what
+  // may be replaced, and the optional registry of temporary files). Throws
+  // IoError when the folder is not writable or the target is refused.
+  explicit SafetensorsWriter(std::string path, AtomicFileOptions options = {});
   ~SafetensorsWriter();
   SafetensorsWriter(const SafetensorsWriter&) = delete;
   SafetensorsWriter& operator=(const SafetensorsWriter&) = delete;

@@ -4,7 +4,6 @@
 
 #include <boost/json.hpp>
 #include <map>
-#include <unordered_map>
 
 #include "core/error.h"
 #include "mmap_store/detail/json_file.h"
@@ -16,15 +15,16 @@ namespace json = boost::json;
 
 struct ShardedCheckpoint::State {
   std::string path;
-  std::vector<std::string> names;
-  std::unordered_map<std::string, const SafetensorsFile*> owner;
+  CheckpointIndex index;
+  std::vector<const SafetensorsFile*> owner;  // by index position
   std::map<std::string, std::unique_ptr<SafetensorsFile>> shards;
   std::vector<std::pair<std::string, std::string>> metadata;
+
+  explicit State(const std::string& p) : path(p), index(p, "the weight_map") {}
 };
 
 std::unique_ptr<ShardedCheckpoint> ShardedCheckpoint::open(const std::string& index_path) {
-  auto s = std::make_unique<State>();
-  s->path = index_path;
+  auto s = std::make_unique<State>(index_path);
   json::value root = detail::read_json_file(index_path);
   STOWAGE_EXPECTS(root.is_object() && root.as_object().contains("weight_map") &&
                       root.as_object().at("weight_map").is_object(),
@@ -61,8 +61,8 @@ std::unique_ptr<ShardedCheckpoint> ShardedCheckpoint::open(const std::string& in
     STOWAGE_EXPECTS(it->second->contains(name), InvalidInputError,
                     "{}: tensor '{}' is listed in shard '{}', but that shard has no such tensor",
                     index_path, name, shard);
-    s->owner.emplace(name, it->second.get());
-    s->names.push_back(name);
+    s->index.add(it->second->info(name));
+    s->owner.push_back(it->second.get());
   }
   return std::unique_ptr<ShardedCheckpoint>(new ShardedCheckpoint(std::move(s)));
 }
@@ -70,19 +70,10 @@ std::unique_ptr<ShardedCheckpoint> ShardedCheckpoint::open(const std::string& in
 ShardedCheckpoint::ShardedCheckpoint(std::unique_ptr<State> state) : state_(std::move(state)) {}
 ShardedCheckpoint::~ShardedCheckpoint() = default;
 const std::string& ShardedCheckpoint::path() const { return state_->path; }
-const std::vector<std::string>& ShardedCheckpoint::names() const { return state_->names; }
-bool ShardedCheckpoint::contains(const std::string& name) const {
-  return state_->owner.count(name) != 0;
-}
-const TensorInfo& ShardedCheckpoint::info(const std::string& name) const {
-  auto it = state_->owner.find(name);
-  STOWAGE_EXPECTS(it != state_->owner.end(), InvalidInputError,
-                  "{}: no tensor named '{}' in the weight_map", state_->path, name);
-  return it->second->info(name);
-}
+const CheckpointIndex& ShardedCheckpoint::index() const { return state_->index; }
 Tensor ShardedCheckpoint::tensor(const std::string& name) const {
-  info(name);
-  return state_->owner.at(name)->tensor(name);
+  info(name);  // throws, naming the index, when absent
+  return state_->owner[static_cast<size_t>(state_->index.find(name))]->tensor(name);
 }
 const std::vector<std::pair<std::string, std::string>>& ShardedCheckpoint::metadata() const {
   return state_->metadata;

@@ -13,6 +13,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "mmap_store/atomic_file.h"
 
 namespace stowage {
 namespace {
@@ -44,37 +45,16 @@ class FolderDiskStore final : public DiskStore {
     // A unique suffix: the same key may be written again while an older
     // mapping of it is still alive, and other stores (in this process or
     // another) may share the folder; neither the temporary nor the final name
-    // ever replaces an existing file.
+    // ever replaces an existing file (AtomicFile's Replace::kNever).
     const std::string path =
         fmt::format("{}/{}.{}-{}.bin", folder_, file, token_, serial_.fetch_add(1));
-    const std::string temp = path + ".tmp";
     const size_t bytes = host_tensor.bytes();
     {
-      const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-      STOWAGE_EXPECTS(fd >= 0, IoError, "disk tier: cannot create '{}': {}", temp, errno_text());
-      const char* src = static_cast<const char*>(host_tensor.data());
-      size_t done = 0;
-      while (done < bytes) {
-        const ssize_t n = ::write(fd, src + done, bytes - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-          const std::string why = n < 0 ? errno_text() : "no progress";
-          ::close(fd);
-          ::unlink(temp.c_str());
-          throw IoError(fmt::format("disk tier: writing '{}' failed after {} of {} bytes: {}", temp,
-                                    done, bytes, why));
-        }
-        done += static_cast<size_t>(n);
-      }
-      if (::close(fd) != 0) {
-        ::unlink(temp.c_str());
-        throw IoError(fmt::format("disk tier: closing '{}' failed: {}", temp, errno_text()));
-      }
-    }
-    if (::renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) != 0) {
-      ::unlink(temp.c_str());
-      throw IoError(
-          fmt::format("disk tier: renaming '{}' to '{}' failed: {}", temp, path, errno_text()));
+      // Scratch: not fsync'd (the file does not outlive the process).
+      mmap_store::AtomicFile out(
+          path, {mmap_store::AtomicFileOptions::Replace::kNever, /*durable=*/false});
+      out.write(host_tensor.data(), bytes);
+      out.commit();
     }
     void* data = nullptr;
     FileOrigin origin{path, 0, 0, 0};
