@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "cli/args.h"
+#include "cli/bench_model.h"
 #include "cli/commands.h"
 #include "cli/measure.h"
 #include "cli/mlp_session.h"
@@ -18,7 +19,17 @@
 namespace stowage::cli {
 namespace {
 
+// The value of --model in `args` ("" when absent).
+std::string model_argument(const std::vector<std::string>& args) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--model" && i + 1 < args.size()) return args[i + 1];
+    if (args[i].rfind("--model=", 0) == 0) return args[i].substr(8);
+  }
+  return "";
+}
+
 int bench(const std::vector<std::string>& args) {
+  if (is_model_folder(model_argument(args))) return bench_model_folder(args);
   ArgParser p("bench",
               {"model", "max-memory", "offload-dir", "prefetch", "trace", "device", "batch",
                "iters", "warmup"},

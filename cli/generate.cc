@@ -19,6 +19,7 @@
 #include "cli/measure.h"
 #include "cli/mlp_common.h"
 #include "cli/mlp_session.h"
+#include "cli/model_session.h"
 #include "core/error.h"
 #include "mmap_store/safetensors_writer.h"
 #include "models/linear.h"
@@ -142,12 +143,10 @@ int run_generate(const std::vector<std::string>& args) {
   if (prompt.empty()) throw InvalidInputError("the prompt encodes to no tokens");
 
   auto platform = make_platform(parser.get_or("device", "auto"), budgets);
-  SessionConfig session;
-  session.budgets = budgets;
-  session.offload_dir = offload_dir;
-  session.prefetch_depth = prefetch;
-  OffloadOptions options = offload_options(*platform, session);
-  const Tier acc = platform->accelerator(options.compute_accelerator).tier();
+  SessionConfig session_config;
+  session_config.budgets = budgets;
+  session_config.offload_dir = offload_dir;
+  session_config.prefetch_depth = prefetch;
   models::TransformerRunShape shape;
   shape.batch = batch;
   shape.max_step_tokens = static_cast<int64_t>(prompt.size());
@@ -160,28 +159,14 @@ int run_generate(const std::vector<std::string>& args) {
   uint64_t streamed_per_token = 0;
   double link_rate = 0;
   int64_t vocab = 0;
+  Tier acc = Tier::pinned_host();
   {
-    // The working reserve is known once the model is described; the runner
-    // computes it and keeps it in the plan; the manager leaves it to the
-    // forwards as well.
-    auto checkpoint = mmap_store::open_checkpoint(models::model_checkpoint_path(*model));
-    std::unique_ptr<models::LinearKernels> sizing = models::make_linear_kernels(*platform);
-    models::TransformerSpec spec = models::describe_model_folder(*model, *checkpoint);
-    options.working_reserve[acc] = models::transformer_working_bytes(spec, shape, *sizing);
-    vocab = spec.config.vocab_size;
-    const uint64_t checkpoint_bytes = checkpoint->total_bytes();
-    checkpoint.reset();
-    sizing.reset();
-
-    OffloadManager manager(*platform, options);
-    std::unique_ptr<models::LinearKernels> kernels =
-        models::make_linear_kernels(*platform, manager.memory(acc));
-    LoadOptions load = load_options(*platform, session);
-    load.quantize = quantize;
-    ProgressBar bar("loading", checkpoint_bytes);
-    load.progress = [&bar](const LoadProgress& p) { bar.update(p.bytes_done); };
-    models::TransformerRunner runner(manager, *model, *kernels, load, shape);
-    bar.finish();
+    std::unique_ptr<ModelSession> session =
+        open_model_session(*platform, *model, session_config, quantize, shape, true);
+    acc = session->accelerator;
+    OffloadManager& manager = *session->manager;
+    models::TransformerRunner& runner = *session->runner;
+    vocab = runner.spec().config.vocab_size;
 
     models::GenerationOptions generation;
     generation.max_new_tokens = max_new;
@@ -209,8 +194,8 @@ int run_generate(const std::vector<std::string>& args) {
     const int64_t steps = result.decode_steps;
     if (steps > 0) streamed_per_token = result.decode_counters.bytes_h2d / steps;
     if (result.decode_counters.bytes_h2d + result.prefill_counters.bytes_h2d > 0) {
-      link_rate =
-          measure_pinned_h2d_rate(*platform, options.compute_accelerator, uint64_t{256} << 20, 3);
+      link_rate = measure_pinned_h2d_rate(*platform, manager.options().compute_accelerator,
+                                          uint64_t{256} << 20, 3);
     }
   }
 
@@ -242,6 +227,7 @@ int run_generate(const std::vector<std::string>& args) {
     o["decode_tokens_per_s"] = decode_rate;
     o["streamed_bytes_per_token"] = streamed_per_token;
     o["streamed_bytes_per_s"] = streamed_rate;
+    o["prefill_streamed_bytes"] = result.prefill_counters.bytes_h2d;
     o["link_bytes_per_s"] = link_rate;
     o["peak_accelerator_bytes"] = peak;
     o["prefill_seconds"] = result.prefill_seconds;

@@ -42,8 +42,6 @@ std::vector<TensorMeta> metas_of(const mmap_store::Checkpoint& checkpoint) {
   return metas;
 }
 
-// The spec as it will be once loading has quantized the selected weights (the
-// kernels' scratch depends on the format).
 TransformerSpec as_quantized(TransformerSpec spec, const LoadQuantization& q) {
   for (DecoderLayerSpec& layer : spec.layers) {
     for (LinearSpec* l :
@@ -107,6 +105,10 @@ int32_t sample_row(const float* row, int64_t vocab, const GenerationOptions& o,
 
 }  // namespace
 
+TransformerSpec planned_spec(TransformerSpec spec, const std::optional<LoadQuantization>& quantize) {
+  return quantize ? as_quantized(std::move(spec), *quantize) : spec;
+}
+
 std::string model_checkpoint_path(const std::string& folder) {
   namespace fs = std::filesystem;
   const fs::path dir(folder);
@@ -168,7 +170,7 @@ TransformerRunner::TransformerRunner(OffloadManager& manager, const std::string&
                      [&](const TierCapacity& c) { return c.tier != accelerator_; }),
       load.accelerators.end());
   if (load.quantize) load.quantize->select = transformer_quantizes;
-  const TransformerSpec planned = load.quantize ? as_quantized(spec, *load.quantize) : spec;
+  const TransformerSpec planned = planned_spec(spec, load.quantize);
   working_bytes_ = transformer_working_bytes(planned, shape, kernels);
   load.working_reserve[accelerator_] = working_bytes_;
   load.module_order = transformer_plan_order(spec);

@@ -50,6 +50,10 @@ TransformerSpec describe_model_folder(const std::string& folder,
 // decoder layers' projections.
 bool transformer_quantizes(const mmap_store::TensorInfo& info);
 
+// The spec as it will be once loading has quantized the selected weights with
+// `quantize` (unchanged without): what the kernels' scratch is sized for.
+TransformerSpec planned_spec(TransformerSpec spec, const std::optional<LoadQuantization>& quantize);
+
 struct GenerationOptions {
   int64_t max_new_tokens = 128;
   float temperature = 0.0f;  // 0: greedy

@@ -1,0 +1,250 @@
+// `stowage bench --model DIR [--max-memory ...] [--offload-dir DIR] [--prefetch N]
+// [--quant none|int8|nf4|fp4 [--blocksize N] [--double-quant]] [--prompt-tokens P]
+// [--new-tokens N] [--batches 1,8,32] [--no-resident] [--device ...] [--json]`:
+// for a model folder, in one run: the pinned host-to-device rate, then for each
+// configuration (resident where it fits, and under --max-memory when given) the
+// prefill of a P-token prompt at batch 1 and the decode of N new tokens at each
+// batch (after a 16-token prompt), with tokens/s, the bytes streamed per step,
+// the streamed GiB/s, the link-limited tokens/s (link rate / streamed bytes
+// per step x batch), stall time and peak accelerator memory.
+#include "cli/bench_model.h"
+
+#include <fmt/format.h>
+
+#include <boost/json.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <random>
+
+#include "cli/args.h"
+#include "cli/measure.h"
+#include "cli/mlp_common.h"
+#include "cli/mlp_session.h"
+#include "cli/model_session.h"
+#include "core/error.h"
+#include "quant/quant_state.h"
+
+namespace stowage::cli {
+namespace {
+
+constexpr int64_t kDecodePromptTokens = 16;
+
+struct Measurement {
+  std::string config;  // "resident" or the budget
+  std::string phase;   // "prefill" or "decode"
+  int64_t batch = 1;
+  int64_t tokens = 0;  // prompt tokens (prefill) or decode steps
+  double seconds = 0;
+  double tokens_per_s = 0;
+  uint64_t streamed_bytes_per_step = 0;
+  double streamed_bytes_per_s = 0;
+  double link_limit_tokens_per_s = 0;  // 0 when nothing is streamed
+  double stall_ms = 0;
+  uint64_t peak_accelerator_bytes = 0;
+};
+
+std::vector<int64_t> parse_batches(const std::string& text) {
+  std::vector<int64_t> out;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    const size_t comma = text.find(',', pos);
+    const std::string item = text.substr(pos, comma == std::string::npos ? comma : comma - pos);
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (item.empty() || used != item.size() || v < 1 || v > 4096) {
+      throw UsageError(
+          fmt::format("--batches: expected comma-separated batch sizes 1..4096, found '{}'", item));
+    }
+    out.push_back(v);
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return out;
+}
+
+std::optional<LoadQuantization> quantization(const ArgParser& p) {
+  const std::string method = p.get_or("quant", "none");
+  if (method == "none") return std::nullopt;
+  const auto m = quant::method_from_name(method);
+  if (!m)
+    throw UsageError(fmt::format("--quant: expected none, int8, nf4 or fp4, found '{}'", method));
+  LoadQuantization q;
+  q.method = *m;
+  q.blocksize = p.get_int("blocksize", 64, quant::kMinBlocksize, quant::kMaxBlocksize);
+  if (!quant::is_valid_blocksize(q.blocksize)) {
+    throw UsageError(fmt::format("--blocksize: expected a power of two in {}..{}, found {}",
+                                 quant::kMinBlocksize, quant::kMaxBlocksize, q.blocksize));
+  }
+  q.double_quant = p.has("double-quant");
+  return q;
+}
+
+std::vector<int32_t> random_prompt(int64_t tokens, int64_t vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int64_t> id(0, vocab - 1);
+  std::vector<int32_t> ids(static_cast<size_t>(tokens));
+  for (int32_t& v : ids) v = static_cast<int32_t>(id(rng));
+  return ids;
+}
+
+// One model load for one shape; the generation is timed by the runner.
+Measurement measure(Platform& platform, const std::string& folder, const SessionConfig& config,
+                    const std::optional<LoadQuantization>& quantize, const std::string& label,
+                    bool prefill, int64_t batch, int64_t prompt_tokens, int64_t new_tokens,
+                    double link_rate, int64_t vocab) {
+  models::TransformerRunShape shape;
+  shape.batch = batch;
+  shape.max_step_tokens = prompt_tokens;
+  shape.max_context = prompt_tokens + std::max<int64_t>(new_tokens, 1);
+  std::unique_ptr<ModelSession> session =
+      open_model_session(platform, folder, config, quantize, shape, false);
+  const std::vector<int32_t> prompt = random_prompt(prompt_tokens, vocab, 11);
+  models::GenerationOptions generation;
+  generation.ignore_eos = true;
+  generation.max_new_tokens = prefill ? 1 : new_tokens;
+  if (!prefill) {
+    // A warm-up generation: first-touch costs (kernel plans, pools) out of the timing.
+    models::GenerationOptions warm = generation;
+    warm.max_new_tokens = 2;
+    session->runner->generate(prompt, warm);
+  }
+  const models::GenerationResult r = session->runner->generate(prompt, generation);
+  Measurement m;
+  m.config = label;
+  m.phase = prefill ? "prefill" : "decode";
+  m.batch = batch;
+  const OffloadCounters& c = prefill ? r.prefill_counters : r.decode_counters;
+  const int64_t steps = prefill ? 1 : r.decode_steps;
+  m.tokens = prefill ? prompt_tokens : r.decode_steps;
+  m.seconds = prefill ? r.prefill_seconds : r.decode_seconds;
+  const double work = static_cast<double>(prefill ? prompt_tokens * batch : r.decode_steps * batch);
+  m.tokens_per_s = m.seconds > 0 ? work / m.seconds : 0;
+  m.streamed_bytes_per_step = steps > 0 ? c.bytes_h2d / static_cast<uint64_t>(steps) : 0;
+  m.streamed_bytes_per_s = m.seconds > 0 ? static_cast<double>(c.bytes_h2d) / m.seconds : 0;
+  if (m.streamed_bytes_per_step > 0 && link_rate > 0) {
+    m.link_limit_tokens_per_s = link_rate / static_cast<double>(m.streamed_bytes_per_step) *
+                                (prefill ? static_cast<double>(prompt_tokens) : 1.0) *
+                                static_cast<double>(batch);
+  }
+  m.stall_ms = c.stall_ms;
+  m.peak_accelerator_bytes = session->manager->usage(session->accelerator).peak_bytes;
+  return m;
+}
+
+}  // namespace
+
+bool is_model_folder(const std::string& path) {
+  return std::filesystem::is_directory(path) &&
+         std::filesystem::exists(std::filesystem::path(path) / "config.json");
+}
+
+int bench_model_folder(const std::vector<std::string>& args) {
+  ArgParser p("bench",
+              {"model", "max-memory", "offload-dir", "prefetch", "device", "quant", "blocksize",
+               "prompt-tokens", "new-tokens", "batches"},
+              {"json", "no-resident", "double-quant"});
+  p.parse(args);
+  p.expect_positional(0, "no positional arguments (the model is --model DIR)");
+  const std::string folder = *p.get("model");
+  const int64_t prompt_tokens = p.get_int("prompt-tokens", 512, 1, 1 << 20);
+  const int64_t new_tokens = p.get_int("new-tokens", 32, 1, 1 << 20);
+  const std::vector<int64_t> batches = parse_batches(p.get_or("batches", "1,8,32"));
+  const std::optional<LoadQuantization> quantize = quantization(p);
+  SessionConfig budgeted;
+  budgeted.prefetch_depth = static_cast<int>(p.get_int("prefetch", 2, 0, 64));
+  if (auto text = p.get("max-memory")) budgeted.budgets = parse_max_memory(*text);
+  budgeted.offload_dir = p.get("offload-dir");
+  if (budgeted.budgets.disk && !budgeted.offload_dir) {
+    throw UsageError("--max-memory gives a disk budget but no --offload-dir was given");
+  }
+  auto platform = make_platform(p.get_or("device", "auto"), budgeted.budgets);
+  const int64_t vocab = [&] {
+    auto checkpoint = mmap_store::open_checkpoint(models::model_checkpoint_path(folder));
+    return models::describe_model_folder(folder, *checkpoint).config.vocab_size;
+  }();
+  const double link_rate = measure_pinned_h2d_rate(*platform, 0, uint64_t{512} << 20, 5);
+
+  std::vector<std::pair<std::string, SessionConfig>> configs;
+  if (!p.has("no-resident")) {
+    SessionConfig resident;
+    resident.prefetch_depth = budgeted.prefetch_depth;
+    configs.emplace_back("resident", resident);
+  }
+  if (p.has("max-memory")) configs.emplace_back(*p.get("max-memory"), budgeted);
+  if (configs.empty()) throw UsageError("--no-resident needs --max-memory");
+
+  std::vector<Measurement> runs;
+  for (const auto& [label, config] : configs) {
+    try {
+      runs.push_back(measure(*platform, folder, config, quantize, label, true, 1, prompt_tokens, 1,
+                             link_rate, vocab));
+      for (int64_t batch : batches) {
+        runs.push_back(measure(*platform, folder, config, quantize, label, false, batch,
+                               kDecodePromptTokens, new_tokens, link_rate, vocab));
+      }
+    } catch (const OutOfMemoryError& e) {
+      if (label != "resident") throw;
+      std::fprintf(stderr, "stowage bench: resident run skipped: %s\n", e.what());
+    } catch (const OutOfBudgetError& e) {
+      if (label != "resident") throw;
+      std::fprintf(stderr, "stowage bench: resident run skipped: %s\n", e.what());
+    }
+  }
+
+  const double gib = 1024.0 * 1024.0 * 1024.0;
+  if (p.has("json")) {
+    boost::json::object o;
+    o["model"] = folder;
+    o["link_bytes_per_s"] = link_rate;
+    o["prompt_tokens"] = prompt_tokens;
+    o["new_tokens"] = new_tokens;
+    boost::json::array list;
+    for (const Measurement& m : runs) {
+      boost::json::object r;
+      r["config"] = m.config;
+      r["phase"] = m.phase;
+      r["batch"] = m.batch;
+      r["tokens"] = m.tokens;
+      r["seconds"] = m.seconds;
+      r["tokens_per_s"] = m.tokens_per_s;
+      r["streamed_bytes_per_step"] = m.streamed_bytes_per_step;
+      r["streamed_bytes_per_s"] = m.streamed_bytes_per_s;
+      r["link_limit_tokens_per_s"] = m.link_limit_tokens_per_s;
+      r["share_of_link_limit"] =
+          m.link_limit_tokens_per_s > 0 ? m.tokens_per_s / m.link_limit_tokens_per_s : 0.0;
+      r["stall_ms"] = m.stall_ms;
+      r["peak_accelerator_bytes"] = m.peak_accelerator_bytes;
+      list.push_back(std::move(r));
+    }
+    o["runs"] = std::move(list);
+    std::printf("%s\n", boost::json::serialize(o).c_str());
+    return 0;
+  }
+  std::printf("model %s; pinned host-to-device link %.2f GiB/s (same run)\n", folder.c_str(),
+              link_rate / gib);
+  std::printf("%-16s %-8s %5s %8s %12s %14s %10s %14s %10s %12s\n", "config", "phase", "batch",
+              "tokens", "tokens/s", "streamed/step", "GiB/s", "link limit/s", "of limit", "peak");
+  for (const Measurement& m : runs) {
+    std::printf(
+        "%-16s %-8s %5lld %8lld %12.2f %14s %10.2f %14s %10s %12s\n", m.config.c_str(),
+        m.phase.c_str(), static_cast<long long>(m.batch), static_cast<long long>(m.tokens),
+        m.tokens_per_s, format_bytes(m.streamed_bytes_per_step).c_str(),
+        m.streamed_bytes_per_s / gib,
+        m.link_limit_tokens_per_s > 0 ? fmt::format("{:.2f}", m.link_limit_tokens_per_s).c_str()
+                                      : "-",
+        m.link_limit_tokens_per_s > 0
+            ? fmt::format("{:.0f}%", 100.0 * m.tokens_per_s / m.link_limit_tokens_per_s).c_str()
+            : "-",
+        format_bytes(m.peak_accelerator_bytes).c_str());
+  }
+  std::printf("reproduce: stowage bench --model %s%s\n", folder.c_str(),
+              p.has("max-memory") ? (" --max-memory " + *p.get("max-memory")).c_str() : "");
+  return 0;
+}
+
+}  // namespace stowage::cli

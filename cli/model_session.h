@@ -1,0 +1,38 @@
+// A Hugging Face model folder loaded for `stowage generate` and `stowage
+// bench`: the offload manager under the command's budgets (its working
+// reserve set from the model and the run's shape, so the fetch slots leave
+// the KV cache and activations their room), the platform's kernels and the
+// transformer runner, in the order they must be destroyed.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "cli/mlp_session.h"
+#include "core/platform.h"
+#include "models/linear.h"
+#include "models/transformer_runner.h"
+#include "offload/loader.h"
+#include "offload/offload_manager.h"
+
+namespace stowage::cli {
+
+struct ModelSession {
+  Tier accelerator = Tier::pinned_host();
+  std::unique_ptr<OffloadManager> manager;
+  std::unique_ptr<models::LinearKernels> kernels;
+  std::unique_ptr<models::TransformerRunner> runner;
+  ~ModelSession();
+};
+
+// Loads `folder` (a progress bar on a terminal when `progress`). Throws as
+// TransformerRunner does: OutOfBudgetError naming the bytes when the budget
+// cannot hold the working memory, InvalidInputError naming the key or tensor.
+std::unique_ptr<ModelSession> open_model_session(Platform& platform, const std::string& folder,
+                                                 const SessionConfig& config,
+                                                 const std::optional<LoadQuantization>& quantize,
+                                                 const models::TransformerRunShape& shape,
+                                                 bool progress);
+
+}  // namespace stowage::cli

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# tools/make_synthetic_model.py writes model folders stowage reads (bf16, and NF4 with double
+# quantization written directly, sharded), and `stowage bench --model DIR` measures them:
+# prefill and decode at several batches, resident and under a budget, with the link rate.
+set -euo pipefail
+stowage=$1
+tool=$2
+tmp=${TEST_TMPDIR:-$(mktemp -d)}
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+python3 "$tool" --shape tiny --dtype bf16 "$tmp/bf16"
+python3 "$tool" --shape tiny --dtype nf4-dq --shard-gib 0.0001 "$tmp/nf4"
+[ -f "$tmp/nf4/model.safetensors.index.json" ] || fail "no sharded index"
+# Refuses to write into a non-empty folder.
+if python3 "$tool" --shape tiny "$tmp/bf16" 2>/dev/null; then fail "overwrote a folder"; fi
+
+"$stowage" inspect "$tmp/bf16" | grep -q "LlamaForCausalLM: 2 layers" || fail "inspect bf16"
+"$stowage" inspect "$tmp/nf4" --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+q = [t["quant"] for t in d["tensors"] if t["quant"]]
+assert len(q) == 14, len(q)
+assert all(x["method"] == "nf4" and x["double_quant"] and x["blocksize"] == 64 for x in q), q[0]
+' || fail "inspect nf4: quantized weights not recognized"
+
+for m in bf16 nf4; do
+  "$stowage" generate --device sim --model "$tmp/$m" --prompt-ids 1,2,3 --max-new-tokens 4 \
+    --ignore-eos --json >"$tmp/gen.json"
+  python3 -c 'import json,sys; d=json.loads(open(sys.argv[1]).read().splitlines()[-1]); assert len(d["output_ids"]) == 4, d' "$tmp/gen.json" || fail "generate $m"
+done
+
+"$stowage" bench --device sim --model "$tmp/nf4" --max-memory 0=280KiB --prefetch 1 --prompt-tokens 8 \
+  --new-tokens 4 --batches 1,2 --json >"$tmp/bench.json"
+python3 - "$tmp/bench.json" <<'PY'
+import json, sys
+d = json.loads(open(sys.argv[1]).read().splitlines()[-1])
+assert d["link_bytes_per_s"] > 0, d
+runs = d["runs"]
+configs = {r["config"] for r in runs}
+assert configs == {"resident", "0=280KiB"}, configs
+for config in configs:
+    phases = [(r["phase"], r["batch"]) for r in runs if r["config"] == config]
+    assert phases == [("prefill", 1), ("decode", 1), ("decode", 2)], phases
+budgeted = [r for r in runs if r["config"] == "0=280KiB"]
+assert all(r["streamed_bytes_per_step"] > 0 and r["link_limit_tokens_per_s"] > 0 for r in budgeted), budgeted
+resident = [r for r in runs if r["config"] == "resident"]
+assert all(r["streamed_bytes_per_step"] == 0 for r in resident), resident
+assert all(r["tokens_per_s"] > 0 for r in runs), runs
+PY
+"$stowage" bench --device sim --model "$tmp/bf16" --prompt-tokens 4 --new-tokens 2 --batches 1 | grep -q "link limit" || fail "bench text"
+echo PASS
