@@ -34,6 +34,7 @@ void ArgParser::parse(const std::vector<std::string>& args) {
       inline_value = name.substr(eq + 1);
       name = name.substr(0, eq);
     }
+    if (name == "help" && !inline_value) throw HelpRequested(help());
     if (values_.count(name) != 0) throw UsageError(fmt::format("--{} given more than once", name));
     if (contains(bool_flags_, name)) {
       if (inline_value) throw UsageError(fmt::format("--{} takes no value", name));
@@ -49,6 +50,14 @@ void ArgParser::parse(const std::vector<std::string>& args) {
       throw UsageError(fmt::format("unknown flag --{} for 'stowage {}'", name, command_));
     }
   }
+}
+
+std::string ArgParser::help() const {
+  std::string text = fmt::format("usage: stowage {} [FLAGS] [ARGUMENTS]\nflags:\n", command_);
+  for (const auto& flag : value_flags_) text += fmt::format("  --{} VALUE\n", flag);
+  for (const auto& flag : bool_flags_) text += fmt::format("  --{}\n", flag);
+  text += "  --help\n";
+  return text;
 }
 
 bool ArgParser::has(const std::string& flag) const { return values_.count(flag) != 0; }
@@ -149,6 +158,9 @@ int run_guarded(const std::string& command, int (*body)(const std::vector<std::s
                 const std::vector<std::string>& args) {
   try {
     return body(args);
+  } catch (const HelpRequested& help) {
+    std::fputs(help.what(), stdout);
+    return 0;
   } catch (const UsageError& e) {
     std::fprintf(stderr, "stowage %s: %s\n", command.c_str(), e.what());
     return 2;

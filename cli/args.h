@@ -20,10 +20,18 @@ class UsageError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Thrown by ArgParser::parse for --help; what() is ArgParser::help().
+// run_guarded prints it to stdout and exits 0.
+class HelpRequested : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 // Parses `args` against the declared flags. Flags taking a value accept
 // "--name VALUE" and "--name=VALUE"; boolean flags take none. Anything not
 // starting with "--" is a positional argument. Unknown flags, missing values
-// and repeated flags throw UsageError.
+// and repeated flags throw UsageError. --help (unless given as another flag's
+// value) throws HelpRequested: every command gets it from here.
 class ArgParser {
  public:
   ArgParser(std::string command, std::vector<std::string> value_flags,
@@ -39,6 +47,9 @@ class ArgParser {
   const std::vector<std::string>& positional() const { return positional_; }
   // Throws UsageError unless exactly `count` positional arguments were given.
   void expect_positional(size_t count, const std::string& names) const;
+  // "usage: stowage COMMAND [FLAGS] [ARGUMENTS]", then every declared flag, one
+  // a line ("--name VALUE" or "--name"), in declaration order.
+  std::string help() const;
 
  private:
   std::string command_;

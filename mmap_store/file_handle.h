@@ -17,29 +17,15 @@
 namespace stowage::mmap_store {
 
 // I/O settings. Defaults, overridable from the environment in one place.
-// Why these defaults (bench/mmap_store_read_bench, cold and warm):
-//  - one thread per hardware thread: on a warm file a read is a memory copy,
-//    and more threads than cores only add switches between copies competing
-//    for the same bandwidth; on a cold one, reads in flight = threads x task
-//    (2 MiB on 2 cores, 16 MiB on a 16-core host);
-//  - 1 MiB tasks with fewer than 8 threads: a slot's request spreads over
-//    the threads, each pread is still large enough for the kernel to issue
-//    large device requests, and the destination being written stays in cache
-//    on a warm read (2-core build host: cold 1.01x, warm 1.43x of the best
-//    plain read());
-//  - 4 MiB tasks with 8 threads or more: 16 concurrent 1 MiB reads at
-//    scattered offsets read a cold file slower than one sequential read()
-//    (H100 host: 0.85-0.92x), 4 MiB ones did not (0.99-1.02x; warm 6.5x).
+// The measurements behind the defaults: bench/results/io-defaults.md.
 struct IoOptions {
   size_t task_bytes = default_task_bytes(default_threads());  // requests split into these
   unsigned threads = default_threads();                       // threads of an IoThreadPool
   // A StagingRing asks the OS to start reading (posix_fadvise WILLNEED) the
   // queued requests up to this many bytes beyond those being read, while the
   // file is read from the device, so that a disk which needs a deep queue of
-  // in-order requests gets one without more threads. Off (0) by default: on
-  // the 2-core build host (virtio disk) 16 MiB of hints cut cold staged reads
-  // from ~2.7 to ~1.8 GiB/s (the hints take a pool thread and issue 128 KiB
-  // requests where the reads issue 1 MiB ones). Ignored with O_DIRECT.
+  // in-order requests gets one without more threads. Off (0) by default (it
+  // was slower on the build host's disk). Ignored with O_DIRECT.
   size_t readahead_bytes = 0;
 
   // std::thread::hardware_concurrency() clamped to [2, 16] (2 when unknown).
