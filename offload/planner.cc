@@ -1,10 +1,10 @@
 #include "offload/planner.h"
 
 #include <fmt/format.h>
+#include <re2/re2.h>
 
 #include <algorithm>
 #include <map>
-#include <regex>
 #include <set>
 #include <unordered_map>
 
@@ -97,14 +97,14 @@ std::vector<std::string> path_prefixes(const std::string& path) {
 }
 
 std::vector<Unit> make_units(const PlanRequest& request, const std::vector<uint64_t>& bytes) {
-  std::vector<std::regex> patterns;
+  std::vector<std::unique_ptr<re2::RE2>> patterns;
+  re2::RE2::Options quiet;
+  quiet.set_log_errors(false);
   for (const std::string& p : request.no_split) {
-    try {
-      patterns.emplace_back(p, std::regex::ECMAScript);
-    } catch (const std::regex_error& e) {
-      throw InvalidInputError(
-          fmt::format("planner: no-split pattern '{}' is not a valid regex: {}", p, e.what()));
-    }
+    patterns.push_back(std::make_unique<re2::RE2>(p, quiet));
+    STOWAGE_EXPECTS(patterns.back()->ok(), InvalidInputError,
+                    "planner: no-split pattern '{}' is not a valid regex: {}", p,
+                    patterns.back()->error());
   }
   std::vector<Unit> units;
   std::unordered_map<std::string, size_t> group_unit;
@@ -113,9 +113,9 @@ std::vector<Unit> make_units(const PlanRequest& request, const std::vector<uint6
     std::string group;
     if (!patterns.empty()) {
       for (const std::string& prefix : path_prefixes(path)) {
-        const bool match = std::any_of(patterns.begin(), patterns.end(), [&](const std::regex& r) {
-          return std::regex_match(prefix, r);
-        });
+        const bool match = std::any_of(
+            patterns.begin(), patterns.end(),
+            [&](const std::unique_ptr<re2::RE2>& r) { return re2::RE2::FullMatch(prefix, *r); });
         if (match) {
           group = prefix;
           break;

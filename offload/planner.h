@@ -4,7 +4,7 @@
 //
 // Algorithm.
 //  1. Units. A module (all its tensors) is the smallest unit and is never
-//     split across tiers. A no-split pattern (ECMAScript regex, full match)
+//     split across tiers. A no-split pattern (RE2 regex, full match)
 //     that matches a module path or one of its ancestor paths ("layers" for
 //     "layers.3.attn") makes every module under the shortest matching path one
 //     unit, placed whole on one tier. For the MLP family each module is a

@@ -1,6 +1,7 @@
 #include "quant/checkpoint_quantizer.h"
 
 #include <fmt/format.h>
+#include <re2/re2.h>
 
 #include <cmath>
 #include <map>
@@ -54,12 +55,11 @@ CheckpointQuantizer::CheckpointQuantizer(CheckpointQuantizeOptions options,
     check_options(options_.four_bit);
   }
   if (!options_.skip_regex.empty()) {
-    try {
-      skip_ = std::make_unique<std::regex>(options_.skip_regex, std::regex::ECMAScript);
-    } catch (const std::regex_error& e) {
-      throw InvalidInputError(
-          fmt::format("skip pattern '{}' is not a valid regex: {}", options_.skip_regex, e.what()));
-    }
+    re2::RE2::Options quiet;
+    quiet.set_log_errors(false);
+    skip_ = std::make_unique<re2::RE2>(options_.skip_regex, quiet);
+    STOWAGE_EXPECTS(skip_->ok(), InvalidInputError, "skip pattern '{}' is not a valid regex: {}",
+                    options_.skip_regex, skip_->error());
   }
   // An input that is already quantized (or half of a state) is refused: its
   // I8/U8 tensors would be copied through as if they were plain weights.
@@ -82,7 +82,7 @@ bool CheckpointQuantizer::is_target(const TensorDecl& input) const {
   if (input.dtype != DType::kF16 && input.dtype != DType::kBF16 && input.dtype != DType::kF32) {
     return false;
   }
-  return !(skip_ && std::regex_search(input.name, *skip_));
+  return !(skip_ && re2::RE2::PartialMatch(input.name, *skip_));
 }
 
 const std::vector<OutputTensor>& CheckpointQuantizer::plan() {

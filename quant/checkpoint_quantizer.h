@@ -4,8 +4,10 @@
 // `stowage quantize` command glues this to mmap_store's reader and writer).
 //
 // Which tensors are quantized: every 2-D F16/BF16/F32 tensor whose name is
-// "weight" or ends in ".weight", unless it matches the skip regex (searched
-// anywhere in the name, like Python's re.search). Everything else (biases,
+// "weight" or ends in ".weight", unless it matches the skip regex (RE2 syntax,
+// searched anywhere in the name, like Python's re.search; RE2 matches in time
+// linear in the name, so no pattern can make quantizing hang or overflow the
+// stack). Everything else (biases,
 // norms, embeddings skipped by the regex, tensors of other ranks or dtypes) is
 // copied through unchanged, in place. A quantized weight P.weight is replaced,
 // at its position, by its bitsandbytes state tensors (bnb_format.h).
@@ -18,9 +20,10 @@
 // Thread safety: one object, one thread.
 #pragma once
 
+#include <re2/re2.h>
+
 #include <functional>
 #include <memory>
-#include <regex>
 #include <string>
 #include <vector>
 
@@ -38,7 +41,7 @@ struct CheckpointQuantizeOptions {
   FourBitOptions four_bit;
   // int8 only: the outlier threshold (not stored in the file; recorded for inference).
   float threshold = 6.0f;
-  // Tensor names matching this ECMAScript regex are not quantized; "" skips none.
+  // Tensor names matching this RE2 regex are not quantized; "" skips none.
   std::string skip_regex;
 };
 
@@ -102,7 +105,7 @@ class CheckpointQuantizer {
   std::vector<TensorDecl> inputs_;
   std::function<Tensor(const std::string&)> read_;
   std::function<void(const Tensor&)> release_;
-  std::unique_ptr<std::regex> skip_;
+  std::unique_ptr<re2::RE2> skip_;
   std::vector<OutputTensor> plan_;
   bool planned_ = false;
   size_t quantized_count_ = 0;
