@@ -1,11 +1,15 @@
 #include "cli/args.h"
 
+#include <errno.h>
 #include <fmt/format.h>
+#include <re2/re2.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <exception>
+#include <functional>
 
 #include "core/error.h"
 #include "core/memory_resource.h"
@@ -137,6 +141,12 @@ MemoryBudgets parse_max_memory(const std::string& text) {
     } catch (const Error& e) {
       throw UsageError(fmt::format("--max-memory {}: {}", key, e.what()));
     }
+    const bool repeated = (key == "cpu" && budgets.cpu) || (key == "disk" && budgets.disk) ||
+                          (key.find_first_not_of("0123456789") == std::string::npos &&
+                           key.size() < 5 && budgets.accelerators.count(std::stoi(key)) != 0);
+    if (repeated) {
+      throw UsageError(fmt::format("--max-memory: key '{}' given more than once", key));
+    }
     if (key == "cpu") {
       budgets.cpu = bytes;
     } else if (key == "disk") {
@@ -154,20 +164,88 @@ MemoryBudgets parse_max_memory(const std::string& text) {
   return budgets;
 }
 
-int run_guarded(const std::string& command, int (*body)(const std::vector<std::string>&),
-                const std::vector<std::string>& args) {
+DeviceChoice parse_device_flag(const std::string& text) {
   try {
-    return body(args);
+    return parse_device_choice(text);
+  } catch (const Error&) {
+    throw UsageError(fmt::format("--device expects auto, cuda or sim, found '{}'", text));
+  }
+}
+
+void check_regex_flag(const std::string& flag, const std::string& pattern) {
+  re2::RE2::Options quiet;
+  quiet.set_log_errors(false);
+  const re2::RE2 re(pattern, quiet);
+  if (!re.ok()) {
+    throw UsageError(fmt::format("--{}: '{}' is not a valid regular expression (RE2 syntax): {}",
+                                 flag, pattern, re.error()));
+  }
+}
+
+std::string escape_control(std::string_view text, bool keep_newlines) {
+  std::string out;
+  out.reserve(text.size());
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if ((byte < 0x20 || byte == 0x7f) && !(keep_newlines && (c == '\n' || c == '\t'))) {
+      out += fmt::format("\\x{:02x}", byte);
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+namespace {
+
+// A Boost error's what() ends in its source location ("... [boost.json:25 at
+// /usr/include/boost/json/...]"): nothing a user can act on, so it is cut.
+std::string without_library_locations(std::string message) {
+  for (size_t at; (at = message.find("[boost.")) != std::string::npos;) {
+    const size_t end = message.find(']', at);
+    const size_t begin = at > 0 && message[at - 1] == ' ' ? at - 1 : at;
+    message.erase(begin, end == std::string::npos ? std::string::npos : end + 1 - begin);
+  }
+  return message;
+}
+
+std::string user_message(const char* what) {
+  return escape_control(without_library_locations(what));
+}
+
+int guarded(const std::string& command, const std::function<int()>& body) {
+  int status = 1;
+  try {
+    status = body();
   } catch (const HelpRequested& help) {
     std::fputs(help.what(), stdout);
-    return 0;
+    status = 0;
   } catch (const UsageError& e) {
-    std::fprintf(stderr, "stowage %s: %s\n", command.c_str(), e.what());
+    std::fprintf(stderr, "stowage %s: %s\n", command.c_str(), user_message(e.what()).c_str());
     return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "stowage %s: %s\n", command.c_str(), e.what());
+    std::fprintf(stderr, "stowage %s: %s\n", command.c_str(), user_message(e.what()).c_str());
     return 1;
   }
+  errno = 0;
+  if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+    std::fprintf(stderr, "stowage %s: writing to standard output failed: %s\n", command.c_str(),
+                 errno != 0 ? std::strerror(errno) : "write error");
+    return 1;
+  }
+  return status;
+}
+
+}  // namespace
+
+int run_guarded(const std::string& command, CommandBody body, const std::vector<std::string>& args,
+                mmap_store::TemporaryFileRegistry* temporaries) {
+  return guarded(command, [&] { return body(args, temporaries); });
+}
+
+int run_guarded(const std::string& command, int (*body)(const std::vector<std::string>&),
+                const std::vector<std::string>& args) {
+  return guarded(command, [&] { return body(args); });
 }
 
 bool stderr_is_terminal() { return isatty(STDERR_FILENO) == 1; }

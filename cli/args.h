@@ -7,10 +7,15 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/platform.h"
 #include "core/tier.h"
+
+namespace stowage::mmap_store {
+class TemporaryFileRegistry;
+}
 
 namespace stowage::cli {
 
@@ -61,7 +66,7 @@ class ArgParser {
 
 // Per-tier budgets from "--max-memory 0=2GiB,1=4GiB,cpu=16GiB,disk=100GiB".
 // Integer keys are accelerator indices; a tier absent from the map has no
-// budget limit. Throws UsageError on a malformed list.
+// budget limit. Throws UsageError on a malformed list or a key given twice.
 struct MemoryBudgets {
   std::map<int, uint64_t> accelerators;
   std::optional<uint64_t> cpu;
@@ -69,9 +74,28 @@ struct MemoryBudgets {
 };
 MemoryBudgets parse_max_memory(const std::string& text);
 
+// --device's value; UsageError naming the flag for anything but auto, cuda
+// and sim.
+DeviceChoice parse_device_flag(const std::string& text);
+
+// Throws UsageError naming `flag`, the pattern and RE2's reason when
+// `pattern` is not a valid RE2 regular expression (--skip, --no-split).
+void check_regex_flag(const std::string& flag, const std::string& pattern);
+
+// `text` with its control characters (and DEL) written as \xNN, so a
+// tensor or file name cannot move the cursor or hide text on a terminal.
+// Newlines and tabs are kept when `keep_newlines` (multi-line reports).
+std::string escape_control(std::string_view text, bool keep_newlines = false);
+
 // Runs a subcommand body, mapping exceptions to exit statuses: UsageError ->
 // 2, stowage::Error and other std::exceptions -> 1, each printed to stderr as
-// "stowage COMMAND: message".
+// "stowage COMMAND: message" (control characters escaped). A body that
+// succeeded but whose standard output could not be written (a full disk, a
+// closed pipe) exits 1 with a message saying so. `temporaries` (may be null)
+// is passed to the body.
+using CommandBody = int (*)(const std::vector<std::string>&, mmap_store::TemporaryFileRegistry*);
+int run_guarded(const std::string& command, CommandBody body, const std::vector<std::string>& args,
+                mmap_store::TemporaryFileRegistry* temporaries = nullptr);
 int run_guarded(const std::string& command, int (*body)(const std::vector<std::string>&),
                 const std::vector<std::string>& args);
 

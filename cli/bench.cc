@@ -9,10 +9,12 @@
 #include "cli/bench_model.h"
 #include "cli/commands.h"
 #include "cli/measure.h"
+#include "cli/mlp_common.h"
 #include "cli/mlp_session.h"
 #include "cli/synthetic.h"
 #include "core/error.h"
 #include "mmap_store/checkpoint.h"
+#include "mmap_store/output_path.h"
 #include "models/linear.h"
 #include "models/mlp_runner.h"
 
@@ -41,7 +43,13 @@ int bench(const std::vector<std::string>& args) {
   const int64_t batch = p.get_int("batch", 1, 1, 1 << 20);
   const int iters = static_cast<int>(p.get_int("iters", 10, 1, 1000000));
   const int warmup = static_cast<int>(p.get_int("warmup", 2, 0, 1000000));
-  auto platform = Platform::create(parse_device_choice(p.get_or("device", "auto")));
+  MemoryBudgets budgets;
+  if (auto text = p.get("max-memory")) budgets = parse_max_memory(*text);
+  if (auto dir = p.get("offload-dir")) {
+    mmap_store::check_output_folder(*dir, {*model_path}, "--offload-dir");
+  }
+  if (auto path = p.get("trace")) mmap_store::check_output_file(*path, {*model_path}, "--trace");
+  auto platform = make_platform(p.get_or("device", "auto"), budgets);
   const bool cuda = platform->backend() == Backend::kCuda;
   Accelerator& accelerator = platform->accelerator(0);
 
@@ -53,7 +61,7 @@ int bench(const std::vector<std::string>& args) {
 
   SessionConfig config;
   config.prefetch_depth = static_cast<int>(p.get_int("prefetch", 2, 0, 64));
-  if (auto text = p.get("max-memory")) config.budgets = parse_max_memory(*text);
+  config.budgets = budgets;
   config.offload_dir = p.get("offload-dir");
   TraceRecorder trace;
   if (p.has("trace")) config.trace = &trace;

@@ -6,15 +6,25 @@
 #include <string>
 #include <vector>
 
+namespace stowage::mmap_store {
+class TemporaryFileRegistry;
+}
+
 namespace stowage::cli {
 
-// args: the arguments after the subcommand name.
+// args: the arguments after the subcommand name. The commands that write
+// files register their temporary files in `temporaries` (when given), which
+// the process's interrupt handler removes (cli/interrupt_cleanup.h).
 int run_inspect(const std::vector<std::string>& args);
-int run_quantize(const std::vector<std::string>& args);
+int run_quantize(const std::vector<std::string>& args,
+                 mmap_store::TemporaryFileRegistry* temporaries = nullptr);
 int run_plan(const std::vector<std::string>& args);
-int run_run(const std::vector<std::string>& args);
+int run_run(const std::vector<std::string>& args,
+            mmap_store::TemporaryFileRegistry* temporaries = nullptr);
 int run_bench(const std::vector<std::string>& args);
-int run_demo(const std::vector<std::string>& args);
-int run_generate(const std::vector<std::string>& args);
+int run_demo(const std::vector<std::string>& args,
+             mmap_store::TemporaryFileRegistry* temporaries = nullptr);
+int run_generate(const std::vector<std::string>& args,
+                 mmap_store::TemporaryFileRegistry* temporaries = nullptr);
 
 }  // namespace stowage::cli

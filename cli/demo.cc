@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <optional>
 
 #include "cli/args.h"
 #include "cli/commands.h"
@@ -17,6 +19,7 @@
 #include "cli/synthetic.h"
 #include "core/error.h"
 #include "mmap_store/checkpoint.h"
+#include "mmap_store/output_path.h"
 #include "models/linear.h"
 #include "models/mlp_runner.h"
 
@@ -24,21 +27,27 @@ namespace stowage::cli {
 namespace {
 
 // Removes the demo's temporary folder on every exit path.
+// Recorded in `temporaries` (may be null) so an interrupt removes it too.
 class TempFolder {
  public:
-  TempFolder() {
+  explicit TempFolder(mmap_store::TemporaryFileRegistry* temporaries) : temporaries_(temporaries) {
     std::string pattern = (std::filesystem::temp_directory_path() / "stowage_demo_XXXXXX").string();
+    std::unique_lock<std::mutex> hold;
+    if (temporaries_) hold = temporaries_->hold();
     STOWAGE_EXPECTS(::mkdtemp(pattern.data()) != nullptr, IoError,
                     "cannot create a temporary folder from {}", pattern);
     path_ = pattern;
+    if (temporaries_) temporaries_->add(path_);
   }
   ~TempFolder() {
     std::error_code ignored;
     std::filesystem::remove_all(path_, ignored);
+    if (temporaries_) temporaries_->forget(path_);
   }
   const std::string& path() const { return path_; }
 
  private:
+  mmap_store::TemporaryFileRegistry* temporaries_;
   std::string path_;
 };
 
@@ -54,7 +63,7 @@ std::string rate_text(double bytes_per_second) {
   return fmt::format("{:.2f} GiB/s", bytes_per_second / double(1ull << 30));
 }
 
-int demo(const std::vector<std::string>& args) {
+int demo(const std::vector<std::string>& args, mmap_store::TemporaryFileRegistry* temporaries) {
   ArgParser p("demo", {"layers", "hidden", "batch", "dtype", "quant", "max-memory", "prefetch",
                        "trace", "device", "iters"});
   p.parse(args);
@@ -63,8 +72,12 @@ int demo(const std::vector<std::string>& args) {
   if (quant != "none" && quant != "int8" && quant != "nf4" && quant != "fp4") {
     throw UsageError(fmt::format("--quant: expected none, int8, nf4 or fp4, found '{}'", quant));
   }
-  const DeviceChoice device = parse_device_choice(p.get_or("device", "auto"));
-  auto platform = Platform::create(device);
+  if (auto trace_path = p.get("trace")) mmap_store::check_output_file(*trace_path, {}, "--trace");
+  // Budgets are checked before the checkpoint is made.
+  const std::optional<MemoryBudgets> given_budgets =
+      p.has("max-memory") ? std::optional(parse_max_memory(*p.get("max-memory"))) : std::nullopt;
+  auto platform =
+      make_platform(p.get_or("device", "auto"), given_budgets.value_or(MemoryBudgets{}));
   const bool cuda = platform->backend() == Backend::kCuda;
   Accelerator& accelerator = platform->accelerator(0);
 
@@ -76,14 +89,14 @@ int demo(const std::vector<std::string>& args) {
   const int prefetch = static_cast<int>(p.get_int("prefetch", 2, 0, 64));
   const int iters = static_cast<int>(p.get_int("iters", cuda ? 5 : 3, 1, 100000));
 
-  TempFolder folder;
+  TempFolder folder(temporaries);
   const std::string fp_path = folder.path() + "/model.safetensors";
   write_synthetic_mlp(spec, fp_path, true);
   std::string model_path = fp_path;
   if (quant != "none") {
     model_path = folder.path() + "/model." + quant + ".safetensors";
-    const int status =
-        run_quantize({"--method", quant, "--device", cuda ? "cuda" : "sim", fp_path, model_path});
+    const int status = run_quantize(
+        {"--method", quant, "--device", cuda ? "cuda" : "sim", fp_path, model_path}, temporaries);
     STOWAGE_EXPECTS(status == 0, InternalError, "quantizing the demo checkpoint to {} failed",
                     quant);
   }
@@ -116,8 +129,8 @@ int demo(const std::vector<std::string>& args) {
       working_reserve_bytes(*platform, models::describe_checkpoint(*checkpoint), batch);
   SessionConfig offloaded_config;
   offloaded_config.prefetch_depth = prefetch;
-  if (auto text = p.get("max-memory")) {
-    offloaded_config.budgets = parse_max_memory(*text);
+  if (given_budgets) {
+    offloaded_config.budgets = *given_budgets;
   } else {
     const uint64_t slots = static_cast<uint64_t>(prefetch + 1) * largest_layer;
     offloaded_config.budgets.accelerators[0] =
@@ -175,6 +188,12 @@ int demo(const std::vector<std::string>& args) {
                 100.0 * offloaded.streamed_bytes / offloaded.median_s / link);
   }
   std::printf("\n");
+  if (offloaded.streamed_bytes == 0) {
+    std::printf(
+        "nothing streamed: the whole model fits the offloaded run's accelerator budget, so the "
+        "offloaded run is resident too (give --max-memory 0=SIZE below %s to stream)\n",
+        format_bytes(model_bytes + offloaded.working_reserve).c_str());
+  }
   if (p.has("trace")) std::printf("trace: %s (open in Perfetto)\n", p.get("trace")->c_str());
   if (!resident) {
     std::printf("agreement: not checked (the model does not fit the accelerator all-resident)\n");
@@ -190,6 +209,8 @@ int demo(const std::vector<std::string>& args) {
 
 }  // namespace
 
-int run_demo(const std::vector<std::string>& args) { return demo(args); }
+int run_demo(const std::vector<std::string>& args, mmap_store::TemporaryFileRegistry* temporaries) {
+  return demo(args, temporaries);
+}
 
 }  // namespace stowage::cli

@@ -21,6 +21,7 @@
 #include "cli/mlp_session.h"
 #include "cli/model_session.h"
 #include "core/error.h"
+#include "mmap_store/output_path.h"
 #include "mmap_store/safetensors_writer.h"
 #include "models/linear.h"
 #include "models/transformer_runner.h"
@@ -91,7 +92,8 @@ std::string json_escape_line(const boost::json::object& object) {
 
 }  // namespace
 
-int run_generate(const std::vector<std::string>& args) {
+int run_generate(const std::vector<std::string>& args,
+                 mmap_store::TemporaryFileRegistry* temporaries) {
   ArgParser parser("generate",
                    {"model", "prompt", "prompt-ids", "max-new-tokens", "temperature", "top-p",
                     "top-k", "seed", "max-memory", "offload-dir", "quant", "blocksize", "prefetch",
@@ -126,6 +128,9 @@ int run_generate(const std::vector<std::string>& args) {
   const std::optional<LoadQuantization> quantize = parse_quant(parser);
   const bool json = parser.has("json");
   const auto dump_logits = parser.get("dump-logits");
+  // Outputs never replace the model's own files, and are refused before loading.
+  if (dump_logits) mmap_store::check_output_file(*dump_logits, {*model}, "--dump-logits");
+  if (offload_dir) mmap_store::check_output_folder(*offload_dir, {*model}, "--offload-dir");
 
   // The tokenizer, where the prompt is text or the folder has one.
   const std::string tokenizer_path = (std::filesystem::path(*model) / "tokenizer.json").string();
@@ -213,7 +218,9 @@ int run_generate(const std::vector<std::string>& args) {
           : 0;
   if (dump_logits) {
     const int64_t positions = static_cast<int64_t>(result.logits.size()) / vocab;
-    mmap_store::SafetensorsWriter writer(*dump_logits);
+    mmap_store::AtomicFileOptions out_options;
+    out_options.registry = temporaries;  // removed by the interrupt handler
+    mmap_store::SafetensorsWriter writer(*dump_logits, out_options);
     writer.declare("logits", DType::kF32, Shape{positions, vocab});
     writer.write("logits", result.logits.data(), result.logits.size() * sizeof(float));
     writer.commit();

@@ -110,15 +110,15 @@ std::string format_inspect_text(const InspectReport& r) {
   size_t quantized = 0;
   for (const auto& t : r.tensors) {
     if (t.quant) ++quantized;
-    rows.push_back({t.name, std::string(safetensors_name(t.dtype)), t.shape.to_string(),
-                    std::to_string(t.bytes), std::to_string(t.offset),
+    rows.push_back({escape_control(t.name), std::string(safetensors_name(t.dtype)),
+                    t.shape.to_string(), std::to_string(t.bytes), std::to_string(t.offset),
                     t.quant ? describe_quant(*t.quant) : "-"});
   }
   std::array<size_t, 6> width{};
   for (const auto& row : rows) {
     for (size_t c = 0; c < 6; ++c) width[c] = std::max(width[c], row[c].size());
   }
-  std::string out = fmt::format("{} ({})\n", r.path, r.kind);
+  std::string out = fmt::format("{} ({})\n", escape_control(r.path), r.kind);
   for (const auto& row : rows) {
     std::string line =
         fmt::format("{:<{}}  {:<{}}  {:<{}}  {:>{}}  {:>{}}  {}", row[0], width[0], row[1],
@@ -136,7 +136,8 @@ std::string format_inspect_text(const InspectReport& r) {
         m.architecture, m.layers, m.hidden_size, m.intermediate_size, m.heads, m.kv_heads,
         m.head_dim, m.vocab_size, m.tied_embeddings ? ", tied embeddings" : "");
     for (const auto& [module, bytes] : m.modules) {
-      out += fmt::format("  {:<24} {:>14}  ({})\n", module, bytes, format_bytes(bytes));
+      out += fmt::format("  {:<24} {:>14}  ({})\n", escape_control(module), bytes,
+                         format_bytes(bytes));
     }
   }
   return out;

@@ -16,8 +16,18 @@ std::unique_ptr<Platform> make_platform(const std::string& device, const MemoryB
   } catch (const InvalidInputError& e) {
     throw UsageError(fmt::format("--device expects auto, cuda or sim, found '{}'", device));
   }
+  // The simulated platform has as many accelerators as --max-memory names
+  // (up to kMaxSimulatedAccelerators), checked before any is made.
   SimOptions sim;
+  const bool simulated =
+      choice == DeviceChoice::kSim || (choice == DeviceChoice::kAuto && !cuda_device_available());
   for (const auto& [index, bytes] : budgets.accelerators) {
+    if (simulated && index >= kMaxSimulatedAccelerators) {
+      throw UsageError(fmt::format(
+          "--max-memory names accelerator {}, but the simulated platform has at most {} "
+          "accelerators (indices 0 to {})",
+          index, kMaxSimulatedAccelerators, kMaxSimulatedAccelerators - 1));
+    }
     sim.accelerator_count = std::max(sim.accelerator_count, index + 1);
   }
   auto platform = Platform::create(choice, sim);

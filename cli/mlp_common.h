@@ -14,9 +14,14 @@
 
 namespace stowage::cli {
 
+// The most accelerators a simulated platform offers (as many as the largest
+// GPU hosts): a budget for "9999" is a usage error, not 10000 accelerators.
+constexpr int kMaxSimulatedAccelerators = 8;
+
 // A platform for --device (default auto) with enough simulated accelerators
-// for the budgets' largest accelerator index. Throws UsageError when a budget
-// names an accelerator a CUDA platform lacks.
+// for the budgets' largest accelerator index. Throws UsageError for a bad
+// --device and when a budget names an accelerator the platform lacks (a CUDA
+// platform's count, or kMaxSimulatedAccelerators on sim).
 std::unique_ptr<Platform> make_platform(const std::string& device, const MemoryBudgets& budgets);
 
 struct PlannerTiers {

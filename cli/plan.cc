@@ -24,6 +24,7 @@
 #include "models/transformer_runner.h"
 #include "offload/loader.h"
 #include "offload/planner.h"
+#include "quant/bnb_format.h"
 
 namespace stowage::cli {
 namespace {
@@ -53,6 +54,7 @@ int run_plan(const std::vector<std::string>& args) {
   if (!max_memory) throw UsageError("--max-memory is required (e.g. 0=2GiB,cpu=16GiB)");
   const MemoryBudgets budgets = parse_max_memory(*max_memory);
   const int prefetch = static_cast<int>(parser.get_int("prefetch", 1, 0, 64));
+  if (auto no_split = parser.get("no-split")) check_regex_flag("no-split", *no_split);
   const int64_t batch = parser.get_int("batch", 1, 1, 1 << 20);
 
   const bool folder = std::filesystem::is_directory(*model) &&
@@ -64,6 +66,14 @@ int run_plan(const std::vector<std::string>& args) {
   const int64_t new_tokens = parser.get_int("max-new-tokens", 128, 0, 1 << 24);
   auto checkpoint =
       mmap_store::open_checkpoint(folder ? models::model_checkpoint_path(*model) : *model);
+  // The quantization states are checked by the rules inspect and the loader
+  // use (quant/bnb_format.h), so a plan is never made for a checkpoint that
+  // cannot load.
+  quant::detect_quantized_weights(checkpoint->names(),
+                                  [&](const std::string& name) -> std::optional<Tensor> {
+                                    if (!checkpoint->contains(name)) return std::nullopt;
+                                    return checkpoint->tensor(name);
+                                  });
   auto platform = make_platform(parser.get_or("device", "auto"), budgets);
   PlannerTiers tiers = planner_tiers(*platform, budgets, budgets.disk.has_value());
 
@@ -105,7 +115,7 @@ int run_plan(const std::vector<std::string>& args) {
   const Plan plan = plan_device_map(request);
 
   if (!parser.has("json")) {
-    std::fputs(plan.to_string(request).c_str(), stdout);
+    std::fputs(escape_control(plan.to_string(request), true).c_str(), stdout);
     if (transformer) {
       std::printf(
           "%s: %lld layers, KV cache %s for %lld sequence(s) x %lld positions "

@@ -6,18 +6,21 @@
 // writes a temporary file and renames it on commit).
 //
 // Exit statuses: 2 for bad usage (unknown flag, missing argument or --method,
-// a 4-bit option with int8 or the reverse, a non-numeric value); 1 for bad
-// input: an unknown method, a blocksize that is not a power of two in
-// [32, 4096], an unknown storage dtype, a bad --skip regex, an input that is
-// already quantized or holds half of a quantization state, a non-finite
-// weight, I/O errors. A `.weight` that is not 2-D is not an error: it is
-// copied through unquantized (CLI.md's default), and the summary counts it.
+// a 4-bit option with int8 or the reverse, any bad flag value: an unknown
+// method, a blocksize that is not a power of two in [32, 4096], an unknown
+// storage dtype, a threshold that is not a finite number >= 0, a --skip that
+// is not an RE2 regex, an unknown --device); 1 for bad input: OUT that is IN
+// (by name or link) or not a regular file, an input that is already quantized
+// or holds half of a quantization state, a non-finite weight, I/O errors. A `.weight` that is not
+// 2-D is not an error: it is copied through unquantized (CLI.md's default), and the summary counts
+// it.
 #include "kernels/quantize.h"
 
 #include <fmt/format.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -27,6 +30,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/platform.h"
+#include "mmap_store/output_path.h"
 #include "mmap_store/safetensors_reader.h"
 #include "mmap_store/safetensors_writer.h"
 #include "quant/checkpoint_quantizer.h"
@@ -42,8 +46,12 @@ CheckpointQuantizeOptions parse_options(const ArgParser& p) {
   const auto method_text = p.get("method");
   if (!method_text) throw UsageError("--method is required: int8, nf4 or fp4");
   const auto method = quant::method_from_name(*method_text);
-  STOWAGE_EXPECTS(method.has_value(), InvalidInputError,
-                  "unknown quantization method '{}'; expected int8, nf4 or fp4", *method_text);
+  if (!method) {
+    throw UsageError(
+        fmt::format("--method: unknown quantization method '{}'; expected int8, nf4 "
+                    "or fp4",
+                    *method_text));
+  }
   opt.method = *method;
   const bool four_bit = opt.method != QuantMethod::kInt8;
   for (const char* flag : {"blocksize", "quant-storage", "double-quant"}) {
@@ -56,18 +64,27 @@ CheckpointQuantizeOptions parse_options(const ArgParser& p) {
   opt.four_bit.quant_type = opt.method;
   opt.four_bit.blocksize = p.get_int("blocksize", 64, std::numeric_limits<int64_t>::min(),
                                      std::numeric_limits<int64_t>::max());
-  STOWAGE_EXPECTS(quant::is_valid_blocksize(opt.four_bit.blocksize), InvalidInputError,
-                  "--blocksize should be a power of two in [{}, {}], found {}",
-                  quant::kMinBlocksize, quant::kMaxBlocksize, opt.four_bit.blocksize);
+  if (!quant::is_valid_blocksize(opt.four_bit.blocksize)) {
+    throw UsageError(fmt::format("--blocksize should be a power of two in [{}, {}], found {}",
+                                 quant::kMinBlocksize, quant::kMaxBlocksize,
+                                 opt.four_bit.blocksize));
+  }
   opt.four_bit.double_quant = p.has("double-quant");
   const std::string storage = p.get_or("quant-storage", "uint8");
   const auto storage_dtype = dtype_from_torch_name(storage);
-  STOWAGE_EXPECTS(storage_dtype && quant::is_valid_storage_dtype(*storage_dtype), InvalidInputError,
-                  "--quant-storage should be uint8, float16, bfloat16 or float32, found '{}'",
-                  storage);
+  if (!storage_dtype || !quant::is_valid_storage_dtype(*storage_dtype)) {
+    throw UsageError(fmt::format(
+        "--quant-storage should be uint8, float16, bfloat16 or float32, found '{}'", storage));
+  }
   opt.four_bit.storage = *storage_dtype;
-  opt.threshold = static_cast<float>(p.get_double("threshold", 6.0));
+  const double threshold = p.get_double("threshold", 6.0);
+  if (!(threshold >= 0) || !std::isfinite(threshold)) {
+    throw UsageError(
+        fmt::format("--threshold should be a finite number >= 0, found {}", threshold));
+  }
+  opt.threshold = static_cast<float>(threshold);
   opt.skip_regex = p.get_or("skip", "");
+  check_regex_flag("skip", opt.skip_regex);
   return opt;
 }
 
@@ -183,7 +200,8 @@ quant::WeightQuantizer cuda_weight_quantizer(const CheckpointQuantizeOptions& op
 
 }  // namespace
 
-int run_quantize(const std::vector<std::string>& args) {
+int run_quantize(const std::vector<std::string>& args,
+                 mmap_store::TemporaryFileRegistry* temporaries) {
   ArgParser p("quantize", {"method", "blocksize", "quant-storage", "threshold", "skip", "device"},
               {"double-quant"});
   p.parse(args);
@@ -191,11 +209,8 @@ int run_quantize(const std::vector<std::string>& args) {
   const std::string in_path = p.positional()[0];
   const std::string out_path = p.positional()[1];
   const CheckpointQuantizeOptions opt = parse_options(p);
-  const DeviceChoice device = parse_device_choice(p.get_or("device", "auto"));
-  std::error_code ec;
-  STOWAGE_EXPECTS(!std::filesystem::equivalent(in_path, out_path, ec), InvalidInputError,
-                  "OUT '{}' is the input file itself; write the quantized checkpoint elsewhere",
-                  out_path);
+  const DeviceChoice device = parse_device_flag(p.get_or("device", "auto"));
+  mmap_store::check_output_file(out_path, {in_path}, "OUT");
 
   auto file = mmap_store::SafetensorsFile::open(in_path);
   std::vector<quant::TensorDecl> inputs;
@@ -221,7 +236,9 @@ int run_quantize(const std::vector<std::string>& args) {
                : quant::cpu_weight_quantizer(opt);
 
   const auto& plan = quantizer.plan();
-  mmap_store::SafetensorsWriter writer(out_path);
+  mmap_store::AtomicFileOptions out_options;
+  out_options.registry = temporaries;  // removed by the interrupt handler
+  mmap_store::SafetensorsWriter writer(out_path, out_options);
   writer.set_metadata(file->metadata());
   for (const auto& out : plan) writer.declare(out.decl.name, out.decl.dtype, out.decl.shape);
 

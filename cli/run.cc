@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 
 #include "cli/args.h"
 #include "cli/commands.h"
@@ -14,6 +15,7 @@
 #include "core/error.h"
 #include "core/memory_resource.h"
 #include "mmap_store/checkpoint.h"
+#include "mmap_store/output_path.h"
 #include "mmap_store/safetensors_writer.h"
 #include "models/linear.h"
 #include "models/mlp_runner.h"
@@ -47,7 +49,7 @@ Tensor read_input(const mmap_store::Checkpoint& input, Platform& platform) {
 
 }  // namespace
 
-int run_run(const std::vector<std::string>& args) {
+int run_run(const std::vector<std::string>& args, mmap_store::TemporaryFileRegistry* temporaries) {
   ArgParser parser(
       "run",
       {"model", "input", "output", "max-memory", "offload-dir", "prefetch", "trace", "device"},
@@ -67,6 +69,17 @@ int run_run(const std::vector<std::string>& args) {
     throw UsageError("--max-memory gives a disk budget but no --offload-dir was given");
   }
   const int prefetch = static_cast<int>(parser.get_int("prefetch", 1, 0, 64));
+  // Outputs never replace an input, and are refused before any work.
+  const std::vector<std::string> inputs = {*model, *input_path};
+  mmap_store::check_output_file(*output_path, inputs, "--output");
+  if (offload_dir) mmap_store::check_output_folder(*offload_dir, inputs, "--offload-dir");
+  if (auto trace_path = parser.get("trace")) {
+    mmap_store::check_output_file(*trace_path, inputs, "--trace");
+    if (std::filesystem::weakly_canonical(*trace_path) ==
+        std::filesystem::weakly_canonical(*output_path)) {
+      throw UsageError(fmt::format("--trace and --output name the same file '{}'", *trace_path));
+    }
+  }
 
   auto checkpoint = mmap_store::open_checkpoint(*model);
   auto input = mmap_store::open_checkpoint(*input_path);
@@ -117,7 +130,9 @@ int run_run(const std::vector<std::string>& args) {
   }
   if (auto trace_path = parser.get("trace")) trace.write(*trace_path);
 
-  mmap_store::SafetensorsWriter writer(*output_path);
+  mmap_store::AtomicFileOptions out_options;
+  out_options.registry = temporaries;  // removed by the interrupt handler
+  mmap_store::SafetensorsWriter writer(*output_path, out_options);
   writer.declare("y", DType::kF32, y.shape());
   writer.write("y", y.view());
   writer.commit();

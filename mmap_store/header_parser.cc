@@ -250,12 +250,11 @@ ParsedHeader parse_safetensors_header(const unsigned char* bytes, uint64_t avail
                               static_cast<unsigned char>(text[0])));
   }
   check_duplicates_and_syntax(text, file);
-  json::value root;
-  try {
-    root = json::parse(json::string_view(text.data(), text.size()));
-  } catch (const std::exception& e) {
-    fail(file, "header JSON", fmt::format("expected UTF-8 JSON, found: {}", e.what()));
-  }
+  // The error_code's message, not a system_error's what(): that one carries
+  // Boost's source location ("[boost.json:25 at ...]"), no help to a user.
+  boost::system::error_code ec;
+  json::value root = json::parse(json::string_view(text.data(), text.size()), ec);
+  if (ec) fail(file, "header JSON", fmt::format("expected UTF-8 JSON, found: {}", ec.message()));
   if (!root.is_object()) {
     fail(file, "header JSON", fmt::format("expected a JSON object, found {}", describe(root)));
   }

@@ -166,19 +166,77 @@ TEST_F(QuantizeCommandTest, BadUsageExitsTwo) {
   EXPECT_FALSE(std::filesystem::exists(out));
 }
 
+// Issue #15: a bad flag value is bad usage (exit 2) in every command, with a
+// message naming the flag and the value.
+TEST_F(QuantizeCommandTest, BadFlagValuesExitTwoNamingTheFlag) {
+  write_model();
+  const std::string in = file("in.safetensors");
+  const std::string out = file("out.safetensors");
+  std::string err;
+  EXPECT_EQ(quantize({"--method", "int4", in, out}, &err), 2);
+  EXPECT_NE(err.find("unknown quantization method 'int4'"), std::string::npos) << err;
+  for (const char* bs : {"48", "16", "8192", "0", "-64"}) {
+    EXPECT_EQ(quantize({"--method", "nf4", "--blocksize", bs, in, out}, &err), 2) << bs;
+    EXPECT_NE(err.find("power of two in [32, 4096]"), std::string::npos) << err;
+  }
+  EXPECT_EQ(quantize({"--method", "nf4", "--quant-storage", "int8", in, out}, &err), 2);
+  EXPECT_NE(err.find("--quant-storage"), std::string::npos) << err;
+  EXPECT_EQ(quantize({"--method", "nf4", "--skip", "(", in, out}, &err), 2);
+  EXPECT_NE(err.find("--skip: '(' is not a valid regular expression"), std::string::npos) << err;
+  for (const char* t : {"nan", "inf", "-1"}) {
+    EXPECT_EQ(quantize({"--method", "int8", "--threshold", t, in, out}, &err), 2) << t;
+    EXPECT_NE(err.find("--threshold"), std::string::npos) << err;
+  }
+  EXPECT_EQ(quantize({"--method", "nf4", "--device", "tpu", in, out}, &err), 2);
+  EXPECT_NE(err.find("--device expects auto, cuda or sim, found 'tpu'"), std::string::npos) << err;
+  EXPECT_FALSE(std::filesystem::exists(out));
+}
+
+// Issue #15: --skip is RE2 (linear time): a pattern that makes a backtracking
+// engine take exponential time or overflow its stack on a long name finishes.
+TEST_F(QuantizeCommandTest, APathologicalSkipPatternFinishesOnALongName) {
+  const std::string long_name = std::string(20000, 'a') + ".weight";
+  Tensor w = Tensor::empty(host_, DType::kF32, Shape{4, 64});
+  std::fill_n(w.data_as<float>(), w.numel(), 0.5f);
+  write(file("in.safetensors"), {{long_name, w}});
+  EXPECT_EQ(quantize({"--method", "nf4", "--device", "sim", "--skip", "^(a|aa)*b$",
+                      file("in.safetensors"), file("out.safetensors")}),
+            0);
+  EXPECT_EQ(quantize({"--method", "nf4", "--device", "sim", "--skip", "(a*)*\\.weight",
+                      file("in.safetensors"), file("out2.safetensors")}),
+            0);
+  auto kept = mmap_store::SafetensorsFile::open(file("out2.safetensors"));
+  EXPECT_EQ(kept->info(long_name).dtype, DType::kF32);  // skipped: copied through
+}
+
+// Issue #15: OUT never replaces IN: not by a symbolic link, not by a hard
+// link; and OUT that is a folder or a FIFO is refused before any work.
+TEST_F(QuantizeCommandTest, OutThatIsTheInputThroughALinkOrNotARegularFileExitsOne) {
+  write_model();
+  const std::string in = file("in.safetensors");
+  const auto before = std::filesystem::file_size(in);
+  std::filesystem::create_symlink(in, file("sym.safetensors"));
+  std::filesystem::create_hard_link(in, file("hard.safetensors"));
+  std::filesystem::create_directory(file("folder"));
+  std::string err;
+  for (const char* out : {"sym.safetensors", "hard.safetensors"}) {
+    EXPECT_EQ(quantize({"--method", "nf4", in, file(out)}, &err), 1) << out;
+    EXPECT_NE(err.find("is the input file"), std::string::npos) << err;
+  }
+  EXPECT_EQ(quantize({"--method", "nf4", in, file("folder")}, &err), 1);
+  EXPECT_NE(err.find("expected a regular file to write"), std::string::npos) << err;
+  EXPECT_NE(err.find("found a directory"), std::string::npos) << err;
+  EXPECT_EQ(std::filesystem::file_size(in), before);
+  for (const auto& entry : std::filesystem::directory_iterator(dir_)) {
+    EXPECT_EQ(entry.path().filename().string().find(".tmp-"), std::string::npos) << entry.path();
+  }
+}
+
 TEST_F(QuantizeCommandTest, BadInputExitsOneWithAClearMessage) {
   write_model();
   const std::string in = file("in.safetensors");
   const std::string out = file("out.safetensors");
   std::string err;
-  EXPECT_EQ(quantize({"--method", "int4", in, out}, &err), 1);
-  EXPECT_NE(err.find("unknown quantization method 'int4'"), std::string::npos) << err;
-  for (const char* bs : {"48", "16", "8192", "0", "-64"}) {
-    EXPECT_EQ(quantize({"--method", "nf4", "--blocksize", bs, in, out}, &err), 1) << bs;
-    EXPECT_NE(err.find("power of two in [32, 4096]"), std::string::npos) << err;
-  }
-  EXPECT_EQ(quantize({"--method", "nf4", "--quant-storage", "int8", in, out}, &err), 1);
-  EXPECT_EQ(quantize({"--method", "nf4", "--skip", "(", in, out}, &err), 1);
   EXPECT_EQ(quantize({"--method", "nf4", file("missing.safetensors"), out}, &err), 1);
   EXPECT_EQ(quantize({"--method", "nf4", in, in}, &err), 1);  // OUT is IN
   EXPECT_FALSE(std::filesystem::exists(out));
