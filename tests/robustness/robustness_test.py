@@ -180,6 +180,7 @@ def build_cases():
     esc = write(path("in", "escape_names.safetensors"), safetensors_bytes(
         tensor_header("evil\x1b[31m\r\nname"), b"\0" * 16))
     add("inspect escapes names", ["inspect", esc], 0, [])
+    add("plan escapes names", ["plan", "--device", "sim", "--model", esc, "--max-memory", "0=1GiB"], 0, [])
     add("quantize names a bad tensor escaped", ["quantize", "--method", "nf4", "--device", "sim",
                                                  write(path("in", "escape_nan.safetensors"),
                                                        safetensors_bytes(
@@ -409,6 +410,20 @@ def build_cases():
 
 # ---- checks ------------------------------------------------------------------
 
+_digest_cache = {}
+
+
+def digest(p):
+    """SHA-256 of a file, recomputed whenever its inode, size, mtime or ctime
+    changed (any write changes ctime), so unchanged large inputs are hashed once."""
+    st = os.stat(p)
+    key = (p, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _digest_cache:
+        with open(p, "rb") as fh:
+            _digest_cache[key] = hashlib.sha256(fh.read()).hexdigest()
+    return _digest_cache[key]
+
+
 def snapshot(top):
     """SHA-256 of every regular file under `top` except the outputs folder."""
     digests = {}
@@ -419,8 +434,7 @@ def snapshot(top):
             p = os.path.join(folder, f)
             if os.path.islink(p) or not os.path.isfile(p):
                 continue
-            with open(p, "rb") as fh:
-                digests[p] = hashlib.sha256(fh.read()).hexdigest()
+            digests[p] = digest(p)
     return digests
 
 
@@ -445,20 +459,20 @@ def run_case(case):
             time.sleep(0.002)
         proc.send_signal(case.interrupt)
         _, err = proc.communicate(timeout=TIMEOUT)
-        return proc.returncode, err
+        return proc.returncode, err, b""
     if case.pipe_closed:
         r, w = os.pipe()
         os.close(r)
         proc = subprocess.run(argv, stdout=w, stderr=subprocess.PIPE, timeout=TIMEOUT)
         os.close(w)
-        return proc.returncode, proc.stderr
-    stdout = open(case.stdout_to, "wb") if case.stdout_to else subprocess.DEVNULL
+        return proc.returncode, proc.stderr, b""
+    stdout = open(case.stdout_to, "wb") if case.stdout_to else subprocess.PIPE
     try:
         proc = subprocess.run(argv, stdout=stdout, stderr=subprocess.PIPE, timeout=TIMEOUT)
     finally:
         if case.stdout_to:
             stdout.close()
-    return proc.returncode, proc.stderr
+    return proc.returncode, proc.stderr, proc.stdout or b""
 
 
 def main():
@@ -468,10 +482,11 @@ def main():
     for case in cases:
         before = snapshot(ROOT)
         problems = []
+        case_start = time.time()
         try:
-            rc, err = run_case(case)
+            rc, err, out = run_case(case)
         except subprocess.TimeoutExpired:
-            rc, err, problems = None, b"", ["timed out after %d s" % TIMEOUT]
+            rc, err, out, problems = None, b"", b"", ["timed out after %d s" % TIMEOUT]
         text = err.decode("utf-8", "replace")
         if rc is not None and rc != case.rc:
             problems.append("exit %s, expected %s" % (rc, case.rc))
@@ -486,6 +501,8 @@ def main():
             problems.append("library source location in the message")
         if any(ord(c) < 32 and c not in "\n" for c in text):
             problems.append("raw control character in the message")
+        if any(b < 32 and b not in b"\n\t" for b in out):
+            problems.append("raw control character on standard output")
         after = snapshot(ROOT)
         changed = [p for p in before if before[p] != after.get(p)]
         if changed:
@@ -498,7 +515,8 @@ def main():
         if case.interrupt is not None and os.path.exists(case.argv[-1]):
             problems.append("an interrupted run left its output")
         status = "ok" if not problems else "FAIL"
-        print("%-4s %-60s exit %s" % (status, case.name.encode("unicode_escape").decode()[:60], rc))
+        print("%-4s %-60s exit %-4s %.2f s" % (status, case.name.encode("unicode_escape").decode()[:60],
+                                               rc, time.time() - case_start))
         if problems:
             failures.append((case, problems, text))
     print("\n%d cases, %d failed, %.1f s" % (len(cases), len(failures), time.time() - start))
