@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <boost/json.hpp>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "core/error.h"
@@ -23,13 +24,20 @@ struct SafetensorsWriter::State {
   AtomicFile file;
   std::vector<std::pair<std::string, std::string>> metadata;
   std::vector<Declared> tensors;
-  std::unordered_set<std::string> names;
+  // Name -> index in `tensors`: each write looks its tensor up in constant
+  // time (a scan per write made 100000 small tensors quadratic).
+  std::unordered_map<std::string, size_t> index;
   bool header_written = false;
   bool committed = false;
   size_t current = 0;    // index of the tensor being written
   uint64_t written = 0;  // bytes of tensors[current] written so far
 
   State(std::string path, AtomicFileOptions options) : file(std::move(path), options) {}
+
+  const Declared* find(const std::string& name) const {
+    auto it = index.find(name);
+    return it != index.end() && it->second < tensors.size() ? &tensors[it->second] : nullptr;
+  }
 
   void write_header() {
     json::object header;
@@ -89,8 +97,8 @@ void SafetensorsWriter::declare(const std::string& name, DType dtype, const Shap
   s.require_not_started("declare");
   STOWAGE_EXPECTS(name != "__metadata__", InvalidInputError,
                   "{}: '__metadata__' is reserved and cannot name a tensor", s.file.path());
-  STOWAGE_EXPECTS(s.names.insert(name).second, InvalidInputError, "{}: tensor '{}' declared twice",
-                  s.file.path(), name);
+  STOWAGE_EXPECTS(s.index.emplace(name, s.tensors.size()).second, InvalidInputError,
+                  "{}: tensor '{}' declared twice", s.file.path(), name);
   STOWAGE_EXPECTS(dtype != DType::kPacked4, InvalidInputError,
                   "{}: tensor '{}': packed 4-bit codes have no safetensors dtype; declare them "
                   "as U8 bytes",
@@ -123,9 +131,7 @@ void SafetensorsWriter::write(const std::string& name, const void* data, size_t 
   State& s = *state_;
   if (!s.header_written) s.write_header();
   // Zero-byte tensors hold no data: writing one is a no-op wherever it comes.
-  for (const auto& t : s.tensors) {
-    if (t.name == name && t.bytes == 0 && bytes == 0) return;
-  }
+  if (const Declared* t = s.find(name); t && t->bytes == 0 && bytes == 0) return;
   STOWAGE_EXPECTS(
       s.current < s.tensors.size() && s.tensors[s.current].name == name && s.written == 0,
       InvalidInputError, "{}: tensor '{}' written out of order; expected {}", s.file.path(), name,
@@ -139,11 +145,10 @@ void SafetensorsWriter::write(const std::string& name, const void* data, size_t 
 
 void SafetensorsWriter::write(const std::string& name, const TensorView& tensor) {
   State& s = *state_;
-  for (const auto& t : s.tensors) {
-    if (t.name != name) continue;
-    STOWAGE_EXPECTS(t.dtype == tensor.dtype() && t.shape == tensor.shape(), InvalidInputError,
+  if (const Declared* t = s.find(name)) {
+    STOWAGE_EXPECTS(t->dtype == tensor.dtype() && t->shape == tensor.shape(), InvalidInputError,
                     "{}: tensor '{}' was declared {} {}, the data given is {} {}", s.file.path(),
-                    name, safetensors_name(t.dtype), t.shape.to_string(),
+                    name, safetensors_name(t->dtype), t->shape.to_string(),
                     safetensors_name(tensor.dtype()), tensor.shape().to_string());
   }
   write(name, tensor.data(), tensor.bytes());
