@@ -22,6 +22,7 @@
 #include "cli/mlp_session.h"
 #include "cli/model_session.h"
 #include "core/error.h"
+#include "mmap_store/output_path.h"
 #include "quant/quant_state.h"
 
 namespace stowage::cli {
@@ -159,6 +160,9 @@ int bench_model_folder(const std::vector<std::string>& args) {
   budgeted.prefetch_depth = static_cast<int>(p.get_int("prefetch", 2, 0, 64));
   if (auto text = p.get("max-memory")) budgeted.budgets = parse_max_memory(*text);
   budgeted.offload_dir = p.get("offload-dir");
+  if (budgeted.offload_dir) {
+    mmap_store::check_output_folder(*budgeted.offload_dir, {*p.get("model")}, "--offload-dir");
+  }
   if (budgeted.budgets.disk && !budgeted.offload_dir) {
     throw UsageError("--max-memory gives a disk budget but no --offload-dir was given");
   }

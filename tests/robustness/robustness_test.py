@@ -291,6 +291,9 @@ def build_cases():
     add("generate --dump-logits folder", gen_copy + ["--dump-logits", out], 1, ["found a directory"])
     add("generate --offload-dir is the model folder", gen_copy + ["--offload-dir", model], 1,
         ["--offload-dir", "is the input"])
+    add("bench --offload-dir is the model folder", ["bench", "--device", "sim", "--model", model,
+                                                     "--offload-dir", model], 1,
+        ["--offload-dir", "is the input"])
     add("generate --dump-logits works", gen_copy + ["--dump-logits", path("out", "logits.safetensors")], 0)
 
     # 4. Hostile model folders.
