@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <filesystem>
+#include <memory>
 #include <optional>
 
 #include "core/error.h"
@@ -52,15 +53,15 @@ std::string base_of(const std::string& path) {
 // Calls `visit(path, stat)` for every regular file directly inside `folder`.
 template <typename Visit>
 void for_each_file_in(const std::string& folder, Visit&& visit) {
-  DIR* dir = ::opendir(folder.c_str());
+  // Closed on every path: `visit` may throw.
+  const std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir(folder.c_str()), &::closedir);
   if (dir == nullptr) return;
-  while (const dirent* entry = ::readdir(dir)) {
+  while (const dirent* entry = ::readdir(dir.get())) {
     const std::string name = entry->d_name;
     if (name == "." || name == "..") continue;
     const std::string path = folder + "/" + name;
     if (auto st = stat_of(path); st && S_ISREG(st->st_mode)) visit(path, *st);
   }
-  ::closedir(dir);
 }
 
 }  // namespace
