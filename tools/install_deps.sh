@@ -5,7 +5,7 @@ set -euo pipefail
 
 need_apt=()
 for pkg in g++ bazel-bootstrap libboost1.81-dev libboost-json1.81-dev libfmt-dev libgtest-dev libgmock-dev \
-           libopenblas-serial-dev libre2-dev \
+           libopenblas-serial-dev libre2-dev cmake pkg-config \
            clang python3 python3-pip python3-venv; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
