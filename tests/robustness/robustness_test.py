@@ -149,8 +149,10 @@ def hostile_safetensors():
 # ---- cases -------------------------------------------------------------------
 
 class Case:
-    def __init__(self, name, argv, rc, needles=(), stdout_to=None, interrupt=None, pipe_closed=False):
+    def __init__(self, name, argv, rc, needles=(), stdout_to=None, interrupt=None, pipe_closed=False,
+                 out_needles=()):
         self.name, self.argv, self.rc, self.needles = name, argv, rc, list(needles)
+        self.out_needles = list(out_needles)
         self.stdout_to, self.interrupt, self.pipe_closed = stdout_to, interrupt, pipe_closed
 
 
@@ -179,7 +181,10 @@ def build_cases():
     # Control characters in tensor names are escaped when printed.
     esc = write(path("in", "escape_names.safetensors"), safetensors_bytes(
         tensor_header("evil\x1b[31m\r\nname"), b"\0" * 16))
-    add("inspect escapes names", ["inspect", esc], 0, [])
+    add("inspect escapes names", ["inspect", esc], 0, [], out_needles=["evil\\x1b[31m\\x0d\\x0aname"])
+    add("demo says when nothing is streamed", ["demo", "--device", "sim", "--layers", "2", "--hidden", "32",
+                                               "--iters", "1", "--max-memory", "0=1GiB"], 0, [],
+        out_needles=["nothing streamed"])
     add("plan escapes names", ["plan", "--device", "sim", "--model", esc, "--max-memory", "0=1GiB"], 0, [])
     add("quantize names a bad tensor escaped", ["quantize", "--method", "nf4", "--device", "sim",
                                                  write(path("in", "escape_nan.safetensors"),
@@ -518,6 +523,9 @@ def main():
         for needle in case.needles:
             if needle not in text:
                 problems.append("stderr lacks %r" % needle)
+        for needle in case.out_needles:
+            if needle.encode() not in out:
+                problems.append("stdout lacks %r" % needle)
         if case.rc != 0 and case.interrupt is None and not text.strip():
             problems.append("no message")
         if "[boost." in text or "/usr/include" in text:
