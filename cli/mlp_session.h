@@ -33,8 +33,6 @@ OffloadOptions offload_options(Platform& platform, const SessionConfig& config);
 // LoadOptions (planner capacities) for `config` on `platform`.
 LoadOptions load_options(Platform& platform, const SessionConfig& config);
 
-// The counters accumulated between two readings.
-OffloadCounters counters_since(const OffloadCounters& now, const OffloadCounters& then);
 
 struct TimedForwards {
   std::vector<double> seconds;  // one per timed forward

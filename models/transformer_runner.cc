@@ -17,22 +17,6 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-OffloadCounters counters_between(const OffloadCounters& now, const OffloadCounters& then) {
-  OffloadCounters d = now;
-  d.bytes_h2d -= then.bytes_h2d;
-  d.bytes_d2h -= then.bytes_d2h;
-  d.bytes_d2d -= then.bytes_d2d;
-  d.bytes_disk_read -= then.bytes_disk_read;
-  d.bytes_disk_written -= then.bytes_disk_written;
-  d.fetches -= then.fetches;
-  d.prefetch_hits -= then.prefetch_hits;
-  d.prefetch_misses -= then.prefetch_misses;
-  d.stall_ms -= then.stall_ms;
-  d.sync_fallbacks -= then.sync_fallbacks;
-  d.slot_allocation_failures -= then.slot_allocation_failures;
-  return d;
-}
-
 std::vector<TensorMeta> metas_of(const mmap_store::Checkpoint& checkpoint) {
   std::vector<TensorMeta> metas;
   for (const std::string& name : checkpoint.names()) {
@@ -330,7 +314,7 @@ GenerationResult TransformerRunner::generate(const std::vector<int32_t>& prompt,
   result.prefill_seconds = seconds_since(start);
   manager_.synchronize();
   const OffloadCounters prefill_counters = manager_.counters();
-  result.prefill_counters = counters_between(prefill_counters, start_counters);
+  result.prefill_counters = counters_since(prefill_counters, start_counters);
 
   start = std::chrono::steady_clock::now();
   for (int64_t n = 1; n <= options.max_new_tokens; ++n) {
@@ -345,7 +329,7 @@ GenerationResult TransformerRunner::generate(const std::vector<int32_t>& prompt,
   }
   result.decode_seconds = seconds_since(start);
   manager_.synchronize();
-  result.decode_counters = counters_between(manager_.counters(), prefill_counters);
+  result.decode_counters = counters_since(manager_.counters(), prefill_counters);
   return result;
 }
 

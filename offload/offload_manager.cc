@@ -975,4 +975,20 @@ void OffloadManager::end_forward(const std::string& module, StreamRef compute) {
 void OffloadManager::synchronize() { impl_->synchronize(); }
 OffloadCounters OffloadManager::counters() const { return impl_->counters(); }
 
+OffloadCounters counters_since(const OffloadCounters& now, const OffloadCounters& then) {
+  OffloadCounters d = now;
+  d.bytes_h2d -= then.bytes_h2d;
+  d.bytes_d2h -= then.bytes_d2h;
+  d.bytes_d2d -= then.bytes_d2d;
+  d.bytes_disk_read -= then.bytes_disk_read;
+  d.bytes_disk_written -= then.bytes_disk_written;
+  d.fetches -= then.fetches;
+  d.prefetch_hits -= then.prefetch_hits;
+  d.prefetch_misses -= then.prefetch_misses;
+  d.sync_fallbacks -= then.sync_fallbacks;
+  d.slot_allocation_failures -= then.slot_allocation_failures;
+  d.stall_ms -= then.stall_ms;
+  return d;
+}
+
 }  // namespace stowage

@@ -127,6 +127,9 @@ struct OffloadCounters {
   uint64_t slot_allocation_failures = 0;  // slots the pools could not allocate
 };
 
+// The counters accumulated between two readings (`now` taken after `then`).
+OffloadCounters counters_since(const OffloadCounters& now, const OffloadCounters& then);
+
 struct TierUsage {
   uint64_t bytes_in_use = 0;
   uint64_t peak_bytes = 0;
