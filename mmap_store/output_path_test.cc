@@ -44,7 +44,7 @@ TEST(OutputPathTest, TheInputByNameSymbolicLinkOrHardLinkIsRefusedNamingBoth) {
   testing::write_file(in, "input");
   std::filesystem::create_symlink(in, dir.file("sym"));
   std::filesystem::create_hard_link(in, dir.file("hard"));
-  for (const std::string out :
+  for (const std::string& out :
        {in, dir.file("./in.safetensors"), dir.file("sym"), dir.file("hard")}) {
     EXPECT_THAT(refusal([&] { check_output_file(out, {in}, "--output"); }),
                 AllOf(HasSubstr("--output"), HasSubstr(out), HasSubstr("is the input file"),

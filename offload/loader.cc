@@ -321,7 +321,7 @@ LoadedCheckpoint load_checkpoint(const mmap_store::Checkpoint& checkpoint, Offlo
     for (size_t i : order) {
       const std::string& full = full_names[i];
       const TensorPlace& place = places[i];
-      RecordId id;
+      RecordId id = 0;
       {
         // The source is the file's memory map: no staging copy outlives this
         // scope (seed lesson 4).
