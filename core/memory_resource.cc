@@ -42,8 +42,12 @@ void* StatisticsAdaptor::do_allocate(size_t bytes, StreamRef stream) {
 }
 
 void StatisticsAdaptor::do_deallocate(void* ptr, size_t bytes, StreamRef stream) {
-  upstream_.deallocate(ptr, bytes, stream);
+  // Counted as free before the upstream frees it, as an allocation is counted
+  // after the upstream gave it: so the count never runs ahead of the upstream
+  // (freed upstream first, another thread's allocation of the same bytes could
+  // be counted before this release, and the peak would exceed the budget).
   in_use_.fetch_sub(bytes);
+  upstream_.deallocate(ptr, bytes, stream);
 }
 
 BudgetAdaptor::BudgetAdaptor(MemoryResource& upstream, uint64_t budget_bytes, std::string name)

@@ -59,4 +59,10 @@ assert r["outputs_identical"] is True
 assert r["streamed_bytes"] == 3 * 64 * 64 * 2, r["streamed_bytes"]
 assert r["peak_accelerator_bytes"] <= 20 * 1024, r["peak_accelerator_bytes"]
 PY
+# With --no-resident nothing is compared, and bench says so (no claim of bit-identity).
+json=$("$stowage" bench --device sim --model "$tmp/m.safetensors" --batch 2 --iters 2 --max-memory 0=20KiB \
+         --prefetch 1 --no-resident --json)
+python3 -c 'import json, sys; r = json.loads(sys.argv[1]); assert r["outputs_identical"] == "not compared", r; assert "resident_forward_s" not in r' "$json"
+"$stowage" bench --device sim --model "$tmp/m.safetensors" --iters 1 --max-memory 0=20KiB --prefetch 1 \
+  --no-resident | grep -q "outputs  *not compared" || fail "bench --no-resident text claims a comparison"
 echo PASS
