@@ -16,6 +16,7 @@
 #include "core/buffer.h"
 #include "core/cuda_check.h"
 #include "core/error.h"
+#include "kernels/detail/float_type.h"
 #include "core/memory_resource.h"
 #include "kernels/cublaslt_context.h"
 #include "kernels/detail/cublaslt_check.h"
@@ -25,22 +26,6 @@
 namespace stowage::kernels {
 namespace detail {
 namespace {
-
-cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
-
-FloatType float_type(DType dtype) {
-  switch (dtype) {
-    case DType::kF16:
-      return FloatType::kF16;
-    case DType::kBF16:
-      return FloatType::kBF16;
-    case DType::kF32:
-      return FloatType::kF32;
-    default:
-      throw InternalError(fmt::format("kernels: {} reached a kernel that takes f16, bf16 or f32",
-                                      short_name(dtype)));
-  }
-}
 
 // A cuBLASLt object owned by a unique_ptr-like, move-only holder.
 template <typename Handle, cublasStatus_t (*Destroy)(Handle)>

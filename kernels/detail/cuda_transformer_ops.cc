@@ -6,29 +6,10 @@
 
 #include "core/cuda_check.h"
 #include "core/error.h"
+#include "kernels/detail/float_type.h"
 #include "kernels/detail/transformer_launch.h"
 
 namespace stowage::kernels::detail {
-namespace {
-
-cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
-
-FloatType float_type(DType dtype) {
-  switch (dtype) {
-    case DType::kF16:
-      return FloatType::kF16;
-    case DType::kBF16:
-      return FloatType::kBF16;
-    case DType::kF32:
-      return FloatType::kF32;
-    default:
-      throw InternalError(fmt::format("kernels: {} reached a kernel that takes f16, bf16 or f32",
-                                      short_name(dtype)));
-  }
-}
-
-}  // namespace
-
 void cuda_rms_norm(const RmsNormArgs& a, void* stream) {
   STOWAGE_CUDA_TRY(launch_rms_norm(a.x, a.weight, float_type(a.weight_dtype), a.rows, a.cols, a.eps,
                                    a.y, as_stream(stream)));
