@@ -86,10 +86,6 @@ std::optional<LoadQuantization> parse_quant(const ArgParser& parser) {
   return q;
 }
 
-std::string json_escape_line(const boost::json::object& object) {
-  return boost::json::serialize(object);
-}
-
 }  // namespace
 
 int run_generate(const std::vector<std::string>& args,
@@ -241,7 +237,7 @@ int run_generate(const std::vector<std::string>& args,
     o["decode_seconds"] = result.decode_seconds;
     o["decode_steps"] = result.decode_steps;
     o["batch"] = batch;
-    std::printf("%s\n", json_escape_line(o).c_str());
+    std::printf("%s\n", boost::json::serialize(o).c_str());
   } else {
     std::printf("\n");
     const double gib = 1024.0 * 1024.0 * 1024.0;
