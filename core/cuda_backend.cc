@@ -93,6 +93,10 @@ class CudaStream final : public StreamImpl {
     }
   }
   void host_task(std::function<void()> task) override {
+    // A captured host node would call the trampoline at every launch, which
+    // deletes its payload after the first.
+    STOWAGE_EXPECTS(!capturing(), DeviceError,
+                    "host work (a host task) cannot be part of a CUDA graph capture");
     auto* payload = new Payload{this, std::move(task)};
     const cudaError_t status = cudaLaunchHostFunc(stream_, &CudaStream::trampoline, payload);
     if (status != cudaSuccess) delete payload;
@@ -113,6 +117,17 @@ class CudaStream final : public StreamImpl {
     }
     if (error) std::rethrow_exception(error);
   }
+  bool capturing() const override {
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    STOWAGE_CUDA_TRY(cudaStreamIsCapturing(stream_, &status));
+    return status != cudaStreamCaptureStatusNone;
+  }
+  void begin_capture() override {
+    // Thread-local: only this thread's unsafe calls (cudaMalloc, a legacy
+    // stream synchronize) break the capture, not other threads' work.
+    STOWAGE_CUDA_TRY(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  }
+  std::unique_ptr<GraphImpl> end_capture() override;
 
  private:
   struct Payload {
@@ -141,6 +156,49 @@ class CudaStream final : public StreamImpl {
   std::exception_ptr error_;
 };
 
+// An instantiated CUDA graph.
+class CudaGraph final : public GraphImpl {
+ public:
+  CudaGraph(cudaGraph_t graph, int device) : graph_(graph), device_(device) {
+    const cudaError_t status = cudaGraphInstantiate(&exec_, graph_, 0);
+    if (status != cudaSuccess) {
+      cudaGetLastError();
+      cudaGraphDestroy(graph_);
+      throw DeviceError(
+          fmt::format("instantiating a captured CUDA graph failed: {}", cudaGetErrorString(status)));
+    }
+  }
+  ~CudaGraph() override {
+    cudaGraphExecDestroy(exec_);
+    cudaGraphDestroy(graph_);
+  }
+  CudaGraph(const CudaGraph&) = delete;
+  CudaGraph& operator=(const CudaGraph&) = delete;
+
+  void launch(StreamImpl& stream) override {
+    STOWAGE_EXPECTS(stream.backend() == Backend::kCuda && stream.device_index() == device_,
+                    InvalidInputError, "a CUDA graph of device {} was launched on another stream",
+                    device_);
+    STOWAGE_CUDA_TRY(cudaGraphLaunch(exec_, static_cast<cudaStream_t>(stream.native_handle())));
+  }
+
+ private:
+  cudaGraph_t graph_ = nullptr;
+  cudaGraphExec_t exec_ = nullptr;
+  int device_;
+};
+
+std::unique_ptr<GraphImpl> CudaStream::end_capture() {
+  cudaGraph_t graph = nullptr;
+  const cudaError_t status = cudaStreamEndCapture(stream_, &graph);
+  if (status != cudaSuccess || graph == nullptr) {
+    cudaGetLastError();
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    throw DeviceError(fmt::format("CUDA graph capture failed: {}", cudaGetErrorString(status)));
+  }
+  return std::make_unique<CudaGraph>(graph, device_);
+}
+
 // Device memory through the stream-ordered allocator (cudaMallocAsync), so a
 // free on a stream is safe while kernels still read the memory.
 class CudaDeviceMemory final : public MemoryResource {
@@ -152,6 +210,10 @@ class CudaDeviceMemory final : public MemoryResource {
  private:
   void* do_allocate(size_t bytes, StreamRef stream) override {
     if (bytes == 0) return nullptr;
+    STOWAGE_EXPECTS(!stream.capturing(), InvalidInputError,
+                    "{}: a stream-ordered allocation of {} bytes during a graph capture (the "
+                    "graph would hold memory outside every budget)",
+                    name(), bytes);
     ScopedDevice scope(device_);
     void* ptr = nullptr;
     const cudaError_t status =

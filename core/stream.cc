@@ -78,6 +78,8 @@ void StreamRef::synchronize() const {
   if (impl_ != nullptr) impl_->synchronize();
 }
 
+bool StreamRef::capturing() const { return impl_ != nullptr && impl_->capturing(); }
+
 Stream::Stream() = default;
 Stream::Stream(std::unique_ptr<detail::StreamImpl> impl) : impl_(std::move(impl)) {}
 Stream::Stream(Stream&&) noexcept = default;

@@ -81,6 +81,9 @@ class StreamRef {
   // Blocks until all enqueued work ran; rethrows (and clears) the first error
   // a task on this stream raised since the last synchronize.
   void synchronize() const;
+  // True while the stream records into a graph capture (core/stream_graph.h)
+  // instead of running its work. False for a null ref.
+  bool capturing() const;
 
   detail::StreamImpl* impl() const { return impl_; }
   bool operator==(const StreamRef& o) const { return impl_ == o.impl_; }

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <memory>
 
 #include "core/stream.h"
 
@@ -17,6 +18,12 @@ class EventImpl {
   virtual float elapsed_ms_since(const EventImpl& start) const = 0;
 };
 
+class GraphImpl {
+ public:
+  virtual ~GraphImpl() = default;
+  virtual void launch(class StreamImpl& stream) = 0;
+};
+
 class StreamImpl {
  public:
   virtual ~StreamImpl() = default;
@@ -29,6 +36,13 @@ class StreamImpl {
   virtual void record(EventImpl& event) = 0;
   virtual void wait(const EventImpl& event) = 0;
   virtual void synchronize() = 0;
+  // Graph capture (core/stream_graph.h). capturing(): this stream records
+  // instead of running (it began a capture or joined one).
+  virtual bool capturing() const = 0;
+  virtual void begin_capture() = 0;
+  // Ends the capture begun on this stream; throws when it failed. The
+  // capture is over either way.
+  virtual std::unique_ptr<GraphImpl> end_capture() = 0;
 };
 
 }  // namespace stowage::detail
