@@ -136,6 +136,21 @@ void gemm(const GemmArgs& a) {
   }
 }
 
+void dense_gemv(const DenseGemvArgs& a) {
+  const std::vector<float> w = to_floats(a.w, a.weight_dtype, a.n * a.k);
+  for (int64_t r = 0; r < a.m; ++r) {
+    const float* xr = a.x + r * a.k;
+    for (int64_t c = 0; c < a.n; ++c) {
+      const float* wc = w.data() + c * a.k;
+      float acc = 0.0f;
+      for (int64_t i = 0; i < a.k; ++i) acc += xr[i] * wc[i];
+      if (a.bias != nullptr) acc += load_as_float(a.bias, a.bias_dtype, static_cast<size_t>(c));
+      if (a.relu) acc = std::max(acc, 0.0f);
+      a.y[r * a.n + c] = acc;
+    }
+  }
+}
+
 void int8_matmul(const Int8MatmulArgs& a) {
   // Outlier columns, ascending.
   std::vector<uint8_t> flags(static_cast<size_t>(a.k), 0);

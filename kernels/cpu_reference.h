@@ -32,6 +32,7 @@ void dequantize_int8_rowwise(const int8_t* cb, const float* scb, int64_t rows, i
                              void* output, DType out_dtype);
 
 void gemm(const GemmArgs& args);
+void dense_gemv(const DenseGemvArgs& args);
 void int8_matmul(const Int8MatmulArgs& args);
 void four_bit_matmul(const FourBitMatmulArgs& args);
 

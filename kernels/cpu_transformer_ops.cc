@@ -136,9 +136,11 @@ void add_in_place(float* y, const float* x, int64_t count) {
 
 void kv_append(const KvAppendArgs& a) {
   const int64_t row = a.kv_heads * a.head_dim;
+  const int64_t past = a.past_at != nullptr ? *a.past_at : a.past;
   for (int64_t b = 0; b < a.batch; ++b) {
     for (int64_t t = 0; t < a.tokens; ++t) {
-      std::memcpy(a.cache + (b * a.capacity + a.past + t) * row,
+      if (past + t >= a.capacity) continue;
+      std::memcpy(a.cache + (b * a.capacity + past + t) * row,
                   a.src + (b * a.tokens + t) * a.src_stride, row * sizeof(float));
     }
   }
@@ -148,13 +150,15 @@ void attention(const AttentionArgs& a) {
   const int64_t d = a.head_dim;
   const int64_t group = a.heads / a.kv_heads;
   const int64_t kv_row = a.kv_heads * d;
-  std::vector<float> scores(static_cast<size_t>(a.past + a.tokens));
+  const int64_t past = a.past_at != nullptr ? *a.past_at : a.past;
+  std::vector<float> scores(static_cast<size_t>(a.capacity));
   std::vector<float> acc(static_cast<size_t>(d));
   for (int64_t b = 0; b < a.batch; ++b) {
     const float* k_seq = a.k_cache + b * a.capacity * kv_row;
     const float* v_seq = a.v_cache + b * a.capacity * kv_row;
     for (int64_t t = 0; t < a.tokens; ++t) {
-      const int64_t p = a.past + t;
+      const int64_t p = past + t;
+      if (p >= a.capacity) continue;
       const int64_t lo = a.window > 0 && p - a.window + 1 > 0 ? p - a.window + 1 : 0;
       const int64_t n = p - lo + 1;
       for (int64_t h = 0; h < a.heads; ++h) {

@@ -30,4 +30,28 @@ struct GemmArgs {
 // pointers where data is needed.
 void gemm(CublasLtContext& context, const GemmArgs& args, StreamRef stream);
 
+// A dense layer at small batch with float32 activations and 16-bit weights:
+// y[m, n] = act(x[m, k] @ w[n, k]^T + bias[n]), x and y float32, w F16 or
+// BF16, bias float32 or w's dtype (or null), 1 <= m <= kDenseGemvMaxRows.
+// Reads each weight byte once (memory-bound: the decode step's projections)
+// and takes no scratch memory, so it runs under any budget and inside a
+// captured graph. Sums in float32 in an order fixed by k alone: the same
+// bits on every call. On a sim or null stream the CPU counterpart runs.
+inline constexpr int64_t kDenseGemvMaxRows = 8;
+struct DenseGemvArgs {
+  int64_t m = 0;
+  int64_t n = 0;
+  int64_t k = 0;
+  DType weight_dtype = DType::kBF16;  // kF16 or kBF16
+  DType bias_dtype = DType::kF32;     // kF32 or weight_dtype
+  const float* x = nullptr;           // [m, k]
+  const void* w = nullptr;            // [n, k]
+  const void* bias = nullptr;         // [n], or null
+  bool relu = false;
+  float* y = nullptr;  // [m, n]
+};
+// Throws InvalidInputError for other dtypes, m outside 1..kDenseGemvMaxRows,
+// negative sizes or null pointers where data is needed.
+void dense_gemv(const DenseGemvArgs& args, StreamRef stream);
+
 }  // namespace stowage::kernels

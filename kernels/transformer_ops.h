@@ -96,12 +96,20 @@ void add_in_place(float* y, const float* x, int64_t count, StreamRef stream);
 // elements between consecutive (b, t) rows (so k and v can be read out of one
 // fused qkv projection); cache: F32 [batch, capacity, kv_heads, head_dim].
 // Requires past + tokens <= capacity.
+//
+// past_at (kv_append and attention): when set, the op reads the number of
+// cached positions from this int32 in the stream's device memory when it
+// runs, instead of taking `past` at enqueue time, so a captured step
+// (core/stream_graph.h) replays at the position of each launch; `past` is
+// then what the caller expects it to hold (argument checks only). Positions
+// at or past the capacity are skipped, never written or read.
 struct KvAppendArgs {
   int64_t batch = 0;
   int64_t tokens = 0;
   int64_t kv_heads = 0;
   int64_t head_dim = 0;
   int64_t past = 0;
+  const int32_t* past_at = nullptr;
   int64_t capacity = 0;
   const float* src = nullptr;
   int64_t src_stride = 0;
@@ -122,7 +130,10 @@ void kv_append(const KvAppendArgs& args, StreamRef stream);
 // Requires past + tokens <= capacity; on CUDA head_dim <= 256. Positions
 // outside [lo, p] are never read (they may hold anything, NaN included). The
 // CUDA implementation needs no scratch memory: it splits long contexts
-// across a thread-block cluster and combines the parts in shared memory.
+// across a thread-block cluster and combines the parts in shared memory; the
+// number of parts is a function of the sizes (with past_at, of the capacity
+// instead of the context), so results are the same bits at every call.
+// past_at: as for kv_append.
 struct AttentionArgs {
   int64_t batch = 0;
   int64_t tokens = 0;
@@ -130,6 +141,7 @@ struct AttentionArgs {
   int64_t kv_heads = 0;
   int64_t head_dim = 0;
   int64_t past = 0;
+  const int32_t* past_at = nullptr;
   int64_t capacity = 0;
   int64_t window = 0;  // sliding window in positions; 0: none
   float scale = 1.0f;

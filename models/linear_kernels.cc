@@ -35,9 +35,26 @@ class AcceleratorLinearKernels final : public LinearKernels {
   void linear(StreamRef stream, const LinearWeights& w, const TensorView& x, const TensorView& y,
               bool relu) override {
     check_linear_arguments(w, x, y, "linear layer");
+    const int64_t m = x.shape()[0], n = w.out_features, k = w.in_features;
+    if (takes_dense_gemv(w, m)) {
+      // Small batches of 16-bit weights: the GEMV reads float32 activations
+      // and the bias as they are (no scratch, no context).
+      kernels::DenseGemvArgs a;
+      a.m = m;
+      a.n = n;
+      a.k = k;
+      a.weight_dtype = w.weight.dtype();
+      a.bias_dtype = w.bias.data() != nullptr ? w.bias.dtype() : DType::kF32;
+      a.x = x.data_as<float>();
+      a.w = w.weight.data();
+      a.bias = w.bias.data();
+      a.relu = relu;
+      a.y = y.data_as<float>();
+      kernels::dense_gemv(a, stream);
+      return;
+    }
     // One cuBLASLt context is not safe for concurrent use (kernels/).
     std::lock_guard<std::mutex> lock(mutex_);
-    const int64_t m = x.shape()[0], n = w.out_features, k = w.in_features;
     Buffer bias_f32;
     const void* bias = nullptr;
     if (w.bias.data() != nullptr) {
@@ -133,7 +150,9 @@ class AcceleratorLinearKernels final : public LinearKernels {
       uint64_t context = 0;
       switch (l.format) {
         case WeightFormat::kFloat:
-          if (l.weight_dtype != DType::kF32) call += static_cast<uint64_t>(batch * k) * 2;
+          if (l.weight_dtype != DType::kF32 && batch > kernels::kDenseGemvMaxRows) {
+            call += static_cast<uint64_t>(batch * k) * 2;
+          }
           break;
         case WeightFormat::kInt8:
           context = kernels::int8_matmul_scratch_bytes(batch, n, k, l.threshold);
@@ -152,6 +171,13 @@ class AcceleratorLinearKernels final : public LinearKernels {
   }
 
  private:
+  static bool takes_dense_gemv(const LinearWeights& w, int64_t m) {
+    const DType wt = w.weight.dtype();
+    return w.format == WeightFormat::kFloat && (wt == DType::kF16 || wt == DType::kBF16) &&
+           m >= 1 && m <= kernels::kDenseGemvMaxRows &&
+           (w.bias.data() == nullptr || w.bias.dtype() == DType::kF32 || w.bias.dtype() == wt);
+  }
+
   void from_f32(const TensorView& src, DType dtype, void* dst, StreamRef stream) {
     const int64_t n = static_cast<int64_t>(src.numel());
     if (stream.backend() == Backend::kSim) {

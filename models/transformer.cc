@@ -260,13 +260,13 @@ uint64_t transformer_working_bytes(const TransformerSpec& spec, const Transforme
                     + rows * c.intermediate_size * 3                     // gate, up, act
                     + static_cast<uint64_t>(a.head_rows) * c.vocab_size  // logits
                     + static_cast<uint64_t>(c.head_dim / 2);             // inv_freq
-  const uint64_t ints = rows * 2;                                        // ids, positions
+  const uint64_t ints = rows * 2 + 1;  // ids, positions, past
   std::vector<LinearShape> shapes;
   for (const DecoderLayerSpec& l : spec.layers) {
     for (const Projection& p : kProjections) shapes.push_back((l.*p.spec).shape());
   }
   shapes.push_back(spec.head.shape());
-  const uint64_t buffers = 14 + 2 * static_cast<uint64_t>(c.num_layers);
+  const uint64_t buffers = 15 + 2 * static_cast<uint64_t>(c.num_layers);
   return floats * sizeof(float) + ints * sizeof(int32_t) + kv_cache_bytes(spec, shape) +
          buffers * kAllocationSlack + kernels.working_bytes(shapes, a.rows);
 }
@@ -306,6 +306,8 @@ TransformerState::TransformerState(const TransformerSpec& spec, const Transforme
   host_ids = Buffer(pinned, rows * sizeof(int32_t));
   host_positions = Buffer(pinned, rows * sizeof(int32_t));
   host_rows = Buffer(pinned, rows * c.hidden_size * f);
+  past_device = Buffer(device, sizeof(int32_t), stream);
+  host_past = Buffer(pinned, sizeof(int32_t));
 }
 
 TransformerModel::TransformerModel(TransformerSpec spec, LinearKernels& kernels)
@@ -367,11 +369,12 @@ void TransformerModel::build_layer(size_t i) {
     kernels::apply_rope({rows, c.num_kv_heads, c.head_dim, f(st.k), positions, f(st.inv_freq)}, s);
     const int64_t batch = st.shape_.batch;
     const int64_t capacity = st.shape_.max_context;
-    kernels::kv_append({batch, current_.tokens, c.num_kv_heads, c.head_dim, st.past_, capacity,
-                        f(st.k), kv_cols, f(st.k_cache[i])},
+    const auto* past_at = static_cast<const int32_t*>(st.past_device.data());
+    kernels::kv_append({batch, current_.tokens, c.num_kv_heads, c.head_dim, st.past_, past_at,
+                        capacity, f(st.k), kv_cols, f(st.k_cache[i])},
                        s);
-    kernels::kv_append({batch, current_.tokens, c.num_kv_heads, c.head_dim, st.past_, capacity,
-                        f(st.v), kv_cols, f(st.v_cache[i])},
+    kernels::kv_append({batch, current_.tokens, c.num_kv_heads, c.head_dim, st.past_, past_at,
+                        capacity, f(st.v), kv_cols, f(st.v_cache[i])},
                        s);
     kernels::AttentionArgs attention;
     attention.batch = batch;
@@ -380,6 +383,7 @@ void TransformerModel::build_layer(size_t i) {
     attention.kv_heads = c.num_kv_heads;
     attention.head_dim = c.head_dim;
     attention.past = st.past_;
+    attention.past_at = past_at;
     attention.capacity = capacity;
     attention.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
     attention.q = f(st.q);
@@ -430,6 +434,14 @@ void TransformerModel::build_norm_and_head() {
 TensorView TransformerModel::step(hooks::HookRegistry& registry, StreamRef stream,
                                   TransformerState& state, const std::vector<int32_t>& ids,
                                   int64_t tokens) {
+  prepare_step(stream, state, ids, tokens);
+  const TensorView logits = enqueue_step(registry, stream, state, tokens);
+  advance_step(state, tokens);
+  return logits;
+}
+
+void TransformerModel::prepare_step(StreamRef stream, TransformerState& state,
+                                    const std::vector<int32_t>& ids, int64_t tokens) {
   const TransformerConfig& c = spec_.config;
   const TransformerRunShape& shape = state.shape_;
   STOWAGE_EXPECTS(tokens > 0 && tokens <= shape.max_step_tokens, InvalidInputError,
@@ -456,25 +468,36 @@ TensorView TransformerModel::step(hooks::HookRegistry& registry, StreamRef strea
     host_ids[r] = ids[r];
     host_positions[r] = static_cast<int32_t>(state.past_ + r % tokens);
   }
-  stream.copy(state.positions.data(), host_positions, rows * sizeof(int32_t));
+  *static_cast<int32_t*>(state.host_past.data()) = static_cast<int32_t>(state.past_);
   if (state.past_ == 0) {
     stream.copy(state.inv_freq.data(), inv_freq_.data(), inv_freq_.size() * sizeof(float));
   }
+  if (device_table_.data() == nullptr) {
+    // The table's host copy: gather the rows there; enqueue_step copies only them.
+    kernels::embedding_lookup({rows, c.vocab_size, c.hidden_size, host_ids, host_table_.data(),
+                               spec_.embedding_dtype,
+                               static_cast<float*>(state.host_rows.data())},
+                              StreamRef());
+  }
+}
+
+TensorView TransformerModel::enqueue_step(hooks::HookRegistry& registry, StreamRef stream,
+                                          TransformerState& state, int64_t tokens) {
+  const TransformerConfig& c = spec_.config;
+  const TransformerRunShape& shape = state.shape_;
+  const int64_t rows = shape.batch * tokens;
+  stream.copy(state.positions.data(), state.host_positions.data(), rows * sizeof(int32_t));
+  stream.copy(state.past_device.data(), state.host_past.data(), sizeof(int32_t));
   float* h = static_cast<float*>(state.h.data());
   if (device_table_.data() != nullptr) {
-    stream.copy(state.ids.data(), host_ids, rows * sizeof(int32_t));
+    stream.copy(state.ids.data(), state.host_ids.data(), rows * sizeof(int32_t));
     kernels::embedding_lookup(
         {rows, c.vocab_size, c.hidden_size, static_cast<const int32_t*>(state.ids.data()),
          device_table_.data(), spec_.embedding_dtype, h},
         stream);
   } else {
-    // The table's host copy: gather the rows there and copy only them.
     const size_t row_bytes = static_cast<size_t>(c.hidden_size) * sizeof(float);
-    auto* out = static_cast<float*>(state.host_rows.data());
-    kernels::embedding_lookup({rows, c.vocab_size, c.hidden_size, host_ids, host_table_.data(),
-                               spec_.embedding_dtype, out},
-                              StreamRef());
-    stream.copy(h, out, rows * row_bytes);
+    stream.copy(h, state.host_rows.data(), rows * row_bytes);
   }
   current_.state = &state;
   current_.tokens = tokens;
@@ -496,7 +519,6 @@ TensorView TransformerModel::step(hooks::HookRegistry& registry, StreamRef strea
   }
   const TensorView logits = f32_view(state.logits, current_.head_rows, c.vocab_size, tier);
   registry.run_forward(*head_, stream, {x_view}, {logits});
-  state.past_ += tokens;
   return logits;
 }
 

@@ -119,6 +119,8 @@ class TransformerState {
   Buffer host_ids;        // pinned int32 [batch * max_step_tokens]
   Buffer host_positions;  // pinned int32 [batch * max_step_tokens]
   Buffer host_rows;       // pinned embedding rows gathered on the host
+  Buffer past_device;     // int32: past_ as the step's kernels read it (kernels' past_at)
+  Buffer host_past;       // pinned int32
   Tier tier;
 };
 
@@ -147,6 +149,20 @@ class TransformerModel {
   // [batch, vocab] for the last position of each sequence.
   TensorView step(hooks::HookRegistry& registry, StreamRef stream, TransformerState& state,
                   const std::vector<int32_t>& ids, int64_t tokens);
+
+  // step() in its three parts, for a step captured into a graph
+  // (models/decode_graph.h): prepare_step checks the arguments, waits for
+  // `stream` (the previous step's copies read the pinned staging) and writes
+  // the step's ids, positions and (with the table on the host) embedding
+  // rows into the state's pinned staging; enqueue_step enqueues everything
+  // else, every value that changes from step to step read from that staging
+  // or from device memory, so a capture of it replays any step of the same
+  // shape; advance_step moves the state past the step.
+  void prepare_step(StreamRef stream, TransformerState& state, const std::vector<int32_t>& ids,
+                    int64_t tokens);
+  TensorView enqueue_step(hooks::HookRegistry& registry, StreamRef stream, TransformerState& state,
+                          int64_t tokens);
+  static void advance_step(TransformerState& state, int64_t tokens) { state.past_ += tokens; }
 
  private:
   void build_layer(size_t i);

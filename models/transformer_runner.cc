@@ -316,6 +316,10 @@ GenerationResult TransformerRunner::generate(const std::vector<int32_t>& prompt,
   const OffloadCounters prefill_counters = manager_.counters();
   result.prefill_counters = counters_since(prefill_counters, start_counters);
 
+  if (options.graphs && graph_ == nullptr) {
+    graph_ = std::make_unique<DecodeGraph>(*model_, registry_, &manager_, stream_.ref(), *state_);
+  }
+  const int64_t launches_before = graph_ != nullptr ? graph_->launches() : 0;
   start = std::chrono::steady_clock::now();
   for (int64_t n = 1; n <= options.max_new_tokens; ++n) {
     result.output_ids.push_back(next[0]);
@@ -323,11 +327,16 @@ GenerationResult TransformerRunner::generate(const std::vector<int32_t>& prompt,
     const bool eos =
         std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), next[0]) != c.eos_token_ids.end();
     if ((eos && !options.ignore_eos) || n == options.max_new_tokens) break;
-    logits = model_->step(registry_, stream_.ref(), *state_, next, 1);
+    logits = options.graphs ? graph_->step(next)
+                            : model_->step(registry_, stream_.ref(), *state_, next, 1);
     next = choose(logits, 1, options, static_cast<uint64_t>(n), keep);
     result.decode_steps++;
   }
   result.decode_seconds = seconds_since(start);
+  if (options.graphs) {
+    result.graph_launches = graph_->launches() - launches_before;
+    result.graph_fallback = graph_->fallback_reason();
+  }
   manager_.synchronize();
   result.decode_counters = counters_since(manager_.counters(), prefill_counters);
   return result;

@@ -29,6 +29,7 @@
 #include "hooks/hook_registry.h"
 #include "hooks/offload_hook.h"
 #include "mmap_store/checkpoint.h"
+#include "models/decode_graph.h"
 #include "models/linear.h"
 #include "models/transformer.h"
 #include "offload/loader.h"
@@ -61,6 +62,9 @@ struct GenerationOptions {
   int64_t top_k = 0;         // 0: off
   uint64_t seed = 0;
   bool ignore_eos = false;
+  // Decode steps replayed from a captured graph (models/decode_graph.h);
+  // the outputs are the same bits either way.
+  bool graphs = false;
   // Called with each new token of sequence 0 as soon as it is known.
   std::function<void(int32_t)> on_token;
 };
@@ -76,6 +80,10 @@ struct GenerationResult {
   double decode_seconds = 0;         // the decode steps
   OffloadCounters prefill_counters;  // during the prefill
   OffloadCounters decode_counters;   // during the decode steps
+  // With GenerationOptions::graphs: decode steps launched from the graph,
+  // and why none were when the capture failed.
+  int64_t graph_launches = 0;
+  std::string graph_fallback;
 };
 
 class TransformerRunner {
@@ -116,6 +124,7 @@ class TransformerRunner {
   LoadedCheckpoint loaded_;
   uint64_t working_bytes_ = 0;
   std::unique_ptr<TransformerState> state_;
+  std::unique_ptr<DecodeGraph> graph_;  // made at the first decode step that asks for it
   Buffer chosen_device_;  // int32 [batch]
   Buffer chosen_host_;    // pinned int32 [batch]
 };

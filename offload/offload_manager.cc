@@ -70,6 +70,7 @@ class OffloadManager::Impl {
     std::vector<Event> spare_done_events;
     std::vector<Event> spare_reached_events;
     std::map<detail::StreamImpl*, int> trace_tids;
+    Event capture_fork, capture_join;  // the copy stream into and out of a capture
   };
 
   struct TierMemory {
@@ -565,7 +566,12 @@ class OffloadManager::Impl {
                    const ModuleInfo& info) {
     Slot& s = a.pool->slot(index);
     StreamRef copy = a.copy.ref();
-    TraceRecorder* trace = owner_.options_.trace;
+    TraceRecorder* trace = capturing_ ? nullptr : owner_.options_.trace;
+    if (capturing_ && forked_.insert(a.tier.index()).second) {
+      if (!a.capture_fork.valid()) a.capture_fork = a.accelerator->create_event();
+      capture_stream_.record(a.capture_fork);
+      copy.wait(a.capture_fork);
+    }
     if (s.released_recorded) copy.wait(s.released);
     Event trace_start;
     if (trace != nullptr) {
@@ -645,7 +651,7 @@ class OffloadManager::Impl {
     for (size_t step = 1; step < n && found < owner_.options_.prefetch_depth; ++step) {
       size_t j = pos->second.second + step;
       if (j >= n) {
-        if (!owner_.options_.wrap_around) break;
+        if (!owner_.options_.wrap_around || capturing_) break;
         j -= n;
       }
       const std::string& next = order[j];
@@ -704,12 +710,12 @@ class OffloadManager::Impl {
 
   ModuleForward begin_forward(const std::string& module, StreamRef compute) {
     std::unique_lock<std::mutex> lock(mutex_);
-    resolve_pending(false);
+    if (!capturing_) resolve_pending(false);
     STOWAGE_EXPECTS(active_.count(module) == 0, InvalidInputError,
                     "offload manager: begin_forward('{}') while a forward of it is running",
                     module);
     const ModuleInfo& info = module_info(module);
-    TraceRecorder* trace = owner_.options_.trace;
+    TraceRecorder* trace = capturing_ ? nullptr : owner_.options_.trace;
     ModuleForward fwd;
     fwd.module = module;
     ActiveForward act;
@@ -759,7 +765,7 @@ class OffloadManager::Impl {
       cs.record(s.ticket->reached);
       s.ticket->reached_recorded = true;
       cs.wait(s.ticket->done);
-      pending_.push_back(PendingTicket{a.tier.index(), s.ticket});
+      if (!capturing_) pending_.push_back(PendingTicket{a.tier.index(), s.ticket});
       if (trace != nullptr) {
         Event stall_end = a.accelerator->create_event();
         cs.record(stall_end);
@@ -813,7 +819,7 @@ class OffloadManager::Impl {
       cs.record(last->second);
     }
     for (RecordId id : act.ids) owner_.table_.unpin(id);
-    if (TraceRecorder* trace = owner_.options_.trace) {
+    if (TraceRecorder* trace = capturing_ ? nullptr : owner_.options_.trace) {
       Event end = a.accelerator->create_event();
       cs.record(end);
       trace->add_span(a.tier.index(), trace_tid(a, cs), module, "compute",
@@ -848,6 +854,91 @@ class OffloadManager::Impl {
       }
       pending_.pop_front();
     }
+  }
+
+  // Every slot free, with nothing ordering its reuse. REQUIRES: lock held.
+  void empty_slots() {
+    for (auto& a : accelerators_) {
+      if (!a->pool) continue;
+      for (int i = 0; i < a->pool->size(); ++i) {
+        Slot& s = a->pool->slot(i);
+        s.state = Slot::State::kFree;
+        s.module.clear();
+        s.views.clear();
+        s.ticket.reset();
+        s.released_recorded = false;
+      }
+    }
+  }
+
+  void begin_capture(StreamRef compute) {
+    STOWAGE_EXPECTS(!compute.is_null(), InvalidInputError,
+                    "offload manager: a capture needs a compute stream");
+    synchronize();
+    std::lock_guard<std::mutex> lock(mutex_);
+    STOWAGE_EXPECTS(!capturing_, InvalidInputError,
+                    "offload manager: begin_capture() while a capture is open");
+    STOWAGE_EXPECTS(active_.empty(), InvalidInputError,
+                    "offload manager: begin_capture() while module '{}' is in a forward",
+                    active_.empty() ? "" : active_.begin()->first);
+    if (!dispatched_) dispatch_locked();
+    empty_slots();
+    capturing_ = true;
+    capture_stream_ = compute;
+    capture_start_ = counters_;
+    forked_.clear();
+  }
+
+  OffloadCounters end_capture(StreamRef compute) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    STOWAGE_EXPECTS(capturing_, InvalidInputError,
+                    "offload manager: end_capture() without begin_capture()");
+    STOWAGE_EXPECTS(active_.empty(), InvalidInputError,
+                    "offload manager: end_capture() while module '{}' is in a forward",
+                    active_.empty() ? "" : active_.begin()->first);
+    for (int index : forked_) {
+      AcceleratorState& a = *accelerators_[index];
+      if (!a.capture_join.valid()) a.capture_join = a.accelerator->create_event();
+      a.copy.ref().record(a.capture_join);
+      compute.wait(a.capture_join);
+    }
+    const OffloadCounters per_launch = counters_since(counters_, capture_start_);
+    counters_ = capture_start_;  // the capture moved nothing; launches count
+    capturing_ = false;
+    forked_.clear();
+    return per_launch;
+  }
+
+  void abandon_capture() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!capturing_) return;
+    counters_ = capture_start_;
+    capturing_ = false;
+    forked_.clear();
+    // Slots and resident modules' last uses were ordered by captured work
+    // that never ran.
+    empty_slots();
+    last_use_.clear();
+  }
+
+  void note_launch(StreamRef compute, const OffloadCounters& per_launch) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& a : accelerators_) {
+      if (!a->pool) continue;
+      for (int i = 0; i < a->pool->size(); ++i) {
+        Slot& s = a->pool->slot(i);
+        compute.record(s.released);
+        s.released_recorded = true;
+      }
+    }
+    for (auto& [module, event] : last_use_) compute.record(event);
+    counters_.bytes_h2d += per_launch.bytes_h2d;
+    counters_.bytes_d2h += per_launch.bytes_d2h;
+    counters_.bytes_d2d += per_launch.bytes_d2d;
+    counters_.bytes_disk_read += per_launch.bytes_disk_read;
+    counters_.bytes_disk_written += per_launch.bytes_disk_written;
+    counters_.fetches += per_launch.fetches;
+    counters_.sync_fallbacks += per_launch.sync_fallbacks;
   }
 
   void synchronize() {
@@ -916,6 +1007,11 @@ class OffloadManager::Impl {
   std::map<std::string, ActiveForward> active_;
   std::deque<PendingTicket> pending_;
   std::map<std::string, Event> last_use_;  // of resident modules, on their compute stream
+  // Graph capture (begin_capture .. end_capture).
+  bool capturing_ = false;
+  StreamRef capture_stream_;
+  OffloadCounters capture_start_;
+  std::set<int> forked_;  // accelerators whose copy stream joined the capture
   OffloadCounters counters_;
   uint64_t disk_peak_ = 0;
   bool dispatched_ = false;               // the slot pools match what is streamed
@@ -973,6 +1069,14 @@ void OffloadManager::end_forward(const std::string& module, StreamRef compute) {
 }
 
 void OffloadManager::synchronize() { impl_->synchronize(); }
+void OffloadManager::begin_capture(StreamRef compute) { impl_->begin_capture(compute); }
+OffloadCounters OffloadManager::end_capture(StreamRef compute) {
+  return impl_->end_capture(compute);
+}
+void OffloadManager::abandon_capture() { impl_->abandon_capture(); }
+void OffloadManager::note_launch(StreamRef compute, const OffloadCounters& per_launch) {
+  impl_->note_launch(compute, per_launch);
+}
 OffloadCounters OffloadManager::counters() const { return impl_->counters(); }
 
 OffloadCounters counters_since(const OffloadCounters& now, const OffloadCounters& then) {

@@ -220,6 +220,28 @@ class OffloadManager {
   ModuleForward begin_forward(const std::string& module, StreamRef compute = {});
   void end_forward(const std::string& module, StreamRef compute = {});
 
+  // --- Graph capture (core/stream_graph.h). A captured step replays the
+  // same copies into the same slots at every launch, so its capture starts
+  // from a known state and the manager is told of each launch:
+  //   manager.begin_capture(compute);  // then GraphCapture capture(compute)
+  //   ... the step's forwards (captured) ...
+  //   OffloadCounters per_launch = manager.end_capture(compute);  // then capture.finish()
+  //   graph.launch(compute); manager.note_launch(compute, per_launch);
+  // begin_capture waits for all queued work, allocates the slot pools and
+  // empties every slot. Until end_capture, forwards fork the copy streams
+  // from `compute` (so their copies join the capture), record no timing or
+  // trace events, and prefetch within the step only (no wrap-around into
+  // the next one). end_capture joins the copy streams back into `compute`
+  // and returns the counters one launch adds (the capture itself moved
+  // nothing). note_launch orders later fetches and moves after the launch.
+  // abandon_capture() restores a usable state after a failed capture
+  // (nothing captured ran). REQUIRES: no forward in flight at begin and
+  // end; one capture at a time.
+  void begin_capture(StreamRef compute);
+  OffloadCounters end_capture(StreamRef compute);
+  void abandon_capture();
+  void note_launch(StreamRef compute, const OffloadCounters& per_launch);
+
   // Waits for every copy and compute stream, then resolves pending stall
   // measurements into counters().
   void synchronize();

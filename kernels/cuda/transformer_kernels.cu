@@ -139,11 +139,14 @@ __global__ void add_kernel(float* y, const float* x, int64_t count) {
 }
 
 __global__ void kv_append_kernel(const float* src, int64_t src_stride, int64_t tokens, int64_t row,
-                                 int64_t past, int64_t capacity, int64_t total, float* cache) {
+                                 int64_t past_given, const int32_t* past_at, int64_t capacity,
+                                 int64_t total, float* cache) {
+  const int64_t past = past_at != nullptr ? *past_at : past_given;
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t bt = e / row, c = e % row;
     const int64_t b = bt / tokens, t = bt % tokens;
+    if (past + t >= capacity) continue;
     cache[(b * capacity + past + t) * row + c] = src[bt * src_stride + c];
   }
 }
@@ -208,7 +211,8 @@ struct AttentionShape {
   float* out;
   int64_t q_stride;
   int64_t tokens, heads, head_dim, past, capacity, window;
-  int64_t kv_row;  // kv_heads * head_dim
+  const int32_t* past_at;  // when set, past is read here as the kernel starts
+  int64_t kv_row;          // kv_heads * head_dim
   int group;       // heads / kv_heads
   float scale;
 };
@@ -313,10 +317,14 @@ __global__ void __launch_bounds__(kSplitThreads)
   const int h0 = kvh * s.group + (blockIdx.y % head_chunks) * heads_per_block;
   const int hb = min(heads_per_block, kvh * s.group + s.group - h0);
   const int outputs = hb * d;
+  const int64_t past = s.past_at != nullptr ? *s.past_at : s.past;
 
   for (int64_t bt = blockIdx.z; bt < rows_bt; bt += gridDim.z) {
     const int64_t b = bt / s.tokens, t = bt % s.tokens;
-    const int64_t p = s.past + t;
+    const int64_t p = past + t;
+    // Uniform across the cluster (same bt for every rank): no rank skips a
+    // cluster.sync() the others reach.
+    if (p >= s.capacity) continue;
     const int64_t lo = first_position(s, p);
     const int64_t n = p - lo + 1;
     int64_t chunk = (n + splits - 1) / splits;
@@ -449,7 +457,7 @@ SplitPlan plan_split(const AttentionLaunch& a, int max_splits) {
   plan.head_chunks = (group + hb - 1) / hb;
   // Parts of the context: enough blocks to fill the GPU, each part at least
   // 4 tiles long. A function of the sizes alone.
-  int64_t context = a.past + a.tokens;
+  int64_t context = a.past_at != nullptr ? a.capacity : a.past + a.tokens;
   if (a.window > 0 && a.window < context) context = a.window;
   const int64_t base = a.batch * a.tokens * a.kv_heads * plan.head_chunks;
   plan.splits = 1;
@@ -531,6 +539,8 @@ __global__ void __launch_bounds__(kTileThreads) attention_tile_kernel(AttentionS
   const int64_t b = blockIdx.z;
   const int kvh = h / s.group;
   const int q_rows = static_cast<int>(min64(kTileQ, s.tokens - t0));
+  const int64_t past = s.past_at != nullptr ? *s.past_at : s.past;
+  if (past + s.tokens > s.capacity) return;  // uniform per block: before any barrier
   const float* kbase = s.k + b * s.capacity * s.kv_row + kvh * static_cast<int64_t>(d);
   const float* vbase = s.v + b * s.capacity * s.kv_row + kvh * static_cast<int64_t>(d);
 
@@ -546,13 +556,13 @@ __global__ void __launch_bounds__(kTileThreads) attention_tile_kernel(AttentionS
   for (int ri = 0; ri < 4; ++ri) {
     m[ri] = kNegInf;
     l[ri] = 0.0f;
-    row_p[ri] = s.past + t0 + rg * 4 + ri;  // past the last token for padding rows
+    row_p[ri] = past + t0 + rg * 4 + ri;  // past the last token for padding rows
     row_lo[ri] = first_position(s, row_p[ri]);
 #pragma unroll
     for (int di = 0; di < kDims; ++di) acc[ri][di] = 0.0f;
   }
-  const int64_t p_first = s.past + t0;
-  const int64_t p_last = s.past + t0 + q_rows - 1;
+  const int64_t p_first = past + t0;
+  const int64_t p_last = past + t0 + q_rows - 1;
   const int64_t key_begin = first_position(s, p_first);
 
   for (int64_t j0 = key_begin; j0 <= p_last; j0 += kTileK) {
@@ -691,12 +701,12 @@ cudaError_t launch_add_in_place(float* y, const float* x, int64_t count, cudaStr
 }
 
 cudaError_t launch_kv_append(const float* src, int64_t src_stride, int64_t batch, int64_t tokens,
-                             int64_t row, int64_t past, int64_t capacity, float* cache,
-                             cudaStream_t stream) {
+                             int64_t row, int64_t past, const int32_t* past_at,
+                             int64_t capacity, float* cache, cudaStream_t stream) {
   const int64_t total = batch * tokens * row;
   if (total == 0) return cudaSuccess;
   kv_append_kernel<<<grid_for(total, 256), 256, 0, stream>>>(src, src_stride, tokens, row, past,
-                                                             capacity, total, cache);
+                                                             past_at, capacity, total, cache);
   return cudaGetLastError();
 }
 
@@ -712,6 +722,7 @@ cudaError_t launch_attention(const AttentionLaunch& a, cudaStream_t stream) {
   s.heads = a.heads;
   s.head_dim = a.head_dim;
   s.past = a.past;
+  s.past_at = a.past_at;
   s.capacity = a.capacity;
   s.window = a.window;
   s.kv_row = a.kv_heads * a.head_dim;

@@ -379,6 +379,21 @@ void cuda_dequantize_int8_rowwise(const int8_t* cb, const float* scb, int64_t ro
                                                   float_type(out_dtype), as_stream(stream)));
 }
 
+void cuda_dense_gemv(const DenseGemvArgs& a, void* stream) {
+  DenseGemvLaunch l;
+  l.m = a.m;
+  l.n = a.n;
+  l.k = a.k;
+  l.weight_type = float_type(a.weight_dtype);
+  l.x = a.x;
+  l.w = a.w;
+  l.bias = a.bias;
+  l.bias_kind = a.bias == nullptr ? 0 : a.bias_dtype == DType::kF32 ? 1 : 2;
+  l.relu = a.relu;
+  l.y = a.y;
+  STOWAGE_CUDA_TRY(launch_dense_gemv(l, as_stream(stream)));
+}
+
 void cuda_gemm(CublasLtContext& context, const GemmArgs& a, StreamRef stream_ref) {
   if (a.m == 0 || a.n == 0) return;
   CublasLtState& st = context.state();

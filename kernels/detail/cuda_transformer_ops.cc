@@ -36,7 +36,7 @@ void cuda_add_in_place(float* y, const float* x, int64_t count, void* stream) {
 
 void cuda_kv_append(const KvAppendArgs& a, void* stream) {
   STOWAGE_CUDA_TRY(launch_kv_append(a.src, a.src_stride, a.batch, a.tokens, a.kv_heads * a.head_dim,
-                                    a.past, a.capacity, a.cache, as_stream(stream)));
+                                    a.past, a.past_at, a.capacity, a.cache, as_stream(stream)));
 }
 
 void cuda_attention(const AttentionArgs& a, void* stream) {
@@ -47,6 +47,7 @@ void cuda_attention(const AttentionArgs& a, void* stream) {
   l.kv_heads = a.kv_heads;
   l.head_dim = a.head_dim;
   l.past = a.past;
+  l.past_at = a.past_at;
   l.capacity = a.capacity;
   l.window = a.window;
   l.scale = a.scale;

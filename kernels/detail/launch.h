@@ -131,4 +131,18 @@ cudaError_t plan_four_bit_gemv(const FourBitGemvArgs& args, int device, FourBitG
 cudaError_t launch_four_bit_gemv(const FourBitGemvPlan& plan, const FourBitGemvArgs& args,
                                  unsigned* tile_counters, cudaStream_t stream);
 
+// The dense GEMV of gemm.h: x, y float32; w of weight_type (kF16 or kBF16);
+// bias_kind 0: none, 1: float32, 2: weight_type; 1 <= m <= 8.
+struct DenseGemvLaunch {
+  int64_t m, n, k;
+  FloatType weight_type;
+  const float* x;
+  const void* w;
+  const void* bias;
+  int bias_kind;
+  bool relu;
+  float* y;
+};
+cudaError_t launch_dense_gemv(const DenseGemvLaunch& args, cudaStream_t stream);
+
 }  // namespace stowage::kernels::detail

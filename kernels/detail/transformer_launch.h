@@ -29,12 +29,14 @@ cudaError_t launch_swiglu(const float* gate, int64_t gate_stride, const float* u
 cudaError_t launch_add_in_place(float* y, const float* x, int64_t count, cudaStream_t stream);
 
 cudaError_t launch_kv_append(const float* src, int64_t src_stride, int64_t batch, int64_t tokens,
-                             int64_t row, int64_t past, int64_t capacity, float* cache,
+                             int64_t row, int64_t past, const int32_t* past_at,
+                             int64_t capacity, float* cache,
                              cudaStream_t stream);
 
 // The attention of transformer_ops.h, its fields as there.
 struct AttentionLaunch {
   int64_t batch, tokens, heads, kv_heads, head_dim, past, capacity, window;
+  const int32_t* past_at;
   float scale;
   const float* q;
   int64_t q_stride;

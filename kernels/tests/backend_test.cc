@@ -293,6 +293,74 @@ TEST_P(KernelsOnBackend, GemmMatchesCpu) {
   }
 }
 
+// float64 reference of dense_gemv over the same 16-bit weights.
+std::vector<double> reference_dense_gemv(const DenseGemvArgs& a, const std::vector<float>& x,
+                                         const std::vector<float>& w,
+                                         const std::vector<float>& bias) {
+  std::vector<double> y(a.m * a.n);
+  for (int64_t r = 0; r < a.m; ++r) {
+    for (int64_t c = 0; c < a.n; ++c) {
+      double acc = bias.empty() ? 0.0 : bias[c];
+      for (int64_t i = 0; i < a.k; ++i) acc += double{x[r * a.k + i]} * w[c * a.k + i];
+      y[r * a.n + c] = a.relu ? std::max(acc, 0.0) : acc;
+    }
+  }
+  return y;
+}
+
+TEST_P(KernelsOnBackend, DenseGemvMatchesFloat64AndGivesTheSameBitsEachCall) {
+  // k % 8 == 0 (16-byte chunks on CUDA) and not (element-wise loads); every
+  // batch size from 1 to the maximum; bias absent, float32 and 16-bit.
+  const int64_t shapes[][2] = {{72, 4096}, {33, 264}, {40, 100}, {9, 14336}};
+  for (DType wt : {DType::kF16, DType::kBF16}) {
+    for (int64_t m = 1; m <= kDenseGemvMaxRows; m += (m < 3 ? 1 : 3)) {
+      for (int variant = 0; variant < 3; ++variant) {  // none, f32 bias + relu, 16-bit bias
+        for (const auto& s : shapes) {
+          const int64_t n = s[0], k = s[1];
+          SCOPED_TRACE(::testing::Message() << short_name(wt) << " m " << m << " n " << n << " k "
+                                            << k << " variant " << variant);
+          const auto xb = random_values(DType::kF32, m * k, 21);
+          const auto wb = random_values(wt, n * k, 22);
+          const DType bias_dtype = variant == 2 ? wt : DType::kF32;
+          const auto bb = random_values(bias_dtype, n, 23);
+          DenseGemvArgs a;
+          a.m = m;
+          a.n = n;
+          a.k = k;
+          a.weight_dtype = wt;
+          a.bias_dtype = bias_dtype;
+          a.relu = variant == 1;
+          Buffer dx = upload(xb), dw = upload(wb), db = upload(bb);
+          Buffer dy = allocate(m * n * sizeof(float));
+          a.x = static_cast<const float*>(dx.data());
+          a.w = dw.data();
+          a.bias = variant > 0 ? db.data() : nullptr;
+          a.y = static_cast<float*>(dy.data());
+          dense_gemv(a, stream());
+          const std::vector<float> got = download_floats(dy, DType::kF32, m * n);
+          dense_gemv(a, stream());
+          const std::vector<float> again = download_floats(dy, DType::kF32, m * n);
+          ASSERT_EQ(0, std::memcmp(got.data(), again.data(), got.size() * sizeof(float)));
+          const std::vector<float> bias =
+              variant > 0 ? to_floats(bb.data(), bias_dtype, n) : std::vector<float>();
+          const std::vector<double> want =
+              reference_dense_gemv(a, to_floats(xb.data(), DType::kF32, m * k),
+                                   to_floats(wb.data(), wt, n * k), bias);
+          EXPECT_LT(relative_error(got, want), 1e-5);
+        }
+      }
+    }
+  }
+  DenseGemvArgs bad;
+  bad.m = kDenseGemvMaxRows + 1;
+  bad.n = 1;
+  bad.k = 1;
+  EXPECT_THROW(dense_gemv(bad, stream()), InvalidInputError);
+  bad.m = 1;
+  bad.weight_dtype = DType::kF32;
+  EXPECT_THROW(dense_gemv(bad, stream()), InvalidInputError);
+}
+
 TEST_P(KernelsOnBackend, Int8MatmulMatchesCpuWithAndWithoutOutliers) {
   const int64_t shapes[][3] = {{1, 64, 128}, {5, 96, 256}, {64, 128, 512}};
   for (DType dtype : kFloatTypes) {

@@ -417,6 +417,52 @@ TEST_P(TransformerOpsOnBackend, AttentionGivesTheSameBitsOnEveryCall) {
   }
 }
 
+// past_at: the position is read from device memory when the op runs. The
+// enqueued `past` is deliberately wrong (0): results must follow the value
+// stored in device memory.
+TEST_P(TransformerOpsOnBackend, AttentionAndKvAppendReadThePositionWhenTheyRun) {
+  for (const AttentionCase& c : kAttentionCases) {
+    if (c.cuda_only && !on_cuda()) continue;
+    SCOPED_TRACE(c.name);
+    AttentionRun run(*this, c);
+    Buffer stored = upload(nullptr, sizeof(int32_t));
+    const int32_t value = static_cast<int32_t>(c.past);
+    stream().copy(stored.data(), &value, sizeof(value));
+    AttentionArgs a = run.args();
+    a.past = 0;
+    a.past_at = static_cast<const int32_t*>(stored.data());
+    attention(a, stream());
+    const std::vector<float> out = download<float>(run.out(), run.out_count());
+    EXPECT_LT(relative_error(out, run.reference()), 1e-5);
+  }
+  // kv_append: the stored position decides where rows land; one at the
+  // capacity is skipped.
+  const int64_t row = 2 * 8, capacity = 6;
+  const std::vector<float> src = random_floats(row, 31);
+  for (int32_t position : {3, 6}) {
+    std::vector<float> cache(capacity * row, -7.0f);
+    Buffer ds = upload(src), dc = upload(cache), stored = upload(&position, sizeof(position));
+    KvAppendArgs k;
+    k.batch = 1;
+    k.tokens = 1;
+    k.kv_heads = 2;
+    k.head_dim = 8;
+    k.past = 0;
+    k.past_at = static_cast<const int32_t*>(stored.data());
+    k.capacity = capacity;
+    k.src = static_cast<const float*>(ds.data());
+    k.src_stride = row;
+    k.cache = static_cast<float*>(dc.data());
+    kv_append(k, stream());
+    const std::vector<float> out = download<float>(dc, cache.size());
+    for (int64_t p = 0; p < capacity; ++p) {
+      for (int64_t e = 0; e < row; ++e) {
+        ASSERT_EQ(out[p * row + e], p == position ? src[e] : -7.0f) << "position " << position;
+      }
+    }
+  }
+}
+
 TEST_P(TransformerOpsOnBackend, RmsNormGivesTheSameBitsOnEveryCall) {
   const int64_t rows = 4, cols = 4096;
   const std::vector<float> x = random_floats(rows * cols, 25);

@@ -77,6 +77,10 @@ struct RunOutcome {
   uint64_t disk_bytes_read = 0;
   uint64_t peak_accelerator_bytes = 0;
   uint64_t budget = 0;
+  uint64_t decode_streamed_bytes = 0;
+  int64_t decode_steps = 0;
+  int64_t graph_launches = 0;
+  std::string graph_fallback;
 };
 
 uint64_t model_bytes(const std::string& folder) {
@@ -101,7 +105,7 @@ RunOutcome generate(const std::string& folder, Placement placement,
                     std::optional<LoadQuantization> quantize = std::nullopt,
                     const std::vector<int32_t>* prompt_override = nullptr,
                     DeviceChoice device = DeviceChoice::kSim,
-                    std::optional<uint64_t> weight_budget = std::nullopt) {
+                    std::optional<uint64_t> weight_budget = std::nullopt, bool graphs = false) {
   const Reference ref = read_reference(folder);
   const std::vector<int32_t>& prompt = prompt_override ? *prompt_override : ref.prompt;
   auto platform = Platform::create(device, SimOptions{1, uint64_t{1} << 30, 0});
@@ -159,6 +163,7 @@ RunOutcome generate(const std::string& folder, Placement placement,
   GenerationOptions generation;
   generation.max_new_tokens = 32;
   generation.ignore_eos = true;
+  generation.graphs = graphs;
   GenerationResult result = runner.generate(prompt, generation);
   RunOutcome out;
   out.output = result.output_ids;
@@ -168,7 +173,31 @@ RunOutcome generate(const std::string& folder, Placement placement,
       result.prefill_counters.bytes_disk_read + result.decode_counters.bytes_disk_read;
   out.peak_accelerator_bytes = manager.usage(acc).peak_bytes;
   out.budget = budget.value_or(0);
+  out.decode_streamed_bytes = result.decode_counters.bytes_h2d;
+  out.decode_steps = result.decode_steps;
+  out.graph_launches = result.graph_launches;
+  out.graph_fallback = result.graph_fallback;
   return out;
+}
+
+// Decode steps replayed from a captured graph against the same run
+// uncaptured: the same tokens and logits bit for bit, every decode step a
+// launch, what is streamed still streamed (within the budget).
+void expect_graph_run_equals(const RunOutcome& graph, const RunOutcome& plain, bool streamed) {
+  EXPECT_EQ(graph.graph_fallback, "");
+  EXPECT_EQ(graph.graph_launches, graph.decode_steps);
+  EXPECT_GT(graph.decode_steps, 0);
+  EXPECT_EQ(graph.output, plain.output);
+  ASSERT_EQ(graph.logits.size(), plain.logits.size());
+  EXPECT_EQ(
+      std::memcmp(graph.logits.data(), plain.logits.data(), plain.logits.size() * sizeof(float)),
+      0);
+  if (streamed) {
+    // Every decode step fetches the streamed layers again.
+    EXPECT_GE(graph.decode_streamed_bytes, plain.decode_streamed_bytes * 9 / 10);
+    EXPECT_GT(graph.decode_streamed_bytes, 0u);
+    EXPECT_LE(graph.peak_accelerator_bytes, graph.budget);
+  }
 }
 
 // Largest |a - b| over a row, relative to the row's largest |b| (at least 1).
@@ -255,6 +284,30 @@ TEST_P(TransformerParity, CudaMatchesTransformersResidentAndStreamed) {
             0);
   EXPECT_GT(streamed.streamed_bytes, 0u);
   EXPECT_LE(streamed.peak_accelerator_bytes, streamed.budget);
+}
+
+TEST_P(TransformerParity, GraphReplayEqualsTheUncapturedRunBitForBit) {
+  const std::string folder = kTestdata + GetParam();
+  for (Placement placement : {Placement::kResident, Placement::kStreamed, Placement::kDisk}) {
+    SCOPED_TRACE(static_cast<int>(placement));
+    const RunOutcome plain = generate(folder, placement);
+    const RunOutcome graph =
+        generate(folder, placement, std::nullopt, nullptr, DeviceChoice::kSim, std::nullopt, true);
+    expect_graph_run_equals(graph, plain, placement != Placement::kResident);
+  }
+}
+
+TEST_P(TransformerParity, CudaGraphReplayEqualsTheUncapturedRunBitForBit) {
+  if (!gpu_visible()) GTEST_SKIP() << "no GPU visible";
+  const std::string folder = kTestdata + GetParam();
+  for (Placement placement : {Placement::kResident, Placement::kStreamed}) {
+    SCOPED_TRACE(static_cast<int>(placement));
+    const RunOutcome plain =
+        generate(folder, placement, std::nullopt, nullptr, DeviceChoice::kCuda);
+    const RunOutcome graph = generate(folder, placement, std::nullopt, nullptr,
+                                      DeviceChoice::kCuda, std::nullopt, true);
+    expect_graph_run_equals(graph, plain, placement != Placement::kResident);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, TransformerParity,

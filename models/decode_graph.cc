@@ -1,0 +1,43 @@
+#include "models/decode_graph.h"
+
+#include <exception>
+
+namespace stowage::models {
+
+DecodeGraph::DecodeGraph(TransformerModel& model, hooks::HookRegistry& registry,
+                         OffloadManager* manager, StreamRef stream, TransformerState& state)
+    : model_(model), registry_(registry), manager_(manager), stream_(stream), state_(state) {}
+
+void DecodeGraph::capture() {
+  try {
+    if (manager_ != nullptr) manager_->begin_capture(stream_);
+    GraphCapture capture(stream_);
+    logits_ = model_.enqueue_step(registry_, stream_, state_, 1);
+    OffloadCounters per_launch;
+    if (manager_ != nullptr) per_launch = manager_->end_capture(stream_);
+    graph_ = capture.finish();
+    per_launch_ = per_launch;
+  } catch (const std::exception& e) {
+    if (manager_ != nullptr) manager_->abandon_capture();
+    fallback_reason_ = e.what();
+    graph_ = StreamGraph();
+  }
+}
+
+TensorView DecodeGraph::step(const std::vector<int32_t>& ids) {
+  model_.prepare_step(stream_, state_, ids, 1);
+  if (!graph_.valid() && fallback_reason_.empty()) capture();
+  TensorView logits;
+  if (graph_.valid()) {
+    graph_.launch(stream_);
+    if (manager_ != nullptr) manager_->note_launch(stream_, per_launch_);
+    logits = logits_;
+    ++launches_;
+  } else {
+    logits = model_.enqueue_step(registry_, stream_, state_, 1);
+  }
+  TransformerModel::advance_step(state_, 1);
+  return logits;
+}
+
+}  // namespace stowage::models
