@@ -95,18 +95,22 @@ def build_stamp(args):
 
 
 def extract(args):
-    """Unpacks the tarball once per tarball and build settings; True when a build is needed."""
+    """Unpacks the tarball unless this tarball's source is there already; True when a build is
+    still needed. A build cut short (a call's time limit) resumes: ninja keeps what it made."""
     src, out = build_paths(pathlib.Path(args.work))
-    stamp = out / "stowage-stamp.json"
     want = build_stamp(args)
-    if stamp.exists() and json.loads(stamp.read_text()) == want and all(
+    done = out / "stowage-stamp.json"
+    if done.exists() and json.loads(done.read_text()) == want and all(
             (out / "bin" / t).exists() for t in TARGETS):
         log(f"llama.cpp already built in {out}")
         return False
-    shutil.rmtree(src.parent, ignore_errors=True)
-    shutil.rmtree(out, ignore_errors=True)
-    src.parent.mkdir(parents=True)
-    run(["tar", "-xzf", args.llamacpp_tarball, "-C", src.parent])
+    unpacked = src.parent / "stowage-source.json"
+    if not (unpacked.exists() and json.loads(unpacked.read_text()) == want):
+        shutil.rmtree(src.parent, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+        src.parent.mkdir(parents=True)
+        run(["tar", "-xzf", args.llamacpp_tarball, "-C", src.parent])
+        unpacked.write_text(json.dumps(want))
     return True
 
 
@@ -143,8 +147,10 @@ def build(args):
 
 
 def gguf_path(work, model, kind):
-    """The GGUF of a model folder, named after it: one work folder serves several models."""
-    return pathlib.Path(work) / f"{pathlib.Path(model).resolve().name}-{kind}.gguf"
+    """The GGUF of a model folder, named after its path: one work folder serves several."""
+    resolved = pathlib.Path(model).resolve()
+    tag = hashlib.sha256(str(resolved).encode()).hexdigest()[:8]
+    return pathlib.Path(work) / f"{resolved.name}-{tag}-{kind}.gguf"
 
 
 def converter_folder(work, model, tokenizer_dir):
@@ -167,6 +173,24 @@ def prepare(args):
     timings = {}
     src, _ = build_paths(work)
     needs_build = extract(args)  # the converter is in the tarball too
+    if args.synthetic_gguf:
+        # Written directly (a 70B f16 GGUF would not fit the disk on the way to Q4_0).
+        target = gguf_path(work, model, args.synthetic_gguf)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            built = pool.submit(compile_llamacpp, args) if needs_build else None
+            try:
+                if not target.exists():
+                    start = time.time()
+                    run([args.python, REPO / "tools" / "make_synthetic_gguf.py", "--shape",
+                         args.shape, "--type", args.synthetic_gguf, "--llamacpp", src,
+                         "--python", args.python, target])
+                    timings[f"synthetic_gguf_{args.synthetic_gguf}_s"] = time.time() - start
+            finally:
+                if built:
+                    built.result()
+        (work / "prepare.json").write_text(json.dumps({"gguf": str(target), **timings}))
+        log(f"prepared: {timings}")
+        return
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         # The build uses every core, the folder writing and the conversion mostly the disk:
         # they overlap.
@@ -317,13 +341,19 @@ def llama_bench(args, gguf, ngl, prompt_tokens, new_tokens, repetitions, warmup=
     return result
 
 
+def gguf_reader(work, gguf):
+    """gguf-py's reader of the carried llama.cpp copy (the converter's own)."""
+    src, _ = build_paths(pathlib.Path(work))
+    if str(src / "gguf-py") not in sys.path:
+        sys.path.insert(0, str(src / "gguf-py"))
+    import gguf as gguf_py  # noqa: E402
+
+    return gguf_py.GGUFReader(str(gguf))
+
+
 def gguf_tensor_bytes(work, gguf):
     """{'blk.N': bytes, 'output': bytes, 'token_embd': bytes, ...} from the GGUF's tensor table."""
-    src, _ = build_paths(pathlib.Path(work))
-    sys.path.insert(0, str(src / "gguf-py"))
-    import gguf as gguf_py  # noqa: E402 (the carried copy)
-
-    reader = gguf_py.GGUFReader(str(gguf))
+    reader = gguf_reader(work, gguf)
     groups = {}
     for t in reader.tensors:
         m = re.match(r"(blk\.\d+)\.", t.name)
@@ -415,7 +445,7 @@ def host_read_rate(args):
 def stowage_bench(args):
     cmd = [args.stowage, "bench", "--model", args.model, "--max-memory", f"0={args.budget}",
            "--prompt-tokens", args.prompt_tokens, "--new-tokens", args.new_tokens, "--batches",
-           "1", "--json"]
+           "1", "--json"] + (["--no-resident"] if args.stowage_no_resident else [])
     cmd = [str(c) for c in cmd]
     log("+ " + " ".join(cmd))
     with GpuMemorySampler() as sampler:
@@ -454,25 +484,21 @@ def ratio(a, b):
     return a / b if a and b else None
 
 
-def measure(args):
-    work = pathlib.Path(args.work)
-    budget = parse_bytes(args.budget)
-    config = json.loads((pathlib.Path(args.model) / "config.json").read_text())
-    n_layers = config["num_hidden_layers"]
-    result = {"model": args.model, "budget": args.budget, "budget_bytes": budget,
-              "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens,
-              "host": host_info(), "llamacpp": {}, "command": " ".join(sys.argv)}
-    prepared = work / "prepare.json"
-    if prepared.exists():
-        result["prepare"] = json.loads(prepared.read_text())
-    result["host_read"] = host_read_rate(args)
-    host_rate = result["host_read"]["host_read_bytes_per_s"]
-    for kind in ["f16", "q4_0"]:
+def block_count(work, gguf):
+    reader = gguf_reader(work, gguf)
+    arch = reader.fields["general.architecture"].contents()
+    return int(reader.fields[f"{arch}.block_count"].contents())
+
+
+def measure_llamacpp(args, work, budget, host_rate):
+    out = {}
+    for kind in args.formats.split(","):
         gguf = gguf_path(work, args.model, kind)
-        if not gguf.exists() or kind not in args.formats.split(","):
+        if not kind or not gguf.exists():
             continue
         tensors = gguf_tensor_bytes(work, gguf)
-        entry = {"gguf": str(gguf), "gguf_bytes": gguf.stat().st_size}
+        n_layers = block_count(work, gguf)
+        entry = {"gguf": str(gguf), "gguf_bytes": gguf.stat().st_size, "blocks": n_layers}
         try:
             entry["budget"] = at_budget(args, gguf, tensors, n_layers, budget)
             cpu_side(entry["budget"], tensors, n_layers, host_rate)
@@ -484,20 +510,46 @@ def measure(args):
                                                 args.new_tokens, args.repetitions)
             except (RuntimeError, json.JSONDecodeError) as e:
                 entry["resident_error"] = str(e)
-        result["llamacpp"][kind] = entry
-    if args.stowage:
-        result["stowage"] = stowage_bench(args)
+        out[kind] = entry
+    return out
 
-    # Ratios the issue asks for: stowage / llama.cpp, same weights (f16 GGUF of the bf16
-    # folder), same GPU memory; and resident against resident.
+
+def measure(args):
+    work = pathlib.Path(args.work)
+    budget = parse_bytes(args.budget)
+    result = {"model": args.model, "budget": args.budget, "budget_bytes": budget,
+              "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens,
+              "host": host_info(), "command": " ".join(sys.argv)}
+    prepared = work / "prepare.json"
+    if prepared.exists():
+        result["prepare"] = json.loads(prepared.read_text())
+    if args.llamacpp_from:
+        # llama.cpp measured by an earlier call (the 70B shape: its GGUF and its NF4 folder do
+        # not fit the disk together).
+        earlier = json.loads(pathlib.Path(args.llamacpp_from).read_text())
+        result["llamacpp"] = earlier["llamacpp"]
+        result["host_read"] = earlier["host_read"]
+        result["llamacpp_from"] = args.llamacpp_from
+    else:
+        result["host_read"] = host_read_rate(args)
+        result["llamacpp"] = measure_llamacpp(args, work, budget,
+                                              result["host_read"]["host_read_bytes_per_s"])
+    if args.stowage and (pathlib.Path(args.model) / "config.json").exists():
+        result["stowage"] = stowage_bench(args)
+    elif args.stowage:
+        result["stowage"] = {"skipped": f"{args.model} has no config.json"}
+
+    # Ratios the issue asks for: stowage / llama.cpp at the same GPU memory (the f16 GGUF is
+    # the bf16 folder's own weights; Q4_0 is compared with an NF4 folder) and resident against
+    # resident.
     s = result.get("stowage", {}).get("by_config", {})
-    f16 = result["llamacpp"].get("f16", {})
     ratios = {}
-    for config, llama_key in [("budget", "budget"), ("resident", "resident")]:
-        for phase in ["prefill", "decode"]:
-            ours = s.get(config, {}).get(phase, {}).get("tokens_per_s")
-            theirs = f16.get(llama_key, {}).get(f"{phase}_tokens_per_s")
-            ratios[f"{config}_{phase}_stowage_over_llamacpp_f16"] = ratio(ours, theirs)
+    for kind, entry in result["llamacpp"].items():
+        for config in ["budget", "resident"]:
+            for phase in ["prefill", "decode"]:
+                ours = s.get(config, {}).get(phase, {}).get("tokens_per_s")
+                theirs = entry.get(config, {}).get(f"{phase}_tokens_per_s")
+                ratios[f"{config}_{phase}_stowage_over_llamacpp_{kind}"] = ratio(ours, theirs)
     result["ratios"] = ratios
     text = json.dumps(result, indent=1)
     if args.out:
@@ -532,7 +584,15 @@ def main():
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--formats", default="f16,q4_0", help="GGUF files to measure")
+    parser.add_argument("--formats", default="f16,q4_0",
+                        help="GGUF files to measure (comma-separated; empty: none)")
+    parser.add_argument("--llamacpp-from", help="measure: llama.cpp's figures from this earlier "
+                        "JSON instead of running it")
+    parser.add_argument("--stowage-no-resident", action="store_true",
+                        help="stowage bench --no-resident")
+    parser.add_argument("--synthetic-gguf", choices=["q4_0", "f16"],
+                        help="prepare: write the GGUF of --shape directly with random weights "
+                        "(tools/make_synthetic_gguf.py), no model folder and no conversion")
     parser.add_argument("--no-resident", action="store_true", help="skip llama.cpp -ngl 99")
     parser.add_argument("--host-read-gib", type=float, default=4.0)
     parser.add_argument("--out", help="also write the JSON here")

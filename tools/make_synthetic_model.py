@@ -173,6 +173,31 @@ def write_shard(path: pathlib.Path, tensors, pool, tables) -> None:
     os.replace(tmp, path)
 
 
+def hf_config(shape_name: str, dtype: str) -> dict:
+    """config.json of a folder of this shape and dtype (bf16, f16, f32 or nf4-dq)."""
+    hidden, inter, layers, heads, kv_heads, vocab, theta, llama3 = SHAPES[shape_name]
+    nf4 = dtype == "nf4-dq"
+    config = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "hidden_size": hidden, "intermediate_size": inter, "num_hidden_layers": layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv_heads, "vocab_size": vocab,
+        "head_dim": hidden // heads, "max_position_embeddings": 131072, "rms_norm_eps": 1e-5,
+        "rope_theta": theta, "hidden_act": "silu", "tie_word_embeddings": False,
+        "bos_token_id": 1, "eos_token_id": 2,
+        "torch_dtype": {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}.get(
+            dtype, "bfloat16"),
+    }
+    if llama3:
+        config["rope_scaling"] = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                  "high_freq_factor": 4.0,
+                                  "original_max_position_embeddings": 8192}
+    if nf4:
+        config["quantization_config"] = {
+            "quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
+            "bnb_4bit_use_double_quant": True, "bnb_4bit_compute_dtype": "bfloat16"}
+    return config
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out", type=pathlib.Path)
@@ -183,7 +208,6 @@ def main() -> None:
     args = parser.parse_args()
     repo = pathlib.Path(__file__).resolve().parent.parent
     nf4 = args.dtype == "nf4-dq"
-    hidden, inter, layers, heads, kv_heads, vocab, theta, llama3 = SHAPES[args.shape]
     if args.out.exists() and any(args.out.iterdir()):
         raise SystemExit(f"{args.out}: exists and is not empty; choose a new folder")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -217,24 +241,7 @@ def main() -> None:
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (args.out / "model.safetensors.index.json").write_text(json.dumps(index, indent=1))
 
-    config = {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-        "hidden_size": hidden, "intermediate_size": inter, "num_hidden_layers": layers,
-        "num_attention_heads": heads, "num_key_value_heads": kv_heads, "vocab_size": vocab,
-        "head_dim": hidden // heads, "max_position_embeddings": 131072, "rms_norm_eps": 1e-5,
-        "rope_theta": theta, "hidden_act": "silu", "tie_word_embeddings": False,
-        "bos_token_id": 1, "eos_token_id": 2,
-        "torch_dtype": {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}.get(
-            args.dtype, "bfloat16"),
-    }
-    if llama3:
-        config["rope_scaling"] = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                  "high_freq_factor": 4.0,
-                                  "original_max_position_embeddings": 8192}
-    if nf4:
-        config["quantization_config"] = {
-            "quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
-            "bnb_4bit_use_double_quant": True, "bnb_4bit_compute_dtype": "bfloat16"}
+    config = hf_config(args.shape, args.dtype)
     (args.out / "config.json").write_text(json.dumps(config, indent=1))
     (args.out / "generation_config.json").write_text(
         json.dumps({"bos_token_id": 1, "eos_token_id": 2}, indent=1))
