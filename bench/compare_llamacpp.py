@@ -325,7 +325,9 @@ def llama_bench(args, gguf, ngl, prompt_tokens, new_tokens, repetitions, warmup=
     tests = json.loads(proc.stdout)
     buffers = parse_buffers(proc.stderr)
     result = {"ngl": ngl, "command": " ".join(cmd), "wall_s": wall, "buffers": buffers,
-              "gpu_buffer_bytes": gpu_buffer_bytes(buffers), **sampler.result()}
+              "gpu_buffer_bytes": gpu_buffer_bytes(buffers), **sampler.result(),
+              "buffer_log": sorted({line.strip() for line in proc.stderr.splitlines()
+                                    if "buffer size" in line})}
     offloaded = re.search(r"offloaded (\d+)/(\d+) layers to GPU", proc.stderr)
     if offloaded:
         result["offloaded_layers"] = f"{offloaded.group(1)}/{offloaded.group(2)}"
@@ -390,6 +392,11 @@ def at_budget(args, gguf, tensors, n_layers, budget):
            gpu_weight_bytes(tensors, n_layers, probe_ngl + 1) < 0.6 * budget):
         probe_ngl += 1
     probe = llama_bench(args, gguf, probe_ngl, args.prompt_tokens, 0, 1, warmup=False)
+    if probe["gpu_buffer_bytes"] == 0 and not args.cpu_only:
+        # Without them the -ngl chosen would be every layer: a resident run taken for a
+        # budgeted one.
+        raise RuntimeError("no GPU buffer found in llama.cpp's log at -ngl "
+                           f"{probe_ngl}: {probe['buffer_log']}")
     blocks, _ = gpu_layers(n_layers, probe_ngl)
     kv_per_block = probe["buffers"].get("CUDA0 KV", 0) / max(1, len(blocks))
     model = probe["buffers"].get("CUDA0 model", 0)
@@ -436,10 +443,26 @@ def cpu_side(result, tensors, n_layers, host_rate):
 
 def host_read_rate(args):
     binary = pathlib.Path(args.work) / "host_read_rate"
-    run(["cc", "-O3", "-march=native", "-fopenmp", "-o", binary,
-         REPO / "bench" / "host_read_rate.c"])
-    out = run([binary, args.host_read_gib, args.threads, 5], capture_output=True, text=True)
-    return json.loads(out.stdout)
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    try:
+        run([compiler, "-O3", "-march=native", "-fopenmp", "-o", binary,
+             REPO / "bench" / "host_read_rate.c"])
+        out = run([binary, args.host_read_gib, args.threads, 5], capture_output=True, text=True)
+        return {**json.loads(out.stdout), "method": "bench/host_read_rate.c"}
+    except (subprocess.CalledProcessError, OSError) as e:
+        # No C compiler or OpenMP: torch's multithreaded sum over the same bytes instead.
+        log(f"host_read_rate.c could not run ({e}); torch.sum instead")
+        import torch
+
+        torch.set_num_threads(args.threads)
+        data = torch.ones(int(args.host_read_gib * (1 << 30)) // 8, dtype=torch.int64)
+        best = 0.0
+        for _ in range(5):
+            start = time.perf_counter()
+            data.sum()
+            best = max(best, data.numel() * 8 / (time.perf_counter() - start))
+        return {"host_read_bytes_per_s": best, "threads": args.threads,
+                "buffer_bytes": data.numel() * 8, "method": "torch.sum (int64)"}
 
 
 def stowage_bench(args):
