@@ -51,12 +51,14 @@ def run(cmd, **kw):
 
 
 def parse_bytes(text):
-    m = re.fullmatch(r"\s*([0-9.]+)\s*(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)?\s*", text)
-    if not m:
+    """A size as stowage's --max-memory reads it (core/memory_resource.cc parse_byte_size)."""
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", text)
+    units = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+             "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "k": 1 << 10, "m": 1 << 20,
+             "g": 1 << 30, "t": 1 << 40}
+    if not m or m.group(2).lower() not in units:
         raise SystemExit(f"--budget: expected a size such as 6GiB, found '{text}'")
-    scale = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40,
-             "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}[m.group(2)]
-    return int(float(m.group(1)) * scale)
+    return int(float(m.group(1)) * units[m.group(2).lower()])
 
 
 def sha256_file(path):
