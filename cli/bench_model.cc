@@ -1,12 +1,16 @@
 // `stowage bench --model DIR [--max-memory ...] [--offload-dir DIR] [--prefetch N]
 // [--quant none|int8|nf4|fp4 [--blocksize N] [--double-quant]] [--prompt-tokens P]
-// [--new-tokens N] [--batches 1,8,32] [--no-resident] [--device ...] [--json]`:
+// [--new-tokens N] [--batches 1,8,32] [--no-resident] [--cuda-graphs] [--device ...] [--json]`:
 // for a model folder, in one run: the pinned host-to-device rate, then for each
 // configuration (resident where it fits, and under --max-memory when given) the
 // prefill of a P-token prompt at batch 1 and the decode of N new tokens at each
 // batch (after a 16-token prompt), with tokens/s, the bytes streamed per step,
 // the streamed GiB/s, the link-limited tokens/s (link rate / streamed bytes
-// per step x batch), stall time and peak accelerator memory.
+// per step x batch), stall time and peak accelerator memory. With --cuda-graphs
+// each decode is measured a second time with its steps replayed from a
+// captured graph (models/decode_graph.h). The device's own read rate is
+// measured too: resident decode is bounded by it (weights read per step /
+// read rate, the "HBM limit").
 #include "cli/bench_model.h"
 
 #include <fmt/format.h>
@@ -42,6 +46,10 @@ struct Measurement {
   double link_limit_tokens_per_s = 0;  // 0 when nothing is streamed
   double stall_ms = 0;
   uint64_t peak_accelerator_bytes = 0;
+  bool graphs = false;
+  int64_t graph_launches = 0;
+  std::string graph_fallback;
+  double read_limit_tokens_per_s = 0;  // resident: device read rate / weight bytes per step
 };
 
 std::vector<int64_t> parse_batches(const std::string& text) {
@@ -97,7 +105,7 @@ std::vector<int32_t> random_prompt(int64_t tokens, int64_t vocab, uint64_t seed)
 Measurement measure(Platform& platform, const std::string& folder, const SessionConfig& config,
                     const std::optional<LoadQuantization>& quantize, const std::string& label,
                     bool prefill, int64_t batch, int64_t prompt_tokens, int64_t new_tokens,
-                    double link_rate, int64_t vocab) {
+                    double link_rate, int64_t vocab, bool graphs) {
   models::TransformerRunShape shape;
   shape.batch = batch;
   shape.max_step_tokens = prompt_tokens;
@@ -108,6 +116,7 @@ Measurement measure(Platform& platform, const std::string& folder, const Session
   models::GenerationOptions generation;
   generation.ignore_eos = true;
   generation.max_new_tokens = prefill ? 1 : new_tokens;
+  generation.graphs = graphs;
   if (!prefill) {
     // A warm-up generation: first-touch costs (kernel plans, pools) out of the timing.
     models::GenerationOptions warm = generation;
@@ -134,6 +143,9 @@ Measurement measure(Platform& platform, const std::string& folder, const Session
   }
   m.stall_ms = c.stall_ms;
   m.peak_accelerator_bytes = session->manager->usage(session->accelerator).peak_bytes;
+  m.graphs = graphs;
+  m.graph_launches = r.graph_launches;
+  m.graph_fallback = r.graph_fallback;
   return m;
 }
 
@@ -148,7 +160,7 @@ int bench_model_folder(const std::vector<std::string>& args) {
   ArgParser p("bench",
               {"model", "max-memory", "offload-dir", "prefetch", "device", "quant", "blocksize",
                "prompt-tokens", "new-tokens", "batches"},
-              {"json", "no-resident", "double-quant"});
+              {"json", "no-resident", "double-quant", "cuda-graphs"});
   p.parse(args);
   p.expect_positional(0, "no positional arguments (the model is --model DIR)");
   const std::string folder = *p.get("model");
@@ -167,11 +179,22 @@ int bench_model_folder(const std::vector<std::string>& args) {
     throw UsageError("--max-memory gives a disk budget but no --offload-dir was given");
   }
   auto platform = make_platform(p.get_or("device", "auto"), budgeted.budgets);
-  const int64_t vocab = [&] {
+  int64_t vocab = 0;
+  uint64_t step_weight_bytes = 0;  // a decode step reads every weight but the embedding rows
+  {
     auto checkpoint = mmap_store::open_checkpoint(models::model_checkpoint_path(folder));
-    return models::describe_model_folder(folder, *checkpoint).config.vocab_size;
-  }();
+    const models::TransformerConfig config =
+        models::describe_model_folder(folder, *checkpoint).config;
+    vocab = config.vocab_size;
+    step_weight_bytes = checkpoint->total_bytes();
+    const std::string table = std::string(models::kEmbeddingModule) + ".weight";
+    if (!config.tie_word_embeddings && checkpoint->contains(table)) {
+      step_weight_bytes -= checkpoint->info(table).bytes;
+    }
+  }
   const double link_rate = measure_pinned_h2d_rate(*platform, 0, uint64_t{512} << 20, 5);
+  const double read_rate = measure_device_read_rate(*platform, 0, uint64_t{1} << 30, 5);
+  const bool graphs = p.has("cuda-graphs");
 
   std::vector<std::pair<std::string, SessionConfig>> configs;
   if (!p.has("no-resident")) {
@@ -186,10 +209,18 @@ int bench_model_folder(const std::vector<std::string>& args) {
   for (const auto& [label, config] : configs) {
     try {
       runs.push_back(measure(*platform, folder, config, quantize, label, true, 1, prompt_tokens, 1,
-                             link_rate, vocab));
+                             link_rate, vocab, false));
       for (int64_t batch : batches) {
-        runs.push_back(measure(*platform, folder, config, quantize, label, false, batch,
-                               kDecodePromptTokens, new_tokens, link_rate, vocab));
+        for (bool captured : {false, true}) {
+          if (captured && !graphs) continue;
+          Measurement m = measure(*platform, folder, config, quantize, label, false, batch,
+                                  kDecodePromptTokens, new_tokens, link_rate, vocab, captured);
+          if (label == "resident" && step_weight_bytes > 0) {
+            m.read_limit_tokens_per_s =
+                read_rate / static_cast<double>(step_weight_bytes) * static_cast<double>(batch);
+          }
+          runs.push_back(std::move(m));
+        }
       }
     } catch (const OutOfMemoryError& e) {
       if (label != "resident") throw;
@@ -205,6 +236,8 @@ int bench_model_folder(const std::vector<std::string>& args) {
     boost::json::object o;
     o["model"] = folder;
     o["link_bytes_per_s"] = link_rate;
+    o["device_read_bytes_per_s"] = read_rate;
+    o["decode_step_weight_bytes"] = step_weight_bytes;
     o["prompt_tokens"] = prompt_tokens;
     o["new_tokens"] = new_tokens;
     boost::json::array list;
@@ -223,20 +256,33 @@ int bench_model_folder(const std::vector<std::string>& args) {
           m.link_limit_tokens_per_s > 0 ? m.tokens_per_s / m.link_limit_tokens_per_s : 0.0;
       r["stall_ms"] = m.stall_ms;
       r["peak_accelerator_bytes"] = m.peak_accelerator_bytes;
+      r["graphs"] = m.graphs;
+      if (m.graphs) {
+        r["graph_launches"] = m.graph_launches;
+        r["graph_fallback"] = m.graph_fallback;
+      }
+      if (m.read_limit_tokens_per_s > 0) {
+        r["read_limit_tokens_per_s"] = m.read_limit_tokens_per_s;
+        r["share_of_read_limit"] = m.tokens_per_s / m.read_limit_tokens_per_s;
+      }
       list.push_back(std::move(r));
     }
     o["runs"] = std::move(list);
     std::printf("%s\n", boost::json::serialize(o).c_str());
     return 0;
   }
-  std::printf("model %s; pinned host-to-device link %.2f GiB/s (same run)\n", folder.c_str(),
-              link_rate / gib);
+  std::printf(
+      "model %s; pinned host-to-device link %.2f GiB/s, device read %.1f GiB/s (same run)\n",
+      folder.c_str(), link_rate / gib, read_rate / gib);
   std::printf("%-16s %-8s %5s %8s %12s %14s %10s %14s %10s %12s\n", "config", "phase", "batch",
               "tokens", "tokens/s", "streamed/step", "GiB/s", "link limit/s", "of limit", "peak");
   for (const Measurement& m : runs) {
+    if (m.graphs && !m.graph_fallback.empty()) {
+      std::printf("(graphs: %s)\n", m.graph_fallback.c_str());
+    }
     std::printf(
         "%-16s %-8s %5lld %8lld %12.2f %14s %10.2f %14s %10s %12s\n", m.config.c_str(),
-        m.phase.c_str(), static_cast<long long>(m.batch), static_cast<long long>(m.tokens),
+        (m.phase + (m.graphs ? "+graph" : "")).c_str(), static_cast<long long>(m.batch), static_cast<long long>(m.tokens),
         m.tokens_per_s, format_bytes(m.streamed_bytes_per_step).c_str(),
         m.streamed_bytes_per_s / gib,
         m.link_limit_tokens_per_s > 0 ? fmt::format("{:.2f}", m.link_limit_tokens_per_s).c_str()

@@ -94,9 +94,10 @@ int run_generate(const std::vector<std::string>& args,
                    {"model", "prompt", "prompt-ids", "max-new-tokens", "temperature", "top-p",
                     "top-k", "seed", "max-memory", "offload-dir", "quant", "blocksize", "prefetch",
                     "device", "dump-logits", "batch"},
-                   {"ignore-eos", "json", "double-quant"});
+                   {"ignore-eos", "json", "double-quant", "cuda-graphs"});
   parser.parse(args);
   parser.expect_positional(0, "");
+  const bool generation_graphs = parser.has("cuda-graphs");
   const auto model = parser.get("model");
   if (!model) throw UsageError("--model DIR is required");
   if (parser.has("prompt") == parser.has("prompt-ids")) {
@@ -176,6 +177,7 @@ int run_generate(const std::vector<std::string>& args,
     generation.top_k = top_k;
     generation.seed = static_cast<uint64_t>(seed);
     generation.ignore_eos = parser.has("ignore-eos");
+    generation.graphs = generation_graphs;
     std::unique_ptr<tokenizer::StreamingDecoder> stream_text;
     if (tok) stream_text = std::make_unique<tokenizer::StreamingDecoder>(*tok, true);
     int64_t printed = 0;
@@ -237,6 +239,10 @@ int run_generate(const std::vector<std::string>& args,
     o["decode_seconds"] = result.decode_seconds;
     o["decode_steps"] = result.decode_steps;
     o["batch"] = batch;
+    if (generation_graphs) {
+      o["graph_launches"] = result.graph_launches;
+      o["graph_fallback"] = result.graph_fallback;
+    }
     std::printf("%s\n", boost::json::serialize(o).c_str());
   } else {
     std::printf("\n");
@@ -254,6 +260,14 @@ int run_generate(const std::vector<std::string>& args,
         prefill_rate, static_cast<long long>(result.prompt_tokens * batch), decode_rate,
         static_cast<long long>(result.decode_steps), link.c_str(), acc.to_string().c_str(),
         format_bytes(peak).c_str());
+    if (generation_graphs) {
+      if (result.graph_fallback.empty()) {
+        std::printf("decode steps replayed from a captured graph: %lld\n",
+                    static_cast<long long>(result.graph_launches));
+      } else {
+        std::printf("decode steps ran uncaptured: %s\n", result.graph_fallback.c_str());
+      }
+    }
   }
   return 0;
 }

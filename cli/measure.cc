@@ -11,6 +11,7 @@
 
 #include "core/buffer.h"
 #include "core/error.h"
+#include "kernels/memory_read.h"
 
 namespace stowage::cli {
 
@@ -33,6 +34,33 @@ double measure_pinned_h2d_rate(Platform& platform, int accelerator, uint64_t byt
     rates.push_back(static_cast<double>(bytes) / std::max(seconds, 1e-9));
   }
   target.reset(stream);
+  stream.synchronize();
+  std::sort(rates.begin(), rates.end());
+  return rates[rates.size() / 2];
+}
+
+double measure_device_read_rate(Platform& platform, int accelerator, uint64_t bytes,
+                                int repeats) {
+  Accelerator& device = platform.accelerator(accelerator);
+  Stream stream = device.create_stream();
+  bytes = bytes / 16 * 16;
+  Buffer data(device.memory(), bytes, stream);
+  Buffer checksum(device.memory(), sizeof(uint64_t), stream);
+  stream.ref().fill_zero(data.data(), bytes);
+  Event start = device.create_event();
+  Event end = device.create_event();
+  std::vector<double> rates;
+  for (int i = 0; i <= repeats; ++i) {
+    stream.ref().record(start);
+    kernels::read_checksum(data.data(), bytes, static_cast<uint64_t*>(checksum.data()), stream);
+    stream.ref().record(end);
+    end.synchronize();
+    if (i == 0) continue;  // warm-up
+    const double seconds = Event::elapsed_ms(start, end) / 1e3;
+    rates.push_back(static_cast<double>(bytes) / std::max(seconds, 1e-9));
+  }
+  data.reset(stream);
+  checksum.reset(stream);
   stream.synchronize();
   std::sort(rates.begin(), rates.end());
   return rates[rates.size() / 2];

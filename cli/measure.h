@@ -15,6 +15,12 @@ namespace stowage::cli {
 double measure_pinned_h2d_rate(Platform& platform, int accelerator, uint64_t bytes,
                                int repeats = 5);
 
+// Bytes per second the accelerator reads its own memory at
+// (kernels::read_checksum over `bytes`; median of `repeats`, after a
+// warm-up): the bound of a step that reads every resident weight once.
+double measure_device_read_rate(Platform& platform, int accelerator, uint64_t bytes,
+                                int repeats = 5);
+
 // Bytes per second of a plain sequential read() of `path` (in 8 MiB chunks)
 // after dropping its pages from the page cache (posix_fadvise DONTNEED).
 // Throws IoError naming the file when it cannot be read.

@@ -168,4 +168,51 @@ cudaError_t launch_dense_gemv(const DenseGemvLaunch& a, cudaStream_t stream) {
   return cudaErrorInvalidValue;
 }
 
+namespace {
+
+constexpr int kReadThreads = 512;
+constexpr int kReadUnroll = 4;
+
+__global__ void __launch_bounds__(kReadThreads)
+    read_checksum_kernel(const uint4* data, uint64_t words, unsigned long long* checksum) {
+  uint4 x = make_uint4(0, 0, 0, 0);
+  const uint64_t stride = static_cast<uint64_t>(gridDim.x) * kReadThreads;
+  for (uint64_t i = blockIdx.x * static_cast<uint64_t>(kReadThreads) + threadIdx.x; i < words;
+       i += stride * kReadUnroll) {
+    uint4 v[kReadUnroll];
+#pragma unroll
+    for (int u = 0; u < kReadUnroll; ++u) {
+      const uint64_t j = i + u * stride;
+      v[u] = j < words ? load_stream16(data + j) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < kReadUnroll; ++u) {
+      x.x ^= v[u].x;
+      x.y ^= v[u].y;
+      x.z ^= v[u].z;
+      x.w ^= v[u].w;
+    }
+  }
+  const unsigned long long folded =
+      (static_cast<unsigned long long>(x.y ^ x.w) << 32) | (x.x ^ x.z);
+  if (folded != 0) atomicXor(checksum, folded);
+}
+
+}  // namespace
+
+cudaError_t launch_read_checksum(const void* data, uint64_t bytes, uint64_t* checksum,
+                                 cudaStream_t stream) {
+  cudaError_t status = cudaMemsetAsync(checksum, 0, sizeof(uint64_t), stream);
+  if (status != cudaSuccess || bytes == 0) return status;
+  int device = 0, sms = 0;
+  status = cudaGetDevice(&device);
+  if (status != cudaSuccess) return status;
+  status = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (status != cudaSuccess) return status;
+  read_checksum_kernel<<<static_cast<unsigned>(sms * 4), kReadThreads, 0, stream>>>(
+      static_cast<const uint4*>(data), bytes / 16,
+      reinterpret_cast<unsigned long long*>(checksum));
+  return cudaGetLastError();
+}
+
 }  // namespace stowage::kernels::detail

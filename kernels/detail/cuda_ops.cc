@@ -394,6 +394,10 @@ void cuda_dense_gemv(const DenseGemvArgs& a, void* stream) {
   STOWAGE_CUDA_TRY(launch_dense_gemv(l, as_stream(stream)));
 }
 
+void cuda_read_checksum(const void* data, uint64_t bytes, uint64_t* checksum, void* stream) {
+  STOWAGE_CUDA_TRY(launch_read_checksum(data, bytes, checksum, as_stream(stream)));
+}
+
 void cuda_gemm(CublasLtContext& context, const GemmArgs& a, StreamRef stream_ref) {
   if (a.m == 0 || a.n == 0) return;
   CublasLtState& st = context.state();

@@ -145,4 +145,8 @@ struct DenseGemvLaunch {
 };
 cudaError_t launch_dense_gemv(const DenseGemvLaunch& args, cudaStream_t stream);
 
+// XOR of every 16-byte word of data (bytes % 16 == 0), folded to 64 bits.
+cudaError_t launch_read_checksum(const void* data, uint64_t bytes, uint64_t* checksum,
+                                 cudaStream_t stream);
+
 }  // namespace stowage::kernels::detail

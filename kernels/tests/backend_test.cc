@@ -8,6 +8,7 @@
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,7 @@
 #include "kernels/cpu_reference.h"
 #include "kernels/gemm.h"
 #include "kernels/int8_matmul.h"
+#include "kernels/memory_read.h"
 #include "kernels/nf4_matmul.h"
 #include "kernels/quantize.h"
 #include "kernels/tests/test_util.h"
@@ -359,6 +361,27 @@ TEST_P(KernelsOnBackend, DenseGemvMatchesFloat64AndGivesTheSameBitsEachCall) {
   bad.m = 1;
   bad.weight_dtype = DType::kF32;
   EXPECT_THROW(dense_gemv(bad, stream()), InvalidInputError);
+}
+
+TEST_P(KernelsOnBackend, ReadChecksumIsTheXorOfTheWordsAndRefusesMisalignment) {
+  const uint64_t bytes = (uint64_t{3} << 20) + 48;  // not a multiple of the CUDA grid's stride
+  std::vector<uint8_t> host(bytes);
+  std::mt19937_64 rng(5);
+  for (auto& b : host) b = static_cast<uint8_t>(rng());
+  uint64_t want = 0;
+  for (uint64_t i = 0; i < bytes; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, host.data() + i, 8);
+    want ^= w;
+  }
+  Buffer data = upload(host), sum = allocate(sizeof(uint64_t));
+  read_checksum(data.data(), bytes, static_cast<uint64_t*>(sum.data()), stream());
+  const std::vector<uint8_t> got = download(sum, sizeof(uint64_t));
+  uint64_t value;
+  std::memcpy(&value, got.data(), sizeof(value));
+  EXPECT_EQ(value, want);
+  EXPECT_THROW(read_checksum(data.data(), 20, static_cast<uint64_t*>(sum.data()), stream()),
+               InvalidInputError);
 }
 
 TEST_P(KernelsOnBackend, Int8MatmulMatchesCpuWithAndWithoutOutliers) {
