@@ -199,6 +199,10 @@ def prepare(args):
         built = pool.submit(compile_llamacpp, args) if needs_build else None
         try:
             if not (model / "config.json").exists():
+                if model.exists() and all(re.fullmatch(r"model[-0-9of]*\.safetensors(\.tmp)?",
+                                                       f.name) for f in model.iterdir()):
+                    # A folder whose writing was cut short (config.json comes last).
+                    shutil.rmtree(model)
                 start = time.time()
                 run([sys.executable, REPO / "tools" / "make_synthetic_model.py", "--shape",
                      args.shape, "--dtype", args.dtype, model])

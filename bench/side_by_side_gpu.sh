@@ -65,8 +65,8 @@ case "${1:-}" in
   stowage70b)
     [ -x "$STOWAGE" ] || { echo "no stowage binary at $STOWAGE"; exit 2; }
     rm -f "$WORK"/*.gguf
-    [ -f "$L70"/config.json ] || { time python3 tools/make_synthetic_model.py --shape "$SHAPE70B" \
-      --dtype nf4-dq "$L70" 2>&1 | tail -1; }
+    [ -f "$L70"/config.json ] || { rm -rf "$L70"; time python3 tools/make_synthetic_model.py \
+      --shape "$SHAPE70B" --dtype nf4-dq "$L70" 2>&1 | tail -1; }
     time "${cmp[@]}" measure --model "$L70" --llamacpp-from "$WORK/l70-llamacpp.json" \
       --stowage "$STOWAGE" --stowage-no-resident --budget "${BUDGET70B:-20GiB}" \
       --prompt-tokens "${PROMPT70B:-512}" --new-tokens 16 --out "$OUT/compare_llamacpp_70b.json" \
