@@ -15,28 +15,43 @@
 
 namespace stowage::cli {
 
+namespace {
+
+// Bytes per second of `pass` (which enqueues work over `bytes` on the stream):
+// the median of `repeats` timed passes after one warm-up.
+template <typename Pass>
+double median_rate(Accelerator& device, StreamRef stream, uint64_t bytes, int repeats,
+                   Pass&& pass) {
+  Event start = device.create_event();
+  Event end = device.create_event();
+  std::vector<double> rates;
+  for (int i = 0; i <= repeats; ++i) {
+    stream.record(start);
+    pass();
+    stream.record(end);
+    end.synchronize();
+    if (i == 0) continue;  // warm-up
+    const double seconds = Event::elapsed_ms(start, end) / 1e3;
+    rates.push_back(static_cast<double>(bytes) / std::max(seconds, 1e-9));
+  }
+  std::sort(rates.begin(), rates.end());
+  return rates[rates.size() / 2];
+}
+
+}  // namespace
+
 double measure_pinned_h2d_rate(Platform& platform, int accelerator, uint64_t bytes, int repeats) {
   Accelerator& device = platform.accelerator(accelerator);
   Stream stream = device.create_stream();
   Buffer host(platform.pinned_host_memory(), bytes);
   std::memset(host.data(), 1, bytes);
   Buffer target(device.memory(), bytes, stream);
-  Event start = device.create_event();
-  Event end = device.create_event();
-  std::vector<double> rates;
-  for (int i = 0; i <= repeats; ++i) {
-    stream.ref().record(start);
+  const double rate = median_rate(device, stream, bytes, repeats, [&] {
     stream.ref().copy(target.data(), host.data(), bytes);
-    stream.ref().record(end);
-    end.synchronize();
-    if (i == 0) continue;  // warm-up
-    const double seconds = Event::elapsed_ms(start, end) / 1e3;
-    rates.push_back(static_cast<double>(bytes) / std::max(seconds, 1e-9));
-  }
+  });
   target.reset(stream);
   stream.synchronize();
-  std::sort(rates.begin(), rates.end());
-  return rates[rates.size() / 2];
+  return rate;
 }
 
 double measure_device_read_rate(Platform& platform, int accelerator, uint64_t bytes,
@@ -47,23 +62,13 @@ double measure_device_read_rate(Platform& platform, int accelerator, uint64_t by
   Buffer data(device.memory(), bytes, stream);
   Buffer checksum(device.memory(), sizeof(uint64_t), stream);
   stream.ref().fill_zero(data.data(), bytes);
-  Event start = device.create_event();
-  Event end = device.create_event();
-  std::vector<double> rates;
-  for (int i = 0; i <= repeats; ++i) {
-    stream.ref().record(start);
+  const double rate = median_rate(device, stream, bytes, repeats, [&] {
     kernels::read_checksum(data.data(), bytes, static_cast<uint64_t*>(checksum.data()), stream);
-    stream.ref().record(end);
-    end.synchronize();
-    if (i == 0) continue;  // warm-up
-    const double seconds = Event::elapsed_ms(start, end) / 1e3;
-    rates.push_back(static_cast<double>(bytes) / std::max(seconds, 1e-9));
-  }
+  });
   data.reset(stream);
   checksum.reset(stream);
   stream.synchronize();
-  std::sort(rates.begin(), rates.end());
-  return rates[rates.size() / 2];
+  return rate;
 }
 
 void drop_page_cache(const std::string& path) {
