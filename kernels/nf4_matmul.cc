@@ -43,9 +43,12 @@ void four_bit_matmul(CublasLtContext& context, const FourBitMatmulArgs& a, Strea
 bool four_bit_matmul_uses_fused_gemv(const FourBitMatmulArgs& a) {
   // Mirrors plan_four_bit_gemv's shape conditions, with the H100's shared
   // memory limit.
-  if (a.m < 1 || a.m > detail::kGemvMaxRows || a.k % 32 != 0 || a.k == 0 || a.n == 0) {
-    return false;
+  if (a.m < 1 || a.k % 32 != 0 || a.k == 0 || a.n == 0) return false;
+  if (a.dtype == DType::kF32) {
+    // The float32 GEMV (the alignment of packed and x permitting).
+    return a.m <= detail::kFourBitF32GemvMaxRows && a.weight.blocksize % 32 == 0;
   }
+  if (a.m > detail::kGemvMaxRows) return false;
   if (a.dtype != DType::kF16 && a.dtype != DType::kBF16) return false;
   return detail::gemv_shared_bytes(a.m, a.k, a.dtype == DType::kBF16, /*nested=*/true) <=
          detail::kGemvSharedLimitH100;
@@ -58,6 +61,7 @@ uint64_t four_bit_matmul_scratch_bytes(int64_t m, int64_t n, int64_t k, DType dt
   shape.n = n;
   shape.k = k;
   shape.dtype = dtype;
+  shape.weight.blocksize = blocksize;
   if (four_bit_matmul_uses_fused_gemv(shape)) return 0;
   return detail::four_bit_scratch(n, k, blocksize, double_quant, dtype_size(dtype)).bytes;
 }

@@ -10,7 +10,9 @@
 // dequantize-GEMV that reads each packed byte once (memory-bound; batch 1 on
 // sm_90 streams whole-row tiles into shared memory with bulk copies where each
 // row holds whole blocks and the weight's arrays are 16-byte aligned); anything
-// else dequantizes W into scratch and runs a cuBLASLt GEMM. The CPU
+// else dequantizes W into scratch and runs a cuBLASLt GEMM. Float32
+// activations with m <= 8, k % 32 == 0 and a blocksize multiple of 32 run a
+// warp-per-row GEMV that reads x as it is (no scratch, as dense_gemv). The CPU
 // counterpart dequantizes and accumulates in float32.
 #pragma once
 

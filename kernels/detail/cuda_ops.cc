@@ -531,16 +531,22 @@ bool cuda_four_bit_uses_gemv(CublasLtContext& context, const FourBitMatmulArgs& 
   CublasLtState& st = context.state();
   st.ensure_ready();
   const FourBitGemvArgs g = gemv_args(a);
+  if (four_bit_f32_gemv_applies(g)) return true;
   return reinterpret_cast<uintptr_t>(g.packed) % 16 == 0 && gemv_plan(st, g).variant >= 0;
 }
 
 void cuda_four_bit_matmul(CublasLtContext& context, const FourBitMatmulArgs& a,
                           StreamRef stream_ref) {
   if (a.m == 0 || a.n == 0) return;
-  CublasLtState& st = context.state();
-  st.ensure_ready(stream_ref);
   const cudaStream_t stream = as_stream(stream_ref.native_handle());
   const FourBitGemvArgs g = gemv_args(a);
+  if (four_bit_f32_gemv_applies(g)) {
+    // Needs no context: nothing of it is allocated.
+    STOWAGE_CUDA_TRY(launch_four_bit_f32_gemv(g, stream));
+    return;
+  }
+  CublasLtState& st = context.state();
+  st.ensure_ready(stream_ref);
   if (reinterpret_cast<uintptr_t>(g.packed) % 16 == 0) {
     const FourBitGemvPlan& plan = gemv_plan(st, g);
     if (plan.variant >= 0) {

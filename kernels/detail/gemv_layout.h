@@ -18,6 +18,9 @@ namespace stowage::kernels::detail {
 
 // Batch rows the fused GEMV takes at most.
 constexpr int64_t kGemvMaxRows = 4;
+// Batch rows the float32-activation 4-bit GEMV takes at most
+// (four_bit_f32_gemv_kernels.cu).
+constexpr int64_t kFourBitF32GemvMaxRows = 8;
 // Shared memory one block may use on an H100 (cudaDevAttrMaxSharedMemoryPerBlockOptin),
 // less the kernel's static shared memory.
 constexpr int64_t kGemvSharedLimitH100 = 227 * 1024 - 256;

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 
+#include "kernels/detail/gemv_layout.h"
 #include "quant/quant_rules.h"
 
 namespace stowage::kernels::detail {
@@ -148,5 +149,11 @@ cudaError_t launch_dense_gemv(const DenseGemvLaunch& args, cudaStream_t stream);
 // XOR of every 16-byte word of data (bytes % 16 == 0), folded to 64 bits.
 cudaError_t launch_read_checksum(const void* data, uint64_t bytes, uint64_t* checksum,
                                  cudaStream_t stream);
+
+// The 4-bit matmul with float32 x, y and bias at m <= kFourBitF32GemvMaxRows
+// (four_bit_f32_gemv_kernels.cu): applies when k % 32 == 0, blocksize % 32
+// == 0 and packed and x are 16-byte aligned.
+bool four_bit_f32_gemv_applies(const FourBitGemvArgs& args);
+cudaError_t launch_four_bit_f32_gemv(const FourBitGemvArgs& args, cudaStream_t stream);
 
 }  // namespace stowage::kernels::detail
