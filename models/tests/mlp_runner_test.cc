@@ -504,17 +504,23 @@ TEST(MlpRun, InjectedOutOfMemoryWhilePrefetchingNeverGivesAWrongOutput) {
 // the activations to the 16-bit weights' dtype in scratch (CUDA adds the
 // cuBLASLt workspace and dequantized 4-bit weights; OnCuda below).
 TEST(MlpRun, PeakAcceleratorMemoryIncludingKernelScratchStaysWithinTheBudget) {
+  // A batch above kernels::kDenseGemvMaxRows: the 16-bit layers convert
+  // their activations in scratch (at 8 rows or fewer the GEMV takes none).
+  constexpr int64_t kBatch = 16;
   auto tensors = make_mlp(kDeep, TestFormat::kF16, 6);
-  RawTensor x = make_input(4, kDeep.front(), 2);
+  RawTensor x = make_input(kBatch, kDeep.front(), 2);
   std::vector<float> expected = run_once(tensors, x, std::nullopt, 2, DeviceChoice::kSim, true);
   TempDir dir;
   write_safetensors(dir.file("m.safetensors"), tensors);
   auto checkpoint = mmap_store::open_checkpoint(dir.file("m.safetensors"));
-  const uint64_t working = working_for(*checkpoint, 4, DeviceChoice::kSim, true);
-  const uint64_t activations = 4 * (64 + 64) * 4 + 2 * 4 * 64 * 4;
+  const uint64_t working = working_for(*checkpoint, kBatch, DeviceChoice::kSim, true);
+  const uint64_t activations = kBatch * (64 + 64) * 4 + 2 * kBatch * 64 * 4;
   // Plus one batch x in of 16-bit activations and (counted for any bias,
   // as its dtype is not known ahead) a bias converted to float32.
-  EXPECT_EQ(working, activations + 4 * 64 * 2 + 64 * 4);
+  EXPECT_EQ(working, activations + kBatch * 64 * 2 + 64 * 4);
+  const uint64_t small_activations = 4 * (64 + 64) * 4 + 2 * 4 * 64 * 4;
+  EXPECT_EQ(working_for(*checkpoint, 4, DeviceChoice::kSim, true), small_activations + 64 * 4)
+      << "at batch 4 the 16-bit layers take no activation copy";
 
   const uint64_t budget = model_bytes(tensors) / 4 + working;
   SimRuntime rt(model_bytes(tensors) / 4, /*prefetch=*/2, nullptr, DeviceChoice::kSim, working);
