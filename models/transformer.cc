@@ -273,7 +273,10 @@ uint64_t transformer_working_bytes(const TransformerSpec& spec, const Transforme
 
 TransformerState::TransformerState(const TransformerSpec& spec, const TransformerRunShape& shape,
                                    MemoryResource& device, MemoryResource& pinned, StreamRef stream)
-    : shape_(shape), tier(stream.is_null() ? Tier::pinned_host() : stream.tier()) {
+    : shape_(shape),
+      tier(stream.is_null() ? Tier::pinned_host() : stream.tier()),
+      spec_(&spec),
+      pinned_(&pinned) {
   const TransformerConfig& c = spec.config;
   STOWAGE_EXPECTS(
       shape.batch > 0 && shape.max_step_tokens > 0 && shape.max_context >= shape.max_step_tokens,
@@ -310,6 +313,30 @@ TransformerState::TransformerState(const TransformerSpec& spec, const Transforme
   host_past = Buffer(pinned, sizeof(int32_t));
 }
 
+TransformerState::HostCompute& TransformerState::host_compute() {
+  if (host_.h.empty()) {
+    const TransformerConfig& c = spec_->config;
+    const ActivationSizes a = activation_sizes(*spec_, shape_);
+    const size_t rows = static_cast<size_t>(a.rows);
+    host_.x.assign(rows * c.hidden_size, 0.0f);
+    host_.tmp.assign(rows * c.hidden_size, 0.0f);
+    host_.q.assign(rows * a.q_cols, 0.0f);
+    host_.attn.assign(rows * a.q_cols, 0.0f);
+    host_.k.assign(rows * a.kv_cols, 0.0f);
+    host_.v.assign(rows * a.kv_cols, 0.0f);
+    host_.gate.assign(rows * c.intermediate_size, 0.0f);
+    host_.up.assign(rows * c.intermediate_size, 0.0f);
+    host_.act.assign(rows * c.intermediate_size, 0.0f);
+    host_.h = Buffer(*pinned_, rows * c.hidden_size * sizeof(float));
+  }
+  return host_;
+}
+
+LinearKernels& TransformerModel::host_kernels() {
+  if (host_kernels_ == nullptr) host_kernels_ = make_host_linear_kernels();
+  return *host_kernels_;
+}
+
 TransformerModel::TransformerModel(TransformerSpec spec, LinearKernels& kernels)
     : spec_(std::move(spec)), kernels_(kernels) {
   STOWAGE_EXPECTS(!spec_.layers.empty(), InvalidInputError,
@@ -331,6 +358,113 @@ void TransformerModel::set_embedding_source(TensorView device_table, TensorView 
   host_table_ = host_table;
 }
 
+TransformerModel::LayerBuffers TransformerModel::device_buffers(TransformerState& st, size_t i) {
+  auto f = [](Buffer& b) { return static_cast<float*>(b.data()); };
+  LayerBuffers b;
+  b.x = f(st.x);
+  b.tmp = f(st.tmp);
+  b.q = f(st.q);
+  b.k = f(st.k);
+  b.v = f(st.v);
+  b.attn = f(st.attn);
+  b.gate = f(st.gate);
+  b.up = f(st.up);
+  b.act = f(st.act);
+  b.positions = static_cast<const int32_t*>(st.positions.data());
+  b.past = static_cast<const int32_t*>(st.past_device.data());
+  b.inv_freq = f(st.inv_freq);
+  b.k_cache = f(st.k_cache[i]);
+  b.v_cache = f(st.v_cache[i]);
+  b.tier = st.tier;
+  return b;
+}
+
+TransformerModel::LayerBuffers TransformerModel::host_buffers(TransformerState& st, size_t i) {
+  const TransformerConfig& c = spec_.config;
+  TransformerState::HostCompute& hc = st.host_compute();
+  if (hc.k_cache.size() <= i) {
+    hc.k_cache.resize(spec_.layers.size());
+    hc.v_cache.resize(spec_.layers.size());
+  }
+  if (hc.k_cache[i].empty()) {
+    const size_t cache = static_cast<size_t>(st.shape_.batch * st.shape_.max_context *
+                                             c.num_kv_heads * c.head_dim) *
+                         sizeof(float);
+    hc.k_cache[i].assign(cache / sizeof(float), 0.0f);
+    hc.v_cache[i].assign(cache / sizeof(float), 0.0f);
+  }
+  LayerBuffers b;
+  b.x = hc.x.data();
+  b.tmp = hc.tmp.data();
+  b.q = hc.q.data();
+  b.k = hc.k.data();
+  b.v = hc.v.data();
+  b.attn = hc.attn.data();
+  b.gate = hc.gate.data();
+  b.up = hc.up.data();
+  b.act = hc.act.data();
+  b.positions = static_cast<const int32_t*>(st.host_positions.data());
+  b.past = static_cast<const int32_t*>(st.host_past.data());
+  b.inv_freq = inv_freq_.data();
+  b.k_cache = hc.k_cache[i].data();
+  b.v_cache = hc.v_cache[i].data();
+  b.tier = Tier::pageable_host();
+  return b;
+}
+
+void TransformerModel::run_layer(size_t i, const LayerWeights& w, const LayerBuffers& b,
+                                 const LayerStep& step, float* h, LinearKernels& kernels,
+                                 StreamRef s) {
+  const DecoderLayerSpec& l = spec_.layers[i];
+  const TransformerConfig& c = spec_.config;
+  const int64_t rows = step.rows;
+  const int64_t q_cols = c.num_heads * c.head_dim;
+  const int64_t kv_cols = c.num_kv_heads * c.head_dim;
+  auto view = [&](float* p, int64_t cols) { return TensorView(p, DType::kF32, Shape{rows, cols}, b.tier); };
+  auto linear = [&](size_t which, float* in, int64_t in_cols, float* out, int64_t out_cols) {
+    kernels.linear(s, w.projections[which], view(in, in_cols), view(out, out_cols), false);
+  };
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  kernels::rms_norm({rows, c.hidden_size, h, w.input_norm, l.input_norm_dtype, eps, b.x}, s);
+  linear(0, b.x, c.hidden_size, b.q, q_cols);
+  linear(1, b.x, c.hidden_size, b.k, kv_cols);
+  linear(2, b.x, c.hidden_size, b.v, kv_cols);
+  kernels::apply_rope({rows, c.num_heads, c.head_dim, b.q, b.positions, b.inv_freq}, s);
+  kernels::apply_rope({rows, c.num_kv_heads, c.head_dim, b.k, b.positions, b.inv_freq}, s);
+  kernels::kv_append({step.batch, step.tokens, c.num_kv_heads, c.head_dim, step.past, b.past,
+                      step.capacity, b.k, kv_cols, b.k_cache},
+                     s);
+  kernels::kv_append({step.batch, step.tokens, c.num_kv_heads, c.head_dim, step.past, b.past,
+                      step.capacity, b.v, kv_cols, b.v_cache},
+                     s);
+  kernels::AttentionArgs attention;
+  attention.batch = step.batch;
+  attention.tokens = step.tokens;
+  attention.heads = c.num_heads;
+  attention.kv_heads = c.num_kv_heads;
+  attention.head_dim = c.head_dim;
+  attention.past = step.past;
+  attention.past_at = b.past;
+  attention.capacity = step.capacity;
+  attention.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  attention.q = b.q;
+  attention.q_stride = q_cols;
+  attention.k_cache = b.k_cache;
+  attention.v_cache = b.v_cache;
+  attention.out = b.attn;
+  kernels::attention(attention, s);
+  linear(3, b.attn, q_cols, b.tmp, c.hidden_size);
+  kernels::add_in_place(h, b.tmp, rows * c.hidden_size, s);
+  kernels::rms_norm({rows, c.hidden_size, h, w.post_norm, l.post_norm_dtype, eps, b.x}, s);
+  linear(4, b.x, c.hidden_size, b.gate, c.intermediate_size);
+  linear(5, b.x, c.hidden_size, b.up, c.intermediate_size);
+  kernels::swiglu({rows, c.intermediate_size, b.gate, c.intermediate_size, b.up,
+                   c.intermediate_size, b.act},
+                  s);
+  linear(6, b.act, c.intermediate_size, b.tmp, c.hidden_size);
+  kernels::add_in_place(h, b.tmp, rows * c.hidden_size, s);
+}
+
 void TransformerModel::build_layer(size_t i) {
   const DecoderLayerSpec& layer = spec_.layers[i];
   hooks::Module& m = root_.add_descendant(layer.module);
@@ -343,67 +477,35 @@ void TransformerModel::build_layer(size_t i) {
   const int post_norm = m.tensor_index("post_attention_layernorm.weight");
   m.set_forward([this, i, proj, in_norm, post_norm](hooks::ForwardContext& ctx) {
     const DecoderLayerSpec& l = spec_.layers[i];
-    const TransformerConfig& c = spec_.config;
     TransformerState& st = *current_.state;
     const StreamRef s = ctx.stream();
-    const Tier tier = st.tier;
-    const int64_t rows = current_.rows;
-    const int64_t q_cols = c.num_heads * c.head_dim;
-    const int64_t kv_cols = c.num_kv_heads * c.head_dim;
+    LayerWeights w;
+    for (size_t p = 0; p < proj.size(); ++p) {
+      w.projections.push_back(linear_weights(l.*kProjections[p].spec, proj[p], ctx));
+    }
+    w.input_norm = ctx.tensor_at(in_norm).data();
+    w.post_norm = ctx.tensor_at(post_norm).data();
     float* h = ctx.inputs()[0].data_as<float>();
-    auto f = [](Buffer& b) { return static_cast<float*>(b.data()); };
-    auto linear = [&](size_t which, Buffer& in, int64_t in_cols, Buffer& out, int64_t out_cols) {
-      const LinearSpec& spec = l.*kProjections[which].spec;
-      kernels_.linear(s, linear_weights(spec, proj[which], ctx), f32_view(in, rows, in_cols, tier),
-                      f32_view(out, rows, out_cols, tier), false);
-    };
-    const float eps = static_cast<float>(c.rms_norm_eps);
-    kernels::rms_norm(
-        {rows, c.hidden_size, h, ctx.tensor_at(in_norm).data(), l.input_norm_dtype, eps, f(st.x)},
-        s);
-    linear(0, st.x, c.hidden_size, st.q, q_cols);
-    linear(1, st.x, c.hidden_size, st.k, kv_cols);
-    linear(2, st.x, c.hidden_size, st.v, kv_cols);
-    const auto* positions = static_cast<const int32_t*>(st.positions.data());
-    kernels::apply_rope({rows, c.num_heads, c.head_dim, f(st.q), positions, f(st.inv_freq)}, s);
-    kernels::apply_rope({rows, c.num_kv_heads, c.head_dim, f(st.k), positions, f(st.inv_freq)}, s);
-    const int64_t batch = st.shape_.batch;
-    const int64_t capacity = st.shape_.max_context;
-    const auto* past_at = static_cast<const int32_t*>(st.past_device.data());
-    kernels::kv_append({batch, current_.tokens, c.num_kv_heads, c.head_dim, st.past_, past_at,
-                        capacity, f(st.k), kv_cols, f(st.k_cache[i])},
-                       s);
-    kernels::kv_append({batch, current_.tokens, c.num_kv_heads, c.head_dim, st.past_, past_at,
-                        capacity, f(st.v), kv_cols, f(st.v_cache[i])},
-                       s);
-    kernels::AttentionArgs attention;
-    attention.batch = batch;
-    attention.tokens = current_.tokens;
-    attention.heads = c.num_heads;
-    attention.kv_heads = c.num_kv_heads;
-    attention.head_dim = c.head_dim;
-    attention.past = st.past_;
-    attention.past_at = past_at;
-    attention.capacity = capacity;
-    attention.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-    attention.q = f(st.q);
-    attention.q_stride = q_cols;
-    attention.k_cache = f(st.k_cache[i]);
-    attention.v_cache = f(st.v_cache[i]);
-    attention.out = f(st.attn);
-    kernels::attention(attention, s);
-    linear(3, st.attn, q_cols, st.tmp, c.hidden_size);
-    kernels::add_in_place(h, f(st.tmp), rows * c.hidden_size, s);
-    kernels::rms_norm(
-        {rows, c.hidden_size, h, ctx.tensor_at(post_norm).data(), l.post_norm_dtype, eps, f(st.x)},
-        s);
-    linear(4, st.x, c.hidden_size, st.gate, c.intermediate_size);
-    linear(5, st.x, c.hidden_size, st.up, c.intermediate_size);
-    kernels::swiglu({rows, c.intermediate_size, f(st.gate), c.intermediate_size, f(st.up),
-                     c.intermediate_size, f(st.act)},
-                    s);
-    linear(6, st.act, c.intermediate_size, st.tmp, c.hidden_size);
-    kernels::add_in_place(h, f(st.tmp), rows * c.hidden_size, s);
+    // The step's sizes as of now: the host task below may run after the
+    // state has moved on to the next step.
+    const LayerStep step{current_.rows, current_.tokens, st.shape_.batch, st.past_,
+                         st.shape_.max_context};
+    if (ctx.tensor_at(in_norm).tier().is_accelerator() || s.is_null()) {
+      run_layer(i, w, device_buffers(st, i), step, h, kernels_, s);
+      return;
+    }
+    // The weights stay where they are (host RAM or the disk mapping): the
+    // layer runs on the host, between a copy of the hidden state down and
+    // one back up, in the compute stream's order.
+    const LayerBuffers b = host_buffers(st, i);
+    float* host_h = static_cast<float*>(st.host_compute().h.data());
+    const size_t bytes = static_cast<size_t>(step.rows * spec_.config.hidden_size) * 4;
+    LinearKernels& host_kernels = this->host_kernels();
+    s.copy(host_h, h, bytes);
+    s.host_task([this, i, w, b, step, host_h, &host_kernels] {
+      run_layer(i, w, b, step, host_h, host_kernels, StreamRef());
+    });
+    s.copy(h, host_h, bytes);
   });
   layers_.push_back(&m);
 }

@@ -103,10 +103,20 @@ uint64_t transformer_working_bytes(const TransformerSpec& spec, const Transforme
 // accelerator's (budgeted) memory.
 class TransformerState {
  public:
+  // What decoder layers computed on the host use (allocated at the first
+  // such layer): activations, a pinned copy of the hidden state, and the
+  // KV cache of each host-computed layer, in host memory.
+  struct HostCompute {
+    std::vector<float> x, tmp, q, k, v, attn, gate, up, act;
+    Buffer h;  // pinned
+    std::vector<std::vector<float>> k_cache, v_cache;  // per layer; empty when unused
+  };
+
   TransformerState(const TransformerSpec& spec, const TransformerRunShape& shape,
                    MemoryResource& device, MemoryResource& pinned, StreamRef stream);
   const TransformerRunShape& shape() const { return shape_; }
   int64_t past() const { return past_; }
+  HostCompute& host_compute();
   // Forgets the cached positions (a new prompt).
   void reset() { past_ = 0; }
 
@@ -122,6 +132,9 @@ class TransformerState {
   Buffer past_device;     // int32: past_ as the step's kernels read it (kernels' past_at)
   Buffer host_past;       // pinned int32
   Tier tier;
+  const TransformerSpec* spec_ = nullptr;
+  MemoryResource* pinned_ = nullptr;
+  HostCompute host_;
 };
 
 class TransformerModel {
@@ -165,11 +178,36 @@ class TransformerModel {
   static void advance_step(TransformerState& state, int64_t tokens) { state.past_ += tokens; }
 
  private:
+  struct LayerWeights {
+    std::vector<LinearWeights> projections;  // q, k, v, o, gate, up, down
+    const void* input_norm = nullptr;
+    const void* post_norm = nullptr;
+  };
+  // Where a layer's activations, positions and KV cache live.
+  struct LayerBuffers {
+    float *x = nullptr, *tmp = nullptr, *q = nullptr, *k = nullptr, *v = nullptr,
+          *attn = nullptr, *gate = nullptr, *up = nullptr, *act = nullptr;
+    const int32_t* positions = nullptr;
+    const int32_t* past = nullptr;
+    const float* inv_freq = nullptr;
+    float *k_cache = nullptr, *v_cache = nullptr;
+    Tier tier = Tier::pinned_host();
+  };
+  struct LayerStep {
+    int64_t rows = 0, tokens = 0, batch = 0, past = 0, capacity = 0;
+  };
   void build_layer(size_t i);
   void build_norm_and_head();
+  LayerBuffers device_buffers(TransformerState& state, size_t layer);
+  LayerBuffers host_buffers(TransformerState& state, size_t layer);
+  // Decoder layer `i` on `stream` (null: on the calling thread) over `h`.
+  void run_layer(size_t i, const LayerWeights& weights, const LayerBuffers& buffers,
+                 const LayerStep& step, float* h, LinearKernels& kernels, StreamRef stream);
+  LinearKernels& host_kernels();
 
   TransformerSpec spec_;
   LinearKernels& kernels_;
+  std::unique_ptr<LinearKernels> host_kernels_;  // made at the first host-computed layer
   hooks::Module root_;
   std::vector<hooks::Module*> layers_;
   hooks::Module* norm_ = nullptr;

@@ -465,6 +465,32 @@ class OffloadManager::Impl {
     dispatched_ = false;  // the pools are sized again at the next forward
   }
 
+  void set_host_compute(const std::string& module, bool on) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    STOWAGE_EXPECTS(active_.count(module) == 0, InvalidInputError,
+                    "offload manager: cannot change where module '{}' runs during its forward",
+                    module);
+    const ModuleInfo& info = module_info(module);
+    for (size_t i = 0; i < info.sources.size(); ++i) {
+      STOWAGE_EXPECTS(host_readable(info.sources[i].tier()), InvalidInputError,
+                      "offload manager: module '{}' cannot compute on the host: tensor '{}' has "
+                      "no copy in host RAM or on disk",
+                      module, info.names[i]);
+    }
+    drop_prefetched(module);
+    if (on) {
+      host_compute_.insert(module);
+    } else {
+      host_compute_.erase(module);
+    }
+    dispatched_ = false;  // the slots are sized again for what is still streamed
+  }
+
+  bool host_compute(const std::string& module) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return host_compute_.count(module) != 0;
+  }
+
   void dispatch_locked() {
     for (const auto& [name, act] : active_) {
       STOWAGE_EXPECTS(act.slot < 0, InvalidInputError,
@@ -488,7 +514,10 @@ class OffloadManager::Impl {
       std::string largest;
       for (const std::string& m : modules) {
         const ModuleInfo& info = module_info(m);
-        if (info.resident || execution_index(m) != a.tier.index()) continue;
+        if (info.resident || host_compute_.count(m) != 0 ||
+            execution_index(m) != a.tier.index()) {
+          continue;
+        }
         if (info.packed_bytes > slot_bytes) {
           slot_bytes = info.packed_bytes;
           largest = m;
@@ -656,7 +685,7 @@ class OffloadManager::Impl {
       }
       const std::string& next = order[j];
       const ModuleInfo& info = module_info(next);
-      if (info.resident) continue;
+      if (info.resident || host_compute_.count(next) != 0) continue;
       ++found;
       AcceleratorState& a = *accelerators_[execution_index(next)];
       if (!a.pool) continue;
@@ -719,7 +748,17 @@ class OffloadManager::Impl {
     ModuleForward fwd;
     fwd.module = module;
     ActiveForward act;
-    if (info.resident) {
+    if (!info.resident && host_compute_.count(module) != 0) {
+      // Computed where the bytes are: the host copies' views, ordered on the
+      // compute stream of the accelerator that runs the model.
+      AcceleratorState& a = *accelerators_[execution_index(module)];
+      fwd.accelerator = info.sources.front().tier();
+      fwd.compute_stream = compute.is_null() ? a.compute.ref() : compute;
+      for (size_t i = 0; i < info.ids.size(); ++i) {
+        fwd.tensors.emplace_back(info.names[i], info.sources[i].view());
+      }
+      act.accelerator = a.tier.index();
+    } else if (info.resident) {
       AcceleratorState& a = accelerator(*info.resident);
       fwd.accelerator = a.tier;
       fwd.compute_stream = compute.is_null() ? a.compute.ref() : compute;
@@ -1012,6 +1051,7 @@ class OffloadManager::Impl {
   StreamRef capture_stream_;
   OffloadCounters capture_start_;
   std::set<int> forked_;  // accelerators whose copy stream joined the capture
+  std::set<std::string> host_compute_;  // modules computed where their bytes are
   OffloadCounters counters_;
   uint64_t disk_peak_ = 0;
   bool dispatched_ = false;               // the slot pools match what is streamed
@@ -1074,6 +1114,12 @@ OffloadCounters OffloadManager::end_capture(StreamRef compute) {
   return impl_->end_capture(compute);
 }
 void OffloadManager::abandon_capture() { impl_->abandon_capture(); }
+void OffloadManager::set_host_compute(const std::string& module, bool on) {
+  impl_->set_host_compute(module, on);
+}
+bool OffloadManager::host_compute(const std::string& module) const {
+  return impl_->host_compute(module);
+}
 void OffloadManager::note_launch(StreamRef compute, const OffloadCounters& per_launch) {
   impl_->note_launch(compute, per_launch);
 }

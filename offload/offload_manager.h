@@ -207,6 +207,16 @@ class OffloadManager {
   // streamed module in flight. Throws InvalidInputError for a tier that is
   // not an accelerator here.
   void set_execution_accelerator(const std::string& module, Tier accelerator);
+  // Runs `module` where its bytes are (host RAM or the disk mapping) instead
+  // of fetching it (on = true), or fetches it again (false): begin_forward
+  // then gives views of its host copies on no accelerator (the forward
+  // computes on the host), and prefetching passes over it. A module resident
+  // on an accelerator is not affected. REQUIRES: no forward of it in flight.
+  // Throws InvalidInputError for an unknown module or one with a record
+  // that has no host-readable copy.
+  void set_host_compute(const std::string& module, bool on);
+  bool host_compute(const std::string& module) const;
+
   // Allocates the slot pools (one per accelerator running streamed modules,
   // and pinned staging where they have bytes on disk)
   // for the modules streamed now. Called by the first begin_forward if not

@@ -105,7 +105,8 @@ RunOutcome generate(const std::string& folder, Placement placement,
                     std::optional<LoadQuantization> quantize = std::nullopt,
                     const std::vector<int32_t>* prompt_override = nullptr,
                     DeviceChoice device = DeviceChoice::kSim,
-                    std::optional<uint64_t> weight_budget = std::nullopt, bool graphs = false) {
+                    std::optional<uint64_t> weight_budget = std::nullopt, bool graphs = false,
+                    bool host_compute = false) {
   const Reference ref = read_reference(folder);
   const std::vector<int32_t>& prompt = prompt_override ? *prompt_override : ref.prompt;
   auto platform = Platform::create(device, SimOptions{1, uint64_t{1} << 30, 0});
@@ -159,6 +160,20 @@ RunOutcome generate(const std::string& folder, Placement placement,
   }
   if (placement == Placement::kDisk) {
     EXPECT_GT(runner.loaded().plan.bytes_per_tier.at(Tier::disk()), 0u);
+  }
+  if (host_compute) {
+    // Every other decoder layer not resident on the accelerator computes on
+    // the host, where its weights are.
+    int host_layers = 0;
+    const int64_t layers = runner.spec().config.num_layers;
+    for (int64_t i = 0; i < layers; i += 2) {
+      const std::string m = "model.layers." + std::to_string(i);
+      const TensorRecord r = manager.table().get(manager.table().records_of(m).front());
+      if (r.on(acc)) continue;
+      manager.set_host_compute(m, true);
+      ++host_layers;
+    }
+    EXPECT_GT(host_layers, 0) << "the test means what it says";
   }
   GenerationOptions generation;
   generation.max_new_tokens = 32;
@@ -295,6 +310,52 @@ TEST_P(TransformerParity, GraphReplayEqualsTheUncapturedRunBitForBit) {
         generate(folder, placement, std::nullopt, nullptr, DeviceChoice::kSim, std::nullopt, true);
     expect_graph_run_equals(graph, plain, placement != Placement::kResident);
   }
+}
+
+// Layers computed on the host where their weights are (pinned RAM, or the
+// disk mapping), between streamed ones: transformers' tokens, and the
+// resident run's logits bit for bit on sim (the same CPU kernels), replayed
+// from a graph too.
+TEST_P(TransformerParity, HostComputedLayersEqualResidentBitForBit) {
+  const std::string folder = kTestdata + GetParam();
+  const Reference ref = read_reference(folder);
+  const RunOutcome resident = generate(folder, Placement::kResident);
+  for (Placement placement : {Placement::kStreamed, Placement::kDisk}) {
+    const RunOutcome all_streamed = generate(folder, placement);
+    for (bool graphs : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << static_cast<int>(placement) << " graphs " << graphs);
+      const RunOutcome host = generate(folder, placement, std::nullopt, nullptr,
+                                       DeviceChoice::kSim, std::nullopt, graphs, true);
+      EXPECT_EQ(host.output, ref.output);
+      ASSERT_EQ(host.logits.size(), resident.logits.size());
+      EXPECT_EQ(std::memcmp(host.logits.data(), resident.logits.data(),
+                            resident.logits.size() * sizeof(float)),
+                0);
+      EXPECT_LE(host.peak_accelerator_bytes, host.budget);
+      // The host-computed layers are not fetched: less crosses the link.
+      EXPECT_LT(host.decode_streamed_bytes, all_streamed.decode_streamed_bytes);
+      if (graphs) {
+        EXPECT_EQ(host.graph_launches, host.decode_steps) << host.graph_fallback;
+      }
+    }
+  }
+}
+
+// On CUDA the host-computed layers give transformers' tokens (the host
+// kernels and the GPU's round differently: logits within the CUDA test's
+// tolerance), and a graph capture falls back, saying why (host work cannot
+// be captured).
+TEST_P(TransformerParity, CudaHostComputedLayersMatchTransformers) {
+  if (!gpu_visible()) GTEST_SKIP() << "no GPU visible";
+  const std::string folder = kTestdata + GetParam();
+  const Reference ref = read_reference(folder);
+  const RunOutcome host = generate(folder, Placement::kStreamed, std::nullopt, nullptr,
+                                   DeviceChoice::kCuda, std::nullopt, true, true);
+  EXPECT_EQ(host.output, ref.output);
+  const bool f32 = GetParam().find("f32") != std::string::npos;
+  EXPECT_LT(max_relative_row_error(host.logits, ref.logits, ref.vocab), f32 ? 1e-4 : 3e-2);
+  EXPECT_NE(host.graph_fallback.find("host"), std::string::npos) << host.graph_fallback;
+  EXPECT_EQ(host.graph_launches, 0);
 }
 
 TEST_P(TransformerParity, CudaGraphReplayEqualsTheUncapturedRunBitForBit) {
