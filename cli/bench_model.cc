@@ -1,6 +1,7 @@
 // `stowage bench --model DIR [--max-memory ...] [--offload-dir DIR] [--prefetch N]
 // [--quant none|int8|nf4|fp4 [--blocksize N] [--double-quant]] [--prompt-tokens P]
-// [--new-tokens N] [--batches 1,8,32] [--no-resident] [--cuda-graphs] [--device ...] [--json]`:
+// [--new-tokens N] [--batches 1,8,32] [--no-resident] [--cuda-graphs] [--run-on-host REGEX]
+// [--device ...] [--json]`:
 // for a model folder, in one run: the pinned host-to-device rate, then for each
 // configuration (resident where it fits, and under --max-memory when given) the
 // prefill of a P-token prompt at batch 1 and the decode of N new tokens at each
@@ -47,6 +48,7 @@ struct Measurement {
   double stall_ms = 0;
   uint64_t peak_accelerator_bytes = 0;
   bool graphs = false;
+  int host_layers = 0;  // decoder layers computed on the host (--run-on-host)
   int64_t graph_launches = 0;
   std::string graph_fallback;
   double read_limit_tokens_per_s = 0;  // resident: device read rate / weight bytes per step
@@ -105,13 +107,16 @@ std::vector<int32_t> random_prompt(int64_t tokens, int64_t vocab, uint64_t seed)
 Measurement measure(Platform& platform, const std::string& folder, const SessionConfig& config,
                     const std::optional<LoadQuantization>& quantize, const std::string& label,
                     bool prefill, int64_t batch, int64_t prompt_tokens, int64_t new_tokens,
-                    double link_rate, int64_t vocab, bool graphs) {
+                    double link_rate, int64_t vocab, bool graphs,
+                    const std::optional<std::string>& run_on_host) {
   models::TransformerRunShape shape;
   shape.batch = batch;
   shape.max_step_tokens = prompt_tokens;
   shape.max_context = prompt_tokens + std::max<int64_t>(new_tokens, 1);
   std::unique_ptr<ModelSession> session =
       open_model_session(platform, folder, config, quantize, shape, false);
+  const int host_layers =
+      run_on_host && label != "resident" ? compute_on_host(*session, *run_on_host) : 0;
   const std::vector<int32_t> prompt = random_prompt(prompt_tokens, vocab, 11);
   models::GenerationOptions generation;
   generation.ignore_eos = true;
@@ -144,6 +149,7 @@ Measurement measure(Platform& platform, const std::string& folder, const Session
   m.stall_ms = c.stall_ms;
   m.peak_accelerator_bytes = session->manager->usage(session->accelerator).peak_bytes;
   m.graphs = graphs;
+  m.host_layers = host_layers;
   m.graph_launches = r.graph_launches;
   m.graph_fallback = r.graph_fallback;
   return m;
@@ -159,7 +165,7 @@ bool is_model_folder(const std::string& path) {
 int bench_model_folder(const std::vector<std::string>& args) {
   ArgParser p("bench",
               {"model", "max-memory", "offload-dir", "prefetch", "device", "quant", "blocksize",
-               "prompt-tokens", "new-tokens", "batches"},
+               "prompt-tokens", "new-tokens", "batches", "run-on-host"},
               {"json", "no-resident", "double-quant", "cuda-graphs"});
   p.parse(args);
   p.expect_positional(0, "no positional arguments (the model is --model DIR)");
@@ -195,6 +201,11 @@ int bench_model_folder(const std::vector<std::string>& args) {
   const double link_rate = measure_pinned_h2d_rate(*platform, 0, uint64_t{512} << 20, 5);
   const double read_rate = measure_device_read_rate(*platform, 0, uint64_t{1} << 30, 5);
   const bool graphs = p.has("cuda-graphs");
+  const std::optional<std::string> run_on_host = p.get("run-on-host");
+  if (run_on_host) {
+    check_regex_flag("--run-on-host", *run_on_host);
+    if (!p.has("max-memory")) throw UsageError("--run-on-host needs --max-memory");
+  }
 
   std::vector<std::pair<std::string, SessionConfig>> configs;
   if (!p.has("no-resident")) {
@@ -209,12 +220,13 @@ int bench_model_folder(const std::vector<std::string>& args) {
   for (const auto& [label, config] : configs) {
     try {
       runs.push_back(measure(*platform, folder, config, quantize, label, true, 1, prompt_tokens, 1,
-                             link_rate, vocab, false));
+                             link_rate, vocab, false, run_on_host));
       for (int64_t batch : batches) {
         for (bool captured : {false, true}) {
           if (captured && !graphs) continue;
           Measurement m = measure(*platform, folder, config, quantize, label, false, batch,
-                                  kDecodePromptTokens, new_tokens, link_rate, vocab, captured);
+                                  kDecodePromptTokens, new_tokens, link_rate, vocab, captured,
+                                  run_on_host);
           if (label == "resident" && step_weight_bytes > 0) {
             m.read_limit_tokens_per_s =
                 read_rate / static_cast<double>(step_weight_bytes) * static_cast<double>(batch);
@@ -257,6 +269,7 @@ int bench_model_folder(const std::vector<std::string>& args) {
       r["stall_ms"] = m.stall_ms;
       r["peak_accelerator_bytes"] = m.peak_accelerator_bytes;
       r["graphs"] = m.graphs;
+      r["host_layers"] = m.host_layers;
       if (m.graphs) {
         r["graph_launches"] = m.graph_launches;
         r["graph_fallback"] = m.graph_fallback;

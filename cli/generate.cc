@@ -93,7 +93,7 @@ int run_generate(const std::vector<std::string>& args,
   ArgParser parser("generate",
                    {"model", "prompt", "prompt-ids", "max-new-tokens", "temperature", "top-p",
                     "top-k", "seed", "max-memory", "offload-dir", "quant", "blocksize", "prefetch",
-                    "device", "dump-logits", "batch"},
+                    "device", "dump-logits", "batch", "run-on-host"},
                    {"ignore-eos", "json", "double-quant", "cuda-graphs"});
   parser.parse(args);
   parser.expect_positional(0, "");
@@ -162,10 +162,12 @@ int run_generate(const std::vector<std::string>& args,
   double link_rate = 0;
   int64_t vocab = 0;
   Tier acc = Tier::pinned_host();
+  int host_layers = 0;
   {
     std::unique_ptr<ModelSession> session =
         open_model_session(*platform, *model, session_config, quantize, shape, true);
     acc = session->accelerator;
+    if (auto pattern = parser.get("run-on-host")) host_layers = compute_on_host(*session, *pattern);
     OffloadManager& manager = *session->manager;
     models::TransformerRunner& runner = *session->runner;
     vocab = runner.spec().config.vocab_size;
@@ -239,6 +241,7 @@ int run_generate(const std::vector<std::string>& args,
     o["decode_seconds"] = result.decode_seconds;
     o["decode_steps"] = result.decode_steps;
     o["batch"] = batch;
+    o["host_layers"] = host_layers;
     if (generation_graphs) {
       o["graph_launches"] = result.graph_launches;
       o["graph_fallback"] = result.graph_fallback;
@@ -260,6 +263,7 @@ int run_generate(const std::vector<std::string>& args,
         prefill_rate, static_cast<long long>(result.prompt_tokens * batch), decode_rate,
         static_cast<long long>(result.decode_steps), link.c_str(), acc.to_string().c_str(),
         format_bytes(peak).c_str());
+    if (host_layers > 0) std::printf("decoder layers computed on the host: %d\n", host_layers);
     if (generation_graphs) {
       if (result.graph_fallback.empty()) {
         std::printf("decode steps replayed from a captured graph: %lld\n",

@@ -1,5 +1,8 @@
 #include "cli/model_session.h"
 
+#include <fmt/format.h>
+#include <re2/re2.h>
+
 #include "cli/args.h"
 #include "mmap_store/checkpoint.h"
 
@@ -45,6 +48,38 @@ std::unique_ptr<ModelSession> open_model_session(Platform& platform, const std::
                                                                 *session->kernels, load, shape);
   if (bar) bar->finish();
   return session;
+}
+
+int compute_on_host(ModelSession& session, const std::string& pattern) {
+  check_regex_flag("--run-on-host", pattern);
+  const RE2 re(pattern, RE2::Quiet);
+  OffloadManager& manager = *session.manager;
+  const std::string layer_prefix = "model.layers.";
+  int matched_off = 0, matched_resident = 0;
+  for (const std::string& module : manager.table().modules()) {
+    if (!RE2::FullMatch(module, re)) continue;
+    if (module.compare(0, layer_prefix.size(), layer_prefix) != 0 ||
+        module.find('.', layer_prefix.size()) != std::string::npos) {
+      throw UsageError(fmt::format(
+          "--run-on-host '{}' matches module '{}': only decoder layers (model.layers.N) can "
+          "compute on the host",
+          pattern, module));
+    }
+    const TensorRecord r = manager.table().get(manager.table().records_of(module).front());
+    if (r.on(session.accelerator)) {
+      ++matched_resident;
+      continue;
+    }
+    manager.set_host_compute(module, true);
+    ++matched_off;
+  }
+  if (matched_off == 0) {
+    throw UsageError(fmt::format(
+        "--run-on-host '{}' matches no decoder layer off the accelerator ({} matched are "
+        "resident there, where they compute)",
+        pattern, matched_resident));
+  }
+  return matched_off;
 }
 
 }  // namespace stowage::cli

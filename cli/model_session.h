@@ -35,4 +35,14 @@ std::unique_ptr<ModelSession> open_model_session(Platform& platform, const std::
                                                  const models::TransformerRunShape& shape,
                                                  bool progress);
 
+// --run-on-host: the decoder layers whose module name ("model.layers.3")
+// fully matches the RE2 `pattern` and that the plan put off the accelerator
+// compute on the host, where their weights are (OffloadManager::
+// set_host_compute); matching layers resident on the accelerator stay there.
+// Returns how many compute on the host. Throws UsageError naming the flag
+// for an invalid pattern, or one that matches a module that is not a
+// decoder layer (only those have a host path) or no layer off the
+// accelerator.
+int compute_on_host(ModelSession& session, const std::string& pattern);
+
 }  // namespace stowage::cli

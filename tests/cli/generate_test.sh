@@ -99,4 +99,29 @@ import json, sys
 c = json.load(open(sys.argv[1])); del c["num_attention_heads"]; json.dump(c, open(sys.argv[1], "w"))
 PY
 expect 1 "missing key 'num_attention_heads'" generate --device sim --model "$tmp/missing" --prompt-ids 1
+
+# --run-on-host: the streamed layers matching the pattern compute on the host
+# (fewer bytes cross the link), with the reference tokens; replayed from a
+# graph too (on sim host work is captured). Patterns that cannot apply are
+# usage errors.
+prompt=$(ref_ids llama_f32 prompt_ids)
+want=$(ref_ids llama_f32 output_ids)
+"$stowage" generate --device sim --model "$data/llama_f32" --prompt-ids "$prompt" --max-new-tokens 32 \
+  --ignore-eos --json --max-memory 0=640KiB >"$tmp/streamed.json"
+for graphs in "" --cuda-graphs; do
+  "$stowage" generate --device sim --model "$data/llama_f32" --prompt-ids "$prompt" --max-new-tokens 32 \
+    --ignore-eos --json --max-memory 0=640KiB --run-on-host 'model\.layers\.[0-9]+' $graphs \
+    >"$tmp/host.json"
+  [ "$(json_field "$tmp/host.json" output_ids)" = "$want" ] || fail "host-computed tokens $graphs"
+  [ "$(json_field "$tmp/host.json" host_layers)" -gt 0 ] || fail "no layer computed on the host"
+  [ "$(json_field "$tmp/host.json" streamed_bytes_per_token)" -lt \
+    "$(json_field "$tmp/streamed.json" streamed_bytes_per_token)" ] || fail "host layers still streamed"
+done
+[ "$(json_field "$tmp/host.json" graph_fallback)" = "" ] || fail "graph fell back on sim"
+expect 2 "only decoder layers" generate --device sim --model "$data/llama_f32" --prompt-ids "$prompt" \
+  --max-memory 0=640KiB --run-on-host 'lm_head'
+expect 2 "matches no decoder layer off the accelerator" generate --device sim \
+  --model "$data/llama_f32" --prompt-ids "$prompt" --run-on-host 'model\.layers\.0'
+expect 2 "--run-on-host" generate --device sim --model "$data/llama_f32" --prompt-ids "$prompt" \
+  --run-on-host '(unclosed'
 echo "PASS"
