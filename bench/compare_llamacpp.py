@@ -126,7 +126,9 @@ def compile_llamacpp(args):
     if shutil.which("ninja"):
         cmake += ["-G", "Ninja"]
     if want["cuda"]:
-        cmake += ["-DGGML_CUDA=ON", f"-DCMAKE_CUDA_COMPILER={want['cuda']}",
+        # NCCL off: one GPU, and no libnccl to find at run time.
+        cmake += ["-DGGML_CUDA=ON", "-DGGML_CUDA_NCCL=OFF",
+                  f"-DCMAKE_CUDA_COMPILER={want['cuda']}",
                   f"-DCMAKE_CUDA_ARCHITECTURES={args.cuda_arch}"]
     start = time.time()
     with open(pathlib.Path(args.work) / "build.log", "w") as build_log:
