@@ -476,7 +476,7 @@ def host_read_rate(args):
 def stowage_bench(args):
     cmd = [args.stowage, "bench", "--model", args.model, "--max-memory", f"0={args.budget}",
            "--prompt-tokens", args.prompt_tokens, "--new-tokens", args.new_tokens, "--batches",
-           "1", "--json"] + (["--no-resident"] if args.stowage_no_resident else [])
+           "1", "--json", "--cuda-graphs"] + (["--no-resident"] if args.stowage_no_resident else [])
     cmd = [str(c) for c in cmd]
     log("+ " + " ".join(cmd))
     with GpuMemorySampler() as sampler:
@@ -490,7 +490,8 @@ def stowage_bench(args):
     for r in out["runs"]:
         if r["batch"] == 1:
             key = "resident" if r["config"] == "resident" else "budget"
-            out["by_config"].setdefault(key, {})[r["phase"]] = r
+            phase = r["phase"] + ("+graph" if r.get("graphs") else "")
+            out["by_config"].setdefault(key, {})[phase] = r
     return out
 
 
@@ -577,10 +578,11 @@ def measure(args):
     ratios = {}
     for kind, entry in result["llamacpp"].items():
         for config in ["budget", "resident"]:
-            for phase in ["prefill", "decode"]:
+            for phase in ["prefill", "decode", "decode+graph"]:
                 ours = s.get(config, {}).get(phase, {}).get("tokens_per_s")
-                theirs = entry.get(config, {}).get(f"{phase}_tokens_per_s")
-                ratios[f"{config}_{phase}_stowage_over_llamacpp_{kind}"] = ratio(ours, theirs)
+                theirs = entry.get(config, {}).get(f"{phase.split('+')[0]}_tokens_per_s")
+                name = phase.replace("+graph", "_graphs")
+                ratios[f"{config}_{name}_stowage_over_llamacpp_{kind}"] = ratio(ours, theirs)
     result["ratios"] = ratios
     text = json.dumps(result, indent=1)
     if args.out:
