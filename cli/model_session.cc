@@ -82,4 +82,34 @@ int compute_on_host(ModelSession& session, const std::string& pattern) {
   return matched_off;
 }
 
+HostComputeChoice choose_decode_host_compute(ModelSession& session, double link_bytes_per_s,
+                                             int64_t batch) {
+  const models::TransformerSpec& spec = session.runner->spec();
+  const models::TransformerConfig& c = spec.config;
+  OffloadManager& manager = *session.manager;
+  std::vector<SplitCandidate> candidates;
+  DType dtype = DType::kF32;
+  bool any_float = false;
+  for (const models::DecoderLayerSpec& layer : spec.layers) {
+    const std::vector<RecordId> ids = manager.table().records_of(layer.module);
+    if (ids.empty() || manager.table().get(ids.front()).on(session.accelerator)) continue;
+    uint64_t bytes = 0;
+    for (RecordId id : ids) bytes += manager.table().get(id).bytes;
+    const bool float_weights = layer.gate.format == models::WeightFormat::kFloat;
+    if (float_weights) {
+      dtype = layer.gate.weight_dtype;
+      any_float = true;
+    }
+    candidates.push_back({layer.module, bytes, float_weights});
+  }
+  HostComputeChoice choice;
+  choice.link_bytes_per_s = link_bytes_per_s;
+  if (any_float) {
+    choice.host_bytes_per_s =
+        models::measure_host_linear_rate(dtype, c.intermediate_size, c.hidden_size, batch);
+  }
+  choice.split = choose_compute_split(candidates, {link_bytes_per_s, choice.host_bytes_per_s});
+  return choice;
+}
+
 }  // namespace stowage::cli

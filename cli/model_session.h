@@ -13,6 +13,7 @@
 #include "core/platform.h"
 #include "models/linear.h"
 #include "models/transformer_runner.h"
+#include "offload/compute_split.h"
 #include "offload/loader.h"
 #include "offload/offload_manager.h"
 
@@ -44,5 +45,20 @@ std::unique_ptr<ModelSession> open_model_session(Platform& platform, const std::
 // decoder layer (only those have a host path) or no layer off the
 // accelerator.
 int compute_on_host(ModelSession& session, const std::string& pattern);
+
+// --host-compute auto: which decoder layers off the accelerator compute on
+// the host during decode at `batch` sequences (offload/compute_split.h),
+// from `link_bytes_per_s` and the host kernels' rate measured now on a layer
+// of the model's largest projection shape and weight dtype at `batch` rows.
+// Layers whose projections are quantized (int8, 4-bit) stream: the host rate
+// is measured for float weights only. The caller applies the choice to the
+// decode steps (GenerationOptions::decode_host_modules).
+struct HostComputeChoice {
+  ComputeSplit split;
+  double host_bytes_per_s = 0;
+  double link_bytes_per_s = 0;
+};
+HostComputeChoice choose_decode_host_compute(ModelSession& session, double link_bytes_per_s,
+                                             int64_t batch);
 
 }  // namespace stowage::cli

@@ -22,10 +22,17 @@ void DecodeGraph::capture() {
     fallback_reason_ = e.what();
     graph_ = StreamGraph();
   }
+  if (manager_ != nullptr) layout_version_ = manager_->layout_version();
 }
 
 TensorView DecodeGraph::step(const std::vector<int32_t>& ids) {
   model_.prepare_step(stream_, state_, ids, 1);
+  if (manager_ != nullptr && manager_->layout_version() != layout_version_) {
+    // A graph (or a failed capture) of another layout: its copies and views
+    // name slots and tiers that have changed since.
+    graph_ = StreamGraph();
+    fallback_reason_.clear();
+  }
   if (!graph_.valid() && fallback_reason_.empty()) capture();
   TensorView logits;
   if (graph_.valid()) {

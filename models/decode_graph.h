@@ -14,7 +14,9 @@
 // (fallback_reason()) and every step runs uncaptured: slower, never wrong.
 //
 // One graph per state and batch: the state's buffers and the model's
-// embedding source must not change while the graph lives.
+// embedding source must not change while the graph lives. When the offload
+// manager's layout changes (OffloadManager::layout_version: slots allocated
+// again, a module moved or computed elsewhere), the next step captures again.
 #pragma once
 
 #include <cstdint>
@@ -56,6 +58,7 @@ class DecodeGraph {
   TransformerState& state_;
   StreamGraph graph_;
   OffloadCounters per_launch_;
+  uint64_t layout_version_ = 0;  // the manager's at the last capture attempt
   TensorView logits_;
   std::string fallback_reason_;
   int64_t launches_ = 0;

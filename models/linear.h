@@ -100,6 +100,14 @@ std::unique_ptr<LinearKernels> make_linear_kernels(Platform& platform, MemoryRes
 // Same, with scratch from accelerator 0's own (unbudgeted) memory.
 std::unique_ptr<LinearKernels> make_linear_kernels(Platform& platform);
 
+// Weight bytes per second the host kernels compute a float layer of
+// `weight_dtype` (F32, F16 or BF16) and [out, in] at `rows` rows, on the
+// calling thread: the median of `repeats` timed calls after a warm-up, over
+// weights filled with a fixed pattern. Throws InvalidInputError for another
+// dtype or a size < 1.
+double measure_host_linear_rate(DType weight_dtype, int64_t out, int64_t in, int64_t rows,
+                                int repeats = 3);
+
 // Checks a LinearWeights against x/y; throws InvalidInputError naming `where`.
 void check_linear_arguments(const LinearWeights& w, const TensorView& x, const TensorView& y,
                             const std::string& where);

@@ -5,6 +5,7 @@
 #endif
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -327,6 +328,44 @@ class HostLinearKernels final : public LinearKernels {
 
 std::unique_ptr<LinearKernels> make_host_linear_kernels() {
   return std::make_unique<HostLinearKernels>();
+}
+
+double measure_host_linear_rate(DType weight_dtype, int64_t out, int64_t in, int64_t rows,
+                                int repeats) {
+  STOWAGE_EXPECTS((weight_dtype == DType::kF32 || weight_dtype == DType::kF16 ||
+                   weight_dtype == DType::kBF16) &&
+                      out >= 1 && in >= 1 && rows >= 1 && repeats >= 1,
+                  InvalidInputError,
+                  "measure_host_linear_rate: expected a float weight dtype and sizes >= 1, found "
+                  "{} [{}, {}] at {} rows",
+                  short_name(weight_dtype), out, in, rows);
+  const size_t weight_bytes = static_cast<size_t>(out * in) * dtype_size(weight_dtype);
+  std::vector<uint8_t> weight(weight_bytes);
+  for (size_t i = 0; i < weight.size(); ++i) weight[i] = static_cast<uint8_t>(i * 131 + 7);
+  // Keep every 16-bit value finite: the high byte's exponent bits are not all ones.
+  if (weight_dtype != DType::kF32) {
+    for (size_t i = 1; i < weight.size(); i += 2) weight[i] &= 0x3f;
+  } else {
+    for (size_t i = 3; i < weight.size(); i += 4) weight[i] &= 0x3f;
+  }
+  std::vector<float> x(static_cast<size_t>(rows * in), 0.5f), y(static_cast<size_t>(rows * out));
+  LinearWeights w;
+  w.out_features = out;
+  w.in_features = in;
+  w.weight = TensorView(weight.data(), weight_dtype, Shape{out, in}, Tier::pageable_host());
+  const TensorView xv(x.data(), DType::kF32, Shape{rows, in}, Tier::pageable_host());
+  const TensorView yv(y.data(), DType::kF32, Shape{rows, out}, Tier::pageable_host());
+  HostLinearKernels kernels;
+  std::vector<double> rates;
+  for (int i = 0; i <= repeats; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    kernels.linear(StreamRef(), w, xv, yv, false);
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (i > 0) rates.push_back(static_cast<double>(weight_bytes) / std::max(s, 1e-9));
+  }
+  std::sort(rates.begin(), rates.end());
+  return rates[rates.size() / 2];
 }
 
 std::unique_ptr<LinearKernels> make_linear_kernels(Platform& platform, MemoryResource& scratch) {

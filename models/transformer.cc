@@ -412,6 +412,16 @@ TransformerModel::LayerBuffers TransformerModel::host_buffers(TransformerState& 
   return b;
 }
 
+void TransformerModel::copy_kv_cache_to_host(TransformerState& state, size_t layer,
+                                             StreamRef stream) {
+  STOWAGE_EXPECTS(layer < spec_.layers.size(), InvalidInputError,
+                  "copy_kv_cache_to_host: layer {} of {}", layer, spec_.layers.size());
+  const LayerBuffers host = host_buffers(state, layer);
+  const size_t bytes = state.k_cache[layer].size();
+  stream.copy(host.k_cache, state.k_cache[layer].data(), bytes);
+  stream.copy(host.v_cache, state.v_cache[layer].data(), bytes);
+}
+
 void TransformerModel::run_layer(size_t i, const LayerWeights& w, const LayerBuffers& b,
                                  const LayerStep& step, float* h, LinearKernels& kernels,
                                  StreamRef s) {

@@ -177,6 +177,12 @@ class TransformerModel {
                           int64_t tokens);
   static void advance_step(TransformerState& state, int64_t tokens) { state.past_ += tokens; }
 
+  // Copies decoder layer `layer`'s KV cache from the accelerator to the
+  // state's host copy, stream-ordered: a layer that computed on the
+  // accelerator (the prefill) and computes on the host from now on (the
+  // decode steps) then attends over every cached position.
+  void copy_kv_cache_to_host(TransformerState& state, size_t layer, StreamRef stream);
+
  private:
   struct LayerWeights {
     std::vector<LinearWeights> projections;  // q, k, v, o, gate, up, down

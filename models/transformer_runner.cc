@@ -142,7 +142,8 @@ TransformerRunner::TransformerRunner(OffloadManager& manager, const std::string&
       }()),
       stream_(
           manager.platform().accelerator(manager.options().compute_accelerator).create_stream()),
-      shape_(shape) {
+      shape_(shape),
+      module_prefix_(load.module_prefix) {
   checkpoint_ = mmap_store::open_checkpoint(model_checkpoint_path(folder));
   TransformerSpec spec = describe_model_folder(folder, *checkpoint_);
   spec.config.source = folder;
@@ -316,6 +317,31 @@ GenerationResult TransformerRunner::generate(const std::vector<int32_t>& prompt,
   const OffloadCounters prefill_counters = manager_.counters();
   result.prefill_counters = counters_since(prefill_counters, start_counters);
 
+  // Undoes the decode-only host compute however generate() ends.
+  struct HostComputeScope {
+    OffloadManager& manager;
+    std::vector<std::string> modules;
+    ~HostComputeScope() {
+      for (const std::string& m : modules) {
+        try {
+          manager.set_host_compute(m, false);
+        } catch (const std::exception&) {
+        }
+      }
+    }
+  } host_scope{manager_, {}};
+  for (const std::string& m : options.decode_host_modules) {
+    if (manager_.host_compute(m)) continue;  // already (--run-on-host): left as it is
+    manager_.set_host_compute(m, true);
+    host_scope.modules.push_back(m);
+    // The prefill wrote this layer's keys and values on the accelerator.
+    const auto& layers = model_->spec().layers;
+    for (size_t i = 0; i < layers.size(); ++i) {
+      if (module_prefix_ + layers[i].module == m) {
+        model_->copy_kv_cache_to_host(*state_, i, stream_.ref());
+      }
+    }
+  }
   if (options.graphs && graph_ == nullptr) {
     graph_ = std::make_unique<DecodeGraph>(*model_, registry_, &manager_, stream_.ref(), *state_);
   }

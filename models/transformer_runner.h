@@ -65,6 +65,10 @@ struct GenerationOptions {
   // Decode steps replayed from a captured graph (models/decode_graph.h);
   // the outputs are the same bits either way.
   bool graphs = false;
+  // Modules computed on the host during the decode steps only (the prefill
+  // streams them): OffloadManager::set_host_compute after the prefill, undone
+  // when generate returns (offload/compute_split.h chooses them).
+  std::vector<std::string> decode_host_modules;
   // Called with each new token of sequence 0 as soon as it is known.
   std::function<void(int32_t)> on_token;
 };
@@ -117,6 +121,7 @@ class TransformerRunner {
   Tier accelerator_;
   Stream stream_;
   TransformerRunShape shape_;
+  std::string module_prefix_;  // LoadOptions::module_prefix: the manager's module names
   std::unique_ptr<mmap_store::Checkpoint> checkpoint_;
   std::unique_ptr<TransformerModel> model_;
   hooks::HookRegistry registry_;

@@ -373,6 +373,7 @@ class OffloadManager::Impl {
     }
     // Phase 2: commit, then free the copies on the other tiers.
     modules_.erase(module);
+    ++layout_version_;
     std::vector<Tensor> dropped;
     for (size_t i = 0; i < ids.size(); ++i) {
       table.set_copy(ids[i], fresh[i]);
@@ -463,6 +464,7 @@ class OffloadManager::Impl {
     drop_prefetched(module);
     execution_[module] = a.tier.index();
     dispatched_ = false;  // the pools are sized again at the next forward
+    ++layout_version_;
   }
 
   void set_host_compute(const std::string& module, bool on) {
@@ -484,6 +486,7 @@ class OffloadManager::Impl {
       host_compute_.erase(module);
     }
     dispatched_ = false;  // the slots are sized again for what is still streamed
+    ++layout_version_;
   }
 
   bool host_compute(const std::string& module) {
@@ -491,7 +494,13 @@ class OffloadManager::Impl {
     return host_compute_.count(module) != 0;
   }
 
+  uint64_t layout_version() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return layout_version_;
+  }
+
   void dispatch_locked() {
+    ++layout_version_;
     for (const auto& [name, act] : active_) {
       STOWAGE_EXPECTS(act.slot < 0, InvalidInputError,
                       "offload manager: dispatch() while streamed module '{}' is in a forward",
@@ -1052,6 +1061,7 @@ class OffloadManager::Impl {
   OffloadCounters capture_start_;
   std::set<int> forked_;  // accelerators whose copy stream joined the capture
   std::set<std::string> host_compute_;  // modules computed where their bytes are
+  uint64_t layout_version_ = 0;
   OffloadCounters counters_;
   uint64_t disk_peak_ = 0;
   bool dispatched_ = false;               // the slot pools match what is streamed
@@ -1120,6 +1130,7 @@ void OffloadManager::set_host_compute(const std::string& module, bool on) {
 bool OffloadManager::host_compute(const std::string& module) const {
   return impl_->host_compute(module);
 }
+uint64_t OffloadManager::layout_version() const { return impl_->layout_version(); }
 void OffloadManager::note_launch(StreamRef compute, const OffloadCounters& per_launch) {
   impl_->note_launch(compute, per_launch);
 }

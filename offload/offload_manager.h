@@ -216,6 +216,10 @@ class OffloadManager {
   // that has no host-readable copy.
   void set_host_compute(const std::string& module, bool on);
   bool host_compute(const std::string& module) const;
+  // Changes whenever what a forward does may have changed: slot pools
+  // allocated again, a module moved, or where a module runs changed. A
+  // captured graph taken at another version is stale.
+  uint64_t layout_version() const;
 
   // Allocates the slot pools (one per accelerator running streamed modules,
   // and pinned staging where they have bytes on disk)

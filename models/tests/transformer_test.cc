@@ -358,6 +358,63 @@ TEST_P(TransformerParity, CudaHostComputedLayersMatchTransformers) {
   EXPECT_EQ(host.graph_launches, 0);
 }
 
+// One runner, several generations replayed from its graph while the layout
+// changes between them (a layer computed on the host for the decode steps
+// only, then not): each generation recaptures, and every one gives the
+// resident logits bit for bit (a stale graph would copy into slots freed
+// when the pools were allocated again).
+TEST(TransformerGraphs, ALayoutChangeRecapturesTheGraph) {
+  const std::string folder = kTestdata + "llama_f32";
+  const RunOutcome resident = generate(folder, Placement::kResident);
+  const Reference ref = read_reference(folder);
+  auto platform = Platform::create(DeviceChoice::kSim, SimOptions{1, uint64_t{1} << 30, 0});
+  const Tier acc = platform->accelerator(0).tier();
+  TransformerRunShape shape;
+  shape.batch = 1;
+  shape.max_step_tokens = static_cast<int64_t>(ref.prompt.size());
+  shape.max_context = shape.max_step_tokens + 32;
+  shape.all_logits = true;
+  auto probe = make_linear_kernels(*platform);
+  auto checkpoint = mmap_store::open_checkpoint(model_checkpoint_path(folder));
+  const uint64_t working =
+      transformer_working_bytes(describe_model_folder(folder, *checkpoint), shape, *probe);
+  OffloadOptions options;
+  options.prefetch_depth = 1;
+  const uint64_t budget = working + 2 * largest_module_bytes(folder) + model_bytes(folder) / 4;
+  options.budgets[acc] = budget;
+  options.working_reserve[acc] = working;
+  OffloadManager manager(*platform, options);
+  LoadOptions load;
+  load.cpu = TierCapacity{Tier::pinned_host(), std::nullopt, UINT64_MAX};
+  load.accelerators = accelerator_capacities_of(*platform, {{0, budget}});
+  auto kernels = make_linear_kernels(*platform, manager.memory(acc));
+  TransformerRunner runner(manager, folder, *kernels, load, shape);
+  std::vector<std::string> off;
+  for (const DecoderLayerSpec& l : runner.spec().layers) {
+    if (!manager.table().get(manager.table().records_of(l.module).front()).on(acc)) {
+      off.push_back(l.module);
+    }
+  }
+  ASSERT_FALSE(off.empty());
+  for (const std::vector<std::string>& host : {std::vector<std::string>{}, {off.front()},
+                                               std::vector<std::string>{}}) {
+    GenerationOptions generation;
+    generation.max_new_tokens = 32;
+    generation.ignore_eos = true;
+    generation.graphs = true;
+    generation.decode_host_modules = host;
+    const GenerationResult r = runner.generate(ref.prompt, generation);
+    EXPECT_EQ(r.graph_fallback, "");
+    EXPECT_EQ(r.graph_launches, r.decode_steps);
+    EXPECT_EQ(r.output_ids, ref.output);
+    ASSERT_EQ(r.logits.size(), resident.logits.size());
+    EXPECT_EQ(
+        std::memcmp(r.logits.data(), resident.logits.data(), r.logits.size() * sizeof(float)), 0)
+        << host.size() << " layers on the host";
+    EXPECT_FALSE(manager.host_compute(off.front())) << "decode-only host compute is undone";
+  }
+}
+
 TEST_P(TransformerParity, CudaGraphReplayEqualsTheUncapturedRunBitForBit) {
   if (!gpu_visible()) GTEST_SKIP() << "no GPU visible";
   const std::string folder = kTestdata + GetParam();

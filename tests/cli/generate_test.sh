@@ -118,6 +118,22 @@ for graphs in "" --cuda-graphs; do
     "$(json_field "$tmp/streamed.json" streamed_bytes_per_token)" ] || fail "host layers still streamed"
 done
 [ "$(json_field "$tmp/host.json" graph_fallback)" = "" ] || fail "graph fell back on sim"
+# --host-compute auto: the split from measured rates (any split gives the
+# reference tokens); reported with both rates.
+for graphs in "" --cuda-graphs; do
+  "$stowage" generate --device sim --model "$data/llama_f32" --prompt-ids "$prompt" --max-new-tokens 32 \
+    --ignore-eos --json --max-memory 0=640KiB --host-compute auto $graphs >"$tmp/auto.json"
+  [ "$(json_field "$tmp/auto.json" output_ids)" = "$want" ] || fail "auto host compute tokens $graphs"
+  python3 - "$tmp/auto.json" <<'PY' || fail "host_compute report"
+import json, sys
+o = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])["host_compute"]
+assert o["link_bytes_per_s"] > 0 and o["host_bytes_per_s"] > 0, o
+assert o["streamed_bytes"] + o["host_bytes"] > 0, o
+assert o["estimated_step_seconds"] <= o["all_streamed_step_seconds"] + 1e-12, o
+PY
+done
+expect 2 "--host-compute: expected off or auto" generate --device sim --model "$data/llama_f32" \
+  --prompt-ids "$prompt" --host-compute sometimes
 expect 2 "only decoder layers" generate --device sim --model "$data/llama_f32" --prompt-ids "$prompt" \
   --max-memory 0=640KiB --run-on-host 'lm_head'
 expect 2 "matches no decoder layer off the accelerator" generate --device sim \

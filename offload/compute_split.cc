@@ -1,0 +1,38 @@
+#include "offload/compute_split.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+
+namespace stowage {
+
+ComputeSplit choose_compute_split(const std::vector<SplitCandidate>& candidates,
+                                  const ComputeRates& rates) {
+  STOWAGE_EXPECTS(rates.link_bytes_per_s > 0 && rates.host_bytes_per_s >= 0, InvalidInputError,
+                  "compute split: expected a link rate > 0 and a host rate >= 0, found {} and {} "
+                  "bytes/s",
+                  rates.link_bytes_per_s, rates.host_bytes_per_s);
+  ComputeSplit split;
+  double link_s = 0, host_s = 0, all_s = 0;
+  for (const SplitCandidate& c : candidates) {
+    const double on_link = static_cast<double>(c.bytes) / rates.link_bytes_per_s;
+    all_s += on_link;
+    const bool host = c.host_capable && rates.host_bytes_per_s > 0 &&
+                      std::max(link_s, host_s + static_cast<double>(c.bytes) /
+                                                    rates.host_bytes_per_s) <
+                          std::max(link_s + on_link, host_s);
+    if (host) {
+      host_s += static_cast<double>(c.bytes) / rates.host_bytes_per_s;
+      split.host_bytes += c.bytes;
+      split.host_modules.push_back(c.module);
+    } else {
+      link_s += on_link;
+      split.streamed_bytes += c.bytes;
+    }
+  }
+  split.estimated_seconds = std::max(link_s, host_s);
+  split.all_streamed_seconds = all_s;
+  return split;
+}
+
+}  // namespace stowage

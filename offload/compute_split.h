@@ -1,0 +1,54 @@
+// Where the modules homed off the accelerators compute in one phase of a
+// run: fetched over the link to the accelerator, or on the host where their
+// bytes are (OffloadManager::set_host_compute). Chosen from measured rates.
+//
+// Model. The copy engine moves the next streamed module while the host
+// computes another, so the two paths run at once on different modules: a
+// step spends about max(streamed bytes / link rate, host bytes / host rate)
+// on the off-accelerator modules (the resident work and the small
+// activation copies aside). Each module in execution order goes to the path
+// whose running total it lengthens least (ties to the link), which balances
+// the totals and interleaves the paths (every streamed module then has host
+// work before it to hide its copy behind; with a couple of fetch slots, a
+// long run of streamed modules could not prefetch past the slots). A module
+// that cannot compute on the host is streamed.
+//
+// The host rate is the rate the host kernels compute a layer's weights at
+// the phase's batch (measure_host_linear_rate in models/), which falls as
+// the batch grows; 0 means no host compute, and then everything streams, as
+// it does when the host path would not be faster than streaming alone.
+//
+// Thread safety: a pure function.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace stowage {
+
+struct ComputeRates {
+  double link_bytes_per_s = 0;  // pinned host -> accelerator
+  double host_bytes_per_s = 0;  // weight bytes the host computes per second
+};
+
+struct SplitCandidate {
+  std::string module;
+  uint64_t bytes = 0;
+  bool host_capable = true;
+};
+
+struct ComputeSplit {
+  std::vector<std::string> host_modules;  // in execution order
+  uint64_t streamed_bytes = 0;
+  uint64_t host_bytes = 0;
+  double estimated_seconds = 0;     // per step, both paths at once
+  double all_streamed_seconds = 0;  // per step, streaming alone
+};
+
+// `candidates`: the off-accelerator modules in execution order. Throws
+// InvalidInputError for a link rate <= 0 or a negative host rate.
+ComputeSplit choose_compute_split(const std::vector<SplitCandidate>& candidates,
+                                  const ComputeRates& rates);
+
+}  // namespace stowage

@@ -1,0 +1,72 @@
+// choose_compute_split: the balance of link and host time, the interleaving,
+// and the cases where everything streams.
+#include "offload/compute_split.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+
+namespace stowage {
+namespace {
+
+std::vector<SplitCandidate> layers(int n, uint64_t bytes) {
+  std::vector<SplitCandidate> out;
+  for (int i = 0; i < n; ++i) out.push_back({"model.layers." + std::to_string(i), bytes, true});
+  return out;
+}
+
+// The H100 host's rates of the issue: a 51 GB/s link beside a host that
+// reads at 95 GB/s takes about 95 / (51 + 95) of the bytes on the host, and
+// the step takes the balanced time, well under streaming alone.
+TEST(ComputeSplit, BalancesTheTwoPathsByTheirRates) {
+  const ComputeRates rates{51e9, 95e9};
+  const ComputeSplit s = choose_compute_split(layers(24, 436 << 20), rates);
+  const double host_share = static_cast<double>(s.host_bytes) / (s.host_bytes + s.streamed_bytes);
+  EXPECT_NEAR(host_share, 95.0 / (51 + 95), 0.05);
+  const double balanced = 24.0 * (436 << 20) / (51e9 + 95e9);
+  EXPECT_LT(s.estimated_seconds, balanced * 1.1);
+  EXPECT_GE(s.estimated_seconds, balanced * 0.999);
+  EXPECT_NEAR(s.all_streamed_seconds, 24.0 * (436 << 20) / 51e9, 1e-9);
+}
+
+// The paths alternate: no two streamed modules in a row while the host is
+// the faster path (each copy has host work before it to hide behind).
+TEST(ComputeSplit, InterleavesThePaths) {
+  const ComputeSplit s = choose_compute_split(layers(12, 100), {50, 100});
+  std::vector<bool> host(12, false);
+  for (const std::string& m : s.host_modules) host[std::stoi(m.substr(13))] = true;
+  for (int i = 1; i < 12; ++i) EXPECT_FALSE(!host[i - 1] && !host[i]) << "layers " << i - 1 << ", " << i;
+  EXPECT_EQ(s.host_modules.size(), 8u);
+}
+
+TEST(ComputeSplit, EverythingStreamsWithoutAHostRateOrAHostPath) {
+  EXPECT_TRUE(choose_compute_split(layers(8, 1000), {50e9, 0}).host_modules.empty());
+  std::vector<SplitCandidate> c = layers(8, 1000);
+  for (auto& m : c) m.host_capable = false;
+  const ComputeSplit s = choose_compute_split(c, {50e9, 1e12});
+  EXPECT_TRUE(s.host_modules.empty());
+  EXPECT_EQ(s.streamed_bytes, 8000u);
+  EXPECT_DOUBLE_EQ(s.estimated_seconds, s.all_streamed_seconds);
+}
+
+// A host far slower than the link (a large batch, whose host compute is
+// compute-bound) takes nothing: the split is never worse than streaming.
+TEST(ComputeSplit, ASlowHostTakesNothingAndNeverMakesTheStepSlower) {
+  const ComputeSplit slow = choose_compute_split(layers(8, 1 << 20), {50e9, 1e9});
+  EXPECT_TRUE(slow.host_modules.empty());
+  for (double host : {1e8, 1e9, 2e10, 5e10, 1e11, 1e12}) {
+    const ComputeSplit s = choose_compute_split(layers(9, 3 << 20), {50e9, host});
+    EXPECT_LE(s.estimated_seconds, s.all_streamed_seconds) << host;
+  }
+}
+
+TEST(ComputeSplit, BadRatesAreRefused) {
+  EXPECT_THROW(choose_compute_split(layers(1, 1), {0, 1}), InvalidInputError);
+  EXPECT_THROW(choose_compute_split(layers(1, 1), {1, -1}), InvalidInputError);
+}
+
+}  // namespace
+}  // namespace stowage
