@@ -24,7 +24,6 @@
 #include "models/transformer_runner.h"
 #include "offload/loader.h"
 #include "offload/planner.h"
-#include "quant/bnb_format.h"
 
 namespace stowage::cli {
 namespace {
@@ -66,14 +65,10 @@ int run_plan(const std::vector<std::string>& args) {
   const int64_t new_tokens = parser.get_int("max-new-tokens", 128, 0, 1 << 24);
   auto checkpoint =
       mmap_store::open_checkpoint(folder ? models::model_checkpoint_path(*model) : *model);
-  // The quantization states are checked by the rules inspect and the loader
-  // use (quant/bnb_format.h), so a plan is never made for a checkpoint that
-  // cannot load.
-  quant::detect_quantized_weights(checkpoint->names(),
-                                  [&](const std::string& name) -> std::optional<Tensor> {
-                                    if (!checkpoint->contains(name)) return std::nullopt;
-                                    return checkpoint->tensor(name);
-                                  });
+  // The quantization states are checked by the rules inspect and run use
+  // (models::check_quantized_weights), also for a checkpoint of no model
+  // family, so a plan is never made for a checkpoint that cannot load.
+  models::check_quantized_weights(*checkpoint);
   auto platform = make_platform(parser.get_or("device", "auto"), budgets);
   PlannerTiers tiers = planner_tiers(*platform, budgets, budgets.disk.has_value());
 

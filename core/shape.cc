@@ -4,6 +4,27 @@
 
 namespace stowage {
 
+std::optional<uint64_t> checked_product(std::initializer_list<uint64_t> factors) {
+  uint64_t n = 1;
+  for (uint64_t f : factors) {
+    if (f == 0) return 0;  // a zero factor: nothing to size, whatever the others
+  }
+  for (uint64_t f : factors) {
+    if (n > kMaxCheckedSize / f) return std::nullopt;
+    n *= f;
+  }
+  return n;
+}
+
+std::optional<uint64_t> checked_sum(std::initializer_list<uint64_t> terms) {
+  uint64_t n = 0;
+  for (uint64_t t : terms) {
+    if (t > kMaxCheckedSize - n) return std::nullopt;
+    n += t;
+  }
+  return n;
+}
+
 uint64_t Shape::numel() const {
   uint64_t n = 1;
   for (int64_t d : dims_) n *= static_cast<uint64_t>(d);

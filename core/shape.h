@@ -9,6 +9,14 @@
 
 namespace stowage {
 
+// Sizes computed from untrusted extents (file shapes, config values, flag
+// values): products and sums that report overflow instead of wrapping. A
+// result is at most kMaxCheckedSize (2^62), so it fits int64_t and size_t and
+// a few of them can be added without wrapping either; nullopt past it.
+constexpr uint64_t kMaxCheckedSize = uint64_t{1} << 62;
+std::optional<uint64_t> checked_product(std::initializer_list<uint64_t> factors);
+std::optional<uint64_t> checked_sum(std::initializer_list<uint64_t> terms);
+
 class Shape {
  public:
   Shape() = default;  // 0-d (a scalar: one element)

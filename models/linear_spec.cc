@@ -3,8 +3,10 @@
 #include <fmt/format.h>
 
 #include <boost/json.hpp>
+#include <optional>
 
 #include "core/error.h"
+#include "quant/bnb_format.h"
 
 namespace stowage::models {
 namespace {
@@ -166,6 +168,18 @@ LinearSpec describe_linear(
     spec.has_bias = true;
   }
   return spec;
+}
+
+void check_quantized_weights(const mmap_store::Checkpoint& checkpoint) {
+  try {
+    quant::detect_quantized_weights(
+        checkpoint.names(), [&checkpoint](const std::string& name) -> std::optional<Tensor> {
+          if (!checkpoint.contains(name)) return std::nullopt;
+          return checkpoint.tensor(name);
+        });
+  } catch (const InvalidInputError& e) {
+    throw InvalidInputError(fmt::format("{}: {}", checkpoint.path(), e.what()));
+  }
 }
 
 LinearTensorIndices linear_tensor_indices(const hooks::Module& module, const std::string& prefix) {

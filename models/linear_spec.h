@@ -14,6 +14,7 @@
 #include "core/dtype.h"
 #include "core/shape.h"
 #include "hooks/module.h"
+#include "mmap_store/checkpoint.h"
 #include "models/linear.h"
 
 namespace stowage::models {
@@ -55,6 +56,16 @@ LinearSpec describe_linear(
     const std::map<std::string, const TensorMeta*>& tensors, const std::string& name,
     const std::function<std::vector<uint8_t>(const std::string&)>& read_bytes,
     const std::string& source, std::set<std::string>* used);
+
+// Checks every quantized weight of `checkpoint` by quant/'s rules
+// (quant::detect_quantized_weights, what `stowage inspect` and `plan` call:
+// an int8 weight_format other than row-major, a 4-bit blocksize that is not
+// a power of two, a quant_type that contradicts its key, a state half
+// there), so no command runs a checkpoint that inspect rejects. The model
+// families' describe functions call it before reading a layer. Only the
+// small state parts (the 4-bit JSON, weight_format) are read. Throws
+// InvalidInputError naming the file and the tensor.
+void check_quantized_weights(const mmap_store::Checkpoint& checkpoint);
 
 // Where a linear layer's tensors sit in a hooks::Module (-1: absent), for
 // tensor names `prefix` + "weight", "bias", "SCB", "weight.absmax", ...

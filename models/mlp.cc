@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "core/buffer.h"
@@ -56,6 +57,7 @@ MlpSpec describe_mlp(const std::vector<TensorMeta>& tensors,
                   "{}: expected an MLP with tensor 'layers.0.weight', found no layers.* tensors",
                   source);
   MlpSpec spec;
+  spec.source = source;
   int64_t expected_index = 0;
   for (auto& [index, lt] : layers) {
     STOWAGE_EXPECTS(index == expected_index, InvalidInputError,
@@ -107,21 +109,54 @@ void MlpModel::build_layer(size_t i) {
   layers_.push_back(&m);
 }
 
-uint64_t working_memory_bytes(const MlpSpec& spec, int64_t batch, const LinearKernels& kernels) {
-  const uint64_t rows = static_cast<uint64_t>(batch);
-  std::vector<LinearShape> shapes;
-  int64_t widest = 0;
-  for (size_t i = 0; i < spec.layers.size(); ++i) {
+namespace {
+
+// Float32 activation buffers of a forward at `batch` rows: x and y
+// (MlpRunner::forward) and one hidden buffer of the widest inner layer
+// (MlpModel::forward allocates two). Every product is checked: a file whose
+// zero-byte layers declare a width of 2^62 made `batch x width x 4` wrap to
+// 0 (issue #15). Bounded by 2^58 bytes each, so the kernels' scratch terms
+// (a few products of the batch and one extent) add up without wrapping.
+struct ActivationBytes {
+  uint64_t input_output = 0;
+  uint64_t hidden = 0;  // one buffer; 0 for a single layer
+};
+
+ActivationBytes activation_bytes(const MlpSpec& spec, int64_t batch) {
+  constexpr uint64_t kLimit = uint64_t{1} << 58;
+  const uint64_t rows = static_cast<uint64_t>(std::max<int64_t>(batch, 0));
+  auto bytes_of = [&](int64_t width, const std::string& what) {
+    const std::optional<uint64_t> n =
+        checked_product({rows, static_cast<uint64_t>(std::max<int64_t>(width, 0)), 4});
+    STOWAGE_EXPECTS(n && *n <= kLimit, InvalidInputError,
+                    "{}: {} ({} values per row) at batch {} needs more than 2^58 bytes",
+                    spec.source, what, width, batch);
+    return *n;
+  };
+  ActivationBytes a;
+  a.input_output =
+      bytes_of(spec.in_features(), "the input") +
+      bytes_of(spec.out_features(), "the output of '" + spec.layers.back().module + "'");
+  for (size_t i = 0; i + 1 < spec.layers.size(); ++i) {
     const MlpLayer& l = spec.layers[i];
-    shapes.push_back(l.shape());
-    if (i + 1 < spec.layers.size()) widest = std::max(widest, l.out_features);
+    a.hidden = std::max(a.hidden, bytes_of(l.out_features, "the output of '" + l.module + "'"));
   }
-  // x and y in float32, and ping/pong as MlpModel::forward allocates them.
-  uint64_t bytes = rows * static_cast<uint64_t>(spec.in_features() + spec.out_features()) * 4;
-  const uint64_t activation = rows * static_cast<uint64_t>(widest) * 4;
-  if (spec.layers.size() > 1) bytes += activation;
-  if (spec.layers.size() > 2) bytes += activation;
-  return bytes + kernels.working_bytes(shapes, batch);
+  return a;
+}
+
+}  // namespace
+
+uint64_t working_memory_bytes(const MlpSpec& spec, int64_t batch, const LinearKernels& kernels) {
+  const ActivationBytes a = activation_bytes(spec, batch);
+  std::vector<LinearShape> shapes;
+  for (const MlpLayer& l : spec.layers) shapes.push_back(l.shape());
+  // x and y, and ping/pong as MlpModel::forward allocates them.
+  const uint64_t hidden_buffers = spec.layers.size() > 2 ? 2 : spec.layers.size() - 1;
+  const std::optional<uint64_t> total = checked_sum(
+      {a.input_output, hidden_buffers * a.hidden, kernels.working_bytes(shapes, batch)});
+  STOWAGE_EXPECTS(total.has_value(), InvalidInputError,
+                  "{}: the working memory of a forward at batch {} overflows", spec.source, batch);
+  return *total;
 }
 
 void MlpModel::forward(hooks::HookRegistry& registry, StreamRef stream, const TensorView& x,
@@ -134,13 +169,10 @@ void MlpModel::forward(hooks::HookRegistry& registry, StreamRef stream, const Te
   STOWAGE_EXPECTS(y.dtype() == DType::kF32 && y.shape() == (Shape{batch, spec_.out_features()}),
                   InvalidInputError, "MLP output: expected float32 [{}, {}], found {} {}", batch,
                   spec_.out_features(), short_name(y.dtype()), y.shape().to_string());
-  int64_t widest = 0;
-  for (size_t i = 0; i + 1 < spec_.layers.size(); ++i)
-    widest = std::max(widest, spec_.layers[i].out_features);
   const Tier tier = stream.is_null() ? x.tier() : stream.tier();
   Buffer ping, pong;
   if (spec_.layers.size() > 1) {
-    const size_t bytes = static_cast<size_t>(batch * widest) * sizeof(float);
+    const size_t bytes = static_cast<size_t>(activation_bytes(spec_, batch).hidden);
     ping = Buffer(activation_memory, bytes, stream);
     if (spec_.layers.size() > 2) pong = Buffer(activation_memory, bytes, stream);
   }

@@ -36,6 +36,7 @@ struct MlpLayer : LinearSpec {
 
 struct MlpSpec {
   std::vector<MlpLayer> layers;
+  std::string source;  // the checkpoint it was read from (for messages)
   int64_t in_features() const { return layers.front().in_features; }
   int64_t out_features() const { return layers.back().out_features; }
 };
@@ -57,7 +58,9 @@ MlpSpec describe_mlp(const std::vector<TensorMeta>& tensors,
 // workspace and e.g. a 4-bit weight dequantized for a GEMM). What
 // LoadOptions::working_reserve keeps on the compute accelerator so that a
 // forward never needs memory the plan gave to weights. Forwards of larger
-// batches may need more.
+// batches may need more. Overflow-checked: throws InvalidInputError naming
+// the source and the layer when an activation of `batch` rows would need
+// more than 2^58 bytes (layers of zero bytes can declare any width).
 uint64_t working_memory_bytes(const MlpSpec& spec, int64_t batch, const LinearKernels& kernels);
 
 // The module tree of an MLP: root -> "layers" -> "0" .. "L-1". The layers'

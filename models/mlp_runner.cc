@@ -8,6 +8,7 @@
 namespace stowage::models {
 
 MlpSpec describe_checkpoint(const mmap_store::Checkpoint& checkpoint) {
+  check_quantized_weights(checkpoint);
   std::vector<TensorMeta> metas;
   for (const std::string& name : checkpoint.names()) {
     const auto& info = checkpoint.info(name);

@@ -25,7 +25,9 @@
 
 namespace stowage::models {
 
-// Describes the MLP in a checkpoint (describe_mlp over its tensor list).
+// Describes the MLP in a checkpoint (describe_mlp over its tensor list),
+// after checking its quantized weights by quant/'s rules
+// (check_quantized_weights).
 MlpSpec describe_checkpoint(const mmap_store::Checkpoint& checkpoint);
 
 // Describes the MLP whose layers `modules` a manager holds (under `prefix`),

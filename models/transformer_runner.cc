@@ -111,6 +111,7 @@ std::string model_checkpoint_path(const std::string& folder) {
 TransformerSpec describe_model_folder(const std::string& folder,
                                       const mmap_store::Checkpoint& checkpoint) {
   const TransformerConfig config = read_transformer_config(folder);
+  check_quantized_weights(checkpoint);
   auto read_bytes = [&checkpoint](const std::string& name) {
     Tensor t = checkpoint.tensor(name);
     const auto* p = static_cast<const uint8_t*>(t.data());

@@ -189,6 +189,21 @@ TEST(ShapeTest, CheckedNumelRejectsNegativeAndOverflow) {
   EXPECT_EQ((Shape{4096, 4096}.to_string()), "[4096, 4096]");
 }
 
+// Issue #15 item 1: an activation size of 1 x 2^62 x 4 bytes wrapped to 0
+// and `run` wrote through the null buffer it got; sizes from untrusted
+// extents are computed by these and fail instead.
+TEST(ShapeTest, CheckedProductAndSumFailInsteadOfWrapping) {
+  EXPECT_EQ(checked_product({3, 5, 7}), 105u);
+  EXPECT_EQ(checked_product({uint64_t{1} << 62, 0, 4}), 0u);  // a zero extent sizes nothing
+  EXPECT_EQ(checked_product({uint64_t{1} << 60, 4}), kMaxCheckedSize);
+  EXPECT_FALSE(checked_product({1, uint64_t{1} << 62, 4}).has_value());
+  EXPECT_FALSE(checked_product({uint64_t{1} << 32, uint64_t{1} << 32}).has_value());
+  EXPECT_EQ(checked_sum({1, 2, 3}), 6u);
+  EXPECT_EQ(checked_sum({kMaxCheckedSize - 1, 1}), kMaxCheckedSize);
+  EXPECT_FALSE(checked_sum({kMaxCheckedSize, 1}).has_value());
+  EXPECT_FALSE(checked_sum({UINT64_MAX, 1}).has_value());
+}
+
 TEST(SizeTest, ParsesCliSizes) {
   EXPECT_EQ(parse_byte_size("123"), 123u);
   EXPECT_EQ(parse_byte_size("64KiB"), 64u * 1024);

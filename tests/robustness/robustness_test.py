@@ -146,6 +146,41 @@ def hostile_safetensors():
         "l.weight"
 
 
+def set_tensor_bytes(p, name, raw):
+    """Overwrites the bytes of tensor `name` in safetensors file `p`."""
+    with open(p, "r+b") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        begin, end = header[name]["data_offsets"]
+        assert end - begin == len(raw)
+        f.seek(8 + n + begin)
+        f.write(raw)
+
+
+def quant_state_contradictions():
+    """MLP checkpoints whose quant state inspect rejects but whose shapes are
+    fine: (file name, content, the text the message must hold)."""
+    def int8(weight_format):
+        header = {"layers.0.weight": {"dtype": "I8", "shape": [3, 4], "data_offsets": [0, 12]},
+                  "layers.0.SCB": {"dtype": "F32", "shape": [3], "data_offsets": [12, 24]},
+                  "layers.0.weight_format": {"dtype": "U8", "shape": [], "data_offsets": [24, 25]}}
+        return safetensors_bytes(header, b"\1" * 12 + struct.pack("<3f", 1, 1, 1) + bytes([weight_format]))
+
+    def nf4(state, key="nf4"):
+        q = json.dumps(state).encode()
+        header = {"layers.0.weight": {"dtype": "U8", "shape": [6, 1], "data_offsets": [0, 6]},
+                  "layers.0.weight.absmax": {"dtype": "F32", "shape": [1], "data_offsets": [6, 10]},
+                  "layers.0.weight.quant_map": {"dtype": "F32", "shape": [16], "data_offsets": [10, 74]},
+                  "layers.0.weight.quant_state.bitsandbytes__" + key: {
+                      "dtype": "U8", "shape": [len(q)], "data_offsets": [74, 74 + len(q)]}}
+        return safetensors_bytes(header, b"\0" * 6 + struct.pack("<f", 1) + b"\0" * 64 + q)
+
+    state = {"quant_type": "nf4", "blocksize": 64, "dtype": "float32", "shape": [3, 4]}
+    yield "int8_weight_format_tiled.safetensors", int8(1), "layers.0.weight_format"
+    yield "nf4_blocksize_48.safetensors", nf4(dict(state, blocksize=48)), "blocksize"
+    yield "nf4_key_says_fp4.safetensors", nf4(dict(state, quant_type="fp4")), "quant_type"
+
+
 # ---- cases -------------------------------------------------------------------
 
 class Case:
@@ -177,6 +212,44 @@ def build_cases():
             [needle])
         add("run " + fname, ["run", "--device", "sim", "--model", f, "--input", x, "--output",
                              path("out", "y.safetensors")], 1, [needle])
+
+    # One validation path (item 1): what inspect rejects, run, bench and
+    # generate reject before any work, by the same quant/ rules; a file whose
+    # zero-byte layers declare a width of 2^62 (activations wrapped to 0
+    # bytes) fails plan, run and bench alike.
+    for fname, content, needle in quant_state_contradictions():
+        f = write(path("in", fname), content)
+        add("inspect " + fname, ["inspect", f], 1, [needle])
+        add("plan " + fname, ["plan", "--model", f, "--max-memory", "0=1GiB", "--device", "sim"], 1,
+            [fname, needle])
+        add("run " + fname, ["run", "--device", "sim", "--model", f, "--input", x, "--output",
+                             path("out", "y.safetensors")], 1, [fname, needle])
+        add("bench " + fname, ["bench", "--device", "sim", "--model", f, "--iters", "1"], 1,
+            [fname, needle])
+    wrap = write(path("in", "zero_layers_wrap.safetensors"), safetensors_bytes(
+        {"layers.0.weight": {"dtype": "F32", "shape": [1 << 62, 0], "data_offsets": [0, 0]},
+         "layers.1.weight": {"dtype": "F32", "shape": [0, 1 << 62], "data_offsets": [0, 0]}}))
+    x0 = write(path("in", "x0.safetensors"), safetensors_bytes(
+        {"x": {"dtype": "F32", "shape": [1, 0], "data_offsets": [0, 0]}}))
+    add("plan zero-byte layers whose activations wrap", ["plan", "--device", "sim", "--model", wrap,
+                                                         "--max-memory", "0=1GiB"], 1,
+        ["zero_layers_wrap.safetensors", "layers.0", "2^58 bytes"])
+    add("run zero-byte layers whose activations wrap", ["run", "--device", "sim", "--model", wrap,
+                                                        "--input", x0, "--output",
+                                                        path("out", "y.safetensors")], 1,
+        ["zero_layers_wrap.safetensors", "layers.0", "2^58 bytes"])
+    add("bench zero-byte layers whose activations wrap", ["bench", "--device", "sim", "--model", wrap,
+                                                          "--iters", "1"], 1,
+        ["zero_layers_wrap.safetensors", "2^58 bytes"])
+    tiled = path("models_quant", "int8_tiled")
+    shutil.copytree(os.path.join(FIXTURES, "llama_bnb_int8_saved"), tiled)
+    set_tensor_bytes(os.path.join(tiled, "model.safetensors"),
+                     "model.layers.0.mlp.up_proj.weight_format", b"\x01")
+    add("inspect a folder with a tiled int8 weight_format", ["inspect", tiled], 1,
+        ["model.layers.0.mlp.up_proj.weight_format"])
+    add("generate on a folder with a tiled int8 weight_format",
+        ["generate", "--device", "sim", "--model", tiled, "--prompt-ids", "1,2", "--max-new-tokens", "1"],
+        1, ["model.safetensors", "model.layers.0.mlp.up_proj.weight_format"])
 
     # Control characters in tensor names are escaped when printed.
     esc = write(path("in", "escape_names.safetensors"), safetensors_bytes(
