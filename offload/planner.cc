@@ -139,6 +139,7 @@ std::vector<Unit> make_units(const PlanRequest& request, const std::vector<uint6
 struct Placement {
   std::vector<std::optional<Tier>> unit_tier;
   uint64_t largest_streamed = 0;
+  std::string largest_streamed_name;  // the unit of largest_streamed
   bool any_on_disk = false;
 };
 
@@ -185,9 +186,38 @@ Placement place(const PlanRequest& request, const std::vector<Unit>& units, uint
           what, format_bytes(need), need, describe_budgets(request), reserve,
           request.prefetch_depth, describe_working_reserve(request), cpu_reserve));
     }
-    result.largest_streamed = std::max(result.largest_streamed, units[u].slot_bytes);
+    if (units[u].slot_bytes > result.largest_streamed) {
+      result.largest_streamed = units[u].slot_bytes;
+      result.largest_streamed_name = units[u].name;
+    }
   }
   return result;
+}
+
+// How many fetch slots of `slot_bytes` the streaming accelerator `c` holds
+// beside its working reserve and the `resident` bytes placed on it, at most
+// `wanted` (step 5). Throws OutOfBudgetError when not even one fits: the
+// offload manager could allocate no slot and the first forward would fail.
+int fetch_slots_that_fit(const PlanRequest& request, const TierCapacity& c, uint64_t resident,
+                         uint64_t slot_bytes, const std::string& unit, int wanted) {
+  const uint64_t working = working_reserve_of(request, c.tier);
+  const uint64_t limit = c.limit();
+  const uint64_t kept =
+      working + resident;  // both at most the limit (place, check_working_reserve)
+  const uint64_t free = limit > kept ? limit - kept : 0;
+  const uint64_t fit = free / slot_bytes;
+  if (fit == 0) {
+    throw OutOfBudgetError(fmt::format(
+        "planner: {} cannot hold one fetch slot for the streamed module {} ({} bytes as a slot "
+        "holds "
+        "it) beside its working-memory reserve of {} bytes{}: a run needs at least {} bytes "
+        "there ({} bytes for the {} slots of prefetch depth {}); budgets: {}",
+        c.tier.to_string(), unit, slot_bytes, working,
+        resident > 0 ? fmt::format(" and {} resident bytes", resident) : "",
+        working + resident + slot_bytes, working + resident + slot_bytes * wanted, wanted,
+        request.prefetch_depth, describe_budgets(request)));
+  }
+  return static_cast<int>(std::min<uint64_t>(fit, static_cast<uint64_t>(wanted)));
 }
 
 }  // namespace
@@ -231,8 +261,15 @@ std::string Plan::to_string(const PlanRequest& request) const {
   for (const auto& [tier, bytes] : bytes_per_tier) {
     out += fmt::format("  {:<8} {:>14}  ({})\n", tier.to_string(), bytes, format_bytes(bytes));
   }
-  out += fmt::format("streaming reserve (prefetch depth {}, {} slots of {} bytes):\n",
-                     prefetch_depth, slot_count(prefetch_depth), largest_streamed_unit);
+  if (largest_streamed_unit > 0 && fetch_slots < slot_count(prefetch_depth)) {
+    out += fmt::format(
+        "streaming reserve (prefetch depth {}: {} of its {} slots of {} bytes fit; a module "
+        "whose slot is not free yet is fetched synchronously):\n",
+        prefetch_depth, fetch_slots, slot_count(prefetch_depth), largest_streamed_unit);
+  } else {
+    out += fmt::format("streaming reserve (prefetch depth {}, {} slots of {} bytes):\n",
+                       prefetch_depth, slot_count(prefetch_depth), largest_streamed_unit);
+  }
   for (const auto& [tier, bytes] : reserve_per_accelerator) {
     out += fmt::format("  {:<8} {:>14}  ({})\n", tier.to_string(), bytes, format_bytes(bytes));
   }
@@ -325,6 +362,19 @@ Plan plan_device_map(const PlanRequest& request) {
     plan.bytes_per_tier[c.tier] = 0;
     plan.reserve_per_accelerator[c.tier] = reserve;
     plan.working_reserve_per_accelerator[c.tier] = working_reserve_of(request, c.tier);
+  }
+  plan.fetch_slots = static_cast<int>(slots);
+  if (placement.largest_streamed > 0 && !request.accelerators.empty()) {
+    const TierCapacity& streaming = request.accelerators.front();
+    uint64_t resident = 0;
+    for (size_t u = 0; u < units.size(); ++u) {
+      if (*placement.unit_tier[u] == streaming.tier) resident += units[u].bytes;
+    }
+    plan.fetch_slots =
+        fetch_slots_that_fit(request, streaming, resident, placement.largest_streamed,
+                             placement.largest_streamed_name, static_cast<int>(slots));
+    plan.reserve_per_accelerator[streaming.tier] =
+        static_cast<uint64_t>(plan.fetch_slots) * placement.largest_streamed;
   }
   if (request.cpu) plan.bytes_per_tier[Tier::pinned_host()] = 0;
   if (request.disk) plan.bytes_per_tier[Tier::disk()] = 0;

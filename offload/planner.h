@@ -36,6 +36,16 @@
 //     (moving to the next one when a unit does not fit in what remains, never
 //     back), then pinned host (cpu), then disk. A unit that fits nowhere
 //     throws OutOfBudgetError naming the module, its bytes and every budget.
+//  5. The minimum that can run. Streamed modules run on the first
+//     accelerator of the request (the compute accelerator: the runners list
+//     it alone or first). The offload manager runs with fewer slots than
+//     slot_count(d) (prefetching stops early, fetches wait for a free slot)
+//     but not with none, so when the reserve of step 3 does not fit there
+//     the plan keeps as many slots as fit (Plan::fetch_slots) and fails with
+//     OutOfBudgetError, naming the accelerator, the largest streamed unit,
+//     its slot bytes, the working reserve and the budgets, when not even one
+//     slot fits beside the working reserve: the budget the run would fail
+//     at its first forward fails the plan, before anything is loaded.
 //
 // Thread safety: plan_device_map is a pure function.
 #pragma once
@@ -106,7 +116,11 @@ struct Plan {
   // accelerator of the request is present.
   std::map<Tier, uint64_t> working_reserve_per_accelerator;
   uint64_t largest_streamed_unit = 0;  // 0 when nothing is streamed
-  uint64_t cpu_reserve = 0;            // disk staging kept on cpu (0: nothing on disk)
+  // Fetch slots of largest_streamed_unit the first accelerator keeps (step
+  // 5): slot_count(prefetch_depth), or fewer (at least 1) where the budget
+  // holds fewer; its reserve_per_accelerator is fetch_slots x the unit.
+  int fetch_slots = 1;
+  uint64_t cpu_reserve = 0;  // disk staging kept on cpu (0: nothing on disk)
   int prefetch_depth = 1;
   // Tied names other than the first, each mapped to the first (placed) name.
   std::map<std::string, std::string> tied_to;
@@ -122,8 +136,9 @@ struct Plan {
   std::string to_string(const PlanRequest& request) const;
 };
 
-// Throws OutOfBudgetError when a unit fits on no tier or an accelerator
-// cannot hold its working reserve; InvalidInputError for a bad regex,
+// Throws OutOfBudgetError when a unit fits on no tier, an accelerator
+// cannot hold its working reserve, or the first accelerator cannot hold one
+// fetch slot beside it (step 5); InvalidInputError for a bad regex,
 // duplicate module paths, a tied name no module has, or a working reserve
 // for a tier that is not one of the request's accelerators.
 Plan plan_device_map(const PlanRequest& request);

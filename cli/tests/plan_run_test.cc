@@ -147,6 +147,64 @@ TEST_F(PlanRunTest, PlanWhoseWorkingReserveDoesNotFitExitsOneNamingIt) {
   EXPECT_NE(err.find("sim:0=2.00 KiB (2048 bytes)"), std::string::npos) << err;
 }
 
+// Issue #15 item 4: plan accepted budgets that could not hold a fetch slot
+// beside the working reserve, and run then loaded everything and failed at
+// its first forward ("no fetch slot could be allocated"). Now both refuse the
+// same budgets through the planner, before loading, and the least budget
+// the plan accepts runs (with one slot: fetches wait for it).
+TEST_F(PlanRunTest, PlanAndRunAgreeOnTheLeastBudgetThatRuns) {
+  write_model();
+  const std::vector<std::string> model = {"--model", file("model.safetensors"), "--device", "sim"};
+  auto with = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), model.begin(), model.end());
+    return args;
+  };
+  ::testing::internal::CaptureStderr();
+  ASSERT_EQ(plan(with({"--max-memory", "0=3KiB", "--batch", "2"})), 1);  // above the working reserve
+  std::string err = ::testing::internal::GetCapturedStderr();
+  const std::string key = "a run needs at least ";
+  const size_t at = err.find(key);
+  ASSERT_NE(at, std::string::npos) << err;
+  EXPECT_NE(err.find("sim:0 cannot hold one fetch slot for the streamed module layers."),
+            std::string::npos)
+      << err;
+  const uint64_t least = std::stoull(err.substr(at + key.size()));
+  const std::string enough = "0=" + std::to_string(least);
+  const std::string short_one = "0=" + std::to_string(least - 1);
+
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(plan(with({"--max-memory", short_one, "--batch", "2"})), 1);
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("cannot hold one fetch slot"),
+            std::string::npos);
+  std::string text;
+  ASSERT_EQ(plan(with({"--max-memory", enough, "--batch", "2"}), &text), 0);
+  EXPECT_NE(text.find("1 of its 2 slots"), std::string::npos) << text;
+
+  ASSERT_EQ(run(with({"--input", file("in.safetensors"), "--output", file("resident.safetensors")})),
+            0);
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(run(with({"--input", file("in.safetensors"), "--output", file("short.safetensors"),
+                      "--max-memory", short_one, "--prefetch", "1"})),
+            1);
+  err = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("cannot hold one fetch slot"), std::string::npos) << err;
+  EXPECT_NE(err.find("needs at least " + std::to_string(least) + " bytes"), std::string::npos)
+      << err;
+  EXPECT_EQ(err.find("no fetch slot could be allocated"), std::string::npos) << err;
+  EXPECT_FALSE(std::filesystem::exists(file("short.safetensors")));
+
+  std::string report;
+  ASSERT_EQ(run(with({"--input", file("in.safetensors"), "--output", file("least.safetensors"),
+                      "--max-memory", enough, "--prefetch", "1", "--report"}),
+                &report),
+            0);
+  EXPECT_NE(report.find("synchronous fallbacks"), std::string::npos) << report;
+  std::vector<float> a = read_y(file("resident.safetensors"));
+  std::vector<float> b = read_y(file("least.safetensors"));
+  ASSERT_EQ(a.size(), b.size());
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+}
+
 TEST_F(PlanRunTest, BadUsageExitsTwo) {
   write_model();
   ::testing::internal::CaptureStderr();

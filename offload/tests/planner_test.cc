@@ -235,6 +235,46 @@ TEST(Planner, KeepsTheWorkingReserveBeforePlacingAndPrintsIt) {
   EXPECT_NE(text.find("150"), std::string::npos) << text;
 }
 
+// Issue #15 item 4: the plan accepted budgets whose fetch slots and working
+// reserve did not fit, and the run then failed at its first forward ("no
+// fetch slot could be allocated"). One slot of the largest streamed unit
+// beside the working reserve is the least the offload manager runs with
+// (fetches then wait for it); prefetch depth d wants d + 1.
+TEST(Planner, ABudgetBelowOneFetchSlotAndTheWorkingReserveFailsNamingTheBytes) {
+  std::vector<PlanModule> modules = layers(3, 100);
+  modules.push_back(PlanModule{"layers.3", {{"weight", 300}}});
+  PlanRequest r = request(modules, {cap(kAcc0, 349)}, 10000, {});
+  r.working_reserve[kAcc0] = 50;
+  const std::string message = out_of_budget_message(r);
+  EXPECT_NE(message.find("sim:0 cannot hold one fetch slot for the streamed module layers.3 (300 "
+                         "bytes"),
+            std::string::npos)
+      << message;
+  EXPECT_NE(message.find("working-memory reserve of 50 bytes"), std::string::npos) << message;
+  EXPECT_NE(message.find("needs at least 350 bytes"), std::string::npos) << message;
+  EXPECT_NE(message.find("sim:0=349 B (349 bytes)"), std::string::npos) << message;
+  r.accelerators[0].budget = 350;  // exactly one slot beside the working reserve
+  const Plan plan = plan_device_map(r);
+  EXPECT_EQ(plan.fetch_slots, 1);
+  EXPECT_EQ(plan.reserve_per_accelerator.at(kAcc0), 300u);
+  EXPECT_EQ(plan.modules_on(kCpu).size(), 4u);
+}
+
+TEST(Planner, KeepsTheSlotsThatFitWhenFewerThanPrefetchWantsAndSaysSo) {
+  PlanRequest r = request(layers(4, 100), {cap(kAcc0, 249)}, 10000, {}, 1);
+  r.working_reserve[kAcc0] = 50;
+  const Plan one = plan_device_map(r);
+  EXPECT_EQ(one.fetch_slots, 1) << "2 slots + 50 need 250 bytes";
+  EXPECT_EQ(one.reserve_per_accelerator.at(kAcc0), 100u);
+  EXPECT_NE(one.to_string(r).find("1 of its 2 slots of 100 bytes fit"), std::string::npos)
+      << one.to_string(r);
+  r.accelerators[0].budget = 250;
+  const Plan two = plan_device_map(r);
+  EXPECT_EQ(two.fetch_slots, 2);
+  EXPECT_EQ(two.reserve_per_accelerator.at(kAcc0), 200u);
+  EXPECT_EQ(two.to_string(r).find("fit;"), std::string::npos) << two.to_string(r);
+}
+
 TEST(Planner, WorkingReserveIsKeptOnlyWhereGiven) {
   PlanRequest r = request(layers(4, 100), {cap(kAcc0, 300), cap(kAcc1, 300)}, 10000, {});
   r.working_reserve[kAcc0] = 100;
