@@ -1,7 +1,7 @@
 // `stowage bench --model DIR [--max-memory ...] [--offload-dir DIR] [--prefetch N]
 // [--quant none|int8|nf4|fp4 [--blocksize N] [--double-quant]] [--prompt-tokens P]
 // [--new-tokens N] [--batches 1,8,32] [--no-resident] [--cuda-graphs] [--run-on-host REGEX]
-// [--device ...] [--json]`:
+// [--host-compute off|auto] [--device ...] [--json]`:
 // for a model folder, in one run: the pinned host-to-device rate, then for each
 // configuration (resident where it fits, and under --max-memory when given) the
 // prefill of a P-token prompt at batch 1 and the decode of N new tokens at each
@@ -22,6 +22,7 @@
 #include <random>
 
 #include "cli/args.h"
+#include "cli/host_cache_flags.h"
 #include "cli/measure.h"
 #include "cli/mlp_common.h"
 #include "cli/mlp_session.h"
@@ -49,6 +50,11 @@ struct Measurement {
   uint64_t peak_accelerator_bytes = 0;
   bool graphs = false;
   int host_layers = 0;  // decoder layers computed on the host (--run-on-host)
+  // --host-compute auto: layers the split put on the host for the decode,
+  // the host kernels' rate it measured, and its estimate of a step.
+  int auto_host_layers = 0;
+  double host_rate = 0;
+  double estimated_step_seconds = 0;
   int64_t graph_launches = 0;
   std::string graph_fallback;
   double read_limit_tokens_per_s = 0;  // resident: device read rate / weight bytes per step
@@ -108,7 +114,7 @@ Measurement measure(Platform& platform, const std::string& folder, const Session
                     const std::optional<LoadQuantization>& quantize, const std::string& label,
                     bool prefill, int64_t batch, int64_t prompt_tokens, int64_t new_tokens,
                     double link_rate, int64_t vocab, bool graphs,
-                    const std::optional<std::string>& run_on_host) {
+                    const std::optional<std::string>& run_on_host, bool auto_host) {
   models::TransformerRunShape shape;
   shape.batch = batch;
   shape.max_step_tokens = prompt_tokens;
@@ -122,6 +128,11 @@ Measurement measure(Platform& platform, const std::string& folder, const Session
   generation.ignore_eos = true;
   generation.max_new_tokens = prefill ? 1 : new_tokens;
   generation.graphs = graphs;
+  std::optional<HostComputeChoice> choice;
+  if (auto_host && !prefill && label != "resident") {
+    choice = choose_decode_host_compute(*session, link_rate, batch);
+    generation.decode_host_modules = choice->split.host_modules;
+  }
   if (!prefill) {
     // A warm-up generation: first-touch costs (kernel plans, pools) out of the timing.
     models::GenerationOptions warm = generation;
@@ -150,6 +161,11 @@ Measurement measure(Platform& platform, const std::string& folder, const Session
   m.peak_accelerator_bytes = session->manager->usage(session->accelerator).peak_bytes;
   m.graphs = graphs;
   m.host_layers = host_layers;
+  if (choice) {
+    m.auto_host_layers = static_cast<int>(choice->split.host_modules.size());
+    m.host_rate = choice->host_bytes_per_s;
+    m.estimated_step_seconds = choice->split.estimated_seconds;
+  }
   m.graph_launches = r.graph_launches;
   m.graph_fallback = r.graph_fallback;
   return m;
@@ -164,9 +180,10 @@ bool is_model_folder(const std::string& path) {
 
 int bench_model_folder(const std::vector<std::string>& args) {
   ArgParser p("bench",
-              {"model", "max-memory", "offload-dir", "prefetch", "device", "quant", "blocksize",
-               "prompt-tokens", "new-tokens", "batches", "run-on-host"},
-              {"json", "no-resident", "double-quant", "cuda-graphs"});
+              with_host_cache_flags({"model", "max-memory", "offload-dir", "prefetch", "device",
+                                     "quant", "blocksize", "prompt-tokens", "new-tokens",
+                                     "batches", "run-on-host", "host-compute"}),
+              {"json", "no-resident", "double-quant", "cuda-graphs"}, kHostCacheOptionalFlags);
   p.parse(args);
   p.expect_positional(0, "no positional arguments (the model is --model DIR)");
   const std::string folder = *p.get("model");
@@ -185,6 +202,9 @@ int bench_model_folder(const std::vector<std::string>& args) {
     throw UsageError("--max-memory gives a disk budget but no --offload-dir was given");
   }
   auto platform = make_platform(p.get_or("device", "auto"), budgeted.budgets);
+  std::unique_ptr<hostcache::SharedWeightCache> host_cache =
+      make_host_cache(*platform, p, "transformer");
+  budgeted.host_cache = host_cache.get();
   int64_t vocab = 0;
   uint64_t step_weight_bytes = 0;  // a decode step reads every weight but the embedding rows
   {
@@ -202,6 +222,11 @@ int bench_model_folder(const std::vector<std::string>& args) {
   const double read_rate = measure_device_read_rate(*platform, 0, uint64_t{1} << 30, 5);
   const bool graphs = p.has("cuda-graphs");
   const std::optional<std::string> run_on_host = p.get("run-on-host");
+  const std::string host_compute = p.get_or("host-compute", "off");
+  if (host_compute != "off" && host_compute != "auto") {
+    throw UsageError(fmt::format("--host-compute: expected off or auto, found '{}'", host_compute));
+  }
+  const bool auto_host = host_compute == "auto";
   if (run_on_host) {
     check_regex_flag("--run-on-host", *run_on_host);
     if (!p.has("max-memory")) throw UsageError("--run-on-host needs --max-memory");
@@ -220,13 +245,13 @@ int bench_model_folder(const std::vector<std::string>& args) {
   for (const auto& [label, config] : configs) {
     try {
       runs.push_back(measure(*platform, folder, config, quantize, label, true, 1, prompt_tokens, 1,
-                             link_rate, vocab, false, run_on_host));
+                             link_rate, vocab, false, run_on_host, false));
       for (int64_t batch : batches) {
         for (bool captured : {false, true}) {
           if (captured && !graphs) continue;
           Measurement m = measure(*platform, folder, config, quantize, label, false, batch,
                                   kDecodePromptTokens, new_tokens, link_rate, vocab, captured,
-                                  run_on_host);
+                                  run_on_host, auto_host);
           if (label == "resident" && step_weight_bytes > 0) {
             m.read_limit_tokens_per_s =
                 read_rate / static_cast<double>(step_weight_bytes) * static_cast<double>(batch);
@@ -270,6 +295,11 @@ int bench_model_folder(const std::vector<std::string>& args) {
       r["peak_accelerator_bytes"] = m.peak_accelerator_bytes;
       r["graphs"] = m.graphs;
       r["host_layers"] = m.host_layers;
+      if (auto_host && m.phase == "decode" && m.config != "resident") {
+        r["auto_host_layers"] = m.auto_host_layers;
+        r["host_bytes_per_s"] = m.host_rate;
+        r["estimated_step_seconds"] = m.estimated_step_seconds;
+      }
       if (m.graphs) {
         r["graph_launches"] = m.graph_launches;
         r["graph_fallback"] = m.graph_fallback;
@@ -281,6 +311,11 @@ int bench_model_folder(const std::vector<std::string>& args) {
       list.push_back(std::move(r));
     }
     o["runs"] = std::move(list);
+    if (host_cache) {
+      const auto last = host_cache->last_load();
+      o["host_cache"] = {{"action", last.action}, {"segment", last.segment},
+                         {"host_bytes", last.host_bytes}};
+    }
     std::printf("%s\n", boost::json::serialize(o).c_str());
     return 0;
   }
