@@ -17,10 +17,12 @@
 namespace stowage::cli {
 
 ArgParser::ArgParser(std::string command, std::vector<std::string> value_flags,
-                     std::vector<std::string> bool_flags)
+                     std::vector<std::string> bool_flags,
+                     std::vector<std::string> optional_value_flags)
     : command_(std::move(command)),
       value_flags_(std::move(value_flags)),
-      bool_flags_(std::move(bool_flags)) {}
+      bool_flags_(std::move(bool_flags)),
+      optional_value_flags_(std::move(optional_value_flags)) {}
 
 void ArgParser::parse(const std::vector<std::string>& args) {
   auto contains = [](const std::vector<std::string>& list, const std::string& x) {
@@ -40,7 +42,9 @@ void ArgParser::parse(const std::vector<std::string>& args) {
     }
     if (name == "help" && !inline_value) throw HelpRequested(help());
     if (values_.count(name) != 0) throw UsageError(fmt::format("--{} given more than once", name));
-    if (contains(bool_flags_, name)) {
+    if (contains(optional_value_flags_, name)) {
+      values_[name] = inline_value.value_or("");
+    } else if (contains(bool_flags_, name)) {
       if (inline_value) throw UsageError(fmt::format("--{} takes no value", name));
       values_[name] = "";
     } else if (contains(value_flags_, name)) {
@@ -60,6 +64,7 @@ std::string ArgParser::help() const {
   std::string text = fmt::format("usage: stowage {} [FLAGS] [ARGUMENTS]\nflags:\n", command_);
   for (const auto& flag : value_flags_) text += fmt::format("  --{} VALUE\n", flag);
   for (const auto& flag : bool_flags_) text += fmt::format("  --{}\n", flag);
+  for (const auto& flag : optional_value_flags_) text += fmt::format("  --{}[=VALUE]\n", flag);
   text += "  --help\n";
   return text;
 }

@@ -39,8 +39,11 @@ class HelpRequested : public std::runtime_error {
 // value) throws HelpRequested: every command gets it from here.
 class ArgParser {
  public:
+  // `optional_value_flags` take a value only as "--name=VALUE"; given bare,
+  // get() returns "" (e.g. --host-cache and --host-cache=keep).
   ArgParser(std::string command, std::vector<std::string> value_flags,
-            std::vector<std::string> bool_flags = {});
+            std::vector<std::string> bool_flags = {},
+            std::vector<std::string> optional_value_flags = {});
   void parse(const std::vector<std::string>& args);
 
   bool has(const std::string& flag) const;
@@ -60,6 +63,7 @@ class ArgParser {
   std::string command_;
   std::vector<std::string> value_flags_;
   std::vector<std::string> bool_flags_;
+  std::vector<std::string> optional_value_flags_;
   std::map<std::string, std::string> values_;
   std::vector<std::string> positional_;
 };

@@ -8,6 +8,7 @@
 #include "cli/args.h"
 #include "cli/bench_model.h"
 #include "cli/commands.h"
+#include "cli/host_cache_flags.h"
 #include "cli/measure.h"
 #include "cli/mlp_common.h"
 #include "cli/mlp_session.h"
@@ -33,9 +34,9 @@ std::string model_argument(const std::vector<std::string>& args) {
 int bench(const std::vector<std::string>& args) {
   if (is_model_folder(model_argument(args))) return bench_model_folder(args);
   ArgParser p("bench",
-              {"model", "max-memory", "offload-dir", "prefetch", "trace", "device", "batch",
-               "iters", "warmup"},
-              {"report", "json", "cold", "no-resident"});
+              with_host_cache_flags({"model", "max-memory", "offload-dir", "prefetch", "trace",
+                                     "device", "batch", "iters", "warmup"}),
+              {"report", "json", "cold", "no-resident"}, kHostCacheOptionalFlags);
   p.parse(args);
   p.expect_positional(0, "no positional arguments (the checkpoint is --model FILE)");
   const auto model_path = p.get("model");
@@ -65,6 +66,8 @@ int bench(const std::vector<std::string>& args) {
   config.offload_dir = p.get("offload-dir");
   TraceRecorder trace;
   if (p.has("trace")) config.trace = &trace;
+  std::unique_ptr<hostcache::SharedWeightCache> host_cache = make_host_cache(*platform, p, "mlp");
+  config.host_cache = host_cache.get();
 
   // With --cold, every forward starts with the checkpoint out of the page
   // cache, so disk-homed weights are read from the device.
@@ -110,6 +113,11 @@ int bench(const std::vector<std::string>& args) {
     o["bytes_disk_read_per_forward"] = offloaded.counters.bytes_disk_read / forwards;
     o["prefetch_hits"] = offloaded.counters.prefetch_hits;
     o["prefetch_misses"] = offloaded.counters.prefetch_misses;
+    if (host_cache) {
+      const auto last = host_cache->last_load();
+      o["host_cache"] = {{"action", last.action}, {"segment", last.segment},
+                         {"host_bytes", last.host_bytes}};
+    }
     // Without a resident run there is nothing to compare with: say so rather than claim it.
     if (resident) {
       o["outputs_identical"] = agree;

@@ -26,5 +26,6 @@ int run_demo(const std::vector<std::string>& args,
              mmap_store::TemporaryFileRegistry* temporaries = nullptr);
 int run_generate(const std::vector<std::string>& args,
                  mmap_store::TemporaryFileRegistry* temporaries = nullptr);
+int run_cache(const std::vector<std::string>& args);
 
 }  // namespace stowage::cli

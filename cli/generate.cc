@@ -16,6 +16,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/host_cache_flags.h"
 #include "cli/measure.h"
 #include "cli/mlp_common.h"
 #include "cli/mlp_session.h"
@@ -91,10 +92,13 @@ std::optional<LoadQuantization> parse_quant(const ArgParser& parser) {
 int run_generate(const std::vector<std::string>& args,
                  mmap_store::TemporaryFileRegistry* temporaries) {
   ArgParser parser("generate",
-                   {"model", "prompt", "prompt-ids", "max-new-tokens", "temperature", "top-p",
-                    "top-k", "seed", "max-memory", "offload-dir", "quant", "blocksize", "prefetch",
-                    "device", "dump-logits", "batch", "run-on-host", "host-compute"},
-                   {"ignore-eos", "json", "double-quant", "cuda-graphs"});
+                   with_host_cache_flags({"model", "prompt", "prompt-ids", "max-new-tokens",
+                                          "temperature", "top-p", "top-k", "seed", "max-memory",
+                                          "offload-dir", "quant", "blocksize", "prefetch",
+                                          "device", "dump-logits", "batch", "run-on-host",
+                                          "host-compute"}),
+                   {"ignore-eos", "json", "double-quant", "cuda-graphs"},
+                   kHostCacheOptionalFlags);
   parser.parse(args);
   parser.expect_positional(0, "");
   const bool generation_graphs = parser.has("cuda-graphs");
@@ -153,6 +157,9 @@ int run_generate(const std::vector<std::string>& args,
   session_config.budgets = budgets;
   session_config.offload_dir = offload_dir;
   session_config.prefetch_depth = prefetch;
+  std::unique_ptr<hostcache::SharedWeightCache> host_cache =
+      make_host_cache(*platform, parser, "transformer");
+  session_config.host_cache = host_cache.get();
   models::TransformerRunShape shape;
   shape.batch = batch;
   shape.max_step_tokens = static_cast<int64_t>(prompt.size());

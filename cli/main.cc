@@ -37,6 +37,8 @@ constexpr Subcommand kSubcommands[] = {
     {"generate",
      [](const Args& a, TemporaryFileRegistry* t) { return stowage::cli::run_generate(a, t); },
      "generate text with a Hugging Face model folder (Llama, Qwen2, Mistral)"},
+    {"cache", [](const Args& a, TemporaryFileRegistry*) { return stowage::cli::run_cache(a); },
+     "list or drop the host's shared weight segments (--host-cache)"},
 };
 
 void print_usage(std::FILE* out) {

@@ -45,6 +45,7 @@ LoadOptions load_options(Platform& platform, const SessionConfig& config) {
   load.accelerators = std::move(tiers.accelerators);
   load.cpu = tiers.cpu;
   load.disk = tiers.disk;
+  load.host_store = config.host_cache;
   return load;
 }
 

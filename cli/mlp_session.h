@@ -26,6 +26,10 @@ struct SessionConfig {
   std::optional<std::string> offload_dir;  // enables the disk tier
   int prefetch_depth = 2;
   TraceRecorder* trace = nullptr;  // must outlive the session
+  // --host-cache: host-tier records in the host-wide shared segment
+  // (hostcache/); nullptr: in the manager's own pinned memory. Must outlive
+  // the session.
+  HostTierStore* host_cache = nullptr;
 };
 
 // OffloadOptions for `config` on `platform` (budgets per tier, disk store).

@@ -10,6 +10,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/host_cache_flags.h"
 #include "cli/mlp_common.h"
 #include "cli/mlp_session.h"
 #include "core/error.h"
@@ -44,16 +45,17 @@ Tensor read_input(const mmap_store::Checkpoint& input, Platform& platform) {
   for (uint64_t i = 0; i < x.numel(); ++i) {
     out.data_as<float>()[i] = load_as_float(x.data(), x.dtype(), static_cast<size_t>(i));
   }
+  mmap_store::check_mapped_read(x, "tensor 'x'");
   return out;
 }
 
 }  // namespace
 
 int run_run(const std::vector<std::string>& args, mmap_store::TemporaryFileRegistry* temporaries) {
-  ArgParser parser(
-      "run",
-      {"model", "input", "output", "max-memory", "offload-dir", "prefetch", "trace", "device"},
-      {"report"});
+  ArgParser parser("run",
+                   with_host_cache_flags({"model", "input", "output", "max-memory", "offload-dir",
+                                          "prefetch", "trace", "device"}),
+                   {"report"}, kHostCacheOptionalFlags);
   parser.parse(args);
   parser.expect_positional(0, "");
   auto model = parser.get("model");
@@ -85,6 +87,8 @@ int run_run(const std::vector<std::string>& args, mmap_store::TemporaryFileRegis
   auto input = mmap_store::open_checkpoint(*input_path);
   auto platform = make_platform(parser.get_or("device", "auto"), budgets);
   Tensor x = read_input(*input, *platform);
+  std::unique_ptr<hostcache::SharedWeightCache> host_cache =
+      make_host_cache(*platform, parser, "mlp");
 
   TraceRecorder trace;
   SessionConfig session;
@@ -92,6 +96,7 @@ int run_run(const std::vector<std::string>& args, mmap_store::TemporaryFileRegis
   session.offload_dir = offload_dir;
   session.prefetch_depth = prefetch;
   if (parser.has("trace")) session.trace = &trace;
+  session.host_cache = host_cache.get();
   OffloadOptions options = offload_options(*platform, session);
   // Activations and kernel scratch for x's batch: kept by the plan and left
   // free by the fetch slots.

@@ -378,4 +378,19 @@ std::unique_ptr<MemoryResource> make_cuda_pinned_host_memory() {
   return std::make_unique<CudaPinnedHostMemory>();
 }
 
+HostRegistration cuda_host_register(const void* data, size_t bytes, bool read_only) {
+  if (bytes == 0) return HostRegistration(data, 0, {});
+  unsigned int flags = cudaHostRegisterPortable;
+  if (read_only) flags |= cudaHostRegisterReadOnly;
+  void* ptr = const_cast<void*>(data);
+  const cudaError_t status = cudaHostRegister(ptr, bytes, flags);
+  if (status != cudaSuccess) {
+    cudaGetLastError();
+    throw DeviceError(fmt::format("cudaHostRegister of {} bytes of {}host memory at {} failed: {}: {}",
+                                  bytes, read_only ? "read-only " : "", data,
+                                  cudaGetErrorName(status), cudaGetErrorString(status)));
+  }
+  return HostRegistration(data, bytes, [ptr] { cudaHostUnregister(ptr); });
+}
+
 }  // namespace stowage::detail

@@ -16,4 +16,11 @@ std::unique_ptr<MemoryResource> make_cuda_pinned_host_memory() {
       "pinned CUDA host memory requested, but this build of Stowage has no CUDA support");
 }
 
+HostRegistration cuda_host_register(const void*, size_t bytes, bool) {
+  throw DeviceError(fmt::format(
+      "registering {} bytes of host memory with CUDA requested, but this build of Stowage has "
+      "no CUDA support",
+      bytes));
+}
+
 }  // namespace stowage::detail

@@ -23,6 +23,10 @@ class SimPlatform final : public Platform {
   int accelerator_count() const override { return static_cast<int>(accelerators_.size()); }
   Accelerator& accelerator(int index) override { return *accelerators_.at(checked(index)); }
   MemoryResource& pinned_host_memory() override { return pinned_; }
+  // Simulated copies are memcpy from any host memory: nothing to pin.
+  HostRegistration register_host_memory(const void* data, size_t bytes, bool) override {
+    return HostRegistration(data, bytes, {});
+  }
 
  private:
   size_t checked(int index) const {
@@ -49,6 +53,10 @@ class CudaPlatform final : public Platform {
     return *accelerators_[static_cast<size_t>(index)];
   }
   MemoryResource& pinned_host_memory() override { return *pinned_; }
+  HostRegistration register_host_memory(const void* data, size_t bytes,
+                                        bool read_only) override {
+    return detail::cuda_host_register(data, bytes, read_only);
+  }
 
  private:
   std::unique_ptr<MemoryResource> pinned_;

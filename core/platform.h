@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/host_registration.h"
 #include "core/memory_resource.h"
 #include "core/stream.h"
 #include "core/tier.h"
@@ -99,6 +100,13 @@ class Platform {
   virtual MemoryResource& pinned_host_memory() = 0;
   // Ordinary pageable host memory.
   MemoryResource& pageable_host_memory() { return pageable_; }
+  // Registers host memory mapped elsewhere (e.g. a shared-memory segment) so
+  // that copies from it run as from pinned memory: cudaHostRegister on CUDA
+  // (portable; read-only mappings with cudaHostRegisterReadOnly), nothing on
+  // sim. [data, data + bytes) must stay mapped while the registration lives.
+  // Throws DeviceError naming the bytes when the driver refuses.
+  virtual HostRegistration register_host_memory(const void* data, size_t bytes,
+                                                bool read_only) = 0;
 
  private:
   HostMemoryResource pageable_;

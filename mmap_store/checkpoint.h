@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -87,6 +88,17 @@ class Checkpoint {
   // Sum of the tensors' bytes.
   uint64_t total_bytes() const;
 };
+
+// A file shrunk while mapped (truncated or rewritten in place by another
+// process): a read of a tensor's bytes past the file's new end finds zeros
+// instead of ending the process by SIGBUS, and marks the mapping. Throws
+// IoError naming the file and `what` (the tensor) when [data, data + bytes)
+// lies in such a marked mapping. Call it after reading a tensor's bytes from
+// its mapping and before using them. One atomic load when no mapping was
+// ever hit. Thread safety: any thread.
+void check_mapped_read(const void* data, uint64_t bytes, std::string_view what);
+// The same for a tensor on Tier::disk() (a no-op for other tiers).
+void check_mapped_read(const Tensor& tensor, std::string_view what);
 
 // Opens PATH by its kind: a directory holding index.json (offload folder), a
 // file ending in ".index.json" (sharded), else a single safetensors file.

@@ -4,6 +4,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
@@ -32,6 +33,46 @@ void write_shard(const std::string& path,
 
 std::string bytes_of(const Tensor& t) {
   return std::string(static_cast<const char*>(t.data()), t.bytes());
+}
+
+// Issue #15 item 5: reading a mapped tensor after its file was truncated
+// ended the process by SIGBUS. The read now finds zeros and
+// check_mapped_read says which file shrank; a mapping that was not hit, and a
+// tensor of another file, pass.
+TEST(MappedFileTest, ATruncatedFileReadsZerosAndCheckMappedReadNamesIt) {
+  TempDir dir;
+  const std::string path = dir.file("shrinks.safetensors");
+  const std::string other = dir.file("other.safetensors");
+  const std::string payload(3 * 65536, 'x');
+  write_shard(path, {{"head", "HEAD"}, {"big", payload}});
+  write_shard(other, {{"big", payload}});
+  auto checkpoint = open_checkpoint(path);
+  auto untouched = open_checkpoint(other);
+  const Tensor big = checkpoint->tensor("big");
+  EXPECT_NO_THROW(check_mapped_read(big, "big"));
+  ASSERT_EQ(::truncate(path.c_str(), 4096), 0);
+  std::string copy(big.bytes(), '?');
+  std::memcpy(copy.data(), big.data(), big.bytes());  // SIGBUS before the guard
+  EXPECT_EQ(copy.back(), '\0') << "past the new end: zeros";
+  try {
+    check_mapped_read(big, "tensor 'big'");
+    ADD_FAILURE() << "no IoError";
+  } catch (const IoError& e) {
+    EXPECT_THAT(std::string(e.what()),
+                AllOf(HasSubstr(path), HasSubstr("tensor 'big'"), HasSubstr("shrank")));
+  }
+  EXPECT_NO_THROW(check_mapped_read(untouched->tensor("big"), "big"));
+  EXPECT_NO_THROW(check_mapped_read(bytes_of(big).data(), 16, "a host copy"));
+}
+
+// Opening measures the file it mapped: a file shorter than its header says
+// is refused at open, before any tensor is read.
+TEST(MappedFileTest, AFileTruncatedBeforeOpeningIsRefusedAtOpen) {
+  TempDir dir;
+  const std::string path = dir.file("short.safetensors");
+  write_shard(path, {{"big", std::string(65536, 'x')}});
+  ASSERT_EQ(::truncate(path.c_str(), 4096), 0);
+  EXPECT_THROW(open_checkpoint(path), InvalidInputError);
 }
 
 class ShardedCheckpointTest : public ::testing::Test {

@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "mmap_store/atomic_file.h"
+#include "mmap_store/checkpoint.h"
 
 namespace stowage {
 namespace {
@@ -116,7 +117,10 @@ class MemcpyDiskStager final : public DiskStager {
       ::madvise(reinterpret_cast<void*>(aligned), begin - aligned + bytes, MADV_WILLNEED);
     }
     stream.host_task([keep, offset, bytes, dst] {
-      std::memcpy(dst, static_cast<const char*>(keep.data()) + offset, bytes);
+      const char* src = static_cast<const char*>(keep.data()) + offset;
+      std::memcpy(dst, src, bytes);
+      // A file shrunk under its mapping read as zeros: the stream's error.
+      mmap_store::check_mapped_read(src, bytes, "a disk-tier tensor");
     });
   }
 };

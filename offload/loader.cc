@@ -11,6 +11,7 @@
 #include "core/buffer.h"
 #include "core/error.h"
 #include "kernels/quantize.h"
+#include "offload/host_tier_store.h"
 #include "quant/cpu_quantizer.h"
 #include "quant/quant_rules.h"
 #include "quant/quant_state.h"
@@ -268,6 +269,17 @@ quant::QuantizedWeight quantize_on_host(const Tensor& source, const std::string&
   return quant::quantize_4bit_cpu(source, options, host, name);
 }
 
+// `t` itself when the host can read it (host memory, a disk mapping); else a
+// pageable host copy, made on the accelerator's copy stream.
+Tensor host_readable(const Tensor& t, OffloadManager& manager) {
+  if (!t.tier().is_accelerator()) return t;
+  Tensor out = Tensor::empty(manager.platform().pageable_host_memory(), t.dtype(), t.shape());
+  StreamRef stream = manager.copy_stream(t.tier());
+  stream.copy(out.data(), t.data(), t.bytes());
+  stream.synchronize();
+  return out;
+}
+
 }  // namespace
 
 LoadedCheckpoint load_checkpoint(const mmap_store::Checkpoint& checkpoint, OffloadManager& manager,
@@ -305,9 +317,47 @@ LoadedCheckpoint load_checkpoint(const mmap_store::Checkpoint& checkpoint, Offlo
   progress.tensors_total = checkpoint.names().size();
   progress.bytes_total = checkpoint.total_bytes();
 
+  // A shared home for the host tier: its records either come from the store
+  // (no read of the checkpoint) or are kept there as they are placed.
+  std::unique_ptr<HostTierLoad> host_load;
+  if (options.host_store != nullptr) {
+    std::vector<PlanModule> host_modules;
+    for (const PlanModule& m : loaded.request.modules) {
+      if (loaded.plan.tier_of(m.path) == Tier::pinned_host()) host_modules.push_back(m);
+    }
+    host_load = options.host_store->begin_load(checkpoint, options, host_modules);
+  }
+
   for (const std::string& module : loaded.module_order) {
     const Tier tier = loaded.plan.tier_of(module);
     const std::vector<std::string>& full_names = names_of.at(module);
+    if (host_load && tier != Tier::disk() && host_load->holds(module)) {
+      std::map<std::string, RecordId> stored_ids;  // local name -> record
+      for (const StoredRecord& r : host_load->records(module)) {
+        if (r.info.role == TensorRole::kQuantState) {
+          manager.place_quant_part(stored_ids.at(r.info.weight), r.info.suffix, r.tensor,
+                                   r.info.name);
+        } else {
+          stored_ids[r.info.name] = manager.place(options.module_prefix + module, r.info.name,
+                                                  r.info.role, r.tensor, tier);
+        }
+        loaded.bytes += r.tensor.bytes();
+      }
+      for (const std::string& full : full_names) {
+        progress.tensors_done++;
+        progress.bytes_done += checkpoint.info(full).bytes;
+        progress.tensor = full;
+        loaded.tensors++;
+        if (options.progress) options.progress(progress);
+      }
+      continue;
+    }
+    // The tensor the manager is given for record `info`: kept in the shared
+    // store when the module lives on the host tier.
+    const bool keep_in_store = host_load && tier == Tier::pinned_host();
+    auto home_of = [&](const StoredRecordInfo& info, const Tensor& t) {
+      return keep_in_store ? host_load->keep(info, host_readable(t, manager)) : t;
+    };
     std::vector<std::string> locals;
     for (const std::string& n : full_names) locals.push_back(split(n).second);
     // Weights first, so that their quant-state parts can link to them.
@@ -344,23 +394,36 @@ LoadedCheckpoint load_checkpoint(const mmap_store::Checkpoint& checkpoint, Offlo
           for (const quant::QuantPart& part : quant::parts(qw)) {
             const std::string local = prefix + part.suffix;
             if (part.suffix == "weight") {
-              weight_id = manager.place(options.module_prefix + module, local, TensorRole::kWeight,
-                                        part.tensor, tier);
+              weight_id = manager.place(
+                  options.module_prefix + module, local, TensorRole::kWeight,
+                  home_of({module, local, TensorRole::kWeight, "", ""}, part.tensor), tier);
               weight_ids[local] = weight_id;
               id = weight_id;
             } else {
               const std::string part_name =
                   part.suffix.rfind("weight.", 0) == 0 ? part.suffix.substr(7) : part.suffix;
-              manager.place_quant_part(weight_id, part_name, part.tensor, local);
+              const std::string weight_local = prefix + "weight";
+              manager.place_quant_part(
+                  weight_id, part_name,
+                  home_of({module, local, TensorRole::kQuantState, weight_local, part_name},
+                          part.tensor),
+                  local);
             }
           }
         } else if (place.role == TensorRole::kQuantState) {
-          id = manager.place_quant_part(weight_ids.at(place.weight), place.suffix, source,
-                                        locals[i]);
+          id = manager.place_quant_part(
+              weight_ids.at(place.weight), place.suffix,
+              home_of({module, locals[i], TensorRole::kQuantState, place.weight, place.suffix},
+                      source),
+              locals[i]);
         } else {
-          id = manager.place(options.module_prefix + module, locals[i], place.role, source, tier);
+          id = manager.place(options.module_prefix + module, locals[i], place.role,
+                             home_of({module, locals[i], place.role, "", ""}, source), tier);
           weight_ids[locals[i]] = id;
         }
+        // The copies above read the file's mapping: a file shrunk under it
+        // gave zeros, never bytes to keep.
+        mmap_store::check_mapped_read(source, full);
       }
       progress.tensors_done++;
       progress.bytes_done += checkpoint.info(full).bytes;
@@ -381,6 +444,7 @@ LoadedCheckpoint load_checkpoint(const mmap_store::Checkpoint& checkpoint, Offlo
       if (options.progress) options.progress(progress);
     }
   }
+  if (host_load) host_load->commit();
   return loaded;
 }
 

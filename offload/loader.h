@@ -31,6 +31,8 @@
 
 namespace stowage {
 
+class HostTierStore;
+
 // Splits a checkpoint tensor name into (module path, name inside the module):
 // the module is the name minus its last component, except that a weight's
 // bitsandbytes state keys belong to the weight's module:
@@ -118,6 +120,10 @@ struct LoadOptions {
   std::optional<LoadQuantization> quantize;
   // Called after each tensor is placed (on the calling thread).
   std::function<void(const LoadProgress&)> progress;
+  // Where host-tier records' bytes live (offload/host_tier_store.h), e.g. a
+  // segment shared by every process running this checkpoint (hostcache/);
+  // nullptr: the manager's own pinned memory. Must outlive the load.
+  HostTierStore* host_store = nullptr;
 };
 
 struct LoadedCheckpoint {

@@ -276,6 +276,12 @@ class OffloadManager::Impl {
       return source;
     }
     if (tier != Tier::disk() && source.storage()->resource() == &memory(tier)) return source;
+    // Host memory on this tier owned outside any resource (a segment shared
+    // by processes, offload/host_tier_store.h): adopted, its bytes accounted
+    // by its owner, not by this tier's budget.
+    if (tier.is_host() && source.tier() == tier && source.storage()->resource() == nullptr) {
+      return source;
+    }
     return materialize(source, tier, key);
   }
 

@@ -174,8 +174,11 @@ class OffloadManager {
   StreamRef copy_stream(Tier accelerator);
 
   // --- Placement. Registers record (module, name) and puts its bytes on
-  // `tier`: adopted when `source` already lives there in memory(tier) or is a
-  // disk-tier mapping and tier is disk; otherwise copied (synchronously).
+  // `tier`: adopted when `source` already lives there in memory(tier), is a
+  // disk-tier mapping and tier is disk, or is host memory of `tier` adopted
+  // from elsewhere (Buffer::adopt, no resource: e.g. a segment shared across
+  // processes, whose bytes its owner accounts, not this tier's budget);
+  // otherwise copied (synchronously).
   // Throws InvalidInputError for a duplicate name or a dtype/shape that does
   // not match the source's bytes; OutOfBudgetError when the tier is full.
   RecordId place(const std::string& module, const std::string& name, TensorRole role,

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <fstream>
@@ -112,6 +113,48 @@ TEST_P(DiskStagerTest, ReadsCheckpointTensorsUsedInPlaceAtTheirOffsetInTheFile) 
   manager.synchronize();
   EXPECT_EQ(manager.counters().bytes_disk_written, 0u) << "used in place";
   EXPECT_GT(reads_->load(), 0);
+}
+
+// Issue #15 item 5: a checkpoint truncated while a run streams from its
+// mapping ended the process by SIGBUS. Both stagers now fail the forward with
+// an IoError naming the file (the memcpy one: the page read zeros and the
+// mapping was marked; the file reads: a short read).
+TEST_P(DiskStagerTest, ACheckpointTruncatedUnderItsMappingIsAnIoErrorNotASignal) {
+  for (const bool memcpy_stager : {true, false}) {
+    SCOPED_TRACE(memcpy_stager ? "memcpy stager" : "file-read stager");
+    const Model m = make_model(*platform_, "layers", 3, 9000);
+    const std::string path =
+        temp_folder(memcpy_stager ? "shrunk_memcpy" : "shrunk_read") + "/model.safetensors";
+    {
+      mmap_store::SafetensorsWriter writer(path);
+      for (const auto& [name, t] : m.tensors) writer.declare(name, t.dtype(), t.shape());
+      for (const auto& [name, t] : m.tensors) writer.write(name, t.view());
+      writer.commit();
+    }
+    auto checkpoint = mmap_store::open_checkpoint(path);
+    OffloadManager manager(*platform_,
+                           disk_options(memcpy_stager ? "shrunk_store_m" : "shrunk_store_r",
+                                        memcpy_stager ? make_memcpy_disk_stager() : stager()));
+    for (const std::string& module : m.modules) {
+      for (const char* name : {"weight", "bias"}) {
+        manager.place(module, name,
+                      std::string(name) == "weight" ? TensorRole::kWeight : TensorRole::kBias,
+                      checkpoint->tensor(module + "." + name), Tier::disk());
+      }
+    }
+    manager.declare_execution_order(m.modules);
+    EXPECT_EQ(stream_forward(manager, *platform_, m), expected_forward(m));
+    manager.synchronize();
+    ASSERT_EQ(::truncate(path.c_str(), 4096), 0);
+    std::string message;
+    try {
+      stream_forward(manager, *platform_, m);
+      manager.synchronize();
+    } catch (const IoError& e) {
+      message = e.what();
+    }
+    EXPECT_THAT(message, HasSubstr(path));
+  }
 }
 
 TEST_P(DiskStagerTest, InjectedEioIsAnIoErrorNamingTheFileNotWrongBytes) {
