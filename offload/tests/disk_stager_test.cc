@@ -72,6 +72,26 @@ class DiskStagerTest : public BackendTest {
     return "";
   }
 
+  // Writes `m`'s tensors to a safetensors file at `path`; returns `path`.
+  static std::string write_checkpoint(const Model& m, const std::string& path) {
+    mmap_store::SafetensorsWriter writer(path);
+    for (const auto& [name, t] : m.tensors) writer.declare(name, t.dtype(), t.shape());
+    for (const auto& [name, t] : m.tensors) writer.write(name, t.view());
+    writer.commit();
+    return path;
+  }
+  // Places `m`'s modules on disk as the checkpoint's own mappings (in place).
+  static void place_in_place(OffloadManager& manager, const Model& m,
+                             const mmap_store::Checkpoint& checkpoint) {
+    for (const std::string& module : m.modules) {
+      for (const char* name : {"weight", "bias"}) {
+        manager.place(module, name,
+                      std::string(name) == "weight" ? TensorRole::kWeight : TensorRole::kBias,
+                      checkpoint.tensor(module + "." + name), Tier::disk());
+      }
+    }
+  }
+
   std::shared_ptr<std::atomic<int>> opens_ = std::make_shared<std::atomic<int>>(0);
   std::shared_ptr<std::atomic<int>> reads_ = std::make_shared<std::atomic<int>>(0);
 };
@@ -92,22 +112,10 @@ TEST_P(DiskStagerTest, StreamsFolderStoreTensorsByteExactFromTheirFiles) {
 
 TEST_P(DiskStagerTest, ReadsCheckpointTensorsUsedInPlaceAtTheirOffsetInTheFile) {
   const Model m = make_model(*platform_, "layers", 3, 9000);
-  const std::string path = temp_folder("checkpoint") + "/model.safetensors";
-  {
-    mmap_store::SafetensorsWriter writer(path);
-    for (const auto& [name, t] : m.tensors) writer.declare(name, t.dtype(), t.shape());
-    for (const auto& [name, t] : m.tensors) writer.write(name, t.view());
-    writer.commit();
-  }
+  const std::string path = write_checkpoint(m, temp_folder("checkpoint") + "/model.safetensors");
   auto checkpoint = mmap_store::open_checkpoint(path);
   OffloadManager manager(*platform_, disk_options("checkpoint_store", stager()));
-  for (const std::string& module : m.modules) {
-    for (const char* name : {"weight", "bias"}) {
-      manager.place(module, name,
-                    std::string(name) == "weight" ? TensorRole::kWeight : TensorRole::kBias,
-                    checkpoint->tensor(module + "." + name), Tier::disk());
-    }
-  }
+  place_in_place(manager, m, *checkpoint);
   manager.declare_execution_order(m.modules);
   EXPECT_EQ(stream_forward(manager, *platform_, m), expected_forward(m));
   manager.synchronize();
@@ -123,25 +131,13 @@ TEST_P(DiskStagerTest, ACheckpointTruncatedUnderItsMappingIsAnIoErrorNotASignal)
   for (const bool memcpy_stager : {true, false}) {
     SCOPED_TRACE(memcpy_stager ? "memcpy stager" : "file-read stager");
     const Model m = make_model(*platform_, "layers", 3, 9000);
-    const std::string path =
-        temp_folder(memcpy_stager ? "shrunk_memcpy" : "shrunk_read") + "/model.safetensors";
-    {
-      mmap_store::SafetensorsWriter writer(path);
-      for (const auto& [name, t] : m.tensors) writer.declare(name, t.dtype(), t.shape());
-      for (const auto& [name, t] : m.tensors) writer.write(name, t.view());
-      writer.commit();
-    }
+    const std::string path = write_checkpoint(
+        m, temp_folder(memcpy_stager ? "shrunk_memcpy" : "shrunk_read") + "/model.safetensors");
     auto checkpoint = mmap_store::open_checkpoint(path);
     OffloadManager manager(*platform_,
                            disk_options(memcpy_stager ? "shrunk_store_m" : "shrunk_store_r",
                                         memcpy_stager ? make_memcpy_disk_stager() : stager()));
-    for (const std::string& module : m.modules) {
-      for (const char* name : {"weight", "bias"}) {
-        manager.place(module, name,
-                      std::string(name) == "weight" ? TensorRole::kWeight : TensorRole::kBias,
-                      checkpoint->tensor(module + "." + name), Tier::disk());
-      }
-    }
+    place_in_place(manager, m, *checkpoint);
     manager.declare_execution_order(m.modules);
     EXPECT_EQ(stream_forward(manager, *platform_, m), expected_forward(m));
     manager.synchronize();

@@ -1,0 +1,269 @@
+// hostcompute::HostGemv at batch 1 against the machine's own multi-threaded
+// host memory read rate, measured in the same run with the same thread
+// count: for 1..N threads, a plain streaming XOR over a buffer larger than
+// the caches, then each weight format's effective GB/s (weight bytes with
+// their scales / time per call) on 8192x8192 and 4096x14336 layers and its
+// ratio to that read rate. Each sample sweeps several copies of the layer
+// that together exceed the caches, as a decode step reads a model's layers,
+// so no weight byte comes from the cache. Medians of --samples sweeps.
+//   bazel run -c opt //bench:host_gemv_bench -- [--threads N] [--samples 5] [--gib 2]
+#include <fmt/format.h>
+
+#if defined(__x86_64__)
+#include <emmintrin.h>
+#endif
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "hostcompute/host_gemv.h"
+#include "hostcompute/worker_team.h"
+
+namespace stowage::hostcompute {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int samples = 5;
+  double gib = 2.0;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  }
+  return "unknown CPU";
+}
+
+// A buffer of `bytes` (a multiple of 4096), 4096-aligned, filled by `fill`.
+struct PageBuffer {
+  explicit PageBuffer(uint64_t bytes) : size(bytes) {
+    data = static_cast<uint8_t*>(std::aligned_alloc(4096, bytes));
+    if (data == nullptr) throw std::bad_alloc();
+  }
+  ~PageBuffer() { std::free(data); }
+  uint8_t* data;
+  uint64_t size;
+};
+
+uint64_t xorshift(uint64_t& s) {
+  s ^= s << 13;
+  s ^= s >> 7;
+  s ^= s << 17;
+  return s;
+}
+
+// Fills words [begin, end) of buf from a per-range seed; 16-bit values are
+// kept finite and normal so no denormal slows the arithmetic.
+void fill(uint64_t* words, uint64_t count, bool sixteen_bit, WorkerTeam& team) {
+  team.run([&](int member) {
+    const uint64_t begin = count * member / team.size(), end = count * (member + 1) / team.size();
+    uint64_t s = 0x9e3779b97f4a7c15ull ^ (begin + 1);
+    for (uint64_t i = begin; i < end; ++i) {
+      uint64_t v = xorshift(s);
+      if (sixteen_bit) v = (v & 0x83ff83ff83ff83ffull) | 0x3c003c003c003c00ull;
+      words[i] = v;
+    }
+  });
+}
+
+// The team's streaming read rate over `buffer`, bytes per second (median).
+double read_rate(const PageBuffer& buffer, WorkerTeam& team, int samples) {
+  std::vector<uint64_t> sinks(static_cast<size_t>(team.size()) * 8);
+  std::vector<double> rates;
+  for (int s = 0; s <= samples; ++s) {
+    const auto t0 = Clock::now();
+    team.run([&](int member) {
+      const uint64_t chunks = buffer.size / 128;
+      const uint64_t begin = chunks * member / team.size(),
+                     end = chunks * (member + 1) / team.size();
+#if defined(__x86_64__)
+      const __m128i* p = reinterpret_cast<const __m128i*>(buffer.data);
+      __m128i a[8] = {};
+      for (uint64_t c = begin; c < end; ++c) {
+        for (int j = 0; j < 8; ++j) a[j] = _mm_xor_si128(a[j], _mm_load_si128(p + c * 8 + j));
+      }
+      for (int j = 1; j < 8; ++j) a[0] = _mm_xor_si128(a[0], a[j]);
+      sinks[member * 8] = static_cast<uint64_t>(_mm_cvtsi128_si64(a[0]));
+#else
+      const uint64_t* p = reinterpret_cast<const uint64_t*>(buffer.data);
+      uint64_t x = 0;
+      for (uint64_t i = begin * 16; i < end * 16; ++i) x ^= p[i];
+      sinks[member * 8] = x;
+#endif
+    });
+    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (s > 0) rates.push_back(static_cast<double>(buffer.size) / seconds);  // s = 0 warms up
+  }
+  return median(rates);
+}
+
+enum class Layout { kBF16, kF16, kInt8, kNf4, kNf4Double, kFp4 };
+
+struct Format {
+  const char* name;
+  Layout layout;
+};
+
+constexpr Format kFormats[] = {{"bf16", Layout::kBF16},        {"f16", Layout::kF16},
+                               {"int8", Layout::kInt8},        {"nf4", Layout::kNf4},
+                               {"nf4-dq", Layout::kNf4Double}, {"fp4", Layout::kFp4}};
+
+// `copies` layers of one format laid out one after another in `weights`
+// (the codes) and `state` (scales, absmax, nested absmax).
+struct LayerSet {
+  std::vector<HostWeight> layers;
+  uint64_t bytes_per_layer = 0;
+};
+
+LayerSet make_layers(Layout layout, int64_t n, int64_t k, PageBuffer& weights,
+                     std::vector<float>& state, std::vector<uint8_t>& codes) {
+  HostWeight w;
+  uint64_t code_bytes = 0;
+  const int64_t blocks = n * k / 64;
+  switch (layout) {
+    case Layout::kBF16:
+    case Layout::kF16:
+      w.format = layout == Layout::kBF16 ? HostWeightFormat::kBF16 : HostWeightFormat::kF16;
+      code_bytes = static_cast<uint64_t>(n * k) * 2;
+      break;
+    case Layout::kInt8:
+      w.format = HostWeightFormat::kInt8;
+      code_bytes = static_cast<uint64_t>(n * k);
+      break;
+    case Layout::kNf4:
+    case Layout::kNf4Double:
+    case Layout::kFp4:
+      w.format = layout == Layout::kFp4 ? HostWeightFormat::kFp4 : HostWeightFormat::kNf4;
+      w.blocksize = 64;
+      code_bytes = static_cast<uint64_t>(n * k) / 2;
+      break;
+  }
+  LayerSet set;
+  const int copies = static_cast<int>(weights.size / code_bytes);
+  // Per layer: SCB (n floats) or absmax (blocks floats) or nested absmax.
+  const int64_t state_floats =
+      layout == Layout::kInt8 ? n : (layout == Layout::kNf4Double ? (blocks + 255) / 256 : blocks);
+  state.assign(static_cast<size_t>(state_floats) * copies, 0.5f);
+  codes.assign(layout == Layout::kNf4Double ? static_cast<size_t>(blocks) * copies : 0, 200);
+  for (int c = 0; c < copies; ++c) {
+    HostWeight layer = w;
+    layer.data = weights.data + c * code_bytes;
+    float* s = state.data() + static_cast<size_t>(state_floats) * c;
+    if (layout == Layout::kInt8) layer.scb = s;
+    if (layout == Layout::kNf4 || layout == Layout::kFp4) layer.absmax = s;
+    if (layout == Layout::kNf4Double) {
+      layer.absmax_codes = codes.data() + static_cast<size_t>(blocks) * c;
+      layer.nested_absmax = s;
+    }
+    set.layers.push_back(layer);
+  }
+  set.bytes_per_layer = host_weight_bytes(set.layers[0], n, k);
+  return set;
+}
+
+// Seconds per layer at batch m (median over sweeps of every copy).
+double seconds_per_layer(HostGemv& gemv, const LayerSet& set, int64_t m, int64_t n, int64_t k,
+                         int samples) {
+  std::vector<float> x(static_cast<size_t>(m * k), 0.01f), y(static_cast<size_t>(m * n));
+  HostLinearArgs args;
+  args.m = m;
+  args.n = n;
+  args.k = k;
+  args.x = x.data();
+  args.y = y.data();
+  std::vector<double> per_layer;
+  for (int s = 0; s <= samples; ++s) {
+    const auto t0 = Clock::now();
+    for (const HostWeight& w : set.layers) {
+      args.weight = w;
+      gemv.linear(args);
+    }
+    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (s > 0) per_layer.push_back(seconds / set.layers.size());
+  }
+  return median(per_layer);
+}
+
+int run(const Options& options) {
+  fmt::print("host_gemv_bench: {}, {} hardware threads, kernels {}\n", cpu_model(),
+             std::thread::hardware_concurrency(), host_isa_name(best_host_isa()));
+  fmt::print(
+      "read rate: streaming XOR over {:.1f} GiB; layers swept over copies filling the same "
+      "buffer; median of {} samples; GB = 1e9 bytes\n",
+      options.gib, options.samples);
+  const uint64_t bytes = static_cast<uint64_t>(options.gib * (1ull << 30)) / 4096 * 4096;
+  PageBuffer buffer(bytes);
+  std::vector<float> state;
+  std::vector<uint8_t> codes;
+  struct Shape {
+    int64_t n, k;
+  };
+  const Shape shapes[] = {{8192, 8192}, {4096, 14336}};
+  for (int threads = 1; threads <= options.threads; ++threads) {
+    WorkerTeam team(threads);
+    fill(reinterpret_cast<uint64_t*>(buffer.data), bytes / 8, false, team);
+    const double read = read_rate(buffer, team, options.samples);
+    fmt::print("\nthreads {}: host read rate {:.1f} GB/s\n", threads, read / 1e9);
+    HostGemv gemv(threads);
+    for (const Shape& shape : shapes) {
+      for (const Format& format : kFormats) {
+        const bool sixteen = format.layout == Layout::kBF16 || format.layout == Layout::kF16;
+        fill(reinterpret_cast<uint64_t*>(buffer.data), bytes / 8, sixteen, team);
+        const LayerSet set = make_layers(format.layout, shape.n, shape.k, buffer, state, codes);
+        const double seconds = seconds_per_layer(gemv, set, 1, shape.n, shape.k, options.samples);
+        const double rate = static_cast<double>(set.bytes_per_layer) / seconds;
+        fmt::print(
+            "  m=1 {:>5}x{:<5} {:>6}: {:8.1f} us/layer {:6.1f} GB/s  {:.2f}x read rate ({} "
+            "copies)\n",
+            shape.n, shape.k, format.name, seconds * 1e6, rate / 1e9, rate / read,
+            set.layers.size());
+      }
+    }
+    if (threads == options.threads) {
+      fill(reinterpret_cast<uint64_t*>(buffer.data), bytes / 8, true, team);
+      const LayerSet set = make_layers(Layout::kBF16, 8192, 8192, buffer, state, codes);
+      for (int64_t m : {2, 4, 8}) {
+        const double seconds = seconds_per_layer(gemv, set, m, 8192, 8192, options.samples);
+        const double rate = static_cast<double>(set.bytes_per_layer) / seconds;
+        fmt::print("  m={} 8192x8192    bf16: {:8.1f} us/layer {:6.1f} GB/s  {:.2f}x read rate\n",
+                   m, seconds * 1e6, rate / 1e9, rate / read);
+      }
+    }
+  }
+  fmt::print(
+      "\nreproduce: bazel run -c opt //bench:host_gemv_bench -- --threads {} --samples {} --gib "
+      "{}\n",
+      options.threads, options.samples, options.gib);
+  return 0;
+}
+
+}  // namespace
+}  // namespace stowage::hostcompute
+
+int main(int argc, char** argv) {
+  stowage::hostcompute::Options options;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    if (flag == "--threads") options.threads = std::stoi(argv[i + 1]);
+    if (flag == "--samples") options.samples = std::stoi(argv[i + 1]);
+    if (flag == "--gib") options.gib = std::stod(argv[i + 1]);
+  }
+  return stowage::hostcompute::run(options);
+}

@@ -1,0 +1,118 @@
+// Linear layers computed on the host where their weights live (issue #19):
+// y[m, n] = x[m, k] @ W^T + bias for float32 activations and a weight in host
+// memory stored as bfloat16, float16, LLM.int8 row-wise, or bitsandbytes
+// NF4/FP4 (FORMATS.md). Built for small batches (m = 1..8, the decode step),
+// where the layer is bound by reading W: each weight byte is read once, in
+// order, by a persistent team of threads that split the output rows; any m
+// is correct (larger m re-reads each weight row from the core's cache, not
+// from memory).
+//
+// Numerics: each weight element is dequantized exactly as
+// models/linear_host.cc does (16-bit: exact widening; int8: cb * (scb /
+// 127); 4-bit: code[q] * absmax, absmax of double quantization as
+// nested_code[c] * nested_absmax + offset) and multiplied into float32
+// accumulators; y = sum + bias. Each output is summed by one thread in an
+// order fixed by k and the instruction set alone, so a call gives the same
+// bits every time, for any thread count and any m (row i of a batch equals
+// the same row computed alone). Different instruction sets (AVX-512, AVX2,
+// scalar) sum in different orders: their results agree to float32 rounding
+// of a k-term dot product, not bit for bit.
+//
+// Figures: bench/results/host-*/host_gemv.txt.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+
+#include "core/dtype.h"
+
+namespace stowage::hostcompute {
+
+enum class HostWeightFormat : uint8_t { kBF16, kF16, kInt8, kNf4, kFp4 };
+const char* host_weight_format_name(HostWeightFormat format);
+
+// A weight W [n, k] in host memory, as the format stores it. All pointers are
+// read-only and must stay valid for the call.
+struct HostWeight {
+  HostWeightFormat format = HostWeightFormat::kBF16;
+  // kBF16 / kF16: n * k 16-bit values, row-major. kInt8: the codes CB, n * k
+  // int8. kNf4 / kFp4: (n * k + 1) / 2 bytes of codes of the flattened
+  // row-major weight, two per byte, the first element in the high nibble.
+  const void* data = nullptr;
+  // kInt8: SCB, n float32 row scales (w = CB * SCB / 127).
+  const float* scb = nullptr;
+  // kNf4 / kFp4: blocks of `blocksize` consecutive elements of the flattened
+  // weight (blocks may cross rows), each with one absmax: either `absmax`
+  // (ceil(n * k / blocksize) float32) or, with double quantization,
+  // `absmax_codes` (one U8 per block) decoded as
+  // nested_quant_map[code] * nested_absmax[block / nested_blocksize] + nested_offset.
+  int64_t blocksize = 64;
+  const float* absmax = nullptr;
+  const uint8_t* absmax_codes = nullptr;
+  const float* nested_absmax = nullptr;
+  int64_t nested_blocksize = 256;
+  float nested_offset = 0.0f;
+  // The 16 code values; null: the standard table of `format`
+  // (quant_rules::four_bit_code_value).
+  const float* quant_map = nullptr;
+  // The 256 nested code values; null: the signed dynamic map
+  // (quant_rules::dynamic_map_value).
+  const float* nested_quant_map = nullptr;
+};
+
+struct HostLinearArgs {
+  int64_t m = 0;             // batch rows
+  int64_t n = 0;             // output features (rows of W)
+  int64_t k = 0;             // input features (columns of W)
+  const float* x = nullptr;  // [m, k], row-major
+  HostWeight weight;
+  const void* bias = nullptr;      // [n] of bias_dtype, or null
+  DType bias_dtype = DType::kF32;  // kF32, kF16 or kBF16
+  float* y = nullptr;              // [m, n], row-major; must not overlap x or the weight
+};
+
+// The instruction sets the kernels are written for, slowest first.
+enum class HostIsa : uint8_t { kScalar, kAvx2, kAvx512 };
+const char* host_isa_name(HostIsa isa);
+// The best this CPU runs (AVX-512 needs AVX512F+BW+VL; AVX2 needs AVX2, FMA
+// and F16C); kScalar off x86-64 or on older CPUs.
+HostIsa best_host_isa();
+
+class WorkerTeam;
+
+// A team of threads that computes host linear layers.
+//
+// Thread safety: linear() may be called from several threads at once; calls
+// on one object run one after another (each uses the whole team).
+class HostGemv {
+ public:
+  // `threads` >= 1: the calling thread plus threads - 1 workers, started here
+  // and joined by the destructor. `isa` defaults to best_host_isa(). Throws
+  // InvalidInputError for threads < 1 or an instruction set this CPU lacks.
+  explicit HostGemv(int threads, std::optional<HostIsa> isa = std::nullopt);
+  ~HostGemv();
+  HostGemv(const HostGemv&) = delete;
+  HostGemv& operator=(const HostGemv&) = delete;
+
+  // Computes args.y on the calling thread and the workers; returns when y is
+  // written. Throws InvalidInputError (naming what was expected and what was
+  // found) for negative sizes, null pointers where data is needed, a
+  // non-positive blocksize or nested blocksize, both or neither of absmax and
+  // absmax_codes, or another bias dtype; nothing is written then. Array
+  // lengths cannot be checked: they must be as HostWeight states.
+  void linear(const HostLinearArgs& args);
+
+  int threads() const;
+  HostIsa isa() const { return isa_; }
+
+ private:
+  HostIsa isa_;
+  std::unique_ptr<WorkerTeam> team_;
+};
+
+// The bytes of W a call reads (with its scales, absmax and nested state): what
+// a cost model divides by the host read rate.
+uint64_t host_weight_bytes(const HostWeight& weight, int64_t n, int64_t k);
+
+}  // namespace stowage::hostcompute
