@@ -31,6 +31,8 @@ OffloadOptions offload_options(Platform& platform, const SessionConfig& config) 
     options.budgets[platform.accelerator(index).tier()] = bytes;
   }
   if (config.budgets.cpu) options.budgets[Tier::pinned_host()] = *config.budgets.cpu;
+  // Enforced where the disk store writes, not only planned for.
+  if (config.budgets.disk) options.budgets[Tier::disk()] = *config.budgets.disk;
   if (config.offload_dir) options.disk_store = make_folder_disk_store(*config.offload_dir);
   options.trace = config.trace;
   return options;

@@ -11,9 +11,13 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/mlp_common.h"
+#include "cli/mlp_session.h"
+#include "core/error.h"
 #include "core/platform.h"
 #include "mmap_store/checkpoint.h"
 #include "mmap_store/safetensors_writer.h"
+#include "offload/offload_manager.h"
 #include "models/testing/mlp_checkpoints.h"
 
 namespace stowage::cli {
@@ -203,6 +207,37 @@ TEST_F(PlanRunTest, PlanAndRunAgreeOnTheLeastBudgetThatRuns) {
   std::vector<float> b = read_y(file("least.safetensors"));
   ASSERT_EQ(a.size(), b.size());
   EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+}
+
+// Issue #15 item 9: --max-memory's disk= budget was only a planning hint (the
+// session never gave it to the offload manager, so nothing limited what the
+// disk tier wrote), and no test set a pinned-host or disk budget at all.
+TEST_F(PlanRunTest, ThePinnedAndDiskBudgetsReachTheOffloadManager) {
+  const MemoryBudgets budgets = parse_max_memory("0=1MiB,cpu=3KiB,disk=5000");
+  auto platform = make_platform("sim", budgets);
+  SessionConfig config;
+  config.budgets = budgets;
+  config.offload_dir = file("offload");
+  const OffloadOptions options = offload_options(*platform, config);
+  EXPECT_EQ(options.budgets.at(Tier::pinned_host()), 3072u);
+  EXPECT_EQ(options.budgets.at(Tier::disk()), 5000u);
+  OffloadManager manager(*platform, options);
+  auto bytes = [&](int64_t n) {
+    Tensor t = Tensor::empty(platform->pageable_host_memory(), DType::kU8, Shape{n});
+    std::memset(t.data(), 1, t.bytes());
+    return t;
+  };
+  EXPECT_THROW(manager.place("a", "weight", TensorRole::kWeight, bytes(4096), Tier::pinned_host()),
+               OutOfBudgetError);
+  manager.place("b", "weight", TensorRole::kWeight, bytes(3000), Tier::pinned_host());
+  EXPECT_THROW(manager.place("c", "weight", TensorRole::kWeight, bytes(100), Tier::pinned_host()),
+               OutOfBudgetError);
+  manager.place("d", "weight", TensorRole::kWeight, bytes(4000), Tier::disk());
+  EXPECT_THROW(manager.place("e", "weight", TensorRole::kWeight, bytes(1001), Tier::disk()),
+               OutOfBudgetError);
+  manager.place("f", "weight", TensorRole::kWeight, bytes(1000), Tier::disk());
+  EXPECT_EQ(manager.usage(Tier::pinned_host()).peak_bytes, 3000u);
+  EXPECT_EQ(manager.disk_bytes(), 5000u);
 }
 
 TEST_F(PlanRunTest, BadUsageExitsTwo) {
