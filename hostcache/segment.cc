@@ -1,5 +1,6 @@
 #include "hostcache/segment.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -75,6 +76,15 @@ std::unique_ptr<Segment> Segment::create(const std::string& name, uint64_t direc
     bip::shared_memory_object shm(bip::create_only, name.c_str(), bip::read_write,
                                   bip::permissions(0644));
     shm.truncate(static_cast<bip::offset_t>(size));
+    // Take the room now: a full /dev/shm is then this error, not a SIGBUS
+    // when a page is first written.
+    const int err = ::posix_fallocate(shm.get_mapping_handle().handle, 0, static_cast<off_t>(size));
+    if (err != 0) {
+      bip::shared_memory_object::remove(name.c_str());
+      throw IoError(fmt::format("host cache: no room for the shared segment {} ({} bytes) in "
+                                "/dev/shm: {}",
+                                path_of(name), size, std::strerror(err)));
+    }
     void* header = map(shm, true, 0, kHeaderBytes, name);
     void* body = map(shm, true, kHeaderBytes, size - kHeaderBytes, name);
     auto segment = std::unique_ptr<Segment>(new Segment(name, size, header, body, size - kHeaderBytes));
