@@ -17,8 +17,8 @@
 #include "core/platform.h"
 #include "mmap_store/checkpoint.h"
 #include "mmap_store/safetensors_writer.h"
-#include "offload/offload_manager.h"
 #include "models/testing/mlp_checkpoints.h"
+#include "offload/offload_manager.h"
 
 namespace stowage::cli {
 namespace {
@@ -164,7 +164,8 @@ TEST_F(PlanRunTest, PlanAndRunAgreeOnTheLeastBudgetThatRuns) {
     return args;
   };
   ::testing::internal::CaptureStderr();
-  ASSERT_EQ(plan(with({"--max-memory", "0=3KiB", "--batch", "2"})), 1);  // above the working reserve
+  ASSERT_EQ(plan(with({"--max-memory", "0=3KiB", "--batch", "2"})),
+            1);  // above the working reserve
   std::string err = ::testing::internal::GetCapturedStderr();
   const std::string key = "a run needs at least ";
   const size_t at = err.find(key);
@@ -184,8 +185,8 @@ TEST_F(PlanRunTest, PlanAndRunAgreeOnTheLeastBudgetThatRuns) {
   ASSERT_EQ(plan(with({"--max-memory", enough, "--batch", "2"}), &text), 0);
   EXPECT_NE(text.find("1 of its 2 slots"), std::string::npos) << text;
 
-  ASSERT_EQ(run(with({"--input", file("in.safetensors"), "--output", file("resident.safetensors")})),
-            0);
+  ASSERT_EQ(
+      run(with({"--input", file("in.safetensors"), "--output", file("resident.safetensors")})), 0);
   ::testing::internal::CaptureStderr();
   EXPECT_EQ(run(with({"--input", file("in.safetensors"), "--output", file("short.safetensors"),
                       "--max-memory", short_one, "--prefetch", "1"})),
@@ -280,12 +281,20 @@ TEST_F(PlanRunTest, RunWithTheDiskTierGivesTheSameOutput) {
   ASSERT_EQ(run({"--model", file("model.safetensors"), "--input", file("in.safetensors"),
                  "--output", file("resident.safetensors"), "--device", "sim"}),
             0);
+  std::string report;
   ASSERT_EQ(
       run({"--model", file("model.safetensors"), "--input", file("in.safetensors"), "--output",
            file("disk.safetensors"), "--device", "sim", "--max-memory",
            "0=" + std::to_string(model_bytes() / 4) + ",cpu=" + std::to_string(model_bytes() / 4),
-           "--offload-dir", file("offload")}),
+           "--offload-dir", file("offload"), "--report"},
+          &report),
       0);
+  // Modules really went to disk and were read back (issue #15 item 9).
+  EXPECT_NE(report.find(" disk "), std::string::npos) << report;
+  const std::string key = "read from disk: ";
+  const size_t at = report.find(key);
+  ASSERT_NE(at, std::string::npos) << report;
+  EXPECT_NE(report.compare(at + key.size(), 3, "0 B"), 0) << report;
   std::vector<float> a = read_y(file("resident.safetensors"));
   std::vector<float> b = read_y(file("disk.safetensors"));
   ASSERT_EQ(a.size(), b.size());
