@@ -279,6 +279,7 @@ std::unique_ptr<HostTierLoad> SharedWeightCache::begin_load(
     }
   }
   if (host_modules.empty()) {
+    lock.remove();  // no segment: nothing left behind
     last_ = {"none", "", 0};
     return std::make_unique<AttachLoad>(nullptr);
   }
@@ -295,7 +296,7 @@ std::unique_ptr<HostTierLoad> SharedWeightCache::begin_load(
     }
   }
   std::unique_ptr<Segment> segment;
-  {
+  try {
     // The host-wide budget of shared pinned bytes, checked and taken under
     // one lock so two builders cannot both fit in the same room.
     LockFile budget_lock(Segment::path_of(options_.prefix + ".budget.lock"));
@@ -309,13 +310,18 @@ std::unique_ptr<HostTierLoad> SharedWeightCache::begin_load(
         ++segments;
       }
     }
-    STOWAGE_EXPECTS(data_capacity <= budget && in_use <= budget - data_capacity, OutOfBudgetError,
+    const bool fits = data_capacity <= budget && in_use <= budget - data_capacity;
+    if (!fits) budget_lock.remove();
+    STOWAGE_EXPECTS(fits, OutOfBudgetError,
                     "host cache: {} needs up to {} bytes of shared pinned memory for its host-tier "
                     "records, but the host-wide budget is {} bytes with {} in use by {} "
                     "segment(s) (stowage cache list; stowage cache drop --stale)",
                     checkpoint.path(), data_capacity, budget, in_use, segments);
     segment = Segment::create(name, directory_capacity, data_capacity);
     budget_lock.remove();  // nothing left behind; a waiter locks anew (lock_file.h)
+  } catch (...) {
+    lock.remove();  // no segment was made: its lock file goes too
+    throw;
   }
   auto& h = segment->header();
   h.generation = new_generation();
