@@ -115,8 +115,10 @@ int bench(const std::vector<std::string>& args) {
     o["prefetch_misses"] = offloaded.counters.prefetch_misses;
     if (host_cache) {
       const auto last = host_cache->last_load();
-      o["host_cache"] = {{"action", last.action}, {"segment", last.segment},
-                         {"host_bytes", last.host_bytes}};
+      o["host_cache"] = {{"action", last.action},
+                         {"segment", last.segment},
+                         {"host_bytes", last.host_bytes},
+                         {"registration_error", last.registration_error}};
     }
     // Without a resident run there is nothing to compare with: say so rather than claim it.
     if (resident) {

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "core/error.h"
 #include "hostcache/cache_key.h"
@@ -44,16 +45,17 @@ std::vector<std::string> segment_names(const std::string& prefix) {
   return names;
 }
 
-std::vector<SegmentListing> list_segments(const std::string& prefix) {
-  std::vector<SegmentListing> out;
-  for (const std::string& name : segment_names(prefix)) {
-    std::unique_ptr<Segment> s;
-    try {
-      s = Segment::open(name, true);
-    } catch (const Error&) {
-      continue;  // unreadable (another user's, 0600): not listed
-    }
-    if (!s) continue;  // removed since the scan
+// The listing of segment `name`; nullopt when it is gone or unreadable.
+static std::optional<SegmentListing> describe(const std::string& prefix,
+                                              const std::string& name) {
+  std::unique_ptr<Segment> s;
+  try {
+    s = Segment::open(name, true);
+  } catch (const Error&) {
+    return std::nullopt;  // unreadable (another user's): not listed
+  }
+  if (!s) return std::nullopt;  // removed since the scan
+  {
     SegmentListing l;
     l.name = name;
     l.id = name.substr(prefix.size() + 1);
@@ -64,10 +66,7 @@ std::vector<SegmentListing> list_segments(const std::string& prefix) {
     l.bytes = s->size();
     const SegmentCondition c = s->condition();
     l.state = condition_name(c);
-    if (c == SegmentCondition::kForeign || c == SegmentCondition::kOtherVersion) {
-      out.push_back(std::move(l));
-      continue;
-    }
+    if (c == SegmentCondition::kForeign || c == SegmentCondition::kOtherVersion) return l;
     l.attached = s->attached();
     l.keep = s->header().keep != 0;
     if (c == SegmentCondition::kReady) {
@@ -85,7 +84,14 @@ std::vector<SegmentListing> list_segments(const std::string& prefix) {
     } else {
       l.stale = l.attached.empty();
     }
-    out.push_back(std::move(l));
+    return l;
+  }
+}
+
+std::vector<SegmentListing> list_segments(const std::string& prefix) {
+  std::vector<SegmentListing> out;
+  for (const std::string& name : segment_names(prefix)) {
+    if (auto l = describe(prefix, name)) out.push_back(std::move(*l));
   }
   return out;
 }
@@ -110,6 +116,11 @@ std::vector<std::string> drop_segments(const std::string& prefix, DropSelection 
     found = found || l.id == id;
     if (!drop) continue;
     LockFile lock(Segment::lock_path_of(l.name));
+    if (selection == DropSelection::kStale) {
+      // Seen again under the lock: a build that was starting may be ready now.
+      const auto now = describe(prefix, l.name);
+      if (!now || !now->stale) continue;
+    }
     Segment::remove(l.name);
     lock.remove();
     dropped.push_back(l.name);

@@ -101,10 +101,18 @@ void release_mapping_pages(const Tensor& t) {
   ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);  // advisory
 }
 
-HostRegistration register_data(Platform& platform, Attachment& a) {
+// Registers the records' bytes with the platform. A driver that refuses
+// (e.g. no read-only registration) leaves them pageable: copies stay correct,
+// at the pageable rate; `error` says why.
+HostRegistration register_data(Platform& platform, Attachment& a, std::string* error) {
   const uint64_t bytes = a.segment().header().data_bytes;
   if (bytes == 0) return {};
-  return platform.register_host_memory(a.segment().data(), bytes, true);
+  try {
+    return platform.register_host_memory(a.segment().data(), bytes, true);
+  } catch (const DeviceError& e) {
+    *error = e.what();
+    return {};
+  }
 }
 
 uint64_t new_generation() {
@@ -144,8 +152,12 @@ class AttachLoad final : public HostTierLoad {
 
 class BuildLoad final : public HostTierLoad {
  public:
-  BuildLoad(LockFile lock, std::shared_ptr<Attachment> a, Platform& platform)
-      : lock_(std::move(lock)), a_(std::move(a)), platform_(platform) {}
+  BuildLoad(LockFile lock, std::shared_ptr<Attachment> a, Platform& platform,
+            std::string* registration_error)
+      : lock_(std::move(lock)),
+        a_(std::move(a)),
+        platform_(platform),
+        registration_error_(registration_error) {}
   ~BuildLoad() override {
     // A load that failed: nobody may attach to what it left (its state is
     // still kBuilding, but removing the name spares the next process).
@@ -188,13 +200,14 @@ class BuildLoad final : public HostTierLoad {
     committed_ = true;
     s.seal();
     a_->index(std::move(entries_));
-    a_->registration = register_data(platform_, *a_);
+    a_->registration = register_data(platform_, *a_, registration_error_);
   }
 
  private:
   LockFile lock_;  // held for the whole build: concurrent builders wait
   std::shared_ptr<Attachment> a_;
   Platform& platform_;
+  std::string* registration_error_;
   std::vector<DirectoryEntry> entries_;
   uint64_t next_ = 0;
   bool committed_ = false;
@@ -266,9 +279,10 @@ std::unique_ptr<HostTierLoad> SharedWeightCache::begin_load(
         if (options_.keep) existing->header().keep = 1;
         auto a = std::make_shared<Attachment>(std::move(existing), self);
         a->index(std::move(entries));
-        a->registration = register_data(platform_, *a);
+        std::string error;
+        a->registration = register_data(platform_, *a, &error);
         attachments_[name] = a;
-        last_ = {"attached", name, a->host_bytes()};
+        last_ = {"attached", name, a->host_bytes(), error};
         return std::make_unique<AttachLoad>(a);
       }
       case SegmentCondition::kBuilding:  // its builder died: it held this lock otherwise
@@ -338,7 +352,7 @@ std::unique_ptr<HostTierLoad> SharedWeightCache::begin_load(
   attachments_[name] = a;
   last_ = {"built", name, 0};
   for (const PlanModule& m : host_modules) last_.host_bytes += m.bytes();
-  return std::make_unique<BuildLoad>(std::move(lock), a, platform_);
+  return std::make_unique<BuildLoad>(std::move(lock), a, platform_, &last_.registration_error);
 }
 
 }  // namespace stowage::hostcache

@@ -79,6 +79,9 @@ class SharedWeightCache final : public HostTierStore {
     std::string action;
     std::string segment;
     uint64_t host_bytes = 0;  // record bytes served from or stored in the segment
+    // Why the platform refused to register the segment's bytes (they are
+    // then copied at the pageable rate); empty when registered.
+    std::string registration_error;
   };
   LastLoad last_load() const;
 
