@@ -1,12 +1,13 @@
 // hostcompute::HostGemv at batch 1 against the machine's own multi-threaded
-// host memory read rate, measured in the same run with the same thread
-// count: for 1..N threads, a plain streaming XOR over a buffer larger than
-// the caches, then each weight format's effective GB/s (weight bytes with
-// their scales / time per call) on 8192x8192 and 4096x14336 layers and its
-// ratio to that read rate. Each sample sweeps several copies of the layer
-// that together exceed the caches, as a decode step reads a model's layers,
-// so no weight byte comes from the cache. Medians of --samples sweeps.
-//   bazel run -c opt //bench:host_gemv_bench -- [--threads N] [--samples 5] [--gib 2]
+// host memory read rate, with the same thread count: for 1..N threads and
+// each weight format on 8192x8192 and 4096x14336 layers, each sample first
+// reads the layers' bytes with a plain streaming XOR, then sweeps copies of
+// the layer through the kernel (the copies fill --gib, far more than the
+// caches, as a decode step reads a model's layers, so no weight byte comes
+// from the cache). Prints the effective GB/s (weight bytes with their scales
+// / time per call), the read rate, and their ratio taken sample by sample
+// (both see the same moment's load on the machine); medians of --samples.
+//   bazel run //bench:host_gemv_bench -- [--threads N] [--samples 5] [--gib 2]
 #include <fmt/format.h>
 
 #if defined(__x86_64__)
@@ -51,6 +52,14 @@ std::string cpu_model() {
   return "unknown CPU";
 }
 
+// The 1-minute load average: other work on the machine lowers both rates.
+std::string load_average() {
+  std::ifstream in("/proc/loadavg");
+  std::string first;
+  in >> first;
+  return first.empty() ? "unknown" : first;
+}
+
 // A buffer of `bytes` (a multiple of 4096), 4096-aligned, filled by `fill`.
 struct PageBuffer {
   explicit PageBuffer(uint64_t bytes) : size(bytes) {
@@ -83,35 +92,31 @@ void fill(uint64_t* words, uint64_t count, bool sixteen_bit, WorkerTeam& team) {
   });
 }
 
-// The team's streaming read rate over `buffer`, bytes per second (median).
-double read_rate(const PageBuffer& buffer, WorkerTeam& team, int samples) {
+// Seconds for the team to read bytes [0, bytes) of `buffer` once: a streaming
+// XOR, each member its contiguous share.
+double read_seconds(const PageBuffer& buffer, uint64_t bytes, WorkerTeam& team) {
   std::vector<uint64_t> sinks(static_cast<size_t>(team.size()) * 8);
-  std::vector<double> rates;
-  for (int s = 0; s <= samples; ++s) {
-    const auto t0 = Clock::now();
-    team.run([&](int member) {
-      const uint64_t chunks = buffer.size / 128;
-      const uint64_t begin = chunks * member / team.size(),
-                     end = chunks * (member + 1) / team.size();
+  const auto t0 = Clock::now();
+  team.run([&](int member) {
+    const uint64_t chunks = bytes / 128;
+    const uint64_t begin = chunks * member / team.size();
+    const uint64_t end = chunks * (member + 1) / team.size();
 #if defined(__x86_64__)
-      const __m128i* p = reinterpret_cast<const __m128i*>(buffer.data);
-      __m128i a[8] = {};
-      for (uint64_t c = begin; c < end; ++c) {
-        for (int j = 0; j < 8; ++j) a[j] = _mm_xor_si128(a[j], _mm_load_si128(p + c * 8 + j));
-      }
-      for (int j = 1; j < 8; ++j) a[0] = _mm_xor_si128(a[0], a[j]);
-      sinks[member * 8] = static_cast<uint64_t>(_mm_cvtsi128_si64(a[0]));
+    const __m128i* p = reinterpret_cast<const __m128i*>(buffer.data);
+    __m128i a[8] = {};
+    for (uint64_t c = begin; c < end; ++c) {
+      for (int j = 0; j < 8; ++j) a[j] = _mm_xor_si128(a[j], _mm_load_si128(p + c * 8 + j));
+    }
+    for (int j = 1; j < 8; ++j) a[0] = _mm_xor_si128(a[0], a[j]);
+    sinks[member * 8] = static_cast<uint64_t>(_mm_cvtsi128_si64(a[0]));
 #else
-      const uint64_t* p = reinterpret_cast<const uint64_t*>(buffer.data);
-      uint64_t x = 0;
-      for (uint64_t i = begin * 16; i < end * 16; ++i) x ^= p[i];
-      sinks[member * 8] = x;
+    const uint64_t* p = reinterpret_cast<const uint64_t*>(buffer.data);
+    uint64_t x = 0;
+    for (uint64_t i = begin * 16; i < end * 16; ++i) x ^= p[i];
+    sinks[member * 8] = x;
 #endif
-    });
-    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-    if (s > 0) rates.push_back(static_cast<double>(buffer.size) / seconds);  // s = 0 warms up
-  }
-  return median(rates);
+  });
+  return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
 enum class Layout { kBF16, kF16, kInt8, kNf4, kNf4Double, kFp4 };
@@ -129,7 +134,8 @@ constexpr Format kFormats[] = {{"bf16", Layout::kBF16},        {"f16", Layout::k
 // (the codes) and `state` (scales, absmax, nested absmax).
 struct LayerSet {
   std::vector<HostWeight> layers;
-  uint64_t bytes_per_layer = 0;
+  uint64_t code_bytes = 0;       // per layer, in `weights`
+  uint64_t bytes_per_layer = 0;  // with the scales: what a call reads
 };
 
 LayerSet make_layers(Layout layout, int64_t n, int64_t k, PageBuffer& weights,
@@ -174,13 +180,23 @@ LayerSet make_layers(Layout layout, int64_t n, int64_t k, PageBuffer& weights,
     }
     set.layers.push_back(layer);
   }
+  set.code_bytes = code_bytes;
   set.bytes_per_layer = host_weight_bytes(set.layers[0], n, k);
   return set;
 }
 
-// Seconds per layer at batch m (median over sweeps of every copy).
-double seconds_per_layer(HostGemv& gemv, const LayerSet& set, int64_t m, int64_t n, int64_t k,
-                         int samples) {
+struct Measurement {
+  double seconds_per_layer;  // median
+  double rate;               // weight bytes per second, median
+  double read_rate;          // the plain read of the same bytes, median
+  double ratio;              // median over samples of rate / read_rate
+};
+
+// Each sample reads the layers' bytes with the plain XOR, then sweeps every
+// layer through the kernel at batch m: both see the same bytes and the same
+// moment's load on the machine, and their ratio is taken sample by sample.
+Measurement measure(HostGemv& gemv, WorkerTeam& team, const PageBuffer& buffer, const LayerSet& set,
+                    int64_t m, int64_t n, int64_t k, int samples) {
   std::vector<float> x(static_cast<size_t>(m * k), 0.01f), y(static_cast<size_t>(m * n));
   HostLinearArgs args;
   args.m = m;
@@ -188,25 +204,34 @@ double seconds_per_layer(HostGemv& gemv, const LayerSet& set, int64_t m, int64_t
   args.k = k;
   args.x = x.data();
   args.y = y.data();
-  std::vector<double> per_layer;
+  const uint64_t swept = set.code_bytes * set.layers.size() / 128 * 128;
+  std::vector<double> per_layer, rates, reads, ratios;
   for (int s = 0; s <= samples; ++s) {
+    const double read = static_cast<double>(swept) / read_seconds(buffer, swept, team);
     const auto t0 = Clock::now();
     for (const HostWeight& w : set.layers) {
       args.weight = w;
       gemv.linear(args);
     }
-    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-    if (s > 0) per_layer.push_back(seconds / set.layers.size());
+    const double seconds =
+        std::chrono::duration<double>(Clock::now() - t0).count() / set.layers.size();
+    if (s == 0) continue;  // warm-up
+    const double rate = static_cast<double>(set.bytes_per_layer) / seconds;
+    per_layer.push_back(seconds);
+    rates.push_back(rate);
+    reads.push_back(read);
+    ratios.push_back(rate / read);
   }
-  return median(per_layer);
+  return {median(per_layer), median(rates), median(reads), median(ratios)};
 }
 
 int run(const Options& options) {
-  fmt::print("host_gemv_bench: {}, {} hardware threads, kernels {}\n", cpu_model(),
-             std::thread::hardware_concurrency(), host_isa_name(best_host_isa()));
+  fmt::print("host_gemv_bench: {}, {} hardware threads, kernels {}, load average {}\n", cpu_model(),
+             std::thread::hardware_concurrency(), host_isa_name(best_host_isa()), load_average());
   fmt::print(
-      "read rate: streaming XOR over {:.1f} GiB; layers swept over copies filling the same "
-      "buffer; median of {} samples; GB = 1e9 bytes\n",
+      "each sample: a streaming XOR over the layers' bytes, then every copy through the kernel "
+      "(copies fill {:.1f} GiB); medians of {} samples, the ratio taken per sample; GB = 1e9 "
+      "bytes\n",
       options.gib, options.samples);
   const uint64_t bytes = static_cast<uint64_t>(options.gib * (1ull << 30)) / 4096 * 4096;
   PageBuffer buffer(bytes);
@@ -216,39 +241,35 @@ int run(const Options& options) {
     int64_t n, k;
   };
   const Shape shapes[] = {{8192, 8192}, {4096, 14336}};
+  auto report = [](const std::string& what, const Measurement& r) {
+    fmt::print("  {}: {:8.1f} us/layer {:6.1f} GB/s, read {:6.1f} GB/s: {:.2f}x read rate\n", what,
+               r.seconds_per_layer * 1e6, r.rate / 1e9, r.read_rate / 1e9, r.ratio);
+  };
   for (int threads = 1; threads <= options.threads; ++threads) {
     WorkerTeam team(threads);
-    fill(reinterpret_cast<uint64_t*>(buffer.data), bytes / 8, false, team);
-    const double read = read_rate(buffer, team, options.samples);
-    fmt::print("\nthreads {}: host read rate {:.1f} GB/s\n", threads, read / 1e9);
     HostGemv gemv(threads);
+    fmt::print("\nthreads {}:\n", threads);
     for (const Shape& shape : shapes) {
       for (const Format& format : kFormats) {
         const bool sixteen = format.layout == Layout::kBF16 || format.layout == Layout::kF16;
         fill(reinterpret_cast<uint64_t*>(buffer.data), bytes / 8, sixteen, team);
         const LayerSet set = make_layers(format.layout, shape.n, shape.k, buffer, state, codes);
-        const double seconds = seconds_per_layer(gemv, set, 1, shape.n, shape.k, options.samples);
-        const double rate = static_cast<double>(set.bytes_per_layer) / seconds;
-        fmt::print(
-            "  m=1 {:>5}x{:<5} {:>6}: {:8.1f} us/layer {:6.1f} GB/s  {:.2f}x read rate ({} "
-            "copies)\n",
-            shape.n, shape.k, format.name, seconds * 1e6, rate / 1e9, rate / read,
-            set.layers.size());
+        report(fmt::format("m=1 {:>5}x{:<5} {:>6} ({:>2} copies)", shape.n, shape.k, format.name,
+                           set.layers.size()),
+               measure(gemv, team, buffer, set, 1, shape.n, shape.k, options.samples));
       }
     }
     if (threads == options.threads) {
       fill(reinterpret_cast<uint64_t*>(buffer.data), bytes / 8, true, team);
       const LayerSet set = make_layers(Layout::kBF16, 8192, 8192, buffer, state, codes);
       for (int64_t m : {2, 4, 8}) {
-        const double seconds = seconds_per_layer(gemv, set, m, 8192, 8192, options.samples);
-        const double rate = static_cast<double>(set.bytes_per_layer) / seconds;
-        fmt::print("  m={} 8192x8192    bf16: {:8.1f} us/layer {:6.1f} GB/s  {:.2f}x read rate\n",
-                   m, seconds * 1e6, rate / 1e9, rate / read);
+        report(fmt::format("m={} 8192x8192    bf16 ({:>2} copies)", m, set.layers.size()),
+               measure(gemv, team, buffer, set, m, 8192, 8192, options.samples));
       }
     }
   }
   fmt::print(
-      "\nreproduce: bazel run -c opt //bench:host_gemv_bench -- --threads {} --samples {} --gib "
+      "\nreproduce: bazel run //bench:host_gemv_bench -- --threads {} --samples {} --gib "
       "{}\n",
       options.threads, options.samples, options.gib);
   return 0;
