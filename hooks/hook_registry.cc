@@ -24,12 +24,16 @@ HookHandle HookRegistry::insert(Lists& lists, HookPhase phase, HookFn hook, int 
 
 HookHandle HookRegistry::add(const Module& module, HookPhase phase, HookFn hook, int order) {
   std::lock_guard<std::mutex> lock(mutex_);
-  return insert(per_module_[&module], phase, std::move(hook), order);
+  const HookHandle handle = insert(per_module_[&module], phase, std::move(hook), order);
+  module_of_[handle.id] = &module;
+  return handle;
 }
 
 HookHandle HookRegistry::add_global(HookPhase phase, HookFn hook, int order) {
   std::lock_guard<std::mutex> lock(mutex_);
-  return insert(global_, phase, std::move(hook), order);
+  const HookHandle handle = insert(global_, phase, std::move(hook), order);
+  module_of_[handle.id] = nullptr;
+  return handle;
 }
 
 bool HookRegistry::remove(HookHandle handle) {
@@ -52,16 +56,25 @@ bool HookRegistry::remove(HookHandle handle) {
     }
     return false;
   };
-  if (erase(global_)) return true;
-  for (auto& [module, lists] : per_module_) {
-    if (erase(lists)) return true;
-  }
-  return false;
+  auto owner = module_of_.find(handle.id);
+  if (owner == module_of_.end()) return false;
+  const Module* module = owner->second;
+  module_of_.erase(owner);
+  if (module == nullptr) return erase(global_);
+  auto lists = per_module_.find(module);
+  return lists != per_module_.end() && erase(lists->second);
 }
 
 void HookRegistry::remove_all(const Module& module) {
   std::lock_guard<std::mutex> lock(mutex_);
-  per_module_.erase(&module);
+  auto it = per_module_.find(&module);
+  if (it == per_module_.end()) return;
+  for (const auto* slot : {&it->second.pre, &it->second.post}) {
+    if (*slot) {
+      for (const Entry& e : **slot) module_of_.erase(e.id);
+    }
+  }
+  per_module_.erase(it);
 }
 
 size_t HookRegistry::count(const Module& module, HookPhase phase) const {

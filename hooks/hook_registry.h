@@ -94,6 +94,10 @@ class HookRegistry {
   uint64_t next_id_ = 1;
   Lists global_;
   std::unordered_map<const Module*, Lists> per_module_;
+  // Hook id -> its module (nullptr: global), so remove() finds the one list
+  // to edit instead of scanning every module's: removing the hooks of n
+  // modules was quadratic in n (issue #15 item 6).
+  std::unordered_map<uint64_t, const Module*> module_of_;
 };
 
 // Convenience: runs `module` with only its own forward (no hooks).

@@ -8,14 +8,13 @@ Module& Module::add_child(const std::string& name) {
   STOWAGE_EXPECTS(!name.empty() && name.find('.') == std::string::npos, InvalidInputError,
                   "module '{}': a child name must be non-empty and have no '.', found '{}'", path_,
                   name);
-  for (const auto& child : children_) {
-    STOWAGE_EXPECTS(child->name_ != name, InvalidInputError,
-                    "module '{}' already has a child named '{}'", path_, name);
-  }
+  STOWAGE_EXPECTS(child_by_name_.count(name) == 0, InvalidInputError,
+                  "module '{}' already has a child named '{}'", path_, name);
   auto child = std::make_unique<Module>();
   child->name_ = name;
   child->path_ = path_.empty() ? name : path_ + "." + name;
   child->parent_ = this;
+  child_by_name_.emplace(name, child.get());
   children_.push_back(std::move(child));
   return *children_.back();
 }
@@ -27,11 +26,8 @@ Module& Module::add_descendant(const std::string& path) {
     size_t end = path.find('.', begin);
     if (end == std::string::npos) end = path.size();
     std::string part = path.substr(begin, end - begin);
-    Module* next = nullptr;
-    for (const auto& child : node->children_) {
-      if (child->name_ == part) next = child.get();
-    }
-    node = next != nullptr ? next : &node->add_child(part);
+    auto it = node->child_by_name_.find(part);
+    node = it != node->child_by_name_.end() ? it->second : &node->add_child(part);
     begin = end + 1;
   }
   return *node;
@@ -43,13 +39,9 @@ Module* Module::find(std::string_view path) {
   while (!path.empty() && begin <= path.size()) {
     size_t end = path.find('.', begin);
     if (end == std::string_view::npos) end = path.size();
-    std::string_view part = path.substr(begin, end - begin);
-    Module* next = nullptr;
-    for (const auto& child : node->children_) {
-      if (child->name_ == part) next = child.get();
-    }
-    if (next == nullptr) return nullptr;
-    node = next;
+    auto it = node->child_by_name_.find(std::string(path.substr(begin, end - begin)));
+    if (it == node->child_by_name_.end()) return nullptr;
+    node = it->second;
     begin = end + 1;
   }
   return node;

@@ -89,6 +89,9 @@ class Module {
   std::string path_;
   Module* parent_ = nullptr;
   std::vector<std::unique_ptr<Module>> children_;
+  // Child by name: finding a child among n siblings by scanning made
+  // building a tree of n layers quadratic (issue #15 item 6).
+  std::unordered_map<std::string, Module*> child_by_name_;
   std::vector<ModuleTensor> tensors_;
   std::unordered_map<std::string, size_t> tensor_index_;
   ForwardFn forward_;

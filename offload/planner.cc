@@ -233,6 +233,12 @@ uint64_t TierCapacity::limit() const {
 }
 
 Tier Plan::tier_of(const std::string& module) const {
+  if (module_position.size() == device_map.size()) {
+    auto it = module_position.find(module);
+    if (it != module_position.end() && device_map[it->second].first == module) {
+      return device_map[it->second].second;
+    }
+  }
   for (const auto& [path, tier] : device_map) {
     if (path == module) return tier;
   }
@@ -387,6 +393,7 @@ Plan plan_device_map(const PlanRequest& request) {
   }
   for (size_t i = 0; i < request.modules.size(); ++i) {
     plan.device_map.emplace_back(request.modules[i].path, module_tier[i]);
+    plan.module_position.emplace(request.modules[i].path, i);
   }
   plan.largest_streamed_unit = placement.largest_streamed;
   return plan;

@@ -54,6 +54,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "core/tier.h"
@@ -124,6 +125,11 @@ struct Plan {
   int prefetch_depth = 1;
   // Tied names other than the first, each mapped to the first (placed) name.
   std::map<std::string, std::string> tied_to;
+
+  // device_map's positions by module path (plan_device_map fills it, so
+  // tier_of is a lookup: a scan per module made loading quadratic, issue #15
+  // item 6); tier_of scans device_map where it does not cover it.
+  std::unordered_map<std::string, size_t> module_position;
 
   // Throws InvalidInputError for a module not in the map.
   Tier tier_of(const std::string& module) const;

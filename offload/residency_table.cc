@@ -157,11 +157,8 @@ uint64_t ResidencyTable::module_bytes(const std::string& module) const {
 
 uint64_t ResidencyTable::bytes_on(Tier tier) const {
   std::lock_guard<std::mutex> lock(mutex_);
-  uint64_t total = 0;
-  for (const Row& r : rows_) {
-    if (r.record.on(tier)) total += r.record.bytes;
-  }
-  return total;
+  auto it = bytes_on_.find(tier);
+  return it == bytes_on_.end() ? 0 : it->second;
 }
 
 uint64_t ResidencyTable::module_bytes_on(const std::string& module, Tier tier) const {
@@ -192,7 +189,9 @@ void ResidencyTable::set_copy(RecordId id, Tensor tensor) {
                   "{} bytes",
                   r.module, r.name, tensor.tier().to_string(), short_name(r.dtype), r.bytes,
                   short_name(tensor.dtype()), tensor.bytes());
-  r.copies[tensor.tier()] = std::move(tensor);
+  const Tier tier = tensor.tier();
+  if (!r.on(tier)) bytes_on_[tier] += r.bytes;
+  r.copies[tier] = std::move(tensor);
 }
 
 Tensor ResidencyTable::take_copy(RecordId id, Tier tier) {
@@ -202,6 +201,7 @@ Tensor ResidencyTable::take_copy(RecordId id, Tier tier) {
   if (it == r.copies.end()) return Tensor();
   Tensor out = std::move(it->second);
   r.copies.erase(it);
+  bytes_on_[tier] -= r.bytes;
   return out;
 }
 

@@ -151,6 +151,10 @@ class ResidencyTable {
   std::vector<Row> rows_;
   std::vector<std::string> module_order_;
   std::unordered_map<std::string, std::vector<RecordId>> by_module_;
+  // bytes_on(tier), kept as copies come and go: the manager asks it at every
+  // placement, and summing every row there made loading quadratic in the
+  // number of tensors (issue #15 item 6).
+  std::map<Tier, uint64_t> bytes_on_;
 };
 
 }  // namespace stowage
