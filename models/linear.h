@@ -82,6 +82,16 @@ class LinearKernels {
 // are deterministic.
 std::unique_ptr<LinearKernels> make_host_linear_kernels();
 
+// Host kernels for layers computed where their weights are (host RAM or the
+// disk mapping): hostcompute::HostGemv's multithreaded SIMD GEMV on
+// `threads` threads (0: one per hardware thread) for bf16, f16, int8 and
+// 4-bit weights, the host reference for float32 weights. Like the host
+// reference, they run on the stream through host_task (a null stream: on
+// the calling thread) and need host-addressable views. Results agree with
+// the host reference to float32 rounding of each dot product, not bit for
+// bit; each call gives the same bits every time.
+std::unique_ptr<LinearKernels> make_host_compute_linear_kernels(int threads = 0);
+
 // kernels/: cuBLASLt GEMM with float32 accumulation (for 16-bit weights the
 // float32 activations are rounded to the weight's dtype first), LLM.int8 matmul (threshold
 // outliers), the 4-bit matmul (fused GEMV for small batches); ReLU as the GEMM epilogue or a
@@ -100,7 +110,7 @@ std::unique_ptr<LinearKernels> make_linear_kernels(Platform& platform, MemoryRes
 // Same, with scratch from accelerator 0's own (unbudgeted) memory.
 std::unique_ptr<LinearKernels> make_linear_kernels(Platform& platform);
 
-// Weight bytes per second the host kernels compute a float layer of
+// Weight bytes per second the host-compute kernels (make_host_compute_linear_kernels) compute a float layer of
 // `weight_dtype` (F32, F16 or BF16) and [out, in] at `rows` rows, on the
 // calling thread: the median of `repeats` timed calls after a warm-up, over
 // weights filled with a fixed pattern. Throws InvalidInputError for another

@@ -10,9 +10,12 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <thread>
+#include <optional>
 #include <vector>
 
 #include "core/error.h"
+#include "hostcompute/host_gemv.h"
 #include "models/linear.h"
 
 namespace stowage::models {
@@ -330,6 +333,95 @@ std::unique_ptr<LinearKernels> make_host_linear_kernels() {
   return std::make_unique<HostLinearKernels>();
 }
 
+namespace {
+
+// hostcompute::HostGemv behind LinearKernels, the reference for what it
+// does not take.
+class HostComputeLinearKernels final : public LinearKernels {
+ public:
+  explicit HostComputeLinearKernels(int threads)
+      : gemv_(threads > 0 ? threads
+                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()))) {}
+
+  void linear(StreamRef stream, const LinearWeights& w, const TensorView& x, const TensorView& y,
+              bool relu) override {
+    std::optional<hostcompute::HostLinearArgs> args = host_args(w, x, y);
+    if (!args || relu) {
+      reference_.linear(stream, w, x, y, relu);
+      return;
+    }
+    stream.host_task([this, a = *args] { gemv_.linear(a); });
+  }
+  const char* name() const override { return "hostcompute (multithreaded SIMD)"; }
+  uint64_t working_bytes(const std::vector<LinearShape>&, int64_t) const override { return 0; }
+
+ private:
+  static std::optional<hostcompute::HostLinearArgs> host_args(const LinearWeights& w,
+                                                               const TensorView& x,
+                                                               const TensorView& y) {
+    check_linear_arguments(w, x, y, "linear layer");
+    hostcompute::HostLinearArgs a;
+    a.m = x.shape()[0];
+    a.n = w.out_features;
+    a.k = w.in_features;
+    a.x = x.data_as<float>();
+    a.y = y.data_as<float>();
+    a.weight.data = w.weight.data();
+    if (w.bias.data() != nullptr) {
+      a.bias = w.bias.data();
+      a.bias_dtype = w.bias.dtype();
+      if (a.bias_dtype != DType::kF32 && a.bias_dtype != DType::kF16 &&
+          a.bias_dtype != DType::kBF16) {
+        return std::nullopt;
+      }
+    }
+    switch (w.format) {
+      case WeightFormat::kFloat:
+        if (w.weight.dtype() == DType::kBF16) {
+          a.weight.format = hostcompute::HostWeightFormat::kBF16;
+        } else if (w.weight.dtype() == DType::kF16) {
+          a.weight.format = hostcompute::HostWeightFormat::kF16;
+        } else {
+          return std::nullopt;  // float32 weights: the reference (OpenBLAS)
+        }
+        return a;
+      case WeightFormat::kInt8:
+        // Dequantized in full, as the reference does (no outlier split).
+        a.weight.format = hostcompute::HostWeightFormat::kInt8;
+        a.weight.scb = w.scb.data_as<float>();
+        return a;
+      case WeightFormat::kNf4:
+      case WeightFormat::kFp4:
+        a.weight.format = w.format == WeightFormat::kNf4 ? hostcompute::HostWeightFormat::kNf4
+                                                         : hostcompute::HostWeightFormat::kFp4;
+        a.weight.blocksize = w.blocksize;
+        a.weight.quant_map = w.quant_map.data() != nullptr ? w.quant_map.data_as<float>() : nullptr;
+        if (w.double_quant) {
+          a.weight.absmax_codes = static_cast<const uint8_t*>(w.absmax.data());
+          a.weight.nested_absmax = w.nested_absmax.data_as<float>();
+          a.weight.nested_blocksize = w.nested_blocksize;
+          a.weight.nested_offset = w.nested_offset;
+          a.weight.nested_quant_map = w.nested_quant_map.data() != nullptr
+                                          ? w.nested_quant_map.data_as<float>()
+                                          : nullptr;
+        } else {
+          a.weight.absmax = w.absmax.data_as<float>();
+        }
+        return a;
+    }
+    return std::nullopt;
+  }
+
+  hostcompute::HostGemv gemv_;
+  HostLinearKernels reference_;
+};
+
+}  // namespace
+
+std::unique_ptr<LinearKernels> make_host_compute_linear_kernels(int threads) {
+  return std::make_unique<HostComputeLinearKernels>(threads);
+}
+
 double measure_host_linear_rate(DType weight_dtype, int64_t out, int64_t in, int64_t rows,
                                 int repeats) {
   STOWAGE_EXPECTS((weight_dtype == DType::kF32 || weight_dtype == DType::kF16 ||
@@ -355,7 +447,7 @@ double measure_host_linear_rate(DType weight_dtype, int64_t out, int64_t in, int
   w.weight = TensorView(weight.data(), weight_dtype, Shape{out, in}, Tier::pageable_host());
   const TensorView xv(x.data(), DType::kF32, Shape{rows, in}, Tier::pageable_host());
   const TensorView yv(y.data(), DType::kF32, Shape{rows, out}, Tier::pageable_host());
-  HostLinearKernels kernels;
+  HostComputeLinearKernels kernels(0);
   std::vector<double> rates;
   for (int i = 0; i <= repeats; ++i) {
     const auto start = std::chrono::steady_clock::now();

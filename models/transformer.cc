@@ -333,7 +333,7 @@ TransformerState::HostCompute& TransformerState::host_compute() {
 }
 
 LinearKernels& TransformerModel::host_kernels() {
-  if (host_kernels_ == nullptr) host_kernels_ = make_host_linear_kernels();
+  if (host_kernels_ == nullptr) host_kernels_ = make_host_compute_linear_kernels();
   return *host_kernels_;
 }
 

@@ -313,24 +313,38 @@ TEST_P(TransformerParity, GraphReplayEqualsTheUncapturedRunBitForBit) {
 }
 
 // Layers computed on the host where their weights are (pinned RAM, or the
-// disk mapping), between streamed ones: transformers' tokens, and the
-// resident run's logits bit for bit on sim (the same CPU kernels), replayed
-// from a graph too.
-TEST_P(TransformerParity, HostComputedLayersEqualResidentBitForBit) {
+// disk mapping), between streamed ones, through the host-compute kernels
+// (hostcompute's SIMD GEMV for 16-bit weights, the reference for float32
+// ones): transformers' tokens and logits within 1e-4; bit for bit the
+// resident run's where the weights are float32 (the same CPU kernels), and
+// the uncaptured host run's when replayed from a graph.
+TEST_P(TransformerParity, HostComputedLayersMatchTransformersAndReplayBitForBit) {
   const std::string folder = kTestdata + GetParam();
   const Reference ref = read_reference(folder);
   const RunOutcome resident = generate(folder, Placement::kResident);
+  const bool f32 = GetParam().find("f32") != std::string::npos;
   for (Placement placement : {Placement::kStreamed, Placement::kDisk}) {
     const RunOutcome all_streamed = generate(folder, placement);
+    std::vector<float> uncaptured;
     for (bool graphs : {false, true}) {
       SCOPED_TRACE(::testing::Message() << static_cast<int>(placement) << " graphs " << graphs);
       const RunOutcome host = generate(folder, placement, std::nullopt, nullptr,
                                        DeviceChoice::kSim, std::nullopt, graphs, true);
       EXPECT_EQ(host.output, ref.output);
       ASSERT_EQ(host.logits.size(), resident.logits.size());
-      EXPECT_EQ(std::memcmp(host.logits.data(), resident.logits.data(),
-                            resident.logits.size() * sizeof(float)),
-                0);
+      EXPECT_LT(max_relative_row_error(host.logits, ref.logits, ref.vocab), 1e-4);
+      if (f32) {
+        EXPECT_EQ(std::memcmp(host.logits.data(), resident.logits.data(),
+                              resident.logits.size() * sizeof(float)),
+                  0);
+      }
+      if (graphs) {
+        EXPECT_EQ(std::memcmp(host.logits.data(), uncaptured.data(),
+                              uncaptured.size() * sizeof(float)),
+                  0);
+      } else {
+        uncaptured = host.logits;
+      }
       EXPECT_LE(host.peak_accelerator_bytes, host.budget);
       // The host-computed layers are not fetched: less crosses the link.
       EXPECT_LT(host.decode_streamed_bytes, all_streamed.decode_streamed_bytes);
