@@ -162,9 +162,10 @@ void HostGemv::linear(const HostLinearArgs& args) {
     // An empty sum: y is the bias (or 0).
     for (int64_t i = 0; i < args.m; ++i) {
       for (int64_t r = 0; r < args.n; ++r) {
-        args.y[i * args.n + r] =
-            args.bias != nullptr ? load_as_float(args.bias, args.bias_dtype, static_cast<size_t>(r))
-                                 : 0.0f;
+        const float bias = args.bias != nullptr
+                               ? load_as_float(args.bias, args.bias_dtype, static_cast<size_t>(r))
+                               : 0.0f;
+        args.y[i * args.n + r] = args.relu && bias < 0.0f ? 0.0f : bias;
       }
     }
     return;

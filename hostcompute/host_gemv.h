@@ -1,5 +1,5 @@
 // Linear layers computed on the host where their weights live (issue #19):
-// y[m, n] = x[m, k] @ W^T + bias for float32 activations and a weight in host
+// y[m, n] = x[m, k] @ W^T + bias (then ReLU if asked) for float32 activations and a weight in host
 // memory stored as bfloat16, float16, LLM.int8 row-wise, or bitsandbytes
 // NF4/FP4 (FORMATS.md). Built for small batches (m = 1..8, the decode step),
 // where the layer is bound by reading W: each weight byte is read once, in
@@ -69,6 +69,7 @@ struct HostLinearArgs {
   HostWeight weight;
   const void* bias = nullptr;      // [n] of bias_dtype, or null
   DType bias_dtype = DType::kF32;  // kF32, kF16 or kBF16
+  bool relu = false;               // y = max(0, sum + bias)
   float* y = nullptr;              // [m, n], row-major; must not overlap x or the weight
 };
 

@@ -9,7 +9,8 @@
 namespace stowage::hostcompute {
 namespace {
 
-// About 20-50 us of polling before a worker sleeps.
+// Pauses a worker polls for the next task before it sleeps: about 10 us to
+// 0.1 ms, by the CPU's pause latency.
 constexpr int kSpins = 2000;
 
 inline void cpu_relax() {

@@ -328,6 +328,28 @@ TEST(HostGemvTest, SixteenBitBiasIsWidened) {
   EXPECT_EQ(y, run(gemv, w, x, m, n, k, bias32.data()));
 }
 
+TEST(HostGemvTest, ReluClampsNegativeOutputsToZero) {
+  const int64_t n = 23, k = 96, m = 3;
+  for (Case c : {Case::kF16, Case::kFp4}) {
+    const TestWeight w = make_weight(c, n, k, 55);
+    const std::vector<float> x = random_floats(m * k, 56);
+    const std::vector<float> bias = random_floats(n, 57);
+    HostGemv gemv(2);
+    const std::vector<float> plain = run(gemv, w, x, m, n, k, bias.data());
+    std::vector<float> y(m * n);
+    HostLinearArgs args = make_args(w, x.data(), m, n, k, y.data());
+    args.bias = bias.data();
+    args.relu = true;
+    gemv.linear(args);
+    int negatives = 0;
+    for (size_t e = 0; e < y.size(); ++e) {
+      negatives += plain[e] < 0.0f;
+      EXPECT_EQ(y[e], plain[e] < 0.0f ? 0.0f : plain[e]) << case_name(c) << " element " << e;
+    }
+    EXPECT_GT(negatives, 0);  // the case exercises the clamp
+  }
+}
+
 TEST(HostGemvTest, EmptyInputGivesTheBias) {
   const float bias[3] = {1.0f, -2.0f, 3.5f};
   HostGemv gemv(2);
