@@ -5,6 +5,14 @@
 # safetensors. Usage: bash tests/python/bnb_layout_cpu_vs_cuda.sh [path/to/stowage]
 set -u
 S=${STOWAGE_BIN:-${1:-bazel-bin/stowage}}
+if ! python3 -c "import numpy, torch, safetensors" >/dev/null 2>&1; then
+  echo "bnb_layout_cpu_vs_cuda: skipped: python3 cannot import numpy, torch and safetensors"
+  exit 0
+fi
+if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
+  echo "bnb_layout_cpu_vs_cuda: skipped: no CUDA GPU visible"
+  exit 0
+fi
 D=$(mktemp -d)
 python3 - "$D/in.safetensors" <<'PY'
 import sys, numpy as np, torch
@@ -30,3 +38,4 @@ for cfg in "int8" "nf4" "fp4" "nf4 --double-quant" "fp4 --double-quant --quant-s
 done
 echo "$((n-fail)) passed, $fail failed"
 rm -rf "$D"
+[ "$fail" -eq 0 ]
