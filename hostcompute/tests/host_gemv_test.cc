@@ -198,12 +198,13 @@ const Case kAllCases[] = {Case::kBF16, Case::kF16,       Case::kInt8,     Case::
                           Case::kFp4,  Case::kNf4Double, Case::kFp4Double};
 
 // Every format on every instruction set, batches 1..8 and 19, with and without
-// bias, for k that is a multiple of the 4-bit run (352: the vector-group tail
-// of AVX-512), k that is not (200: 4-bit blocks cross rows), and an odd k
-// over several segments (1061: 4-bit rows start mid-byte).
+// bias, for k that is a multiple of the 4-bit run (2080: over two segments,
+// with the vector-group tail of AVX-512), k that is not (200: 4-bit blocks
+// cross rows), and an odd k over two segments (2053: 4-bit rows start
+// mid-byte).
 TEST(HostGemvTest, EveryFormatMatchesFloat64ReferenceOnEveryInstructionSet) {
   const int64_t n = 37;
-  for (int64_t k : {352, 200, 1061}) {
+  for (int64_t k : {2080, 200, 2053}) {
     for (Case c : kAllCases) {
       const TestWeight w = make_weight(c, n, k, static_cast<uint32_t>(k) * 7 + static_cast<int>(c));
       const std::vector<float> bias = random_floats(n, 99);
@@ -242,7 +243,7 @@ TEST(HostGemvTest, FourBitBlocksizesMatchReference) {
 // Determinism: each output is summed by one thread in an order fixed by k,
 // so 1, 2, 3 and 5 threads give the same bits (n = 37 splits unevenly).
 TEST(HostGemvTest, AnyThreadCountGivesIdenticalBits) {
-  const int64_t n = 37, k = 1061, m = 5;
+  const int64_t n = 37, k = 2053, m = 5;
   for (Case c : kAllCases) {
     const TestWeight w = make_weight(c, n, k, 11);
     const std::vector<float> x = random_floats(m * k, 12);
