@@ -16,8 +16,11 @@ Each step checks `stowage cache list --json` (key, state, attached pids):
    with exit 0; `cache list` no longer lists the killed pid; a new run
    attaches to the same segment and gives the reference output; after the
    last one leaves, nothing is left.
-5. --host-cache=keep leaves a ready segment with no process attached;
-   `cache drop KEY` removes it.
+5. --host-cache=keep leaves a ready segment with no process attached; a
+   changed checkpoint builds another segment (same output) and the old one
+   is listed stale and dropped by `cache drop --stale`; `cache drop KEY`
+   removes the other.
+6. Bad usage of `cache` and `--host-cache` exits 2; an unknown key exits 1.
 """
 import json
 import os
@@ -189,11 +192,40 @@ def main():
         fail(f"--host-cache=keep: {s}")
     if s[0]["model"] != os.path.realpath(f"{tmp}/m.safetensors") and s[0]["model"] != f"{tmp}/m.safetensors":
         fail(f"cache list names model {s[0]['model']}")
-    subprocess.run([STOWAGE, "cache", "drop", s[0]["key"]], env=ENV, check=True,
+    # A changed checkpoint never meets its old segment: a new one is built,
+    # the output is the new model's, and the old one is stale.
+    old_key = s[0]["key"]
+    os.utime(f"{tmp}/m.safetensors", ns=(time.time_ns(), time.time_ns() + 10**9))
+    subprocess.run(run_cmd(tmp, f"{tmp}/k2.safetensors")[:-1] + ["--host-cache=keep"], env=ENV,
+                   check=True)
+    s = {x["key"]: x for x in segments()}
+    if len(s) != 2 or not s[old_key]["stale"] or any(x["stale"] for k, x in s.items() if k != old_key):
+        fail(f"after the checkpoint changed: {list(s.values())}")
+    if open(f"{tmp}/k2.safetensors", "rb").read() != ref:
+        fail("the rebuilt segment gives another output")
+    dropped = subprocess.run([STOWAGE, "cache", "drop", "--stale"], env=ENV, check=True,
+                             capture_output=True, text=True).stdout
+    if old_key not in dropped or [x["key"] for x in segments()] == [old_key]:
+        fail(f"cache drop --stale: {dropped} {segments()}")
+    subprocess.run([STOWAGE, "cache", "drop", segments()[0]["key"]], env=ENV, check=True,
                    capture_output=True)
     if segments() or leftovers():
         fail(f"cache drop left {segments()} {leftovers()}")
-    print("keep and drop: ok")
+    print("keep, a changed checkpoint, drop --stale and drop KEY: ok")
+
+    # Bad usage exits 2; an unknown key exits 1 naming it.
+    for args, code in [(["cache"], 2), (["cache", "frob"], 2), (["cache", "drop"], 2),
+                       (["cache", "drop", "--all", "--stale"], 2),
+                       (["cache", "list", "--stale"], 2),
+                       (["cache", "drop", "0123456789abcdef"], 1),
+                       (run_cmd(tmp, f"{tmp}/z.safetensors")[1:-1] + ["--host-cache=bogus"], 2),
+                       (run_cmd(tmp, f"{tmp}/z.safetensors")[1:-1] + ["--host-cache-budget", "1GiB"], 2)]:
+        r = subprocess.run([STOWAGE] + args, env=ENV, capture_output=True, text=True)
+        if r.returncode != code:
+            fail(f"stowage {' '.join(args)}: exit {r.returncode}, expected {code}: {r.stderr}")
+        if code == 1 and "0123456789abcdef" not in r.stderr:
+            fail(f"cache drop of an unknown key does not name it: {r.stderr}")
+    print("bad usage: ok")
 
 
 if __name__ == "__main__":
