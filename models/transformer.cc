@@ -6,9 +6,11 @@
 #include <cctype>
 #include <cmath>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "core/error.h"
+#include "core/shape.h"
 #include "kernels/transformer_ops.h"
 
 namespace stowage::models {
@@ -242,33 +244,69 @@ std::vector<std::string> transformer_plan_order(const TransformerSpec& spec) {
   return order;
 }
 
+namespace {
+
+// The product, or InvalidInputError naming the model and the run's shape
+// when it passes kMaxCheckedSize (core/shape.h): sizes that cannot be
+// allocated are refused, never wrapped.
+uint64_t run_size(std::initializer_list<uint64_t> factors, const TransformerSpec& spec,
+                  const TransformerRunShape& shape, const char* what) {
+  const std::optional<uint64_t> v = checked_product(factors);
+  STOWAGE_EXPECTS(v.has_value(), InvalidInputError,
+                  "{}: the {} of a run of batch {}, context {} and {} tokens a step exceed 2^62 "
+                  "bytes",
+                  spec.config.source, what, shape.batch, shape.max_context, shape.max_step_tokens);
+  return *v;
+}
+
+uint64_t run_sum(std::initializer_list<uint64_t> terms, const TransformerSpec& spec,
+                 const TransformerRunShape& shape, const char* what) {
+  const std::optional<uint64_t> v = checked_sum(terms);
+  STOWAGE_EXPECTS(v.has_value(), InvalidInputError,
+                  "{}: the {} of a run of batch {}, context {} and {} tokens a step exceed 2^62 "
+                  "bytes",
+                  spec.config.source, what, shape.batch, shape.max_context, shape.max_step_tokens);
+  return *v;
+}
+
+}  // namespace
+
 uint64_t kv_cache_bytes(const TransformerSpec& spec, const TransformerRunShape& shape) {
   const TransformerConfig& c = spec.config;
-  const uint64_t per_layer = static_cast<uint64_t>(shape.batch) * shape.max_context *
-                             c.num_kv_heads * c.head_dim * sizeof(float);
-  return 2 * per_layer * static_cast<uint64_t>(c.num_layers);
+  const auto u = [](int64_t v) { return static_cast<uint64_t>(v < 0 ? 0 : v); };
+  return run_size({2, u(shape.batch), u(shape.max_context), u(c.num_kv_heads), u(c.head_dim),
+                   sizeof(float), u(c.num_layers)},
+                  spec, shape, "KV cache");
 }
 
 uint64_t transformer_working_bytes(const TransformerSpec& spec, const TransformerRunShape& shape,
                                    const LinearKernels& kernels) {
   const TransformerConfig& c = spec.config;
+  const auto u = [](int64_t v) { return static_cast<uint64_t>(v < 0 ? 0 : v); };
+  const char* what = "activations";
+  run_size({u(shape.batch), u(shape.max_step_tokens)}, spec, shape, what);
   const ActivationSizes a = activation_sizes(spec, shape);
-  const uint64_t rows = static_cast<uint64_t>(a.rows);
-  uint64_t floats = rows * c.hidden_size * 3                             // h, x, tmp
-                    + rows * a.q_cols * 2                                // q, attn
-                    + rows * a.kv_cols * 2                               // k, v
-                    + rows * c.intermediate_size * 3                     // gate, up, act
-                    + static_cast<uint64_t>(a.head_rows) * c.vocab_size  // logits
-                    + static_cast<uint64_t>(c.head_dim / 2);             // inv_freq
-  const uint64_t ints = rows * 2 + 1;  // ids, positions, past
+  const uint64_t rows = u(a.rows);
+  const uint64_t floats =
+      run_sum({run_size({rows, u(c.hidden_size), 3}, spec, shape, what),        // h, x, tmp
+               run_size({rows, u(a.q_cols), 2}, spec, shape, what),             // q, attn
+               run_size({rows, u(a.kv_cols), 2}, spec, shape, what),            // k, v
+               run_size({rows, u(c.intermediate_size), 3}, spec, shape, what),  // gate, up, act
+               run_size({u(a.head_rows), u(c.vocab_size)}, spec, shape, what),  // logits
+               u(c.head_dim / 2)},                                             // inv_freq
+              spec, shape, what);
+  const uint64_t ints = run_sum({run_size({rows, 2}, spec, shape, what), 1}, spec, shape, what);
   std::vector<LinearShape> shapes;
   for (const DecoderLayerSpec& l : spec.layers) {
     for (const Projection& p : kProjections) shapes.push_back((l.*p.spec).shape());
   }
   shapes.push_back(spec.head.shape());
-  const uint64_t buffers = 15 + 2 * static_cast<uint64_t>(c.num_layers);
-  return floats * sizeof(float) + ints * sizeof(int32_t) + kv_cache_bytes(spec, shape) +
-         buffers * kAllocationSlack + kernels.working_bytes(shapes, a.rows);
+  const uint64_t buffers = 15 + 2 * u(c.num_layers);
+  return run_sum({run_size({floats, sizeof(float)}, spec, shape, what),
+                  run_size({ints, sizeof(int32_t)}, spec, shape, what),
+                  kv_cache_bytes(spec, shape), run_size({buffers, kAllocationSlack}, spec, shape, what),
+                  kernels.working_bytes(shapes, a.rows)},
+                 spec, shape, what);
 }
 
 TransformerState::TransformerState(const TransformerSpec& spec, const TransformerRunShape& shape,

@@ -624,6 +624,31 @@ TEST(TransformerBadInput, BudgetBelowTheWorkingMemoryFailsBeforeLoading) {
   EXPECT_EQ(manager.table().size(), 0u);  // nothing was loaded
 }
 
+// Sizes that cannot be allocated are refused with the run's shape named,
+// never wrapped (a batch x context whose KV cache passes 2^62 bytes).
+TEST(TransformerBadInput, RunSizesPastTwoToThe62AreRefusedNotWrapped) {
+  const std::string folder = kTestdata + "llama_f32";
+  auto checkpoint = mmap_store::open_checkpoint(model_checkpoint_path(folder));
+  TransformerSpec spec = describe_model_folder(folder, *checkpoint);
+  spec.config.source = folder;
+  auto platform = Platform::create(DeviceChoice::kSim);
+  auto kernels = make_linear_kernels(*platform);
+  TransformerRunShape shape;
+  shape.batch = int64_t{1} << 31;
+  shape.max_step_tokens = 1;
+  shape.max_context = int64_t{1} << 31;
+  try {
+    transformer_working_bytes(spec, shape, *kernels);
+    FAIL() << "no error";
+  } catch (const InvalidInputError& e) {
+    EXPECT_NE(std::string(e.what()).find("exceed 2^62 bytes"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("batch 2147483648"), std::string::npos) << e.what();
+  }
+  shape.max_context = 64;
+  shape.max_step_tokens = int64_t{1} << 40;  // activations: batch x tokens x vocab wraps
+  EXPECT_THROW(transformer_working_bytes(spec, shape, *kernels), InvalidInputError);
+}
+
 TEST(TransformerConfigParsing, Llama3RopeFrequenciesFollowTransformers) {
   TransformerConfig c = read_transformer_config(kTestdata + "llama3_tied_bf16");
   ASSERT_TRUE(c.llama3_scaling.has_value());
