@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "mmap_store/checkpoint.h"
 #include "offload/slot_pool.h"
 
 namespace stowage {
@@ -226,7 +227,11 @@ class OffloadManager::Impl {
       stream.copy(dst.data(), src.data(), n);
       stream.synchronize();
     }
-    if (s == Tier::disk()) counters_.bytes_disk_read += n;
+    if (s == Tier::disk()) {
+      // A file shrunk under its mapping read zeros: an IoError naming it.
+      mmap_store::check_mapped_read(src, "a disk-tier tensor read by the offload manager");
+      counters_.bytes_disk_read += n;
+    }
     if (d.is_accelerator() && s.is_accelerator()) {
       counters_.bytes_d2d += n;
     } else if (d.is_accelerator()) {

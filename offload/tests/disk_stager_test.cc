@@ -153,6 +153,24 @@ TEST_P(DiskStagerTest, ACheckpointTruncatedUnderItsMappingIsAnIoErrorNotASignal)
   }
 }
 
+// The manager's own synchronous reads of a disk-tier record (read_to_host,
+// a move off the disk) check the mapping too.
+TEST_P(DiskStagerTest, AReadToHostOfATruncatedMappingIsAnIoErrorNamingTheFile) {
+  const Model m = make_model(*platform_, "layers", 3, 9000);
+  const std::string path = write_checkpoint(m, temp_folder("shrunk_host_read") + "/model.safetensors");
+  auto checkpoint = mmap_store::open_checkpoint(path);
+  OffloadManager manager(*platform_, disk_options("shrunk_host_read_store", stager()));
+  place_in_place(manager, m, *checkpoint);
+  ASSERT_EQ(::truncate(path.c_str(), 4096), 0);
+  std::string message;
+  try {
+    manager.read_to_host(m.modules.back(), "weight");
+  } catch (const IoError& e) {
+    message = e.what();
+  }
+  EXPECT_THAT(message, HasSubstr(path));
+}
+
 TEST_P(DiskStagerTest, InjectedEioIsAnIoErrorNamingTheFileNotWrongBytes) {
   const Model m = make_model(*platform_, "layers", 3, 40000);
   auto eio = [](uint64_t offset, size_t n) {
