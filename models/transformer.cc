@@ -246,27 +246,26 @@ std::vector<std::string> transformer_plan_order(const TransformerSpec& spec) {
 
 namespace {
 
-// The product, or InvalidInputError naming the model and the run's shape
-// when it passes kMaxCheckedSize (core/shape.h): sizes that cannot be
+// The checked size, or InvalidInputError naming the model and the run's
+// shape when it passed kMaxCheckedSize (core/shape.h): sizes that cannot be
 // allocated are refused, never wrapped.
-uint64_t run_size(std::initializer_list<uint64_t> factors, const TransformerSpec& spec,
-                  const TransformerRunShape& shape, const char* what) {
-  const std::optional<uint64_t> v = checked_product(factors);
-  STOWAGE_EXPECTS(v.has_value(), InvalidInputError,
+uint64_t or_refuse(std::optional<uint64_t> size, const TransformerSpec& spec,
+                   const TransformerRunShape& shape, const char* what) {
+  STOWAGE_EXPECTS(size.has_value(), InvalidInputError,
                   "{}: the {} of a run of batch {}, context {} and {} tokens a step exceed 2^62 "
                   "bytes",
                   spec.config.source, what, shape.batch, shape.max_context, shape.max_step_tokens);
-  return *v;
+  return *size;
+}
+
+uint64_t run_size(std::initializer_list<uint64_t> factors, const TransformerSpec& spec,
+                  const TransformerRunShape& shape, const char* what) {
+  return or_refuse(checked_product(factors), spec, shape, what);
 }
 
 uint64_t run_sum(std::initializer_list<uint64_t> terms, const TransformerSpec& spec,
                  const TransformerRunShape& shape, const char* what) {
-  const std::optional<uint64_t> v = checked_sum(terms);
-  STOWAGE_EXPECTS(v.has_value(), InvalidInputError,
-                  "{}: the {} of a run of batch {}, context {} and {} tokens a step exceed 2^62 "
-                  "bytes",
-                  spec.config.source, what, shape.batch, shape.max_context, shape.max_step_tokens);
-  return *v;
+  return or_refuse(checked_sum(terms), spec, shape, what);
 }
 
 }  // namespace
