@@ -83,7 +83,11 @@ TEST(Prefetch, DepthTwoOverlapsThrottledCopiesWithComputeInTheTrace) {
   const OffloadCounters c = manager.counters();
   EXPECT_EQ(c.fetches, 8u);
   EXPECT_EQ(c.sync_fallbacks, 1u) << "only the first layer is fetched on demand";
-  EXPECT_GT(c.stall_ms, 5.0) << "compute waited for the first copy";
+  // The first copy (10 ms at the throttled rate) is waited for; how much of
+  // it the compute stream still sees depends on the host's load (it once
+  // reached it 5.5 ms late under a parallel test run), so only that it waited.
+  EXPECT_GE(c.prefetch_misses, 1u) << "compute waited for the first copy";
+  EXPECT_GT(c.stall_ms, 0.0) << "compute waited for the first copy";
 }
 
 TEST(Prefetch, PrefetchedFetchesAreHitsWhenComputeIsSlowerThanCopies) {
