@@ -346,10 +346,11 @@ class HostComputeLinearKernels final : public LinearKernels {
   void linear(StreamRef stream, const LinearWeights& w, const TensorView& x, const TensorView& y,
               bool relu) override {
     std::optional<hostcompute::HostLinearArgs> args = host_args(w, x, y);
-    if (!args || relu) {
+    if (!args) {
       reference_.linear(stream, w, x, y, relu);
       return;
     }
+    args->relu = relu;
     stream.host_task([this, a = *args] { gemv_.linear(a); });
   }
   const char* name() const override { return "hostcompute (multithreaded SIMD)"; }
