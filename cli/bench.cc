@@ -114,11 +114,7 @@ int bench(const std::vector<std::string>& args) {
     o["prefetch_hits"] = offloaded.counters.prefetch_hits;
     o["prefetch_misses"] = offloaded.counters.prefetch_misses;
     if (host_cache) {
-      const auto last = host_cache->last_load();
-      o["host_cache"] = {{"action", last.action},
-                         {"segment", last.segment},
-                         {"host_bytes", last.host_bytes},
-                         {"registration_error", last.registration_error}};
+      o["host_cache"] = host_cache_report(*host_cache);
     }
     // Without a resident run there is nothing to compare with: say so rather than claim it.
     if (resident) {

@@ -312,11 +312,7 @@ int bench_model_folder(const std::vector<std::string>& args) {
     }
     o["runs"] = std::move(list);
     if (host_cache) {
-      const auto last = host_cache->last_load();
-      o["host_cache"] = {{"action", last.action},
-                         {"segment", last.segment},
-                         {"host_bytes", last.host_bytes},
-                         {"registration_error", last.registration_error}};
+      o["host_cache"] = host_cache_report(*host_cache);
     }
     std::printf("%s\n", boost::json::serialize(o).c_str());
     return 0;

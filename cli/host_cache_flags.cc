@@ -55,4 +55,12 @@ std::unique_ptr<hostcache::SharedWeightCache> make_host_cache(Platform& platform
   return std::make_unique<hostcache::SharedWeightCache>(platform, std::move(*options));
 }
 
+boost::json::object host_cache_report(const hostcache::SharedWeightCache& cache) {
+  const auto last = cache.last_load();
+  return {{"action", last.action},
+          {"segment", last.segment},
+          {"host_bytes", last.host_bytes},
+          {"registration_error", last.registration_error}};
+}
+
 }  // namespace stowage::cli

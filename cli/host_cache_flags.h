@@ -5,6 +5,7 @@
 // segments apart.
 #pragma once
 
+#include <boost/json.hpp>
 #include <memory>
 #include <optional>
 #include <string>
@@ -34,5 +35,9 @@ std::optional<hostcache::SharedWeightCacheOptions> host_cache_options(const ArgP
 std::unique_ptr<hostcache::SharedWeightCache> make_host_cache(Platform& platform,
                                                               const ArgParser& p,
                                                               const std::string& family);
+
+// The --json report of the cache's last load: action, segment, host bytes and
+// any pinning (registration) error.
+boost::json::object host_cache_report(const hostcache::SharedWeightCache& cache);
 
 }  // namespace stowage::cli
