@@ -1,10 +1,13 @@
 #include "offload/loader.h"
 
 #include <fmt/format.h>
+#include <re2/re2.h>
 
 #include <algorithm>
 #include <cctype>
 #include <map>
+#include <memory>
+#include <optional>
 #include <set>
 #include <unordered_map>
 
@@ -282,6 +285,51 @@ Tensor host_readable(const Tensor& t, OffloadManager& manager) {
 
 }  // namespace
 
+std::vector<size_t> apply_tensor_overrides(std::vector<PlanModule>& modules,
+                                           const std::vector<TensorOverride>& overrides) {
+  std::vector<size_t> placed(overrides.size(), 0);
+  if (overrides.empty()) return placed;
+  std::vector<std::unique_ptr<re2::RE2>> patterns;
+  re2::RE2::Options quiet;
+  quiet.set_log_errors(false);
+  for (const TensorOverride& o : overrides) {
+    patterns.push_back(std::make_unique<re2::RE2>(o.pattern, quiet));
+    STOWAGE_EXPECTS(patterns.back()->ok(), InvalidInputError,
+                    "tensor override '{}' is not a valid regex: {}", o.pattern,
+                    patterns.back()->error());
+  }
+  for (PlanModule& m : modules) {
+    std::vector<std::string> locals;
+    for (const PlanTensor& t : m.tensors) locals.push_back(t.name);
+    std::map<std::string, size_t> weight_override;  // local weight name -> override
+    std::vector<std::optional<size_t>> chosen(m.tensors.size());
+    for (size_t t = 0; t < m.tensors.size(); ++t) {
+      const std::string full = m.path.empty() ? locals[t] : m.path + "." + locals[t];
+      for (size_t o = 0; o < overrides.size(); ++o) {
+        if (re2::RE2::FullMatch(full, *patterns[o])) {
+          chosen[t] = o;
+          break;
+        }
+      }
+    }
+    // A quant-state part takes its weight's override (or none).
+    for (size_t t = 0; t < m.tensors.size(); ++t) {
+      const TensorPlace place = classify_tensor(locals[t], locals);
+      if (place.role != TensorRole::kQuantState) continue;
+      chosen[t].reset();
+      for (size_t w = 0; w < m.tensors.size(); ++w) {
+        if (locals[w] == place.weight) chosen[t] = chosen[w];
+      }
+    }
+    for (size_t t = 0; t < m.tensors.size(); ++t) {
+      if (!chosen[t]) continue;
+      m.tensors[t].tier = overrides[*chosen[t]].tier;
+      ++placed[*chosen[t]];
+    }
+  }
+  return placed;
+}
+
 LoadedCheckpoint load_checkpoint(const mmap_store::Checkpoint& checkpoint, OffloadManager& manager,
                                  const LoadOptions& options) {
   LoadedCheckpoint loaded;
@@ -306,6 +354,7 @@ LoadedCheckpoint load_checkpoint(const mmap_store::Checkpoint& checkpoint, Offlo
   loaded.request.prefetch_depth = manager.options().prefetch_depth;
   loaded.request.no_split = options.no_split;
   loaded.request.working_reserve = options.working_reserve;
+  apply_tensor_overrides(loaded.request.modules, options.tensor_overrides);
   // Plan before touching any byte: a budget that cannot fit fails here.
   loaded.plan = plan_device_map(loaded.request);
 
@@ -323,15 +372,19 @@ LoadedCheckpoint load_checkpoint(const mmap_store::Checkpoint& checkpoint, Offlo
   if (options.host_store != nullptr) {
     std::vector<PlanModule> host_modules;
     for (const PlanModule& m : loaded.request.modules) {
-      if (loaded.plan.tier_of(m.path) == Tier::pinned_host()) host_modules.push_back(m);
+      // A module on several tiers (tensor overrides) keeps its bytes in the manager.
+      if (loaded.plan.tier_of(m.path) == Tier::pinned_host() && !loaded.plan.on_several_tiers(m.path)) {
+        host_modules.push_back(m);
+      }
     }
     host_load = options.host_store->begin_load(checkpoint, options, host_modules);
   }
 
   for (const std::string& module : loaded.module_order) {
-    const Tier tier = loaded.plan.tier_of(module);
+    const Tier module_tier = loaded.plan.tier_of(module);
     const std::vector<std::string>& full_names = names_of.at(module);
-    if (host_load && tier != Tier::disk() && host_load->holds(module)) {
+    if (host_load && module_tier != Tier::disk() && host_load->holds(module)) {
+      const Tier tier = module_tier;
       std::map<std::string, RecordId> stored_ids;  // local name -> record
       for (const StoredRecord& r : host_load->records(module)) {
         if (r.info.role == TensorRole::kQuantState) {
@@ -354,7 +407,8 @@ LoadedCheckpoint load_checkpoint(const mmap_store::Checkpoint& checkpoint, Offlo
     }
     // The tensor the manager is given for record `info`: kept in the shared
     // store when the module lives on the host tier.
-    const bool keep_in_store = host_load && tier == Tier::pinned_host();
+    const bool keep_in_store = host_load && module_tier == Tier::pinned_host() &&
+                               !loaded.plan.on_several_tiers(module);
     auto home_of = [&](const StoredRecordInfo& info, const Tensor& t) {
       return keep_in_store ? host_load->keep(info, host_readable(t, manager)) : t;
     };
@@ -371,6 +425,8 @@ LoadedCheckpoint load_checkpoint(const mmap_store::Checkpoint& checkpoint, Offlo
     for (size_t i : order) {
       const std::string& full = full_names[i];
       const TensorPlace& place = places[i];
+      // Its own tier when an override placed it apart (planner.h step 6).
+      const Tier tier = loaded.plan.tier_of_tensor(module, locals[i]);
       RecordId id = 0;
       {
         // The source is the file's memory map: no staging copy outlives this

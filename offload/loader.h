@@ -94,6 +94,22 @@ struct LoadQuantization {
   bool on_host = false;
 };
 
+// A tensor placed apart from its module (--override-tensor REGEX=TIER, as
+// llama.cpp's -ot; planner.h step 6).
+struct TensorOverride {
+  std::string pattern;  // RE2, full match on the checkpoint's tensor name
+  Tier tier = Tier::pinned_host();
+};
+
+// Sets PlanTensor::tier of every tensor of `modules` an override matches:
+// the first override whose pattern fully matches the tensor's full name
+// ("module.name", the checkpoint's name) wins; a quant-state part goes with
+// its weight (a move is of the weight and its state together). Returns, per
+// override, how many tensors it placed. Throws InvalidInputError for an
+// invalid pattern.
+std::vector<size_t> apply_tensor_overrides(std::vector<PlanModule>& modules,
+                                           const std::vector<TensorOverride>& overrides);
+
 struct LoadOptions {
   // Execution order of the modules (paths); empty: natural_module_order of
   // the checkpoint's modules. Must list every module exactly once.
@@ -105,6 +121,11 @@ struct LoadOptions {
   std::optional<TierCapacity> cpu;
   std::optional<TierCapacity> disk;
   std::vector<std::string> no_split;
+  // Tensors placed apart from their module (apply_tensor_overrides). A
+  // module left on several tiers is fetched whole for its forward, its
+  // tensors on the accelerator used in place (planner.h step 6), and keeps
+  // its host-tier tensors in the manager's pinned memory, not in host_store.
+  std::vector<TensorOverride> tensor_overrides;
   // Tensor name -> (module, local name); empty: split_module_path.
   ModuleSplitter module_of;
   // Working memory (activations and kernel scratch) the forwards allocate on

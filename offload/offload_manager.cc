@@ -86,7 +86,13 @@ class OffloadManager::Impl {
     std::vector<Tensor> sources;   // best source of each record, for fetches
     std::optional<Tier> resident;  // an accelerator holding every record
     std::vector<TensorView> resident_views;
-    uint64_t packed_bytes = 0;
+    // A module on several tiers (tensor overrides) fetched to accelerator
+    // a: its records with a copy on a are used in place, the others copied
+    // into the slot. [a][record]: that copy's view, null where a has none.
+    std::vector<std::vector<TensorView>> in_place;
+    // Bytes the slot of accelerator a holds for it (the copied records at
+    // 256-byte aligned offsets), by accelerator index.
+    std::vector<uint64_t> packed_bytes;
     bool has_disk_source = false;
   };
 
@@ -445,7 +451,8 @@ class OffloadManager::Impl {
         break;
       }
     }
-    uint64_t offset = 0;
+    info.in_place.resize(accelerators_.size());
+    info.packed_bytes.assign(accelerators_.size(), 0);
     for (const TensorRecord& r : records) {
       info.names.push_back(r.name);
       const Tensor* src = best_source(r);
@@ -454,9 +461,14 @@ class OffloadManager::Impl {
       info.sources.push_back(*src);
       if (src->tier() == Tier::disk()) info.has_disk_source = true;
       if (info.resident) info.resident_views.push_back(r.copies.at(*info.resident).view());
-      offset = slot_offset_align(offset) + r.bytes;
+      for (size_t a = 0; a < accelerators_.size(); ++a) {
+        auto copy = r.copies.find(accelerators_[a]->tier);
+        info.in_place[a].push_back(copy == r.copies.end() ? TensorView() : copy->second.view());
+        if (copy == r.copies.end()) {
+          info.packed_bytes[a] = slot_offset_align(info.packed_bytes[a]) + r.bytes;
+        }
+      }
     }
-    info.packed_bytes = offset;
     return modules_.emplace(module, std::move(info)).first->second;
   }
 
@@ -538,8 +550,8 @@ class OffloadManager::Impl {
             execution_index(m) != a.tier.index()) {
           continue;
         }
-        if (info.packed_bytes > slot_bytes) {
-          slot_bytes = info.packed_bytes;
+        if (info.packed_bytes[a.tier.index()] > slot_bytes) {
+          slot_bytes = info.packed_bytes[a.tier.index()];
           largest = m;
         }
         for (const Tensor& src : info.sources) {
@@ -604,7 +616,8 @@ class OffloadManager::Impl {
     const std::string message = fmt::format(
         "offload manager: no fetch slot of {} bytes could be allocated on {} for streamed "
         "module '{}' ({} bytes): {}",
-        a.pool->slot_bytes(), a.tier.to_string(), module, module_info(module).packed_bytes,
+        a.pool->slot_bytes(), a.tier.to_string(), module,
+        module_info(module).packed_bytes[a.tier.index()],
         a.pool->failure());
     if (a.pool->failure().find("budget") != std::string::npos) throw OutOfBudgetError(message);
     throw OutOfMemoryError(message);
@@ -631,6 +644,11 @@ class OffloadManager::Impl {
     uint64_t offset = 0;
     s.views.clear();
     for (size_t i = 0; i < info.ids.size(); ++i) {
+      const TensorView& in_place = info.in_place[a.tier.index()][i];
+      if (in_place.data() != nullptr) {
+        s.views.emplace_back(info.names[i], in_place);  // already on a: used where it is
+        continue;
+      }
       const Tensor& src = info.sources[i];
       const uint64_t n = src.bytes();
       offset = slot_offset_align(offset);
@@ -710,7 +728,7 @@ class OffloadManager::Impl {
       AcceleratorState& a = *accelerators_[execution_index(next)];
       if (!a.pool) continue;
       if (active_.count(next) != 0 || a.pool->find(next) >= 0) continue;
-      if (info.packed_bytes > a.pool->slot_bytes()) continue;
+      if (info.packed_bytes[a.tier.index()] > a.pool->slot_bytes()) continue;
       const int index = a.pool->acquire_free(true);
       if (index < 0) continue;  // that accelerator's slots are busy; others may be free
       issue_fetch(a, index, next, info);
@@ -793,13 +811,14 @@ class OffloadManager::Impl {
                       "offload manager: module '{}' runs on {} but was given a stream of {}",
                       module, a.tier.to_string(), cs.tier().to_string());
       if (!dispatched_) dispatch_locked();
-      if (!a.pool || a.pool->slot_bytes() < info.packed_bytes) {
+      const uint64_t packed = info.packed_bytes[a.tier.index()];
+      if (!a.pool || a.pool->slot_bytes() < packed) {
         const bool idle = !a.pool || std::all_of(active_.begin(), active_.end(),
                                                  [&](auto& kv) { return kv.second.slot < 0; });
         STOWAGE_EXPECTS(idle, InvalidInputError,
                         "offload manager: module '{}' needs {} bytes but the fetch slots hold "
                         "{}; call dispatch() again after moving modules",
-                        module, info.packed_bytes, a.pool ? a.pool->slot_bytes() : 0);
+                        module, packed, a.pool ? a.pool->slot_bytes() : 0);
         dispatch_locked();
       }
       int index = a.pool->find(module);
@@ -868,7 +887,10 @@ class OffloadManager::Impl {
       s.ticket.reset();
       s.owner = std::thread::id();
     }
-    if (act.slot < 0) {
+    const std::vector<TensorView>& in_place = module_info(module).in_place[act.accelerator];
+    const bool any_in_place = std::any_of(in_place.begin(), in_place.end(),
+                                          [](const TensorView& v) { return v.data() != nullptr; });
+    if (act.slot < 0 || any_in_place) {
       // Resident tensors stay in use until this point of the compute stream;
       // move_module waits for it before freeing them.
       auto last = last_use_.find(module);

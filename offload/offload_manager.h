@@ -34,6 +34,11 @@
 // Slots never take the part of OffloadOptions::working_reserve not in use yet.
 // Output is never wrong.
 //
+// A module whose records are on several tiers (tensor overrides, planner.h
+// step 6) is streamed: for its forward the records that have a copy on the
+// accelerator running it are used in place and only the others are copied
+// into the slot (its slot bytes count those only).
+//
 // Thread safety: every member may be called from several threads at once. Two
 // threads may run forwards of their own modules concurrently through one
 // manager (each declares its own execution order); the forwards of one module

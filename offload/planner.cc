@@ -18,16 +18,38 @@ namespace {
 struct Unit {
   std::string name;             // the module path, or the group's matching path
   std::vector<size_t> modules;  // indices into request.modules, execution order
-  uint64_t bytes = 0;
-  uint64_t slot_bytes = 0;  // largest module of the unit as a fetch slot holds it
+  uint64_t bytes = 0;  // of the tensors no override places (step 6)
 };
 
-// A module's bytes in a fetch slot: each tensor at a 256-byte aligned
-// offset (OffloadManager's slot layout).
-uint64_t packed_bytes(const PlanModule& module) {
+// A module's bytes in a fetch slot when its tensors that no override places
+// are on `tier`: each tensor not on the first accelerator (`compute`) at a
+// 256-byte aligned offset (OffloadManager's slot layout); 0 when every tensor
+// is on one accelerator (resident there).
+uint64_t slot_bytes_on(const PlanModule& module, Tier tier, std::optional<Tier> compute) {
+  bool one_accelerator = true;
+  for (const auto& t : module.tensors) {
+    const Tier at = t.tier.value_or(tier);
+    if (!at.is_accelerator() || at != module.tensors.front().tier.value_or(tier)) {
+      one_accelerator = false;
+    }
+  }
+  if (one_accelerator) return 0;
   uint64_t offset = 0;
-  for (const auto& t : module.tensors) offset = (offset + 255) / 256 * 256 + t.bytes;
+  for (const auto& t : module.tensors) {
+    if (compute && t.tier.value_or(tier) == *compute) continue;
+    offset = (offset + 255) / 256 * 256 + t.bytes;
+  }
   return offset;
+}
+
+std::optional<Tier> compute_accelerator(const PlanRequest& request) {
+  if (request.accelerators.empty()) return std::nullopt;
+  return request.accelerators.front().tier;
+}
+
+bool any_tensor_on(const PlanModule& module, Tier tier, Tier at) {
+  return std::any_of(module.tensors.begin(), module.tensors.end(),
+                     [&](const PlanTensor& t) { return t.tier.value_or(tier) == at; });
 }
 
 std::string describe_budgets(const PlanRequest& request) {
@@ -124,13 +146,12 @@ std::vector<Unit> make_units(const PlanRequest& request, const std::vector<uint6
     }
     if (!group.empty()) {
       auto [it, inserted] = group_unit.emplace(group, units.size());
-      if (inserted) units.push_back(Unit{group, {}, 0, 0});
+      if (inserted) units.push_back(Unit{group, {}, 0});
       Unit& unit = units[it->second];
       unit.modules.push_back(i);
       unit.bytes += bytes[i];
-      unit.slot_bytes += packed_bytes(request.modules[i]);
     } else {
-      units.push_back(Unit{path, {i}, bytes[i], packed_bytes(request.modules[i])});
+      units.push_back(Unit{path, {i}, bytes[i]});
     }
   }
   return units;
@@ -143,21 +164,44 @@ struct Placement {
   bool any_on_disk = false;
 };
 
-// Places units with `reserve` kept on every accelerator. Throws when a unit
-// fits nowhere.
+// The bytes of the tensors overridden to each tier (step 6).
+using ForcedBytes = std::map<Tier, uint64_t>;
+
+uint64_t forced_on(const ForcedBytes& forced, Tier tier) {
+  auto it = forced.find(tier);
+  return it == forced.end() ? 0 : it->second;
+}
+
+// Places units with `reserve` kept on every accelerator and the `forced`
+// bytes taken first. Throws when a unit fits nowhere.
 Placement place(const PlanRequest& request, const std::vector<Unit>& units, uint64_t reserve,
-                uint64_t cpu_reserve) {
+                uint64_t cpu_reserve, const ForcedBytes& forced) {
   Placement result;
   result.unit_tier.resize(units.size());
+  result.any_on_disk = forced_on(forced, Tier::disk()) > 0;
+  const auto less = [](uint64_t limit, uint64_t kept) { return limit > kept ? limit - kept : 0; };
   std::vector<uint64_t> acc_free;
   for (const auto& c : request.accelerators) {
     const uint64_t kept = reserve + working_reserve_of(request, c.tier);
-    const uint64_t limit = c.limit();
-    acc_free.push_back(limit > kept ? limit - kept : 0);
+    acc_free.push_back(less(less(c.limit(), kept), forced_on(forced, c.tier)));
   }
   uint64_t cpu_free = request.cpu ? request.cpu->limit() : 0;
-  cpu_free = cpu_free > cpu_reserve ? cpu_free - cpu_reserve : 0;
-  uint64_t disk_free = request.disk ? request.disk->limit() : 0;
+  cpu_free = less(less(cpu_free, cpu_reserve), forced_on(forced, Tier::pinned_host()));
+  uint64_t disk_free =
+      less(request.disk ? request.disk->limit() : 0, forced_on(forced, Tier::disk()));
+  const std::optional<Tier> compute = compute_accelerator(request);
+  // A unit's fetch-slot bytes (its modules', as make_units sums them) on `tier`.
+  auto note_streamed = [&](size_t u, Tier tier) {
+    uint64_t slot = 0;
+    for (size_t i : units[u].modules) {
+      slot += slot_bytes_on(request.modules[i], tier, compute);
+      if (any_tensor_on(request.modules[i], tier, Tier::disk())) result.any_on_disk = true;
+    }
+    if (slot > result.largest_streamed) {
+      result.largest_streamed = slot;
+      result.largest_streamed_name = units[u].name;
+    }
+  };
   size_t acc = 0;
   for (size_t u = 0; u < units.size(); ++u) {
     const uint64_t need = units[u].bytes;
@@ -165,6 +209,7 @@ Placement place(const PlanRequest& request, const std::vector<Unit>& units, uint
     if (acc < acc_free.size()) {
       acc_free[acc] -= need;
       result.unit_tier[u] = request.accelerators[acc].tier;
+      note_streamed(u, request.accelerators[acc].tier);
       continue;
     }
     if (request.cpu && cpu_free >= need) {
@@ -186,12 +231,49 @@ Placement place(const PlanRequest& request, const std::vector<Unit>& units, uint
           what, format_bytes(need), need, describe_budgets(request), reserve,
           request.prefetch_depth, describe_working_reserve(request), cpu_reserve));
     }
-    if (units[u].slot_bytes > result.largest_streamed) {
-      result.largest_streamed = units[u].slot_bytes;
-      result.largest_streamed_name = units[u].name;
-    }
+    note_streamed(u, *result.unit_tier[u]);
   }
   return result;
+}
+
+// The bytes of the overridden tensors (PlanTensor::tier) per tier, checked
+// against each tier's room in execution order (step 6). `counted[i][t]` is
+// false for a tied tensor counted at another name.
+ForcedBytes forced_bytes(const PlanRequest& request,
+                         const std::vector<std::vector<bool>>& counted) {
+  ForcedBytes forced;
+  for (size_t i = 0; i < request.modules.size(); ++i) {
+    const PlanModule& m = request.modules[i];
+    for (size_t t = 0; t < m.tensors.size(); ++t) {
+      if (!m.tensors[t].tier) continue;
+      const Tier tier = *m.tensors[t].tier;
+      const std::string name = m.path.empty() ? m.tensors[t].name : m.path + "." + m.tensors[t].name;
+      std::optional<TierCapacity> capacity;
+      for (const auto& c : request.accelerators) {
+        if (c.tier == tier) capacity = c;
+      }
+      if (tier == Tier::pinned_host()) capacity = request.cpu;
+      if (tier == Tier::disk()) capacity = request.disk;
+      STOWAGE_EXPECTS(capacity.has_value(), InvalidInputError,
+                      "planner: tensor '{}' is overridden to {}, a tier this plan does not fill "
+                      "(its tiers: {})",
+                      name, tier.to_string(), describe_budgets(request));
+      const uint64_t bytes = counted[i][t] ? m.tensors[t].bytes : 0;
+      const uint64_t working = working_reserve_of(request, tier);
+      const uint64_t before = forced[tier];
+      const uint64_t room = capacity->limit() > working ? capacity->limit() - working : 0;
+      if (before + bytes > room) {
+        throw OutOfBudgetError(fmt::format(
+            "planner: tensor '{}' ({} bytes) is overridden to {}, which does not fit it: {} "
+            "holds {} bytes, of which the tensors overridden there before it take {} and the "
+            "working-memory reserve {}, leaving {}; budgets: {}",
+            name, bytes, tier.to_string(), tier.to_string(), capacity->limit(), before, working,
+            room > before ? room - before : 0, describe_budgets(request)));
+      }
+      forced[tier] = before + bytes;
+    }
+  }
+  return forced;
 }
 
 // How many fetch slots of `slot_bytes` the streaming accelerator `c` holds
@@ -245,6 +327,24 @@ Tier Plan::tier_of(const std::string& module) const {
   throw InvalidInputError(fmt::format("plan: no module '{}' in the device map", module));
 }
 
+Tier Plan::tier_of_tensor(const std::string& module, const std::string& name) const {
+  auto it = tensor_tiers.find(module);
+  if (it != tensor_tiers.end()) {
+    for (const auto& [tensor, tier] : it->second) {
+      if (tensor == name) return tier;
+    }
+  }
+  return tier_of(module);
+}
+
+bool Plan::on_several_tiers(const std::string& module) const {
+  auto it = tensor_tiers.find(module);
+  if (it == tensor_tiers.end()) return false;
+  const Tier tier = tier_of(module);
+  return std::any_of(it->second.begin(), it->second.end(),
+                     [&](const auto& entry) { return entry.second != tier; });
+}
+
 std::vector<std::string> Plan::modules_on(Tier tier) const {
   std::vector<std::string> out;
   for (const auto& [path, t] : device_map) {
@@ -262,6 +362,22 @@ std::string Plan::to_string(const PlanRequest& request) const {
   for (const auto& [path, tier] : device_map) {
     out +=
         fmt::format("{:<{}}  {:<8}  {:>14}\n", path, width, tier.to_string(), module_bytes[path]);
+  }
+  if (!tensor_tiers.empty()) {
+    out += "tensors placed apart from their module (override; a module on several tiers is "
+           "fetched whole, its tensors on the accelerator used in place):\n";
+    for (const auto& m : request.modules) {
+      auto it = tensor_tiers.find(m.path);
+      if (it == tensor_tiers.end()) continue;
+      for (const auto& [name, tier] : it->second) {
+        uint64_t bytes = 0;
+        for (const auto& t : m.tensors) {
+          if (t.name == name) bytes = t.bytes;
+        }
+        out += fmt::format("  {}  {}  {}\n", m.path.empty() ? name : m.path + "." + name,
+                           tier.to_string(), bytes);
+      }
+    }
   }
   out += "bytes per tier:\n";
   for (const auto& [tier, bytes] : bytes_per_tier) {
@@ -321,6 +437,10 @@ Plan plan_device_map(const PlanRequest& request) {
   plan.prefetch_depth = request.prefetch_depth;
   std::vector<uint64_t> bytes(request.modules.size());
   for (size_t i = 0; i < request.modules.size(); ++i) bytes[i] = request.modules[i].bytes();
+  std::vector<std::vector<bool>> counted(request.modules.size());
+  for (size_t i = 0; i < request.modules.size(); ++i) {
+    counted[i].assign(request.modules[i].tensors.size(), true);
+  }
   for (const auto& group : request.tied) {
     const std::string* first = nullptr;
     std::pair<size_t, size_t> first_at{SIZE_MAX, SIZE_MAX};
@@ -337,8 +457,21 @@ Plan plan_device_map(const PlanRequest& request) {
       if (name == *first) continue;
       const auto at = tensor_at[name];
       bytes[at.first] -= request.modules[at.first].tensors[at.second].bytes;
+      counted[at.first][at.second] = false;
       plan.tied_to[name] = *first;
     }
+  }
+  // Overridden tensors (step 6) leave their module's unit.
+  const ForcedBytes forced = forced_bytes(request, counted);
+  std::vector<uint64_t> forced_of_module(request.modules.size(), 0);
+  for (size_t i = 0; i < request.modules.size(); ++i) {
+    const PlanModule& m = request.modules[i];
+    for (size_t t = 0; t < m.tensors.size(); ++t) {
+      if (!m.tensors[t].tier) continue;
+      if (counted[i][t]) forced_of_module[i] += m.tensors[t].bytes;
+      plan.tensor_tiers[m.path].emplace_back(m.tensors[t].name, *m.tensors[t].tier);
+    }
+    bytes[i] -= forced_of_module[i];
   }
 
   const std::vector<Unit> units = make_units(request, bytes);
@@ -347,7 +480,7 @@ Plan plan_device_map(const PlanRequest& request) {
   const uint64_t slots = static_cast<uint64_t>(slot_count(request.prefetch_depth));
   uint64_t reserve = 0;
   uint64_t cpu_reserve = 0;
-  Placement placement = place(request, units, reserve, cpu_reserve);
+  Placement placement = place(request, units, reserve, cpu_reserve, forced);
   for (;;) {
     bool grew = false;
     if (slots * placement.largest_streamed > reserve) {
@@ -359,7 +492,7 @@ Plan plan_device_map(const PlanRequest& request) {
       grew = true;
     }
     if (!grew) break;
-    placement = place(request, units, reserve, cpu_reserve);
+    placement = place(request, units, reserve, cpu_reserve, forced);
   }
   if (placement.largest_streamed == 0) reserve = 0;
   plan.cpu_reserve = placement.any_on_disk ? cpu_reserve : 0;
@@ -372,7 +505,7 @@ Plan plan_device_map(const PlanRequest& request) {
   plan.fetch_slots = static_cast<int>(slots);
   if (placement.largest_streamed > 0 && !request.accelerators.empty()) {
     const TierCapacity& streaming = request.accelerators.front();
-    uint64_t resident = 0;
+    uint64_t resident = forced_on(forced, streaming.tier);
     for (size_t u = 0; u < units.size(); ++u) {
       if (*placement.unit_tier[u] == streaming.tier) resident += units[u].bytes;
     }
@@ -384,10 +517,15 @@ Plan plan_device_map(const PlanRequest& request) {
   }
   if (request.cpu) plan.bytes_per_tier[Tier::pinned_host()] = 0;
   if (request.disk) plan.bytes_per_tier[Tier::disk()] = 0;
+  for (const auto& [tier, forced_bytes] : forced) plan.bytes_per_tier[tier] += forced_bytes;
   std::vector<Tier> module_tier(request.modules.size(), Tier::pinned_host());
   for (size_t u = 0; u < units.size(); ++u) {
     for (size_t i : units[u].modules) {
-      module_tier[i] = *placement.unit_tier[u];
+      const PlanModule& m = request.modules[i];
+      const bool all_overridden =
+          !m.tensors.empty() && std::all_of(m.tensors.begin(), m.tensors.end(),
+                                            [](const PlanTensor& t) { return t.tier.has_value(); });
+      module_tier[i] = all_overridden ? *m.tensors.front().tier : *placement.unit_tier[u];
       plan.bytes_per_tier[module_tier[i]] += bytes[i];
     }
   }

@@ -46,6 +46,19 @@
 //     its slot bytes, the working reserve and the budgets, when not even one
 //     slot fits beside the working reserve: the budget the run would fail
 //     at its first forward fails the plan, before anything is loaded.
+//  6. Tensors placed apart from their module (--override-tensor, as
+//     llama.cpp's -ot). A PlanTensor with a `tier` is placed on that tier,
+//     not with its module: the bytes of every such tensor are taken from its
+//     tier before any unit is placed (in execution order; one that does not
+//     fit throws OutOfBudgetError naming the tensor, the tier, its bytes, the
+//     tier's budget and what earlier overrides and the working reserve took),
+//     and the module's other tensors are placed as a unit as above. A module
+//     whose tensors end up on more than one tier is fetched whole for its
+//     forward: its tensors on the accelerator that runs it are used in place
+//     and the rest (those on host RAM, disk or another accelerator) are
+//     copied into a fetch slot, so its slot bytes are those of the tensors
+//     not on the first accelerator. Such a module never computes on the host
+//     (OffloadManager::set_host_compute needs every tensor host-readable).
 //
 // Thread safety: plan_device_map is a pure function.
 #pragma once
@@ -71,6 +84,8 @@ constexpr uint64_t kDefaultDiskStagingBytes = uint64_t{8} << 20;
 struct PlanTensor {
   std::string name;  // inside the module: "weight", "weight.absmax"
   uint64_t bytes = 0;
+  // Placed on this tier, apart from its module (step 6); nullopt: with it.
+  std::optional<Tier> tier;
 };
 
 struct PlanModule {
@@ -125,15 +140,29 @@ struct Plan {
   int prefetch_depth = 1;
   // Tied names other than the first, each mapped to the first (placed) name.
   std::map<std::string, std::string> tied_to;
+  // The tensors placed apart from their module (PlanTensor::tier, step 6):
+  // module path -> (name inside the module, tier), in the module's order.
+  std::map<std::string, std::vector<std::pair<std::string, Tier>>> tensor_tiers;
 
   // device_map's positions by module path (plan_device_map fills it, so
   // tier_of is a lookup: a scan per module made loading quadratic, issue #15
   // item 6); tier_of scans device_map where it does not cover it.
   std::unordered_map<std::string, size_t> module_position;
 
-  // Throws InvalidInputError for a module not in the map.
+  // The tier of a module's tensors that no override placed (for a module
+  // whose every tensor is overridden, its first tensor's tier). Throws
+  // InvalidInputError for a module not in the map.
   Tier tier_of(const std::string& module) const;
-  bool streamed(const std::string& module) const { return !tier_of(module).is_accelerator(); }
+  // The tier of one tensor (`name` inside `module`): its override, else its
+  // module's tier.
+  Tier tier_of_tensor(const std::string& module, const std::string& name) const;
+  // Whether the module's tensors are on more than one tier (overrides).
+  bool on_several_tiers(const std::string& module) const;
+  // Whether the module is fetched for its forward: some tensor of it is off
+  // the accelerators, or its tensors are on more than one tier.
+  bool streamed(const std::string& module) const {
+    return !tier_of(module).is_accelerator() || on_several_tiers(module);
+  }
   // The modules placed on `tier`, in execution order.
   std::vector<std::string> modules_on(Tier tier) const;
   // A printable device map: one line per module (path, tier, bytes), then
@@ -143,8 +172,10 @@ struct Plan {
 };
 
 // Throws OutOfBudgetError when a unit fits on no tier, an accelerator
-// cannot hold its working reserve, or the first accelerator cannot hold one
-// fetch slot beside it (step 5); InvalidInputError for a bad regex,
+// cannot hold its working reserve, the first accelerator cannot hold one
+// fetch slot beside it (step 5), or the tensors overridden to a tier do not
+// fit there (step 6); InvalidInputError for a bad regex, a tensor overridden
+// to a tier the request does not fill,
 // duplicate module paths, a tied name no module has, or a working reserve
 // for a tier that is not one of the request's accelerators.
 Plan plan_device_map(const PlanRequest& request);

@@ -303,6 +303,38 @@ TEST_P(OffloadManagerTest, MixedResidentAndStreamedModulesGiveTheRightViews) {
   manager.end_forward("layers.1");
 }
 
+TEST_P(OffloadManagerTest, AModuleOnTwoTiersFetchesOnlyItsTensorsOffTheAccelerator) {
+  // --override-tensor (planner.h step 6): each layer's bias stays on the
+  // accelerator and its weight in host RAM. The forward sees the bias where
+  // it lives and the weight in a slot sized for the weight alone.
+  const Model m = make_model(*platform_, "layers", 4, 3000);
+  OffloadOptions options;
+  options.wrap_around = false;
+  OffloadManager manager(*platform_, options);
+  for (const std::string& module : m.modules) {
+    manager.place(module, "weight", TensorRole::kWeight, m.tensors.at(module + ".weight"),
+                  Tier::pinned_host());
+    manager.place(module, "bias", TensorRole::kBias, m.tensors.at(module + ".bias"), acc());
+  }
+  manager.declare_execution_order(m.modules);
+  const uint64_t placed = manager.counters().bytes_h2d;
+  EXPECT_EQ(stream_forward(manager, *platform_, m), expected_forward(m));
+  manager.synchronize();
+  EXPECT_EQ(manager.counters().bytes_h2d - placed, 4u * 3000) << "only the weights crossed";
+  ModuleForward fwd = manager.begin_forward("layers.2");
+  EXPECT_TRUE(fwd.streamed);
+  const RecordId bias = *manager.table().find("layers.2", "bias");
+  EXPECT_EQ(fwd.find("bias")->data(), manager.table().copy_on(bias, acc()).data())
+      << "the bias is used where it is";
+  EXPECT_EQ(fwd.find("weight")->tier(), acc());
+  manager.end_forward("layers.2");
+  const uint64_t resident = 4u * 64;
+  EXPECT_EQ(manager.usage(acc()).bytes_in_use, resident + 2u * 3000)
+      << "two slots (depth 1) of the weight only, beside the resident biases";
+  EXPECT_THROW(manager.set_host_compute("layers.2", true), InvalidInputError)
+      << "its bias has no host copy";
+}
+
 TEST_P(OffloadManagerTest, NoLeakOver1000FetchReleaseCycles) {
   const Model m = make_model(*platform_, "layers", 4, 4096);
   OffloadOptions options;

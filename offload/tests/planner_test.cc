@@ -318,5 +318,97 @@ TEST(Planner, CapacitiesFromMaxMemoryBudgets) {
   EXPECT_EQ(caps[1].limit(), 500u);
 }
 
+// --- Tensors placed apart from their module (--override-tensor, step 6).
+
+// `n` layers "layers.i" of an attention weight of `attn` bytes and an mlp
+// weight of `mlp` bytes.
+std::vector<PlanModule> two_part_layers(int n, uint64_t attn, uint64_t mlp) {
+  std::vector<PlanModule> out;
+  for (int i = 0; i < n; ++i) {
+    out.push_back(PlanModule{"layers." + std::to_string(i), {{"attn", attn}, {"mlp", mlp}}});
+  }
+  return out;
+}
+
+TEST(PlannerOverrides, AnOverriddenTensorIsPlacedOnItsTierAndTheRestOfItsModuleStays) {
+  // llama.cpp's -ot "mlp=CPU": every layer's attention on the accelerator,
+  // its mlp weight in host RAM.
+  std::vector<PlanModule> modules = two_part_layers(4, 100, 300);
+  for (PlanModule& m : modules) m.tensors[1].tier = kCpu;
+  const Plan plan = plan_device_map(request(modules, {cap(kAcc0, 1000)}, 10000, {}));
+  for (int i = 0; i < 4; ++i) {
+    const std::string m = "layers." + std::to_string(i);
+    EXPECT_EQ(plan.tier_of(m), kAcc0) << m;
+    EXPECT_EQ(plan.tier_of_tensor(m, "attn"), kAcc0) << m;
+    EXPECT_EQ(plan.tier_of_tensor(m, "mlp"), kCpu) << m;
+    EXPECT_TRUE(plan.on_several_tiers(m)) << m;
+    EXPECT_TRUE(plan.streamed(m)) << m << ": its mlp weight is fetched for every forward";
+  }
+  EXPECT_EQ(plan.bytes_per_tier.at(kAcc0), 400u);
+  EXPECT_EQ(plan.bytes_per_tier.at(kCpu), 1200u);
+  EXPECT_EQ(plan.largest_streamed_unit, 300u) << "a slot holds the mlp weight only";
+  EXPECT_EQ(plan.reserve_per_accelerator.at(kAcc0), 600u);
+}
+
+TEST(PlannerOverrides, OverridesToTheAcceleratorAreTakenBeforeAnyModuleIsPlaced) {
+  // The four mlp weights forced onto a 1000-byte accelerator leave 200 - the
+  // slot reserve for the rest: every other tensor streams.
+  std::vector<PlanModule> modules = two_part_layers(4, 100, 200);
+  for (PlanModule& m : modules) m.tensors[1].tier = kAcc0;
+  const Plan plan = plan_device_map(request(modules, {cap(kAcc0, 1000)}, 10000, {}));
+  EXPECT_EQ(plan.bytes_per_tier.at(kAcc0), 800u);
+  for (int i = 0; i < 4; ++i) {
+    const std::string m = "layers." + std::to_string(i);
+    EXPECT_EQ(plan.tier_of_tensor(m, "mlp"), kAcc0) << m;
+    EXPECT_EQ(plan.tier_of_tensor(m, "attn"), kCpu) << m;
+  }
+  EXPECT_EQ(plan.largest_streamed_unit, 100u) << "the slot holds the attention weight only";
+}
+
+TEST(PlannerOverrides, AnOverrideThatDoesNotFitNamesTheTensorTheTierBytesAndBudget) {
+  std::vector<PlanModule> modules = two_part_layers(3, 100, 300);
+  for (PlanModule& m : modules) m.tensors[1].tier = kCpu;
+  const std::string message =
+      out_of_budget_message(request(modules, {cap(kAcc0, 10000)}, 700, {}));
+  EXPECT_NE(message.find("layers.2.mlp"), std::string::npos) << message;
+  EXPECT_NE(message.find("(300 bytes)"), std::string::npos) << message;
+  EXPECT_NE(message.find("overridden to cpu"), std::string::npos) << message;
+  EXPECT_NE(message.find("holds 700 bytes"), std::string::npos) << message;
+  EXPECT_NE(message.find("before it take 600"), std::string::npos) << message;
+}
+
+TEST(PlannerOverrides, AnOverrideToTheAcceleratorCountsItsWorkingReserve) {
+  std::vector<PlanModule> modules = two_part_layers(1, 100, 300);
+  modules[0].tensors[1].tier = kAcc0;
+  PlanRequest r = request(modules, {cap(kAcc0, 350)}, 10000, {});
+  r.working_reserve[kAcc0] = 100;
+  const std::string message = out_of_budget_message(r);
+  EXPECT_NE(message.find("working-memory reserve 100"), std::string::npos) << message;
+}
+
+TEST(PlannerOverrides, AnOverrideToATierThePlanDoesNotFillIsRefused) {
+  std::vector<PlanModule> modules = two_part_layers(1, 100, 300);
+  modules[0].tensors[1].tier = kDisk;
+  EXPECT_THROW(plan_device_map(request(modules, {cap(kAcc0, 10000)}, 10000, {})),
+               InvalidInputError);
+  modules[0].tensors[1].tier = kAcc1;
+  EXPECT_THROW(plan_device_map(request(modules, {cap(kAcc0, 10000)}, 10000, {})),
+               InvalidInputError);
+}
+
+TEST(PlannerOverrides, AModuleWhollyOverriddenOffTheAcceleratorIsStreamedFromThere) {
+  std::vector<PlanModule> modules = two_part_layers(2, 100, 300);
+  modules[1].tensors[0].tier = kDisk;
+  modules[1].tensors[1].tier = kDisk;
+  const Plan plan = plan_device_map(request(modules, {cap(kAcc0, 10000)}, 10000, 10000));
+  EXPECT_EQ(plan.tier_of("layers.0"), kAcc0);
+  EXPECT_FALSE(plan.streamed("layers.0"));
+  EXPECT_EQ(plan.tier_of("layers.1"), kDisk);
+  EXPECT_FALSE(plan.on_several_tiers("layers.1"));
+  EXPECT_TRUE(plan.streamed("layers.1"));
+  EXPECT_EQ(plan.bytes_per_tier.at(kDisk), 400u);
+  EXPECT_EQ(plan.largest_streamed_unit, 556u) << "100 bytes, then 300 at offset 256";
+}
+
 }  // namespace
 }  // namespace stowage
