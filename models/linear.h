@@ -82,9 +82,15 @@ class LinearKernels {
 // are deterministic.
 std::unique_ptr<LinearKernels> make_host_linear_kernels();
 
+// Threads the host-compute kernels use by default: one per hardware thread
+// but one (at least 1), so the thread that submits the copies of the
+// streamed layers (the driver's, or the simulated copy stream's) keeps a
+// core and the copy engine stays fed while the host computes.
+int default_host_compute_threads();
+
 // Host kernels for layers computed where their weights are (host RAM or the
 // disk mapping): hostcompute::HostGemv's multithreaded SIMD GEMV on
-// `threads` threads (0: one per hardware thread) for bf16, f16, int8 and
+// `threads` threads (0: default_host_compute_threads()) for bf16, f16, int8 and
 // 4-bit weights, the host reference for float32 weights. Like the host
 // reference, they run on the stream through host_task (a null stream: on
 // the calling thread) and need host-addressable views. Results agree with
@@ -111,12 +117,13 @@ std::unique_ptr<LinearKernels> make_linear_kernels(Platform& platform, MemoryRes
 std::unique_ptr<LinearKernels> make_linear_kernels(Platform& platform);
 
 // Weight bytes per second the host-compute kernels (make_host_compute_linear_kernels) compute a float layer of
-// `weight_dtype` (F32, F16 or BF16) and [out, in] at `rows` rows, on the
-// calling thread: the median of `repeats` timed calls after a warm-up, over
+// `weight_dtype` (F32, F16 or BF16) and [out, in] at `rows` rows on
+// `threads` threads (0: default_host_compute_threads()), from the calling
+// thread: the median of `repeats` timed calls after a warm-up, over
 // weights filled with a fixed pattern. Throws InvalidInputError for another
 // dtype or a size < 1.
 double measure_host_linear_rate(DType weight_dtype, int64_t out, int64_t in, int64_t rows,
-                                int repeats = 3);
+                                int repeats = 3, int threads = 0);
 
 // Checks a LinearWeights against x/y; throws InvalidInputError naming `where`.
 void check_linear_arguments(const LinearWeights& w, const TensorView& x, const TensorView& y,

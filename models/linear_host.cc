@@ -340,8 +340,7 @@ namespace {
 class HostComputeLinearKernels final : public LinearKernels {
  public:
   explicit HostComputeLinearKernels(int threads)
-      : gemv_(threads > 0 ? threads
-                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()))) {}
+      : gemv_(threads > 0 ? threads : default_host_compute_threads()) {}
 
   void linear(StreamRef stream, const LinearWeights& w, const TensorView& x, const TensorView& y,
               bool relu) override {
@@ -419,12 +418,16 @@ class HostComputeLinearKernels final : public LinearKernels {
 
 }  // namespace
 
+int default_host_compute_threads() {
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()) - 1);
+}
+
 std::unique_ptr<LinearKernels> make_host_compute_linear_kernels(int threads) {
   return std::make_unique<HostComputeLinearKernels>(threads);
 }
 
 double measure_host_linear_rate(DType weight_dtype, int64_t out, int64_t in, int64_t rows,
-                                int repeats) {
+                                int repeats, int threads) {
   STOWAGE_EXPECTS((weight_dtype == DType::kF32 || weight_dtype == DType::kF16 ||
                    weight_dtype == DType::kBF16) &&
                       out >= 1 && in >= 1 && rows >= 1 && repeats >= 1,
@@ -448,7 +451,7 @@ double measure_host_linear_rate(DType weight_dtype, int64_t out, int64_t in, int
   w.weight = TensorView(weight.data(), weight_dtype, Shape{out, in}, Tier::pageable_host());
   const TensorView xv(x.data(), DType::kF32, Shape{rows, in}, Tier::pageable_host());
   const TensorView yv(y.data(), DType::kF32, Shape{rows, out}, Tier::pageable_host());
-  HostComputeLinearKernels kernels(0);
+  HostComputeLinearKernels kernels(threads);
   std::vector<double> rates;
   for (int i = 0; i <= repeats; ++i) {
     const auto start = std::chrono::steady_clock::now();

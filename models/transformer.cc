@@ -309,11 +309,14 @@ uint64_t transformer_working_bytes(const TransformerSpec& spec, const Transforme
 }
 
 TransformerState::TransformerState(const TransformerSpec& spec, const TransformerRunShape& shape,
-                                   MemoryResource& device, MemoryResource& pinned, StreamRef stream)
+                                   MemoryResource& device, MemoryResource& pinned, StreamRef stream,
+                                   bool device_kv_cache)
     : shape_(shape),
       tier(stream.is_null() ? Tier::pinned_host() : stream.tier()),
       spec_(&spec),
-      pinned_(&pinned) {
+      device_(&device),
+      pinned_(&pinned),
+      stream_(stream) {
   const TransformerConfig& c = spec.config;
   STOWAGE_EXPECTS(
       shape.batch > 0 && shape.max_step_tokens > 0 && shape.max_context >= shape.max_step_tokens,
@@ -325,9 +328,13 @@ TransformerState::TransformerState(const TransformerSpec& spec, const Transforme
   const size_t rows = static_cast<size_t>(a.rows);
   const size_t f = sizeof(float);
   const size_t cache = static_cast<size_t>(shape.batch * shape.max_context * a.kv_cols) * f;
-  for (int64_t i = 0; i < c.num_layers; ++i) {
-    k_cache.emplace_back(device, cache, stream);
-    v_cache.emplace_back(device, cache, stream);
+  k_cache.resize(static_cast<size_t>(c.num_layers));
+  v_cache.resize(static_cast<size_t>(c.num_layers));
+  if (device_kv_cache) {
+    for (int64_t i = 0; i < c.num_layers; ++i) {
+      k_cache[i] = Buffer(device, cache, stream);
+      v_cache[i] = Buffer(device, cache, stream);
+    }
   }
   h = Buffer(device, rows * c.hidden_size * f, stream);
   x = Buffer(device, rows * c.hidden_size * f, stream);
@@ -350,6 +357,46 @@ TransformerState::TransformerState(const TransformerSpec& spec, const Transforme
   host_past = Buffer(pinned, sizeof(int32_t));
 }
 
+void TransformerState::place_kv_cache(const std::vector<bool>& on_host, bool scratch) {
+  STOWAGE_EXPECTS(on_host.size() == k_cache.size(), InvalidInputError,
+                  "place_kv_cache: expected one entry per decoder layer ({}), found {}",
+                  k_cache.size(), on_host.size());
+  const size_t cache = static_cast<size_t>(shape_.batch * shape_.max_context *
+                                           spec_->config.num_kv_heads * spec_->config.head_dim) *
+                       sizeof(float);
+  // Free first, so the peak never holds both placements.
+  for (size_t i = 0; i < on_host.size(); ++i) {
+    if (on_host[i]) {
+      k_cache[i] = Buffer();
+      v_cache[i] = Buffer();
+    }
+  }
+  if (!scratch) {
+    k_scratch = Buffer();
+    v_scratch = Buffer();
+  }
+  for (size_t i = 0; i < on_host.size(); ++i) {
+    if (!on_host[i] && k_cache[i].empty()) {
+      k_cache[i] = Buffer(*device_, cache, stream_);
+      v_cache[i] = Buffer(*device_, cache, stream_);
+    }
+  }
+  if (scratch && k_scratch.empty()) {
+    k_scratch = Buffer(*device_, cache, stream_);
+    v_scratch = Buffer(*device_, cache, stream_);
+  }
+}
+
+bool TransformerState::device_kv_cache(size_t layer) const {
+  return layer < k_cache.size() && !k_cache[layer].empty();
+}
+
+uint64_t TransformerState::device_kv_cache_bytes() const {
+  uint64_t total = k_scratch.size() + v_scratch.size();
+  for (size_t i = 0; i < k_cache.size(); ++i) total += k_cache[i].size() + v_cache[i].size();
+  return total;
+}
+
 TransformerState::HostCompute& TransformerState::host_compute() {
   if (host_.h.empty()) {
     const TransformerConfig& c = spec_->config;
@@ -370,8 +417,19 @@ TransformerState::HostCompute& TransformerState::host_compute() {
 }
 
 LinearKernels& TransformerModel::host_kernels() {
-  if (host_kernels_ == nullptr) host_kernels_ = make_host_compute_linear_kernels();
+  if (host_kernels_ == nullptr) host_kernels_ = make_host_compute_linear_kernels(host_threads_);
   return *host_kernels_;
+}
+
+void TransformerModel::set_host_threads(int threads) {
+  STOWAGE_EXPECTS(threads >= 0, InvalidInputError,
+                  "host compute threads: expected 0 (the default) or more, found {}", threads);
+  if (threads != host_threads_) host_kernels_.reset();
+  host_threads_ = threads;
+}
+
+int TransformerModel::host_threads() const {
+  return host_threads_ > 0 ? host_threads_ : default_host_compute_threads();
 }
 
 TransformerModel::TransformerModel(TransformerSpec spec, LinearKernels& kernels)
@@ -410,8 +468,15 @@ TransformerModel::LayerBuffers TransformerModel::device_buffers(TransformerState
   b.positions = static_cast<const int32_t*>(st.positions.data());
   b.past = static_cast<const int32_t*>(st.past_device.data());
   b.inv_freq = f(st.inv_freq);
-  b.k_cache = f(st.k_cache[i]);
-  b.v_cache = f(st.v_cache[i]);
+  // A layer whose cache is on the host (TransformerState::place_kv_cache)
+  // computes here through the shared scratch.
+  const bool own = !st.k_cache[i].empty();
+  STOWAGE_EXPECTS(own || !st.k_scratch.empty(), InternalError,
+                  "decoder layer {} computes on {} but its KV cache was placed on the host "
+                  "with no device scratch",
+                  i, st.tier.to_string());
+  b.k_cache = f(own ? st.k_cache[i] : st.k_scratch);
+  b.v_cache = f(own ? st.v_cache[i] : st.v_scratch);
   b.tier = st.tier;
   return b;
 }
@@ -454,9 +519,13 @@ void TransformerModel::copy_kv_cache_to_host(TransformerState& state, size_t lay
   STOWAGE_EXPECTS(layer < spec_.layers.size(), InvalidInputError,
                   "copy_kv_cache_to_host: layer {} of {}", layer, spec_.layers.size());
   const LayerBuffers host = host_buffers(state, layer);
-  const size_t bytes = state.k_cache[layer].size();
-  stream.copy(host.k_cache, state.k_cache[layer].data(), bytes);
-  stream.copy(host.v_cache, state.v_cache[layer].data(), bytes);
+  const LayerBuffers device = device_buffers(state, layer);
+  const TransformerConfig& c = spec_.config;
+  const size_t bytes = static_cast<size_t>(state.shape_.batch * state.shape_.max_context *
+                                           c.num_kv_heads * c.head_dim) *
+                       sizeof(float);
+  stream.copy(host.k_cache, device.k_cache, bytes);
+  stream.copy(host.v_cache, device.v_cache, bytes);
 }
 
 void TransformerModel::run_layer(size_t i, const LayerWeights& w, const LayerBuffers& b,
@@ -539,6 +608,8 @@ void TransformerModel::build_layer(size_t i) {
                          st.shape_.max_context};
     if (ctx.tensor_at(in_norm).tier().is_accelerator() || s.is_null()) {
       run_layer(i, w, device_buffers(st, i), step, h, kernels_, s);
+      // Through the scratch: the keys and values go to the layer's host cache now.
+      if (!st.device_kv_cache(i)) copy_kv_cache_to_host(st, i, s);
       return;
     }
     // The weights stay where they are (host RAM or the disk mapping): the

@@ -112,9 +112,29 @@ class TransformerState {
     std::vector<std::vector<float>> k_cache, v_cache;  // per layer; empty when unused
   };
 
+  // Allocates the activations on `device`, and each decoder layer's KV
+  // cache there too unless `device_kv_cache` is false (place_kv_cache then
+  // says where each goes, before the first step).
   TransformerState(const TransformerSpec& spec, const TransformerRunShape& shape,
-                   MemoryResource& device, MemoryResource& pinned, StreamRef stream);
+                   MemoryResource& device, MemoryResource& pinned, StreamRef stream,
+                   bool device_kv_cache = true);
   const TransformerRunShape& shape() const { return shape_; }
+  // Where each decoder layer's KV cache lives: on the host for a layer that
+  // computes on the host (`on_host[i]`; its host copy is allocated at its
+  // first use), on the accelerator for the others, so the accelerator's
+  // budget is not spent on caches it never reads. A layer with its cache on
+  // the host that still computes on the accelerator in some step (the
+  // prefill of a layer computed on the host for the decode steps only)
+  // writes one device scratch cache of one layer's size, shared by all such
+  // layers and copied to the layer's host cache right after its forward:
+  // `scratch` allocates it. Frees the device caches no longer wanted before
+  // allocating the new ones. REQUIRES: no step in flight; the next step
+  // starts a new prompt (the caches' contents are not kept).
+  void place_kv_cache(const std::vector<bool>& on_host, bool scratch);
+  // Whether decoder layer `layer` has a device KV cache of its own.
+  bool device_kv_cache(size_t layer) const;
+  // Bytes of device KV caches allocated now (the scratch included).
+  uint64_t device_kv_cache_bytes() const;
   int64_t past() const { return past_; }
   HostCompute& host_compute();
   // Forgets the cached positions (a new prompt).
@@ -125,6 +145,7 @@ class TransformerState {
   TransformerRunShape shape_;
   int64_t past_ = 0;
   std::vector<Buffer> k_cache, v_cache;  // per layer [batch, capacity, kv_heads, head_dim]
+  Buffer k_scratch, v_scratch;           // one layer's (place_kv_cache)
   Buffer h, x, tmp, q, k, v, attn, gate, up, act, logits, positions, ids, inv_freq;
   Buffer host_ids;        // pinned int32 [batch * max_step_tokens]
   Buffer host_positions;  // pinned int32 [batch * max_step_tokens]
@@ -133,7 +154,9 @@ class TransformerState {
   Buffer host_past;       // pinned int32
   Tier tier;
   const TransformerSpec* spec_ = nullptr;
+  MemoryResource* device_ = nullptr;
   MemoryResource* pinned_ = nullptr;
+  StreamRef stream_;
   HostCompute host_;
 };
 
@@ -177,11 +200,18 @@ class TransformerModel {
                           int64_t tokens);
   static void advance_step(TransformerState& state, int64_t tokens) { state.past_ += tokens; }
 
-  // Copies decoder layer `layer`'s KV cache from the accelerator to the
+  // Copies decoder layer `layer`'s KV cache from the accelerator (its own
+  // cache, or the scratch of TransformerState::place_kv_cache) to the
   // state's host copy, stream-ordered: a layer that computed on the
   // accelerator (the prefill) and computes on the host from now on (the
   // decode steps) then attends over every cached position.
   void copy_kv_cache_to_host(TransformerState& state, size_t layer, StreamRef stream);
+
+  // Threads of the host-compute kernels that layers computed on the host run
+  // on (0: models::default_host_compute_threads()). REQUIRES: no step in
+  // flight.
+  void set_host_threads(int threads);
+  int host_threads() const;
 
  private:
   struct LayerWeights {
@@ -214,6 +244,7 @@ class TransformerModel {
   TransformerSpec spec_;
   LinearKernels& kernels_;
   std::unique_ptr<LinearKernels> host_kernels_;  // made at the first host-computed layer
+  int host_threads_ = 0;                         // set_host_threads
   hooks::Module root_;
   std::vector<hooks::Module*> layers_;
   hooks::Module* norm_ = nullptr;

@@ -217,8 +217,10 @@ TransformerRunner::TransformerRunner(OffloadManager& manager, const std::string&
   model_->set_embedding_source(device_table, host_table);
 
   MemoryResource& device = manager.memory(accelerator_);
+  // The KV caches are placed by generate(), where each layer computes.
   state_ = std::make_unique<TransformerState>(model_->spec(), shape_, device,
-                                              manager.memory(Tier::pinned_host()), stream_.ref());
+                                              manager.memory(Tier::pinned_host()), stream_.ref(),
+                                              false);
   chosen_device_ =
       Buffer(device, static_cast<size_t>(shape_.batch) * sizeof(int32_t), stream_.ref());
   chosen_host_ = Buffer(manager.memory(Tier::pinned_host()),
@@ -308,6 +310,25 @@ GenerationResult TransformerRunner::generate(const std::vector<int32_t>& prompt,
   for (int64_t b = 0; b < shape_.batch; ++b) ids.insert(ids.end(), prompt.begin(), prompt.end());
   if (options.max_new_tokens == 0 && keep == nullptr) return result;
 
+  // Each layer's KV cache where the layer computes: on the host for those
+  // computed there (--run-on-host: every step; decode_host_modules: the
+  // decode steps, their prefill through one shared device scratch), so the
+  // accelerator holds no cache it never reads.
+  {
+    const std::vector<DecoderLayerSpec>& layers = model_->spec().layers;
+    const std::vector<std::string>& decode = options.decode_host_modules;
+    std::vector<bool> on_host(layers.size(), false);
+    bool scratch = false;
+    for (size_t i = 0; i < layers.size(); ++i) {
+      const std::string m = module_prefix_ + layers[i].module;
+      const bool always = manager_.host_compute(m);
+      const bool decode_only =
+          !always && std::find(decode.begin(), decode.end(), m) != decode.end();
+      on_host[i] = always || decode_only;
+      scratch = scratch || decode_only;
+    }
+    state_->place_kv_cache(on_host, scratch);
+  }
   manager_.synchronize();
   const OffloadCounters start_counters = manager_.counters();
   auto start = std::chrono::steady_clock::now();
@@ -331,17 +352,12 @@ GenerationResult TransformerRunner::generate(const std::vector<int32_t>& prompt,
       }
     }
   } host_scope{manager_, {}};
+  // The prefill wrote these layers' keys and values to their host caches
+  // (through the device scratch, place_kv_cache above).
   for (const std::string& m : options.decode_host_modules) {
     if (manager_.host_compute(m)) continue;  // already (--run-on-host): left as it is
     manager_.set_host_compute(m, true);
     host_scope.modules.push_back(m);
-    // The prefill wrote this layer's keys and values on the accelerator.
-    const auto& layers = model_->spec().layers;
-    for (size_t i = 0; i < layers.size(); ++i) {
-      if (module_prefix_ + layers[i].module == m) {
-        model_->copy_kv_cache_to_host(*state_, i, stream_.ref());
-      }
-    }
   }
   if (options.graphs && graph_ == nullptr) {
     graph_ = std::make_unique<DecodeGraph>(*model_, registry_, &manager_, stream_.ref(), *state_);

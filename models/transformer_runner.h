@@ -104,6 +104,13 @@ class TransformerRunner {
   const LoadedCheckpoint& loaded() const { return loaded_; }
   hooks::HookRegistry& registry() { return registry_; }
   uint64_t working_bytes() const { return working_bytes_; }
+  // The run's activations and KV caches (placed by generate(): each layer's
+  // cache where the layer computes, TransformerState::place_kv_cache).
+  const TransformerState& state() const { return *state_; }
+  // Threads the layers computed on the host run on (TransformerModel::
+  // set_host_threads; 0: models::default_host_compute_threads()).
+  void set_host_threads(int threads) { model_->set_host_threads(threads); }
+  int host_threads() const { return model_->host_threads(); }
 
   // Generates up to options.max_new_tokens after `prompt` for each of the
   // run's sequences (every sequence gets the same prompt). Stops early at an

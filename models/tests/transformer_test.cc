@@ -81,6 +81,9 @@ struct RunOutcome {
   int64_t decode_steps = 0;
   int64_t graph_launches = 0;
   std::string graph_fallback;
+  std::vector<bool> host_layers;      // per decoder layer: computed on the host
+  std::vector<bool> device_kv_cache;  // per decoder layer: has a device KV cache
+  uint64_t device_kv_cache_bytes = 0;
 };
 
 uint64_t model_bytes(const std::string& folder) {
@@ -192,6 +195,11 @@ RunOutcome generate(const std::string& folder, Placement placement,
   out.decode_steps = result.decode_steps;
   out.graph_launches = result.graph_launches;
   out.graph_fallback = result.graph_fallback;
+  for (size_t i = 0; i < runner.spec().layers.size(); ++i) {
+    out.host_layers.push_back(manager.host_compute(runner.spec().layers[i].module));
+    out.device_kv_cache.push_back(runner.state().device_kv_cache(i));
+  }
+  out.device_kv_cache_bytes = runner.state().device_kv_cache_bytes();
   return out;
 }
 
@@ -353,6 +361,91 @@ TEST_P(TransformerParity, HostComputedLayersMatchTransformersAndReplayBitForBit)
       }
     }
   }
+}
+
+// A layer computed on the host keeps its KV cache on the host: no device
+// cache is allocated for it, so the accelerator's peak is lower than the
+// all-streamed run's by at least those caches (issue #19: the accelerator
+// budget is not spent on caches it never reads).
+TEST_P(TransformerParity, HostComputedLayersGetNoDeviceKvCache) {
+  const std::string folder = kTestdata + GetParam();
+  const RunOutcome all_streamed = generate(folder, Placement::kStreamed);
+  const RunOutcome host = generate(folder, Placement::kStreamed, std::nullopt, nullptr,
+                                   DeviceChoice::kSim, std::nullopt, false, true);
+  ASSERT_EQ(host.host_layers.size(), host.device_kv_cache.size());
+  size_t on_host = 0;
+  for (size_t i = 0; i < host.host_layers.size(); ++i) {
+    EXPECT_NE(host.host_layers[i], host.device_kv_cache[i])
+        << "layer " << i << (host.host_layers[i] ? " computes on the host" : " on the device");
+    on_host += host.host_layers[i] ? 1 : 0;
+    EXPECT_TRUE(all_streamed.device_kv_cache[i]) << i;
+  }
+  ASSERT_GT(on_host, 0u);
+  const uint64_t layer_cache = all_streamed.device_kv_cache_bytes / host.host_layers.size();
+  EXPECT_EQ(host.device_kv_cache_bytes,
+            all_streamed.device_kv_cache_bytes - on_host * layer_cache);
+  EXPECT_LE(host.peak_accelerator_bytes + on_host * layer_cache,
+            all_streamed.peak_accelerator_bytes);
+}
+
+// Layers computed on the host for the decode steps only: their prefill runs
+// on the accelerator through one shared device scratch cache, copied to the
+// host cache after each layer, and the tokens and logits are the resident
+// run's (bit for bit with float32 weights).
+TEST(TransformerKvCache, DecodeOnlyHostLayersShareOneDeviceScratch) {
+  const std::string folder = kTestdata + "llama_f32";
+  const Reference ref = read_reference(folder);
+  const RunOutcome resident = generate(folder, Placement::kResident);
+  auto platform = Platform::create(DeviceChoice::kSim, SimOptions{1, uint64_t{1} << 30, 0});
+  const Tier acc = platform->accelerator(0).tier();
+  TransformerRunShape shape;
+  shape.batch = 1;
+  shape.max_step_tokens = static_cast<int64_t>(ref.prompt.size());
+  shape.max_context = shape.max_step_tokens + 32;
+  shape.all_logits = true;
+  auto probe = make_linear_kernels(*platform);
+  auto checkpoint = mmap_store::open_checkpoint(model_checkpoint_path(folder));
+  const uint64_t working =
+      transformer_working_bytes(describe_model_folder(folder, *checkpoint), shape, *probe);
+  OffloadOptions options;
+  options.prefetch_depth = 1;
+  const uint64_t budget = working + 2 * largest_module_bytes(folder) + model_bytes(folder) / 4;
+  options.budgets[acc] = budget;
+  options.working_reserve[acc] = working;
+  OffloadManager manager(*platform, options);
+  LoadOptions load;
+  load.cpu = TierCapacity{Tier::pinned_host(), std::nullopt, UINT64_MAX};
+  load.accelerators = accelerator_capacities_of(*platform, {{0, budget}});
+  auto kernels = make_linear_kernels(*platform, manager.memory(acc));
+  TransformerRunner runner(manager, folder, *kernels, load, shape);
+  std::vector<std::string> off;
+  for (const DecoderLayerSpec& l : runner.spec().layers) {
+    if (!manager.table().get(manager.table().records_of(l.module).front()).on(acc)) {
+      off.push_back(l.module);
+    }
+  }
+  ASSERT_GE(off.size(), 2u);
+  GenerationOptions generation;
+  generation.max_new_tokens = 32;
+  generation.ignore_eos = true;
+  generation.decode_host_modules = {off[0], off[1]};
+  const GenerationResult r = runner.generate(ref.prompt, generation);
+  EXPECT_EQ(r.output_ids, ref.output);
+  ASSERT_EQ(r.logits.size(), resident.logits.size());
+  EXPECT_EQ(std::memcmp(r.logits.data(), resident.logits.data(), r.logits.size() * sizeof(float)),
+            0);
+  const size_t layers = runner.spec().layers.size();
+  size_t device_caches = 0;
+  for (size_t i = 0; i < layers; ++i) {
+    const std::string& m = runner.spec().layers[i].module;
+    const bool host = m == off[0] || m == off[1];
+    EXPECT_NE(runner.state().device_kv_cache(i), host) << m;
+    device_caches += runner.state().device_kv_cache(i) ? 1 : 0;
+  }
+  EXPECT_EQ(device_caches, layers - 2);
+  // The device caches of the other layers plus one scratch layer's.
+  EXPECT_EQ(runner.state().device_kv_cache_bytes() * layers,
+            resident.device_kv_cache_bytes * (device_caches + 1));
 }
 
 // On CUDA the host-computed layers give transformers' tokens (the host
