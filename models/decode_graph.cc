@@ -9,6 +9,13 @@ DecodeGraph::DecodeGraph(TransformerModel& model, hooks::HookRegistry& registry,
     : model_(model), registry_(registry), manager_(manager), stream_(stream), state_(state) {}
 
 void DecodeGraph::capture() {
+  if (model_.has_sparse_layers()) {
+    // Each sparse layer reads its routed experts back on the host mid-step.
+    fallback_reason_ =
+        "a mixture-of-experts step chooses its experts from data (a host synchronization per "
+        "sparse layer), so it is not captured";
+    return;
+  }
   try {
     if (manager_ != nullptr) manager_->begin_capture(stream_);
     GraphCapture capture(stream_);

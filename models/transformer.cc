@@ -80,6 +80,9 @@ struct ActivationSizes {
   int64_t head_rows = 0;
   int64_t q_cols = 0;
   int64_t kv_cols = 0;
+  int64_t mlp_cols = 0;  // the widest MLP: dense, expert or shared expert
+  int64_t experts = 0;   // router outputs (0: no sparse layer)
+  int64_t top_k = 0;
 };
 
 ActivationSizes activation_sizes(const TransformerSpec& spec, const TransformerRunShape& shape) {
@@ -89,7 +92,104 @@ ActivationSizes activation_sizes(const TransformerSpec& spec, const TransformerR
   a.head_rows = shape.all_logits ? a.rows : shape.batch;
   a.q_cols = c.num_heads * c.head_dim;
   a.kv_cols = c.num_kv_heads * c.head_dim;
+  a.mlp_cols = c.intermediate_size;
+  if (c.moe) {
+    a.mlp_cols = std::max({a.mlp_cols, c.moe->expert_intermediate_size,
+                           c.moe->shared_expert_intermediate_size});
+    a.experts = c.moe->num_experts;
+    a.top_k = c.moe->experts_per_token;
+  }
   return a;
+}
+
+using ReadBytes = std::function<std::vector<uint8_t>(const std::string&)>;
+
+// The tensors of module `module`, or InvalidInputError naming `missing`.
+const LocalTensors& module_tensors(const std::map<std::string, LocalTensors>& modules,
+                                   const std::string& module, const std::string& missing,
+                                   const std::string& source) {
+  auto it = modules.find(module);
+  STOWAGE_EXPECTS(it != modules.end(), InvalidInputError, "{}: missing tensor '{}.{}'", source,
+                  module, missing);
+  return it->second;
+}
+
+// One linear layer that is a whole module (the router, the shared expert's
+// gate): its spec and tensor names, every tensor of the module accounted for.
+LinearSpec describe_linear_module(const std::map<std::string, LocalTensors>& modules,
+                                  const std::string& module, int64_t out, int64_t in,
+                                  const ReadBytes& read_bytes, const std::string& source,
+                                  std::vector<std::string>* names) {
+  const LocalTensors& local = module_tensors(modules, module, "weight", source);
+  std::set<std::string> used;
+  LinearSpec spec = describe_linear(local, module, read_bytes, source, &used);
+  expect_linear(spec, module, out, in, false, source);
+  for (const auto& [name, meta] : local) {
+    STOWAGE_EXPECTS(used.count(name) != 0, InvalidInputError, "{}: tensor '{}' is not part of {}",
+                    source, meta->name, module);
+    names->push_back(name);
+  }
+  return spec;
+}
+
+// A SwiGLU MLP that is a module of its own (an expert, the shared expert):
+// projections `names` (gate, up, down) of [inter, hidden] and [hidden, inter].
+ExpertSpec describe_expert(const std::map<std::string, LocalTensors>& modules,
+                           const std::string& module, const MoeConfig& moe, int64_t hidden,
+                           int64_t inter, const ReadBytes& read_bytes, const std::string& source) {
+  ExpertSpec e;
+  e.module = module;
+  const LocalTensors& local = module_tensors(modules, module, moe.gate_proj + ".weight", source);
+  std::set<std::string> used;
+  const std::pair<const std::string*, LinearSpec*> parts[] = {
+      {&moe.gate_proj, &e.gate}, {&moe.up_proj, &e.up}, {&moe.down_proj, &e.down}};
+  for (const auto& [name, spec] : parts) {
+    std::set<std::string> here;
+    *spec = describe_linear(tensors_under(local, *name), module + "." + *name, read_bytes, source,
+                            &here);
+    for (const std::string& u : here) used.insert(*name + "." + u);
+  }
+  expect_linear(e.gate, module + "." + moe.gate_proj, inter, hidden, false, source);
+  expect_linear(e.up, module + "." + moe.up_proj, inter, hidden, false, source);
+  expect_linear(e.down, module + "." + moe.down_proj, hidden, inter, false, source);
+  for (const auto& [name, meta] : local) {
+    STOWAGE_EXPECTS(used.count(name) != 0, InvalidInputError,
+                    "{}: tensor '{}' is not part of expert {}", source, meta->name, module);
+    e.tensors.push_back(name);
+  }
+  return e;
+}
+
+// The sparse MLP of layer `layer` (router, experts, shared expert and its
+// gate), each module added to *claimed.
+MoeLayerSpec describe_moe_layer(const TransformerConfig& c,
+                                const std::map<std::string, LocalTensors>& modules,
+                                const std::string& layer, const ReadBytes& read_bytes,
+                                const std::string& source, std::set<std::string>* claimed) {
+  const MoeConfig& moe = *c.moe;
+  const std::string block = layer + "." + moe.block;
+  MoeLayerSpec m;
+  m.router_module = block + ".gate";
+  m.router = describe_linear_module(modules, m.router_module, moe.num_experts, c.hidden_size,
+                                    read_bytes, source, &m.router_tensors);
+  claimed->insert(m.router_module);
+  for (int64_t e = 0; e < moe.num_experts; ++e) {
+    m.experts.push_back(describe_expert(modules, fmt::format("{}.experts.{}", block, e), moe,
+                                        c.hidden_size, moe.expert_intermediate_size, read_bytes,
+                                        source));
+    claimed->insert(m.experts.back().module);
+  }
+  if (moe.shared_expert_intermediate_size > 0) {
+    m.has_shared = true;
+    m.shared = describe_expert(modules, block + ".shared_expert", moe, c.hidden_size,
+                               moe.shared_expert_intermediate_size, read_bytes, source);
+    claimed->insert(m.shared.module);
+    m.shared_gate_module = block + ".shared_expert_gate";
+    m.shared_gate = describe_linear_module(modules, m.shared_gate_module, 1, c.hidden_size,
+                                           read_bytes, source, &m.shared_gate_tensors);
+    claimed->insert(m.shared_gate_module);
+  }
+  return m;
 }
 
 }  // namespace
@@ -100,7 +200,28 @@ std::pair<std::string, std::string> transformer_module_of(const std::string& nam
     size_t end = pos;
     while (end < name.size() && std::isdigit(static_cast<unsigned char>(name[end]))) ++end;
     if (end > pos && end < name.size() && name[end] == '.') {
-      return {name.substr(0, end), name.substr(end + 1)};
+      const std::string layer = name.substr(0, end), rest = name.substr(end + 1);
+      // A sparse layer's router, experts and shared expert are modules of their own.
+      for (const char* block : {"mlp.", "block_sparse_moe."}) {
+        if (!starts_with(rest, block)) continue;
+        const size_t part = std::string(block).size();
+        const size_t dot = rest.find('.', part);
+        if (dot == std::string::npos) break;
+        const std::string sub = rest.substr(part, dot - part);
+        size_t split = dot;
+        if (sub == "experts") {
+          size_t digits = dot + 1;
+          while (digits < rest.size() && std::isdigit(static_cast<unsigned char>(rest[digits]))) {
+            ++digits;
+          }
+          if (digits == dot + 1 || digits >= rest.size() || rest[digits] != '.') break;
+          split = digits;
+        } else if (sub != "gate" && sub != "shared_expert" && sub != "shared_expert_gate") {
+          break;
+        }
+        return {layer + "." + rest.substr(0, split), rest.substr(split + 1)};
+      }
+      return {layer, rest};
     }
   }
   for (const char* module : {kEmbeddingModule, kFinalNormModule, kHeadModule}) {
@@ -136,7 +257,9 @@ TransformerSpec describe_transformer(
     const LocalTensors& local = it->second;
     claimed.insert(layer.module);
     std::set<std::string> used;
+    layer.sparse = is_sparse_layer(c, i);
     for (const Projection& p : kProjections) {
+      if (layer.sparse && p.spec == &DecoderLayerSpec::gate) break;  // gate, up, down: dense only
       std::set<std::string> used_here;
       const std::string name = layer.module + "." + p.prefix;
       layer.*p.spec =
@@ -153,12 +276,23 @@ TransformerSpec describe_transformer(
                   source);
     expect_linear(layer.o, layer.module + ".self_attn.o_proj", c.hidden_size, q_out, c.o_bias,
                   source);
-    expect_linear(layer.gate, layer.module + ".mlp.gate_proj", c.intermediate_size, c.hidden_size,
-                  c.mlp_bias, source);
-    expect_linear(layer.up, layer.module + ".mlp.up_proj", c.intermediate_size, c.hidden_size,
-                  c.mlp_bias, source);
-    expect_linear(layer.down, layer.module + ".mlp.down_proj", c.hidden_size, c.intermediate_size,
-                  c.mlp_bias, source);
+    if (layer.sparse) {
+      layer.moe = describe_moe_layer(c, modules, layer.module, read_bytes, source, &claimed);
+    } else {
+      expect_linear(layer.gate, layer.module + ".mlp.gate_proj", c.intermediate_size,
+                    c.hidden_size, c.mlp_bias, source);
+      expect_linear(layer.up, layer.module + ".mlp.up_proj", c.intermediate_size, c.hidden_size,
+                    c.mlp_bias, source);
+      expect_linear(layer.down, layer.module + ".mlp.down_proj", c.hidden_size,
+                    c.intermediate_size, c.mlp_bias, source);
+    }
+    if (c.qk_norm) {
+      layer.q_norm_dtype =
+          expect_vector(local, "self_attn.q_norm.weight", layer.module, c.head_dim, source).dtype;
+      layer.k_norm_dtype =
+          expect_vector(local, "self_attn.k_norm.weight", layer.module, c.head_dim, source).dtype;
+      used.insert({"self_attn.q_norm.weight", "self_attn.k_norm.weight"});
+    }
     layer.input_norm_dtype =
         expect_vector(local, "input_layernorm.weight", layer.module, c.hidden_size, source).dtype;
     layer.post_norm_dtype =
@@ -237,9 +371,23 @@ TransformerSpec describe_transformer(
 
 std::vector<std::string> transformer_plan_order(const TransformerSpec& spec) {
   std::vector<std::string> order;
-  for (const DecoderLayerSpec& layer : spec.layers) order.push_back(layer.module);
+  for (const DecoderLayerSpec& layer : spec.layers) {
+    order.push_back(layer.module);
+    if (!layer.sparse) continue;
+    order.push_back(layer.moe.router_module);
+    if (layer.moe.has_shared) {
+      order.push_back(layer.moe.shared_gate_module);
+      order.push_back(layer.moe.shared.module);
+    }
+  }
   order.push_back(kFinalNormModule);
   order.push_back(spec.head_module);
+  // The routed experts after everything that runs at every step: the
+  // accelerator keeps what every token needs first, then the experts of the
+  // first layers; the embedding table last (a step reads only its rows).
+  for (const DecoderLayerSpec& layer : spec.layers) {
+    for (const ExpertSpec& e : layer.moe.experts) order.push_back(e.module);
+  }
   if (spec.head_module != kEmbeddingModule) order.push_back(kEmbeddingModule);
   return order;
 }
@@ -290,17 +438,31 @@ uint64_t transformer_working_bytes(const TransformerSpec& spec, const Transforme
       run_sum({run_size({rows, u(c.hidden_size), 3}, spec, shape, what),        // h, x, tmp
                run_size({rows, u(a.q_cols), 2}, spec, shape, what),             // q, attn
                run_size({rows, u(a.kv_cols), 2}, spec, shape, what),            // k, v
-               run_size({rows, u(c.intermediate_size), 3}, spec, shape, what),  // gate, up, act
+               run_size({rows, u(a.mlp_cols), 3}, spec, shape, what),           // gate, up, act
                run_size({u(a.head_rows), u(c.vocab_size)}, spec, shape, what),  // logits
-               u(c.head_dim / 2)},                                             // inv_freq
+               u(c.head_dim / 2),                                               // inv_freq
+               run_size({rows, u(a.experts)}, spec, shape, what),  // router logits
+               run_size({rows, u(a.top_k)}, spec, shape, what),    // routing weights
+               rows},                                               // shared expert's gate
               spec, shape, what);
-  const uint64_t ints = run_sum({run_size({rows, 2}, spec, shape, what), 1}, spec, shape, what);
+  const uint64_t ints = run_sum({run_size({rows, 2}, spec, shape, what), 1,
+                                 run_size({rows, u(a.top_k)}, spec, shape, what)},  // expert ids
+                                spec, shape, what);
   std::vector<LinearShape> shapes;
   for (const DecoderLayerSpec& l : spec.layers) {
-    for (const Projection& p : kProjections) shapes.push_back((l.*p.spec).shape());
+    for (const Projection& p : kProjections) {
+      if ((l.*p.spec).out_features > 0) shapes.push_back((l.*p.spec).shape());
+    }
+    if (!l.sparse) continue;
+    shapes.push_back(l.moe.router.shape());
+    for (const ExpertSpec* e : {&l.moe.experts.front(), &l.moe.shared}) {
+      if (e->gate.out_features == 0) continue;
+      for (const LinearSpec* p : {&e->gate, &e->up, &e->down}) shapes.push_back(p->shape());
+    }
+    if (l.moe.has_shared) shapes.push_back(l.moe.shared_gate.shape());
   }
   shapes.push_back(spec.head.shape());
-  const uint64_t buffers = 15 + 2 * u(c.num_layers);
+  const uint64_t buffers = 19 + 2 * u(c.num_layers);
   return run_sum({run_size({floats, sizeof(float)}, spec, shape, what),
                   run_size({ints, sizeof(int32_t)}, spec, shape, what),
                   kv_cache_bytes(spec, shape), run_size({buffers, kAllocationSlack}, spec, shape, what),
@@ -343,9 +505,16 @@ TransformerState::TransformerState(const TransformerSpec& spec, const Transforme
   attn = Buffer(device, rows * a.q_cols * f, stream);
   k = Buffer(device, rows * a.kv_cols * f, stream);
   v = Buffer(device, rows * a.kv_cols * f, stream);
-  gate = Buffer(device, rows * c.intermediate_size * f, stream);
-  up = Buffer(device, rows * c.intermediate_size * f, stream);
-  act = Buffer(device, rows * c.intermediate_size * f, stream);
+  gate = Buffer(device, rows * a.mlp_cols * f, stream);
+  up = Buffer(device, rows * a.mlp_cols * f, stream);
+  act = Buffer(device, rows * a.mlp_cols * f, stream);
+  if (a.experts > 0) {
+    router_logits = Buffer(device, rows * a.experts * f, stream);
+    moe_ids = Buffer(device, rows * a.top_k * sizeof(int32_t), stream);
+    moe_weights = Buffer(device, rows * a.top_k * f, stream);
+    shared_gate = Buffer(device, rows * f, stream);
+    host_moe_ids = Buffer(pinned, rows * a.top_k * sizeof(int32_t));
+  }
   logits = Buffer(device, static_cast<size_t>(a.head_rows * c.vocab_size) * f, stream);
   positions = Buffer(device, rows * sizeof(int32_t), stream);
   ids = Buffer(device, rows * sizeof(int32_t), stream);
@@ -408,10 +577,11 @@ TransformerState::HostCompute& TransformerState::host_compute() {
     host_.attn.assign(rows * a.q_cols, 0.0f);
     host_.k.assign(rows * a.kv_cols, 0.0f);
     host_.v.assign(rows * a.kv_cols, 0.0f);
-    host_.gate.assign(rows * c.intermediate_size, 0.0f);
-    host_.up.assign(rows * c.intermediate_size, 0.0f);
-    host_.act.assign(rows * c.intermediate_size, 0.0f);
+    host_.gate.assign(rows * a.mlp_cols, 0.0f);
+    host_.up.assign(rows * a.mlp_cols, 0.0f);
+    host_.act.assign(rows * a.mlp_cols, 0.0f);
     host_.h = Buffer(*pinned_, rows * c.hidden_size * sizeof(float));
+    host_.y = Buffer(*pinned_, rows * c.hidden_size * sizeof(float));
   }
   return host_;
 }
@@ -442,7 +612,13 @@ TransformerModel::TransformerModel(TransformerSpec spec, LinearKernels& kernels)
 }
 
 std::vector<hooks::Module*> TransformerModel::execution_order() const {
-  std::vector<hooks::Module*> order = layers_;
+  std::vector<hooks::Module*> order;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    order.push_back(layers_[i]);
+    for (hooks::Module* m : {moe_[i].router, moe_[i].shared_gate, moe_[i].shared}) {
+      if (m != nullptr) order.push_back(m);
+    }
+  }
   order.push_back(norm_);
   order.push_back(head_);
   return order;
@@ -545,6 +721,12 @@ void TransformerModel::run_layer(size_t i, const LayerWeights& w, const LayerBuf
   linear(0, b.x, c.hidden_size, b.q, q_cols);
   linear(1, b.x, c.hidden_size, b.k, kv_cols);
   linear(2, b.x, c.hidden_size, b.v, kv_cols);
+  if (c.qk_norm) {
+    // Qwen3: each head's query and key normalized over head_dim before RoPE.
+    kernels::rms_norm({rows * c.num_heads, c.head_dim, b.q, w.q_norm, l.q_norm_dtype, eps, b.q}, s);
+    kernels::rms_norm(
+        {rows * c.num_kv_heads, c.head_dim, b.k, w.k_norm, l.k_norm_dtype, eps, b.k}, s);
+  }
   kernels::apply_rope({rows, c.num_heads, c.head_dim, b.q, b.positions, b.inv_freq}, s);
   kernels::apply_rope({rows, c.num_kv_heads, c.head_dim, b.k, b.positions, b.inv_freq}, s);
   kernels::kv_append({step.batch, step.tokens, c.num_kv_heads, c.head_dim, step.past, b.past,
@@ -572,13 +754,50 @@ void TransformerModel::run_layer(size_t i, const LayerWeights& w, const LayerBuf
   linear(3, b.attn, q_cols, b.tmp, c.hidden_size);
   kernels::add_in_place(h, b.tmp, rows * c.hidden_size, s);
   kernels::rms_norm({rows, c.hidden_size, h, w.post_norm, l.post_norm_dtype, eps, b.x}, s);
-  linear(4, b.x, c.hidden_size, b.gate, c.intermediate_size);
-  linear(5, b.x, c.hidden_size, b.up, c.intermediate_size);
-  kernels::swiglu({rows, c.intermediate_size, b.gate, c.intermediate_size, b.up,
-                   c.intermediate_size, b.act},
-                  s);
-  linear(6, b.act, c.intermediate_size, b.tmp, c.hidden_size);
+  if (l.sparse) return;  // the experts read b.x (run_moe_block)
+  run_swiglu(&w.projections[4], c.intermediate_size, b.x, b.tmp, b, rows, kernels, s);
   kernels::add_in_place(h, b.tmp, rows * c.hidden_size, s);
+}
+
+TransformerModel::LayerBuffers TransformerModel::mlp_buffers(TransformerState& st, bool host) {
+  LayerBuffers b;
+  if (host) {
+    TransformerState::HostCompute& hc = st.host_compute();
+    b.gate = hc.gate.data();
+    b.up = hc.up.data();
+    b.act = hc.act.data();
+    b.tier = Tier::pageable_host();
+  } else {
+    b.gate = static_cast<float*>(st.gate.data());
+    b.up = static_cast<float*>(st.up.data());
+    b.act = static_cast<float*>(st.act.data());
+    b.tier = st.tier;
+  }
+  return b;
+}
+
+void TransformerModel::run_swiglu(const LinearWeights* w, int64_t inter, const float* x, float* y,
+                                  const LayerBuffers& b, int64_t rows, LinearKernels& kernels,
+                                  StreamRef s) {
+  const int64_t hidden = spec_.config.hidden_size;
+  auto view = [&](const float* p, int64_t cols) {
+    return TensorView(const_cast<float*>(p), DType::kF32, Shape{rows, cols}, b.tier);
+  };
+  kernels.linear(s, w[0], view(x, hidden), view(b.gate, inter), false);
+  kernels.linear(s, w[1], view(x, hidden), view(b.up, inter), false);
+  kernels::swiglu({rows, inter, b.gate, inter, b.up, inter, b.act}, s);
+  kernels.linear(s, w[2], view(b.act, inter), view(y, hidden), false);
+}
+
+void TransformerModel::compute_on_host(StreamRef s, TransformerState& st, const float* in,
+                                       int64_t in_floats, float* out, int64_t out_floats,
+                                       std::function<void(const float*, float*)> fn) {
+  TransformerState::HostCompute& hc = st.host_compute();
+  float* host_in = static_cast<float*>(hc.h.data());
+  float* host_out = static_cast<float*>(hc.y.data());
+  s.copy(host_in, in, static_cast<size_t>(in_floats) * sizeof(float));
+  s.host_task([fn = std::move(fn), host_in, host_out] { fn(host_in, host_out); });
+  s.copy(out, host_out, static_cast<size_t>(out_floats) * sizeof(float));
 }
 
 void TransformerModel::build_layer(size_t i) {
@@ -587,11 +806,14 @@ void TransformerModel::build_layer(size_t i) {
   for (const std::string& name : layer.tensors) m.add_tensor(name);
   std::vector<LinearTensorIndices> proj;
   for (const Projection& p : kProjections) {
+    if (layer.sparse && p.spec == &DecoderLayerSpec::gate) break;
     proj.push_back(linear_tensor_indices(m, std::string(p.prefix) + "."));
   }
   const int in_norm = m.tensor_index("input_layernorm.weight");
   const int post_norm = m.tensor_index("post_attention_layernorm.weight");
-  m.set_forward([this, i, proj, in_norm, post_norm](hooks::ForwardContext& ctx) {
+  const int q_norm = m.tensor_index("self_attn.q_norm.weight");
+  const int k_norm = m.tensor_index("self_attn.k_norm.weight");
+  m.set_forward([this, i, proj, in_norm, post_norm, q_norm, k_norm](hooks::ForwardContext& ctx) {
     const DecoderLayerSpec& l = spec_.layers[i];
     TransformerState& st = *current_.state;
     const StreamRef s = ctx.stream();
@@ -601,6 +823,8 @@ void TransformerModel::build_layer(size_t i) {
     }
     w.input_norm = ctx.tensor_at(in_norm).data();
     w.post_norm = ctx.tensor_at(post_norm).data();
+    if (q_norm >= 0) w.q_norm = ctx.tensor_at(q_norm).data();
+    if (k_norm >= 0) w.k_norm = ctx.tensor_at(k_norm).data();
     float* h = ctx.inputs()[0].data_as<float>();
     // The step's sizes as of now: the host task below may run after the
     // state has moved on to the next step.
@@ -624,8 +848,12 @@ void TransformerModel::build_layer(size_t i) {
       run_layer(i, w, b, step, host_h, host_kernels, StreamRef());
     });
     s.copy(h, host_h, bytes);
+    // A sparse layer's experts read the normalized hidden state on the accelerator.
+    if (l.sparse) s.copy(st.x.data(), b.x, bytes);
   });
   layers_.push_back(&m);
+  moe_.emplace_back();
+  if (layer.sparse) build_moe(i);
 }
 
 void TransformerModel::build_norm_and_head() {
@@ -725,7 +953,10 @@ TensorView TransformerModel::enqueue_step(hooks::HookRegistry& registry, StreamR
   current_.head_rows = shape.all_logits ? rows : shape.batch;
   const Tier tier = state.tier;
   const TensorView h_view = f32_view(state.h, rows, c.hidden_size, tier);
-  for (hooks::Module* layer : layers_) registry.run_forward(*layer, stream, {h_view}, {h_view});
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    registry.run_forward(*layers_[i], stream, {h_view}, {h_view});
+    if (spec_.layers[i].sparse) run_moe_block(i, registry, stream, state);
+  }
   const TensorView x_view = f32_view(state.x, current_.head_rows, c.hidden_size, tier);
   if (shape.all_logits) {
     registry.run_forward(*norm_, stream, {h_view}, {x_view});

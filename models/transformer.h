@@ -1,5 +1,6 @@
-// The decoder-only transformer family (Llama, Qwen2, Mistral) as modules of
-// the hooks/ API, so an offload hook streams each of them around its forward:
+// The decoder-only transformer family (Llama, Qwen2, Mistral, and the
+// mixture-of-experts Mixtral, Qwen2-MoE, Qwen3-MoE) as modules of the hooks/
+// API, so an offload hook streams each of them around its forward:
 //
 //   "model.layers.{i}"    one decoder layer: input_layernorm, self_attn.{q,k,v,o}_proj
 //                         (q/k/v biases for Qwen2), post_attention_layernorm,
@@ -9,6 +10,21 @@
 //   "lm_head"             the output projection; with tied embeddings the head
 //                         is "model.embed_tokens" itself
 //   "model.embed_tokens"  the embedding table
+//
+// A sparse (MoE) layer keeps attention and the norms in "model.layers.{i}";
+// its router, each expert, the shared expert and the shared expert's gate
+// are modules of their own, named as the checkpoint names them:
+//   "model.layers.{i}.{block}.gate"                 the router [experts, hidden]
+//   "model.layers.{i}.{block}.experts.{e}"          expert e: {gate,up,down} projections
+//   "model.layers.{i}.mlp.shared_expert", "model.layers.{i}.mlp.shared_expert_gate"
+// ({block}: "block_sparse_moe" for Mixtral, "mlp" for Qwen). The router runs
+// on the accelerator (softmax, top-k: kernels/moe_ops.h); the step then
+// reads the routed expert ids back (one stream synchronization per sparse
+// layer: which experts run is data) and runs each routed expert once over
+// the step's rows, adding its output, weighted, to the rows routed to it.
+// An expert runs where an ExpertProvider (models/expert_provider.h) puts it:
+// through the hooks like any module (resident, fetched on demand, or
+// computed on the host), or from an accelerator expert cache.
 //
 // Forward of one step (a prompt, or one new token per sequence) for `batch`
 // sequences of equal length: the embedding rows are gathered where the table
@@ -40,12 +56,37 @@
 
 namespace stowage::models {
 
+// A SwiGLU MLP that is a module of its own: an expert or the shared expert.
+struct ExpertSpec {
+  std::string module;  // "model.layers.3.block_sparse_moe.experts.5"
+  LinearSpec gate, up, down;
+  std::vector<std::string> tensors;  // names inside the module ("w1.weight", ...)
+};
+
+// The sparse MLP of one decoder layer.
+struct MoeLayerSpec {
+  std::string router_module;  // "model.layers.3.mlp.gate"
+  LinearSpec router;          // [experts, hidden]
+  std::vector<std::string> router_tensors;
+  std::vector<ExpertSpec> experts;
+  bool has_shared = false;
+  ExpertSpec shared;  // "model.layers.3.mlp.shared_expert"
+  std::string shared_gate_module;
+  LinearSpec shared_gate;  // [1, hidden]
+  std::vector<std::string> shared_gate_tensors;
+};
+
 struct DecoderLayerSpec {
   std::string module;  // "model.layers.3"
+  // gate, up, down: the dense MLP (absent, out_features 0, in a sparse layer).
   LinearSpec q, k, v, o, gate, up, down;
   DType input_norm_dtype = DType::kF32;
   DType post_norm_dtype = DType::kF32;
+  DType q_norm_dtype = DType::kF32;  // Qwen3: q_norm / k_norm weights
+  DType k_norm_dtype = DType::kF32;
   std::vector<std::string> tensors;  // names inside the module, checkpoint order
+  bool sparse = false;
+  MoeLayerSpec moe;  // when sparse
 };
 
 struct TransformerSpec {
@@ -78,9 +119,10 @@ TransformerSpec describe_transformer(
     const std::function<std::vector<uint8_t>(const std::string&)>& read_bytes,
     const std::string& source);
 
-// The planner's module order: the layers, the final norm, the head, then
-// (untied) the embedding table, which the accelerator needs least: a step
-// reads only its rows.
+// The planner's module order: the layers (a sparse layer's attention,
+// router and shared expert), the final norm, the head, then the routed
+// experts layer by layer, then (untied) the embedding table, which the
+// accelerator needs least: a step reads only its rows.
 std::vector<std::string> transformer_plan_order(const TransformerSpec& spec);
 
 // What one run asks of the accelerator besides the weights.
@@ -109,6 +151,7 @@ class TransformerState {
   struct HostCompute {
     std::vector<float> x, tmp, q, k, v, attn, gate, up, act;
     Buffer h;  // pinned
+    Buffer y;  // pinned: a module computed on the host (an expert) writes its output here
     std::vector<std::vector<float>> k_cache, v_cache;  // per layer; empty when unused
   };
 
@@ -151,6 +194,10 @@ class TransformerState {
   Buffer host_positions;  // pinned int32 [batch * max_step_tokens]
   Buffer host_rows;       // pinned embedding rows gathered on the host
   Buffer past_device;     // int32: past_ as the step's kernels read it (kernels' past_at)
+  // Sparse layers: the router's logits [rows, experts], the routed experts
+  // (int32 [rows, top_k]) and their weights, the shared expert's gate [rows],
+  // and a pinned copy of the expert ids (the step reads them on the host).
+  Buffer router_logits, moe_ids, moe_weights, shared_gate, host_moe_ids;
   Buffer host_past;       // pinned int32
   Tier tier;
   const TransformerSpec* spec_ = nullptr;
@@ -200,6 +247,15 @@ class TransformerModel {
                           int64_t tokens);
   static void advance_step(TransformerState& state, int64_t tokens) { state.past_ += tokens; }
 
+  // Whether any decoder layer is sparse (MoE). Such a step reads the routed
+  // expert ids back on the host at each sparse layer (a stream
+  // synchronization), so it cannot be captured into a graph.
+  bool has_sparse_layers() const;
+  // When set, each step appends, per decoder layer, the routed expert ids of
+  // sequence 0 (top_k per position, largest weight first) to (*log)[layer]
+  // (resized to the layer count; dense layers stay empty). nullptr: off.
+  void set_routing_log(std::vector<std::vector<int32_t>>* log) { routing_log_ = log; }
+
   // Copies decoder layer `layer`'s KV cache from the accelerator (its own
   // cache, or the scratch of TransformerState::place_kv_cache) to the
   // state's host copy, stream-ordered: a layer that computed on the
@@ -215,9 +271,18 @@ class TransformerModel {
 
  private:
   struct LayerWeights {
-    std::vector<LinearWeights> projections;  // q, k, v, o, gate, up, down
+    std::vector<LinearWeights> projections;  // q, k, v, o, gate, up, down (sparse: q, k, v, o)
     const void* input_norm = nullptr;
     const void* post_norm = nullptr;
+    const void* q_norm = nullptr;  // Qwen3
+    const void* k_norm = nullptr;
+  };
+  // A sparse layer's modules beside the layer (attention) itself.
+  struct MoeModules {
+    hooks::Module* router = nullptr;
+    hooks::Module* shared_gate = nullptr;
+    hooks::Module* shared = nullptr;
+    std::vector<hooks::Module*> experts;
   };
   // Where a layer's activations, positions and KV cache live.
   struct LayerBuffers {
@@ -240,6 +305,25 @@ class TransformerModel {
   void run_layer(size_t i, const LayerWeights& weights, const LayerBuffers& buffers,
                  const LayerStep& step, float* h, LinearKernels& kernels, StreamRef stream);
   LinearKernels& host_kernels();
+  // The MLP scratch (gate, up, act) on the accelerator or, `host`, in the
+  // state's host activations.
+  LayerBuffers mlp_buffers(TransformerState& state, bool host);
+  // y = down(silu(gate(x)) * up(x)) over `rows` rows; w: gate, up, down.
+  void run_swiglu(const LinearWeights* w, int64_t inter, const float* x, float* y,
+                  const LayerBuffers& b, int64_t rows, LinearKernels& kernels, StreamRef stream);
+  // Runs `fn` on the host in `stream`'s order between a copy of `in_floats`
+  // floats of `in` into pinned memory and a copy of `out_floats` of its
+  // output back to `out` (a module whose weights stay on the host).
+  void compute_on_host(StreamRef stream, TransformerState& state, const float* in,
+                       int64_t in_floats, float* out, int64_t out_floats,
+                       std::function<void(const float* in, float* out)> fn);
+  // The router, shared expert and experts of sparse layer `i` (models/transformer_moe.cc).
+  void build_moe(size_t i);
+  void build_expert(size_t i, int expert, hooks::Module& m);
+  // The sparse MLP of layer `i` after its attention: router, shared expert,
+  // then each routed expert once (see the file comment).
+  void run_moe_block(size_t i, hooks::HookRegistry& registry, StreamRef stream,
+                     TransformerState& state);
 
   TransformerSpec spec_;
   LinearKernels& kernels_;
@@ -247,6 +331,8 @@ class TransformerModel {
   int host_threads_ = 0;                         // set_host_threads
   hooks::Module root_;
   std::vector<hooks::Module*> layers_;
+  std::vector<MoeModules> moe_;  // per layer; empty for dense layers
+  std::vector<std::vector<int32_t>>* routing_log_ = nullptr;
   hooks::Module* norm_ = nullptr;
   hooks::Module* head_ = nullptr;
   TensorView device_table_;

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <cmath>
 #include <filesystem>
@@ -168,16 +169,24 @@ TransformerArchitecture parse_architecture(const ConfigReader& config) {
     if (*model_type == "llama") name = "LlamaForCausalLM";
     if (*model_type == "qwen2") name = "Qwen2ForCausalLM";
     if (*model_type == "mistral") name = "MistralForCausalLM";
+    if (*model_type == "mixtral") name = "MixtralForCausalLM";
+    if (*model_type == "qwen2_moe") name = "Qwen2MoeForCausalLM";
+    if (*model_type == "qwen3_moe") name = "Qwen3MoeForCausalLM";
     STOWAGE_EXPECTS(!name.empty(), InvalidInputError,
-                    "{}: key 'model_type': expected llama, qwen2 or mistral, found '{}'",
+                    "{}: key 'model_type': expected llama, qwen2, mistral, mixtral, qwen2_moe or "
+                    "qwen3_moe, found '{}'",
                     config.file(), *model_type);
   }
   if (name == "LlamaForCausalLM") return TransformerArchitecture::kLlama;
   if (name == "Qwen2ForCausalLM") return TransformerArchitecture::kQwen2;
   if (name == "MistralForCausalLM") return TransformerArchitecture::kMistral;
+  if (name == "MixtralForCausalLM") return TransformerArchitecture::kMixtral;
+  if (name == "Qwen2MoeForCausalLM") return TransformerArchitecture::kQwen2Moe;
+  if (name == "Qwen3MoeForCausalLM") return TransformerArchitecture::kQwen3Moe;
   throw InvalidInputError(
       fmt::format("{}: key 'architectures': '{}' is not supported (expected LlamaForCausalLM, "
-                  "Qwen2ForCausalLM or MistralForCausalLM)",
+                  "Qwen2ForCausalLM, MistralForCausalLM, MixtralForCausalLM, "
+                  "Qwen2MoeForCausalLM or Qwen3MoeForCausalLM)",
                   config.file(), name));
 }
 
@@ -222,7 +231,65 @@ void parse_rope(const ConfigReader& config, TransformerConfig& out) {
   out.llama3_scaling = s;
 }
 
+// The sparse MLP's keys of the MoE architectures.
+MoeConfig parse_moe(const ConfigReader& config, const TransformerConfig& out) {
+  MoeConfig moe;
+  const bool mixtral = out.architecture == TransformerArchitecture::kMixtral;
+  const char* experts_key = mixtral || config.find("num_experts") == nullptr
+                                ? "num_local_experts"
+                                : "num_experts";
+  moe.num_experts = config.positive(experts_key);
+  moe.experts_per_token = config.positive("num_experts_per_tok");
+  STOWAGE_EXPECTS(moe.experts_per_token <= moe.num_experts && moe.num_experts <= 1024,
+                  InvalidInputError,
+                  "{}: key 'num_experts_per_tok': expected at most {} ({}, itself at most 1024), "
+                  "found {}",
+                  config.file(), moe.num_experts, experts_key, moe.experts_per_token);
+  moe.sparse_layers.assign(static_cast<size_t>(out.num_layers), true);
+  if (mixtral) {
+    moe.expert_intermediate_size = out.intermediate_size;
+    moe.block = "block_sparse_moe";
+    moe.gate_proj = "w1";
+    moe.up_proj = "w3";
+    moe.down_proj = "w2";
+    return moe;
+  }
+  moe.expert_intermediate_size = config.positive("moe_intermediate_size");
+  moe.renormalize = config.boolean("norm_topk_prob", false);
+  if (out.architecture == TransformerArchitecture::kQwen2Moe) {
+    moe.shared_expert_intermediate_size =
+        config.optional_integer("shared_expert_intermediate_size").value_or(0);
+    STOWAGE_EXPECTS(moe.shared_expert_intermediate_size >= 0, InvalidInputError,
+                    "{}: key 'shared_expert_intermediate_size': expected >= 0, found {}",
+                    config.file(), moe.shared_expert_intermediate_size);
+  }
+  const int64_t step = config.optional_integer("decoder_sparse_step").value_or(1);
+  STOWAGE_EXPECTS(step > 0, InvalidInputError,
+                  "{}: key 'decoder_sparse_step': expected a positive integer, found {}",
+                  config.file(), step);
+  std::vector<int64_t> dense;
+  if (const json::value* only = config.find("mlp_only_layers")) {
+    STOWAGE_EXPECTS(only->is_array(), InvalidInputError,
+                    "{}: key 'mlp_only_layers': expected an array of layer indices, found {}",
+                    config.file(), kind_of(*only));
+    for (const json::value& v : only->as_array()) {
+      dense.push_back(config.as_integer(v, "mlp_only_layers"));
+    }
+  }
+  for (int64_t i = 0; i < out.num_layers; ++i) {
+    const bool listed = std::find(dense.begin(), dense.end(), i) != dense.end();
+    moe.sparse_layers[i] = !listed && (i + 1) % step == 0;
+  }
+  return moe;
+}
+
 }  // namespace
+
+bool is_sparse_layer(const TransformerConfig& config, int64_t layer) {
+  return config.moe.has_value() && layer >= 0 &&
+         layer < static_cast<int64_t>(config.moe->sparse_layers.size()) &&
+         config.moe->sparse_layers[layer];
+}
 
 const char* architecture_name(TransformerArchitecture architecture) {
   switch (architecture) {
@@ -232,6 +299,12 @@ const char* architecture_name(TransformerArchitecture architecture) {
       return "Qwen2ForCausalLM";
     case TransformerArchitecture::kMistral:
       return "MistralForCausalLM";
+    case TransformerArchitecture::kMixtral:
+      return "MixtralForCausalLM";
+    case TransformerArchitecture::kQwen2Moe:
+      return "Qwen2MoeForCausalLM";
+    case TransformerArchitecture::kQwen3Moe:
+      return "Qwen3MoeForCausalLM";
   }
   return "?";
 }
@@ -280,16 +353,26 @@ TransformerConfig parse_transformer_config(const std::string& config_json,
   STOWAGE_EXPECTS(!act || *act == "silu" || *act == "swish", InvalidInputError,
                   "{}: key 'hidden_act': '{}' is not supported (expected \"silu\")", file,
                   act.value_or(""));
-  if (out.architecture == TransformerArchitecture::kQwen2) {
+  const TransformerArchitecture arch = out.architecture;
+  if (arch == TransformerArchitecture::kQwen2) {
     out.qkv_bias = true;
+  } else if (arch == TransformerArchitecture::kQwen2Moe) {
+    out.qkv_bias = config.boolean("qkv_bias", true);
   } else {
     out.qkv_bias = config.boolean("attention_bias", false);
     out.o_bias = out.qkv_bias;
   }
   out.mlp_bias = config.boolean("mlp_bias", false);
-  if (out.architecture == TransformerArchitecture::kMistral) {
+  out.qk_norm = arch == TransformerArchitecture::kQwen3Moe;
+  if (arch == TransformerArchitecture::kMixtral || arch == TransformerArchitecture::kQwen2Moe ||
+      arch == TransformerArchitecture::kQwen3Moe) {
+    out.moe = parse_moe(config, out);
+  }
+  if (arch == TransformerArchitecture::kMistral || arch == TransformerArchitecture::kMixtral) {
     out.sliding_window = config.optional_integer("sliding_window");
-  } else if (out.architecture == TransformerArchitecture::kQwen2 &&
+  } else if ((arch == TransformerArchitecture::kQwen2 ||
+              arch == TransformerArchitecture::kQwen2Moe ||
+              arch == TransformerArchitecture::kQwen3Moe) &&
              config.boolean("use_sliding_window", false)) {
     out.sliding_window = config.optional_integer("sliding_window");
   }

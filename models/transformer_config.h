@@ -1,6 +1,8 @@
 // The configuration of a decoder-only transformer as a Hugging Face model
 // folder describes it (config.json, generation_config.json): the Llama
-// family (LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM).
+// family (LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM) and its
+// mixture-of-experts relatives (MixtralForCausalLM, Qwen2MoeForCausalLM,
+// Qwen3MoeForCausalLM).
 //
 // Thread safety: plain values and pure functions.
 #pragma once
@@ -12,9 +14,9 @@
 
 namespace stowage::models {
 
-enum class TransformerArchitecture { kLlama, kQwen2, kMistral };
+enum class TransformerArchitecture { kLlama, kQwen2, kMistral, kMixtral, kQwen2Moe, kQwen3Moe };
 
-// "LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM".
+// "LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM", "MixtralForCausalLM", ...
 const char* architecture_name(TransformerArchitecture architecture);
 
 // rope_scaling of type "llama3" (transformers' _compute_llama3_parameters).
@@ -23,6 +25,26 @@ struct Llama3RopeScaling {
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
   int64_t original_max_position_embeddings = 8192;
+};
+
+// The sparse MLP of a mixture-of-experts layer: a router (`gate`, [experts,
+// hidden]) sends each token to its `experts_per_token` most probable experts
+// (softmax, top-k, renormalized when `renormalize`), each a SwiGLU MLP of
+// `expert_intermediate_size`; Qwen2-MoE adds a shared expert (every token)
+// scaled by sigmoid(shared_expert_gate(x)).
+struct MoeConfig {
+  int64_t num_experts = 0;
+  int64_t experts_per_token = 0;
+  int64_t expert_intermediate_size = 0;
+  int64_t shared_expert_intermediate_size = 0;  // 0: no shared expert
+  bool renormalize = true;                      // Mixtral; Qwen: norm_topk_prob
+  // Checkpoint names inside a decoder layer: "block_sparse_moe" with experts'
+  // w1 (gate), w3 (up), w2 (down) for Mixtral; "mlp" with gate_proj, up_proj,
+  // down_proj for Qwen.
+  std::string block = "mlp";
+  std::string gate_proj = "gate_proj", up_proj = "up_proj", down_proj = "down_proj";
+  // Layers whose MLP is dense (Qwen's mlp_only_layers and decoder_sparse_step).
+  std::vector<bool> sparse_layers;
 };
 
 struct TransformerConfig {
@@ -44,6 +66,10 @@ struct TransformerConfig {
   bool qkv_bias = false;
   bool o_bias = false;
   bool mlp_bias = false;
+  // Qwen3's RMSNorm of each query and key head (q_norm, k_norm) before RoPE.
+  bool qk_norm = false;
+  // Set for the mixture-of-experts architectures.
+  std::optional<MoeConfig> moe;
   // Mistral's sliding window in positions; nullopt: none.
   std::optional<int64_t> sliding_window;
   // Token ids from config.json, overridden by generation_config.json.
@@ -51,6 +77,9 @@ struct TransformerConfig {
   std::vector<int32_t> eos_token_ids;
   std::string source;  // the folder, for messages
 };
+
+// Whether decoder layer `layer` has a sparse (mixture-of-experts) MLP.
+bool is_sparse_layer(const TransformerConfig& config, int64_t layer);
 
 // Parses `folder`/config.json and, where present, generation_config.json.
 // Throws InvalidInputError naming the file and key for a missing or

@@ -28,9 +28,16 @@ std::vector<TensorMeta> metas_of(const mmap_store::Checkpoint& checkpoint) {
 
 TransformerSpec as_quantized(TransformerSpec spec, const LoadQuantization& q) {
   for (DecoderLayerSpec& layer : spec.layers) {
-    for (LinearSpec* l :
-         {&layer.q, &layer.k, &layer.v, &layer.o, &layer.gate, &layer.up, &layer.down}) {
-      if (l->format != WeightFormat::kFloat) continue;
+    std::vector<LinearSpec*> selected = {&layer.q,    &layer.k,  &layer.v,   &layer.o,
+                                         &layer.gate, &layer.up, &layer.down};
+    // A sparse layer's experts and shared expert too (never the router or the
+    // shared expert's gate): what transformer_quantizes selects.
+    std::vector<ExpertSpec*> experts;
+    for (ExpertSpec& e : layer.moe.experts) experts.push_back(&e);
+    if (layer.moe.has_shared) experts.push_back(&layer.moe.shared);
+    for (ExpertSpec* e : experts) selected.insert(selected.end(), {&e->gate, &e->up, &e->down});
+    for (LinearSpec* l : selected) {
+      if (l->format != WeightFormat::kFloat || l->out_features == 0) continue;
       switch (q.method) {
         case quant::QuantMethod::kInt8:
           l->format = WeightFormat::kInt8;
@@ -127,8 +134,13 @@ bool transformer_quantizes(const mmap_store::TensorInfo& info) {
     return false;
   }
   const std::string tail = "_proj.weight";
-  return local.size() > tail.size() &&
-         local.compare(local.size() - tail.size(), tail.size(), tail) == 0;
+  if (local.size() > tail.size() &&
+      local.compare(local.size() - tail.size(), tail.size(), tail) == 0) {
+    return true;
+  }
+  // Mixtral's experts: w1, w2, w3.
+  return module.find(".experts.") != std::string::npos &&
+         (local == "w1.weight" || local == "w2.weight" || local == "w3.weight");
 }
 
 TransformerRunner::TransformerRunner(OffloadManager& manager, const std::string& folder,
@@ -310,6 +322,11 @@ GenerationResult TransformerRunner::generate(const std::vector<int32_t>& prompt,
   for (int64_t b = 0; b < shape_.batch; ++b) ids.insert(ids.end(), prompt.begin(), prompt.end());
   if (options.max_new_tokens == 0 && keep == nullptr) return result;
 
+  struct RoutingLogScope {
+    TransformerModel& model;
+    ~RoutingLogScope() { model.set_routing_log(nullptr); }
+  } routing_scope{*model_};
+  model_->set_routing_log(options.record_routing ? &result.routed_experts : nullptr);
   // Each layer's KV cache where the layer computes: on the host for those
   // computed there (--run-on-host: every step; decode_host_modules: the
   // decode steps, their prefill through one shared device scratch), so the

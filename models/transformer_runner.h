@@ -69,6 +69,8 @@ struct GenerationOptions {
   // streams them): OffloadManager::set_host_compute after the prefill, undone
   // when generate returns (offload/compute_split.h chooses them).
   std::vector<std::string> decode_host_modules;
+  // Fill GenerationResult::routed_experts (MoE models).
+  bool record_routing = false;
   // Called with each new token of sequence 0 as soon as it is known.
   std::function<void(int32_t)> on_token;
 };
@@ -88,6 +90,11 @@ struct GenerationResult {
   // and why none were when the capture failed.
   int64_t graph_launches = 0;
   std::string graph_fallback;
+  // With GenerationOptions::record_routing: per decoder layer, the experts
+  // each position of sequence 0 was routed to (top_k per position, largest
+  // weight first; prompt positions, then each decode step's); empty for dense
+  // layers.
+  std::vector<std::vector<int32_t>> routed_experts;
 };
 
 class TransformerRunner {

@@ -9,6 +9,9 @@ with eager attention from the weights exactly as saved:
   output_ids  I32 [32]        greedy new tokens of model.generate(do_sample=False)
   logits      F32 [38, vocab] one full forward of prompt_ids + output_ids[:-1];
                               row i is the distribution for position i + 1
+  expert_ids  I32 [layers, 38, top_k]   (mixture-of-experts cases) the experts that full
+                              forward routed each position to, per layer, largest weight
+                              first (-1 for a dense layer)
 
 Run in a venv with torch, transformers, safetensors and numpy (bitsandbytes optional, for
 llama_bnb_nf4_saved); models/testdata/README.md gives the versions used:
@@ -195,9 +198,39 @@ CASES = [
 ]
 
 
+# Mixture-of-experts cases: tiny, 8 experts, 2 per token. Their seeds were picked (from 1..99)
+# for a top-2 logit gap as above and a routing margin (the gap between the k-th and the next
+# expert's probability, every layer and position) of at least MIN_ROUTING_GAP, so that the
+# parity test's expert ids do not depend on rounding.
+MIN_ROUTING_GAP = 1e-4
+MOE_CASES = [
+    Case(name="mixtral_f32", architecture="MixtralForCausalLM", seed=11, vocab=320, layers=2,
+         dtype=torch.float32, tie=False, rms_norm_eps=1e-5,
+         rope={"rope_type": "default", "rope_theta": 1000000.0},
+         extra={"num_local_experts": 8, "num_experts_per_tok": 2, "intermediate_size": 32},
+         notes="MixtralForCausalLM: 8 experts (w1/w3/w2), top-2 renormalized, f32"),
+    Case(name="qwen2_moe_f32", architecture="Qwen2MoeForCausalLM", seed=12, vocab=320,
+         layers=2, dtype=torch.float32, tie=False, rms_norm_eps=1e-6,
+         rope={"rope_type": "default", "rope_theta": 1000000.0},
+         extra={"num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
+                "shared_expert_intermediate_size": 48, "intermediate_size": 64,
+                "norm_topk_prob": False, "use_sliding_window": False},
+         notes="Qwen2MoeForCausalLM: q/k/v biases, 8 experts top-2 not renormalized, a shared "
+         "expert with its sigmoid gate, f32"),
+    Case(name="qwen3_moe_f32", architecture="Qwen3MoeForCausalLM", seed=13, vocab=320,
+         layers=3, dtype=torch.float32, tie=False, rms_norm_eps=1e-6,
+         rope={"rope_type": "default", "rope_theta": 1000000.0},
+         extra={"num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
+                "intermediate_size": 64, "norm_topk_prob": True, "mlp_only_layers": [1],
+                "use_sliding_window": False},
+         notes="Qwen3MoeForCausalLM: q/k norms, 8 experts top-2 renormalized "
+         "(norm_topk_prob), layer 1 dense (mlp_only_layers), f32"),
+]
+
+
 def make_config(case: Case) -> transformers.PretrainedConfig:
     config_class = getattr(transformers, case.architecture).config_class
-    return config_class(
+    kwargs = dict(
         vocab_size=case.vocab,
         hidden_size=64,
         num_hidden_layers=case.layers,
@@ -212,8 +245,19 @@ def make_config(case: Case) -> transformers.PretrainedConfig:
         bos_token_id=BOS_ID,
         eos_token_id=EOS_ID,
         pad_token_id=0,
-        **case.extra,
     )
+    kwargs.update(case.extra)  # MoE cases override intermediate_size
+    return config_class(**kwargs)
+
+
+def routers_of(model: torch.nn.Module) -> list:
+    """The top-k routers of a mixture-of-experts model, one per decoder layer (None: dense)."""
+    routers = []
+    for layer in model.model.layers:
+        block = getattr(layer, "block_sparse_moe", None) or getattr(layer, "mlp", None)
+        gate = getattr(block, "gate", None)
+        routers.append(gate if gate is not None and hasattr(gate, "top_k") else None)
+    return routers
 
 
 def init_weights(model: torch.nn.Module, seed: int) -> None:
@@ -264,8 +308,9 @@ def prompt_for(case: Case) -> np.ndarray:
     return ids.astype(np.int64)
 
 
-def compute_reference(model: torch.nn.Module, prompt: np.ndarray) -> dict:
-    """Greedy tokens and one full forward's logits; checks they agree and their margins."""
+def compute_reference(model: torch.nn.Module, prompt: np.ndarray, moe: bool = False) -> dict:
+    """Greedy tokens and one full forward's logits (and, `moe`, its routed experts); checks
+    they agree and their margins."""
     model.eval()
     input_ids = torch.from_numpy(prompt)[None]
     with torch.no_grad():
@@ -276,7 +321,17 @@ def compute_reference(model: torch.nn.Module, prompt: np.ndarray) -> dict:
         output = generated[0, PROMPT_LEN:]
         assert output.numel() == NEW_TOKENS, output.shape
         full = torch.cat([input_ids[0], output[:-1]])[None]
+        routed, handles = {}, []
+        if moe:
+            # The routers return (logits, scores, indices); the scores' probabilities give the
+            # routing margin.
+            for i, router in enumerate(routers_of(model)):
+                if router is not None:
+                    handles.append(router.register_forward_hook(
+                        lambda mod, args, out, i=i: routed.__setitem__(i, (args[0], out))))
         logits = model(full).logits[0].float()
+        for h in handles:
+            h.remove()
     steps = logits[PROMPT_LEN - 1:]
     top2 = steps.topk(2, dim=-1).values
     gaps = (top2[:, 0] - top2[:, 1]).numpy()
@@ -288,17 +343,33 @@ def compute_reference(model: torch.nn.Module, prompt: np.ndarray) -> dict:
         raise SystemExit(f"EOS {EOS_ID} among the greedy tokens: choose another seed")
     if gaps.min() <= MIN_ALLOWED_GAP:
         raise SystemExit(f"top-2 gap {gaps.min()} <= {MIN_ALLOWED_GAP}: choose another seed")
-    return {
+    ref = {
         "prompt_ids": torch.from_numpy(prompt.astype(np.int32)),
         "output_ids": output.to(torch.int32),
         "logits": logits.contiguous(),
         "min_gap": float(gaps.min()),
         "logit_std": float(logits.std()),
     }
+    if moe:
+        routers = routers_of(model)
+        top_k = next(r for r in routers if r is not None).top_k
+        ids = torch.full((len(routers), full.shape[1], top_k), -1, dtype=torch.int32)
+        margin = float("inf")
+        for i, (_, (router_logits, _, indices)) in sorted(routed.items()):
+            ids[i] = indices.to(torch.int32)
+            probs = torch.softmax(router_logits.float(), dim=-1).sort(dim=-1,
+                                                                      descending=True).values
+            margin = min(margin, float((probs[:, top_k - 1] - probs[:, top_k]).min()))
+        if margin < MIN_ROUTING_GAP:
+            raise SystemExit(f"routing margin {margin} < {MIN_ROUTING_GAP}: choose another seed")
+        ref["expert_ids"] = ids.contiguous()
+        ref["min_routing_gap"] = margin
+    return ref
 
 
 def save_reference(folder: pathlib.Path, ref: dict, metadata: dict) -> None:
-    tensors = {k: ref[k] for k in ("prompt_ids", "output_ids", "logits")}
+    tensors = {k: ref[k] for k in ("prompt_ids", "output_ids", "logits", "expert_ids")
+               if k in ref}
     # One metadata key: safetensors writes several keys in hash order, and the file should be
     # byte-identical from run to run.
     metadata = {"fixture": json.dumps(metadata, sort_keys=True)}
@@ -343,17 +414,19 @@ def make_case(case: Case, out: pathlib.Path) -> dict:
         raise SystemExit(f"{case.name}: config.json reads back as rope_parameters "
                          f"{model.config.rope_parameters}, expected {case.rope}")
     quantized = apply_weight_transform(model, case.weight_transform) if case.weight_transform else 0
-    ref = compute_reference(model, prompt_for(case))
+    moe = case in MOE_CASES
+    ref = compute_reference(model, prompt_for(case), moe=moe)
+    extra = {"min_routing_gap": ref["min_routing_gap"]} if moe else {}
     save_reference(folder, ref, {"case": case.name, "seed": case.seed,
                                  "weight_transform": case.weight_transform or "none",
-                                 "min_top2_gap": ref["min_gap"], **versions()})
+                                 "min_top2_gap": ref["min_gap"], **extra, **versions()})
     return {"case": case.name, "architecture": case.architecture, "notes": case.notes,
             "saved_dtype": str(case.dtype).replace("torch.", ""), "vocab": case.vocab,
             "layers": case.layers, "quantized_weights": quantized,
             "same_weights_as": case.same_weights_as,
             "files": sorted(p.name for p in folder.iterdir()),
             "bytes": folder_bytes(folder), "min_top2_gap": ref["min_gap"],
-            "logit_std": ref["logit_std"]}
+            "logit_std": ref["logit_std"], **extra}
 
 
 def bnb_portable_dequantize(packed: torch.Tensor, state) -> torch.Tensor:
@@ -489,7 +562,7 @@ def main() -> None:
     print("rules check:", check_rules_against_bitsandbytes(
         repo / "quant" / "testdata" / "bnb_reference.safetensors"))
     results = []
-    for case in CASES:
+    for case in CASES + MOE_CASES:
         if args.only and case.name not in args.only:
             continue
         results.append(make_case(case, args.out))

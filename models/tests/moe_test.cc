@@ -1,0 +1,234 @@
+// The mixture-of-experts architectures (Mixtral, Qwen2-MoE, Qwen3-MoE)
+// against transformers on the committed fixtures (tools/
+// make_transformer_fixtures.py: tiny random models with the logits, greedy
+// tokens and routed expert ids transformers computed), on the simulated
+// accelerator: experts resident, fetched on demand (streamed) and computed
+// on the host where their weights are all give transformers' tokens and
+// expert ids, within the accelerator's budget.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/platform.h"
+#include "mmap_store/checkpoint.h"
+#include "models/mlp_runner.h"
+#include "models/transformer_runner.h"
+#include "offload/loader.h"
+
+namespace stowage::models {
+namespace {
+
+const std::string kTestdata = "models/testdata/";
+
+struct MoeReference {
+  std::vector<int32_t> prompt, output, expert_ids;  // expert_ids: [layers, positions, top_k]
+  std::vector<float> logits;
+  int64_t vocab = 0, layers = 0, positions = 0, top_k = 0;
+};
+
+template <typename T>
+std::vector<T> values_of(const mmap_store::Checkpoint& file, const std::string& name) {
+  const Tensor t = file.tensor(name);
+  return std::vector<T>(static_cast<const T*>(t.data()), static_cast<const T*>(t.data()) + t.numel());
+}
+
+MoeReference moe_reference(const std::string& folder) {
+  auto file = mmap_store::open_checkpoint(folder + "/reference.safetensors");
+  MoeReference r;
+  r.prompt = values_of<int32_t>(*file, "prompt_ids");
+  r.output = values_of<int32_t>(*file, "output_ids");
+  r.logits = values_of<float>(*file, "logits");
+  r.expert_ids = values_of<int32_t>(*file, "expert_ids");
+  r.vocab = file->info("logits").shape[1];
+  const Shape ids = file->info("expert_ids").shape;
+  r.layers = ids[0];
+  r.positions = ids[1];
+  r.top_k = ids[2];
+  return r;
+}
+
+// Where the routed experts live and run.
+enum class ExpertPlacement {
+  kResident,  // everything on the accelerator
+  kStreamed,  // experts in pinned RAM, fetched on demand into the fetch slots
+  kOnHost,    // experts in pinned RAM, computed there (hostcompute)
+};
+
+struct MoeRun {
+  std::vector<int32_t> output;
+  std::vector<float> logits;
+  std::vector<std::vector<int32_t>> experts;  // per layer, as GenerationResult gives them
+  uint64_t peak = 0, budget = 0, bytes_h2d = 0;
+  int64_t off_accelerator_experts = 0;
+};
+
+bool is_expert(const std::string& module) { return module.find(".experts.") != std::string::npos; }
+
+MoeRun run_moe(const std::string& folder, ExpertPlacement placement) {
+  const MoeReference ref = moe_reference(folder);
+  auto platform = Platform::create(DeviceChoice::kSim, SimOptions{1, uint64_t{1} << 30, 0});
+  const Tier acc = platform->accelerator(0).tier();
+  TransformerRunShape shape;
+  shape.max_step_tokens = static_cast<int64_t>(ref.prompt.size());
+  shape.max_context = shape.max_step_tokens + 32;
+  shape.all_logits = true;
+
+  // Budget: the working memory, two fetch slots of the largest module and
+  // every module but the routed experts, so the plan (experts last) leaves
+  // the experts off the accelerator.
+  auto checkpoint = mmap_store::open_checkpoint(model_checkpoint_path(folder));
+  uint64_t largest = 0, not_experts = 0;
+  std::vector<std::string> order;
+  for (const PlanModule& m : plan_modules(*checkpoint, &order, transformer_module_of)) {
+    largest = std::max<uint64_t>(largest, m.bytes() + 256 * m.tensors.size());
+    if (!is_expert(m.path)) not_experts += m.bytes() + 256 * m.tensors.size();
+  }
+  auto probe_kernels = make_linear_kernels(*platform);
+  const uint64_t working = transformer_working_bytes(
+      describe_model_folder(folder, *checkpoint), shape, *probe_kernels);
+  OffloadOptions options;
+  options.working_reserve[acc] = working;
+  std::map<int, uint64_t> budgets;
+  MoeRun run;
+  if (placement != ExpertPlacement::kResident) {
+    run.budget = working + 2 * largest + not_experts;
+    options.budgets[acc] = run.budget;
+    budgets[0] = run.budget;
+  }
+  OffloadManager manager(*platform, options);
+  LoadOptions load;
+  load.cpu = TierCapacity{Tier::pinned_host(), std::nullopt, UINT64_MAX};
+  load.accelerators = accelerator_capacities_of(*platform, budgets);
+  auto kernels = make_linear_kernels(*platform, manager.memory(acc));
+  TransformerRunner runner(manager, folder, *kernels, load, shape);
+  for (const auto& [module, tier] : runner.loaded().plan.device_map) {
+    if (!is_expert(module) || tier == acc) continue;
+    ++run.off_accelerator_experts;
+    if (placement == ExpertPlacement::kOnHost) manager.set_host_compute(module, true);
+  }
+  GenerationOptions generation;
+  generation.max_new_tokens = 32;
+  generation.ignore_eos = true;
+  generation.record_routing = true;
+  const GenerationResult result = runner.generate(ref.prompt, generation);
+  run.output = result.output_ids;
+  run.logits = result.logits;
+  run.experts = result.routed_experts;
+  run.peak = manager.usage(acc).peak_bytes;
+  run.bytes_h2d = result.prefill_counters.bytes_h2d + result.decode_counters.bytes_h2d;
+  return run;
+}
+
+double worst_row_error(const std::vector<float>& got, const std::vector<float>& want,
+                       int64_t vocab) {
+  double worst = 0;
+  for (size_t row = 0; row * vocab < want.size(); ++row) {
+    double scale = 1, err = 0;
+    for (int64_t i = 0; i < vocab; ++i) {
+      scale = std::max(scale, std::fabs(double(want[row * vocab + i])));
+      err = std::max(err, std::fabs(double(got[row * vocab + i]) - want[row * vocab + i]));
+    }
+    worst = std::max(worst, err / scale);
+  }
+  return worst;
+}
+
+// The expert ids of every sparse layer and position equal transformers'.
+void expect_reference_experts(const MoeRun& run, const MoeReference& ref) {
+  ASSERT_EQ(static_cast<int64_t>(run.experts.size()), ref.layers);
+  int64_t sparse = 0;
+  for (int64_t layer = 0; layer < ref.layers; ++layer) {
+    const auto begin = ref.expert_ids.begin() + layer * ref.positions * ref.top_k;
+    const std::vector<int32_t> want(begin, begin + ref.positions * ref.top_k);
+    if (want.front() < 0) {  // a dense layer
+      EXPECT_TRUE(run.experts[layer].empty()) << layer;
+      continue;
+    }
+    ++sparse;
+    EXPECT_EQ(run.experts[layer], want) << "layer " << layer;
+  }
+  EXPECT_GT(sparse, 0);
+}
+
+class MoeParity : public ::testing::TestWithParam<std::string> {};
+
+// Resident: transformers' 32 greedy tokens, logits within the dense
+// family's 1e-4, and the routed expert ids of every layer and position.
+TEST_P(MoeParity, ResidentMatchesTransformersTokensLogitsAndExperts) {
+  const std::string folder = kTestdata + GetParam();
+  const MoeReference ref = moe_reference(folder);
+  const MoeRun run = run_moe(folder, ExpertPlacement::kResident);
+  EXPECT_EQ(run.output, ref.output);
+  ASSERT_EQ(run.logits.size(), ref.logits.size());
+  EXPECT_LT(worst_row_error(run.logits, ref.logits, ref.vocab), 1e-4);
+  expect_reference_experts(run, ref);
+}
+
+// Experts off the accelerator, fetched on demand or computed on the host:
+// the same tokens and experts; fetched, the resident logits bit for bit
+// (same kernels, same bytes); on the host, within 1e-4 of transformers.
+// Peak accelerator memory stays within the budget.
+TEST_P(MoeParity, StreamedAndHostComputedExpertsGiveTheResidentTokens) {
+  const std::string folder = kTestdata + GetParam();
+  const MoeReference ref = moe_reference(folder);
+  const MoeRun resident = run_moe(folder, ExpertPlacement::kResident);
+  const MoeRun streamed = run_moe(folder, ExpertPlacement::kStreamed);
+  const MoeRun host = run_moe(folder, ExpertPlacement::kOnHost);
+  for (const MoeRun* run : {&streamed, &host}) {
+    EXPECT_GT(run->off_accelerator_experts, 0) << "the test means what it says";
+    EXPECT_EQ(run->output, ref.output);
+    expect_reference_experts(*run, ref);
+    EXPECT_LE(run->peak, run->budget);
+    ASSERT_EQ(run->logits.size(), resident.logits.size());
+  }
+  EXPECT_EQ(std::memcmp(streamed.logits.data(), resident.logits.data(),
+                        resident.logits.size() * sizeof(float)),
+            0);
+  EXPECT_LT(worst_row_error(host.logits, ref.logits, ref.vocab), 1e-4);
+  // Host-computed experts are never fetched.
+  EXPECT_LT(host.bytes_h2d, streamed.bytes_h2d);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, MoeParity,
+                         ::testing::Values("mixtral_f32", "qwen2_moe_f32", "qwen3_moe_f32"));
+
+TEST(MoeConfigParsing, MixtralQwen2MoeAndQwen3MoeKeys) {
+  const TransformerConfig mixtral = read_transformer_config(kTestdata + "mixtral_f32");
+  ASSERT_TRUE(mixtral.moe.has_value());
+  EXPECT_EQ(mixtral.moe->num_experts, 8);
+  EXPECT_EQ(mixtral.moe->experts_per_token, 2);
+  EXPECT_TRUE(mixtral.moe->renormalize);
+  EXPECT_EQ(mixtral.moe->block, "block_sparse_moe");
+  const TransformerConfig qwen2 = read_transformer_config(kTestdata + "qwen2_moe_f32");
+  EXPECT_FALSE(qwen2.moe->renormalize);
+  EXPECT_EQ(qwen2.moe->shared_expert_intermediate_size, 48);
+  EXPECT_TRUE(qwen2.qkv_bias);
+  const TransformerConfig qwen3 = read_transformer_config(kTestdata + "qwen3_moe_f32");
+  EXPECT_TRUE(qwen3.moe->renormalize);
+  EXPECT_TRUE(qwen3.qk_norm);
+  EXPECT_TRUE(is_sparse_layer(qwen3, 0));
+  EXPECT_FALSE(is_sparse_layer(qwen3, 1));  // mlp_only_layers
+  EXPECT_TRUE(is_sparse_layer(qwen3, 2));
+}
+
+TEST(MoeModules, EachExpertRouterAndSharedExpertIsItsOwnModule) {
+  EXPECT_EQ(transformer_module_of("model.layers.3.block_sparse_moe.experts.5.w1.weight"),
+            std::make_pair(std::string("model.layers.3.block_sparse_moe.experts.5"),
+                           std::string("w1.weight")));
+  EXPECT_EQ(transformer_module_of("model.layers.3.mlp.experts.12.down_proj.weight.absmax"),
+            std::make_pair(std::string("model.layers.3.mlp.experts.12"),
+                           std::string("down_proj.weight.absmax")));
+  EXPECT_EQ(transformer_module_of("model.layers.0.mlp.gate.weight").first,
+            "model.layers.0.mlp.gate");
+  EXPECT_EQ(transformer_module_of("model.layers.0.mlp.shared_expert.up_proj.weight").first,
+            "model.layers.0.mlp.shared_expert");
+  EXPECT_EQ(transformer_module_of("model.layers.0.mlp.shared_expert_gate.weight").first,
+            "model.layers.0.mlp.shared_expert_gate");
+  // A dense layer's MLP stays in the layer.
+  EXPECT_EQ(transformer_module_of("model.layers.0.mlp.gate_proj.weight").first, "model.layers.0");
+}
+
+}  // namespace
+}  // namespace stowage::models
