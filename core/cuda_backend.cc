@@ -10,6 +10,7 @@
 
 #include "core/cuda_check.h"
 #include "core/detail/backend.h"
+#include "core/device_status.h"
 #include "core/error.h"
 
 namespace stowage::detail {
@@ -19,8 +20,11 @@ namespace {
 class ScopedDevice {
  public:
   explicit ScopedDevice(int device) {
-    STOWAGE_CUDA_TRY(cudaGetDevice(&previous_));
-    if (previous_ != device) STOWAGE_CUDA_TRY(cudaSetDevice(device));
+    STOWAGE_CUDA_TRY_FOR(cudaGetDevice(&previous_), "cuda:{}: asking for the current device",
+                         device);
+    if (previous_ != device) {
+      STOWAGE_CUDA_TRY_FOR(cudaSetDevice(device), "cuda:{}: making it the current device", device);
+    }
   }
   ~ScopedDevice() { cudaSetDevice(previous_); }
   ScopedDevice(const ScopedDevice&) = delete;
@@ -32,9 +36,9 @@ class ScopedDevice {
 
 class CudaEvent final : public EventImpl {
  public:
-  explicit CudaEvent(int device) {
+  explicit CudaEvent(int device) : device_(device) {
     ScopedDevice scope(device);
-    STOWAGE_CUDA_TRY(cudaEventCreate(&event_));
+    STOWAGE_CUDA_TRY_FOR(cudaEventCreate(&event_), "cuda:{}: creating an event", device_);
   }
   ~CudaEvent() override { cudaEventDestroy(event_); }
   CudaEvent(const CudaEvent&) = delete;
@@ -47,19 +51,25 @@ class CudaEvent final : public EventImpl {
       cudaGetLastError();
       return false;
     }
-    STOWAGE_CUDA_TRY(status);
+    check_status(status, DeviceCallSite{"cudaEventQuery(event_)", __FILE__, __LINE__}, [&] {
+      return fmt::format("cuda:{}: asking whether an event has happened", device_);
+    });
     return true;
   }
-  void synchronize() const override { STOWAGE_CUDA_TRY(cudaEventSynchronize(event_)); }
+  void synchronize() const override {
+    STOWAGE_CUDA_TRY_FOR(cudaEventSynchronize(event_), "cuda:{}: waiting for an event", device_);
+  }
   float elapsed_ms_since(const EventImpl& start) const override {
     float ms = 0;
-    STOWAGE_CUDA_TRY(
-        cudaEventElapsedTime(&ms, static_cast<const CudaEvent&>(start).event_, event_));
+    STOWAGE_CUDA_TRY_FOR(
+        cudaEventElapsedTime(&ms, static_cast<const CudaEvent&>(start).event_, event_),
+        "cuda:{}: timing between two events", device_);
     return ms;
   }
   cudaEvent_t handle() const { return event_; }
 
  private:
+  int device_;
   cudaEvent_t event_ = nullptr;
 };
 
@@ -67,7 +77,8 @@ class CudaStream final : public StreamImpl {
  public:
   explicit CudaStream(int device) : device_(device) {
     ScopedDevice scope(device);
-    STOWAGE_CUDA_TRY(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    STOWAGE_CUDA_TRY_FOR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
+                         "cuda:{}: creating a stream", device_);
   }
   ~CudaStream() override {
     cudaStreamSynchronize(stream_);
@@ -81,13 +92,18 @@ class CudaStream final : public StreamImpl {
   void* native_handle() const override { return stream_; }
 
   void copy(void* dst, const void* src, size_t bytes) override {
-    STOWAGE_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream_));
+    STOWAGE_CUDA_TRY_FOR(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream_),
+                         "cuda:{}: copying {} bytes from {} to {} on a stream", device_, bytes, src,
+                         dst);
   }
   void fill_zero(void* dst, size_t bytes) override {
     cudaPointerAttributes attributes{};
-    STOWAGE_CUDA_TRY(cudaPointerGetAttributes(&attributes, dst));
+    STOWAGE_CUDA_TRY_FOR(cudaPointerGetAttributes(&attributes, dst),
+                         "cuda:{}: asking where the {} bytes to zero at {} live", device_, bytes,
+                         dst);
     if (attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged) {
-      STOWAGE_CUDA_TRY(cudaMemsetAsync(dst, 0, bytes, stream_));
+      STOWAGE_CUDA_TRY_FOR(cudaMemsetAsync(dst, 0, bytes, stream_),
+                           "cuda:{}: zeroing {} bytes at {} on a stream", device_, bytes, dst);
     } else {
       host_task([dst, bytes] { std::memset(dst, 0, bytes); });
     }
@@ -97,19 +113,22 @@ class CudaStream final : public StreamImpl {
     // deletes its payload after the first.
     STOWAGE_EXPECTS(!capturing(), DeviceError,
                     "host work (a host task) cannot be part of a CUDA graph capture");
-    auto* payload = new Payload{this, std::move(task)};
-    const cudaError_t status = cudaLaunchHostFunc(stream_, &CudaStream::trampoline, payload);
-    if (status != cudaSuccess) delete payload;
-    STOWAGE_CUDA_TRY(status);
+    // The trampoline owns the payload once the launch is queued.
+    auto payload = std::make_unique<Payload>(Payload{this, std::move(task)});
+    STOWAGE_CUDA_TRY_FOR(cudaLaunchHostFunc(stream_, &CudaStream::trampoline, payload.get()),
+                         "cuda:{}: queuing a host task on a stream", device_);
+    payload.release();
   }
   void record(EventImpl& event) override {
-    STOWAGE_CUDA_TRY(cudaEventRecord(require_cuda(event), stream_));
+    STOWAGE_CUDA_TRY_FOR(cudaEventRecord(require_cuda(event), stream_),
+                         "cuda:{}: recording an event on a stream", device_);
   }
   void wait(const EventImpl& event) override {
-    STOWAGE_CUDA_TRY(cudaStreamWaitEvent(stream_, require_cuda(event), 0));
+    STOWAGE_CUDA_TRY_FOR(cudaStreamWaitEvent(stream_, require_cuda(event), 0),
+                         "cuda:{}: making a stream wait for an event", device_);
   }
   void synchronize() override {
-    STOWAGE_CUDA_TRY(cudaStreamSynchronize(stream_));
+    STOWAGE_CUDA_TRY_FOR(cudaStreamSynchronize(stream_), "cuda:{}: waiting for a stream", device_);
     std::exception_ptr error;
     {
       std::lock_guard<std::mutex> lock(error_mutex_);
@@ -119,13 +138,15 @@ class CudaStream final : public StreamImpl {
   }
   bool capturing() const override {
     cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-    STOWAGE_CUDA_TRY(cudaStreamIsCapturing(stream_, &status));
+    STOWAGE_CUDA_TRY_FOR(cudaStreamIsCapturing(stream_, &status),
+                         "cuda:{}: asking whether a stream is capturing", device_);
     return status != cudaStreamCaptureStatusNone;
   }
   void begin_capture() override {
     // Thread-local: only this thread's unsafe calls (cudaMalloc, a legacy
     // stream synchronize) break the capture, not other threads' work.
-    STOWAGE_CUDA_TRY(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    STOWAGE_CUDA_TRY_FOR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
+                         "cuda:{}: beginning a graph capture", device_);
   }
   std::unique_ptr<GraphImpl> end_capture() override;
 
@@ -160,12 +181,12 @@ class CudaStream final : public StreamImpl {
 class CudaGraph final : public GraphImpl {
  public:
   CudaGraph(cudaGraph_t graph, int device) : graph_(graph), device_(device) {
-    const cudaError_t status = cudaGraphInstantiate(&exec_, graph_, 0);
-    if (status != cudaSuccess) {
-      cudaGetLastError();
+    try {
+      STOWAGE_CUDA_TRY_FOR(cudaGraphInstantiate(&exec_, graph_, 0),
+                           "cuda:{}: instantiating a captured CUDA graph", device_);
+    } catch (...) {
       cudaGraphDestroy(graph_);
-      throw DeviceError(
-          fmt::format("instantiating a captured CUDA graph failed: {}", cudaGetErrorString(status)));
+      throw;
     }
   }
   ~CudaGraph() override {
@@ -179,7 +200,8 @@ class CudaGraph final : public GraphImpl {
     STOWAGE_EXPECTS(stream.backend() == Backend::kCuda && stream.device_index() == device_,
                     InvalidInputError, "a CUDA graph of device {} was launched on another stream",
                     device_);
-    STOWAGE_CUDA_TRY(cudaGraphLaunch(exec_, static_cast<cudaStream_t>(stream.native_handle())));
+    STOWAGE_CUDA_TRY_FOR(cudaGraphLaunch(exec_, static_cast<cudaStream_t>(stream.native_handle())),
+                         "cuda:{}: launching a CUDA graph", device_);
   }
 
  private:
@@ -190,12 +212,15 @@ class CudaGraph final : public GraphImpl {
 
 std::unique_ptr<GraphImpl> CudaStream::end_capture() {
   cudaGraph_t graph = nullptr;
-  const cudaError_t status = cudaStreamEndCapture(stream_, &graph);
-  if (status != cudaSuccess || graph == nullptr) {
-    cudaGetLastError();
+  try {
+    STOWAGE_CUDA_TRY_FOR(cudaStreamEndCapture(stream_, &graph),
+                         "cuda:{}: ending a CUDA graph capture (the capture failed)", device_);
+  } catch (...) {
     if (graph != nullptr) cudaGraphDestroy(graph);
-    throw DeviceError(fmt::format("CUDA graph capture failed: {}", cudaGetErrorString(status)));
+    throw;
   }
+  STOWAGE_EXPECTS(graph != nullptr, DeviceError,
+                  "cuda:{}: CUDA graph capture failed: expected a graph, found none", device_);
   return std::make_unique<CudaGraph>(graph, device_);
 }
 
@@ -216,27 +241,38 @@ class CudaDeviceMemory final : public MemoryResource {
                     name(), bytes);
     ScopedDevice scope(device_);
     void* ptr = nullptr;
-    const cudaError_t status =
-        cudaMallocAsync(&ptr, bytes, static_cast<cudaStream_t>(stream.native_handle()));
-    if (status == cudaErrorMemoryAllocation) {
-      cudaGetLastError();
-      size_t free_bytes = 0, total_bytes = 0;
-      cudaMemGetInfo(&free_bytes, &total_bytes);
-      throw OutOfMemoryError(fmt::format("{}: out of memory allocating {} bytes ({} free of {})",
-                                         name(), bytes, free_bytes, total_bytes));
-    }
-    STOWAGE_CUDA_TRY(status);
+    // Out of memory is an OutOfMemoryError (DeviceStatusTraits<cudaError_t>).
+    STOWAGE_CUDA_TRY_FOR(
+        cudaMallocAsync(&ptr, bytes, static_cast<cudaStream_t>(stream.native_handle())),
+        "{}: allocating {} bytes ({})", name(), bytes, free_of_total());
     // With no stream the memory must be usable on every stream at once (a
     // slot grown mid-run is written by the copy stream): the pool may have
     // made the legacy stream wait on the free of reused memory still read
     // on another stream, so wait for the legacy stream here.
-    if (stream.is_null()) STOWAGE_CUDA_TRY(cudaStreamSynchronize(nullptr));
+    if (stream.is_null()) {
+      STOWAGE_CUDA_TRY_FOR(cudaStreamSynchronize(nullptr),
+                           "{}: waiting for the allocation of {} bytes", name(), bytes);
+    }
     return ptr;
   }
-  void do_deallocate(void* ptr, size_t, StreamRef stream) override {
+  void do_deallocate(void* ptr, size_t bytes, StreamRef stream) override {
     ScopedDevice scope(device_);
-    STOWAGE_CUDA_TRY(cudaFreeAsync(ptr, static_cast<cudaStream_t>(stream.native_handle())));
-    if (stream.is_null()) STOWAGE_CUDA_TRY(cudaStreamSynchronize(nullptr));
+    STOWAGE_CUDA_TRY_FOR(cudaFreeAsync(ptr, static_cast<cudaStream_t>(stream.native_handle())),
+                         "{}: freeing {} bytes at {}", name(), bytes, ptr);
+    if (stream.is_null()) {
+      STOWAGE_CUDA_TRY_FOR(cudaStreamSynchronize(nullptr), "{}: waiting for the free of {} bytes",
+                           name(), bytes);
+    }
+  }
+  // "F free of T bytes" for an error message (unchecked: it describes a
+  // failure already being reported).
+  static std::string free_of_total() {
+    size_t free_bytes = 0, total_bytes = 0;
+    if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) {
+      cudaGetLastError();
+      return "free memory unknown";
+    }
+    return fmt::format("{} free of {}", free_bytes, total_bytes);
   }
   int device_;
 };
@@ -250,20 +286,15 @@ class CudaPinnedHostMemory final : public MemoryResource {
   void* do_allocate(size_t bytes, StreamRef) override {
     if (bytes == 0) return nullptr;
     void* ptr = nullptr;
-    const cudaError_t status = cudaHostAlloc(&ptr, bytes, cudaHostAllocPortable);
-    if (status == cudaErrorMemoryAllocation) {
-      cudaGetLastError();
-      throw OutOfMemoryError(
-          fmt::format("pinned host memory: out of memory allocating {} bytes", bytes));
-    }
-    STOWAGE_CUDA_TRY(status);
+    STOWAGE_CUDA_TRY_FOR(cudaHostAlloc(&ptr, bytes, cudaHostAllocPortable),
+                         "{}: allocating {} bytes", name(), bytes);
     return ptr;
   }
-  void do_deallocate(void* ptr, size_t, StreamRef stream) override {
+  void do_deallocate(void* ptr, size_t bytes, StreamRef stream) override {
     // cudaFreeHost synchronizes the device; pinned buffers are long-lived, so
     // this stays off the hot path. A stream-ordered free waits for the stream.
     if (!stream.is_null()) stream.synchronize();
-    STOWAGE_CUDA_TRY(cudaFreeHost(ptr));
+    STOWAGE_CUDA_TRY_FOR(cudaFreeHost(ptr), "{}: freeing {} bytes at {}", name(), bytes, ptr);
   }
 };
 
@@ -271,7 +302,8 @@ class CudaAccelerator final : public Accelerator {
  public:
   explicit CudaAccelerator(int device) : device_(device), memory_(device) {
     cudaDeviceProp properties{};
-    STOWAGE_CUDA_TRY(cudaGetDeviceProperties(&properties, device));
+    STOWAGE_CUDA_TRY_FOR(cudaGetDeviceProperties(&properties, device),
+                         "cuda:{}: reading the device's properties", device);
     name_ = properties.name;
     total_ = properties.totalGlobalMem;
     grant_peer_access();
@@ -287,10 +319,13 @@ class CudaAccelerator final : public Accelerator {
   uint64_t free_bytes() const override {
     ScopedDevice scope(device_);
     size_t free_bytes = 0, total_bytes = 0;
-    STOWAGE_CUDA_TRY(cudaMemGetInfo(&free_bytes, &total_bytes));
+    STOWAGE_CUDA_TRY_FOR(cudaMemGetInfo(&free_bytes, &total_bytes),
+                         "cuda:{}: asking for its free memory", device_);
     return free_bytes;
   }
-  void make_current() override { STOWAGE_CUDA_TRY(cudaSetDevice(device_)); }
+  void make_current() override {
+    STOWAGE_CUDA_TRY_FOR(cudaSetDevice(device_), "cuda:{}: making it the current device", device_);
+  }
   DevicePoolUsage pool_usage() const override {
     ScopedDevice scope(device_);
     const cudaMemPool_t pool = current_pool();
@@ -305,14 +340,19 @@ class CudaAccelerator final : public Accelerator {
     ScopedDevice scope(device_);
     const cudaMemPool_t pool = current_pool();
     uint64_t zero = 0;  // setting a high watermark to 0 resets it to the current value
-    STOWAGE_CUDA_TRY(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &zero));
-    STOWAGE_CUDA_TRY(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &zero));
+    STOWAGE_CUDA_TRY_FOR(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &zero),
+                         "cuda:{}: resetting its memory pool's reserved high watermark", device_);
+    STOWAGE_CUDA_TRY_FOR(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &zero),
+                         "cuda:{}: resetting its memory pool's used high watermark", device_);
   }
   void release_cached_memory() override {
     ScopedDevice scope(device_);
     // Frees are stream-ordered: they reach the pool once their streams ran.
-    STOWAGE_CUDA_TRY(cudaDeviceSynchronize());
-    STOWAGE_CUDA_TRY(cudaMemPoolTrimTo(current_pool(), 0));
+    STOWAGE_CUDA_TRY_FOR(cudaDeviceSynchronize(),
+                         "cuda:{}: waiting for the device before trimming its memory pool",
+                         device_);
+    STOWAGE_CUDA_TRY_FOR(cudaMemPoolTrimTo(current_pool(), 0), "cuda:{}: trimming its memory pool",
+                         device_);
   }
 
  private:
@@ -320,12 +360,15 @@ class CudaAccelerator final : public Accelerator {
   // is current.
   cudaMemPool_t current_pool() const {
     cudaMemPool_t pool = nullptr;
-    STOWAGE_CUDA_TRY(cudaDeviceGetMemPool(&pool, device_));
+    STOWAGE_CUDA_TRY_FOR(cudaDeviceGetMemPool(&pool, device_), "cuda:{}: finding its memory pool",
+                         device_);
     return pool;
   }
-  static uint64_t pool_attribute(cudaMemPool_t pool, cudaMemPoolAttr attribute) {
+  uint64_t pool_attribute(cudaMemPool_t pool, cudaMemPoolAttr attribute) const {
     uint64_t value = 0;  // the four byte attributes are cuuint64_t
-    STOWAGE_CUDA_TRY(cudaMemPoolGetAttribute(pool, attribute, &value));
+    STOWAGE_CUDA_TRY_FOR(cudaMemPoolGetAttribute(pool, attribute, &value),
+                         "cuda:{}: reading its memory pool's attribute {}", device_,
+                         static_cast<int>(attribute));
     return value;
   }
 
@@ -338,19 +381,22 @@ class CudaAccelerator final : public Accelerator {
   // Grants every device that can reach this one read and write access.
   void grant_peer_access() {
     int count = 0;
-    STOWAGE_CUDA_TRY(cudaGetDeviceCount(&count));
+    STOWAGE_CUDA_TRY_FOR(cudaGetDeviceCount(&count),
+                         "cuda:{}: counting the devices for peer access", device_);
     ScopedDevice scope(device_);
     const cudaMemPool_t pool = current_pool();
     for (int peer = 0; peer < count; ++peer) {
       if (peer == device_) continue;
       int can_access = 0;
-      STOWAGE_CUDA_TRY(cudaDeviceCanAccessPeer(&can_access, peer, device_));
+      STOWAGE_CUDA_TRY_FOR(cudaDeviceCanAccessPeer(&can_access, peer, device_),
+                           "cuda:{}: asking whether cuda:{} can reach it", device_, peer);
       if (can_access == 0) continue;
       cudaMemAccessDesc access{};
       access.location.type = cudaMemLocationTypeDevice;
       access.location.id = peer;
       access.flags = cudaMemAccessFlagsProtReadWrite;
-      STOWAGE_CUDA_TRY(cudaMemPoolSetAccess(pool, &access, 1));
+      STOWAGE_CUDA_TRY_FOR(cudaMemPoolSetAccess(pool, &access, 1),
+                           "cuda:{}: granting cuda:{} access to its memory pool", device_, peer);
     }
   }
 
@@ -383,13 +429,9 @@ HostRegistration cuda_host_register(const void* data, size_t bytes, bool read_on
   unsigned int flags = cudaHostRegisterPortable;
   if (read_only) flags |= cudaHostRegisterReadOnly;
   void* ptr = const_cast<void*>(data);
-  const cudaError_t status = cudaHostRegister(ptr, bytes, flags);
-  if (status != cudaSuccess) {
-    cudaGetLastError();
-    throw DeviceError(fmt::format("cudaHostRegister of {} bytes of {}host memory at {} failed: {}: {}",
-                                  bytes, read_only ? "read-only " : "", data,
-                                  cudaGetErrorName(status), cudaGetErrorString(status)));
-  }
+  STOWAGE_CUDA_TRY_FOR(cudaHostRegister(ptr, bytes, flags),
+                       "registering {} bytes of {}host memory at {} with CUDA", bytes,
+                       read_only ? "read-only " : "", data);
   return HostRegistration(data, bytes, [ptr] { cudaHostUnregister(ptr); });
 }
 

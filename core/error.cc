@@ -20,13 +20,4 @@ const char* error_kind_name(ErrorKind kind) {
   return "error";
 }
 
-namespace detail {
-void throw_status_error(const char* call, const char* file, int line,
-                        const std::string& status_text, bool out_of_memory) {
-  std::string message = fmt::format("{} failed: {} (at {}:{})", call, status_text, file, line);
-  if (out_of_memory) throw OutOfMemoryError(message);
-  throw DeviceError(message);
-}
-}  // namespace detail
-
 }  // namespace stowage

@@ -1,4 +1,5 @@
-// Typed errors with context, and the one macro that checks CUDA-family calls.
+// Typed errors with context. CUDA-family calls are checked by
+// STOWAGE_CUDA_TRY (core/device_status.h), which throws these types.
 //
 // Every failure the library reports is a stowage::Error (a std::runtime_error)
 // whose kind says what went wrong and whose message says what was expected and
@@ -57,14 +58,6 @@ class InternalError : public Error {
   explicit InternalError(const std::string& m) : Error(ErrorKind::kInternal, m) {}
 };
 
-namespace detail {
-// Overloads of check_status() for each status type (cudaError_t in
-// core/cuda_check.h, cublasStatus_t in kernels/) throw DeviceError (or
-// OutOfMemoryError) naming the call, file and line when the status is not OK.
-[[noreturn]] void throw_status_error(const char* call, const char* file, int line,
-                                     const std::string& status_text, bool out_of_memory);
-}  // namespace detail
-
 }  // namespace stowage
 
 // Throws ErrType with a fmt-formatted message when cond is false.
@@ -72,8 +65,3 @@ namespace detail {
   do {                                                    \
     if (!(cond)) throw ErrType(fmt::format(__VA_ARGS__)); \
   } while (0)
-
-// Checks a CUDA runtime or cuBLASLt call; throws with the call, file and line.
-// The overload of stowage::detail::check_status for the call's status type
-// must be visible (include core/cuda_check.h or kernels/cublaslt_check.h).
-#define STOWAGE_CUDA_TRY(call) ::stowage::detail::check_status((call), #call, __FILE__, __LINE__)

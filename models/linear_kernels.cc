@@ -15,6 +15,12 @@
 #include "kernels/quantize.h"
 #include "models/linear.h"
 
+#if defined(STOWAGE_MODELS_WITH_CUDA)
+#include <cuda_runtime_api.h>
+
+#include "core/cuda_check.h"
+#endif
+
 namespace stowage::models {
 
 #if defined(STOWAGE_MODELS_WITH_CUDA)
@@ -190,9 +196,12 @@ class AcceleratorLinearKernels final : public LinearKernels {
     STOWAGE_EXPECTS(dtype == DType::kF16 || dtype == DType::kBF16, InvalidInputError,
                     "linear layer: cannot convert float32 to {} on the accelerator",
                     short_name(dtype));
-    int rc = cuda::convert_f32_to_16bit(src.data_as<float>(), dtype == DType::kF16 ? 0 : 1, n, dst,
-                                        stream.native_handle());
-    STOWAGE_EXPECTS(rc == 0, DeviceError, "float32 -> 16-bit conversion failed ({})", rc);
+    // convert.cu returns the launch's cudaError_t as an int (it is built apart).
+    STOWAGE_CUDA_TRY_FOR(
+        static_cast<cudaError_t>(cuda::convert_f32_to_16bit(
+            src.data_as<float>(), dtype == DType::kF16 ? 0 : 1, n, dst, stream.native_handle())),
+        "{}: linear layer: converting {} float32 values to {}",
+        ::stowage::detail::current_cuda_device(), n, short_name(dtype));
 #else
     throw DeviceError("this build has no CUDA kernels for the MLP");
 #endif
@@ -209,9 +218,11 @@ class AcceleratorLinearKernels final : public LinearKernels {
     STOWAGE_EXPECTS(src.dtype() == DType::kF16 || src.dtype() == DType::kBF16, InvalidInputError,
                     "linear layer: cannot convert {} to float32 on the accelerator",
                     short_name(src.dtype()));
-    int rc = cuda::convert_16bit_to_f32(src.data(), src.dtype() == DType::kF16 ? 0 : 1, n, dst,
-                                        stream.native_handle());
-    STOWAGE_EXPECTS(rc == 0, DeviceError, "float16/bfloat16 -> float32 conversion failed ({})", rc);
+    STOWAGE_CUDA_TRY_FOR(
+        static_cast<cudaError_t>(cuda::convert_16bit_to_f32(
+            src.data(), src.dtype() == DType::kF16 ? 0 : 1, n, dst, stream.native_handle())),
+        "{}: linear layer: converting {} {} values to float32",
+        ::stowage::detail::current_cuda_device(), n, short_name(src.dtype()));
 #else
     throw DeviceError("this build has no CUDA kernels for the MLP");
 #endif
@@ -226,9 +237,11 @@ class AcceleratorLinearKernels final : public LinearKernels {
       return;
     }
 #if defined(STOWAGE_MODELS_WITH_CUDA)
-    int rc =
-        cuda::relu_f32(y.data_as<float>(), static_cast<int64_t>(y.numel()), stream.native_handle());
-    STOWAGE_EXPECTS(rc == 0, DeviceError, "ReLU launch failed ({})", rc);
+    STOWAGE_CUDA_TRY_FOR(
+        static_cast<cudaError_t>(cuda::relu_f32(y.data_as<float>(), static_cast<int64_t>(y.numel()),
+                                                stream.native_handle())),
+        "{}: linear layer: ReLU over {} float32 values", ::stowage::detail::current_cuda_device(),
+        y.numel());
 #endif
   }
 

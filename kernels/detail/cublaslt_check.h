@@ -1,21 +1,20 @@
-// check_status() for cuBLAS / cuBLASLt statuses, so STOWAGE_CUDA_TRY wraps
-// cuBLASLt calls too. Only built where the CUDA toolkit is found.
+// cuBLAS / cuBLASLt statuses for STOWAGE_CUDA_TRY (core/device_status.h).
+// Only built where the CUDA toolkit is found.
 #pragma once
 
 #include <cublasLt.h>
 
-#include <string>
+#include "core/device_status.h"
 
-#include "core/error.h"
+namespace stowage {
 
-namespace stowage::detail {
+template <>
+struct DeviceStatusTraits<cublasStatus_t> {
+  static bool ok(cublasStatus_t status) { return status == CUBLAS_STATUS_SUCCESS; }
+  static DeviceStatus describe(cublasStatus_t status) {
+    return DeviceStatus{static_cast<int>(status), cublasLtGetStatusName(status),
+                        cublasLtGetStatusString(status), status == CUBLAS_STATUS_ALLOC_FAILED};
+  }
+};
 
-inline void check_status(cublasStatus_t status, const char* call, const char* file, int line) {
-  if (status == CUBLAS_STATUS_SUCCESS) return;
-  throw_status_error(
-      call, file, line,
-      std::string(cublasLtGetStatusName(status)) + ": " + cublasLtGetStatusString(status),
-      status == CUBLAS_STATUS_ALLOC_FAILED);
-}
-
-}  // namespace stowage::detail
+}  // namespace stowage

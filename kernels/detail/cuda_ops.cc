@@ -16,10 +16,10 @@
 #include "core/buffer.h"
 #include "core/cuda_check.h"
 #include "core/error.h"
-#include "kernels/detail/float_type.h"
 #include "core/memory_resource.h"
 #include "kernels/cublaslt_context.h"
 #include "kernels/detail/cublaslt_check.h"
+#include "kernels/detail/float_type.h"
 #include "kernels/detail/launch.h"
 #include "kernels/detail/scratch_layout.h"
 
@@ -99,10 +99,16 @@ class ContextMemory {
     }
     const size_t grown = std::max(bytes, bytes_ + bytes_ / 2);
     const auto raw = static_cast<cudaStream_t>(stream.native_handle());
-    if (ptr_ != nullptr) STOWAGE_CUDA_TRY(cudaFreeAsync(ptr_, raw));
+    if (ptr_ != nullptr) {
+      STOWAGE_CUDA_TRY_FOR(cudaFreeAsync(ptr_, raw),
+                           "{}: kernels: freeing {} bytes of scratch to grow it to {}",
+                           ::stowage::detail::current_cuda_device(), bytes_, grown);
+    }
     ptr_ = nullptr;
     bytes_ = 0;
-    STOWAGE_CUDA_TRY(cudaMallocAsync(&ptr_, grown, raw));
+    STOWAGE_CUDA_TRY_FOR(cudaMallocAsync(&ptr_, grown, raw),
+                         "{}: kernels: allocating {} bytes of scratch",
+                         ::stowage::detail::current_cuda_device(), grown);
     bytes_ = grown;
     return ptr_;
   }
@@ -111,10 +117,15 @@ class ContextMemory {
   void allocate(size_t bytes, StreamRef stream) {
     if (resource_ != nullptr) {
       buffer_ = Buffer(*resource_, bytes, stream);
-      STOWAGE_CUDA_TRY(cudaStreamSynchronize(static_cast<cudaStream_t>(stream.native_handle())));
+      STOWAGE_CUDA_TRY_FOR(cudaStreamSynchronize(static_cast<cudaStream_t>(stream.native_handle())),
+                           "{}: kernels: waiting for the allocation of a {}-byte workspace",
+                           ::stowage::detail::current_cuda_device(), bytes);
       return;
     }
-    if (bytes > 0) STOWAGE_CUDA_TRY(cudaMalloc(&ptr_, bytes));
+    if (bytes > 0) {
+      STOWAGE_CUDA_TRY_FOR(cudaMalloc(&ptr_, bytes), "{}: kernels: allocating a {}-byte workspace",
+                           ::stowage::detail::current_cuda_device(), bytes);
+    }
     bytes_ = bytes;
   }
   void* get() { return resource_ != nullptr ? buffer_.data() : ptr_; }
@@ -158,6 +169,7 @@ struct MatmulPlan {
   MatrixLayout a, b, c;
   cublasLtMatmulAlgo_t algo{};
   bool is_int = false;
+  int64_t m = 0, n = 0, k = 0;  // for describing a failed matmul
 };
 
 struct GemvKey {
@@ -233,7 +245,8 @@ struct CublasLtState {
   // workspace is allocated (null: the legacy default stream).
   void ensure_ready(StreamRef stream = {}) {
     int current = 0;
-    STOWAGE_CUDA_TRY(cudaGetDevice(&current));
+    STOWAGE_CUDA_TRY_FOR(cudaGetDevice(&current),
+                         "kernels: asking for the current device before a cuBLASLt call");
     if (handle != nullptr) {
       STOWAGE_EXPECTS(current == device, InvalidInputError,
                       "kernels: CublasLtContext was created on cuda:{} but is used on cuda:{}; "
@@ -241,7 +254,8 @@ struct CublasLtState {
                       device, current);
       return;
     }
-    STOWAGE_CUDA_TRY(cublasLtCreate(&handle));
+    STOWAGE_CUDA_TRY_FOR(cublasLtCreate(&handle), "cuda:{}: kernels: creating a cuBLASLt handle",
+                         current);
     device = current;
     if (const char* env = std::getenv("STOWAGE_INT8_ROW_CHUNK")) {
       int8_row_chunk_override = std::strtoll(env, nullptr, 10);
@@ -269,49 +283,73 @@ MatmulPlan& plan_for(CublasLtState& st, cudaDataType_t ab_type, cudaDataType_t c
   auto found = st.plans.find(key);
   if (found != st.plans.end()) return *found->second;
 
+  // What a failing call was doing, for its message (only built on failure).
+  const auto describe = [&] {
+    return fmt::format(
+        "{}: kernels: planning a cuBLASLt matmul of m={} n={} k={} (A/B type {}, C/D type {}, "
+        "epilogue {})",
+        ::stowage::detail::current_cuda_device(), m, n, k, static_cast<int>(ab_type),
+        static_cast<int>(cd_type), static_cast<int>(epilogue));
+  };
   // Row-major y[m, n] = x[m, k] @ w[n, k]^T is column-major y^T[n, m] =
   // op_T(w as k x n) @ x as k x m: cuBLASLt's A is w (transposed), B is x.
   auto plan = std::make_unique<MatmulPlan>();
   plan->is_int = compute == CUBLAS_COMPUTE_32I;
+  plan->m = m;
+  plan->n = n;
+  plan->k = k;
   cublasLtMatmulDesc_t desc = nullptr;
-  STOWAGE_CUDA_TRY(cublasLtMatmulDescCreate(&desc, compute, scale_type));
+  STOWAGE_CUDA_TRY_FOR(cublasLtMatmulDescCreate(&desc, compute, scale_type), "{}", describe());
   plan->desc = MatmulDesc(desc);
   const cublasOperation_t op_t = CUBLAS_OP_T;
   const cublasOperation_t op_n = CUBLAS_OP_N;
-  STOWAGE_CUDA_TRY(
-      cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_t, sizeof(op_t)));
-  STOWAGE_CUDA_TRY(
-      cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_n, sizeof(op_n)));
-  STOWAGE_CUDA_TRY(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
-                                                  sizeof(epilogue)));
+  STOWAGE_CUDA_TRY_FOR(
+      cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_t, sizeof(op_t)), "{}",
+      describe());
+  STOWAGE_CUDA_TRY_FOR(
+      cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_n, sizeof(op_n)), "{}",
+      describe());
+  STOWAGE_CUDA_TRY_FOR(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                                      &epilogue, sizeof(epilogue)),
+                       "{}", describe());
   cublasLtMatrixLayout_t layout = nullptr;
-  STOWAGE_CUDA_TRY(cublasLtMatrixLayoutCreate(&layout, ab_type, k, n, k));
+  STOWAGE_CUDA_TRY_FOR(cublasLtMatrixLayoutCreate(&layout, ab_type, k, n, k), "{}", describe());
   plan->a = MatrixLayout(layout);
-  STOWAGE_CUDA_TRY(cublasLtMatrixLayoutCreate(&layout, ab_type, k, m, k));
+  STOWAGE_CUDA_TRY_FOR(cublasLtMatrixLayoutCreate(&layout, ab_type, k, m, k), "{}", describe());
   plan->b = MatrixLayout(layout);
-  STOWAGE_CUDA_TRY(cublasLtMatrixLayoutCreate(&layout, cd_type, n, m, n));
+  STOWAGE_CUDA_TRY_FOR(cublasLtMatrixLayoutCreate(&layout, cd_type, n, m, n), "{}", describe());
   plan->c = MatrixLayout(layout);
 
   cublasLtMatmulPreference_t pref_raw = nullptr;
-  STOWAGE_CUDA_TRY(cublasLtMatmulPreferenceCreate(&pref_raw));
+  STOWAGE_CUDA_TRY_FOR(cublasLtMatmulPreferenceCreate(&pref_raw), "{}", describe());
   MatmulPreference pref(pref_raw);
   const uint64_t ws = st.workspace.size();
-  STOWAGE_CUDA_TRY(cublasLtMatmulPreferenceSetAttribute(
-      pref_raw, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+  STOWAGE_CUDA_TRY_FOR(cublasLtMatmulPreferenceSetAttribute(
+                           pref_raw, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)),
+                       "{}", describe());
   const uint32_t align_a = key.align_a, align_b = key.align_b, align_c = key.align_c;
-  STOWAGE_CUDA_TRY(cublasLtMatmulPreferenceSetAttribute(
-      pref_raw, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_a, sizeof(align_a)));
-  STOWAGE_CUDA_TRY(cublasLtMatmulPreferenceSetAttribute(
-      pref_raw, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_b, sizeof(align_b)));
-  STOWAGE_CUDA_TRY(cublasLtMatmulPreferenceSetAttribute(
-      pref_raw, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c, sizeof(align_c)));
-  STOWAGE_CUDA_TRY(cublasLtMatmulPreferenceSetAttribute(
-      pref_raw, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c, sizeof(align_c)));
+  STOWAGE_CUDA_TRY_FOR(
+      cublasLtMatmulPreferenceSetAttribute(pref_raw, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                           &align_a, sizeof(align_a)),
+      "{}", describe());
+  STOWAGE_CUDA_TRY_FOR(
+      cublasLtMatmulPreferenceSetAttribute(pref_raw, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                           &align_b, sizeof(align_b)),
+      "{}", describe());
+  STOWAGE_CUDA_TRY_FOR(
+      cublasLtMatmulPreferenceSetAttribute(pref_raw, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                           &align_c, sizeof(align_c)),
+      "{}", describe());
+  STOWAGE_CUDA_TRY_FOR(
+      cublasLtMatmulPreferenceSetAttribute(pref_raw, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                           &align_c, sizeof(align_c)),
+      "{}", describe());
   cublasLtMatmulHeuristicResult_t result{};
   int count = 0;
-  STOWAGE_CUDA_TRY(cublasLtMatmulAlgoGetHeuristic(st.handle, desc, plan->a.get(), plan->b.get(),
-                                                  plan->c.get(), plan->c.get(), pref_raw, 1,
-                                                  &result, &count));
+  STOWAGE_CUDA_TRY_FOR(
+      cublasLtMatmulAlgoGetHeuristic(st.handle, desc, plan->a.get(), plan->b.get(), plan->c.get(),
+                                     plan->c.get(), pref_raw, 1, &result, &count),
+      "{}", describe());
   STOWAGE_EXPECTS(count > 0, DeviceError,
                   "kernels: cuBLASLt has no algorithm for a matmul of m={} n={} k={} (A/B type "
                   "{}, C/D type {}, epilogue {}, alignments {}/{}/{} bytes)",
@@ -325,17 +363,25 @@ MatmulPlan& plan_for(CublasLtState& st, cudaDataType_t ab_type, cudaDataType_t c
 
 void run_plan(CublasLtState& st, MatmulPlan& plan, const void* w, const void* x, void* y,
               const void* bias, cudaStream_t stream) {
+  const auto describe = [&] {
+    return fmt::format("{}: kernels: cuBLASLt matmul of m={} n={} k={} ({} bytes of workspace)",
+                       ::stowage::detail::current_cuda_device(), plan.m, plan.n, plan.k,
+                       st.workspace.size());
+  };
   if (bias != nullptr) {
-    STOWAGE_CUDA_TRY(cublasLtMatmulDescSetAttribute(
-        plan.desc.get(), CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+    STOWAGE_CUDA_TRY_FOR(
+        cublasLtMatmulDescSetAttribute(plan.desc.get(), CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                       sizeof(bias)),
+        "{}", describe());
   }
   const float alpha_f = 1.0f, beta_f = 0.0f;
   const int32_t alpha_i = 1, beta_i = 0;
   const void* alpha = plan.is_int ? static_cast<const void*>(&alpha_i) : &alpha_f;
   const void* beta = plan.is_int ? static_cast<const void*>(&beta_i) : &beta_f;
-  STOWAGE_CUDA_TRY(cublasLtMatmul(st.handle, plan.desc.get(), alpha, w, plan.a.get(), x,
-                                  plan.b.get(), beta, y, plan.c.get(), y, plan.c.get(), &plan.algo,
-                                  st.workspace.get(), st.workspace.size(), stream));
+  STOWAGE_CUDA_TRY_FOR(cublasLtMatmul(st.handle, plan.desc.get(), alpha, w, plan.a.get(), x,
+                                      plan.b.get(), beta, y, plan.c.get(), y, plan.c.get(),
+                                      &plan.algo, st.workspace.get(), st.workspace.size(), stream),
+                       "{}", describe());
 }
 
 }  // namespace
@@ -343,40 +389,53 @@ void run_plan(CublasLtState& st, MatmulPlan& plan, const void* w, const void* x,
 void cuda_quantize_4bit(const void* input, DType dtype, int64_t numel, int64_t blocksize,
                         quant_rules::FourBitType type, uint8_t* packed, float* absmax,
                         void* stream) {
-  STOWAGE_CUDA_TRY(launch_quantize_4bit(input, float_type(dtype), numel,
-                                        static_cast<int>(blocksize), type, packed, absmax,
-                                        as_stream(stream)));
+  STOWAGE_CUDA_TRY_FOR(
+      launch_quantize_4bit(input, float_type(dtype), numel, static_cast<int>(blocksize), type,
+                           packed, absmax, as_stream(stream)),
+      "{}: kernels: quantizing {} {} elements to 4 bits (blocksize {})",
+      ::stowage::detail::current_cuda_device(), numel, short_name(dtype), blocksize);
 }
 
 void cuda_dequantize_4bit(const uint8_t* packed, const float* absmax, int64_t numel,
                           int64_t blocksize, quant_rules::FourBitType type, void* output,
                           DType out_dtype, void* stream) {
-  STOWAGE_CUDA_TRY(launch_dequantize_4bit(packed, absmax, numel, static_cast<int>(blocksize), type,
-                                          output, float_type(out_dtype), as_stream(stream)));
+  STOWAGE_CUDA_TRY_FOR(
+      launch_dequantize_4bit(packed, absmax, numel, static_cast<int>(blocksize), type, output,
+                             float_type(out_dtype), as_stream(stream)),
+      "{}: kernels: dequantizing {} 4-bit elements to {} (blocksize {})",
+      ::stowage::detail::current_cuda_device(), numel, short_name(out_dtype), blocksize);
 }
 
 void cuda_double_quantize_absmax(const float* absmax, int64_t count, float* offset, uint8_t* codes,
                                  float* nested_absmax, double* scratch, void* stream) {
-  STOWAGE_CUDA_TRY(launch_double_quantize(absmax, count, scratch, offset, codes, nested_absmax,
-                                          as_stream(stream)));
+  STOWAGE_CUDA_TRY_FOR(launch_double_quantize(absmax, count, scratch, offset, codes, nested_absmax,
+                                              as_stream(stream)),
+                       "{}: kernels: double-quantizing {} absmax values",
+                       ::stowage::detail::current_cuda_device(), count);
 }
 
 void cuda_dequantize_absmax(const uint8_t* codes, const float* nested_absmax, float offset,
                             int64_t count, float* absmax, void* stream) {
-  STOWAGE_CUDA_TRY(
-      launch_dequantize_absmax(codes, nested_absmax, offset, count, absmax, as_stream(stream)));
+  STOWAGE_CUDA_TRY_FOR(
+      launch_dequantize_absmax(codes, nested_absmax, offset, count, absmax, as_stream(stream)),
+      "{}: kernels: dequantizing {} double-quantized absmax values",
+      ::stowage::detail::current_cuda_device(), count);
 }
 
 void cuda_quantize_int8_rowwise(const void* input, DType dtype, int64_t rows, int64_t cols,
                                 int8_t* cb, float* scb, void* stream) {
-  STOWAGE_CUDA_TRY(launch_quantize_int8_rowwise(input, float_type(dtype), rows, cols, cb, scb,
-                                                as_stream(stream)));
+  STOWAGE_CUDA_TRY_FOR(launch_quantize_int8_rowwise(input, float_type(dtype), rows, cols, cb, scb,
+                                                    as_stream(stream)),
+                       "{}: kernels: quantizing {} x {} {} to int8 row-wise",
+                       ::stowage::detail::current_cuda_device(), rows, cols, short_name(dtype));
 }
 
 void cuda_dequantize_int8_rowwise(const int8_t* cb, const float* scb, int64_t rows, int64_t cols,
                                   void* output, DType out_dtype, void* stream) {
-  STOWAGE_CUDA_TRY(launch_dequantize_int8_rowwise(cb, scb, rows, cols, output,
-                                                  float_type(out_dtype), as_stream(stream)));
+  STOWAGE_CUDA_TRY_FOR(launch_dequantize_int8_rowwise(cb, scb, rows, cols, output,
+                                                      float_type(out_dtype), as_stream(stream)),
+                       "{}: kernels: dequantizing {} x {} int8 row-wise to {}",
+                       ::stowage::detail::current_cuda_device(), rows, cols, short_name(out_dtype));
 }
 
 void cuda_dense_gemv(const DenseGemvArgs& a, void* stream) {
@@ -391,11 +450,16 @@ void cuda_dense_gemv(const DenseGemvArgs& a, void* stream) {
   l.bias_kind = a.bias == nullptr ? 0 : a.bias_dtype == DType::kF32 ? 1 : 2;
   l.relu = a.relu;
   l.y = a.y;
-  STOWAGE_CUDA_TRY(launch_dense_gemv(l, as_stream(stream)));
+  STOWAGE_CUDA_TRY_FOR(launch_dense_gemv(l, as_stream(stream)),
+                       "{}: kernels: dense GEMV of m={} n={} k={} ({} weights)",
+                       ::stowage::detail::current_cuda_device(), a.m, a.n, a.k,
+                       short_name(a.weight_dtype));
 }
 
 void cuda_read_checksum(const void* data, uint64_t bytes, uint64_t* checksum, void* stream) {
-  STOWAGE_CUDA_TRY(launch_read_checksum(data, bytes, checksum, as_stream(stream)));
+  STOWAGE_CUDA_TRY_FOR(launch_read_checksum(data, bytes, checksum, as_stream(stream)),
+                       "{}: kernels: reading {} bytes for a checksum",
+                       ::stowage::detail::current_cuda_device(), bytes);
 }
 
 void cuda_gemm(CublasLtContext& context, const GemmArgs& a, StreamRef stream_ref) {
@@ -406,8 +470,10 @@ void cuda_gemm(CublasLtContext& context, const GemmArgs& a, StreamRef stream_ref
   if (a.k == 0) {  // cuBLASLt refuses k = 0: y = act(bias) or 0, via a zero-k-free path
     STOWAGE_EXPECTS(a.bias == nullptr && !a.relu, InvalidInputError,
                     "kernels::gemm: k = 0 with a bias or ReLU is not supported on CUDA");
-    STOWAGE_CUDA_TRY(
-        cudaMemsetAsync(a.y, 0, a.m * a.n * dtype_size(a.out_dtype), as_stream(stream)));
+    STOWAGE_CUDA_TRY_FOR(
+        cudaMemsetAsync(a.y, 0, a.m * a.n * dtype_size(a.out_dtype), as_stream(stream)),
+        "cuda:{}: kernels::gemm: zeroing the {} x {} output of a k = 0 product", st.device, a.m,
+        a.n);
     return;
   }
   cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
@@ -463,17 +529,24 @@ void cuda_int8_matmul(CublasLtContext& context, const Int8MatmulArgs& a, StreamR
   int32_t* acc = piece<int32_t>(base, layout.acc);
 
   if (outliers) {
-    STOWAGE_CUDA_TRY(launch_find_outlier_columns(a.x, float_type(a.dtype), a.m, a.k, a.threshold,
-                                                 flags, cols, count, stream));
-    STOWAGE_CUDA_TRY(
-        launch_gather_outlier_weights(a.cb, a.scb, a.n, a.k, cols, count, cap, w_outlier, stream));
+    STOWAGE_CUDA_TRY_FOR(launch_find_outlier_columns(a.x, float_type(a.dtype), a.m, a.k,
+                                                     a.threshold, flags, cols, count, stream),
+                         "cuda:{}: kernels::int8_matmul of m={} n={} k={}: finding outlier columns "
+                         "(threshold {})",
+                         st.device, a.m, a.n, a.k, a.threshold);
+    STOWAGE_CUDA_TRY_FOR(
+        launch_gather_outlier_weights(a.cb, a.scb, a.n, a.k, cols, count, cap, w_outlier, stream),
+        "cuda:{}: kernels::int8_matmul of m={} n={} k={}: gathering up to {} outlier columns",
+        st.device, a.m, a.n, a.k, cap);
   }
   const size_t elem = dtype_size(a.dtype);
   for (int64_t r0 = 0; r0 < a.m; r0 += chunk) {
     const int64_t rows = std::min(chunk, a.m - r0);
     const void* x = static_cast<const char*>(a.x) + r0 * a.k * elem;
-    STOWAGE_CUDA_TRY(
-        launch_quantize_activations(x, float_type(a.dtype), rows, a.k, flags, xq, sca, stream));
+    STOWAGE_CUDA_TRY_FOR(
+        launch_quantize_activations(x, float_type(a.dtype), rows, a.k, flags, xq, sca, stream),
+        "cuda:{}: kernels::int8_matmul of m={} n={} k={}: quantizing rows {}..{}", st.device, a.m,
+        a.n, a.k, r0, r0 + rows);
     cuda_int8_gemm_s32(context, xq, a.cb, acc, rows, a.n, a.k, stream);
     Int8EpilogueArgs e;
     e.acc = acc;
@@ -491,7 +564,9 @@ void cuda_int8_matmul(CublasLtContext& context, const Int8MatmulArgs& a, StreamR
     e.k = a.k;
     e.dtype = float_type(a.dtype);
     e.y = static_cast<char*>(a.y) + r0 * a.n * elem;
-    STOWAGE_CUDA_TRY(launch_int8_epilogue(e, stream));
+    STOWAGE_CUDA_TRY_FOR(launch_int8_epilogue(e, stream),
+                         "cuda:{}: kernels::int8_matmul of m={} n={} k={}: epilogue of rows {}..{}",
+                         st.device, a.m, a.n, a.k, r0, r0 + rows);
   }
 }
 
@@ -521,7 +596,9 @@ const FourBitGemvPlan& gemv_plan(CublasLtState& st, const FourBitGemvArgs& g) {
   auto found = st.gemv_plans.find(key);
   if (found != st.gemv_plans.end()) return found->second;
   FourBitGemvPlan plan;
-  STOWAGE_CUDA_TRY(plan_four_bit_gemv(g, st.device, &plan));
+  STOWAGE_CUDA_TRY_FOR(plan_four_bit_gemv(g, st.device, &plan),
+                       "cuda:{}: kernels: planning a 4-bit GEMV of m={} n={} k={}", st.device, g.m,
+                       g.n, g.k);
   return st.gemv_plans.emplace(key, plan).first->second;
 }
 
@@ -542,7 +619,9 @@ void cuda_four_bit_matmul(CublasLtContext& context, const FourBitMatmulArgs& a,
   const FourBitGemvArgs g = gemv_args(a);
   if (four_bit_f32_gemv_applies(g)) {
     // Needs no context: nothing of it is allocated.
-    STOWAGE_CUDA_TRY(launch_four_bit_f32_gemv(g, stream));
+    STOWAGE_CUDA_TRY_FOR(launch_four_bit_f32_gemv(g, stream),
+                         "{}: kernels::four_bit_matmul (float32 GEMV) of m={} n={} k={}",
+                         ::stowage::detail::current_cuda_device(), a.m, a.n, a.k);
     return;
   }
   CublasLtState& st = context.state();
@@ -554,12 +633,15 @@ void cuda_four_bit_matmul(CublasLtContext& context, const FourBitMatmulArgs& a,
       if (plan.ring_rows > 0) {
         if (st.gemv_counters.size() == 0) {
           st.gemv_counters.allocate(2 * sizeof(unsigned), stream_ref);
-          STOWAGE_CUDA_TRY(
-              cudaMemsetAsync(st.gemv_counters.get(), 0, 2 * sizeof(unsigned), stream));
+          STOWAGE_CUDA_TRY_FOR(
+              cudaMemsetAsync(st.gemv_counters.get(), 0, 2 * sizeof(unsigned), stream),
+              "cuda:{}: kernels::four_bit_matmul: zeroing the GEMV's tile counters", st.device);
         }
         counters = static_cast<unsigned*>(st.gemv_counters.get());
       }
-      STOWAGE_CUDA_TRY(launch_four_bit_gemv(plan, g, counters, stream));
+      STOWAGE_CUDA_TRY_FOR(launch_four_bit_gemv(plan, g, counters, stream),
+                           "cuda:{}: kernels::four_bit_matmul (GEMV variant {}) of m={} n={} k={}",
+                           st.device, plan.variant, a.m, a.n, a.k);
       return;
     }
   }
@@ -574,13 +656,19 @@ void cuda_four_bit_matmul(CublasLtContext& context, const FourBitMatmulArgs& a,
   const float* use_absmax = a.weight.absmax;
   if (nested) {
     float* absmax = piece<float>(base, layout.absmax);
-    STOWAGE_CUDA_TRY(launch_dequantize_absmax(a.weight.absmax_codes, a.weight.nested_absmax,
-                                              a.weight.nested_offset, blocks, absmax, stream));
+    STOWAGE_CUDA_TRY_FOR(launch_dequantize_absmax(a.weight.absmax_codes, a.weight.nested_absmax,
+                                                  a.weight.nested_offset, blocks, absmax, stream),
+                         "cuda:{}: kernels::four_bit_matmul of m={} n={} k={}: dequantizing {} "
+                         "absmax values",
+                         st.device, a.m, a.n, a.k, blocks);
     use_absmax = absmax;
   }
-  STOWAGE_CUDA_TRY(launch_dequantize_4bit(a.weight.packed, use_absmax, numel,
-                                          static_cast<int>(a.weight.blocksize), a.weight.type, w,
-                                          float_type(a.dtype), stream));
+  STOWAGE_CUDA_TRY_FOR(launch_dequantize_4bit(a.weight.packed, use_absmax, numel,
+                                              static_cast<int>(a.weight.blocksize), a.weight.type,
+                                              w, float_type(a.dtype), stream),
+                       "cuda:{}: kernels::four_bit_matmul of m={} n={} k={}: dequantizing the "
+                       "weight into {} bytes of scratch",
+                       st.device, a.m, a.n, a.k, layout.bytes);
   GemmArgs ga;
   ga.m = a.m;
   ga.n = a.n;

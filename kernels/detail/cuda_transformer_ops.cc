@@ -4,39 +4,56 @@
 
 #include <cuda_runtime_api.h>
 
+#include <string>
+
 #include "core/cuda_check.h"
 #include "core/error.h"
 #include "kernels/detail/float_type.h"
 #include "kernels/detail/transformer_launch.h"
 
 namespace stowage::kernels::detail {
+namespace {
+// The device a failed launch was on (asked only on failure).
+std::string device() { return ::stowage::detail::current_cuda_device(); }
+}  // namespace
+
 void cuda_rms_norm(const RmsNormArgs& a, void* stream) {
-  STOWAGE_CUDA_TRY(launch_rms_norm(a.x, a.weight, float_type(a.weight_dtype), a.rows, a.cols, a.eps,
-                                   a.y, as_stream(stream)));
+  STOWAGE_CUDA_TRY_FOR(launch_rms_norm(a.x, a.weight, float_type(a.weight_dtype), a.rows, a.cols,
+                                       a.eps, a.y, as_stream(stream)),
+                       "{}: kernels::rms_norm of {} x {}", device(), a.rows, a.cols);
 }
 
 void cuda_apply_rope(const RopeArgs& a, void* stream) {
-  STOWAGE_CUDA_TRY(
-      launch_rope(a.x, a.positions, a.inv_freq, a.tokens, a.heads, a.head_dim, as_stream(stream)));
+  STOWAGE_CUDA_TRY_FOR(
+      launch_rope(a.x, a.positions, a.inv_freq, a.tokens, a.heads, a.head_dim, as_stream(stream)),
+      "{}: kernels::apply_rope of {} tokens x {} heads x {}", device(), a.tokens, a.heads,
+      a.head_dim);
 }
 
 void cuda_embedding_lookup(const EmbeddingArgs& a, void* stream) {
-  STOWAGE_CUDA_TRY(launch_embedding(a.ids, a.table, float_type(a.table_dtype), a.tokens, a.hidden,
-                                    a.out, as_stream(stream)));
+  STOWAGE_CUDA_TRY_FOR(launch_embedding(a.ids, a.table, float_type(a.table_dtype), a.tokens,
+                                        a.hidden, a.out, as_stream(stream)),
+                       "{}: kernels::embedding_lookup of {} tokens x {}", device(), a.tokens,
+                       a.hidden);
 }
 
 void cuda_swiglu(const SwigluArgs& a, void* stream) {
-  STOWAGE_CUDA_TRY(launch_swiglu(a.gate, a.gate_stride, a.up, a.up_stride, a.rows, a.cols, a.out,
-                                 as_stream(stream)));
+  STOWAGE_CUDA_TRY_FOR(launch_swiglu(a.gate, a.gate_stride, a.up, a.up_stride, a.rows, a.cols,
+                                     a.out, as_stream(stream)),
+                       "{}: kernels::swiglu of {} x {}", device(), a.rows, a.cols);
 }
 
 void cuda_add_in_place(float* y, const float* x, int64_t count, void* stream) {
-  STOWAGE_CUDA_TRY(launch_add_in_place(y, x, count, as_stream(stream)));
+  STOWAGE_CUDA_TRY_FOR(launch_add_in_place(y, x, count, as_stream(stream)),
+                       "{}: kernels::add_in_place of {} floats", device(), count);
 }
 
 void cuda_kv_append(const KvAppendArgs& a, void* stream) {
-  STOWAGE_CUDA_TRY(launch_kv_append(a.src, a.src_stride, a.batch, a.tokens, a.kv_heads * a.head_dim,
-                                    a.past, a.past_at, a.capacity, a.cache, as_stream(stream)));
+  STOWAGE_CUDA_TRY_FOR(
+      launch_kv_append(a.src, a.src_stride, a.batch, a.tokens, a.kv_heads * a.head_dim, a.past,
+                       a.past_at, a.capacity, a.cache, as_stream(stream)),
+      "{}: kernels::kv_append of {} x {} tokens after {} (capacity {})", device(), a.batch,
+      a.tokens, a.past, a.capacity);
 }
 
 void cuda_attention(const AttentionArgs& a, void* stream) {
@@ -56,12 +73,15 @@ void cuda_attention(const AttentionArgs& a, void* stream) {
   l.k_cache = a.k_cache;
   l.v_cache = a.v_cache;
   l.out = a.out;
-  STOWAGE_CUDA_TRY(launch_attention(l, as_stream(stream)));
+  STOWAGE_CUDA_TRY_FOR(launch_attention(l, as_stream(stream)),
+                       "{}: kernels::attention of {} x {} tokens, {} heads ({} kv) x {}, past {}",
+                       device(), a.batch, a.tokens, a.heads, a.kv_heads, a.head_dim, a.past);
 }
 
 void cuda_argmax_rows(const float* logits, int64_t rows, int64_t vocab, int32_t* ids,
                       void* stream) {
-  STOWAGE_CUDA_TRY(launch_argmax_rows(logits, rows, vocab, ids, as_stream(stream)));
+  STOWAGE_CUDA_TRY_FOR(launch_argmax_rows(logits, rows, vocab, ids, as_stream(stream)),
+                       "{}: kernels::argmax_rows of {} x {}", device(), rows, vocab);
 }
 
 }  // namespace stowage::kernels::detail
