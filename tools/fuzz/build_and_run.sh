@@ -21,6 +21,7 @@ FLAGS="-std=c++17 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all 
 # The library sources the parsers reach, compiled once with instrumentation.
 SOURCES="core/dtype.cc core/shape.cc core/error.cc core/buffer.cc core/memory_resource.cc
   core/tensor.cc core/tier.cc core/stream.cc core/platform.cc core/sim_backend.cc
+  core/host_registration.cc
   core/cuda_backend_stub.cc
   mmap_store/header_parser.cc mmap_store/json_file.cc mmap_store/mapped_file.cc
   mmap_store/safetensors_reader.cc mmap_store/sharded_checkpoint.cc mmap_store/offload_folder.cc
