@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Cost of `stowage inspect`, `plan` and `run` against the number of tensors
-(issue #15 item 6): each must be linear. Writes MLP checkpoints of N and
+"""Cost of `stowage inspect`, `quantize` (nf4), `plan` and `run` against the
+number of tensors (issue #15 item 6): each must be linear. Writes MLP checkpoints of N and
 4N layers of one 4x4 float32 weight each, runs every command --repeats times
 on each and prints the median seconds, the microseconds per tensor, the ratio
 t(4N) / t(N) (about 4 when linear, 16 when quadratic; start-up costs pull it
@@ -158,6 +158,8 @@ def main():
             model = os.path.join(folder, "m%d.safetensors" % n)
             return {
                 "inspect": [args.stowage, "inspect", model],
+                "quantize": [args.stowage, "quantize", "--method", "nf4", "--device", "sim", model,
+                             os.path.join(folder, "q.safetensors")],
                 "plan": [args.stowage, "plan", "--device", "sim", "--model", model,
                          "--max-memory", budget[n]],
                 "run": [args.stowage, "run", "--device", "sim", "--model", model, "--input", x,

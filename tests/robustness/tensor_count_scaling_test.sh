@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Issue #15 item 6 as a test: `stowage inspect`, `plan` and `run` on MLP
-# checkpoints, and `inspect`, `plan` and `generate` on Llama model folders,
+# Issue #15 item 6 as a test: `stowage inspect`, `quantize`, `plan` and `run`
+# on MLP checkpoints, and `inspect`, `plan` and `generate` on Llama model folders,
 # are linear in the number of tensors (bench/tensor_count_scaling.py --check:
 # N and 4N tensors, the 4N/N time ratio at most 8 where a quadratic command
 # gives 16, and inspect under 2 KiB of peak memory per tensor). Before
