@@ -9,7 +9,9 @@ them. Each case asserts:
   - that stderr names the culprit (the file, tensor, key or flag) and holds
     no Boost source location and no raw control character;
   - that every input file is unchanged (SHA-256 before and after);
-  - that no temporary file (".NAME.tmp-XXXXXX", "NAME.tmpPID") is left.
+  - that no temporary file (".NAME.tmp-XXXXXX", "NAME.tmpPID") is left;
+  - for runs at once sharing an offload folder: each computes what it
+    computes alone (its logits bit for bit) and the folder ends empty.
 
 usage: robustness_test.py STOWAGE MODELS_TESTDATA_MANIFEST
 """
@@ -184,11 +186,17 @@ def quant_state_contradictions():
 # ---- cases -------------------------------------------------------------------
 
 class Case:
+    """One run of the command, or with `concurrent` (a list of argvs) those
+    runs at once, each of which must exit `rc`. Every (file, reference) of
+    `same_files` must hold the same bytes, and every folder of `empty_dirs`
+    nothing, afterwards."""
     def __init__(self, name, argv, rc, needles=(), stdout_to=None, interrupt=None, pipe_closed=False,
-                 out_needles=()):
+                 out_needles=(), concurrent=(), same_files=(), empty_dirs=()):
         self.name, self.argv, self.rc, self.needles = name, argv, rc, list(needles)
         self.out_needles = list(out_needles)
         self.stdout_to, self.interrupt, self.pipe_closed = stdout_to, interrupt, pipe_closed
+        self.concurrent, self.same_files = list(concurrent), list(same_files)
+        self.empty_dirs = list(empty_dirs)
 
 
 def build_cases():
@@ -486,6 +494,32 @@ def build_cases():
                                                     "--double-quant", big,
                                                     path("out", "big_%s.safetensors" % sig.name)],
             -sig, [], interrupt=sig)
+
+    # 7. Concurrent runs sharing an offload folder: layers quantized while
+    # loading and homed on disk are written there by every run at once
+    # (4 runs of one model, then 2 + 2 of two models); each must compute
+    # what it computes alone, bit for bit, and leave the folder empty.
+    shared = path("out", "shared_offload")
+    os.makedirs(shared)
+
+    def on_disk(fixture, logits):
+        return ["generate", "--device", "sim", "--model", os.path.join(FIXTURES, fixture), "--quant",
+                "nf4", "--max-memory", "0=400KiB,cpu=140KiB", "--offload-dir", shared, "--prompt-ids",
+                "1,2,3", "--max-new-tokens", "3", "--ignore-eos", "--dump-logits", logits]
+    solo = {}
+    for fixture in ("llama_f32", "mistral_sharded_f32"):
+        solo[fixture] = path("out", "solo_%s.safetensors" % fixture)
+        add("generate %s alone, layers on disk" % fixture, on_disk(fixture, solo[fixture]), 0,
+            empty_dirs=[shared])
+    runs = [("llama_f32", path("out", "c4_%d.safetensors" % i)) for i in range(4)]
+    add("4 concurrent generate sharing an offload folder", None, 0,
+        concurrent=[on_disk(f, logits) for f, logits in runs],
+        same_files=[(logits, solo[f]) for f, logits in runs], empty_dirs=[shared])
+    runs = [(f, path("out", "mix_%s_%d.safetensors" % (f, i)))
+            for i in range(2) for f in ("llama_f32", "mistral_sharded_f32")]
+    add("2 + 2 concurrent generate of two models sharing an offload folder", None, 0,
+        concurrent=[on_disk(f, logits) for f, logits in runs],
+        same_files=[(logits, solo[f]) for f, logits in runs], empty_dirs=[shared])
     return cases
 
 
@@ -529,6 +563,13 @@ def temporaries(top):
 
 
 def run_case(case):
+    if case.concurrent:
+        procs = [subprocess.Popen([STOWAGE] + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for argv in case.concurrent]
+        outputs = [p.communicate(timeout=TIMEOUT) for p in procs]
+        codes = [p.returncode for p in procs]
+        rc = next((c for c in codes if c != case.rc), case.rc)
+        return rc, b"".join(err for _, err in outputs), b"".join(out for out, _ in outputs)
     argv = [STOWAGE] + case.argv
     if case.interrupt is not None:
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -618,6 +659,15 @@ def main():
                 os.unlink(p)
         if case.interrupt is not None and os.path.exists(case.argv[-1]):
             problems.append("an interrupted run left its output")
+        for f, reference in case.same_files:
+            if not (os.path.isfile(f) and os.path.isfile(reference)):
+                problems.append("expected %s and %s, found %s" % (
+                    f, reference, [p for p in (f, reference) if os.path.isfile(p)]))
+            elif digest(f) != digest(reference):
+                problems.append("%s differs from %s (the run alone)" % (f, reference))
+        for folder in case.empty_dirs:
+            if os.listdir(folder):
+                problems.append("files left in %s: %s" % (folder, sorted(os.listdir(folder))[:5]))
         status = "ok" if not problems else "FAIL"
         print("%-4s %-60s exit %-4s %.2f s" % (status, case.name.encode("unicode_escape").decode()[:60],
                                                rc, time.time() - case_start))
@@ -627,8 +677,8 @@ def main():
     print("\n%d cases, %d failed, %.1f s" % (len(cases), len(failures), time.time() - start))
     write_junit(results)
     for case, problems, text in failures:
-        print("\nFAIL %s\n  argv: %r\n  %s\n  stderr: %s" % (case.name, case.argv, "\n  ".join(problems),
-                                                          text.strip()[:600]))
+        print("\nFAIL %s\n  argv: %r\n  %s\n  stderr: %s" % (
+            case.name, case.argv or case.concurrent, "\n  ".join(problems), text.strip()[:600]))
     shutil.rmtree(ROOT, ignore_errors=True)
     sys.exit(1 if failures else 0)
 
