@@ -442,12 +442,13 @@ uint64_t transformer_working_bytes(const TransformerSpec& spec, const Transforme
                run_size({u(a.head_rows), u(c.vocab_size)}, spec, shape, what),  // logits
                u(c.head_dim / 2),                                               // inv_freq
                run_size({rows, u(a.experts)}, spec, shape, what),  // router logits
-               run_size({rows, u(a.top_k)}, spec, shape, what),    // routing weights
-               rows},                                               // shared expert's gate
+               run_size({rows, u(a.top_k), 2}, spec, shape, what),  // routing, predicted weights
+               rows},                                                // shared expert's gate
               spec, shape, what);
-  const uint64_t ints = run_sum({run_size({rows, 2}, spec, shape, what), 1,
-                                 run_size({rows, u(a.top_k)}, spec, shape, what)},  // expert ids
-                                spec, shape, what);
+  const uint64_t ints =
+      run_sum({run_size({rows, 2}, spec, shape, what), 1,
+               run_size({rows, u(a.top_k), 2}, spec, shape, what)},  // expert ids, predicted
+              spec, shape, what);
   std::vector<LinearShape> shapes;
   for (const DecoderLayerSpec& l : spec.layers) {
     for (const Projection& p : kProjections) {
@@ -462,8 +463,10 @@ uint64_t transformer_working_bytes(const TransformerSpec& spec, const Transforme
     if (l.moe.has_shared) shapes.push_back(l.moe.shared_gate.shape());
   }
   shapes.push_back(spec.head.shape());
-  const uint64_t buffers = 19 + 2 * u(c.num_layers);
-  return run_sum({run_size({floats, sizeof(float)}, spec, shape, what),
+  const uint64_t buffers = 21 + 2 * u(c.num_layers);
+  const uint64_t expert_cache =
+      run_size({u(shape.expert_cache_slots), expert_slot_bytes(spec)}, spec, shape, "expert cache");
+  return run_sum({expert_cache, run_size({floats, sizeof(float)}, spec, shape, what),
                   run_size({ints, sizeof(int32_t)}, spec, shape, what),
                   kv_cache_bytes(spec, shape), run_size({buffers, kAllocationSlack}, spec, shape, what),
                   kernels.working_bytes(shapes, a.rows)},
@@ -514,6 +517,10 @@ TransformerState::TransformerState(const TransformerSpec& spec, const Transforme
     moe_weights = Buffer(device, rows * a.top_k * f, stream);
     shared_gate = Buffer(device, rows * f, stream);
     host_moe_ids = Buffer(pinned, rows * a.top_k * sizeof(int32_t));
+    predicted_ids = Buffer(device, rows * a.top_k * sizeof(int32_t), stream);
+    predicted_weights = Buffer(device, rows * a.top_k * f, stream);
+    host_predicted_ids = Buffer(pinned, rows * a.top_k * sizeof(int32_t));
+    host_moe_weights = Buffer(pinned, rows * a.top_k * f);
   }
   logits = Buffer(device, static_cast<size_t>(a.head_rows * c.vocab_size) * f, stream);
   positions = Buffer(device, rows * sizeof(int32_t), stream);
@@ -713,14 +720,13 @@ void TransformerModel::run_layer(size_t i, const LayerWeights& w, const LayerBuf
   const int64_t q_cols = c.num_heads * c.head_dim;
   const int64_t kv_cols = c.num_kv_heads * c.head_dim;
   auto view = [&](float* p, int64_t cols) { return TensorView(p, DType::kF32, Shape{rows, cols}, b.tier); };
-  auto linear = [&](size_t which, float* in, int64_t in_cols, float* out, int64_t out_cols) {
-    kernels.linear(s, w.projections[which], view(in, in_cols), view(out, out_cols), false);
-  };
   const float eps = static_cast<float>(c.rms_norm_eps);
   kernels::rms_norm({rows, c.hidden_size, h, w.input_norm, l.input_norm_dtype, eps, b.x}, s);
-  linear(0, b.x, c.hidden_size, b.q, q_cols);
-  linear(1, b.x, c.hidden_size, b.k, kv_cols);
-  linear(2, b.x, c.hidden_size, b.v, kv_cols);
+  {
+    const LinearWeights* qkv[3] = {&w.projections[0], &w.projections[1], &w.projections[2]};
+    const TensorView outputs[3] = {view(b.q, q_cols), view(b.k, kv_cols), view(b.v, kv_cols)};
+    kernels.linear_group(s, qkv, outputs, 3, view(b.x, c.hidden_size));
+  }
   if (c.qk_norm) {
     // Qwen3: each head's query and key normalized over head_dim before RoPE.
     kernels::rms_norm({rows * c.num_heads, c.head_dim, b.q, w.q_norm, l.q_norm_dtype, eps, b.q}, s);
@@ -751,12 +757,12 @@ void TransformerModel::run_layer(size_t i, const LayerWeights& w, const LayerBuf
   attention.v_cache = b.v_cache;
   attention.out = b.attn;
   kernels::attention(attention, s);
-  linear(3, b.attn, q_cols, b.tmp, c.hidden_size);
-  kernels::add_in_place(h, b.tmp, rows * c.hidden_size, s);
+  kernels.linear_add(s, w.projections[3], view(b.attn, q_cols), view(b.tmp, c.hidden_size),
+                     view(h, c.hidden_size));
   kernels::rms_norm({rows, c.hidden_size, h, w.post_norm, l.post_norm_dtype, eps, b.x}, s);
   if (l.sparse) return;  // the experts read b.x (run_moe_block)
-  run_swiglu(&w.projections[4], c.intermediate_size, b.x, b.tmp, b, rows, kernels, s);
-  kernels::add_in_place(h, b.tmp, rows * c.hidden_size, s);
+  run_swiglu(&w.projections[4], c.intermediate_size, b.x, h, b, rows, kernels, s,
+             /*accumulate=*/true);
 }
 
 TransformerModel::LayerBuffers TransformerModel::mlp_buffers(TransformerState& st, bool host) {
@@ -778,15 +784,18 @@ TransformerModel::LayerBuffers TransformerModel::mlp_buffers(TransformerState& s
 
 void TransformerModel::run_swiglu(const LinearWeights* w, int64_t inter, const float* x, float* y,
                                   const LayerBuffers& b, int64_t rows, LinearKernels& kernels,
-                                  StreamRef s) {
+                                  StreamRef s, bool accumulate) {
   const int64_t hidden = spec_.config.hidden_size;
   auto view = [&](const float* p, int64_t cols) {
     return TensorView(const_cast<float*>(p), DType::kF32, Shape{rows, cols}, b.tier);
   };
-  kernels.linear(s, w[0], view(x, hidden), view(b.gate, inter), false);
-  kernels.linear(s, w[1], view(x, hidden), view(b.up, inter), false);
-  kernels::swiglu({rows, inter, b.gate, inter, b.up, inter, b.act}, s);
-  kernels.linear(s, w[2], view(b.act, inter), view(y, hidden), false);
+  kernels.swiglu_linear(s, w[0], w[1], view(x, hidden), view(b.gate, inter), view(b.up, inter),
+                        view(b.act, inter));
+  if (accumulate) {
+    kernels.linear_add(s, w[2], view(b.act, inter), view(b.tmp, hidden), view(y, hidden));
+  } else {
+    kernels.linear(s, w[2], view(b.act, inter), view(y, hidden), false);
+  }
 }
 
 void TransformerModel::compute_on_host(StreamRef s, TransformerState& st, const float* in,

@@ -53,6 +53,7 @@
 #include "models/linear.h"
 #include "models/linear_spec.h"
 #include "models/transformer_config.h"
+#include "offload/expert_cache.h"
 
 namespace stowage::models {
 
@@ -131,6 +132,22 @@ struct TransformerRunShape {
   int64_t max_context = 0;      // KV-cache positions per sequence (prompt + new tokens)
   int64_t max_step_tokens = 0;  // tokens per sequence in one step (the prompt)
   bool all_logits = false;      // logits of every position, not only the last
+  // Slots of the accelerator expert cache (offload/expert_cache.h), each
+  // expert_slot_bytes(spec) bytes; 0: no cache (MoE models only).
+  int64_t expert_cache_slots = 0;
+};
+
+// An upper bound of the bytes one routed expert of `spec` takes in an
+// expert cache slot (its records at 256-byte alignment, quant state
+// included); 0 for a dense model.
+uint64_t expert_slot_bytes(const TransformerSpec& spec);
+
+// How often the experts predicted for a sparse layer (its router applied to
+// the previous sparse layer's input) were the ones it routed to.
+struct ExpertPredictionCounters {
+  uint64_t routed = 0;   // routed (token, expert) pairs of predicted steps
+  uint64_t correct = 0;  // of those, predicted
+  double accuracy() const { return routed == 0 ? 0.0 : double(correct) / double(routed); }
 };
 
 // Bytes of the KV cache of `shape` (float32 keys and values, every layer).
@@ -198,6 +215,9 @@ class TransformerState {
   // (int32 [rows, top_k]) and their weights, the shared expert's gate [rows],
   // and a pinned copy of the expert ids (the step reads them on the host).
   Buffer router_logits, moe_ids, moe_weights, shared_gate, host_moe_ids;
+  // The next sparse layer's predicted experts (device, scratch weights, pinned).
+  Buffer predicted_ids, predicted_weights, host_predicted_ids;
+  Buffer host_moe_weights;  // pinned: a forced routing's weights on their way up
   Buffer host_past;       // pinned int32
   Tier tier;
   const TransformerSpec* spec_ = nullptr;
@@ -255,6 +275,21 @@ class TransformerModel {
   // sequence 0 (top_k per position, largest weight first) to (*log)[layer]
   // (resized to the layer count; dense layers stay empty). nullptr: off.
   void set_routing_log(std::vector<std::vector<int32_t>>* log) { routing_log_ = log; }
+  // Runs the routed experts that `cache` can hold from it (the others through
+  // the hooks as before); `prefix` is the manager's module prefix. With
+  // `predict`, each sparse layer also applies the next sparse layer's router
+  // (when resident on the accelerator) to its own input and starts copying
+  // the experts it picks (ExpertCache::prefetch). nullptr: no cache. The cache
+  // must outlive its use.
+  void set_expert_cache(ExpertCache* cache, std::string prefix, bool predict);
+  // Per decoder layer (empty for layers never predicted).
+  std::vector<ExpertPredictionCounters> prediction_counters() const { return predictions_; }
+  // The order a routing trace forces: when set, each sparse layer runs
+  // (*trace)(step, layer) instead of its router's choice (with weight 1 / k
+  // each), for benchmarks on random weights (offload/routing_trace.h).
+  void set_forced_routing(std::function<std::vector<int32_t>(size_t layer)> route) {
+    forced_routing_ = std::move(route);
+  }
 
   // Copies decoder layer `layer`'s KV cache from the accelerator (its own
   // cache, or the scratch of TransformerState::place_kv_cache) to the
@@ -308,9 +343,11 @@ class TransformerModel {
   // The MLP scratch (gate, up, act) on the accelerator or, `host`, in the
   // state's host activations.
   LayerBuffers mlp_buffers(TransformerState& state, bool host);
-  // y = down(silu(gate(x)) * up(x)) over `rows` rows; w: gate, up, down.
+  // y = down(silu(gate(x)) * up(x)) over `rows` rows (y += that with
+  // `accumulate`, b.tmp as scratch); w: gate, up, down.
   void run_swiglu(const LinearWeights* w, int64_t inter, const float* x, float* y,
-                  const LayerBuffers& b, int64_t rows, LinearKernels& kernels, StreamRef stream);
+                  const LayerBuffers& b, int64_t rows, LinearKernels& kernels, StreamRef stream,
+                  bool accumulate = false);
   // Runs `fn` on the host in `stream`'s order between a copy of `in_floats`
   // floats of `in` into pinned memory and a copy of `out_floats` of its
   // output back to `out` (a module whose weights stay on the host).
@@ -324,6 +361,13 @@ class TransformerModel {
   // then each routed expert once (see the file comment).
   void run_moe_block(size_t i, hooks::HookRegistry& registry, StreamRef stream,
                      TransformerState& state);
+  // Routed expert `e` of layer `i` from the expert cache's slot.
+  void run_cached_expert(size_t i, int32_t e, StreamRef stream, const TensorView& x,
+                         const TensorView& h);
+  // Enqueues the next sparse layer's router on layer `i`'s input into the
+  // state's predicted ids; the layer it predicts, or -1 (none, or its router
+  // is not on the accelerator).
+  int64_t enqueue_prediction(size_t i, StreamRef stream, TransformerState& state);
 
   TransformerSpec spec_;
   LinearKernels& kernels_;
@@ -333,6 +377,12 @@ class TransformerModel {
   std::vector<hooks::Module*> layers_;
   std::vector<MoeModules> moe_;  // per layer; empty for dense layers
   std::vector<std::vector<int32_t>>* routing_log_ = nullptr;
+  ExpertCache* expert_cache_ = nullptr;
+  std::string module_prefix_;
+  bool predict_ = false;
+  std::vector<std::vector<int32_t>> predicted_;  // per layer: experts predicted for its next step
+  std::vector<ExpertPredictionCounters> predictions_;
+  std::function<std::vector<int32_t>(size_t layer)> forced_routing_;
   hooks::Module* norm_ = nullptr;
   hooks::Module* head_ = nullptr;
   TensorView device_table_;

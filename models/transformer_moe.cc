@@ -9,6 +9,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/dtype.h"
 #include "kernels/moe_ops.h"
 #include "kernels/transformer_ops.h"
 #include "models/transformer.h"
@@ -21,6 +22,52 @@ TensorView rows_view(void* p, int64_t rows, int64_t cols, Tier tier) {
 }
 
 }  // namespace
+
+namespace {
+
+// An upper bound of a linear layer's bytes in a slot: its records (weight,
+// bias, quant-state parts, at most 8) each at a 256-byte aligned offset.
+uint64_t linear_slot_bytes(const LinearSpec& l) {
+  const uint64_t n = static_cast<uint64_t>(l.out_features) * static_cast<uint64_t>(l.in_features);
+  const uint64_t out = static_cast<uint64_t>(l.out_features);
+  uint64_t bytes = 8 * 256 + 1024;  // alignment, the quant state's JSON
+  if (l.has_bias) bytes += out * 4;
+  switch (l.format) {
+    case WeightFormat::kFloat:
+      return bytes + n * dtype_size(l.weight_dtype);
+    case WeightFormat::kInt8:
+      return bytes + n + out * 4 + 1;
+    case WeightFormat::kNf4:
+    case WeightFormat::kFp4: {
+      const uint64_t blocks = (n + l.blocksize - 1) / static_cast<uint64_t>(l.blocksize);
+      bytes += (n + 1) / 2 + 16 * 4;
+      if (!l.double_quant) return bytes + blocks * 4;
+      return bytes + blocks + ((blocks + 255) / 256) * 4 + 256 * 4;
+    }
+  }
+  return bytes;
+}
+
+}  // namespace
+
+uint64_t expert_slot_bytes(const TransformerSpec& spec) {
+  uint64_t largest = 0;
+  for (const DecoderLayerSpec& l : spec.layers) {
+    for (const ExpertSpec& e : l.moe.experts) {
+      largest = std::max(largest, linear_slot_bytes(e.gate) + linear_slot_bytes(e.up) +
+                                      linear_slot_bytes(e.down));
+    }
+  }
+  return largest;
+}
+
+void TransformerModel::set_expert_cache(ExpertCache* cache, std::string prefix, bool predict) {
+  expert_cache_ = cache;
+  module_prefix_ = std::move(prefix);
+  predict_ = predict && cache != nullptr;
+  predicted_.assign(spec_.layers.size(), {});
+  predictions_.assign(spec_.layers.size(), {});
+}
 
 bool TransformerModel::has_sparse_layers() const {
   return std::any_of(spec_.layers.begin(), spec_.layers.end(),
@@ -146,23 +193,138 @@ void TransformerModel::run_moe_block(size_t i, hooks::HookRegistry& registry, St
                          {rows_view(st.shared_gate.data(), rows, 1, st.tier)});
     registry.run_forward(*modules.shared, stream, {x}, {h});
   }
+  const int64_t predicted_layer = predict_ ? enqueue_prediction(i, stream, st) : -1;
   // Which experts run is data: the ids come back to the host.
   const size_t id_bytes = static_cast<size_t>(rows * k) * sizeof(int32_t);
   stream.copy(st.host_moe_ids.data(), st.moe_ids.data(), id_bytes);
+  if (predicted_layer >= 0) {
+    stream.copy(st.host_predicted_ids.data(), st.predicted_ids.data(), id_bytes);
+  }
   stream.synchronize();
-  const auto* ids = static_cast<const int32_t*>(st.host_moe_ids.data());
+  auto* ids = static_cast<int32_t*>(st.host_moe_ids.data());
+  if (forced_routing_) {
+    // A replayed routing trace: every row to the trace's experts, equally weighted.
+    const std::vector<int32_t> forced = forced_routing_(i);
+    STOWAGE_EXPECTS(static_cast<int64_t>(forced.size()) == k, InvalidInputError,
+                    "routing trace: layer {} lists {} experts, the model routes to {}", i,
+                    forced.size(), k);
+    auto* weights = static_cast<float*>(st.host_moe_weights.data());
+    for (int64_t r = 0; r < rows * k; ++r) {
+      ids[r] = forced[r % k];
+      weights[r] = 1.0f / static_cast<float>(k);
+    }
+    stream.copy(st.moe_ids.data(), ids, id_bytes);
+    stream.copy(st.moe_weights.data(), weights, static_cast<size_t>(rows * k) * sizeof(float));
+  }
   if (routing_log_ != nullptr) {
     routing_log_->resize(spec_.layers.size());
     // Sequence 0's rows come first (rows are sequence-major).
     (*routing_log_)[i].insert((*routing_log_)[i].end(), ids, ids + current_.tokens * k);
   }
-  std::set<int32_t> routed(ids, ids + rows * k);
+  const std::set<int32_t> routed(ids, ids + rows * k);
+  if (predict_ && !predicted_[i].empty()) {
+    // How many of the (token, expert) pairs the previous layer's guess named.
+    ExpertPredictionCounters& p = predictions_[i];
+    for (int64_t r = 0; r < rows * k; ++r) {
+      ++p.routed;
+      p.correct += std::count(predicted_[i].begin(), predicted_[i].end(), ids[r]) > 0 ? 1 : 0;
+    }
+    predicted_[i].clear();
+  }
   for (int32_t e : routed) {
     STOWAGE_EXPECTS(e >= 0 && e < static_cast<int32_t>(modules.experts.size()), InternalError,
                     "{}: the router chose expert {} of {}", spec_.layers[i].moe.router_module, e,
                     modules.experts.size());
-    registry.run_forward(*modules.experts[e], stream, {x}, {h});
   }
+  // Each routed expert from the cache where it can hold it, else through the
+  // hooks. They run in ascending expert order whatever their path (the sum
+  // into h in one order: a cached run gives the resident logits bit for
+  // bit); the copies of all the misses start at fetch(), so a later expert's
+  // copy overlaps with the earlier experts' compute.
+  std::set<int32_t> cached;
+  if (expert_cache_ != nullptr) {
+    std::vector<int32_t> candidates;
+    std::vector<std::string> names;
+    for (int32_t e : routed) {
+      const std::string name = module_prefix_ + modules.experts[e]->path();
+      if (!expert_cache_->cacheable(name)) continue;
+      candidates.push_back(e);
+      names.push_back(name);
+    }
+    const std::vector<ExpertCache::Fetch> fetched =
+        expert_cache_->fetch(names, static_cast<int>(i));
+    for (size_t j = 0; j < candidates.size(); ++j) {
+      if (fetched[j] != ExpertCache::Fetch::kUncached) cached.insert(candidates[j]);
+    }
+  }
+  for (int32_t e : routed) {
+    if (cached.count(e) != 0) {
+      run_cached_expert(i, e, stream, x, h);
+    } else {
+      registry.run_forward(*modules.experts[e], stream, {x}, {h});
+    }
+  }
+  if (predicted_layer >= 0) {
+    // The guess for the next sparse layer: its copies overlap with that
+    // layer's attention.
+    const auto* guess = static_cast<const int32_t*>(st.host_predicted_ids.data());
+    const std::set<int32_t> experts(guess, guess + rows * k);
+    std::vector<std::string> names;
+    for (int32_t e : experts) {
+      const std::string name = module_prefix_ + moe_[predicted_layer].experts[e]->path();
+      if (expert_cache_->cacheable(name)) names.push_back(name);
+    }
+    predicted_[predicted_layer].assign(experts.begin(), experts.end());
+    expert_cache_->prefetch(names, static_cast<int>(predicted_layer));
+  }
+}
+
+void TransformerModel::run_cached_expert(size_t i, int32_t e, StreamRef stream,
+                                         const TensorView& x, const TensorView& h) {
+  hooks::Module& module = *moe_[i].experts[e];
+  const std::string name = module_prefix_ + module.path();
+  const ModuleForward f = expert_cache_->acquire(name, stream);
+  try {
+    hooks::ForwardContext ctx(module, stream, {x}, {h});
+    for (const auto& [tensor, view] : f.tensors) {
+      const int index = module.tensor_index(tensor);
+      if (index >= 0) ctx.set_view(static_cast<size_t>(index), view);
+    }
+    module.forward()(ctx);
+  } catch (...) {
+    expert_cache_->release(name, stream);
+    throw;
+  }
+  expert_cache_->release(name, stream);
+}
+
+int64_t TransformerModel::enqueue_prediction(size_t i, StreamRef stream, TransformerState& st) {
+  size_t j = i + 1;
+  while (j < spec_.layers.size() && !spec_.layers[j].sparse) ++j;
+  if (j >= spec_.layers.size()) return -1;
+  const MoeLayerSpec& next = spec_.layers[j].moe;
+  if (next.router.format != WeightFormat::kFloat || next.router.has_bias) return -1;
+  const ResidencyTable& table = expert_cache_->manager().table();
+  const std::optional<RecordId> id = table.find(module_prefix_ + next.router_module, "weight");
+  if (!id) return -1;
+  const TensorRecord rec = table.get(*id);
+  auto copy = rec.copies.find(st.tier);
+  if (copy == rec.copies.end()) return -1;  // not resident: no guess
+  const TransformerConfig& c = spec_.config;
+  const int64_t rows = current_.rows, experts = c.moe->num_experts;
+  LinearWeights w;
+  w.out_features = experts;
+  w.in_features = c.hidden_size;
+  w.weight = copy->second.view();
+  // The router's logits of this layer were consumed by its routing (stream order).
+  kernels_.linear(stream, w, rows_view(st.x.data(), rows, c.hidden_size, st.tier),
+                  rows_view(st.router_logits.data(), rows, experts, st.tier), false);
+  kernels::moe_route({rows, experts, c.moe->experts_per_token, c.moe->renormalize,
+                      static_cast<const float*>(st.router_logits.data()),
+                      static_cast<int32_t*>(st.predicted_ids.data()),
+                      static_cast<float*>(st.predicted_weights.data())},
+                     stream);
+  return static_cast<int64_t>(j);
 }
 
 }  // namespace stowage::models

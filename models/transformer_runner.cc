@@ -233,10 +233,28 @@ TransformerRunner::TransformerRunner(OffloadManager& manager, const std::string&
   state_ = std::make_unique<TransformerState>(model_->spec(), shape_, device,
                                               manager.memory(Tier::pinned_host()), stream_.ref(),
                                               false);
+  if (shape_.expert_cache_slots > 0 && model_->has_sparse_layers()) {
+    configure_expert_cache(ReplacementPolicyKind::kLfuAging, true);
+  }
   chosen_device_ =
       Buffer(device, static_cast<size_t>(shape_.batch) * sizeof(int32_t), stream_.ref());
   chosen_host_ = Buffer(manager.memory(Tier::pinned_host()),
                         static_cast<size_t>(shape_.batch) * sizeof(int32_t));
+}
+
+void TransformerRunner::configure_expert_cache(ReplacementPolicyKind policy, bool predict) {
+  STOWAGE_EXPECTS(shape_.expert_cache_slots > 0, InvalidInputError,
+                  "{}: the run was planned without an expert cache (0 slots)",
+                  model_->spec().config.source);
+  model_->set_expert_cache(nullptr, module_prefix_, false);
+  if (stream_.valid()) stream_.synchronize();
+  expert_cache_.reset();  // its slots go back before the new ones are taken
+  ExpertCacheOptions options;
+  options.slots = shape_.expert_cache_slots;
+  options.slot_bytes = expert_slot_bytes(model_->spec());
+  options.policy = policy;
+  expert_cache_ = std::make_unique<ExpertCache>(manager_, accelerator_, options);
+  model_->set_expert_cache(expert_cache_.get(), module_prefix_, predict);
 }
 
 TransformerRunner::~TransformerRunner() {
@@ -327,6 +345,9 @@ GenerationResult TransformerRunner::generate(const std::vector<int32_t>& prompt,
     ~RoutingLogScope() { model.set_routing_log(nullptr); }
   } routing_scope{*model_};
   model_->set_routing_log(options.record_routing ? &result.routed_experts : nullptr);
+  const std::vector<ExpertCacheCounters> cache_before =
+      expert_cache_ != nullptr ? expert_cache_->counters() : std::vector<ExpertCacheCounters>{};
+  const std::vector<ExpertPredictionCounters> predictions_before = model_->prediction_counters();
   // Each layer's KV cache where the layer computes: on the host for those
   // computed there (--run-on-host: every step; decode_host_modules: the
   // decode steps, their prefill through one shared device scratch), so the
@@ -399,6 +420,24 @@ GenerationResult TransformerRunner::generate(const std::vector<int32_t>& prompt,
   }
   manager_.synchronize();
   result.decode_counters = counters_since(manager_.counters(), prefill_counters);
+  if (expert_cache_ != nullptr) {
+    result.expert_cache = expert_cache_->counters();
+    result.expert_predictions = model_->prediction_counters();
+    for (size_t i = 0; i < result.expert_cache.size() && i < cache_before.size(); ++i) {
+      ExpertCacheCounters& c = result.expert_cache[i];
+      const ExpertCacheCounters& b = cache_before[i];
+      c.hits -= b.hits;
+      c.misses -= b.misses;
+      c.uncached -= b.uncached;
+      c.predicted -= b.predicted;
+      c.predicted_used -= b.predicted_used;
+    }
+    for (size_t i = 0; i < result.expert_predictions.size() && i < predictions_before.size();
+         ++i) {
+      result.expert_predictions[i].routed -= predictions_before[i].routed;
+      result.expert_predictions[i].correct -= predictions_before[i].correct;
+    }
+  }
   return result;
 }
 

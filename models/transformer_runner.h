@@ -95,6 +95,10 @@ struct GenerationResult {
   // weight first; prompt positions, then each decode step's); empty for dense
   // layers.
   std::vector<std::vector<int32_t>> routed_experts;
+  // MoE models with an expert cache: its counters per decoder layer and how
+  // often the predicted experts were routed, accumulated over this call.
+  std::vector<ExpertCacheCounters> expert_cache;
+  std::vector<ExpertPredictionCounters> expert_predictions;
 };
 
 class TransformerRunner {
@@ -111,6 +115,14 @@ class TransformerRunner {
   const LoadedCheckpoint& loaded() const { return loaded_; }
   hooks::HookRegistry& registry() { return registry_; }
   uint64_t working_bytes() const { return working_bytes_; }
+  TransformerModel& model() { return *model_; }
+  // The accelerator expert cache of shape.expert_cache_slots slots (kept in
+  // the plan's working reserve, allocated after loading); nullptr without.
+  ExpertCache* expert_cache() { return expert_cache_.get(); }
+  // Makes the expert cache again with `policy`, predicting the next sparse
+  // layer's experts when `predict` (the default: LFU with aging, predicting).
+  // REQUIRES: a cache (shape.expert_cache_slots > 0), no generate() running.
+  void configure_expert_cache(ReplacementPolicyKind policy, bool predict);
   // The run's activations and KV caches (placed by generate(): each layer's
   // cache where the layer computes, TransformerState::place_kv_cache).
   const TransformerState& state() const { return *state_; }
@@ -144,6 +156,7 @@ class TransformerRunner {
   uint64_t working_bytes_ = 0;
   std::unique_ptr<TransformerState> state_;
   std::unique_ptr<DecodeGraph> graph_;  // made at the first decode step that asks for it
+  std::unique_ptr<ExpertCache> expert_cache_;
   Buffer chosen_device_;  // int32 [batch]
   Buffer chosen_host_;    // pinned int32 [batch]
 };

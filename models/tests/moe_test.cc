@@ -54,6 +54,7 @@ enum class ExpertPlacement {
   kResident,  // everything on the accelerator
   kStreamed,  // experts in pinned RAM, fetched on demand into the fetch slots
   kOnHost,    // experts in pinned RAM, computed there (hostcompute)
+  kCached,    // experts in pinned RAM, run from the accelerator expert cache
 };
 
 struct MoeRun {
@@ -62,11 +63,15 @@ struct MoeRun {
   std::vector<std::vector<int32_t>> experts;  // per layer, as GenerationResult gives them
   uint64_t peak = 0, budget = 0, bytes_h2d = 0;
   int64_t off_accelerator_experts = 0;
+  ExpertCacheCounters cache;  // summed over the layers
+  ExpertPredictionCounters prediction;
+  uint64_t cache_bytes = 0;
 };
 
 bool is_expert(const std::string& module) { return module.find(".experts.") != std::string::npos; }
 
-MoeRun run_moe(const std::string& folder, ExpertPlacement placement) {
+MoeRun run_moe(const std::string& folder, ExpertPlacement placement, int64_t cache_slots = 6,
+               bool predict = true) {
   const MoeReference ref = moe_reference(folder);
   auto platform = Platform::create(DeviceChoice::kSim, SimOptions{1, uint64_t{1} << 30, 0});
   const Tier acc = platform->accelerator(0).tier();
@@ -74,6 +79,7 @@ MoeRun run_moe(const std::string& folder, ExpertPlacement placement) {
   shape.max_step_tokens = static_cast<int64_t>(ref.prompt.size());
   shape.max_context = shape.max_step_tokens + 32;
   shape.all_logits = true;
+  if (placement == ExpertPlacement::kCached) shape.expert_cache_slots = cache_slots;
 
   // Budget: the working memory, two fetch slots of the largest module and
   // every module but the routed experts, so the plan (experts last) leaves
@@ -103,6 +109,10 @@ MoeRun run_moe(const std::string& folder, ExpertPlacement placement) {
   load.accelerators = accelerator_capacities_of(*platform, budgets);
   auto kernels = make_linear_kernels(*platform, manager.memory(acc));
   TransformerRunner runner(manager, folder, *kernels, load, shape);
+  if (placement == ExpertPlacement::kCached) {
+    runner.configure_expert_cache(ReplacementPolicyKind::kLfuAging, predict);
+    run.cache_bytes = runner.expert_cache()->bytes();
+  }
   for (const auto& [module, tier] : runner.loaded().plan.device_map) {
     if (!is_expert(module) || tier == acc) continue;
     ++run.off_accelerator_experts;
@@ -118,6 +128,17 @@ MoeRun run_moe(const std::string& folder, ExpertPlacement placement) {
   run.experts = result.routed_experts;
   run.peak = manager.usage(acc).peak_bytes;
   run.bytes_h2d = result.prefill_counters.bytes_h2d + result.decode_counters.bytes_h2d;
+  for (const ExpertCacheCounters& c : result.expert_cache) {
+    run.cache.hits += c.hits;
+    run.cache.misses += c.misses;
+    run.cache.uncached += c.uncached;
+    run.cache.predicted += c.predicted;
+    run.cache.predicted_used += c.predicted_used;
+  }
+  for (const ExpertPredictionCounters& p : result.expert_predictions) {
+    run.prediction.routed += p.routed;
+    run.prediction.correct += p.correct;
+  }
   return run;
 }
 
@@ -189,6 +210,57 @@ TEST_P(MoeParity, StreamedAndHostComputedExpertsGiveTheResidentTokens) {
   EXPECT_LT(worst_row_error(host.logits, ref.logits, ref.vocab), 1e-4);
   // Host-computed experts are never fetched.
   EXPECT_LT(host.bytes_h2d, streamed.bytes_h2d);
+}
+
+// Through the accelerator expert cache (6 slots, LFU with aging, the next
+// layer's experts predicted and prefetched): transformers' tokens and
+// expert ids, the resident logits bit for bit (the same kernels read the
+// same bytes from a cache slot), peak accelerator memory within the budget
+// with the cache and the KV cache in it; the cache hits, and the predictions
+// are counted. With one slot the second routed expert of a token finds no
+// slot and runs through the hooks: still the same logits.
+TEST_P(MoeParity, CachedExpertsGiveTheResidentLogitsWithinTheBudget) {
+  const std::string folder = kTestdata + GetParam();
+  const MoeReference ref = moe_reference(folder);
+  const MoeRun resident = run_moe(folder, ExpertPlacement::kResident);
+  const MoeRun streamed = run_moe(folder, ExpertPlacement::kStreamed);
+  for (int64_t slots : {6, 1}) {
+    SCOPED_TRACE(slots);
+    const MoeRun cached = run_moe(folder, ExpertPlacement::kCached, slots);
+    EXPECT_GT(cached.off_accelerator_experts, 0);
+    EXPECT_EQ(cached.output, ref.output);
+    expect_reference_experts(cached, ref);
+    ASSERT_EQ(cached.logits.size(), resident.logits.size());
+    EXPECT_EQ(std::memcmp(cached.logits.data(), resident.logits.data(),
+                          resident.logits.size() * sizeof(float)),
+              0);
+    EXPECT_GT(cached.cache_bytes, 0u);
+    EXPECT_LE(cached.peak, cached.budget);
+    EXPECT_GT(cached.cache.hits, 0u);
+    EXPECT_GT(cached.cache.misses, 0u);
+    if (slots == 1) {
+      EXPECT_GT(cached.cache.uncached, 0u);
+    } else {
+      // Cached experts cross the link less often than fetched-per-use ones.
+      EXPECT_LT(cached.bytes_h2d, streamed.bytes_h2d);
+      EXPECT_GT(cached.prediction.routed, 0u);
+      EXPECT_GT(cached.cache.predicted, 0u);
+    }
+  }
+}
+
+// Without prediction nothing is prefetched or counted as predicted; the
+// logits are the same.
+TEST_P(MoeParity, PredictionOffPrefetchesNothing) {
+  const std::string folder = kTestdata + GetParam();
+  const MoeRun predicted = run_moe(folder, ExpertPlacement::kCached, 6, true);
+  const MoeRun plain = run_moe(folder, ExpertPlacement::kCached, 6, false);
+  EXPECT_EQ(plain.cache.predicted, 0u);
+  EXPECT_EQ(plain.prediction.routed, 0u);
+  ASSERT_EQ(plain.logits.size(), predicted.logits.size());
+  EXPECT_EQ(std::memcmp(plain.logits.data(), predicted.logits.data(),
+                        plain.logits.size() * sizeof(float)),
+            0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, MoeParity,

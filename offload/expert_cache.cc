@@ -1,0 +1,213 @@
+#include "offload/expert_cache.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "offload/slot_pool.h"
+
+namespace stowage {
+namespace {
+
+// The copy a slot is filled from: pinned RAM first, then pageable RAM, then
+// the disk tier's mapping.
+const Tensor* host_copy(const TensorRecord& r) {
+  for (const Tier t : {Tier::pinned_host(), Tier::pageable_host(), Tier::disk()}) {
+    auto it = r.copies.find(t);
+    if (it != r.copies.end() && it->second.data() != nullptr) return &it->second;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+uint64_t ExpertCache::slot_bytes_for(const ResidencyTable& table,
+                                     const std::vector<std::string>& modules) {
+  uint64_t largest = 0;
+  for (const std::string& m : modules) {
+    uint64_t bytes = 0;
+    for (RecordId id : table.records_of(m)) {
+      bytes = slot_offset_align(bytes) + table.get(id).bytes;
+    }
+    largest = std::max(largest, bytes);
+  }
+  return slot_offset_align(largest);
+}
+
+ExpertCache::ExpertCache(OffloadManager& manager, Tier accelerator, ExpertCacheOptions options)
+    : manager_(manager),
+      accelerator_(accelerator),
+      options_(options),
+      policy_(make_replacement_policy(options.policy, options.aging_period)) {
+  STOWAGE_EXPECTS(accelerator.is_accelerator() && options.slots >= 0, InvalidInputError,
+                  "expert cache: expected an accelerator and >= 0 slots, found {} and {}",
+                  accelerator.to_string(), options.slots);
+  Accelerator& device = manager.platform().accelerator(accelerator.index());
+  MemoryResource& memory = manager.memory(accelerator);
+  slots_.resize(static_cast<size_t>(options.slots));
+  for (Slot& s : slots_) {
+    s.buffer = Buffer(memory, std::max<uint64_t>(options.slot_bytes, 1));
+    s.copied = device.create_event();
+    s.released = device.create_event();
+  }
+}
+
+ExpertCache::~ExpertCache() {
+  for (Slot& s : slots_) {
+    try {
+      s.copied.synchronize();
+      s.released.synchronize();
+    } catch (...) {
+    }
+  }
+}
+
+bool ExpertCache::cacheable(const std::string& module) const {
+  if (slots_.empty() || manager_.host_compute(module)) return false;
+  const std::vector<RecordId> ids = manager_.table().records_of(module);
+  if (ids.empty()) return false;
+  uint64_t bytes = 0;
+  for (RecordId id : ids) {
+    const TensorRecord r = manager_.table().get(id);
+    if (r.on(accelerator_) || host_copy(r) == nullptr) return false;
+    bytes = slot_offset_align(bytes) + r.bytes;
+  }
+  return bytes <= options_.slot_bytes;
+}
+
+uint64_t ExpertCache::key_of(const std::string& module) {
+  auto [it, inserted] = keys_.emplace(module, keys_.size());
+  return it->second;
+}
+
+ExpertCacheCounters& ExpertCache::counters_of(int layer) {
+  const size_t i = static_cast<size_t>(std::max(layer, 0));
+  if (counters_.size() <= i) counters_.resize(i + 1);
+  return counters_[i];
+}
+
+int ExpertCache::choose_slot(const std::vector<std::string>& keep) {
+  std::vector<uint64_t> evictable;
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    const Slot& s = slots_[i];
+    if (s.module.empty()) return static_cast<int>(i);
+    if (s.in_use || std::find(keep.begin(), keep.end(), s.module) != keep.end()) continue;
+    evictable.push_back(keys_.at(s.module));
+  }
+  if (evictable.empty()) return -1;
+  const int slot = slot_of_key_.at(policy_->victim(evictable));
+  Slot& s = slots_[slot];
+  slot_of_.erase(s.module);
+  slot_of_key_.erase(keys_.at(s.module));
+  s.module.clear();
+  return slot;
+}
+
+void ExpertCache::copy_into(int slot, const std::string& module) {
+  Slot& s = slots_[slot];
+  const StreamRef copy = manager_.copy_stream(accelerator_);
+  // The slot's previous expert may still be read by a forward.
+  if (s.released_recorded) copy.wait(s.released);
+  uint64_t offset = 0;
+  char* base = static_cast<char*>(s.buffer.data());
+  for (RecordId id : manager_.table().records_of(module)) {
+    const TensorRecord r = manager_.table().get(id);
+    offset = slot_offset_align(offset);
+    copy.copy(base + offset, host_copy(r)->data(), r.bytes);
+    offset += r.bytes;
+  }
+  copy.record(s.copied);
+  s.module = module;
+  s.predicted = false;
+  slot_of_[module] = slot;
+  slot_of_key_[key_of(module)] = slot;
+}
+
+std::vector<ExpertCache::Fetch> ExpertCache::fetch(const std::vector<std::string>& modules,
+                                                  int layer) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<Fetch> out(modules.size(), Fetch::kUncached);
+  ExpertCacheCounters& c = counters_of(layer);
+  for (size_t i = 0; i < modules.size(); ++i) {
+    auto it = slot_of_.find(modules[i]);
+    if (it == slot_of_.end()) continue;
+    Slot& s = slots_[it->second];
+    if (s.predicted) {
+      ++c.predicted_used;
+      s.predicted = false;
+    }
+    ++c.hits;
+    policy_->touch(key_of(modules[i]));
+    out[i] = Fetch::kHit;
+  }
+  for (size_t i = 0; i < modules.size(); ++i) {
+    if (out[i] == Fetch::kHit) continue;
+    const int slot = choose_slot(modules);
+    if (slot < 0) {
+      ++c.uncached;
+      continue;
+    }
+    copy_into(slot, modules[i]);
+    ++c.misses;
+    policy_->touch(key_of(modules[i]));
+    out[i] = Fetch::kMiss;
+  }
+  return out;
+}
+
+void ExpertCache::prefetch(const std::vector<std::string>& modules, int layer) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ExpertCacheCounters& c = counters_of(layer);
+  for (const std::string& m : modules) {
+    if (slot_of_.count(m) != 0) continue;
+    const int slot = choose_slot(modules);
+    if (slot < 0) return;
+    copy_into(slot, m);
+    slots_[slot].predicted = true;
+    ++c.predicted;
+  }
+}
+
+ExpertCache::Slot& ExpertCache::slot_holding(const std::string& module, const char* what) {
+  auto it = slot_of_.find(module);
+  STOWAGE_EXPECTS(it != slot_of_.end(), InvalidInputError,
+                  "expert cache: '{}' {} but not in the cache (fetch() it first)", module, what);
+  return slots_[it->second];
+}
+
+ModuleForward ExpertCache::acquire(const std::string& module, StreamRef compute) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Slot& s = slot_holding(module, "acquired");
+  compute.wait(s.copied);
+  s.in_use = true;
+  ModuleForward f;
+  f.module = module;
+  f.accelerator = accelerator_;
+  f.compute_stream = compute;
+  f.streamed = true;
+  uint64_t offset = 0;
+  char* base = static_cast<char*>(s.buffer.data());
+  for (RecordId id : manager_.table().records_of(module)) {
+    const TensorRecord r = manager_.table().get(id);
+    offset = slot_offset_align(offset);
+    f.tensors.emplace_back(r.name, TensorView(base + offset, r.dtype, r.shape, accelerator_));
+    offset += r.bytes;
+  }
+  return f;
+}
+
+void ExpertCache::release(const std::string& module, StreamRef compute) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Slot& s = slot_holding(module, "released");
+  compute.record(s.released);
+  s.released_recorded = true;
+  s.in_use = false;
+}
+
+std::vector<ExpertCacheCounters> ExpertCache::counters() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return counters_;
+}
+
+}  // namespace stowage
