@@ -3,14 +3,14 @@
 # libFuzzer + ASan + UBSan outside Bazel (so they never count among CI's
 # tests), then run:
 #   tools/fuzz/build_and_run.sh [RUNS] [TARGET...]     (from anywhere)
-# TARGETs: quant_state transformer_config tokenizer index_json header_parser
+# TARGETs: quant_state transformer_config tokenizer index_json flags header_parser
 # (default: all). RUNS defaults to 10000000 executions each; MAX_TIME (seconds,
 # default 0 = none) caps each run. New inputs go to $WORK/corpus/TARGET
 # (default WORK=/tmp/stowage_fuzz); committed seeds live in tools/fuzz/seeds.
 set -eu
 RUNS=${1:-10000000}
 [ $# -gt 0 ] && shift
-TARGETS=${*:-quant_state transformer_config tokenizer index_json header_parser}
+TARGETS=${*:-quant_state transformer_config tokenizer index_json flags header_parser}
 WORK=${WORK:-/tmp/stowage_fuzz}
 MAX_TIME=${MAX_TIME:-0}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -28,6 +28,7 @@ SOURCES="core/dtype.cc core/shape.cc core/error.cc core/buffer.cc core/memory_re
   mmap_store/atomic_file.cc mmap_store/checkpoint.cc mmap_store/file_handle.cc
   quant/bnb_format.cc quant/quant_state.cc
   models/transformer_config.cc
+  cli/args.cc
   tokenizer/tokenizer.cc tokenizer/added_vocabulary.cc tokenizer/bpe_model.cc
   tokenizer/decoder.cc tokenizer/normalizer.cc tokenizer/pre_tokenizer.cc tokenizer/unicode.cc
   tokenizer/unicode_tables.cc mmap_store/fuzz/boost_json_src.cc"
@@ -45,7 +46,7 @@ for target in $TARGETS; do
     header_parser) main="$ROOT/mmap_store/fuzz/header_parser_fuzzer.cc" ;;
     *) main="$ROOT/tools/fuzz/${target}_fuzzer.cc" ;;
   esac
-  clang++ $FLAGS -fsanitize=fuzzer "$main" $OBJS -lpthread -lrt -ldl -o "$WORK/${target}_fuzzer"
+  clang++ $FLAGS -fsanitize=fuzzer "$main" $OBJS -lre2 -lpthread -lrt -ldl -o "$WORK/${target}_fuzzer"
   mkdir -p "$WORK/corpus/$target"
   seeds="$ROOT/tools/fuzz/seeds/$target"
   [ "$target" = header_parser ] && seeds="$ROOT/mmap_store/fuzz/corpus"
