@@ -24,6 +24,10 @@ ArgParser::ArgParser(std::string command, std::vector<std::string> value_flags,
       bool_flags_(std::move(bool_flags)),
       optional_value_flags_(std::move(optional_value_flags)) {}
 
+void ArgParser::allow_repeated(std::vector<std::string> flags) {
+  repeated_flags_ = std::move(flags);
+}
+
 void ArgParser::parse(const std::vector<std::string>& args) {
   auto contains = [](const std::vector<std::string>& list, const std::string& x) {
     return std::find(list.begin(), list.end(), x) != list.end();
@@ -41,7 +45,9 @@ void ArgParser::parse(const std::vector<std::string>& args) {
       name = name.substr(0, eq);
     }
     if (name == "help" && !inline_value) throw HelpRequested(help());
-    if (values_.count(name) != 0) throw UsageError(fmt::format("--{} given more than once", name));
+    if (values_.count(name) != 0 && !contains(repeated_flags_, name)) {
+      throw UsageError(fmt::format("--{} given more than once", name));
+    }
     if (contains(optional_value_flags_, name)) {
       values_[name] = inline_value.value_or("");
     } else if (contains(bool_flags_, name)) {
@@ -54,6 +60,7 @@ void ArgParser::parse(const std::vector<std::string>& args) {
         if (i + 1 >= args.size()) throw UsageError(fmt::format("--{} needs a value", name));
         values_[name] = args[++i];
       }
+      all_values_[name].push_back(values_[name]);
     } else {
       throw UsageError(fmt::format("unknown flag --{} for 'stowage {}'", name, command_));
     }
@@ -62,7 +69,11 @@ void ArgParser::parse(const std::vector<std::string>& args) {
 
 std::string ArgParser::help() const {
   std::string text = fmt::format("usage: stowage {} [FLAGS] [ARGUMENTS]\nflags:\n", command_);
-  for (const auto& flag : value_flags_) text += fmt::format("  --{} VALUE\n", flag);
+  for (const auto& flag : value_flags_) {
+    const bool repeated =
+        std::find(repeated_flags_.begin(), repeated_flags_.end(), flag) != repeated_flags_.end();
+    text += fmt::format("  --{} VALUE{}\n", flag, repeated ? " (repeatable)" : "");
+  }
   for (const auto& flag : bool_flags_) text += fmt::format("  --{}\n", flag);
   for (const auto& flag : optional_value_flags_) text += fmt::format("  --{}[=VALUE]\n", flag);
   text += "  --help\n";
@@ -75,6 +86,11 @@ std::optional<std::string> ArgParser::get(const std::string& flag) const {
   auto it = values_.find(flag);
   if (it == values_.end()) return std::nullopt;
   return it->second;
+}
+
+std::vector<std::string> ArgParser::get_all(const std::string& flag) const {
+  auto it = all_values_.find(flag);
+  return it == all_values_.end() ? std::vector<std::string>{} : it->second;
 }
 
 std::string ArgParser::get_or(const std::string& flag, const std::string& fallback) const {

@@ -44,10 +44,15 @@ class ArgParser {
   ArgParser(std::string command, std::vector<std::string> value_flags,
             std::vector<std::string> bool_flags = {},
             std::vector<std::string> optional_value_flags = {});
+  // Value flags that may be given more than once (e.g. --override-tensor):
+  // get() returns the last value, get_all() every value in order. Call
+  // before parse.
+  void allow_repeated(std::vector<std::string> flags);
   void parse(const std::vector<std::string>& args);
 
   bool has(const std::string& flag) const;
   std::optional<std::string> get(const std::string& flag) const;
+  std::vector<std::string> get_all(const std::string& flag) const;
   std::string get_or(const std::string& flag, const std::string& fallback) const;
   int64_t get_int(const std::string& flag, int64_t fallback, int64_t min_value,
                   int64_t max_value) const;
@@ -64,7 +69,9 @@ class ArgParser {
   std::vector<std::string> value_flags_;
   std::vector<std::string> bool_flags_;
   std::vector<std::string> optional_value_flags_;
+  std::vector<std::string> repeated_flags_;
   std::map<std::string, std::string> values_;
+  std::map<std::string, std::vector<std::string>> all_values_;
   std::vector<std::string> positional_;
 };
 

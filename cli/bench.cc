@@ -35,8 +35,9 @@ int bench(const std::vector<std::string>& args) {
   if (is_model_folder(model_argument(args))) return bench_model_folder(args);
   ArgParser p("bench",
               with_host_cache_flags({"model", "max-memory", "offload-dir", "prefetch", "trace",
-                                     "device", "batch", "iters", "warmup"}),
+                                     "device", "batch", "iters", "warmup", "override-tensor"}),
               {"report", "json", "cold", "no-resident"}, kHostCacheOptionalFlags);
+  p.allow_repeated({"override-tensor"});
   p.parse(args);
   p.expect_positional(0, "no positional arguments (the checkpoint is --model FILE)");
   const auto model_path = p.get("model");
@@ -64,6 +65,8 @@ int bench(const std::vector<std::string>& args) {
   config.prefetch_depth = static_cast<int>(p.get_int("prefetch", 2, 0, 64));
   config.budgets = budgets;
   config.offload_dir = p.get("offload-dir");
+  config.tensor_overrides = parse_tensor_overrides(p.get_all("override-tensor"), *platform,
+                                                   config.offload_dir ? "" : "--offload-dir");
   TraceRecorder trace;
   if (p.has("trace")) config.trace = &trace;
   std::unique_ptr<hostcache::SharedWeightCache> host_cache = make_host_cache(*platform, p, "mlp");

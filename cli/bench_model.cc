@@ -55,6 +55,8 @@ struct Measurement {
   int auto_host_layers = 0;
   double host_rate = 0;
   double estimated_step_seconds = 0;
+  // Where each layer computed in each phase and the rates (budgeted runs).
+  std::optional<ComputeSplitReport> split;
   int64_t graph_launches = 0;
   std::string graph_fallback;
   double read_limit_tokens_per_s = 0;  // resident: device read rate / weight bytes per step
@@ -114,24 +116,28 @@ Measurement measure(Platform& platform, const std::string& folder, const Session
                     const std::optional<LoadQuantization>& quantize, const std::string& label,
                     bool prefill, int64_t batch, int64_t prompt_tokens, int64_t new_tokens,
                     double link_rate, int64_t vocab, bool graphs,
-                    const std::optional<std::string>& run_on_host, bool auto_host) {
+                    const HostComputeFlags& host_flags) {
   models::TransformerRunShape shape;
   shape.batch = batch;
   shape.max_step_tokens = prompt_tokens;
   shape.max_context = prompt_tokens + std::max<int64_t>(new_tokens, 1);
   std::unique_ptr<ModelSession> session =
       open_model_session(platform, folder, config, quantize, shape, false);
-  const int host_layers =
-      run_on_host && label != "resident" ? compute_on_host(*session, *run_on_host) : 0;
+  session->runner->set_host_threads(host_flags.threads);
+  const int host_layers = host_flags.run_on_host && label != "resident"
+                              ? compute_on_host(*session, *host_flags.run_on_host)
+                              : 0;
   const std::vector<int32_t> prompt = random_prompt(prompt_tokens, vocab, 11);
   models::GenerationOptions generation;
   generation.ignore_eos = true;
   generation.max_new_tokens = prefill ? 1 : new_tokens;
   generation.graphs = graphs;
-  std::optional<HostComputeChoice> choice;
-  if (auto_host && !prefill && label != "resident") {
-    choice = choose_decode_host_compute(*session, link_rate, batch);
-    generation.decode_host_modules = choice->split.host_modules;
+  std::optional<ComputeSplitReport> choice;
+  if (label != "resident") {
+    HostComputeFlags flags = host_flags;
+    flags.auto_split = host_flags.auto_split && !prefill;  // each decode batch chooses its own
+    choice = session_compute_split(*session, flags, link_rate, batch);
+    generation.decode_host_modules = choice->decode_host_modules();
   }
   if (!prefill) {
     // A warm-up generation: first-touch costs (kernel plans, pools) out of the timing.
@@ -162,9 +168,10 @@ Measurement measure(Platform& platform, const std::string& folder, const Session
   m.graphs = graphs;
   m.host_layers = host_layers;
   if (choice) {
-    m.auto_host_layers = static_cast<int>(choice->split.host_modules.size());
+    m.auto_host_layers = static_cast<int>(choice->decode_host_modules().size());
     m.host_rate = choice->host_bytes_per_s;
     m.estimated_step_seconds = choice->split.estimated_seconds;
+    m.split = std::move(choice);
   }
   m.graph_launches = r.graph_launches;
   m.graph_fallback = r.graph_fallback;
@@ -179,11 +186,16 @@ bool is_model_folder(const std::string& path) {
 }
 
 int bench_model_folder(const std::vector<std::string>& args) {
-  ArgParser p("bench",
-              with_host_cache_flags({"model", "max-memory", "offload-dir", "prefetch", "device",
-                                     "quant", "blocksize", "prompt-tokens", "new-tokens",
-                                     "batches", "run-on-host", "host-compute"}),
-              {"json", "no-resident", "double-quant", "cuda-graphs"}, kHostCacheOptionalFlags);
+  std::vector<std::string> value_flags = {"model",     "max-memory",    "offload-dir",
+                                          "prefetch",  "device",        "quant",
+                                          "blocksize", "prompt-tokens", "new-tokens",
+                                          "batches",   "override-tensor"};
+  value_flags.insert(value_flags.end(), kHostComputeValueFlags.begin(),
+                     kHostComputeValueFlags.end());
+  ArgParser p("bench", with_host_cache_flags(value_flags),
+              {"json", "no-resident", "double-quant", "cuda-graphs", kNoHostComputeFlag},
+              kHostCacheOptionalFlags);
+  p.allow_repeated({"override-tensor"});
   p.parse(args);
   p.expect_positional(0, "no positional arguments (the model is --model DIR)");
   const std::string folder = *p.get("model");
@@ -202,6 +214,11 @@ int bench_model_folder(const std::vector<std::string>& args) {
     throw UsageError("--max-memory gives a disk budget but no --offload-dir was given");
   }
   auto platform = make_platform(p.get_or("device", "auto"), budgeted.budgets);
+  budgeted.tensor_overrides = parse_tensor_overrides(
+      p.get_all("override-tensor"), *platform, budgeted.offload_dir ? "" : "--offload-dir");
+  if (!budgeted.tensor_overrides.empty() && !p.has("max-memory")) {
+    throw UsageError("--override-tensor applies to the budgeted runs: it needs --max-memory");
+  }
   std::unique_ptr<hostcache::SharedWeightCache> host_cache =
       make_host_cache(*platform, p, "transformer");
   budgeted.host_cache = host_cache.get();
@@ -221,15 +238,10 @@ int bench_model_folder(const std::vector<std::string>& args) {
   const double link_rate = measure_pinned_h2d_rate(*platform, 0, uint64_t{512} << 20, 5);
   const double read_rate = measure_device_read_rate(*platform, 0, uint64_t{1} << 30, 5);
   const bool graphs = p.has("cuda-graphs");
-  const std::optional<std::string> run_on_host = p.get("run-on-host");
-  const std::string host_compute = p.get_or("host-compute", "off");
-  if (host_compute != "off" && host_compute != "auto") {
-    throw UsageError(fmt::format("--host-compute: expected off or auto, found '{}'", host_compute));
-  }
-  const bool auto_host = host_compute == "auto";
-  if (run_on_host) {
-    check_regex_flag("--run-on-host", *run_on_host);
-    if (!p.has("max-memory")) throw UsageError("--run-on-host needs --max-memory");
+  const HostComputeFlags host_flags = parse_host_compute_flags(p);
+  const bool auto_host = host_flags.auto_split;
+  if (host_flags.run_on_host && !p.has("max-memory")) {
+    throw UsageError("--run-on-host needs --max-memory");
   }
 
   std::vector<std::pair<std::string, SessionConfig>> configs;
@@ -245,13 +257,13 @@ int bench_model_folder(const std::vector<std::string>& args) {
   for (const auto& [label, config] : configs) {
     try {
       runs.push_back(measure(*platform, folder, config, quantize, label, true, 1, prompt_tokens, 1,
-                             link_rate, vocab, false, run_on_host, false));
+                             link_rate, vocab, false, host_flags));
       for (int64_t batch : batches) {
         for (bool captured : {false, true}) {
           if (captured && !graphs) continue;
           Measurement m = measure(*platform, folder, config, quantize, label, false, batch,
                                   kDecodePromptTokens, new_tokens, link_rate, vocab, captured,
-                                  run_on_host, auto_host);
+                                  host_flags);
           if (label == "resident" && step_weight_bytes > 0) {
             m.read_limit_tokens_per_s =
                 read_rate / static_cast<double>(step_weight_bytes) * static_cast<double>(batch);
@@ -277,6 +289,7 @@ int bench_model_folder(const std::vector<std::string>& args) {
     o["decode_step_weight_bytes"] = step_weight_bytes;
     o["prompt_tokens"] = prompt_tokens;
     o["new_tokens"] = new_tokens;
+    o["host_threads"] = host_flags.threads;
     boost::json::array list;
     for (const Measurement& m : runs) {
       boost::json::object r;
@@ -300,6 +313,7 @@ int bench_model_folder(const std::vector<std::string>& args) {
         r["host_bytes_per_s"] = m.host_rate;
         r["estimated_step_seconds"] = m.estimated_step_seconds;
       }
+      if (m.split) r["host_compute"] = compute_split_json(*m.split);
       if (m.graphs) {
         r["graph_launches"] = m.graph_launches;
         r["graph_fallback"] = m.graph_fallback;
@@ -320,6 +334,8 @@ int bench_model_folder(const std::vector<std::string>& args) {
   std::printf(
       "model %s; pinned host-to-device link %.2f GiB/s, device read %.1f GiB/s (same run)\n",
       folder.c_str(), link_rate / gib, read_rate / gib);
+  std::printf("host compute: %d thread%s (one core left to the copy submission by default)\n",
+              host_flags.threads, host_flags.threads == 1 ? "" : "s");
   std::printf("%-16s %-8s %5s %8s %12s %14s %10s %14s %10s %12s\n", "config", "phase", "batch",
               "tokens", "tokens/s", "streamed/step", "GiB/s", "link limit/s", "of limit", "peak");
   for (const Measurement& m : runs) {

@@ -91,21 +91,20 @@ std::optional<LoadQuantization> parse_quant(const ArgParser& parser) {
 
 int run_generate(const std::vector<std::string>& args,
                  mmap_store::TemporaryFileRegistry* temporaries) {
-  ArgParser parser("generate",
-                   with_host_cache_flags({"model", "prompt", "prompt-ids", "max-new-tokens",
-                                          "temperature", "top-p", "top-k", "seed", "max-memory",
-                                          "offload-dir", "quant", "blocksize", "prefetch",
-                                          "device", "dump-logits", "batch", "run-on-host",
-                                          "host-compute"}),
-                   {"ignore-eos", "json", "double-quant", "cuda-graphs"},
+  std::vector<std::string> value_flags = {
+      "model",  "prompt",       "prompt-ids", "max-new-tokens", "temperature", "top-p",
+      "top-k",  "seed",         "max-memory", "offload-dir",    "quant",       "blocksize",
+      "prefetch", "device",     "dump-logits", "batch",         "override-tensor"};
+  value_flags.insert(value_flags.end(), kHostComputeValueFlags.begin(),
+                     kHostComputeValueFlags.end());
+  ArgParser parser("generate", with_host_cache_flags(value_flags),
+                   {"ignore-eos", "json", "double-quant", "cuda-graphs", kNoHostComputeFlag},
                    kHostCacheOptionalFlags);
+  parser.allow_repeated({"override-tensor"});
   parser.parse(args);
   parser.expect_positional(0, "");
   const bool generation_graphs = parser.has("cuda-graphs");
-  const std::string host_compute = parser.get_or("host-compute", "off");
-  if (host_compute != "off" && host_compute != "auto") {
-    throw UsageError(fmt::format("--host-compute: expected off or auto, found '{}'", host_compute));
-  }
+  const HostComputeFlags host_flags = parse_host_compute_flags(parser);
   const auto model = parser.get("model");
   if (!model) throw UsageError("--model DIR is required");
   if (parser.has("prompt") == parser.has("prompt-ids")) {
@@ -157,6 +156,8 @@ int run_generate(const std::vector<std::string>& args,
   session_config.budgets = budgets;
   session_config.offload_dir = offload_dir;
   session_config.prefetch_depth = prefetch;
+  session_config.tensor_overrides = parse_tensor_overrides(
+      parser.get_all("override-tensor"), *platform, offload_dir ? "" : "--offload-dir");
   std::unique_ptr<hostcache::SharedWeightCache> host_cache =
       make_host_cache(*platform, parser, "transformer");
   session_config.host_cache = host_cache.get();
@@ -174,12 +175,13 @@ int run_generate(const std::vector<std::string>& args,
   int64_t vocab = 0;
   Tier acc = Tier::pinned_host();
   int host_layers = 0;
-  std::optional<HostComputeChoice> auto_choice;
+  ComputeSplitReport split;
   {
     std::unique_ptr<ModelSession> session =
         open_model_session(*platform, *model, session_config, quantize, shape, true);
     acc = session->accelerator;
-    if (auto pattern = parser.get("run-on-host")) host_layers = compute_on_host(*session, *pattern);
+    session->runner->set_host_threads(host_flags.threads);
+    if (host_flags.run_on_host) host_layers = compute_on_host(*session, *host_flags.run_on_host);
     OffloadManager& manager = *session->manager;
     models::TransformerRunner& runner = *session->runner;
     vocab = runner.spec().config.vocab_size;
@@ -192,14 +194,14 @@ int run_generate(const std::vector<std::string>& args,
     generation.seed = static_cast<uint64_t>(seed);
     generation.ignore_eos = parser.has("ignore-eos");
     generation.graphs = generation_graphs;
-    if (host_compute == "auto") {
-      auto_choice = choose_decode_host_compute(
-          *session,
-          measure_pinned_h2d_rate(*platform, manager.options().compute_accelerator,
-                                  uint64_t{256} << 20, 3),
-          batch);
-      generation.decode_host_modules = auto_choice->split.host_modules;
-    }
+    split = session_compute_split(
+        *session, host_flags,
+        host_flags.auto_split ? measure_pinned_h2d_rate(*platform,
+                                                        manager.options().compute_accelerator,
+                                                        uint64_t{256} << 20, 3)
+                              : 0.0,
+        batch);
+    generation.decode_host_modules = split.decode_host_modules();
     std::unique_ptr<tokenizer::StreamingDecoder> stream_text;
     if (tok) stream_text = std::make_unique<tokenizer::StreamingDecoder>(*tok, true);
     int64_t printed = 0;
@@ -262,17 +264,10 @@ int run_generate(const std::vector<std::string>& args,
     o["decode_steps"] = result.decode_steps;
     o["batch"] = batch;
     o["host_layers"] = host_layers;
-    if (auto_choice) {
-      boost::json::object a;
-      a["decode_host_modules"] = boost::json::value_from(auto_choice->split.host_modules);
-      a["host_bytes_per_s"] = auto_choice->host_bytes_per_s;
-      a["link_bytes_per_s"] = auto_choice->link_bytes_per_s;
-      a["streamed_bytes"] = auto_choice->split.streamed_bytes;
-      a["host_bytes"] = auto_choice->split.host_bytes;
-      a["estimated_step_seconds"] = auto_choice->split.estimated_seconds;
-      a["all_streamed_step_seconds"] = auto_choice->split.all_streamed_seconds;
-      o["host_compute"] = std::move(a);
-    }
+    o["host_threads"] = host_flags.threads;
+    // Where each layer computed in each phase, and the rates the split was
+    // chosen from (its decode_host_modules, estimated step: with auto).
+    o["host_compute"] = compute_split_json(split);
     if (generation_graphs) {
       o["graph_launches"] = result.graph_launches;
       o["graph_fallback"] = result.graph_fallback;
@@ -295,15 +290,14 @@ int run_generate(const std::vector<std::string>& args,
         static_cast<long long>(result.decode_steps), link.c_str(), acc.to_string().c_str(),
         format_bytes(peak).c_str());
     if (host_layers > 0) std::printf("decoder layers computed on the host: %d\n", host_layers);
-    if (auto_choice) {
-      const double gib = 1024.0 * 1024.0 * 1024.0;
+    if (host_flags.auto_split) {
       std::printf(
           "host compute (auto): %zu decoder layers on the host during decode (host %.2f GiB/s, "
-          "link %.2f GiB/s measured; estimated %.1f ms a step against %.1f ms streaming "
-          "alone)\n",
-          auto_choice->split.host_modules.size(), auto_choice->host_bytes_per_s / gib,
-          auto_choice->link_bytes_per_s / gib, 1e3 * auto_choice->split.estimated_seconds,
-          1e3 * auto_choice->split.all_streamed_seconds);
+          "link %.2f GiB/s measured, %d host threads; estimated %.1f ms a step against %.1f ms "
+          "streaming alone)\n",
+          split.split.host_modules.size(), split.host_bytes_per_s / gib,
+          split.link_bytes_per_s / gib, split.host_threads,
+          1e3 * split.split.estimated_seconds, 1e3 * split.split.all_streamed_seconds);
     }
     if (generation_graphs) {
       if (result.graph_fallback.empty()) {

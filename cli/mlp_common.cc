@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cctype>
 #include <memory>
 
 #include "core/error.h"
@@ -54,6 +56,55 @@ PlannerTiers planner_tiers(Platform& platform, const MemoryBudgets& budgets, boo
   tiers.cpu = TierCapacity{Tier::pinned_host(), budgets.cpu, UINT64_MAX};
   if (with_disk) tiers.disk = TierCapacity{Tier::disk(), budgets.disk, UINT64_MAX};
   return tiers;
+}
+
+std::vector<TensorOverride> parse_tensor_overrides(const std::vector<std::string>& values,
+                                                   Platform& platform,
+                                                   const std::string& disk_needs) {
+  std::vector<TensorOverride> out;
+  for (const std::string& value : values) {
+    const size_t eq = value.rfind('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == value.size()) {
+      throw UsageError(fmt::format(
+          "--override-tensor: expected REGEX=TIER (e.g. 'model\\.layers\\..*\\.mlp\\..*=cpu'), "
+          "found '{}'",
+          value));
+    }
+    TensorOverride o;
+    o.pattern = value.substr(0, eq);
+    check_regex_flag("--override-tensor", o.pattern);
+    std::string tier = value.substr(eq + 1);
+    std::string lower = tier;
+    std::transform(lower.begin(), lower.end(), lower.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    const bool digits = std::all_of(tier.begin(), tier.end(),
+                                    [](unsigned char c) { return std::isdigit(c) != 0; });
+    if (lower == "cpu") {
+      o.tier = Tier::pinned_host();
+    } else if (lower == "disk") {
+      if (!disk_needs.empty()) {
+        throw UsageError(fmt::format("--override-tensor '{}': the disk tier needs {}", value,
+                                     disk_needs));
+      }
+      o.tier = Tier::disk();
+    } else if (digits && tier.size() <= 4) {
+      const int index = std::stoi(tier);
+      if (index >= platform.accelerator_count()) {
+        throw UsageError(fmt::format(
+            "--override-tensor '{}': expected an accelerator index below {} (the accelerators "
+            "present), found {}",
+            value, platform.accelerator_count(), index));
+      }
+      o.tier = platform.accelerator(index).tier();
+    } else {
+      throw UsageError(fmt::format(
+          "--override-tensor '{}': expected TIER to be an accelerator index (e.g. 0), cpu or "
+          "disk, found '{}'",
+          value, tier));
+    }
+    out.push_back(std::move(o));
+  }
+  return out;
 }
 
 uint64_t working_reserve_bytes(Platform& platform, const models::MlpSpec& spec, int64_t batch) {

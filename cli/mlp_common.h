@@ -10,6 +10,7 @@
 #include "cli/args.h"
 #include "core/platform.h"
 #include "models/mlp.h"
+#include "offload/loader.h"
 #include "offload/planner.h"
 
 namespace stowage::cli {
@@ -32,6 +33,18 @@ struct PlannerTiers {
 // Every accelerator with its budget (if any) and physical size; pinned host
 // with its budget (or unlimited); disk only when `with_disk`.
 PlannerTiers planner_tiers(Platform& platform, const MemoryBudgets& budgets, bool with_disk);
+
+// --override-tensor REGEX=TIER (repeatable; llama.cpp's -ot): the tensors
+// whose checkpoint name fully matches REGEX (RE2) are placed on TIER, an
+// accelerator index of `platform`, `cpu` (pinned host RAM) or `disk`, as
+// --max-memory names tiers (offload/loader.h's apply_tensor_overrides).
+// Throws UsageError naming the flag, the value and what was expected for a
+// value with no '=', an invalid pattern, an unknown tier, an accelerator the
+// platform lacks, or `disk` when `disk_needs` is not empty (what the command
+// needs for a disk tier, e.g. "--offload-dir").
+std::vector<TensorOverride> parse_tensor_overrides(const std::vector<std::string>& values,
+                                                   Platform& platform,
+                                                   const std::string& disk_needs);
 
 // The working memory (activations and kernel scratch, models::
 // working_memory_bytes) a forward of `spec` at `batch` rows allocates on an

@@ -48,6 +48,7 @@ LoadOptions load_options(Platform& platform, const SessionConfig& config) {
   load.cpu = tiers.cpu;
   load.disk = tiers.disk;
   load.host_store = config.host_cache;
+  load.tensor_overrides = config.tensor_overrides;
   return load;
 }
 
@@ -69,8 +70,15 @@ TimedForwards time_forwards(Platform& platform, const mmap_store::Checkpoint& ch
   result.plan = runner.loaded().plan;
   result.working_reserve = working;
   result.weight_bytes = runner.loaded().bytes;
+  const Tier compute = accelerator;
   for (const PlanModule& module : runner.loaded().request.modules) {
-    if (result.plan.streamed(module.path)) result.streamed_bytes += module.bytes();
+    if (!result.plan.streamed(module.path)) continue;
+    for (const PlanTensor& t : module.tensors) {
+      // A module on several tiers fetches only its tensors off the accelerator.
+      if (result.plan.tier_of_tensor(module.path, t.name) != compute) {
+        result.streamed_bytes += t.bytes;
+      }
+    }
   }
   // Counters from here on: the forwards only, not the load.
   const OffloadCounters at_load = manager.counters();

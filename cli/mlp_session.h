@@ -30,6 +30,8 @@ struct SessionConfig {
   // (hostcache/); nullptr: in the manager's own pinned memory. Must outlive
   // the session.
   HostTierStore* host_cache = nullptr;
+  // --override-tensor: tensors placed apart from their module.
+  std::vector<TensorOverride> tensor_overrides;
 };
 
 // OffloadOptions for `config` on `platform` (budgets per tier, disk store).

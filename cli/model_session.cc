@@ -3,6 +3,10 @@
 #include <fmt/format.h>
 #include <re2/re2.h>
 
+#include <algorithm>
+#include <map>
+#include <set>
+
 #include "cli/args.h"
 #include "mmap_store/checkpoint.h"
 
@@ -50,27 +54,64 @@ std::unique_ptr<ModelSession> open_model_session(Platform& platform, const std::
   return session;
 }
 
-int compute_on_host(ModelSession& session, const std::string& pattern) {
+HostComputeFlags parse_host_compute_flags(const ArgParser& parser) {
+  HostComputeFlags flags;
+  const std::string mode = parser.get_or("host-compute", "off");
+  if (mode != "off" && mode != "auto") {
+    throw UsageError(fmt::format("--host-compute: expected off or auto, found '{}'", mode));
+  }
+  flags.auto_split = mode == "auto";
+  flags.forbidden =
+      parser.has(kNoHostComputeFlag) || (parser.has("host-compute") && !flags.auto_split);
+  flags.run_on_host = parser.get("run-on-host");
+  if (flags.run_on_host) check_regex_flag("--run-on-host", *flags.run_on_host);
+  if (parser.has(kNoHostComputeFlag)) {
+    for (const char* other : {"run-on-host", "host-threads"}) {
+      if (parser.has(other)) {
+        throw UsageError(fmt::format(
+            "--no-host-compute forbids host compute, but --{} asks for it", other));
+      }
+    }
+    if (flags.auto_split) {
+      throw UsageError(
+          "--no-host-compute forbids host compute, but --host-compute auto asks for it "
+          "(--no-host-compute is --host-compute off)");
+    }
+  }
+  flags.threads = static_cast<int>(
+      parser.get_int("host-threads", models::default_host_compute_threads(), 1, 1024));
+  return flags;
+}
+
+int mark_run_on_host(const std::string& pattern, const std::vector<std::string>& modules,
+                     std::vector<SplitLayer>& layers) {
   check_regex_flag("--run-on-host", pattern);
   const RE2 re(pattern, RE2::Quiet);
-  OffloadManager& manager = *session.manager;
-  const std::string layer_prefix = "model.layers.";
+  std::map<std::string, SplitLayer*> by_module;
+  for (SplitLayer& l : layers) by_module[l.module] = &l;
   int matched_off = 0, matched_resident = 0;
-  for (const std::string& module : manager.table().modules()) {
+  for (const std::string& module : modules) {
     if (!RE2::FullMatch(module, re)) continue;
-    if (module.compare(0, layer_prefix.size(), layer_prefix) != 0 ||
-        module.find('.', layer_prefix.size()) != std::string::npos) {
+    auto it = by_module.find(module);
+    if (it == by_module.end()) {
       throw UsageError(fmt::format(
           "--run-on-host '{}' matches module '{}': only decoder layers (model.layers.N) can "
           "compute on the host",
           pattern, module));
     }
-    const TensorRecord r = manager.table().get(manager.table().records_of(module).front());
-    if (r.on(session.accelerator)) {
+    SplitLayer& layer = *it->second;
+    if (layer.off_accelerator_bytes == 0) {
       ++matched_resident;
       continue;
     }
-    manager.set_host_compute(module, true);
+    if (!layer.host_readable) {
+      throw UsageError(fmt::format(
+          "--run-on-host '{}' matches layer '{}', which has tensors on the accelerator "
+          "(--override-tensor) beside those off it: a layer computes on the host only when all "
+          "its tensors are in host RAM or on disk",
+          pattern, module));
+    }
+    layer.run_on_host = true;
     ++matched_off;
   }
   if (matched_off == 0) {
@@ -82,34 +123,162 @@ int compute_on_host(ModelSession& session, const std::string& pattern) {
   return matched_off;
 }
 
-HostComputeChoice choose_decode_host_compute(ModelSession& session, double link_bytes_per_s,
-                                             int64_t batch) {
-  const models::TransformerSpec& spec = session.runner->spec();
-  const models::TransformerConfig& c = spec.config;
-  OffloadManager& manager = *session.manager;
-  std::vector<SplitCandidate> candidates;
-  DType dtype = DType::kF32;
-  bool any_float = false;
-  for (const models::DecoderLayerSpec& layer : spec.layers) {
-    const std::vector<RecordId> ids = manager.table().records_of(layer.module);
-    if (ids.empty() || manager.table().get(ids.front()).on(session.accelerator)) continue;
-    uint64_t bytes = 0;
-    for (RecordId id : ids) bytes += manager.table().get(id).bytes;
-    const bool float_weights = layer.gate.format == models::WeightFormat::kFloat;
-    if (float_weights) {
-      dtype = layer.gate.weight_dtype;
-      any_float = true;
+std::vector<SplitLayer> session_split_layers(ModelSession& session) {
+  const ResidencyTable& table = session.manager->table();
+  std::vector<SplitLayer> out;
+  for (const models::DecoderLayerSpec& layer : session.runner->spec().layers) {
+    SplitLayer l;
+    l.module = layer.module;
+    l.host_readable = true;
+    for (RecordId id : table.records_of(layer.module)) {
+      const TensorRecord r = table.get(id);
+      l.bytes += r.bytes;
+      if (r.on(session.accelerator)) {
+        l.host_readable = false;
+      } else {
+        l.off_accelerator_bytes += r.bytes;
+      }
     }
-    candidates.push_back({layer.module, bytes, float_weights});
+    l.float_weights = layer.gate.format == models::WeightFormat::kFloat &&
+                      layer.q.format == models::WeightFormat::kFloat;
+    l.run_on_host = session.manager->host_compute(layer.module);
+    out.push_back(std::move(l));
   }
-  HostComputeChoice choice;
-  choice.link_bytes_per_s = link_bytes_per_s;
-  if (any_float) {
-    choice.host_bytes_per_s =
-        models::measure_host_linear_rate(dtype, c.intermediate_size, c.hidden_size, batch);
+  return out;
+}
+
+int compute_on_host(ModelSession& session, const std::string& pattern) {
+  std::vector<SplitLayer> layers = session_split_layers(session);
+  const int marked = mark_run_on_host(pattern, session.manager->table().modules(), layers);
+  for (const SplitLayer& l : layers) {
+    if (l.run_on_host) session.manager->set_host_compute(l.module, true);
   }
-  choice.split = choose_compute_split(candidates, {link_bytes_per_s, choice.host_bytes_per_s});
-  return choice;
+  return marked;
+}
+
+std::vector<std::string> ComputeSplitReport::decode_host_modules() const {
+  std::vector<std::string> out;
+  for (const Layer& l : layers) {
+    if (l.decode == "host" && l.prefill != "host") out.push_back(l.module);
+  }
+  return out;
+}
+
+ComputeSplitReport decide_compute_split(const std::vector<SplitLayer>& layers, bool auto_split,
+                                        const ComputeRates& rates, int64_t decode_batch,
+                                        int host_threads) {
+  ComputeSplitReport report;
+  report.decode_batch = decode_batch;
+  report.auto_split = auto_split;
+  report.link_bytes_per_s = rates.link_bytes_per_s;
+  report.host_bytes_per_s = rates.host_bytes_per_s;
+  report.host_threads = host_threads;
+  std::vector<SplitCandidate> candidates;
+  for (const SplitLayer& l : layers) {
+    if (l.off_accelerator_bytes == 0) continue;
+    candidates.push_back({l.module, l.off_accelerator_bytes,
+                          l.host_readable && l.float_weights, l.run_on_host});
+  }
+  if (auto_split) report.split = choose_compute_split(candidates, rates);
+  const std::set<std::string> host(report.split.host_modules.begin(),
+                                   report.split.host_modules.end());
+  for (const SplitLayer& l : layers) {
+    ComputeSplitReport::Layer r;
+    r.module = l.module;
+    r.bytes = l.bytes;
+    r.streamed_bytes = l.off_accelerator_bytes;
+    if (l.off_accelerator_bytes == 0) {
+      r.decode = r.prefill = "resident";
+    } else if (l.run_on_host) {
+      r.decode = r.prefill = "host";
+    } else {
+      r.prefill = "streamed";
+      r.decode = host.count(l.module) != 0 ? "host" : "streamed";
+    }
+    report.layers.push_back(std::move(r));
+  }
+  return report;
+}
+
+double measure_model_host_rate(const models::TransformerSpec& spec, int64_t batch, int threads) {
+  for (const models::DecoderLayerSpec& layer : spec.layers) {
+    if (layer.gate.format != models::WeightFormat::kFloat) continue;
+    const models::TransformerConfig& c = spec.config;
+    return models::measure_host_linear_rate(layer.gate.weight_dtype, c.intermediate_size,
+                                            c.hidden_size, batch, 3, threads);
+  }
+  return 0;
+}
+
+ComputeSplitReport session_compute_split(ModelSession& session, const HostComputeFlags& flags,
+                                         double link_bytes_per_s, int64_t batch) {
+  ComputeRates rates{link_bytes_per_s, 0};
+  if (flags.auto_split) {
+    rates.host_bytes_per_s = measure_model_host_rate(session.runner->spec(), batch, flags.threads);
+  }
+  ComputeSplitReport report =
+      decide_compute_split(session_split_layers(session), flags.auto_split, rates, batch,
+                           flags.threads);
+  report.link_rate_source = link_bytes_per_s > 0 ? "measured" : "";
+  report.host_rate_source = rates.host_bytes_per_s > 0 ? "measured" : "";
+  return report;
+}
+
+boost::json::object compute_split_json(const ComputeSplitReport& report) {
+  boost::json::object o;
+  o["decode_batch"] = report.decode_batch;
+  o["auto"] = report.auto_split;
+  o["link_bytes_per_s"] = report.link_bytes_per_s;
+  o["link_rate"] = report.link_rate_source;
+  o["host_bytes_per_s"] = report.host_bytes_per_s;
+  o["host_rate"] = report.host_rate_source;
+  o["host_threads"] = report.host_threads;
+  o["streamed_bytes"] = report.split.streamed_bytes;
+  o["host_bytes"] = report.split.host_bytes;
+  o["estimated_step_seconds"] = report.split.estimated_seconds;
+  o["all_streamed_step_seconds"] = report.split.all_streamed_seconds;
+  o["decode_host_modules"] = boost::json::value_from(report.decode_host_modules());
+  boost::json::array layers;
+  for (const ComputeSplitReport::Layer& l : report.layers) {
+    boost::json::object e;
+    e["module"] = l.module;
+    e["bytes"] = l.bytes;
+    e["streamed_bytes"] = l.streamed_bytes;
+    e["decode"] = l.decode;
+    e["prefill"] = l.prefill;
+    layers.push_back(std::move(e));
+  }
+  o["layers"] = std::move(layers);
+  return o;
+}
+
+std::string compute_split_text(const ComputeSplitReport& report) {
+  const double gib = 1024.0 * 1024.0 * 1024.0;
+  auto rate = [&](double bytes_per_s, const std::string& source) {
+    return bytes_per_s > 0 ? fmt::format("{:.2f} GiB/s {}", bytes_per_s / gib, source)
+                           : std::string("not measured");
+  };
+  std::string out = fmt::format(
+      "compute split (decode at batch {}{}; link {}, host {}, {} host thread{}):\n",
+      report.decode_batch, report.auto_split ? ", chosen by --host-compute auto" : "",
+      rate(report.link_bytes_per_s, report.link_rate_source),
+      rate(report.host_bytes_per_s, report.host_rate_source), report.host_threads,
+      report.host_threads == 1 ? "" : "s");
+  if (report.auto_split) {
+    out += fmt::format(
+        "  estimated decode step {:.3f} ms on the off-accelerator layers against {:.3f} ms "
+        "streaming alone\n",
+        1e3 * report.split.estimated_seconds, 1e3 * report.split.all_streamed_seconds);
+  }
+  size_t width = 6;
+  for (const auto& l : report.layers) width = std::max(width, l.module.size());
+  out += fmt::format("  {:<{}}  {:>14}  {:<8}  {:<8}\n", "layer", width, "bytes", "decode",
+                     "prefill");
+  for (const auto& l : report.layers) {
+    out += fmt::format("  {:<{}}  {:>14}  {:<8}  {:<8}\n", l.module, width, l.bytes, l.decode,
+                       l.prefill);
+  }
+  return out;
 }
 
 }  // namespace stowage::cli

@@ -8,7 +8,11 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
+#include <boost/json.hpp>
+
+#include "cli/args.h"
 #include "cli/mlp_session.h"
 #include "core/platform.h"
 #include "models/linear.h"
@@ -36,29 +40,108 @@ std::unique_ptr<ModelSession> open_model_session(Platform& platform, const std::
                                                  const models::TransformerRunShape& shape,
                                                  bool progress);
 
-// --run-on-host: the decoder layers whose module name ("model.layers.3")
-// fully matches the RE2 `pattern` and that the plan put off the accelerator
-// compute on the host, where their weights are (OffloadManager::
-// set_host_compute); matching layers resident on the accelerator stay there.
-// Returns how many compute on the host. Throws UsageError naming the flag
-// for an invalid pattern, or one that matches a module that is not a
-// decoder layer (only those have a host path) or no layer off the
-// accelerator.
+// The flags of host compute (generate, bench, plan): --run-on-host REGEX,
+// --host-compute off|auto, --no-host-compute (the spelling of
+// --host-compute off), --host-threads N.
+inline const std::vector<std::string> kHostComputeValueFlags = {"run-on-host", "host-compute",
+                                                                "host-threads"};
+inline const char* kNoHostComputeFlag = "no-host-compute";
+struct HostComputeFlags {
+  std::optional<std::string> run_on_host;  // checked as an RE2 pattern
+  bool auto_split = false;                 // --host-compute auto
+  bool forbidden = false;                  // --no-host-compute (or --host-compute off given)
+  // --host-threads, or models::default_host_compute_threads(): the host
+  // kernels' threads, one core left to the copy submission by default.
+  int threads = 0;
+};
+// Throws UsageError naming the flags for a value of --host-compute other
+// than off and auto, an invalid --run-on-host pattern, --host-threads out of
+// 1..1024, and --no-host-compute beside --host-compute auto, --run-on-host
+// or --host-threads (each asks for the host compute it forbids).
+HostComputeFlags parse_host_compute_flags(const ArgParser& parser);
+
+// One decoder layer as the compute split sees it.
+struct SplitLayer {
+  std::string module;                  // "model.layers.3"
+  uint64_t bytes = 0;                  // all its tensors
+  uint64_t off_accelerator_bytes = 0;  // those a forward fetches (0: resident)
+  bool host_readable = false;          // every tensor in host RAM or on disk
+  bool float_weights = false;          // float projections (the measured host rate's kind)
+  bool run_on_host = false;            // --run-on-host chose it
+};
+
+// --run-on-host: marks the layers of `layers` whose module name fully
+// matches the RE2 `pattern` and that are off the accelerator (layers
+// resident there stay). Returns how many it marked. Throws UsageError naming
+// the flag for a pattern that matches one of `modules` that is not a
+// decoder layer (only those have a host path), a layer with tensors on the
+// accelerator and off it (--override-tensor: it cannot compute on the host),
+// or no layer off the accelerator.
+int mark_run_on_host(const std::string& pattern, const std::vector<std::string>& modules,
+                     std::vector<SplitLayer>& layers);
+
+// The decoder layers of a loaded session as the split sees them.
+std::vector<SplitLayer> session_split_layers(ModelSession& session);
+
+// --run-on-host on a loaded session: mark_run_on_host, then the marked
+// layers compute on the host where their weights are (OffloadManager::
+// set_host_compute). Returns how many.
 int compute_on_host(ModelSession& session, const std::string& pattern);
 
-// --host-compute auto: which decoder layers off the accelerator compute on
-// the host during decode at `batch` sequences (offload/compute_split.h),
-// from `link_bytes_per_s` and the host kernels' rate measured now on a layer
-// of the model's largest projection shape and weight dtype at `batch` rows.
-// Layers whose projections are quantized (int8, 4-bit) stream: the host rate
-// is measured for float weights only. The caller applies the choice to the
-// decode steps (GenerationOptions::decode_host_modules).
-struct HostComputeChoice {
-  ComputeSplit split;
-  double host_bytes_per_s = 0;
+// Where each decoder layer computes in each phase, and the rates the decode
+// split was chosen from (issue #19: visible in `stowage plan` and the --json
+// reports). Phases: the decode steps at `decode_batch`, and the prefill
+// (which always streams the layers off the accelerator but those
+// --run-on-host computes on the host).
+struct ComputeSplitReport {
+  struct Layer {
+    std::string module;
+    uint64_t bytes = 0;
+    uint64_t streamed_bytes = 0;  // fetched per forward when streamed
+    std::string decode;           // "resident", "streamed" or "host"
+    std::string prefill;
+  };
+  std::vector<Layer> layers;
+  int64_t decode_batch = 1;
+  bool auto_split = false;  // --host-compute auto chose the decode column
   double link_bytes_per_s = 0;
+  double host_bytes_per_s = 0;  // 0: not measured (no auto split, or no float layer)
+  std::string link_rate_source;  // "measured", "given" or "" (not used)
+  std::string host_rate_source;
+  int host_threads = 0;
+  ComputeSplit split;  // the decode split (auto) over the layers off the accelerator
+  std::vector<std::string> decode_host_modules() const;
 };
-HostComputeChoice choose_decode_host_compute(ModelSession& session, double link_bytes_per_s,
-                                             int64_t batch);
+
+// Decides the phases of `layers`: resident layers stay; --run-on-host layers
+// compute on the host in both phases; with `auto_split`, the others off the
+// accelerator are split for the decode steps by choose_compute_split at
+// `rates` (the --run-on-host layers counted on the host path; quantized or
+// partly resident layers stream).
+ComputeSplitReport decide_compute_split(const std::vector<SplitLayer>& layers, bool auto_split,
+                                        const ComputeRates& rates, int64_t decode_batch,
+                                        int host_threads);
+
+// The host kernels' rate on the model's largest projection shape at `batch`
+// rows on `threads` threads (models::measure_host_linear_rate), for the
+// float weight dtype of its first float layer; 0 when no layer is float.
+double measure_model_host_rate(const models::TransformerSpec& spec, int64_t batch, int threads);
+
+// --host-compute auto on a loaded session: the split at `batch` from
+// `link_bytes_per_s` and the host rate measured now (measure_model_host_rate);
+// the caller applies report.decode_host_modules() to the decode steps
+// (GenerationOptions::decode_host_modules). Without auto, the report of
+// where the layers compute as they are.
+ComputeSplitReport session_compute_split(ModelSession& session, const HostComputeFlags& flags,
+                                         double link_bytes_per_s, int64_t batch);
+
+// The report as JSON: {"decode_batch", "auto", "link_bytes_per_s",
+// "host_bytes_per_s", "link_rate", "host_rate" (measured/given), "host_threads",
+// "streamed_bytes", "host_bytes", "estimated_step_seconds",
+// "all_streamed_step_seconds", "decode_host_modules",
+// "layers": [{"module", "bytes", "streamed_bytes", "decode", "prefill"}]}.
+boost::json::object compute_split_json(const ComputeSplitReport& report);
+// The report as text: a line of rates, then a line per layer.
+std::string compute_split_text(const ComputeSplitReport& report);
 
 }  // namespace stowage::cli

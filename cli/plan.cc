@@ -12,11 +12,14 @@
 #include <boost/json.hpp>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <optional>
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/measure.h"
 #include "cli/mlp_common.h"
+#include "cli/model_session.h"
 #include "core/error.h"
 #include "core/memory_resource.h"
 #include "mmap_store/checkpoint.h"
@@ -41,10 +44,14 @@ std::optional<models::MlpSpec> mlp_spec_if_any(const mmap_store::Checkpoint& che
 }  // namespace
 
 int run_plan(const std::vector<std::string>& args) {
-  ArgParser parser("plan",
-                   {"model", "max-memory", "no-split", "prefetch", "batch", "device",
-                    "prompt-tokens", "max-new-tokens"},
-                   {"json"});
+  std::vector<std::string> value_flags = {"model",         "max-memory",     "no-split",
+                                          "prefetch",      "batch",          "device",
+                                          "prompt-tokens", "max-new-tokens", "override-tensor",
+                                          "link-rate",     "host-rate"};
+  value_flags.insert(value_flags.end(), kHostComputeValueFlags.begin(),
+                     kHostComputeValueFlags.end());
+  ArgParser parser("plan", value_flags, {"json", kNoHostComputeFlag});
+  parser.allow_repeated({"override-tensor"});
   parser.parse(args);
   parser.expect_positional(0, "");
   auto model = parser.get("model");
@@ -61,6 +68,36 @@ int run_plan(const std::vector<std::string>& args) {
   if (!folder && (parser.has("prompt-tokens") || parser.has("max-new-tokens"))) {
     throw UsageError("--prompt-tokens and --max-new-tokens apply to a model folder");
   }
+  for (const char* flag : {"run-on-host", "host-compute", "host-threads", "no-host-compute",
+                           "link-rate", "host-rate"}) {
+    if (!folder && parser.has(flag)) {
+      throw UsageError(fmt::format("--{} applies to a model folder (its decoder layers)", flag));
+    }
+  }
+  const HostComputeFlags host_flags = parse_host_compute_flags(parser);
+  auto rate_flag = [&](const char* flag) -> double {
+    const auto text = parser.get(flag);
+    if (!text) return 0;
+    uint64_t bytes = 0;
+    try {
+      bytes = parse_byte_size(*text);
+    } catch (const Error&) {
+      bytes = 0;
+    }
+    if (bytes == 0) {
+      throw UsageError(fmt::format(
+          "--{}: expected bytes per second as a size > 0 (e.g. 50GiB or 12.5GB), found '{}'", flag,
+          *text));
+    }
+    if (!host_flags.auto_split) {
+      throw UsageError(fmt::format("--{} is a rate the split of --host-compute auto is chosen "
+                                   "from: it needs --host-compute auto",
+                                   flag));
+    }
+    return static_cast<double>(bytes);
+  };
+  const double given_link_rate = rate_flag("link-rate");
+  const double given_host_rate = rate_flag("host-rate");
   const int64_t prompt_tokens = parser.get_int("prompt-tokens", 128, 1, 1 << 24);
   const int64_t new_tokens = parser.get_int("max-new-tokens", 128, 0, 1 << 24);
   auto checkpoint =
@@ -71,6 +108,9 @@ int run_plan(const std::vector<std::string>& args) {
   models::check_quantized_weights(*checkpoint);
   auto platform = make_platform(parser.get_or("device", "auto"), budgets);
   PlannerTiers tiers = planner_tiers(*platform, budgets, budgets.disk.has_value());
+  const std::vector<TensorOverride> overrides =
+      parse_tensor_overrides(parser.get_all("override-tensor"), *platform,
+                             budgets.disk ? "" : "a disk budget in --max-memory (disk=SIZE)");
 
   PlanRequest request;
   std::vector<std::string> order;
@@ -107,7 +147,59 @@ int run_plan(const std::vector<std::string>& args) {
     request.working_reserve[platform->accelerator(0).tier()] =
         working_reserve_bytes(*platform, *spec, batch);
   }
+  apply_tensor_overrides(request.modules, overrides);
   const Plan plan = plan_device_map(request);
+
+  // Where each decoder layer computes in each phase (issue #19): resident,
+  // streamed, or on the host (--run-on-host; --host-compute auto at the
+  // rates measured here on the platform, as generate measures them, or
+  // given by --link-rate / --host-rate).
+  std::optional<ComputeSplitReport> split;
+  if (transformer) {
+    const Tier compute = platform->accelerator(0).tier();
+    std::vector<SplitLayer> layers;
+    std::map<std::string, const PlanModule*> planned;
+    for (const PlanModule& m : request.modules) planned[m.path] = &m;
+    for (const models::DecoderLayerSpec& spec_layer : transformer->layers) {
+      SplitLayer l;
+      l.module = spec_layer.module;
+      l.host_readable = true;
+      for (const PlanTensor& t : planned.at(l.module)->tensors) {
+        l.bytes += t.bytes;
+        const Tier tier = plan.tier_of_tensor(l.module, t.name);
+        if (tier == compute) {
+          l.host_readable = false;
+        } else {
+          l.off_accelerator_bytes += t.bytes;
+        }
+      }
+      if (l.off_accelerator_bytes == 0) l.host_readable = false;
+      l.float_weights = spec_layer.gate.format == models::WeightFormat::kFloat &&
+                        spec_layer.q.format == models::WeightFormat::kFloat;
+      layers.push_back(std::move(l));
+    }
+    if (host_flags.run_on_host) {
+      mark_run_on_host(*host_flags.run_on_host, order, layers);
+    }
+    ComputeRates rates;
+    std::string link_source, host_source;
+    if (host_flags.auto_split) {
+      rates.link_bytes_per_s = given_link_rate > 0
+                                   ? given_link_rate
+                                   : measure_pinned_h2d_rate(*platform, 0, uint64_t{256} << 20, 3);
+      rates.host_bytes_per_s = given_host_rate > 0
+                                   ? given_host_rate
+                                   : measure_model_host_rate(*transformer, 1, host_flags.threads);
+      link_source = given_link_rate > 0 ? "given" : "measured";
+      host_source = given_host_rate > 0 ? "given" : rates.host_bytes_per_s > 0 ? "measured" : "";
+    } else {
+      rates.link_bytes_per_s = 1;  // unused: no split is chosen
+    }
+    split = decide_compute_split(layers, host_flags.auto_split, rates, 1, host_flags.threads);
+    if (!host_flags.auto_split) split->link_bytes_per_s = 0;
+    split->link_rate_source = link_source;
+    split->host_rate_source = host_source;
+  }
 
   if (!parser.has("json")) {
     std::fputs(escape_control(plan.to_string(request), true).c_str(), stdout);
@@ -119,6 +211,7 @@ int run_plan(const std::vector<std::string>& args) {
           static_cast<long long>(transformer->config.num_layers), format_bytes(kv_bytes).c_str(),
           static_cast<long long>(batch),
           static_cast<long long>(prompt_tokens + std::max<int64_t>(new_tokens, 1)));
+      std::fputs(escape_control(compute_split_text(*split), true).c_str(), stdout);
     }
     return 0;
   }
@@ -132,7 +225,19 @@ int run_plan(const std::vector<std::string>& args) {
     m["module"] = path;
     m["tier"] = tier.to_string();
     m["bytes"] = request.modules[i].bytes();
-    m["streamed"] = !tier.is_accelerator();
+    m["streamed"] = plan.streamed(path);
+    auto overridden = plan.tensor_tiers.find(path);
+    if (overridden != plan.tensor_tiers.end()) {
+      // Tensors placed apart from the module (--override-tensor).
+      boost::json::array tensors;
+      for (const auto& [name, tensor_tier] : overridden->second) {
+        boost::json::object t;
+        t["tensor"] = name;
+        t["tier"] = tensor_tier.to_string();
+        tensors.push_back(std::move(t));
+      }
+      m["tensor_tiers"] = std::move(tensors);
+    }
     modules.push_back(std::move(m));
   }
   out["modules"] = std::move(modules);
@@ -153,6 +258,7 @@ int run_plan(const std::vector<std::string>& args) {
     out["kv_cache_bytes"] = kv_bytes;
     out["prompt_tokens"] = prompt_tokens;
     out["max_new_tokens"] = new_tokens;
+    out["host_compute"] = compute_split_json(*split);
   }
   std::puts(boost::json::serialize(out).c_str());
   return 0;

@@ -54,8 +54,9 @@ Tensor read_input(const mmap_store::Checkpoint& input, Platform& platform) {
 int run_run(const std::vector<std::string>& args, mmap_store::TemporaryFileRegistry* temporaries) {
   ArgParser parser("run",
                    with_host_cache_flags({"model", "input", "output", "max-memory", "offload-dir",
-                                          "prefetch", "trace", "device"}),
+                                          "prefetch", "trace", "device", "override-tensor"}),
                    {"report"}, kHostCacheOptionalFlags);
+  parser.allow_repeated({"override-tensor"});
   parser.parse(args);
   parser.expect_positional(0, "");
   auto model = parser.get("model");
@@ -95,6 +96,8 @@ int run_run(const std::vector<std::string>& args, mmap_store::TemporaryFileRegis
   session.budgets = budgets;
   session.offload_dir = offload_dir;
   session.prefetch_depth = prefetch;
+  session.tensor_overrides = parse_tensor_overrides(parser.get_all("override-tensor"), *platform,
+                                                    offload_dir ? "" : "--offload-dir");
   if (parser.has("trace")) session.trace = &trace;
   session.host_cache = host_cache.get();
   OffloadOptions options = offload_options(*platform, session);

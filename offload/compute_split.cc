@@ -13,16 +13,23 @@ ComputeSplit choose_compute_split(const std::vector<SplitCandidate>& candidates,
                   "bytes/s",
                   rates.link_bytes_per_s, rates.host_bytes_per_s);
   ComputeSplit split;
-  double link_s = 0, host_s = 0, all_s = 0;
+  double link_s = 0, host_s = 0, all_s = 0, forced_s = 0;
   for (const SplitCandidate& c : candidates) {
     const double on_link = static_cast<double>(c.bytes) / rates.link_bytes_per_s;
+    const double on_host =
+        rates.host_bytes_per_s > 0 ? static_cast<double>(c.bytes) / rates.host_bytes_per_s : 0;
+    if (c.on_host) {
+      host_s += on_host;
+      forced_s += on_host;  // streaming the others alone, these still compute on the host
+      split.host_bytes += c.bytes;
+      split.host_modules.push_back(c.module);
+      continue;
+    }
     all_s += on_link;
     const bool host = c.host_capable && rates.host_bytes_per_s > 0 &&
-                      std::max(link_s, host_s + static_cast<double>(c.bytes) /
-                                                    rates.host_bytes_per_s) <
-                          std::max(link_s + on_link, host_s);
+                      std::max(link_s, host_s + on_host) < std::max(link_s + on_link, host_s);
     if (host) {
-      host_s += static_cast<double>(c.bytes) / rates.host_bytes_per_s;
+      host_s += on_host;
       split.host_bytes += c.bytes;
       split.host_modules.push_back(c.module);
     } else {
@@ -31,7 +38,7 @@ ComputeSplit choose_compute_split(const std::vector<SplitCandidate>& candidates,
     }
   }
   split.estimated_seconds = std::max(link_s, host_s);
-  split.all_streamed_seconds = all_s;
+  split.all_streamed_seconds = std::max(all_s, forced_s);
   return split;
 }
 

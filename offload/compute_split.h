@@ -36,6 +36,10 @@ struct SplitCandidate {
   std::string module;
   uint64_t bytes = 0;
   bool host_capable = true;
+  // Computed on the host whatever the rates say (--run-on-host): counted on
+  // the host path (at the host rate; nothing when it is 0) and listed in
+  // host_modules.
+  bool on_host = false;
 };
 
 struct ComputeSplit {
@@ -43,7 +47,7 @@ struct ComputeSplit {
   uint64_t streamed_bytes = 0;
   uint64_t host_bytes = 0;
   double estimated_seconds = 0;     // per step, both paths at once
-  double all_streamed_seconds = 0;  // per step, streaming alone
+  double all_streamed_seconds = 0;  // per step, streaming alone (on_host ones beside it)
 };
 
 // `candidates`: the off-accelerator modules in execution order. Throws

@@ -327,6 +327,19 @@ std::vector<size_t> apply_tensor_overrides(std::vector<PlanModule>& modules,
       ++placed[*chosen[t]];
     }
   }
+  std::string example;
+  for (const PlanModule& m : modules) {
+    if (example.empty() && !m.tensors.empty()) {
+      example = m.path.empty() ? m.tensors.front().name : m.path + "." + m.tensors.front().name;
+    }
+  }
+  for (size_t o = 0; o < overrides.size(); ++o) {
+    STOWAGE_EXPECTS(placed[o] > 0, InvalidInputError,
+                    "tensor override '{}' matches no tensor{} (the pattern must match a whole "
+                    "tensor name, e.g. '{}')",
+                    overrides[o].pattern, o > 0 ? " that an earlier override did not place" : "",
+                    example);
+  }
   return placed;
 }
 

@@ -106,7 +106,8 @@ struct TensorOverride {
 // ("module.name", the checkpoint's name) wins; a quant-state part goes with
 // its weight (a move is of the weight and its state together). Returns, per
 // override, how many tensors it placed. Throws InvalidInputError for an
-// invalid pattern.
+// invalid pattern, or one that places no tensor (a typo would otherwise
+// change nothing, silently), naming it and a tensor name for comparison.
 std::vector<size_t> apply_tensor_overrides(std::vector<PlanModule>& modules,
                                            const std::vector<TensorOverride>& overrides);
 

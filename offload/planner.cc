@@ -360,8 +360,16 @@ std::string Plan::to_string(const PlanRequest& request) const {
   for (const auto& m : request.modules) module_bytes[m.path] = m.bytes();
   std::string out = fmt::format("{:<{}}  {:<8}  {:>14}\n", "module", width, "tier", "bytes");
   for (const auto& [path, tier] : device_map) {
-    out +=
-        fmt::format("{:<{}}  {:<8}  {:>14}\n", path, width, tier.to_string(), module_bytes[path]);
+    // A module on several tiers: its module tier, then the others ("sim:0+cpu").
+    std::string tiers = tier.to_string();
+    auto overridden = tensor_tiers.find(path);
+    if (overridden != tensor_tiers.end()) {
+      for (const auto& entry : overridden->second) {
+        const std::string t = entry.second.to_string();
+        if (("+" + tiers + "+").find("+" + t + "+") == std::string::npos) tiers += "+" + t;
+      }
+    }
+    out += fmt::format("{:<{}}  {:<8}  {:>14}\n", path, width, tiers, module_bytes[path]);
   }
   if (!tensor_tiers.empty()) {
     out += "tensors placed apart from their module (override; a module on several tiers is "

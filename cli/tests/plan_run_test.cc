@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <cmath>
 #include <cstring>
@@ -251,6 +252,74 @@ TEST_F(PlanRunTest, BadUsageExitsTwo) {
                  "--output", file("y.safetensors"), "--max-memory", "disk=1GiB"}),
             2);  // disk without --offload-dir
   ::testing::internal::GetCapturedStderr();
+}
+
+// --override-tensor (issue #19): the weights of every other layer in host
+// RAM, their biases and the other layers on the accelerator (int8: the
+// weights' SCB goes with them). run writes the all-resident output bit for
+// bit, and plan shows each overridden tensor on its tier.
+TEST_F(PlanRunTest, OverrideTensorPlacesTheMatchingTensorsAndRunGivesTheResidentOutput) {
+  for (TestFormat format : {TestFormat::kF16, TestFormat::kInt8}) {
+    write_model(format);
+    ASSERT_EQ(run({"--model", file("model.safetensors"), "--input", file("in.safetensors"),
+                   "--output", file("resident.safetensors"), "--device", "sim"}),
+              0);
+    const std::string pattern = "layers\\.[1357]\\.weight=cpu";
+    ASSERT_EQ(run({"--model", file("model.safetensors"), "--input", file("in.safetensors"),
+                   "--output", file("overridden.safetensors"), "--device", "sim",
+                   "--override-tensor", pattern}),
+              0);
+    EXPECT_EQ(read_y(file("overridden.safetensors")), read_y(file("resident.safetensors")));
+    std::string out;
+    ASSERT_EQ(plan({"--model", file("model.safetensors"), "--max-memory", "0=1GiB", "--json",
+                    "--device", "sim", "--override-tensor", pattern},
+                   &out),
+              0);
+    const boost::json::value plan_json = boost::json::parse(out);
+    const boost::json::array& modules = plan_json.at("modules").as_array();
+    ASSERT_EQ(modules.size(), 8u);
+    for (size_t i = 0; i < modules.size(); ++i) {
+      const bool overridden = i % 2 == 1;
+      EXPECT_EQ(modules[i].at("streamed").as_bool(), overridden) << i;
+      if (!overridden) continue;
+      const boost::json::array& tensors = modules[i].at("tensor_tiers").as_array();
+      std::vector<std::string> names;
+      for (const auto& t : tensors) {
+        names.push_back(std::string(t.at("tensor").as_string()));
+        EXPECT_EQ(t.at("tier").as_string(), "cpu");
+      }
+      EXPECT_EQ(std::count(names.begin(), names.end(), "weight"), 1);
+      EXPECT_EQ(std::count(names.begin(), names.end(), "bias"), 0) << "the bias stays";
+      // int8: SCB (and weight_format) go with the weight.
+      EXPECT_EQ(std::count(names.begin(), names.end(), "SCB"),
+                format == TestFormat::kInt8 ? 1 : 0);
+    }
+  }
+}
+
+TEST_F(PlanRunTest, BadOverrideTensorExitsTwoNamingWhatWasExpected) {
+  write_model();
+  const std::vector<std::string> base = {"--model", file("model.safetensors"), "--input",
+                                         file("in.safetensors"), "--output",
+                                         file("y.safetensors"), "--device", "sim"};
+  for (const auto& [value, message] : std::vector<std::pair<std::string, std::string>>{
+           {"layers", "expected REGEX=TIER"},
+           {"layers\\..*=tape", "found 'tape'"},
+           {"layers\\..*=disk", "needs --offload-dir"},
+           {"(=cpu", "--override-tensor"}}) {
+    std::vector<std::string> args = base;
+    args.insert(args.end(), {"--override-tensor", value});
+    ::testing::internal::CaptureStderr();
+    EXPECT_EQ(run(args), 2) << value;
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(err.find(message), std::string::npos) << value << ": " << err;
+  }
+  ::testing::internal::CaptureStderr();
+  std::vector<std::string> args = base;
+  args.insert(args.end(), {"--override-tensor", "nothing=cpu"});
+  EXPECT_EQ(run(args), 1);
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("matches no tensor"), std::string::npos) << err;
 }
 
 TEST_F(PlanRunTest, RunWithAQuarterBudgetWritesTheAllResidentOutput) {

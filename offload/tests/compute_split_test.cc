@@ -68,5 +68,23 @@ TEST(ComputeSplit, BadRatesAreRefused) {
   EXPECT_THROW(choose_compute_split(layers(1, 1), {1, -1}), InvalidInputError);
 }
 
+// --run-on-host layers are on the host whatever the rates: listed, counted
+// on the host path, and the split balances the other layers against them.
+TEST(ComputeSplit, ForcedHostLayersCountOnTheHostPath) {
+  std::vector<SplitCandidate> c = layers(6, 100);
+  c[0].on_host = true;
+  c[1].on_host = true;
+  const ComputeSplit s = choose_compute_split(c, {100, 100});
+  ASSERT_GE(s.host_modules.size(), 2u);
+  EXPECT_EQ(s.host_modules[0], "model.layers.0");
+  EXPECT_EQ(s.host_modules[1], "model.layers.1");
+  EXPECT_EQ(s.host_bytes + s.streamed_bytes, 600u);
+  EXPECT_EQ(s.host_bytes, 300u) << "2 forced, then the balance takes 1 more of the 4";
+  EXPECT_DOUBLE_EQ(s.estimated_seconds, 3.0);
+  const ComputeSplit no_rate = choose_compute_split(c, {100, 0});
+  EXPECT_EQ(no_rate.host_modules.size(), 2u) << "forced layers stay on the host";
+  EXPECT_EQ(no_rate.streamed_bytes, 400u);
+}
+
 }  // namespace
 }  // namespace stowage

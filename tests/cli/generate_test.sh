@@ -2,7 +2,9 @@
 # `stowage generate`, `inspect` and `plan` on Hugging Face model folders (the
 # transformers fixtures of models/testdata) on the simulated accelerator: the
 # reference tokens resident and streamed, --dump-logits, --json, sampling with
-# a seed, and the exit codes and messages of bad input.
+# a seed, issue #19's flags (--override-tensor, --no-host-compute,
+# --host-threads, the compute split), and the exit codes and messages of bad
+# input.
 set -euo pipefail
 stowage=$1
 data=$(dirname "$2")  # models/testdata/manifest.json -> models/testdata
@@ -140,4 +142,152 @@ expect 2 "matches no decoder layer off the accelerator" generate --device sim \
   --model "$data/llama_f32" --prompt-ids "$prompt" --run-on-host 'model\.layers\.0'
 expect 2 "--run-on-host" generate --device sim --model "$data/llama_f32" --prompt-ids "$prompt" \
   --run-on-host '(unclosed'
+# Issue #19's flags: --override-tensor (generate, plan, bench; run in
+# cli/tests/plan_run_test.cc), --no-host-compute, --host-threads, and the
+# compute split in `stowage plan` and the --json reports (each layer
+# resident / streamed / host per phase, with the rates it was chosen from);
+# the exit codes and messages of bad input.
+model=$data/llama_f32
+gen=(generate --device sim --model "$model" --prompt-ids "$prompt" --max-new-tokens 32 --ignore-eos
+     --json)
+mlp='model\.layers\.[0-9]+\.mlp\..*'
+
+# --override-tensor (llama.cpp's -ot): every layer's MLP weights in host RAM,
+# the rest on the accelerator. The layers are fetched whole for each forward
+# (their attention used where it is, their MLP copied in): the reference
+# tokens, with exactly the MLP bytes crossing the link per token.
+"$stowage" "${gen[@]}" --override-tensor "$mlp=cpu" >"$tmp/ot.json"
+[ "$(json_field "$tmp/ot.json" output_ids)" = "$want" ] || fail "override-tensor tokens"
+# 2 layers x 3 MLP projections of 64 x 160 float32 = 245760 bytes a token.
+[ "$(json_field "$tmp/ot.json" streamed_bytes_per_token)" = 245760 ] ||
+  fail "override-tensor streamed $(json_field "$tmp/ot.json" streamed_bytes_per_token) bytes a token"
+# Repeatable, first match wins: layer 0's MLP on the accelerator, layer 1's on the host.
+"$stowage" "${gen[@]}" --override-tensor 'model\.layers\.0\..*=0' --override-tensor "$mlp=cpu" \
+  >"$tmp/ot2.json"
+[ "$(json_field "$tmp/ot2.json" output_ids)" = "$want" ] || fail "two overrides tokens"
+[ "$(json_field "$tmp/ot2.json" streamed_bytes_per_token)" = 122880 ] || fail "first override wins"
+# ... and in the plan, text and JSON.
+"$stowage" plan --device sim --model "$model" --max-memory 0=1MiB --prompt-tokens 7 \
+  --max-new-tokens 32 --override-tensor "$mlp=cpu" >"$tmp/plan.txt"
+grep -q "^model.layers.0 *sim:0+cpu" "$tmp/plan.txt" || fail "plan text: $(cat "$tmp/plan.txt")"
+grep -q "model.layers.1.mlp.up_proj.weight  cpu  40960" "$tmp/plan.txt" || fail "plan tensors"
+"$stowage" plan --device sim --model "$model" --max-memory 0=1MiB --prompt-tokens 7 \
+  --max-new-tokens 32 --override-tensor "$mlp=cpu" --json >"$tmp/plan.json"
+python3 - "$tmp/plan.json" <<'PY' || fail "plan json of overrides"
+import json, sys
+o = json.loads(open(sys.argv[1]).read())
+layer = [m for m in o["modules"] if m["module"] == "model.layers.0"][0]
+assert layer["tier"] == "sim:0" and layer["streamed"], layer
+assert sorted(t["tensor"] for t in layer["tensor_tiers"]) == [
+    "mlp.down_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight"], layer
+assert all(t["tier"] == "cpu" for t in layer["tensor_tiers"]), layer
+assert o["bytes_per_tier"]["cpu"] == 6 * 40960, o["bytes_per_tier"]
+assert [l["decode"] for l in o["host_compute"]["layers"]] == ["streamed", "streamed"], o
+PY
+# bench takes it for its budgeted runs.
+"$stowage" bench --device sim --model "$model" --max-memory 0=1MiB --no-resident --prompt-tokens 4 \
+  --new-tokens 2 --batches 1 --override-tensor "$mlp=cpu" --host-threads 1 --json >"$tmp/bench.json"
+python3 - "$tmp/bench.json" <<'PY' || fail "bench json"
+import json, sys
+o = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+assert o["host_threads"] == 1, o
+decode = [r for r in o["runs"] if r["phase"] == "decode"][0]
+assert decode["streamed_bytes_per_step"] == 245760, decode
+assert [l["decode"] for l in decode["host_compute"]["layers"]] == ["streamed", "streamed"], decode
+PY
+
+# Bad --override-tensor: usage errors (exit 2) naming what was expected and
+# found; a pattern that places nothing, or an override that cannot fit its
+# tier, exits 1 naming the tensor, the tier, the bytes and the budget.
+expect 2 "expected REGEX=TIER" "${gen[@]}" --override-tensor 'model\.layers\.0'
+expect 2 "expected REGEX=TIER" "${gen[@]}" --override-tensor '=cpu'
+expect 2 "expected TIER to be an accelerator index (e.g. 0), cpu or disk, found 'gpu'" \
+  "${gen[@]}" --override-tensor "$mlp=gpu"
+expect 2 "expected an accelerator index below 1 (the accelerators present), found 3" \
+  "${gen[@]}" --override-tensor "$mlp=3"
+expect 2 "the disk tier needs --offload-dir" "${gen[@]}" --override-tensor "$mlp=disk"
+expect 2 "the disk tier needs a disk budget" plan --device sim --model "$model" --max-memory 0=1MiB \
+  --override-tensor "$mlp=disk"
+expect 2 "--override-tensor" "${gen[@]}" --override-tensor '(unclosed=cpu'
+expect 1 "tensor override 'nothing\\\\.here' matches no tensor" "${gen[@]}" \
+  --override-tensor 'nothing\.here=cpu'
+expect 1 "tensor 'model.layers.0.mlp.down_proj.weight' (40960 bytes) is overridden to cpu" \
+  "${gen[@]}" --max-memory 0=1MiB,cpu=16KiB --override-tensor "$mlp=cpu"
+grep -q "holds 16384 bytes" "$tmp/err" || fail "override budget: $(cat "$tmp/err")"
+# A layer with tensors on both sides cannot compute on the host.
+expect 2 "has tensors on the accelerator" "${gen[@]}" --override-tensor "$mlp=cpu" \
+  --run-on-host 'model\.layers\.0'
+
+# --no-host-compute: --host-compute off spelled as a flag; the same tokens;
+# it conflicts with the flags that ask for host compute.
+"$stowage" "${gen[@]}" --max-memory 0=640KiB --no-host-compute >"$tmp/none.json"
+[ "$(json_field "$tmp/none.json" output_ids)" = "$want" ] || fail "no-host-compute tokens"
+python3 - "$tmp/none.json" <<'PY' || fail "no-host-compute report"
+import json, sys
+o = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+assert o["host_layers"] == 0 and o["host_compute"]["decode_host_modules"] == [], o
+assert all(l["decode"] != "host" for l in o["host_compute"]["layers"]), o
+PY
+expect 2 "--no-host-compute forbids host compute, but --host-compute auto asks for it" \
+  "${gen[@]}" --no-host-compute --host-compute auto
+expect 2 "--no-host-compute forbids host compute, but --run-on-host asks for it" \
+  "${gen[@]}" --no-host-compute --run-on-host 'model\.layers\.1'
+expect 2 "--no-host-compute forbids host compute, but --host-threads asks for it" \
+  "${gen[@]}" --no-host-compute --host-threads 2
+expect 2 "--no-host-compute takes no value" "${gen[@]}" --no-host-compute=yes
+expect 2 "--no-host-compute forbids" bench --device sim --model "$model" --max-memory 0=640KiB \
+  --no-host-compute --host-compute auto
+
+# --host-threads: explicit, reported; out of range is a usage error.
+"$stowage" "${gen[@]}" --max-memory 0=640KiB --run-on-host 'model\.layers\.[0-9]+' \
+  --host-threads 2 >"$tmp/threads.json"
+[ "$(json_field "$tmp/threads.json" output_ids)" = "$want" ] || fail "host-threads tokens"
+python3 - "$tmp/threads.json" <<'PY' || fail "host threads and the per-layer report"
+import json, sys
+o = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+assert o["host_threads"] == 2 and o["host_compute"]["host_threads"] == 2, o
+# The layers off the accelerator compute on the host in both phases.
+host = [l for l in o["host_compute"]["layers"] if l["decode"] == "host"]
+assert host and all(l["prefill"] == "host" for l in host), o
+PY
+expect 2 "--host-threads must be in \[1, 1024\], found 0" "${gen[@]}" --host-threads 0
+expect 2 "--host-threads expects an integer, found 'many'" "${gen[@]}" --host-threads many
+
+# The compute split in `stowage plan`: measured on the platform as generate
+# measures it, or from given rates; each layer per phase.
+"$stowage" plan --device sim --model "$model" --max-memory 0=640KiB --prompt-tokens 7 \
+  --max-new-tokens 32 --host-compute auto --link-rate 1GiB --host-rate 3GiB --json >"$tmp/split.json"
+python3 - "$tmp/split.json" <<'PY' || fail "plan split from given rates"
+import json, sys
+o = json.loads(open(sys.argv[1]).read())["host_compute"]
+assert o["auto"] and o["decode_batch"] == 1, o
+assert o["link_bytes_per_s"] == 2**30 and o["link_rate"] == "given", o
+assert o["host_bytes_per_s"] == 3 * 2**30 and o["host_rate"] == "given", o
+layers = o["layers"]
+assert [l["module"] for l in layers] == ["model.layers.0", "model.layers.1"], layers
+off = [l for l in layers if l["decode"] != "resident"]
+assert off and all(l["prefill"] == "streamed" for l in off), layers
+# The host path is 3x the link: every layer off the accelerator goes to it.
+assert all(l["decode"] == "host" for l in off), layers
+assert o["decode_host_modules"] == [l["module"] for l in off], o
+PY
+"$stowage" plan --device sim --model "$model" --max-memory 0=640KiB --prompt-tokens 7 \
+  --max-new-tokens 32 --host-compute auto >"$tmp/split.txt"
+grep -q "chosen by --host-compute auto; link .* GiB/s measured, host .* GiB/s measured" \
+  "$tmp/split.txt" || fail "plan split text: $(cat "$tmp/split.txt")"
+grep -Eq "^  model.layers.1 +[0-9]+  (host|streamed) +streamed" "$tmp/split.txt" ||
+  fail "plan split rows: $(cat "$tmp/split.txt")"
+"$stowage" plan --device sim --model "$model" --max-memory 0=640KiB --run-on-host 'model\.layers\.1' \
+  --prompt-tokens 7 --max-new-tokens 32 --json >"$tmp/roh.json"
+python3 - "$tmp/roh.json" <<'PY' || fail "plan --run-on-host"
+import json, sys
+layers = json.loads(open(sys.argv[1]).read())["host_compute"]["layers"]
+assert layers[1]["decode"] == "host" and layers[1]["prefill"] == "host", layers
+PY
+expect 2 "--link-rate is a rate the split of --host-compute auto is chosen from" plan --device sim \
+  --model "$model" --max-memory 0=640KiB --link-rate 1GiB
+expect 2 "--host-rate: expected bytes per second as a size > 0" plan --device sim --model "$model" \
+  --max-memory 0=640KiB --host-compute auto --host-rate fast
+expect 2 "--host-compute applies to a model folder" plan --device sim \
+  --model "$model/model.safetensors" --max-memory 0=640KiB --host-compute auto
 echo "PASS"
