@@ -146,7 +146,8 @@ void dense_gemv(const DenseGemvArgs& a) {
       for (int64_t i = 0; i < a.k; ++i) acc += xr[i] * wc[i];
       if (a.bias != nullptr) acc += load_as_float(a.bias, a.bias_dtype, static_cast<size_t>(c));
       if (a.relu) acc = std::max(acc, 0.0f);
-      a.y[r * a.n + c] = acc;
+      float& out = a.y[r * a.n + c];
+      out = a.accumulate ? out + acc : acc;
     }
   }
 }

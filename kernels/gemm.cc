@@ -2,8 +2,11 @@
 // now; sim stream: enqueued with host_task) or the CUDA implementation.
 #include "kernels/gemm.h"
 
+#include <array>
+
 #include "core/error.h"
 #include "kernels/cpu_reference.h"
+#include "kernels/cpu_transformer_ops.h"
 #include "kernels/detail/arg_checks.h"
 #include "kernels/detail/cuda_ops.h"
 #include "kernels/detail/dispatch.h"
@@ -31,7 +34,9 @@ void gemm(CublasLtContext& context, const GemmArgs& a, StreamRef stream) {
       stream, [a] { cpu::gemm(a); }, [&](void*) { detail::cuda_gemm(context, a, stream); });
 }
 
-void dense_gemv(const DenseGemvArgs& a, StreamRef stream) {
+namespace {
+
+void check_dense_gemv(const DenseGemvArgs& a) {
   const char* call = "dense_gemv";
   STOWAGE_EXPECTS(a.weight_dtype == DType::kF16 || a.weight_dtype == DType::kBF16,
                   InvalidInputError, "kernels::dense_gemv: weight dtype must be f16 or bf16, found {}",
@@ -47,9 +52,67 @@ void dense_gemv(const DenseGemvArgs& a, StreamRef stream) {
   expect_pointer(call, "x", a.x, a.k > 0);
   expect_pointer(call, "w", a.w, a.n * a.k > 0);
   expect_pointer(call, "y", a.y, a.n > 0);
+}
+
+}  // namespace
+
+void dense_gemv(const DenseGemvArgs& a, StreamRef stream) {
+  check_dense_gemv(a);
   if (a.n == 0) return;
   dispatch(
       stream, [a] { cpu::dense_gemv(a); }, [&](void* s) { detail::cuda_dense_gemv(a, s); });
+}
+
+void dense_gemv_group(const DenseGemvArgs* outputs, int count, StreamRef stream) {
+  STOWAGE_EXPECTS(outputs != nullptr && count >= 1 && count <= kDenseGemvMaxGroup,
+                  InvalidInputError, "kernels::dense_gemv_group: expected 1..{} outputs, found {}",
+                  kDenseGemvMaxGroup, count);
+  std::array<DenseGemvArgs, kDenseGemvMaxGroup> group;
+  for (int i = 0; i < count; ++i) {
+    const DenseGemvArgs& a = outputs[i];
+    check_dense_gemv(a);
+    STOWAGE_EXPECTS(a.x == outputs[0].x && a.m == outputs[0].m && a.k == outputs[0].k &&
+                        a.weight_dtype == outputs[0].weight_dtype,
+                    InvalidInputError,
+                    "kernels::dense_gemv_group: output {} expected output 0's x, m={}, k={} and "
+                    "{} weights, found m={}, k={}, {} weights{}",
+                    i, outputs[0].m, outputs[0].k, short_name(outputs[0].weight_dtype), a.m, a.k,
+                    short_name(a.weight_dtype), a.x == outputs[0].x ? "" : " and another x");
+    group[static_cast<size_t>(i)] = a;
+  }
+  dispatch(
+      stream,
+      [group, count] {
+        for (int i = 0; i < count; ++i) {
+          if (group[static_cast<size_t>(i)].n > 0) cpu::dense_gemv(group[static_cast<size_t>(i)]);
+        }
+      },
+      [&](void* s) { detail::cuda_dense_gemv_group(group.data(), count, s); });
+}
+
+void dense_gemv_swiglu(const DenseGemvArgs& gate, const DenseGemvArgs& up, float* act,
+                       StreamRef stream) {
+  check_dense_gemv(gate);
+  check_dense_gemv(up);
+  STOWAGE_EXPECTS(gate.x == up.x && gate.m == up.m && gate.n == up.n && gate.k == up.k &&
+                      gate.weight_dtype == up.weight_dtype && !gate.relu && !up.relu &&
+                      !gate.accumulate && !up.accumulate,
+                  InvalidInputError,
+                  "kernels::dense_gemv_swiglu: expected gate and up with the same x, m, n, k and "
+                  "weight dtype and no relu or accumulate, found gate m={} n={} k={} {} and up "
+                  "m={} n={} k={} {}",
+                  gate.m, gate.n, gate.k, short_name(gate.weight_dtype), up.m, up.n, up.k,
+                  short_name(up.weight_dtype));
+  expect_pointer("dense_gemv_swiglu", "act", act, gate.n > 0);
+  if (gate.n == 0) return;
+  dispatch(
+      stream,
+      [gate, up, act] {
+        cpu::dense_gemv(gate);
+        cpu::dense_gemv(up);
+        cpu::swiglu({gate.m, gate.n, gate.y, gate.n, up.y, up.n, act});
+      },
+      [&](void* s) { detail::cuda_dense_gemv_swiglu(gate, up, act, s); });
 }
 
 }  // namespace stowage::kernels

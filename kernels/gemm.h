@@ -48,10 +48,29 @@ struct DenseGemvArgs {
   const void* w = nullptr;            // [n, k]
   const void* bias = nullptr;         // [n], or null
   bool relu = false;
+  // y += the result instead of y = the result: a residual added in the same
+  // pass, with the same bits as storing the result and then add_in_place.
+  bool accumulate = false;
   float* y = nullptr;  // [m, n]
 };
 // Throws InvalidInputError for other dtypes, m outside 1..kDenseGemvMaxRows,
 // negative sizes or null pointers where data is needed.
 void dense_gemv(const DenseGemvArgs& args, StreamRef stream);
+
+// Up to kDenseGemvMaxGroup dense GEMVs that read the same x (the same x
+// pointer, m, k and weight dtype; each with its own w, bias, relu, accumulate
+// and y) in one launch, so a small projection (a decode step's k and v) does
+// not run alone on a mostly idle device. The same bits as dense_gemv on each.
+inline constexpr int kDenseGemvMaxGroup = 4;
+void dense_gemv_group(const DenseGemvArgs* outputs, int count, StreamRef stream);
+
+// The first half of a SwiGLU MLP in one pass: act[m, n] = silu(g) * u with
+// g = gate's result, u = up's result, silu(g) = g / (1 + exp(-g)); the same
+// bits as dense_gemv on each and then swiglu(). gate and up read the same x
+// with equal m, n, k and weight dtype, relu and accumulate off. Their y
+// buffers ([m, n] each) may be written (where the kernels fall back to two
+// GEMVs and a separate swiglu) or not.
+void dense_gemv_swiglu(const DenseGemvArgs& gate, const DenseGemvArgs& up, float* act,
+                       StreamRef stream);
 
 }  // namespace stowage::kernels

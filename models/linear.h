@@ -66,6 +66,22 @@ class LinearKernels {
   // dtype mismatches (checked on the calling thread, before enqueuing).
   virtual void linear(StreamRef stream, const LinearWeights& w, const TensorView& x,
                       const TensorView& y, bool relu) = 0;
+  // The same results as linear(stream, *w[i], x, y[i], false) for each i <
+  // count (a decode step's q, k and v projections); kernels that can launch
+  // them at once do. count >= 1.
+  virtual void linear_group(StreamRef stream, const LinearWeights* const* w, const TensorView* y,
+                            int count, const TensorView& x);
+  // act = swiglu(x @ gate^T, x @ up^T): the same results as linear() into
+  // gate_out and up_out and kernels::swiglu into act; kernels that can compute
+  // it in one pass need not write gate_out and up_out.
+  virtual void swiglu_linear(StreamRef stream, const LinearWeights& gate, const LinearWeights& up,
+                             const TensorView& x, const TensorView& gate_out,
+                             const TensorView& up_out, const TensorView& act);
+  // h += x @ W^T + bias (a residual connection): the same results as linear()
+  // into tmp and kernels::add_in_place into h; kernels that can add in the
+  // same pass need not write tmp.
+  virtual void linear_add(StreamRef stream, const LinearWeights& w, const TensorView& x,
+                          const TensorView& tmp, const TensorView& h);
   virtual const char* name() const = 0;
   // Bytes of their scratch memory the kernels hold at most while running
   // layers of these shapes one after another at `batch` rows: what they keep

@@ -16,6 +16,7 @@
 
 #include "core/error.h"
 #include "hostcompute/host_gemv.h"
+#include "kernels/transformer_ops.h"
 #include "models/linear.h"
 
 namespace stowage::models {
@@ -32,6 +33,30 @@ const char* weight_format_name(WeightFormat format) {
       return "fp4";
   }
   return "?";
+}
+
+void LinearKernels::linear_group(StreamRef stream, const LinearWeights* const* w,
+                                 const TensorView* y, int count, const TensorView& x) {
+  for (int i = 0; i < count; ++i) linear(stream, *w[i], x, y[i], false);
+}
+
+void LinearKernels::swiglu_linear(StreamRef stream, const LinearWeights& gate,
+                                  const LinearWeights& up, const TensorView& x,
+                                  const TensorView& gate_out, const TensorView& up_out,
+                                  const TensorView& act) {
+  linear(stream, gate, x, gate_out, false);
+  linear(stream, up, x, up_out, false);
+  const int64_t rows = x.shape()[0], cols = gate.out_features;
+  kernels::swiglu({rows, cols, gate_out.data_as<float>(), cols, up_out.data_as<float>(), cols,
+                   act.data_as<float>()},
+                  stream);
+}
+
+void LinearKernels::linear_add(StreamRef stream, const LinearWeights& w, const TensorView& x,
+                               const TensorView& tmp, const TensorView& h) {
+  linear(stream, w, x, tmp, false);
+  kernels::add_in_place(h.data_as<float>(), tmp.data_as<float>(),
+                        x.shape()[0] * w.out_features, stream);
 }
 
 void check_linear_arguments(const LinearWeights& w, const TensorView& x, const TensorView& y,

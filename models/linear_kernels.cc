@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <mutex>
 
 #include "core/buffer.h"
@@ -45,18 +46,7 @@ class AcceleratorLinearKernels final : public LinearKernels {
     if (takes_dense_gemv(w, m)) {
       // Small batches of 16-bit weights: the GEMV reads float32 activations
       // and the bias as they are (no scratch, no context).
-      kernels::DenseGemvArgs a;
-      a.m = m;
-      a.n = n;
-      a.k = k;
-      a.weight_dtype = w.weight.dtype();
-      a.bias_dtype = w.bias.data() != nullptr ? w.bias.dtype() : DType::kF32;
-      a.x = x.data_as<float>();
-      a.w = w.weight.data();
-      a.bias = w.bias.data();
-      a.relu = relu;
-      a.y = y.data_as<float>();
-      kernels::dense_gemv(a, stream);
+      kernels::dense_gemv(dense_gemv_args(w, x, y, relu), stream);
       return;
     }
     // One cuBLASLt context is not safe for concurrent use (kernels/).
@@ -141,6 +131,53 @@ class AcceleratorLinearKernels final : public LinearKernels {
     }
     if (relu) relu_in_place(y, stream);
   }
+  void linear_group(StreamRef stream, const LinearWeights* const* w, const TensorView* y,
+                    int count, const TensorView& x) override {
+    const int64_t m = x.shape()[0];
+    bool one_launch = count >= 1 && count <= kernels::kDenseGemvMaxGroup;
+    for (int i = 0; i < count && one_launch; ++i) {
+      one_launch = takes_dense_gemv(*w[i], m) && w[i]->weight.dtype() == w[0]->weight.dtype();
+    }
+    if (!one_launch) {
+      LinearKernels::linear_group(stream, w, y, count, x);
+      return;
+    }
+    std::array<kernels::DenseGemvArgs, kernels::kDenseGemvMaxGroup> args;
+    for (int i = 0; i < count; ++i) {
+      check_linear_arguments(*w[i], x, y[i], "linear layer");
+      args[static_cast<size_t>(i)] = dense_gemv_args(*w[i], x, y[i], false);
+    }
+    kernels::dense_gemv_group(args.data(), count, stream);
+  }
+
+  void swiglu_linear(StreamRef stream, const LinearWeights& gate, const LinearWeights& up,
+                     const TensorView& x, const TensorView& gate_out, const TensorView& up_out,
+                     const TensorView& act) override {
+    const int64_t m = x.shape()[0];
+    if (!takes_dense_gemv(gate, m) || !takes_dense_gemv(up, m) ||
+        gate.weight.dtype() != up.weight.dtype() || gate.out_features != up.out_features) {
+      LinearKernels::swiglu_linear(stream, gate, up, x, gate_out, up_out, act);
+      return;
+    }
+    check_linear_arguments(gate, x, gate_out, "SwiGLU gate projection");
+    check_linear_arguments(up, x, up_out, "SwiGLU up projection");
+    check_linear_arguments(gate, x, act, "SwiGLU activation");
+    kernels::dense_gemv_swiglu(dense_gemv_args(gate, x, gate_out, false),
+                               dense_gemv_args(up, x, up_out, false), act.data_as<float>(), stream);
+  }
+
+  void linear_add(StreamRef stream, const LinearWeights& w, const TensorView& x,
+                  const TensorView& tmp, const TensorView& h) override {
+    if (!takes_dense_gemv(w, x.shape()[0])) {
+      LinearKernels::linear_add(stream, w, x, tmp, h);
+      return;
+    }
+    check_linear_arguments(w, x, h, "linear layer (residual)");
+    kernels::DenseGemvArgs a = dense_gemv_args(w, x, h, false);
+    a.accumulate = true;
+    kernels::dense_gemv(a, stream);
+  }
+
   const char* name() const override { return "kernels/ (cuBLASLt on CUDA)"; }
 
   uint64_t working_bytes(const std::vector<LinearShape>& layers, int64_t batch) const override {
@@ -177,6 +214,22 @@ class AcceleratorLinearKernels final : public LinearKernels {
   }
 
  private:
+  static kernels::DenseGemvArgs dense_gemv_args(const LinearWeights& w, const TensorView& x,
+                                                const TensorView& y, bool relu) {
+    kernels::DenseGemvArgs a;
+    a.m = x.shape()[0];
+    a.n = w.out_features;
+    a.k = w.in_features;
+    a.weight_dtype = w.weight.dtype();
+    a.bias_dtype = w.bias.data() != nullptr ? w.bias.dtype() : DType::kF32;
+    a.x = x.data_as<float>();
+    a.w = w.weight.data();
+    a.bias = w.bias.data();
+    a.relu = relu;
+    a.y = y.data_as<float>();
+    return a;
+  }
+
   static bool takes_dense_gemv(const LinearWeights& w, int64_t m) {
     const DType wt = w.weight.dtype();
     return w.format == WeightFormat::kFloat && (wt == DType::kF16 || wt == DType::kBF16) &&

@@ -438,7 +438,9 @@ void cuda_dequantize_int8_rowwise(const int8_t* cb, const float* scb, int64_t ro
                        ::stowage::detail::current_cuda_device(), rows, cols, short_name(out_dtype));
 }
 
-void cuda_dense_gemv(const DenseGemvArgs& a, void* stream) {
+namespace {
+
+DenseGemvLaunch dense_gemv_launch(const DenseGemvArgs& a) {
   DenseGemvLaunch l;
   l.m = a.m;
   l.n = a.n;
@@ -449,11 +451,42 @@ void cuda_dense_gemv(const DenseGemvArgs& a, void* stream) {
   l.bias = a.bias;
   l.bias_kind = a.bias == nullptr ? 0 : a.bias_dtype == DType::kF32 ? 1 : 2;
   l.relu = a.relu;
+  l.accumulate = a.accumulate;
   l.y = a.y;
-  STOWAGE_CUDA_TRY_FOR(launch_dense_gemv(l, as_stream(stream)),
+  return l;
+}
+
+}  // namespace
+
+void cuda_dense_gemv(const DenseGemvArgs& a, void* stream) {
+  STOWAGE_CUDA_TRY_FOR(launch_dense_gemv(dense_gemv_launch(a), as_stream(stream)),
                        "{}: kernels: dense GEMV of m={} n={} k={} ({} weights)",
                        ::stowage::detail::current_cuda_device(), a.m, a.n, a.k,
                        short_name(a.weight_dtype));
+}
+
+static_assert(kDenseGemvLaunchMaxGroup == kDenseGemvMaxGroup, "one group size in gemm.h and launch.h");
+
+void cuda_dense_gemv_group(const DenseGemvArgs* outputs, int count, void* stream) {
+  DenseGemvLaunch launches[kDenseGemvMaxGroup];
+  int64_t rows = 0;
+  for (int i = 0; i < count; ++i) {
+    launches[i] = dense_gemv_launch(outputs[i]);
+    rows += outputs[i].n;
+  }
+  STOWAGE_CUDA_TRY_FOR(launch_dense_gemv_group(launches, count, nullptr, as_stream(stream)),
+                       "{}: kernels: {} dense GEMVs of m={} k={} ({} output rows, {} weights)",
+                       ::stowage::detail::current_cuda_device(), count, outputs[0].m,
+                       outputs[0].k, rows, short_name(outputs[0].weight_dtype));
+}
+
+void cuda_dense_gemv_swiglu(const DenseGemvArgs& gate, const DenseGemvArgs& up, float* act,
+                            void* stream) {
+  const DenseGemvLaunch launches[2] = {dense_gemv_launch(gate), dense_gemv_launch(up)};
+  STOWAGE_CUDA_TRY_FOR(launch_dense_gemv_group(launches, 2, act, as_stream(stream)),
+                       "{}: kernels: SwiGLU dense GEMVs of m={} n={} k={} ({} weights)",
+                       ::stowage::detail::current_cuda_device(), gate.m, gate.n, gate.k,
+                       short_name(gate.weight_dtype));
 }
 
 void cuda_read_checksum(const void* data, uint64_t bytes, uint64_t* checksum, void* stream) {

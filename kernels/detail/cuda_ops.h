@@ -36,6 +36,9 @@ void cuda_dequantize_int8_rowwise(const int8_t* cb, const float* scb, int64_t ro
 
 void cuda_gemm(CublasLtContext& context, const GemmArgs& args, StreamRef stream);
 void cuda_dense_gemv(const DenseGemvArgs& args, void* stream);
+void cuda_dense_gemv_group(const DenseGemvArgs* outputs, int count, void* stream);
+void cuda_dense_gemv_swiglu(const DenseGemvArgs& gate, const DenseGemvArgs& up, float* act,
+                            void* stream);
 void cuda_read_checksum(const void* data, uint64_t bytes, uint64_t* checksum, void* stream);
 void cuda_int8_matmul(CublasLtContext& context, const Int8MatmulArgs& args, StreamRef stream);
 void cuda_four_bit_matmul(CublasLtContext& context, const FourBitMatmulArgs& args,

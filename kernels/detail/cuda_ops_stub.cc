@@ -38,6 +38,10 @@ void cuda_dequantize_int8_rowwise(const int8_t*, const float*, int64_t, int64_t,
 }
 void cuda_gemm(CublasLtContext&, const GemmArgs&, StreamRef) { no_cuda("gemm"); }
 void cuda_dense_gemv(const DenseGemvArgs&, void*) { no_cuda("dense_gemv"); }
+void cuda_dense_gemv_group(const DenseGemvArgs*, int, void*) { no_cuda("dense_gemv_group"); }
+void cuda_dense_gemv_swiglu(const DenseGemvArgs&, const DenseGemvArgs&, float*, void*) {
+  no_cuda("dense_gemv_swiglu");
+}
 void cuda_read_checksum(const void*, uint64_t, uint64_t*, void*) { no_cuda("read_checksum"); }
 void cuda_int8_matmul(CublasLtContext&, const Int8MatmulArgs&, StreamRef) {
   no_cuda("int8_matmul");

@@ -133,7 +133,8 @@ cudaError_t launch_four_bit_gemv(const FourBitGemvPlan& plan, const FourBitGemvA
                                  unsigned* tile_counters, cudaStream_t stream);
 
 // The dense GEMV of gemm.h: x, y float32; w of weight_type (kF16 or kBF16);
-// bias_kind 0: none, 1: float32, 2: weight_type; 1 <= m <= 8.
+// bias_kind 0: none, 1: float32, 2: weight_type; 1 <= m <= 8; accumulate:
+// y += the result.
 struct DenseGemvLaunch {
   int64_t m, n, k;
   FloatType weight_type;
@@ -142,9 +143,17 @@ struct DenseGemvLaunch {
   const void* bias;
   int bias_kind;
   bool relu;
+  bool accumulate;
   float* y;
 };
 cudaError_t launch_dense_gemv(const DenseGemvLaunch& args, cudaStream_t stream);
+// 1..kDenseGemvLaunchMaxGroup dense GEMVs over the same x, m, k and weight type in one launch where
+// every weight is whole 16-byte chunks (else one launch each); with `act`,
+// count == 2 (gate, up) and act = silu(gate) * up is written instead of y
+// (where the GEMVs cannot be fused: both y, then a separate swiglu).
+inline constexpr int kDenseGemvLaunchMaxGroup = 4;
+cudaError_t launch_dense_gemv_group(const DenseGemvLaunch* outputs, int count, float* act,
+                                    cudaStream_t stream);
 
 // XOR of every 16-byte word of data (bytes % 16 == 0), folded to 64 bits.
 cudaError_t launch_read_checksum(const void* data, uint64_t bytes, uint64_t* checksum,

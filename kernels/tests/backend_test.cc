@@ -22,6 +22,7 @@
 #include "kernels/nf4_matmul.h"
 #include "kernels/quantize.h"
 #include "kernels/tests/test_util.h"
+#include "kernels/transformer_ops.h"
 
 namespace stowage::kernels {
 namespace {
@@ -361,6 +362,92 @@ TEST_P(KernelsOnBackend, DenseGemvMatchesFloat64AndGivesTheSameBitsEachCall) {
   bad.m = 1;
   bad.weight_dtype = DType::kF32;
   EXPECT_THROW(dense_gemv(bad, stream()), InvalidInputError);
+}
+
+// The fused forms give the bits of the separate calls: a group of GEMVs over
+// one x (q, k, v), the SwiGLU pair with its activation, and a GEMV added into
+// y (a residual). Shapes with whole 16-byte chunks (fused on CUDA) and not
+// (the fallback), every batch size class.
+TEST_P(KernelsOnBackend, DenseGemvGroupSwigluAndAccumulateGiveTheSeparateCallsBits) {
+  const int64_t shapes[][3] = {{64, 16, 256}, {40, 8, 100}, {2048, 512, 4096}};
+  for (DType wt : {DType::kF16, DType::kBF16}) {
+    for (int64_t m : {int64_t{1}, int64_t{3}, kDenseGemvMaxRows}) {
+      for (const auto& s : shapes) {
+        const int64_t n0 = s[0], n1 = s[1], k = s[2];
+        SCOPED_TRACE(::testing::Message()
+                     << short_name(wt) << " m " << m << " n " << n0 << "/" << n1 << " k " << k);
+        const auto xb = random_values(DType::kF32, m * k, 31);
+        const auto w0b = random_values(wt, n0 * k, 32), w1b = random_values(wt, n1 * k, 33);
+        const auto w2b = random_values(wt, n0 * k, 34), bias = random_values(DType::kF32, n1, 35);
+        const auto residual = random_values(DType::kF32, m * n0, 36);
+        Buffer dx = upload(xb), dw0 = upload(w0b), dw1 = upload(w1b), dw2 = upload(w2b),
+               db = upload(bias);
+        auto args = [&](const Buffer& w, int64_t n, Buffer& y) {
+          DenseGemvArgs a;
+          a.m = m;
+          a.n = n;
+          a.k = k;
+          a.weight_dtype = wt;
+          a.x = static_cast<const float*>(dx.data());
+          a.w = w.data();
+          a.y = static_cast<float*>(y.data());
+          return a;
+        };
+        const size_t f = sizeof(float);
+        Buffer y0 = allocate(m * n0 * f), y1 = allocate(m * n1 * f), y2 = allocate(m * n0 * f);
+        Buffer act = allocate(m * n0 * f);
+        // Separately: three GEMVs (the second with a bias and ReLU), swiglu, a GEMV then add.
+        DenseGemvArgs a0 = args(dw0, n0, y0), a1 = args(dw1, n1, y1), a2 = args(dw2, n0, y2);
+        a1.bias = db.data();
+        a1.relu = true;
+        dense_gemv(a0, stream());
+        dense_gemv(a1, stream());
+        dense_gemv(a2, stream());
+        swiglu({m, n0, a0.y, n0, a2.y, n0, static_cast<float*>(act.data())}, stream());
+        const std::vector<uint8_t> want0 = download(y0, m * n0 * f), want1 = download(y1, m * n1 * f),
+                                   want2 = download(y2, m * n0 * f),
+                                   want_act = download(act, m * n0 * f);
+        Buffer sum = upload(residual);
+        add_in_place(static_cast<float*>(sum.data()), a0.y, m * n0, stream());
+        const std::vector<uint8_t> want_sum = download(sum, m * n0 * f);
+
+        // Fused.
+        Buffer g0 = allocate(m * n0 * f), g1 = allocate(m * n1 * f), g2 = allocate(m * n0 * f);
+        DenseGemvArgs group[3] = {args(dw0, n0, g0), args(dw1, n1, g1), args(dw2, n0, g2)};
+        group[1].bias = db.data();
+        group[1].relu = true;
+        dense_gemv_group(group, 3, stream());
+        EXPECT_EQ(download(g0, m * n0 * f), want0);
+        EXPECT_EQ(download(g1, m * n1 * f), want1);
+        EXPECT_EQ(download(g2, m * n0 * f), want2);
+        Buffer fused_act = allocate(m * n0 * f);
+        Buffer s0 = allocate(m * n0 * f), s2 = allocate(m * n0 * f);
+        dense_gemv_swiglu(args(dw0, n0, s0), args(dw2, n0, s2),
+                          static_cast<float*>(fused_act.data()), stream());
+        EXPECT_EQ(download(fused_act, m * n0 * f), want_act);
+        Buffer fused_sum = upload(residual);
+        DenseGemvArgs add = args(dw0, n0, fused_sum);
+        add.accumulate = true;
+        dense_gemv(add, stream());
+        EXPECT_EQ(download(fused_sum, m * n0 * f), want_sum);
+      }
+    }
+  }
+  DenseGemvArgs mismatched[2];
+  mismatched[0].m = mismatched[1].m = 1;
+  mismatched[0].n = mismatched[1].n = 1;
+  mismatched[0].k = 1;
+  mismatched[1].k = 2;
+  float x[2] = {}, y[2] = {};
+  uint16_t w[2] = {};
+  for (DenseGemvArgs& a : mismatched) {
+    a.x = x;
+    a.w = w;
+    a.y = y;
+  }
+  EXPECT_THROW(dense_gemv_group(mismatched, 2, stream()), InvalidInputError);
+  EXPECT_THROW(dense_gemv_group(mismatched, kDenseGemvMaxGroup + 1, stream()), InvalidInputError);
+  EXPECT_THROW(dense_gemv_swiglu(mismatched[0], mismatched[1], y, stream()), InvalidInputError);
 }
 
 TEST_P(KernelsOnBackend, ReadChecksumIsTheXorOfTheWordsAndRefusesMisalignment) {
