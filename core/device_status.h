@@ -69,7 +69,9 @@ template <typename Status, typename What>
 void check_status(Status status, const DeviceCallSite& site, const What& what) {
   using Traits = DeviceStatusTraits<Status>;
   if (Traits::ok(status)) return;
-  throw_device_status(Traits::describe(status), site, what());
+  // Described before `what()` runs, which may call the library again.
+  const DeviceStatus described = Traits::describe(status);
+  throw_device_status(described, site, what());
 }
 
 }  // namespace detail
