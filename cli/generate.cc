@@ -289,7 +289,10 @@ int run_generate(const std::vector<std::string>& args,
         prefill_rate, static_cast<long long>(result.prompt_tokens * batch), decode_rate,
         static_cast<long long>(result.decode_steps), link.c_str(), acc.to_string().c_str(),
         format_bytes(peak).c_str());
-    if (host_layers > 0) std::printf("decoder layers computed on the host: %d\n", host_layers);
+    if (host_layers > 0) {
+      std::printf("decoder layers computed on the host: %d (on %d host threads)\n", host_layers,
+                  host_flags.threads);
+    }
     if (host_flags.auto_split) {
       std::printf(
           "host compute (auto): %zu decoder layers on the host during decode (host %.2f GiB/s, "
