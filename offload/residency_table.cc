@@ -255,6 +255,7 @@ std::vector<ModuleResidency> ResidencyTable::module_report() const {
     for (RecordId id : ids) {
       const TensorRecord& r = rows_[id].record;
       m.bytes += r.bytes;
+      m.bytes_by_home[r.home] += r.bytes;
       m.copies_made += r.copies_made;
       m.bytes_moved += r.bytes_moved;
       ++m.records;
@@ -273,9 +274,14 @@ std::string ResidencyTable::report() const {
   std::map<Tier, uint64_t> per_tier;
   uint64_t total = 0, copies = 0, moved = 0;
   for (const auto& m : modules) {
-    out += fmt::format("{:<{}}  {:<8}  {:>12}  {:>7}  {:>12}\n", m.module, width,
-                       m.home.to_string(), m.bytes, m.copies_made, m.bytes_moved);
-    per_tier[m.home] += m.bytes;
+    // A module on several tiers: its first record's home, then the others ("sim:0+cpu").
+    std::string tiers = m.home.to_string();
+    for (const auto& [tier, bytes] : m.bytes_by_home) {
+      if (tier != m.home) tiers += "+" + tier.to_string();
+      per_tier[tier] += bytes;
+    }
+    out += fmt::format("{:<{}}  {:<8}  {:>12}  {:>7}  {:>12}\n", m.module, width, tiers, m.bytes,
+                       m.copies_made, m.bytes_moved);
     total += m.bytes;
     copies += m.copies_made;
     moved += m.bytes_moved;

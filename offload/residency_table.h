@@ -74,6 +74,9 @@ struct TensorRecord {
 struct ModuleResidency {
   std::string module;
   Tier home = Tier::pinned_host();  // of its first record
+  // Bytes by home tier: more than one entry for a module on several tiers
+  // (tensor overrides).
+  std::map<Tier, uint64_t> bytes_by_home;
   uint64_t bytes = 0;
   uint64_t copies_made = 0;
   uint64_t bytes_moved = 0;

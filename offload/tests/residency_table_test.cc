@@ -133,6 +133,23 @@ TEST(ResidencyTable, ReportListsEachModuleWithTierBytesAndMoves) {
   EXPECT_NE(report.find("total"), std::string::npos) << report;
 }
 
+// A module on several tiers (--override-tensor) shows them all, and the
+// totals per tier count each record on its own home.
+TEST(ResidencyTable, ReportOfAModuleOnSeveralTiersCountsEachRecordOnItsHome) {
+  const Tier acc = Tier::accelerator(Backend::kSim, 0);
+  ResidencyTable table;
+  table.add(spec("layers.0", "weight", DType::kF32, Shape{4}, Tier::pinned_host()));
+  table.add(spec("layers.0", "bias", DType::kF32, Shape{2}, acc, TensorRole::kBias));
+  const auto modules = table.module_report();
+  ASSERT_EQ(modules.size(), 1u);
+  EXPECT_EQ(modules[0].bytes_by_home.at(Tier::pinned_host()), 16u);
+  EXPECT_EQ(modules[0].bytes_by_home.at(acc), 8u);
+  const std::string report = table.report();
+  EXPECT_NE(report.find("layers.0  cpu+sim:0"), std::string::npos) << report;
+  EXPECT_NE(report.find("cpu: 16 B (16 bytes)"), std::string::npos) << report;
+  EXPECT_NE(report.find("sim:0: 8 B (8 bytes)"), std::string::npos) << report;
+}
+
 TEST(ResidencyTable, ConcurrentAddsPinsAndQueriesStayConsistent) {
   ResidencyTable table;
   constexpr int kThreads = 4;
