@@ -1,7 +1,10 @@
 // `stowage bench --model DIR [--max-memory ...] [--offload-dir DIR] [--prefetch N]
 // [--quant none|int8|nf4|fp4 [--blocksize N] [--double-quant]] [--prompt-tokens P]
 // [--new-tokens N] [--batches 1,8,32] [--no-resident] [--cuda-graphs] [--run-on-host REGEX]
-// [--host-compute off|auto] [--device ...] [--json]`:
+// [--host-compute off|auto] [--cpu-moe N] [--expert-cache N|auto [--expert-cache-policy lfu|lru]
+// [--no-expert-predict]] [--expert-compute accelerator|host|auto]
+// [--routing-trace uniform|zipf:S] [--device ...] [--json]` (the MoE flags: cli/moe_flags.h;
+// each run of a MoE model reports its expert cache and predictions under "moe"):
 // for a model folder, in one run: the pinned host-to-device rate, then for each
 // configuration (resident where it fits, and under --max-memory when given) the
 // prefill of a P-token prompt at batch 1 and the decode of N new tokens at each
@@ -27,6 +30,7 @@
 #include "cli/mlp_common.h"
 #include "cli/mlp_session.h"
 #include "cli/model_session.h"
+#include "cli/moe_flags.h"
 #include "core/error.h"
 #include "mmap_store/output_path.h"
 #include "quant/quant_state.h"
@@ -60,6 +64,7 @@ struct Measurement {
   int64_t graph_launches = 0;
   std::string graph_fallback;
   double read_limit_tokens_per_s = 0;  // resident: device read rate / weight bytes per step
+  boost::json::object moe;             // MoE models: cache and prediction (moe_report)
 };
 
 std::vector<int64_t> parse_batches(const std::string& text) {
@@ -116,11 +121,12 @@ Measurement measure(Platform& platform, const std::string& folder, const Session
                     const std::optional<LoadQuantization>& quantize, const std::string& label,
                     bool prefill, int64_t batch, int64_t prompt_tokens, int64_t new_tokens,
                     double link_rate, int64_t vocab, bool graphs,
-                    const HostComputeFlags& host_flags) {
+                    const HostComputeFlags& host_flags, const MoeFlags& moe_flags) {
   models::TransformerRunShape shape;
   shape.batch = batch;
   shape.max_step_tokens = prompt_tokens;
   shape.max_context = prompt_tokens + std::max<int64_t>(new_tokens, 1);
+  if (label != "resident") shape.expert_cache_slots = moe_flags.expert_cache_slots;
   std::unique_ptr<ModelSession> session =
       open_model_session(platform, folder, config, quantize, shape, false);
   session->runner->set_host_threads(host_flags.threads);
@@ -128,6 +134,7 @@ Measurement measure(Platform& platform, const std::string& folder, const Session
                               ? compute_on_host(*session, *host_flags.run_on_host)
                               : 0;
   const std::vector<int32_t> prompt = random_prompt(prompt_tokens, vocab, 11);
+  apply_moe_flags(*session->runner, moe_flags, new_tokens, prompt);
   models::GenerationOptions generation;
   generation.ignore_eos = true;
   generation.max_new_tokens = prefill ? 1 : new_tokens;
@@ -148,6 +155,7 @@ Measurement measure(Platform& platform, const std::string& folder, const Session
   const models::GenerationResult r = session->runner->generate(prompt, generation);
   Measurement m;
   m.config = label;
+  if (session->runner->spec().config.moe) m.moe = moe_report(*session->runner, r, moe_flags);
   m.phase = prefill ? "prefill" : "decode";
   m.batch = batch;
   const OffloadCounters& c = prefill ? r.prefill_counters : r.decode_counters;
@@ -192,8 +200,10 @@ int bench_model_folder(const std::vector<std::string>& args) {
                                           "batches",   "override-tensor"};
   value_flags.insert(value_flags.end(), kHostComputeValueFlags.begin(),
                      kHostComputeValueFlags.end());
+  value_flags.insert(value_flags.end(), kMoeValueFlags.begin(), kMoeValueFlags.end());
   ArgParser p("bench", with_host_cache_flags(value_flags),
-              {"json", "no-resident", "double-quant", "cuda-graphs", kNoHostComputeFlag},
+              {"json", "no-resident", "double-quant", "cuda-graphs", kNoHostComputeFlag,
+               kNoExpertPredictFlag},
               kHostCacheOptionalFlags);
   p.allow_repeated({"override-tensor"});
   p.parse(args);
@@ -218,6 +228,14 @@ int bench_model_folder(const std::vector<std::string>& args) {
       p.get_all("override-tensor"), *platform, budgeted.offload_dir ? "" : "--offload-dir");
   if (!budgeted.tensor_overrides.empty() && !p.has("max-memory")) {
     throw UsageError("--override-tensor applies to the budgeted runs: it needs --max-memory");
+  }
+  const MoeFlags moe_flags = parse_moe_flags(p);
+  if ((moe_flags.cpu_moe > 0 || moe_flags.expert_cache_slots != 0) && !p.has("max-memory")) {
+    throw UsageError(
+        "--cpu-moe and --expert-cache apply to the budgeted runs: they need --max-memory");
+  }
+  for (const TensorOverride& o : models::experts_off_accelerator(moe_flags.cpu_moe)) {
+    budgeted.tensor_overrides.push_back(o);
   }
   std::unique_ptr<hostcache::SharedWeightCache> host_cache =
       make_host_cache(*platform, p, "transformer");
@@ -257,13 +275,13 @@ int bench_model_folder(const std::vector<std::string>& args) {
   for (const auto& [label, config] : configs) {
     try {
       runs.push_back(measure(*platform, folder, config, quantize, label, true, 1, prompt_tokens, 1,
-                             link_rate, vocab, false, host_flags));
+                             link_rate, vocab, false, host_flags, moe_flags));
       for (int64_t batch : batches) {
         for (bool captured : {false, true}) {
           if (captured && !graphs) continue;
           Measurement m = measure(*platform, folder, config, quantize, label, false, batch,
                                   kDecodePromptTokens, new_tokens, link_rate, vocab, captured,
-                                  host_flags);
+                                  host_flags, moe_flags);
           if (label == "resident" && step_weight_bytes > 0) {
             m.read_limit_tokens_per_s =
                 read_rate / static_cast<double>(step_weight_bytes) * static_cast<double>(batch);
@@ -314,6 +332,7 @@ int bench_model_folder(const std::vector<std::string>& args) {
         r["estimated_step_seconds"] = m.estimated_step_seconds;
       }
       if (m.split) r["host_compute"] = compute_split_json(*m.split);
+      if (!m.moe.empty()) r["moe"] = m.moe;
       if (m.graphs) {
         r["graph_launches"] = m.graph_launches;
         r["graph_fallback"] = m.graph_fallback;

@@ -54,6 +54,7 @@
 #include "models/linear_spec.h"
 #include "models/transformer_config.h"
 #include "offload/expert_cache.h"
+#include "offload/loader.h"
 
 namespace stowage::models {
 
@@ -133,7 +134,9 @@ struct TransformerRunShape {
   int64_t max_step_tokens = 0;  // tokens per sequence in one step (the prompt)
   bool all_logits = false;      // logits of every position, not only the last
   // Slots of the accelerator expert cache (offload/expert_cache.h), each
-  // expert_slot_bytes(spec) bytes; 0: no cache (MoE models only).
+  // expert_slot_bytes(spec) bytes; 0: no cache (MoE models only); < 0: as
+  // many as the budget leaves free after loading (TransformerRunner; not
+  // reserved in the plan).
   int64_t expert_cache_slots = 0;
 };
 
@@ -141,6 +144,12 @@ struct TransformerRunShape {
 // expert cache slot (its records at 256-byte alignment, quant state
 // included); 0 for a dense model.
 uint64_t expert_slot_bytes(const TransformerSpec& spec);
+
+// --cpu-moe N: tensor overrides (offload/loader.h) that keep every routed
+// expert of decoder layers 0 .. first_layers - 1 in pinned host RAM, off the
+// accelerator (llama.cpp's --n-cpu-moe); the router, attention and shared
+// expert stay where the plan puts them. Empty for first_layers <= 0.
+std::vector<TensorOverride> experts_off_accelerator(int64_t first_layers);
 
 // How often the experts predicted for a sparse layer (its router applied to
 // the previous sparse layer's input) were the ones it routed to.

@@ -61,6 +61,15 @@ uint64_t expert_slot_bytes(const TransformerSpec& spec) {
   return largest;
 }
 
+std::vector<TensorOverride> experts_off_accelerator(int64_t first_layers) {
+  if (first_layers <= 0) return {};
+  std::string layers;
+  for (int64_t i = 0; i < first_layers; ++i) layers += (i == 0 ? "" : "|") + std::to_string(i);
+  return {TensorOverride{
+      fmt::format(R"(model\.layers\.({})\.(mlp|block_sparse_moe)\.experts\..*)", layers),
+      Tier::pinned_host()}};
+}
+
 void TransformerModel::set_expert_cache(ExpertCache* cache, std::string prefix, bool predict) {
   expert_cache_ = cache;
   module_prefix_ = std::move(prefix);

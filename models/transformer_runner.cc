@@ -169,7 +169,11 @@ TransformerRunner::TransformerRunner(OffloadManager& manager, const std::string&
       load.accelerators.end());
   if (load.quantize) load.quantize->select = transformer_quantizes;
   const TransformerSpec planned = planned_spec(spec, load.quantize);
-  working_bytes_ = transformer_working_bytes(planned, shape, kernels);
+  // An automatic expert cache (slots < 0) takes what the plan leaves free,
+  // after loading: nothing of it is reserved.
+  TransformerRunShape reserved = shape;
+  reserved.expert_cache_slots = std::max<int64_t>(shape.expert_cache_slots, 0);
+  working_bytes_ = transformer_working_bytes(planned, reserved, kernels);
   load.working_reserve[accelerator_] = working_bytes_;
   load.module_order = transformer_plan_order(spec);
   if (spec.head_module != kHeadModule &&
@@ -233,6 +237,7 @@ TransformerRunner::TransformerRunner(OffloadManager& manager, const std::string&
   state_ = std::make_unique<TransformerState>(model_->spec(), shape_, device,
                                               manager.memory(Tier::pinned_host()), stream_.ref(),
                                               false);
+  if (shape_.expert_cache_slots < 0) shape_.expert_cache_slots = automatic_expert_cache_slots();
   if (shape_.expert_cache_slots > 0 && model_->has_sparse_layers()) {
     configure_expert_cache(ReplacementPolicyKind::kLfuAging, true);
   }
@@ -240,6 +245,28 @@ TransformerRunner::TransformerRunner(OffloadManager& manager, const std::string&
       Buffer(device, static_cast<size_t>(shape_.batch) * sizeof(int32_t), stream_.ref());
   chosen_host_ = Buffer(manager.memory(Tier::pinned_host()),
                         static_cast<size_t>(shape_.batch) * sizeof(int32_t));
+}
+
+int64_t TransformerRunner::automatic_expert_cache_slots() const {
+  const TierUsage usage = manager_.usage(accelerator_);
+  const uint64_t slot = expert_slot_bytes(model_->spec());
+  if (!model_->has_sparse_layers() || !usage.budget || slot == 0) return 0;
+  // What the budget has left once the resident weights, the working memory
+  // (KV cache, activations, scratch) and the fetch slots are counted, less
+  // a margin of 1% + 16 MiB for allocator rounding.
+  auto reserve = loaded_.plan.reserve_per_accelerator.find(accelerator_);
+  const uint64_t taken = usage.bytes_in_use + working_bytes_ +
+                         (reserve != loaded_.plan.reserve_per_accelerator.end() ? reserve->second
+                                                                                : 0) +
+                         *usage.budget / 100 + (uint64_t{16} << 20);
+  if (taken >= *usage.budget) return 0;
+  int64_t experts = 0;  // no more slots than experts off the accelerator
+  for (const DecoderLayerSpec& l : model_->spec().layers) {
+    for (const ExpertSpec& e : l.moe.experts) {
+      experts += loaded_.plan.tier_of(e.module) != accelerator_ ? 1 : 0;
+    }
+  }
+  return std::min<int64_t>(experts, static_cast<int64_t>((*usage.budget - taken) / slot));
 }
 
 void TransformerRunner::configure_expert_cache(ReplacementPolicyKind policy, bool predict) {
@@ -255,6 +282,48 @@ void TransformerRunner::configure_expert_cache(ReplacementPolicyKind policy, boo
   options.policy = policy;
   expert_cache_ = std::make_unique<ExpertCache>(manager_, accelerator_, options);
   model_->set_expert_cache(expert_cache_.get(), module_prefix_, predict);
+}
+
+void TransformerRunner::set_expert_compute(ExpertCompute where) {
+  for (const std::string& m : host_experts_) manager_.set_host_compute(m, false);
+  host_experts_.clear();
+  expert_compute_ = where;
+  if (where != ExpertCompute::kHost) return;
+  for (const DecoderLayerSpec& l : model_->spec().layers) {
+    for (const ExpertSpec& e : l.moe.experts) {
+      const std::string m = module_prefix_ + e.module;
+      if (loaded_.plan.tier_of(e.module) == accelerator_ || manager_.host_compute(m)) continue;
+      manager_.set_host_compute(m, true);
+      host_experts_.push_back(m);
+    }
+  }
+}
+
+TransformerRunner::ExpertComputeChoice TransformerRunner::choose_expert_compute(
+    const std::vector<int32_t>& prompt, int64_t steps) {
+  ExpertComputeChoice choice;
+  // Within the run's context: the timed generation is steps + 1 tokens.
+  steps = std::min<int64_t>(steps, shape_.max_context - static_cast<int64_t>(prompt.size()) - 1);
+  if (steps < 1) {
+    choice.chosen = expert_compute_;  // no room to measure: left as it is
+    return choice;
+  }
+  GenerationOptions o;
+  o.ignore_eos = true;
+  for (ExpertCompute where : {ExpertCompute::kAccelerator, ExpertCompute::kHost}) {
+    set_expert_compute(where);
+    o.max_new_tokens = std::min<int64_t>(steps + 1, 2);  // warm-up: first-touch costs
+    generate(prompt, o);
+    o.max_new_tokens = std::max<int64_t>(steps, 1) + 1;
+    const GenerationResult r = generate(prompt, o);
+    const double per_step = r.decode_steps > 0 ? r.decode_seconds / r.decode_steps : 0;
+    (where == ExpertCompute::kHost ? choice.host_step_s : choice.accelerator_step_s) = per_step;
+  }
+  choice.chosen = choice.host_step_s < choice.accelerator_step_s ? ExpertCompute::kHost
+                                                                 : ExpertCompute::kAccelerator;
+  set_expert_compute(choice.chosen);
+  measured_expert_compute_ = choice;
+  return choice;
 }
 
 TransformerRunner::~TransformerRunner() {
@@ -424,13 +493,7 @@ GenerationResult TransformerRunner::generate(const std::vector<int32_t>& prompt,
     result.expert_cache = expert_cache_->counters();
     result.expert_predictions = model_->prediction_counters();
     for (size_t i = 0; i < result.expert_cache.size() && i < cache_before.size(); ++i) {
-      ExpertCacheCounters& c = result.expert_cache[i];
-      const ExpertCacheCounters& b = cache_before[i];
-      c.hits -= b.hits;
-      c.misses -= b.misses;
-      c.uncached -= b.uncached;
-      c.predicted -= b.predicted;
-      c.predicted_used -= b.predicted_used;
+      result.expert_cache[i] -= cache_before[i];
     }
     for (size_t i = 0; i < result.expert_predictions.size() && i < predictions_before.size();
          ++i) {

@@ -123,6 +123,29 @@ class TransformerRunner {
   // layer's experts when `predict` (the default: LFU with aging, predicting).
   // REQUIRES: a cache (shape.expert_cache_slots > 0), no generate() running.
   void configure_expert_cache(ReplacementPolicyKind policy, bool predict);
+  // Where routed experts off the accelerator compute: from the expert cache
+  // (or fetched on demand without one), or on the host where their weights
+  // are (OffloadManager::set_host_compute of each). REQUIRES: no generate()
+  // running.
+  enum class ExpertCompute { kAccelerator, kHost };
+  void set_expert_compute(ExpertCompute where);
+  ExpertCompute expert_compute() const { return expert_compute_; }
+  // The automatic choice between the two, by measurement: `steps` decode
+  // steps after `prompt` each way (after one warm-up generation each), the
+  // faster kept. Returns the seconds per step of each.
+  struct ExpertComputeChoice {
+    ExpertCompute chosen = ExpertCompute::kAccelerator;
+    double accelerator_step_s = 0;
+    double host_step_s = 0;
+  };
+  ExpertComputeChoice choose_expert_compute(const std::vector<int32_t>& prompt, int64_t steps);
+  // The last choose_expert_compute's measurement; nullopt before one.
+  const std::optional<ExpertComputeChoice>& measured_expert_compute() const {
+    return measured_expert_compute_;
+  }
+  // The run's shape; expert_cache_slots as allocated (an automatic cache's
+  // count once chosen).
+  const TransformerRunShape& shape() const { return shape_; }
   // The run's activations and KV caches (placed by generate(): each layer's
   // cache where the layer computes, TransformerState::place_kv_cache).
   const TransformerState& state() const { return *state_; }
@@ -139,6 +162,9 @@ class TransformerRunner {
   GenerationResult generate(const std::vector<int32_t>& prompt, const GenerationOptions& options);
 
  private:
+  // TransformerRunShape::expert_cache_slots < 0: as many slots as the
+  // accelerator's budget has room for after loading (0 without a budget).
+  int64_t automatic_expert_cache_slots() const;
   std::vector<int32_t> choose(const TensorView& logits, int64_t rows_per_sequence,
                               const GenerationOptions& options, uint64_t step,
                               std::vector<float>* keep);
@@ -157,6 +183,9 @@ class TransformerRunner {
   std::unique_ptr<TransformerState> state_;
   std::unique_ptr<DecodeGraph> graph_;  // made at the first decode step that asks for it
   std::unique_ptr<ExpertCache> expert_cache_;
+  ExpertCompute expert_compute_ = ExpertCompute::kAccelerator;
+  std::vector<std::string> host_experts_;  // set to compute on the host by set_expert_compute
+  std::optional<ExpertComputeChoice> measured_expert_compute_;
   Buffer chosen_device_;  // int32 [batch]
   Buffer chosen_host_;    // pinned int32 [batch]
 };

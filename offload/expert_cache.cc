@@ -22,6 +22,26 @@ const Tensor* host_copy(const TensorRecord& r) {
 
 }  // namespace
 
+ExpertCacheCounters& ExpertCacheCounters::operator+=(const ExpertCacheCounters& o) {
+  hits += o.hits;
+  misses += o.misses;
+  uncached += o.uncached;
+  predicted += o.predicted;
+  predicted_used += o.predicted_used;
+  bytes_copied += o.bytes_copied;
+  return *this;
+}
+
+ExpertCacheCounters& ExpertCacheCounters::operator-=(const ExpertCacheCounters& o) {
+  hits -= o.hits;
+  misses -= o.misses;
+  uncached -= o.uncached;
+  predicted -= o.predicted;
+  predicted_used -= o.predicted_used;
+  bytes_copied -= o.bytes_copied;
+  return *this;
+}
+
 uint64_t ExpertCache::slot_bytes_for(const ResidencyTable& table,
                                      const std::vector<std::string>& modules) {
   uint64_t largest = 0;
@@ -104,24 +124,26 @@ int ExpertCache::choose_slot(const std::vector<std::string>& keep) {
   return slot;
 }
 
-void ExpertCache::copy_into(int slot, const std::string& module) {
+uint64_t ExpertCache::copy_into(int slot, const std::string& module) {
   Slot& s = slots_[slot];
   const StreamRef copy = manager_.copy_stream(accelerator_);
   // The slot's previous expert may still be read by a forward.
   if (s.released_recorded) copy.wait(s.released);
-  uint64_t offset = 0;
+  uint64_t offset = 0, bytes = 0;
   char* base = static_cast<char*>(s.buffer.data());
   for (RecordId id : manager_.table().records_of(module)) {
     const TensorRecord r = manager_.table().get(id);
     offset = slot_offset_align(offset);
     copy.copy(base + offset, host_copy(r)->data(), r.bytes);
     offset += r.bytes;
+    bytes += r.bytes;
   }
   copy.record(s.copied);
   s.module = module;
   s.predicted = false;
   slot_of_[module] = slot;
   slot_of_key_[key_of(module)] = slot;
+  return bytes;
 }
 
 std::vector<ExpertCache::Fetch> ExpertCache::fetch(const std::vector<std::string>& modules,
@@ -148,7 +170,7 @@ std::vector<ExpertCache::Fetch> ExpertCache::fetch(const std::vector<std::string
       ++c.uncached;
       continue;
     }
-    copy_into(slot, modules[i]);
+    c.bytes_copied += copy_into(slot, modules[i]);
     ++c.misses;
     policy_->touch(key_of(modules[i]));
     out[i] = Fetch::kMiss;
@@ -163,7 +185,7 @@ void ExpertCache::prefetch(const std::vector<std::string>& modules, int layer) {
     if (slot_of_.count(m) != 0) continue;
     const int slot = choose_slot(modules);
     if (slot < 0) return;
-    copy_into(slot, m);
+    c.bytes_copied += copy_into(slot, m);
     slots_[slot].predicted = true;
     ++c.predicted;
   }

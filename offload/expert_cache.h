@@ -53,6 +53,9 @@ struct ExpertCacheCounters {
   uint64_t uncached = 0;    // routed, but no slot could be freed: run another way
   uint64_t predicted = 0;   // copies started by prefetch()
   uint64_t predicted_used = 0;  // of those, experts routed before being evicted
+  uint64_t bytes_copied = 0;    // host -> accelerator, misses and predictions
+  ExpertCacheCounters& operator+=(const ExpertCacheCounters& o);
+  ExpertCacheCounters& operator-=(const ExpertCacheCounters& o);
   double hit_rate() const {
     const uint64_t n = hits + misses + uncached;
     return n == 0 ? 0.0 : static_cast<double>(hits) / static_cast<double>(n);
@@ -118,7 +121,8 @@ class ExpertCache {
   // A slot for `module` (free, or the policy's victim among those not in
   // use and not in `keep`); -1 when none.
   int choose_slot(const std::vector<std::string>& keep);
-  void copy_into(int slot, const std::string& module);
+  // Starts the copy of `module` into `slot`; returns its bytes.
+  uint64_t copy_into(int slot, const std::string& module);
   // The slot holding `module`; InvalidInputError when none (`what`: the call).
   Slot& slot_holding(const std::string& module, const char* what);
 

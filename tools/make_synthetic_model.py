@@ -6,6 +6,13 @@ read it as they read a downloaded Llama folder. Needs numpy only.
 
   python3 tools/make_synthetic_model.py --shape llama-3.1-8b --dtype bf16 OUT
   python3 tools/make_synthetic_model.py --shape llama-3.1-70b --dtype nf4-dq OUT
+  python3 tools/make_synthetic_model.py --shape mixtral-8x7b --dtype nf4-dq OUT
+
+A mixture-of-experts shape (mixtral-8x7b, tiny-mixtral) is written as MixtralForCausalLM: each
+layer's router (block_sparse_moe.gate, kept in bf16, as bitsandbytes' integration leaves it)
+and experts block_sparse_moe.experts.{e}.w1/w3/w2 (quantized with the projections under
+nf4-dq). Random routers route almost uniformly: benchmarks replay a skewed routing with
+`stowage bench --routing-trace zipf:S`.
 
 --dtype bf16 (or f16, f32) writes every tensor in that dtype. --dtype nf4-dq writes the decoder
 layers' projections directly in bitsandbytes' NF4 layout with double quantization (blocksize 64,
@@ -35,6 +42,14 @@ SHAPES = {
     "llama-3.1-70b": (8192, 28672, 80, 64, 8, 128256, 500000.0, True),
     "smollm2-135m": (576, 1536, 30, 9, 3, 49152, 100000.0, False),
     "tiny": (64, 160, 2, 4, 2, 512, 10000.0, False),
+    "mixtral-8x7b": (4096, 14336, 32, 32, 8, 32000, 1000000.0, False),
+    "tiny-mixtral": (64, 96, 2, 4, 2, 512, 1000000.0, False),
+}
+
+# Mixture-of-experts shapes: experts per layer, experts per token.
+MOE = {
+    "mixtral-8x7b": (8, 2),
+    "tiny-mixtral": (4, 2),
 }
 
 DTYPES = {"bf16": ("BF16", 2), "f16": ("F16", 2), "f32": ("F32", 4)}
@@ -95,6 +110,7 @@ def model_tensors(shape_name: str, dtype: str, nf4: bool):
     head_dim = hidden // heads
     float_dtype = DTYPES[dtype][0] if not nf4 else "BF16"
     out = [("model.embed_tokens.weight", float_dtype, [vocab, hidden], "weight")]
+    experts, _ = MOE.get(shape_name, (0, 0))
     for i in range(layers):
         p = f"model.layers.{i}."
         projections = [
@@ -102,12 +118,23 @@ def model_tensors(shape_name: str, dtype: str, nf4: bool):
             ("self_attn.k_proj", kv_heads * head_dim, hidden),
             ("self_attn.v_proj", kv_heads * head_dim, hidden),
             ("self_attn.o_proj", hidden, heads * head_dim),
-            ("mlp.gate_proj", inter, hidden),
-            ("mlp.up_proj", inter, hidden),
-            ("mlp.down_proj", hidden, inter),
         ]
+        if experts:
+            for e in range(experts):
+                x = f"block_sparse_moe.experts.{e}."
+                projections += [(x + "w1", inter, hidden), (x + "w3", inter, hidden),
+                                (x + "w2", hidden, inter)]
+        else:
+            projections += [
+                ("mlp.gate_proj", inter, hidden),
+                ("mlp.up_proj", inter, hidden),
+                ("mlp.down_proj", hidden, inter),
+            ]
         out.append((p + "input_layernorm.weight", float_dtype, [hidden], "ones"))
         out.append((p + "post_attention_layernorm.weight", float_dtype, [hidden], "ones"))
+        if experts:
+            out.append((p + "block_sparse_moe.gate.weight", float_dtype, [experts, hidden],
+                        "weight"))
         for proj, rows, cols in projections:
             name = p + proj + ".weight"
             if not nf4:
@@ -187,6 +214,11 @@ def hf_config(shape_name: str, dtype: str) -> dict:
         "torch_dtype": {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}.get(
             dtype, "bfloat16"),
     }
+    if shape_name in MOE:
+        experts, per_token = MOE[shape_name]
+        config.update({"architectures": ["MixtralForCausalLM"], "model_type": "mixtral",
+                       "num_local_experts": experts, "num_experts_per_tok": per_token,
+                       "sliding_window": None})
     if llama3:
         config["rope_scaling"] = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                   "high_freq_factor": 4.0,

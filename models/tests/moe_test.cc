@@ -55,6 +55,7 @@ enum class ExpertPlacement {
   kStreamed,  // experts in pinned RAM, fetched on demand into the fetch slots
   kOnHost,    // experts in pinned RAM, computed there (hostcompute)
   kCached,    // experts in pinned RAM, run from the accelerator expert cache
+  kChosen,    // cached, or on the host: whichever choose_expert_compute measured faster
 };
 
 struct MoeRun {
@@ -66,12 +67,13 @@ struct MoeRun {
   ExpertCacheCounters cache;  // summed over the layers
   ExpertPredictionCounters prediction;
   uint64_t cache_bytes = 0;
+  int64_t cache_slots = 0;
 };
 
 bool is_expert(const std::string& module) { return module.find(".experts.") != std::string::npos; }
 
 MoeRun run_moe(const std::string& folder, ExpertPlacement placement, int64_t cache_slots = 6,
-               bool predict = true) {
+               bool predict = true, uint64_t extra_budget = 0) {
   const MoeReference ref = moe_reference(folder);
   auto platform = Platform::create(DeviceChoice::kSim, SimOptions{1, uint64_t{1} << 30, 0});
   const Tier acc = platform->accelerator(0).tier();
@@ -79,7 +81,9 @@ MoeRun run_moe(const std::string& folder, ExpertPlacement placement, int64_t cac
   shape.max_step_tokens = static_cast<int64_t>(ref.prompt.size());
   shape.max_context = shape.max_step_tokens + 32;
   shape.all_logits = true;
-  if (placement == ExpertPlacement::kCached) shape.expert_cache_slots = cache_slots;
+  if (placement == ExpertPlacement::kCached || placement == ExpertPlacement::kChosen) {
+    shape.expert_cache_slots = cache_slots;
+  }
 
   // Budget: the working memory, two fetch slots of the largest module and
   // every module but the routed experts, so the plan (experts last) leaves
@@ -99,7 +103,7 @@ MoeRun run_moe(const std::string& folder, ExpertPlacement placement, int64_t cac
   std::map<int, uint64_t> budgets;
   MoeRun run;
   if (placement != ExpertPlacement::kResident) {
-    run.budget = working + 2 * largest + not_experts;
+    run.budget = working + 2 * largest + not_experts + extra_budget;
     options.budgets[acc] = run.budget;
     budgets[0] = run.budget;
   }
@@ -107,11 +111,20 @@ MoeRun run_moe(const std::string& folder, ExpertPlacement placement, int64_t cac
   LoadOptions load;
   load.cpu = TierCapacity{Tier::pinned_host(), std::nullopt, UINT64_MAX};
   load.accelerators = accelerator_capacities_of(*platform, budgets);
+  // An automatic cache needs the experts kept off the accelerator (--cpu-moe).
+  if (cache_slots < 0) load.tensor_overrides = experts_off_accelerator(ref.layers);
   auto kernels = make_linear_kernels(*platform, manager.memory(acc));
   TransformerRunner runner(manager, folder, *kernels, load, shape);
-  if (placement == ExpertPlacement::kCached) {
+  if (placement == ExpertPlacement::kCached && runner.expert_cache() != nullptr) {
     runner.configure_expert_cache(ReplacementPolicyKind::kLfuAging, predict);
     run.cache_bytes = runner.expert_cache()->bytes();
+  }
+  run.cache_slots = runner.shape().expert_cache_slots;
+  if (placement == ExpertPlacement::kChosen) {
+    const auto choice = runner.choose_expert_compute(ref.prompt, 4);
+    EXPECT_GT(choice.accelerator_step_s, 0);
+    EXPECT_GT(choice.host_step_s, 0);
+    EXPECT_EQ(runner.expert_compute(), choice.chosen);
   }
   for (const auto& [module, tier] : runner.loaded().plan.device_map) {
     if (!is_expert(module) || tier == acc) continue;
@@ -128,13 +141,7 @@ MoeRun run_moe(const std::string& folder, ExpertPlacement placement, int64_t cac
   run.experts = result.routed_experts;
   run.peak = manager.usage(acc).peak_bytes;
   run.bytes_h2d = result.prefill_counters.bytes_h2d + result.decode_counters.bytes_h2d;
-  for (const ExpertCacheCounters& c : result.expert_cache) {
-    run.cache.hits += c.hits;
-    run.cache.misses += c.misses;
-    run.cache.uncached += c.uncached;
-    run.cache.predicted += c.predicted;
-    run.cache.predicted_used += c.predicted_used;
-  }
+  for (const ExpertCacheCounters& c : result.expert_cache) run.cache += c;
   for (const ExpertPredictionCounters& p : result.expert_predictions) {
     run.prediction.routed += p.routed;
     run.prediction.correct += p.correct;
@@ -247,6 +254,42 @@ TEST_P(MoeParity, CachedExpertsGiveTheResidentLogitsWithinTheBudget) {
       EXPECT_GT(cached.cache.predicted, 0u);
     }
   }
+}
+
+// An automatic cache takes the slots the budget leaves free after loading
+// (the experts kept off the accelerator, as --cpu-moe does): none when the
+// budget holds only the rest of the model; with 2 MiB more than its margin
+// (1% + 16 MiB), one slot per expert off the accelerator (these experts are
+// a few KiB); the resident logits, within the budget.
+TEST_P(MoeParity, AutomaticCacheTakesWhatTheBudgetLeaves) {
+  const std::string folder = kTestdata + GetParam();
+  const MoeReference ref = moe_reference(folder);
+  const MoeRun resident = run_moe(folder, ExpertPlacement::kResident);
+  const MoeRun none = run_moe(folder, ExpertPlacement::kCached, -1, true, 0);
+  EXPECT_EQ(none.cache_slots, 0);
+  const MoeRun some = run_moe(folder, ExpertPlacement::kCached, -1, true, uint64_t{20} << 20);
+  EXPECT_EQ(some.cache_slots, some.off_accelerator_experts);
+  int64_t sparse_layers = 0;
+  for (int64_t layer = 0; layer < ref.layers; ++layer) {
+    sparse_layers += ref.expert_ids[layer * ref.positions * ref.top_k] >= 0 ? 1 : 0;
+  }
+  EXPECT_EQ(some.off_accelerator_experts, 8 * sparse_layers);  // every expert (--cpu-moe)
+  EXPECT_LE(some.peak, some.budget);
+  ASSERT_EQ(some.logits.size(), resident.logits.size());
+  EXPECT_EQ(std::memcmp(some.logits.data(), resident.logits.data(),
+                        resident.logits.size() * sizeof(float)),
+            0);
+}
+
+// The automatic choice measures both ways and keeps one; either gives
+// transformers' tokens and expert ids.
+TEST_P(MoeParity, MeasuredChoiceOfExpertComputeKeepsTheTokens) {
+  const std::string folder = kTestdata + GetParam();
+  const MoeReference ref = moe_reference(folder);
+  const MoeRun chosen = run_moe(folder, ExpertPlacement::kChosen);
+  EXPECT_EQ(chosen.output, ref.output);
+  expect_reference_experts(chosen, ref);
+  EXPECT_LE(chosen.peak, chosen.budget);
 }
 
 // Without prediction nothing is prefetched or counted as predicted; the
