@@ -21,6 +21,7 @@
 #include "cli/mlp_common.h"
 #include "cli/mlp_session.h"
 #include "cli/model_session.h"
+#include "cli/moe_flags.h"
 #include "core/error.h"
 #include "mmap_store/output_path.h"
 #include "mmap_store/safetensors_writer.h"
@@ -97,14 +98,17 @@ int run_generate(const std::vector<std::string>& args,
       "prefetch", "device",     "dump-logits", "batch",         "override-tensor"};
   value_flags.insert(value_flags.end(), kHostComputeValueFlags.begin(),
                      kHostComputeValueFlags.end());
+  value_flags.insert(value_flags.end(), kMoeValueFlags.begin(), kMoeValueFlags.end());
   ArgParser parser("generate", with_host_cache_flags(value_flags),
-                   {"ignore-eos", "json", "double-quant", "cuda-graphs", kNoHostComputeFlag},
+                   {"ignore-eos", "json", "double-quant", "cuda-graphs", kNoHostComputeFlag,
+                    kNoExpertPredictFlag},
                    kHostCacheOptionalFlags);
   parser.allow_repeated({"override-tensor"});
   parser.parse(args);
   parser.expect_positional(0, "");
   const bool generation_graphs = parser.has("cuda-graphs");
   const HostComputeFlags host_flags = parse_host_compute_flags(parser);
+  const MoeFlags moe_flags = parse_moe_flags(parser);
   const auto model = parser.get("model");
   if (!model) throw UsageError("--model DIR is required");
   if (parser.has("prompt") == parser.has("prompt-ids")) {
@@ -158,6 +162,9 @@ int run_generate(const std::vector<std::string>& args,
   session_config.prefetch_depth = prefetch;
   session_config.tensor_overrides = parse_tensor_overrides(
       parser.get_all("override-tensor"), *platform, offload_dir ? "" : "--offload-dir");
+  for (const TensorOverride& o : models::experts_off_accelerator(moe_flags.cpu_moe)) {
+    session_config.tensor_overrides.push_back(o);
+  }
   std::unique_ptr<hostcache::SharedWeightCache> host_cache =
       make_host_cache(*platform, parser, "transformer");
   session_config.host_cache = host_cache.get();
@@ -166,6 +173,7 @@ int run_generate(const std::vector<std::string>& args,
   shape.max_step_tokens = static_cast<int64_t>(prompt.size());
   shape.max_context = shape.max_step_tokens + std::max<int64_t>(max_new, 1);
   shape.all_logits = dump_logits.has_value();
+  shape.expert_cache_slots = moe_flags.expert_cache_slots;
 
   models::GenerationResult result;
   std::string text;
@@ -176,6 +184,7 @@ int run_generate(const std::vector<std::string>& args,
   Tier acc = Tier::pinned_host();
   int host_layers = 0;
   ComputeSplitReport split;
+  boost::json::object moe;  // MoE models: cache and prediction (moe_report)
   {
     std::unique_ptr<ModelSession> session =
         open_model_session(*platform, *model, session_config, quantize, shape, true);
@@ -185,6 +194,7 @@ int run_generate(const std::vector<std::string>& args,
     OffloadManager& manager = *session->manager;
     models::TransformerRunner& runner = *session->runner;
     vocab = runner.spec().config.vocab_size;
+    apply_moe_flags(runner, moe_flags, max_new, prompt);
 
     models::GenerationOptions generation;
     generation.max_new_tokens = max_new;
@@ -215,6 +225,7 @@ int run_generate(const std::vector<std::string>& args,
       std::fflush(stdout);
     };
     result = runner.generate(prompt, generation);
+    if (runner.spec().config.moe) moe = moe_report(runner, result, moe_flags);
     if (stream_text && !json) std::fputs(stream_text->finish().c_str(), stdout);
     if (tok) text = tok->decode(result.output_ids, true);
     peak = manager.usage(acc).peak_bytes;
@@ -268,6 +279,7 @@ int run_generate(const std::vector<std::string>& args,
     // Where each layer computed in each phase, and the rates the split was
     // chosen from (its decode_host_modules, estimated step: with auto).
     o["host_compute"] = compute_split_json(split);
+    if (!moe.empty()) o["moe"] = moe;
     if (generation_graphs) {
       o["graph_launches"] = result.graph_launches;
       o["graph_fallback"] = result.graph_fallback;
