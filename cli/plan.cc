@@ -200,6 +200,20 @@ int run_plan(const std::vector<std::string>& args) {
     split->link_rate_source = link_source;
     split->host_rate_source = host_source;
   }
+  // The KV caches the accelerator allocates: none for a layer computed on
+  // the host in every step, one shared scratch for those computed there in
+  // the decode steps only (models::TransformerState::place_kv_cache).
+  uint64_t device_kv_bytes = kv_bytes;
+  if (split && !split->layers.empty()) {
+    const uint64_t layer_kv = kv_bytes / split->layers.size();
+    uint64_t on_device = 0;
+    bool scratch = false;
+    for (const ComputeSplitReport::Layer& l : split->layers) {
+      if (l.decode != "host") ++on_device;
+      if (l.decode == "host" && l.prefill != "host") scratch = true;
+    }
+    device_kv_bytes = layer_kv * (on_device + (scratch ? 1 : 0));
+  }
 
   if (!parser.has("json")) {
     std::fputs(escape_control(plan.to_string(request), true).c_str(), stdout);
@@ -212,6 +226,11 @@ int run_plan(const std::vector<std::string>& args) {
           static_cast<long long>(batch),
           static_cast<long long>(prompt_tokens + std::max<int64_t>(new_tokens, 1)));
       std::fputs(escape_control(compute_split_text(*split), true).c_str(), stdout);
+      if (device_kv_bytes != kv_bytes) {
+        std::printf("KV cache on the accelerator %s (layers computed on the host keep theirs "
+                    "there)\n",
+                    format_bytes(device_kv_bytes).c_str());
+      }
     }
     return 0;
   }
@@ -256,6 +275,7 @@ int run_plan(const std::vector<std::string>& args) {
   if (transformer) {
     out["architecture"] = models::architecture_name(transformer->config.architecture);
     out["kv_cache_bytes"] = kv_bytes;
+    out["device_kv_cache_bytes"] = device_kv_bytes;
     out["prompt_tokens"] = prompt_tokens;
     out["max_new_tokens"] = new_tokens;
     out["host_compute"] = compute_split_json(*split);

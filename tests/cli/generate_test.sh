@@ -270,6 +270,9 @@ assert off and all(l["prefill"] == "streamed" for l in off), layers
 # The host path is 3x the link: every layer off the accelerator goes to it.
 assert all(l["decode"] == "host" for l in off), layers
 assert o["decode_host_modules"] == [l["module"] for l in off], o
+plan = json.loads(open(sys.argv[1]).read())
+# Both layers compute on the host in the decode: one device scratch cache for their prefill.
+assert len(off) == 2 and plan["device_kv_cache_bytes"] * 2 == plan["kv_cache_bytes"], plan
 PY
 "$stowage" plan --device sim --model "$model" --max-memory 0=640KiB --prompt-tokens 7 \
   --max-new-tokens 32 --host-compute auto >"$tmp/split.txt"
@@ -283,6 +286,9 @@ python3 - "$tmp/roh.json" <<'PY' || fail "plan --run-on-host"
 import json, sys
 layers = json.loads(open(sys.argv[1]).read())["host_compute"]["layers"]
 assert layers[1]["decode"] == "host" and layers[1]["prefill"] == "host", layers
+o = json.loads(open(sys.argv[1]).read())
+# Layer 1 computes on the host in every step: the accelerator keeps layer 0's KV cache only.
+assert o["device_kv_cache_bytes"] * 2 == o["kv_cache_bytes"], o
 PY
 expect 2 "--link-rate is a rate the split of --host-compute auto is chosen from" plan --device sim \
   --model "$model" --max-memory 0=640KiB --link-rate 1GiB
