@@ -570,7 +570,7 @@ class OffloadManager::Impl {
       }
       if (largest_disk_record > 0) {
         const uint64_t bytes = std::max<uint64_t>(
-            1, std::min(owner_.options_.disk_staging_bytes, largest_disk_record));
+            1, disk_staging_buffer_bytes(owner_.options_.disk_staging_bytes, largest_disk_record));
         try {
           a.staging = Buffer(memory(Tier::pinned_host()), bytes);
         } catch (const Error& e) {

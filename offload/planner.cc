@@ -164,6 +164,27 @@ struct Placement {
   bool any_on_disk = false;
 };
 
+// The largest tensor a placement reads from disk: of a unit placed there and
+// not overridden elsewhere (step 6). {"", 0} when none.
+struct DiskTensor {
+  std::string name;
+  uint64_t bytes = 0;
+};
+DiskTensor largest_tensor_on_disk(const PlanRequest& request, const std::vector<Unit>& units,
+                                  const Placement& placement) {
+  DiskTensor largest;
+  for (size_t u = 0; u < units.size(); ++u) {
+    if (placement.unit_tier[u] != Tier::disk()) continue;
+    for (size_t i : units[u].modules) {
+      const PlanModule& m = request.modules[i];
+      for (const PlanTensor& t : m.tensors) {
+        if (!t.tier && t.bytes > largest.bytes) largest = {m.path + "." + t.name, t.bytes};
+      }
+    }
+  }
+  return largest;
+}
+
 // The bytes of the tensors overridden to each tier (step 6).
 using ForcedBytes = std::map<Tier, uint64_t>;
 
@@ -495,8 +516,13 @@ Plan plan_device_map(const PlanRequest& request) {
       reserve = slots * placement.largest_streamed;
       grew = true;
     }
-    if (placement.any_on_disk && request.disk_staging_bytes > cpu_reserve) {
-      cpu_reserve = request.disk_staging_bytes;
+    const uint64_t staging =
+        placement.any_on_disk
+            ? disk_staging_buffer_bytes(request.disk_staging_bytes,
+                                        largest_tensor_on_disk(request, units, placement).bytes)
+            : 0;
+    if (staging > cpu_reserve) {
+      cpu_reserve = staging;
       grew = true;
     }
     if (!grew) break;
@@ -504,6 +530,21 @@ Plan plan_device_map(const PlanRequest& request) {
   }
   if (placement.largest_streamed == 0) reserve = 0;
   plan.cpu_reserve = placement.any_on_disk ? cpu_reserve : 0;
+  if (plan.cpu_reserve > 0 && request.cpu) {
+    const uint64_t beside = forced_on(forced, Tier::pinned_host());
+    if (request.cpu->limit() < plan.cpu_reserve ||
+        request.cpu->limit() - plan.cpu_reserve < beside) {
+      const DiskTensor largest = largest_tensor_on_disk(request, units, placement);
+      throw OutOfBudgetError(fmt::format(
+          "planner: cpu cannot hold the pinned buffer disk reads are staged through: {} bytes "
+          "(the largest tensor on disk, {}, is {} bytes; the staging size {} bytes){}; budgets: "
+          "{}",
+          plan.cpu_reserve, largest.name, largest.bytes, request.disk_staging_bytes,
+          beside > 0 ? fmt::format(", beside {} bytes of tensors overridden onto cpu", beside)
+                     : std::string(),
+          describe_budgets(request)));
+    }
+  }
 
   for (const auto& c : request.accelerators) {
     plan.bytes_per_tier[c.tier] = 0;

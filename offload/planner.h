@@ -22,9 +22,12 @@
 //     depends on what ends up streamed, so placement is iterated as
 //     accelerate does: place with reserve r, recompute r from the result,
 //     until r covers the largest streamed unit (r only grows, so this ends).
-//     Likewise, when anything lands on disk, the cpu tier keeps
-//     disk_staging_bytes for the pinned buffer disk reads are staged through
-//     (OffloadOptions::disk_staging_bytes, the same default).
+//     Likewise, when anything lands on disk, the cpu tier keeps the pinned
+//     buffer disk reads are staged through: disk_staging_buffer_bytes of
+//     disk_staging_bytes (OffloadOptions::disk_staging_bytes, the same
+//     default) and the largest tensor on disk. A cpu budget that cannot hold
+//     it (beside the tensors overridden onto cpu) fails the plan with
+//     OutOfBudgetError naming that tensor, the bytes and the budgets.
 //     Working memory. Before anything is placed, each accelerator also keeps
 //     PlanRequest::working_reserve[tier]: the activations and kernel scratch
 //     (cuBLASLt workspace, a dequantized 4-bit weight, converted inputs) its
@@ -80,6 +83,15 @@ inline int slot_count(int prefetch_depth) { return (prefetch_depth < 0 ? 0 : pre
 
 // Pinned bytes for staging disk reads (OffloadOptions and PlanRequest default).
 constexpr uint64_t kDefaultDiskStagingBytes = uint64_t{8} << 20;
+
+// The pinned buffer OffloadManager stages disk reads through: the configured
+// staging size, but no more than the largest tensor read from disk (larger
+// reads go through it in pieces). The planner keeps these bytes on cpu when
+// anything lands on disk, so a cpu budget that cannot hold them fails the
+// plan, as it would fail the run.
+inline uint64_t disk_staging_buffer_bytes(uint64_t configured, uint64_t largest_disk_tensor) {
+  return configured < largest_disk_tensor ? configured : largest_disk_tensor;
+}
 
 struct PlanTensor {
   std::string name;  // inside the module: "weight", "weight.absmax"

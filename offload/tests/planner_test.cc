@@ -114,6 +114,31 @@ TEST(Planner, KeepsDiskStagingOnCpuOnlyWhenSomethingGoesToDisk) {
   EXPECT_EQ(plan_device_map(no_disk).cpu_reserve, 0u);
 }
 
+// Issue #15 item 4 (plan fails whenever run would): the offload manager
+// stages disk reads through a pinned buffer of the staging size capped at the
+// largest tensor on disk, from the cpu budget. The plan reserved the whole
+// staging size (8 MiB by default) and passed when the cpu budget could not
+// hold it, and the run then failed at dispatch.
+TEST(Planner, ACpuBudgetBelowTheDiskStagingBufferFailsNamingTheTensorAndBytes) {
+  std::vector<PlanModule> modules = layers(8, 100);
+  modules[6].tensors.push_back({"bias", 160});
+  PlanRequest r = request(modules, {cap(kAcc0, 700)}, 100, 10000);
+  r.disk_staging_bytes = uint64_t{8} << 20;
+  const std::string message = out_of_budget_message(r);
+  EXPECT_NE(message.find("pinned buffer disk reads are staged through: 160 bytes"),
+            std::string::npos)
+      << message;
+  EXPECT_NE(message.find("layers.6.bias"), std::string::npos) << message;
+  EXPECT_NE(message.find("cpu=100"), std::string::npos) << message;
+
+  r.cpu = cap(kCpu, 160);
+  const Plan plan = plan_device_map(r);
+  EXPECT_EQ(plan.cpu_reserve, 160u) << "the largest tensor on disk, not the 8 MiB staging size";
+  EXPECT_EQ(plan.modules_on(kCpu).size(), 0u);
+  r.disk_staging_bytes = 120;
+  EXPECT_EQ(plan_device_map(r).cpu_reserve, 120u) << "the staging size when it is smaller";
+}
+
 TEST(Planner, FillsSeveralAcceleratorsInOrderBeforeTheHost) {
   // Budgets as transformers' int8 guide gives them: {0: 1x, 1: 2x}.
   const Plan plan =

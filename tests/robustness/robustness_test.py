@@ -480,6 +480,26 @@ def build_cases():
         write(os.path.join(d, "index.json"), index)
         add("inspect " + name, ["inspect", d], 1, [needle])
 
+    # Plan and run agree on the cpu budget (item 4): disk reads are staged
+    # through a pinned buffer of the largest tensor on disk (16 KiB here); a
+    # cpu budget below it fails both, by the planner's one message (plan
+    # passed and run failed at dispatch before).
+    staged = mlp_file(path("in", "staged.safetensors"), layers=((64, 64),) * 4)
+    x64 = write(path("in", "x64.safetensors"), safetensors_bytes(
+        {"x": {"dtype": "F32", "shape": [1, 64], "data_offsets": [0, 256]}}, b"\0" * 256))
+    staging = ["staged through: 16384 bytes", "layers.0.weight"]
+    add("plan: cpu budget below the disk staging buffer",
+        ["plan", "--device", "sim", "--model", staged, "--max-memory", "0=40KiB,cpu=8KiB,disk=1GiB"],
+        1, staging)
+    add("run: cpu budget below the disk staging buffer",
+        ["run", "--device", "sim", "--model", staged, "--input", x64, "--output",
+         path("out", "y.safetensors"), "--max-memory", "0=40KiB,cpu=8KiB", "--offload-dir",
+         path("out", "staging_offload")], 1, staging)
+    add("run: cpu budget that holds the disk staging buffer",
+        ["run", "--device", "sim", "--model", staged, "--input", x64, "--output",
+         path("out", "y.safetensors"), "--max-memory", "0=40KiB,cpu=16KiB", "--offload-dir",
+         path("out", "staging_offload")], 0)
+
     # 5. Standard output that cannot be written: exit 1, no signal.
     add("inspect > /dev/full", ["inspect", good], 1, ["standard output"], stdout_to="/dev/full")
     add("plan --json > /dev/full", plan + ["--max-memory", "0=1GiB", "--json"], 1, ["standard output"],
