@@ -73,9 +73,10 @@ struct MoeRun {
 bool is_expert(const std::string& module) { return module.find(".experts.") != std::string::npos; }
 
 MoeRun run_moe(const std::string& folder, ExpertPlacement placement, int64_t cache_slots = 6,
-               bool predict = true, uint64_t extra_budget = 0) {
+               bool predict = true, uint64_t extra_budget = 0,
+               DeviceChoice device = DeviceChoice::kSim) {
   const MoeReference ref = moe_reference(folder);
-  auto platform = Platform::create(DeviceChoice::kSim, SimOptions{1, uint64_t{1} << 30, 0});
+  auto platform = Platform::create(device, SimOptions{1, uint64_t{1} << 30, 0});
   const Tier acc = platform->accelerator(0).tier();
   TransformerRunShape shape;
   shape.max_step_tokens = static_cast<int64_t>(ref.prompt.size());
@@ -304,6 +305,39 @@ TEST_P(MoeParity, PredictionOffPrefetchesNothing) {
   EXPECT_EQ(std::memcmp(plain.logits.data(), predicted.logits.data(),
                         plain.logits.size() * sizeof(float)),
             0);
+}
+
+bool gpu_visible() {
+  try {
+    return Platform::create(DeviceChoice::kAuto)->backend() == Backend::kCuda;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+// On CUDA (the MoE kernels of kernels/cuda/moe_kernels.cu, cuBLASLt
+// projections): transformers' tokens and expert ids resident, through the
+// expert cache and with experts computed on the host; logits within 1e-4
+// (float32 weights); the cache's logits the resident ones bit for bit.
+TEST_P(MoeParity, CudaResidentCachedAndHostComputedExpertsMatchTransformers) {
+  if (!gpu_visible()) GTEST_SKIP() << "no GPU visible";
+  const std::string folder = kTestdata + GetParam();
+  const MoeReference ref = moe_reference(folder);
+  const auto cuda = DeviceChoice::kCuda;
+  const MoeRun resident = run_moe(folder, ExpertPlacement::kResident, 6, true, 0, cuda);
+  const MoeRun cached = run_moe(folder, ExpertPlacement::kCached, 6, true, 0, cuda);
+  const MoeRun host = run_moe(folder, ExpertPlacement::kOnHost, 6, true, 0, cuda);
+  for (const MoeRun* run : {&resident, &cached, &host}) {
+    EXPECT_EQ(run->output, ref.output);
+    expect_reference_experts(*run, ref);
+    ASSERT_EQ(run->logits.size(), ref.logits.size());
+    EXPECT_LT(worst_row_error(run->logits, ref.logits, ref.vocab), 1e-4);
+  }
+  EXPECT_EQ(std::memcmp(cached.logits.data(), resident.logits.data(),
+                        resident.logits.size() * sizeof(float)),
+            0);
+  EXPECT_LE(cached.peak, cached.budget);
+  EXPECT_GT(cached.cache.hits, 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, MoeParity,
