@@ -112,6 +112,14 @@ void apply_rope(const RopeArgs& a) {
       }
     }
   }
+  if (a.x2 != nullptr && a.heads2 > 0) {
+    RopeArgs second = a;
+    second.x = a.x2;
+    second.heads = a.heads2;
+    second.x2 = nullptr;
+    second.heads2 = 0;
+    apply_rope(second);
+  }
 }
 
 void embedding_lookup(const EmbeddingArgs& a) {
@@ -142,6 +150,10 @@ void kv_append(const KvAppendArgs& a) {
       if (past + t >= a.capacity) continue;
       std::memcpy(a.cache + (b * a.capacity + past + t) * row,
                   a.src + (b * a.tokens + t) * a.src_stride, row * sizeof(float));
+      if (a.src2 != nullptr) {
+        std::memcpy(a.cache2 + (b * a.capacity + past + t) * row,
+                    a.src2 + (b * a.tokens + t) * a.src_stride, row * sizeof(float));
+      }
     }
   }
 }

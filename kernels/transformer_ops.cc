@@ -61,7 +61,11 @@ void apply_rope(const RopeArgs& a, StreamRef stream) {
   expect_pointer(call, "x", a.x, work);
   expect_pointer(call, "positions", a.positions, work);
   expect_pointer(call, "inv_freq", a.inv_freq, work);
-  if (!work) return;
+  expect_non_negative(call, "heads2", a.heads2);
+  expect_pointer(call, "x2", a.x2, a.tokens * a.heads2 * a.head_dim > 0);
+  if (!work && a.tokens * a.heads2 * a.head_dim == 0) return;
+  expect_pointer(call, "positions", a.positions, true);
+  expect_pointer(call, "inv_freq", a.inv_freq, true);
   dispatch(
       stream, [a] { cpu::apply_rope(a); }, [&](void* s) { detail::cuda_apply_rope(a, s); });
 }
@@ -124,6 +128,9 @@ void kv_append(const KvAppendArgs& a, StreamRef stream) {
   expect_stride(call, "src_stride", a.src_stride, a.kv_heads * a.head_dim, work);
   expect_pointer(call, "src", a.src, work);
   expect_pointer(call, "cache", a.cache, work);
+  STOWAGE_EXPECTS((a.src2 == nullptr) == (a.cache2 == nullptr), InvalidInputError,
+                  "kernels::kv_append: src2 and cache2 go together, found src2 {} and cache2 {}",
+                  a.src2 != nullptr ? "set" : "null", a.cache2 != nullptr ? "set" : "null");
   if (!work) return;
   dispatch(
       stream, [a] { cpu::kv_append(a); }, [&](void* s) { detail::cuda_kv_append(a, s); });

@@ -55,6 +55,11 @@ struct RopeArgs {
   float* x = nullptr;
   const int32_t* positions = nullptr;
   const float* inv_freq = nullptr;
+  // Optional: a second tensor of the same tokens, F32 [tokens, heads2,
+  // head_dim], rotated in the same launch (a layer's keys beside its
+  // queries); the same bits as a separate call.
+  float* x2 = nullptr;
+  int64_t heads2 = 0;
 };
 void apply_rope(const RopeArgs& args, StreamRef stream);
 
@@ -114,6 +119,11 @@ struct KvAppendArgs {
   const float* src = nullptr;
   int64_t src_stride = 0;
   float* cache = nullptr;
+  // Optional: a second source of the same shape and stride appended to a
+  // second cache at the same positions in the same launch (the values beside
+  // the keys).
+  const float* src2 = nullptr;
+  float* cache2 = nullptr;
 };
 void kv_append(const KvAppendArgs& args, StreamRef stream);
 

@@ -733,13 +733,11 @@ void TransformerModel::run_layer(size_t i, const LayerWeights& w, const LayerBuf
     kernels::rms_norm(
         {rows * c.num_kv_heads, c.head_dim, b.k, w.k_norm, l.k_norm_dtype, eps, b.k}, s);
   }
-  kernels::apply_rope({rows, c.num_heads, c.head_dim, b.q, b.positions, b.inv_freq}, s);
-  kernels::apply_rope({rows, c.num_kv_heads, c.head_dim, b.k, b.positions, b.inv_freq}, s);
+  // Queries and keys rotated in one launch; keys and values appended in one.
+  kernels::apply_rope(
+      {rows, c.num_heads, c.head_dim, b.q, b.positions, b.inv_freq, b.k, c.num_kv_heads}, s);
   kernels::kv_append({step.batch, step.tokens, c.num_kv_heads, c.head_dim, step.past, b.past,
-                      step.capacity, b.k, kv_cols, b.k_cache},
-                     s);
-  kernels::kv_append({step.batch, step.tokens, c.num_kv_heads, c.head_dim, step.past, b.past,
-                      step.capacity, b.v, kv_cols, b.v_cache},
+                      step.capacity, b.k, kv_cols, b.k_cache, b.v, b.v_cache},
                      s);
   kernels::AttentionArgs attention;
   attention.batch = step.batch;

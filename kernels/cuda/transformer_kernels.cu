@@ -81,19 +81,25 @@ struct RmsNormLaunch {
 
 // ---- RoPE: one thread per (token, head, pair). ----
 
-__global__ void rope_kernel(float* x, const int32_t* positions, const float* inv_freq,
-                            int64_t tokens, int64_t heads, int64_t head_dim) {
+// x (heads) and x2 (heads2) in one grid: elements past x's go to x2.
+__global__ void rope_kernel(float* x, int64_t heads, float* x2, int64_t heads2,
+                            const int32_t* positions, const float* inv_freq, int64_t tokens,
+                            int64_t head_dim) {
   const int64_t half = head_dim / 2;
-  const int64_t total = tokens * heads * half;
-  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
-       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  const int64_t first = tokens * heads * half;
+  const int64_t total = first + tokens * heads2 * half;
+  for (int64_t e_all = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+       e_all < total; e_all += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const bool second = e_all >= first;
+    const int64_t e = second ? e_all - first : e_all;
+    const int64_t h_count = second ? heads2 : heads;
     const int64_t i = e % half;
     const int64_t th = e / half;  // token * heads + head
-    const int64_t t = th / heads;
+    const int64_t t = th / h_count;
     const float angle = static_cast<float>(positions[t]) * inv_freq[i];
     float s, c;
     sincosf(angle, &s, &c);
-    float* xh = x + th * head_dim;
+    float* xh = (second ? x2 : x) + th * head_dim;
     const float x0 = xh[i], x1 = xh[i + half];
     xh[i] = x0 * c - x1 * s;
     xh[i + half] = x1 * c + x0 * s;
@@ -143,16 +149,22 @@ __global__ void add_kernel(float* y, const float* x, int64_t count) {
   }
 }
 
-__global__ void kv_append_kernel(const float* src, int64_t src_stride, int64_t tokens, int64_t row,
-                                 int64_t past_given, const int32_t* past_at, int64_t capacity,
-                                 int64_t total, float* cache) {
+// src -> cache and, when src2 is set, src2 -> cache2 in the same grid.
+__global__ void kv_append_kernel(const float* src, const float* src2, int64_t src_stride,
+                                 int64_t tokens, int64_t row, int64_t past_given,
+                                 const int32_t* past_at, int64_t capacity, int64_t total,
+                                 float* cache, float* cache2) {
   const int64_t past = past_at != nullptr ? *past_at : past_given;
-  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
-       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  const int64_t all = src2 != nullptr ? 2 * total : total;
+  for (int64_t e_all = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e_all < all;
+       e_all += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const bool second = e_all >= total;
+    const int64_t e = second ? e_all - total : e_all;
     const int64_t bt = e / row, c = e % row;
     const int64_t b = bt / tokens, t = bt % tokens;
     if (past + t >= capacity) continue;
-    cache[(b * capacity + past + t) * row + c] = src[bt * src_stride + c];
+    (second ? cache2 : cache)[(b * capacity + past + t) * row + c] =
+        (second ? src2 : src)[bt * src_stride + c];
   }
 }
 
@@ -675,12 +687,13 @@ cudaError_t launch_rms_norm(const float* x, const void* weight, FloatType weight
   return dispatch_float_type<RmsNormLaunch>(weight_type, x, weight, rows, cols, eps, y, stream);
 }
 
-cudaError_t launch_rope(float* x, const int32_t* positions, const float* inv_freq, int64_t tokens,
-                        int64_t heads, int64_t head_dim, cudaStream_t stream) {
-  const int64_t total = tokens * heads * (head_dim / 2);
+cudaError_t launch_rope(float* x, int64_t heads, float* x2, int64_t heads2,
+                        const int32_t* positions, const float* inv_freq, int64_t tokens,
+                        int64_t head_dim, cudaStream_t stream) {
+  const int64_t total = tokens * (heads + heads2) * (head_dim / 2);
   if (total == 0) return cudaSuccess;
-  rope_kernel<<<grid_for(total, 256), 256, 0, stream>>>(x, positions, inv_freq, tokens, heads,
-                                                        head_dim);
+  rope_kernel<<<grid_for(total, 256), 256, 0, stream>>>(x, heads, x2, heads2, positions,
+                                                        inv_freq, tokens, head_dim);
   return cudaGetLastError();
 }
 
@@ -705,13 +718,14 @@ cudaError_t launch_add_in_place(float* y, const float* x, int64_t count, cudaStr
   return cudaGetLastError();
 }
 
-cudaError_t launch_kv_append(const float* src, int64_t src_stride, int64_t batch, int64_t tokens,
-                             int64_t row, int64_t past, const int32_t* past_at,
-                             int64_t capacity, float* cache, cudaStream_t stream) {
+cudaError_t launch_kv_append(const float* src, const float* src2, int64_t src_stride,
+                             int64_t batch, int64_t tokens, int64_t row, int64_t past,
+                             const int32_t* past_at, int64_t capacity, float* cache,
+                             float* cache2, cudaStream_t stream) {
   const int64_t total = batch * tokens * row;
   if (total == 0) return cudaSuccess;
-  kv_append_kernel<<<grid_for(total, 256), 256, 0, stream>>>(src, src_stride, tokens, row, past,
-                                                             past_at, capacity, total, cache);
+  kv_append_kernel<<<grid_for(src2 != nullptr ? 2 * total : total, 256), 256, 0, stream>>>(
+      src, src2, src_stride, tokens, row, past, past_at, capacity, total, cache, cache2);
   return cudaGetLastError();
 }
 

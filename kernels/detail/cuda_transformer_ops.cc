@@ -25,9 +25,10 @@ void cuda_rms_norm(const RmsNormArgs& a, void* stream) {
 
 void cuda_apply_rope(const RopeArgs& a, void* stream) {
   STOWAGE_CUDA_TRY_FOR(
-      launch_rope(a.x, a.positions, a.inv_freq, a.tokens, a.heads, a.head_dim, as_stream(stream)),
-      "{}: kernels::apply_rope of {} tokens x {} heads x {}", device(), a.tokens, a.heads,
-      a.head_dim);
+      launch_rope(a.x, a.heads, a.x2, a.x2 != nullptr ? a.heads2 : 0, a.positions, a.inv_freq,
+                  a.tokens, a.head_dim, as_stream(stream)),
+      "{}: kernels::apply_rope of {} tokens x {}+{} heads x {}", device(), a.tokens, a.heads,
+      a.heads2, a.head_dim);
 }
 
 void cuda_embedding_lookup(const EmbeddingArgs& a, void* stream) {
@@ -50,8 +51,8 @@ void cuda_add_in_place(float* y, const float* x, int64_t count, void* stream) {
 
 void cuda_kv_append(const KvAppendArgs& a, void* stream) {
   STOWAGE_CUDA_TRY_FOR(
-      launch_kv_append(a.src, a.src_stride, a.batch, a.tokens, a.kv_heads * a.head_dim, a.past,
-                       a.past_at, a.capacity, a.cache, as_stream(stream)),
+      launch_kv_append(a.src, a.src2, a.src_stride, a.batch, a.tokens, a.kv_heads * a.head_dim,
+                       a.past, a.past_at, a.capacity, a.cache, a.cache2, as_stream(stream)),
       "{}: kernels::kv_append of {} x {} tokens after {} (capacity {})", device(), a.batch,
       a.tokens, a.past, a.capacity);
 }

@@ -16,8 +16,10 @@ namespace stowage::kernels::detail {
 cudaError_t launch_rms_norm(const float* x, const void* weight, FloatType weight_type, int64_t rows,
                             int64_t cols, float eps, float* y, cudaStream_t stream);
 
-cudaError_t launch_rope(float* x, const int32_t* positions, const float* inv_freq, int64_t tokens,
-                        int64_t heads, int64_t head_dim, cudaStream_t stream);
+// x2 (heads2 heads) is rotated in the same launch when heads2 > 0.
+cudaError_t launch_rope(float* x, int64_t heads, float* x2, int64_t heads2,
+                        const int32_t* positions, const float* inv_freq, int64_t tokens,
+                        int64_t head_dim, cudaStream_t stream);
 
 cudaError_t launch_embedding(const int32_t* ids, const void* table, FloatType table_type,
                              int64_t tokens, int64_t hidden, float* out, cudaStream_t stream);
@@ -28,10 +30,11 @@ cudaError_t launch_swiglu(const float* gate, int64_t gate_stride, const float* u
 
 cudaError_t launch_add_in_place(float* y, const float* x, int64_t count, cudaStream_t stream);
 
-cudaError_t launch_kv_append(const float* src, int64_t src_stride, int64_t batch, int64_t tokens,
-                             int64_t row, int64_t past, const int32_t* past_at,
-                             int64_t capacity, float* cache,
-                             cudaStream_t stream);
+// src2 -> cache2 in the same launch when src2 is set.
+cudaError_t launch_kv_append(const float* src, const float* src2, int64_t src_stride,
+                             int64_t batch, int64_t tokens, int64_t row, int64_t past,
+                             const int32_t* past_at, int64_t capacity, float* cache,
+                             float* cache2, cudaStream_t stream);
 
 // The attention of transformer_ops.h, its fields as there.
 struct AttentionLaunch {

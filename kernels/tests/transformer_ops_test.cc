@@ -165,6 +165,72 @@ TEST_P(TransformerOpsOnBackend, RopeRotatesBothHalvesByPositionTimesInverseFrequ
   }
 }
 
+// Queries and keys rotated in one launch give the bits of two launches.
+TEST_P(TransformerOpsOnBackend, RopeOfASecondTensorGivesTheSeparateCallsBits) {
+  const int64_t tokens = 3, heads = 4, heads2 = 2, head_dim = 64, half = head_dim / 2;
+  const std::vector<float> q = random_floats(tokens * heads * head_dim, 41);
+  const std::vector<float> k = random_floats(tokens * heads2 * head_dim, 42);
+  const std::vector<int32_t> positions = {5, 6, 300};
+  std::vector<float> inv_freq(half);
+  for (int64_t i = 0; i < half; ++i) inv_freq[i] = std::pow(10000.0f, -2.0f * i / head_dim);
+  Buffer dp = upload(positions), df = upload(inv_freq);
+  Buffer q1 = upload(q), k1 = upload(k), q2 = upload(q), k2 = upload(k);
+  auto args = [&](Buffer& x, int64_t h) {
+    RopeArgs a;
+    a.tokens = tokens;
+    a.heads = h;
+    a.head_dim = head_dim;
+    a.x = static_cast<float*>(x.data());
+    a.positions = static_cast<const int32_t*>(dp.data());
+    a.inv_freq = static_cast<const float*>(df.data());
+    return a;
+  };
+  apply_rope(args(q1, heads), stream());
+  apply_rope(args(k1, heads2), stream());
+  RopeArgs both = args(q2, heads);
+  both.x2 = static_cast<float*>(k2.data());
+  both.heads2 = heads2;
+  apply_rope(both, stream());
+  EXPECT_EQ(download<float>(q2, q.size()), download<float>(q1, q.size()));
+  EXPECT_EQ(download<float>(k2, k.size()), download<float>(k1, k.size()));
+  EXPECT_NE(download<float>(k2, k.size()), k);  // the keys were rotated
+}
+
+// Keys and values appended in one launch: each cache as a separate call leaves it.
+TEST_P(TransformerOpsOnBackend, KvAppendOfASecondSourceFillsTheSecondCache) {
+  const int64_t batch = 2, tokens = 2, kv_heads = 2, head_dim = 8, past = 3, capacity = 7;
+  const int64_t row = kv_heads * head_dim;
+  const std::vector<float> k = random_floats(batch * tokens * row, 43);
+  const std::vector<float> v = random_floats(batch * tokens * row, 44);
+  const std::vector<float> cache(batch * capacity * row, -3.0f);
+  Buffer dk = upload(k), dv = upload(v);
+  Buffer k1 = upload(cache), v1 = upload(cache), k2 = upload(cache), v2 = upload(cache);
+  auto args = [&](const Buffer& src, Buffer& dst) {
+    KvAppendArgs a;
+    a.batch = batch;
+    a.tokens = tokens;
+    a.kv_heads = kv_heads;
+    a.head_dim = head_dim;
+    a.past = past;
+    a.capacity = capacity;
+    a.src = static_cast<const float*>(src.data());
+    a.src_stride = row;
+    a.cache = static_cast<float*>(dst.data());
+    return a;
+  };
+  kv_append(args(dk, k1), stream());
+  kv_append(args(dv, v1), stream());
+  KvAppendArgs both = args(dk, k2);
+  both.src2 = static_cast<const float*>(dv.data());
+  both.cache2 = static_cast<float*>(v2.data());
+  kv_append(both, stream());
+  EXPECT_EQ(download<float>(k2, cache.size()), download<float>(k1, cache.size()));
+  EXPECT_EQ(download<float>(v2, cache.size()), download<float>(v1, cache.size()));
+  EXPECT_NE(download<float>(v2, cache.size()), cache);
+  both.cache2 = nullptr;
+  EXPECT_THROW(kv_append(both, stream()), InvalidInputError);
+}
+
 // ---- Embedding ----
 
 TEST_P(TransformerOpsOnBackend, EmbeddingCopiesTheRowsOfTheIdsWidenedToFloat32) {
