@@ -12,6 +12,12 @@
 #   bash bench/moe_gpu.sh b           # (b) expert cache (automatic size) + predicted prefetch
 #   bash bench/moe_gpu.sh c           # (c) experts computed on the host where they are
 #   bash bench/moe_gpu.sh d           # (d) automatic: cache vs host, measured
+#   bash bench/moe_gpu.sh e-build     # ~4 min: llama.cpp built with CUDA (needs gpu_llamacpp/,
+#                                     #   tools/pack_llamacpp.sh, carried), then the Q4_0 GGUF of
+#                                     #   the same shape written directly (torch + transformers
+#                                     #   for the converter's vocabulary run)
+#   bash bench/moe_gpu.sh e           # (e) llama-bench, Q4_0, every layer on the GPU but the
+#                                     #   experts (-ot exps=CPU); its own (random) router
 #   bash bench/moe_gpu.sh summary     # tokens/s per run, hit rates, prediction accuracy,
 #                                     #   (d) over the best of (a)-(c)
 #
@@ -31,6 +37,9 @@ DEVICE=${DEVICE:-cuda}
 BUDGET=${BUDGET:-10GiB}
 NEW=${NEW:-64}
 PROMPT=${PROMPT:-16}
+WORK=${WORK:-/tmp/stowage-llamacpp}
+GGUF=${GGUF:-/tmp/mixtral-q4_0.gguf}
+PY=${PY:-python3}
 TRACES=${TRACES:-uniform zipf:1.0}
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 
@@ -73,6 +82,21 @@ case "${1:-}" in
     du -sh "$MODEL"; df -h /tmp | tail -1
     ;;
   a|b|c|d) run "$1" ;;
+  e-build)
+    time "$PY" bench/compare_llamacpp.py build --work "$WORK" 2>&1 | tail -5
+    rm -f "$GGUF"
+    time "$PY" tools/make_synthetic_gguf.py --shape "$SHAPE" --type q4_0 \
+      --llamacpp "$WORK/src/llama.cpp" --python "$PY" "$GGUF" 2>&1 | tail -3
+    ls -la "$GGUF"; df -h /tmp | tail -1
+    ;;
+  e)
+    cmd="$WORK/build/bin/llama-bench -m $GGUF -ngl 99 -ot exps=CPU -p $PROMPT -n $NEW -r 3 \
+-t $(nproc) -o json"
+    echo "$cmd" | tee "$OUT/e.cmd"
+    $cmd > "$OUT/e.json" 2> "$OUT/e.err"
+    echo "exit $?"; tail -3 "$OUT/e.err"
+    python3 -c "import json,sys; [print(t['n_prompt'], t['n_gen'], t['avg_ts']) for t in json.load(open(sys.argv[1]))]" "$OUT/e.json"
+    ;;
   summary)
     python3 - "$OUT" $TRACES <<'PY'
 import json, pathlib, sys
@@ -96,6 +120,12 @@ for trace in traces:
     others = [best[k] for k in "abc" if k in best]
     if "d" in best and others:
         print(f"  (d) / best of (a)-(c): {best['d'] / max(others):.3f} (target >= 0.95)")
+    e = out / "e.json"
+    if "d" in best and e.exists():
+        gen = [t["avg_ts"] for t in json.load(open(e)) if t["n_gen"] > 0]
+        if gen:
+            print(f"  (e) llama.cpp {gen[0]:.2f} tok/s; (d) / (e): {best['d'] / gen[0]:.3f} "
+                  "(target >= 1.5)")
 PY
     ;;
   *) sed -n 2,25p "$0"; exit 2 ;;

@@ -16,6 +16,10 @@ as the NF4 folders keep them in bf16). Q4_0 blocks: a scale of 0.0043 (weights o
 deviation about 0.02) and random 4-bit codes; f16: N(0, 0.02). Values are tiled from a pool with
 a random offset per tensor (fast: written at disk speed); the file is renamed into place when
 complete. Needs numpy, and torch and transformers for the vocabulary's converter run.
+A mixture-of-experts shape (mixtral-8x7b) is written as the converter writes Mixtral: each
+layer's router ffn_gate_inp in f32 (N(0, 0.02)) and its experts stacked in
+ffn_{gate,up,down}_exps ([experts, rows, cols]) in --type; llama.cpp reads it as a llama
+model with expert_count and expert_used_count.
 """
 import argparse
 import json
@@ -47,8 +51,10 @@ def vocab_only_gguf(llamacpp, python, shape, out):
 
 
 def tensor_list(shape):
-    """(name, numpy-order shape, kind) as convert_hf_to_gguf.py writes a Llama model."""
+    """(name, numpy-order shape, kind) as convert_hf_to_gguf.py writes a Llama model (a Mixtral
+    shape: the router ffn_gate_inp in f32 and the experts stacked, ffn_{gate,up,down}_exps)."""
     hidden, inter, layers, heads, kv_heads, vocab, _, _ = make_synthetic_model.SHAPES[shape]
+    experts, _ = make_synthetic_model.MOE.get(shape, (0, 0))
     head_dim = hidden // heads
     out = [("token_embd.weight", [vocab, hidden], "head")]
     for i in range(layers):
@@ -58,10 +64,16 @@ def tensor_list(shape):
                 (b + "attn_k.weight", [kv_heads * head_dim, hidden], "proj"),
                 (b + "attn_v.weight", [kv_heads * head_dim, hidden], "proj"),
                 (b + "attn_output.weight", [hidden, heads * head_dim], "proj"),
-                (b + "ffn_norm.weight", [hidden], "norm"),
-                (b + "ffn_gate.weight", [inter, hidden], "proj"),
-                (b + "ffn_up.weight", [inter, hidden], "proj"),
-                (b + "ffn_down.weight", [hidden, inter], "proj")]
+                (b + "ffn_norm.weight", [hidden], "norm")]
+        if experts:
+            out += [(b + "ffn_gate_inp.weight", [experts, hidden], "router"),
+                    (b + "ffn_gate_exps.weight", [experts, inter, hidden], "proj"),
+                    (b + "ffn_down_exps.weight", [experts, hidden, inter], "proj"),
+                    (b + "ffn_up_exps.weight", [experts, inter, hidden], "proj")]
+        else:
+            out += [(b + "ffn_gate.weight", [inter, hidden], "proj"),
+                    (b + "ffn_up.weight", [inter, hidden], "proj"),
+                    (b + "ffn_down.weight", [hidden, inter], "proj")]
     out += [("output_norm.weight", [hidden], "norm"), ("output.weight", [vocab, hidden], "head")]
     return out
 
@@ -122,7 +134,7 @@ def main():
     plan = []
     for name, shape, kind in tensor_list(args.shape):
         numel = int(np.prod(shape))
-        fmt = "f32" if kind == "norm" else (
+        fmt = "f32" if kind in ("norm", "router") else (
             "f16" if kind == "head" and args.head_type == "f16" else args.type)
         if fmt == "q4_0":
             row_bytes = shape[-1] // Q4_0_BLOCK * (2 + Q4_0_BLOCK // 2)
@@ -138,7 +150,9 @@ def main():
     pool = Pool(args.seed)
     total = 0
     for name, shape, fmt, numel in plan:
-        if fmt == "f32":
+        if fmt == "f32" and name.endswith("ffn_gate_inp.weight"):
+            data = pool.rng.normal(0.0, 0.02, size=numel).astype(np.float32)
+        elif fmt == "f32":
             data = np.ones(numel, np.float32)
         elif fmt == "f16":
             data = pool.bytes("f16", numel * 2, 2).view(np.float16)
