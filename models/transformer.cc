@@ -443,7 +443,7 @@ uint64_t transformer_working_bytes(const TransformerSpec& spec, const Transforme
                u(c.head_dim / 2),                                               // inv_freq
                run_size({rows, u(a.experts)}, spec, shape, what),  // router logits
                run_size({rows, u(a.top_k), 2}, spec, shape, what),  // routing, predicted weights
-               rows},                                                // shared expert's gate
+               a.experts > 0 ? rows : 0},                            // shared expert's gate
               spec, shape, what);
   const uint64_t ints =
       run_sum({run_size({rows, 2}, spec, shape, what), 1,
@@ -463,7 +463,9 @@ uint64_t transformer_working_bytes(const TransformerSpec& spec, const Transforme
     if (l.moe.has_shared) shapes.push_back(l.moe.shared_gate.shape());
   }
   shapes.push_back(spec.head.shape());
-  const uint64_t buffers = 21 + 2 * u(c.num_layers);
+  // 15, the KV cache's 2 per layer, and a sparse model's 6 (router logits,
+  // expert ids and weights, the shared gate, the predicted ids and weights).
+  const uint64_t buffers = 15 + 2 * u(c.num_layers) + (a.experts > 0 ? 6 : 0);
   const uint64_t expert_cache =
       run_size({u(shape.expert_cache_slots), expert_slot_bytes(spec)}, spec, shape, "expert cache");
   return run_sum({expert_cache, run_size({floats, sizeof(float)}, spec, shape, what),
