@@ -74,7 +74,8 @@ bool is_expert(const std::string& module) { return module.find(".experts.") != s
 
 MoeRun run_moe(const std::string& folder, ExpertPlacement placement, int64_t cache_slots = 6,
                bool predict = true, uint64_t extra_budget = 0,
-               DeviceChoice device = DeviceChoice::kSim) {
+               DeviceChoice device = DeviceChoice::kSim,
+               std::optional<LoadQuantization> quantize = std::nullopt) {
   const MoeReference ref = moe_reference(folder);
   auto platform = Platform::create(device, SimOptions{1, uint64_t{1} << 30, 0});
   const Tier acc = platform->accelerator(0).tier();
@@ -98,7 +99,7 @@ MoeRun run_moe(const std::string& folder, ExpertPlacement placement, int64_t cac
   }
   auto probe_kernels = make_linear_kernels(*platform);
   const uint64_t working = transformer_working_bytes(
-      describe_model_folder(folder, *checkpoint), shape, *probe_kernels);
+      planned_spec(describe_model_folder(folder, *checkpoint), quantize), shape, *probe_kernels);
   OffloadOptions options;
   options.working_reserve[acc] = working;
   std::map<int, uint64_t> budgets;
@@ -112,8 +113,10 @@ MoeRun run_moe(const std::string& folder, ExpertPlacement placement, int64_t cac
   LoadOptions load;
   load.cpu = TierCapacity{Tier::pinned_host(), std::nullopt, UINT64_MAX};
   load.accelerators = accelerator_capacities_of(*platform, budgets);
-  // An automatic cache needs the experts kept off the accelerator (--cpu-moe).
-  if (cache_slots < 0) load.tensor_overrides = experts_off_accelerator(ref.layers);
+  // An automatic cache needs the experts kept off the accelerator (--cpu-moe);
+  // quantized, the budget (of float sizes) would hold them.
+  if (cache_slots < 0 || quantize) load.tensor_overrides = experts_off_accelerator(ref.layers);
+  load.quantize = quantize;
   auto kernels = make_linear_kernels(*platform, manager.memory(acc));
   TransformerRunner runner(manager, folder, *kernels, load, shape);
   if (placement == ExpertPlacement::kCached && runner.expert_cache() != nullptr) {
@@ -338,6 +341,39 @@ TEST_P(MoeParity, CudaResidentCachedAndHostComputedExpertsMatchTransformers) {
             0);
   EXPECT_LE(cached.peak, cached.budget);
   EXPECT_GT(cached.cache.hits, 0u);
+}
+
+// Quantized while loading (NF4 with double quantization: each expert's
+// packed codes, absmax codes, nested absmax, maps and state are records of
+// its module, moved together): resident, through the cache and fetched on
+// demand give the same tokens, expert ids and logits bit for bit, and the
+// cache copied every part (its bytes per miss are the whole module's).
+TEST_P(MoeParity, QuantizedExpertsMoveWithTheirQuantStateThroughTheCache) {
+  const std::string folder = kTestdata + GetParam();
+  LoadQuantization q;
+  q.method = quant::QuantMethod::kNf4;
+  q.double_quant = true;
+  const auto sim = DeviceChoice::kSim;
+  const MoeRun resident = run_moe(folder, ExpertPlacement::kResident, 6, true, 0, sim, q);
+  const MoeRun cached = run_moe(folder, ExpertPlacement::kCached, 6, true, 0, sim, q);
+  const MoeRun streamed = run_moe(folder, ExpertPlacement::kStreamed, 6, true, 0, sim, q);
+  EXPECT_GT(cached.off_accelerator_experts, 0);
+  for (const MoeRun* run : {&cached, &streamed}) {
+    EXPECT_EQ(run->output, resident.output);
+    EXPECT_EQ(run->experts, resident.experts);
+    ASSERT_EQ(run->logits.size(), resident.logits.size());
+    EXPECT_EQ(std::memcmp(run->logits.data(), resident.logits.data(),
+                          resident.logits.size() * sizeof(float)),
+              0);
+    EXPECT_LE(run->peak, run->budget);
+  }
+  EXPECT_GT(cached.cache.misses, 0u);
+  // A 4-bit expert's parts: more than its packed codes alone.
+  auto checkpoint = mmap_store::open_checkpoint(model_checkpoint_path(folder));
+  const TransformerSpec spec = describe_model_folder(folder, *checkpoint);
+  const LinearSpec& gate = spec.layers[0].moe.experts[0].gate;
+  const uint64_t packed = 3 * static_cast<uint64_t>(gate.in_features * gate.out_features) / 2;
+  EXPECT_GT(cached.cache.bytes_copied / (cached.cache.misses + cached.cache.predicted), packed);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, MoeParity,
