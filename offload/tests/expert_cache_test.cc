@@ -6,6 +6,9 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <thread>
+
 #include "core/error.h"
 #include "offload/tests/test_support.h"
 
@@ -143,6 +146,34 @@ TEST_P(ExpertCacheTest, ResidentAndHostComputedExpertsAreNotCacheable) {
   EXPECT_FALSE(cache.cacheable("experts.4"));
   EXPECT_TRUE(cache.cacheable("experts.5"));
   EXPECT_THROW(cache.acquire("experts.5", manager_->compute_stream(acc())), InvalidInputError);
+}
+
+// Two threads fetching, reading and releasing their own experts through one
+// cache (each with its own compute stream) read the right bytes. A slot per
+// expert: an expert fetched by one thread is not evicted by the other before
+// its acquire (the contract: one model's forwards use a cache at a time).
+TEST_P(ExpertCacheTest, TwoThreadsUseOneCache) {
+  make();
+  ExpertCache cache(*manager_, acc(), options(8, ReplacementPolicyKind::kLfuAging));
+  std::atomic<int> wrong{0};
+  auto work = [&](int first) {
+    Stream compute = platform_->accelerator(0).create_stream();
+    for (int round = 0; round < 20; ++round) {
+      const std::string module = "experts." + std::to_string(first + round % 4);
+      if (cache.fetch({module}, first)[0] == ExpertCache::Fetch::kUncached) continue;
+      const ModuleForward f = cache.acquire(module, compute.ref());
+      std::vector<unsigned char> out(4096);
+      compute.ref().copy(out.data(), f.find("weight")->data(), 4096);
+      cache.release(module, compute.ref());
+      compute.synchronize();
+      const auto want = testing_support::bytes_of(model_.tensors.at(module + ".weight"));
+      if (out != want) ++wrong;
+    }
+  };
+  std::thread a(work, 0), b(work, 4);
+  a.join();
+  b.join();
+  EXPECT_EQ(wrong.load(), 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, ExpertCacheTest,
