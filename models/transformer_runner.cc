@@ -233,11 +233,15 @@ TransformerRunner::TransformerRunner(OffloadManager& manager, const std::string&
   model_->set_embedding_source(device_table, host_table);
 
   MemoryResource& device = manager.memory(accelerator_);
+  // The weights alone: the working memory below is counted in working_bytes_.
+  const uint64_t weights_in_use = manager.usage(accelerator_).bytes_in_use;
   // The KV caches are placed by generate(), where each layer computes.
   state_ = std::make_unique<TransformerState>(model_->spec(), shape_, device,
                                               manager.memory(Tier::pinned_host()), stream_.ref(),
                                               false);
-  if (shape_.expert_cache_slots < 0) shape_.expert_cache_slots = automatic_expert_cache_slots();
+  if (shape_.expert_cache_slots < 0) {
+    shape_.expert_cache_slots = automatic_expert_cache_slots(weights_in_use);
+  }
   if (shape_.expert_cache_slots > 0 && model_->has_sparse_layers()) {
     configure_expert_cache(ReplacementPolicyKind::kLfuAging, true);
   }
@@ -247,15 +251,16 @@ TransformerRunner::TransformerRunner(OffloadManager& manager, const std::string&
                         static_cast<size_t>(shape_.batch) * sizeof(int32_t));
 }
 
-int64_t TransformerRunner::automatic_expert_cache_slots() const {
+int64_t TransformerRunner::automatic_expert_cache_slots(uint64_t weights_in_use) const {
   const TierUsage usage = manager_.usage(accelerator_);
   const uint64_t slot = expert_slot_bytes(model_->spec());
   if (!model_->has_sparse_layers() || !usage.budget || slot == 0) return 0;
-  // What the budget has left once the resident weights, the working memory
-  // (KV cache, activations, scratch) and the fetch slots are counted, less
+  // What the budget has left once the resident weights (`weights_in_use`:
+  // bytes in use before the working memory was allocated), the working
+  // memory (KV cache, activations, scratch) and the fetch slots are counted, less
   // a margin of 1% + 16 MiB for allocator rounding.
   auto reserve = loaded_.plan.reserve_per_accelerator.find(accelerator_);
-  const uint64_t taken = usage.bytes_in_use + working_bytes_ +
+  const uint64_t taken = weights_in_use + working_bytes_ +
                          (reserve != loaded_.plan.reserve_per_accelerator.end() ? reserve->second
                                                                                 : 0) +
                          *usage.budget / 100 + (uint64_t{16} << 20);

@@ -164,7 +164,7 @@ class TransformerRunner {
  private:
   // TransformerRunShape::expert_cache_slots < 0: as many slots as the
   // accelerator's budget has room for after loading (0 without a budget).
-  int64_t automatic_expert_cache_slots() const;
+  int64_t automatic_expert_cache_slots(uint64_t weights_in_use) const;
   std::vector<int32_t> choose(const TensorView& logits, int64_t rows_per_sequence,
                               const GenerationOptions& options, uint64_t step,
                               std::vector<float>* keep);
