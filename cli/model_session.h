@@ -109,6 +109,10 @@ struct ComputeSplitReport {
   std::string link_rate_source;  // "measured", "given" or "" (not used)
   std::string host_rate_source;
   int host_threads = 0;
+  // Seconds a layer computed on the host spends per decode step in its
+  // attention (models::measure_host_attention_seconds at the decode batch and
+  // the run's full context), added to its weight bytes' time; 0: not counted.
+  double host_attention_seconds = 0;
   ComputeSplit split;  // the decode split (auto) over the layers off the accelerator
   std::vector<std::string> decode_host_modules() const;
 };
@@ -117,10 +121,11 @@ struct ComputeSplitReport {
 // compute on the host in both phases; with `auto_split`, the others off the
 // accelerator are split for the decode steps by choose_compute_split at
 // `rates` (the --run-on-host layers counted on the host path; quantized or
-// partly resident layers stream).
+// partly resident layers stream), each host layer costing
+// `host_attention_seconds` per step beyond its weight bytes.
 ComputeSplitReport decide_compute_split(const std::vector<SplitLayer>& layers, bool auto_split,
                                         const ComputeRates& rates, int64_t decode_batch,
-                                        int host_threads);
+                                        int host_threads, double host_attention_seconds = 0);
 
 // The host kernels' rate on the model's largest projection shape at `batch`
 // rows on `threads` threads (models::measure_host_linear_rate), for the

@@ -195,7 +195,15 @@ int run_plan(const std::vector<std::string>& args) {
     } else {
       rates.link_bytes_per_s = 1;  // unused: no split is chosen
     }
-    split = decide_compute_split(layers, host_flags.auto_split, rates, 1, host_flags.threads);
+    // A given host rate is a what-if: the weight bytes alone, not a
+    // measurement of this host's attention.
+    const double attention_seconds =
+        host_flags.auto_split && rates.host_bytes_per_s > 0 && given_host_rate <= 0
+            ? models::measure_host_attention_seconds(
+                  transformer->config, 1, prompt_tokens + std::max<int64_t>(new_tokens, 1))
+            : 0;
+    split = decide_compute_split(layers, host_flags.auto_split, rates, 1, host_flags.threads,
+                                 attention_seconds);
     if (!host_flags.auto_split) split->link_bytes_per_s = 0;
     split->link_rate_source = link_source;
     split->host_rate_source = host_source;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cctype>
 #include <cmath>
 #include <map>
@@ -424,6 +425,55 @@ uint64_t kv_cache_bytes(const TransformerSpec& spec, const TransformerRunShape& 
   return run_size({2, u(shape.batch), u(shape.max_context), u(c.num_kv_heads), u(c.head_dim),
                    sizeof(float), u(c.num_layers)},
                   spec, shape, "KV cache");
+}
+
+double measure_host_attention_seconds(const TransformerConfig& c, int64_t batch,
+                                      int64_t context, int repeats) {
+  STOWAGE_EXPECTS(batch >= 1 && context >= 1 && repeats >= 1 && c.num_kv_heads >= 1 &&
+                      c.head_dim >= 1,
+                  InvalidInputError,
+                  "measure_host_attention_seconds: expected batch, context and repeats >= 1, "
+                  "found batch {}, context {}, repeats {}",
+                  batch, context, repeats);
+  const std::optional<uint64_t> floats =
+      checked_product({static_cast<uint64_t>(batch), static_cast<uint64_t>(context),
+                       static_cast<uint64_t>(c.num_kv_heads), static_cast<uint64_t>(c.head_dim)});
+  STOWAGE_EXPECTS(floats && *floats <= (uint64_t{1} << 40), InvalidInputError,
+                  "measure_host_attention_seconds: a KV cache of batch {} x context {} x {} kv "
+                  "heads x {} is too large to measure",
+                  batch, context, c.num_kv_heads, c.head_dim);
+  const size_t kv = static_cast<size_t>(*floats);
+  std::vector<float> k_cache(kv), v_cache(kv);
+  for (size_t i = 0; i < kv; ++i) {
+    k_cache[i] = static_cast<float>(static_cast<int>(i % 97) - 48) / 97.0f;
+    v_cache[i] = static_cast<float>(static_cast<int>(i % 89) - 44) / 89.0f;
+  }
+  const int64_t q_cols = c.num_heads * c.head_dim;
+  std::vector<float> q(static_cast<size_t>(batch * q_cols), 0.25f);
+  std::vector<float> out(q.size());
+  kernels::AttentionArgs a;
+  a.batch = batch;
+  a.tokens = 1;
+  a.heads = c.num_heads;
+  a.kv_heads = c.num_kv_heads;
+  a.head_dim = c.head_dim;
+  a.past = context - 1;
+  a.capacity = context;
+  a.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  a.q = q.data();
+  a.q_stride = q_cols;
+  a.k_cache = k_cache.data();
+  a.v_cache = v_cache.data();
+  a.out = out.data();
+  std::vector<double> seconds;
+  for (int i = 0; i < repeats; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    kernels::attention(a, StreamRef());
+    seconds.push_back(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  std::sort(seconds.begin(), seconds.end());
+  return seconds[seconds.size() / 2];
 }
 
 uint64_t transformer_working_bytes(const TransformerSpec& spec, const TransformerRunShape& shape,

@@ -167,6 +167,14 @@ uint64_t kv_cache_bytes(const TransformerSpec& spec, const TransformerRunShape& 
 uint64_t transformer_working_bytes(const TransformerSpec& spec, const TransformerRunShape& shape,
                                    const LinearKernels& kernels);
 
+// Seconds one decoder layer computed on the host spends per decode step in
+// its attention over the host KV cache (one new token per sequence, `batch`
+// sequences of `context` cached positions), as the host path runs it: the
+// median of `repeats` timed calls on this thread. The part of a host layer's
+// cost that its weight bytes do not show; it grows with batch and context.
+double measure_host_attention_seconds(const TransformerConfig& config, int64_t batch,
+                                      int64_t context, int repeats = 3);
+
 // The KV cache and activation buffers of one run, allocated once from the
 // accelerator's (budgeted) memory.
 class TransformerState {

@@ -40,6 +40,10 @@ struct SplitCandidate {
   // the host path (at the host rate; nothing when it is 0) and listed in
   // host_modules.
   bool on_host = false;
+  // Seconds per step the module spends on the host beyond its weight bytes
+  // at the host rate (a decoder layer's attention over its host KV cache,
+  // which grows with batch and context).
+  double host_extra_seconds = 0;
 };
 
 struct ComputeSplit {

@@ -63,6 +63,32 @@ TEST(ComputeSplit, ASlowHostTakesNothingAndNeverMakesTheStepSlower) {
   }
 }
 
+// A host layer's attention over its host KV cache counts on the host path:
+// the H100's batch-32 decode at a 536-token context (about 56 ms of
+// single-threaded attention a layer against 8 ms to stream its 436 MB) puts
+// one layer on the host, where weight bytes alone put four.
+TEST(ComputeSplit, TheHostLayersAttentionTimeCountsOnTheHostPath) {
+  const ComputeRates rates{52e9, 9.4e9};  // the host kernels' rate at batch 32
+  std::vector<SplitCandidate> bytes_only = layers(25, 436'000'000);
+  EXPECT_GE(choose_compute_split(bytes_only, rates).host_modules.size(), 3u);
+  std::vector<SplitCandidate> with_attention = bytes_only;
+  for (SplitCandidate& c : with_attention) c.host_extra_seconds = 0.056;
+  const ComputeSplit s = choose_compute_split(with_attention, rates);
+  EXPECT_EQ(s.host_modules.size(), 1u);
+  const double host_path = 436e6 / 9.4e9 + 0.056;
+  EXPECT_NEAR(s.estimated_seconds, 24 * 436e6 / 52e9, 1e-9);  // the link path, the longer
+  EXPECT_LT(host_path, s.estimated_seconds);
+  // A small extra moves fewer layers than none does, and the estimate counts it.
+  std::vector<SplitCandidate> batch1 = layers(25, 436'000'000);
+  const ComputeSplit fast = choose_compute_split(batch1, {52e9, 82e9});
+  for (SplitCandidate& c : batch1) c.host_extra_seconds = 0.002;
+  const ComputeSplit slower = choose_compute_split(batch1, {52e9, 82e9});
+  EXPECT_LT(slower.host_modules.size(), fast.host_modules.size());
+  EXPECT_GT(slower.estimated_seconds, fast.estimated_seconds);
+  batch1[3].host_extra_seconds = -1;
+  EXPECT_THROW(choose_compute_split(batch1, {52e9, 82e9}), InvalidInputError);
+}
+
 TEST(ComputeSplit, BadRatesAreRefused) {
   EXPECT_THROW(choose_compute_split(layers(1, 1), {0, 1}), InvalidInputError);
   EXPECT_THROW(choose_compute_split(layers(1, 1), {1, -1}), InvalidInputError);

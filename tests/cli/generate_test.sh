@@ -271,8 +271,13 @@ assert off and all(l["prefill"] == "streamed" for l in off), layers
 assert all(l["decode"] == "host" for l in off), layers
 assert o["decode_host_modules"] == [l["module"] for l in off], o
 plan = json.loads(open(sys.argv[1]).read())
-# Both layers compute on the host in the decode: one device scratch cache for their prefill.
-assert len(off) == 2 and plan["device_kv_cache_bytes"] * 2 == plan["kv_cache_bytes"], plan
+# The accelerator keeps a KV cache for each layer it computes in the decode,
+# and one scratch cache for the prefill of those the host computes in the
+# decode only (whichever layers the plan left resident under this budget).
+per_layer = plan["kv_cache_bytes"] // len(layers)
+on_device = sum(1 for l in layers if l["decode"] != "host")
+scratch = any(l["decode"] == "host" and l["prefill"] != "host" for l in layers)
+assert plan["device_kv_cache_bytes"] == per_layer * (on_device + int(scratch)), plan
 PY
 "$stowage" plan --device sim --model "$model" --max-memory 0=640KiB --prompt-tokens 7 \
   --max-new-tokens 32 --host-compute auto >"$tmp/split.txt"
