@@ -64,9 +64,9 @@ TEST(ComputeSplit, ASlowHostTakesNothingAndNeverMakesTheStepSlower) {
 }
 
 // A host layer's attention over its host KV cache counts on the host path:
-// the H100's batch-32 decode at a 536-token context (about 56 ms of
-// single-threaded attention a layer against 8 ms to stream its 436 MB) puts
-// one layer on the host, where weight bytes alone put four.
+// at the H100's batch-32 rates (the host kernels at 9.4 GB/s, the link at
+// 52 GB/s), 56 ms of attention a host layer (against 8 ms to stream its
+// 436 MB) leaves one layer on the host, where weight bytes alone put four.
 TEST(ComputeSplit, TheHostLayersAttentionTimeCountsOnTheHostPath) {
   const ComputeRates rates{52e9, 9.4e9};  // the host kernels' rate at batch 32
   std::vector<SplitCandidate> bytes_only = layers(25, 436'000'000);
