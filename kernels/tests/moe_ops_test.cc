@@ -38,6 +38,9 @@ class MoeOpsOnBackend : public ::testing::TestWithParam<DeviceChoice> {
     Buffer b(platform_->accelerator(0).memory(), std::max<size_t>(host.size() * sizeof(T), 1),
              stream());
     if (!host.empty()) stream().copy(b.data(), host.data(), host.size() * sizeof(T));
+    // The copy reads `host` when the stream runs it: wait, so a caller may
+    // pass a temporary or free its vector right after.
+    stream_->synchronize();
     return b;
   }
   template <typename T>
