@@ -31,9 +31,14 @@ MoeFlags parse_moe_flags(const ArgParser& p) {
     throw UsageError("--expert-cache-policy and --no-expert-predict need --expert-cache");
   }
   f.compute = p.get_or("expert-compute", "accelerator");
-  if (f.compute != "accelerator" && f.compute != "host" && f.compute != "auto") {
+  if (f.compute != "accelerator" && f.compute != "host" && f.compute != "split" &&
+      f.compute != "auto") {
     throw UsageError(fmt::format(
-        "--expert-compute: expected accelerator, host or auto, found '{}'", f.compute));
+        "--expert-compute: expected accelerator, host, split or auto, found '{}'", f.compute));
+  }
+  if (f.compute == "split" && f.expert_cache_slots == 0) {
+    throw UsageError("--expert-compute split: needs --expert-cache (the experts it holds stay "
+                     "on the accelerator; the split is of the absent ones)");
   }
   if (auto trace = p.get("routing-trace")) {
     f.trace_name = *trace;
@@ -82,13 +87,20 @@ void force_trace(models::TransformerRunner& runner, const MoeFlags& flags, int64
 }  // namespace
 
 void apply_moe_flags(models::TransformerRunner& runner, const MoeFlags& flags, int64_t steps,
-                     const std::vector<int32_t>& prompt) {
+                     const std::vector<int32_t>& prompt, double link_bytes_per_s) {
   using Where = models::TransformerRunner::ExpertCompute;
   if (runner.expert_cache() != nullptr) runner.configure_expert_cache(flags.policy, flags.predict);
   if (flags.trace_zipf) force_trace(runner, flags, steps);
   if (!runner.spec().config.moe) return;
   if (flags.compute == "host") runner.set_expert_compute(Where::kHost);
-  if (flags.compute == "auto") runner.choose_expert_compute(prompt, 8);
+  if (flags.compute == "auto" || flags.compute == "split") {
+    runner.choose_expert_compute(prompt, 8, link_bytes_per_s);
+  }
+  if (flags.compute == "split") runner.set_expert_compute(Where::kSplit);
+}
+
+bool moe_flags_need_link_rate(const MoeFlags& flags) {
+  return flags.compute == "auto" || flags.compute == "split";
 }
 
 boost::json::object moe_report(models::TransformerRunner& runner,
@@ -96,13 +108,16 @@ boost::json::object moe_report(models::TransformerRunner& runner,
   boost::json::object o;
   o["cpu_moe"] = flags.cpu_moe;
   o["expert_compute_flag"] = flags.compute;
-  o["expert_compute"] =
-      runner.expert_compute() == models::TransformerRunner::ExpertCompute::kHost ? "host"
-                                                                                  : "accelerator";
+  o["expert_compute"] = models::TransformerRunner::expert_compute_name(runner.expert_compute());
   o["routing"] = flags.trace_name.empty() ? std::string("router") : flags.trace_name;
   if (const auto& measured = runner.measured_expert_compute()) {
     o["accelerator_step_seconds"] = measured->accelerator_step_s;
     o["host_step_seconds"] = measured->host_step_s;
+    o["split_step_seconds"] = measured->split_step_s;
+    if (measured->split_costs) {
+      o["split_link_bytes_per_s"] = 1.0 / measured->split_costs->link_seconds_per_byte;
+      o["split_host_bytes_per_s"] = 1.0 / measured->split_costs->host_seconds_per_byte;
+    }
   }
   const int64_t slots = runner.shape().expert_cache_slots;
   o["expert_cache_slots"] = slots;
@@ -114,16 +129,18 @@ boost::json::object moe_report(models::TransformerRunner& runner,
   for (const ExpertCacheCounters& c : r.expert_cache) {
     total += c;
     layers.push_back({{"hits", c.hits}, {"misses", c.misses}, {"uncached", c.uncached},
-                      {"hit_rate", c.hit_rate()}});
+                      {"host", c.host}, {"hit_rate", c.hit_rate()}});
   }
   models::ExpertPredictionCounters predicted;
   for (const models::ExpertPredictionCounters& p : r.expert_predictions) {
     predicted.routed += p.routed;
     predicted.correct += p.correct;
+    predicted.withheld += p.withheld;
   }
   o["hits"] = total.hits;
   o["misses"] = total.misses;
   o["uncached"] = total.uncached;
+  o["host_computed"] = total.host;
   o["hit_rate"] = total.hit_rate();
   o["prefetched"] = total.predicted;
   o["prefetched_used"] = total.predicted_used;
@@ -133,6 +150,9 @@ boost::json::object moe_report(models::TransformerRunner& runner,
       r.decode_steps > 0 ? total.bytes_copied / static_cast<uint64_t>(r.decode_steps + 1) : total.bytes_copied;
   o["prediction_accuracy"] = predicted.accuracy();
   o["predicted_routings"] = predicted.routed;
+  // Guesses made but not copied: their layer's recent accuracy was under
+  // TransformerModel::kPrefetchAccuracyFloor.
+  o["prefetch_withheld"] = predicted.withheld;
   o["layers"] = std::move(layers);
   return o;
 }

@@ -8,11 +8,15 @@
 //                                the budget leaves after loading)
 //   --expert-cache-policy lfu|lru  its replacement (default lfu, with aging)
 //   --no-expert-predict          no prediction of the next layer's experts
-//   --expert-compute accelerator|host|auto  where experts off the accelerator
-//                                compute: fetched (into the cache) to the
-//                                accelerator, on the host where their weights
-//                                are, or the faster of the two as measured
-//                                over a few decode steps (default accelerator)
+//   --expert-compute accelerator|host|split|auto  where experts off the
+//                                accelerator compute: fetched (into the cache)
+//                                to the accelerator, on the host where their
+//                                weights are, split each step (the absent
+//                                ones copied or computed on the host,
+//                                whichever finishes first by measured costs;
+//                                needs --expert-cache), or the fastest as
+//                                measured over a few decode steps (default
+//                                accelerator)
 //   --routing-trace uniform|zipf:S  (bench) replay a synthetic routing instead
 //                                of the router's, since random weights route
 //                                uniformly (offload/routing_trace.h)
@@ -57,8 +61,11 @@ MoeFlags parse_moe_flags(const ArgParser& parser);
 // (the generation's steps, repeated when it runs longer).
 // --expert-compute auto measures over a few steps after `prompt` (the
 // measured seconds per step then appear in moe_report).
+// split and auto take `link_bytes_per_s`, the pinned link rate measured by
+// the caller (moe_flags_need_link_rate says when; 0 leaves the split out).
 void apply_moe_flags(models::TransformerRunner& runner, const MoeFlags& flags, int64_t steps,
-                     const std::vector<int32_t>& prompt);
+                     const std::vector<int32_t>& prompt, double link_bytes_per_s);
+bool moe_flags_need_link_rate(const MoeFlags& flags);
 
 // The MoE part of a run's report: expert cache slots, hits, misses and hit
 // rate (total and per layer), prediction accuracy, the policy and the trace.

@@ -40,6 +40,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -154,8 +156,9 @@ std::vector<TensorOverride> experts_off_accelerator(int64_t first_layers);
 // How often the experts predicted for a sparse layer (its router applied to
 // the previous sparse layer's input) were the ones it routed to.
 struct ExpertPredictionCounters {
-  uint64_t routed = 0;   // routed (token, expert) pairs of predicted steps
-  uint64_t correct = 0;  // of those, predicted
+  uint64_t routed = 0;    // routed (token, expert) pairs of predicted steps
+  uint64_t correct = 0;   // of those, predicted
+  uint64_t withheld = 0;  // predictions whose copies were not started (recent accuracy too low)
   double accuracy() const { return routed == 0 ? 0.0 : double(correct) / double(routed); }
 };
 
@@ -301,6 +304,30 @@ class TransformerModel {
   void set_expert_cache(ExpertCache* cache, std::string prefix, bool predict);
   // Per decoder layer (empty for layers never predicted).
   std::vector<ExpertPredictionCounters> prediction_counters() const { return predictions_; }
+  // A wrong guess costs a whole expert's copy and a right one saves only the
+  // wait for it, so the copies of a layer's guesses start only while its
+  // recent accuracy (a running average over its steps, from 1) is at least
+  // this; the guesses are still made and counted, so a layer whose guesses
+  // become right again resumes.
+  static constexpr double kPrefetchAccuracyFloor = 0.75;
+
+  // Splitting each sparse layer's absent experts between the link and the
+  // host: per step, every routed expert that the cache does not hold goes,
+  // in ascending order, to the path that finishes it first by these
+  // measured costs (the link's copies and the host's computes of one layer
+  // overlap); those on the host run first on the compute stream, so their
+  // work starts while the link's copies are in flight. Needs an expert
+  // cache. Both costs > 0 to enable; nullopt: off (every absent expert is
+  // copied, as without a split).
+  struct ExpertSplitCosts {
+    double link_seconds_per_byte = 0;
+    double host_seconds_per_byte = 0;
+  };
+  void set_expert_split(std::optional<ExpertSplitCosts> costs);
+  const std::optional<ExpertSplitCosts>& expert_split() const { return expert_split_; }
+  // Weight bytes of the experts computed on the host so far (either way:
+  // set to compute there, or by the split).
+  uint64_t host_expert_bytes() const { return host_expert_bytes_; }
   // The order a routing trace forces: when set, each sparse layer runs
   // (*trace)(step, layer) instead of its router's choice (with weight 1 / k
   // each), for benchmarks on random weights (offload/routing_trace.h).
@@ -381,6 +408,12 @@ class TransformerModel {
   // Routed expert `e` of layer `i` from the expert cache's slot.
   void run_cached_expert(size_t i, int32_t e, StreamRef stream, const TensorView& x,
                          const TensorView& h);
+  // Routed expert `e` of layer `i` computed on the host from its host copies.
+  void run_host_expert(size_t i, int32_t e, StreamRef stream, const TensorView& x,
+                       const TensorView& h);
+  // Of layer `i`'s routed experts `absent` (cacheable, not in the cache), those
+  // the split computes on the host (ExpertSplitCosts; ascending order).
+  std::set<int32_t> split_to_host(size_t i, const std::vector<int32_t>& absent) const;
   // Enqueues the next sparse layer's router on layer `i`'s input into the
   // state's predicted ids; the layer it predicts, or -1 (none, or its router
   // is not on the accelerator).
@@ -399,6 +432,9 @@ class TransformerModel {
   bool predict_ = false;
   std::vector<std::vector<int32_t>> predicted_;  // per layer: experts predicted for its next step
   std::vector<ExpertPredictionCounters> predictions_;
+  std::vector<double> prediction_trust_;  // per layer: recent accuracy of its guesses
+  std::optional<ExpertSplitCosts> expert_split_;
+  uint64_t host_expert_bytes_ = 0;
   std::function<std::vector<int32_t>(size_t layer)> forced_routing_;
   hooks::Module* norm_ = nullptr;
   hooks::Module* head_ = nullptr;

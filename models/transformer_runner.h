@@ -124,21 +124,32 @@ class TransformerRunner {
   // REQUIRES: a cache (shape.expert_cache_slots > 0), no generate() running.
   void configure_expert_cache(ReplacementPolicyKind policy, bool predict);
   // Where routed experts off the accelerator compute: from the expert cache
-  // (or fetched on demand without one), or on the host where their weights
-  // are (OffloadManager::set_host_compute of each). REQUIRES: no generate()
-  // running.
-  enum class ExpertCompute { kAccelerator, kHost };
+  // (or fetched on demand without one), on the host where their weights are
+  // (OffloadManager::set_host_compute of each), or split each step between
+  // the two by measured costs (TransformerModel::set_expert_split: those the
+  // cache holds on the accelerator, the absent ones copied or computed on
+  // the host, whichever finishes first). kSplit needs an expert cache and
+  // the costs choose_expert_compute measured (InvalidInputError otherwise).
+  // REQUIRES: no generate() running.
+  enum class ExpertCompute { kAccelerator, kHost, kSplit };
+  static const char* expert_compute_name(ExpertCompute where);
   void set_expert_compute(ExpertCompute where);
   ExpertCompute expert_compute() const { return expert_compute_; }
-  // The automatic choice between the two, by measurement: `steps` decode
-  // steps after `prompt` each way (after one warm-up generation each), the
-  // faster kept. Returns the seconds per step of each.
+  // The automatic choice, by measurement: `steps` decode steps after
+  // `prompt` each way (after one warm-up generation each), the fastest kept.
+  // The host run's seconds per weight byte computed and the link's
+  // `link_bytes_per_s` (measured by the caller; 0: unknown) make the split's
+  // costs; the split is measured too where there is an expert cache and both
+  // costs. Returns the seconds per step of each.
   struct ExpertComputeChoice {
     ExpertCompute chosen = ExpertCompute::kAccelerator;
     double accelerator_step_s = 0;
     double host_step_s = 0;
+    double split_step_s = 0;  // 0: not measured
+    std::optional<TransformerModel::ExpertSplitCosts> split_costs;
   };
-  ExpertComputeChoice choose_expert_compute(const std::vector<int32_t>& prompt, int64_t steps);
+  ExpertComputeChoice choose_expert_compute(const std::vector<int32_t>& prompt, int64_t steps,
+                                            double link_bytes_per_s);
   // The last choose_expert_compute's measurement; nullopt before one.
   const std::optional<ExpertComputeChoice>& measured_expert_compute() const {
     return measured_expert_compute_;

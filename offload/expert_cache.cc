@@ -26,6 +26,7 @@ ExpertCacheCounters& ExpertCacheCounters::operator+=(const ExpertCacheCounters& 
   hits += o.hits;
   misses += o.misses;
   uncached += o.uncached;
+  host += o.host;
   predicted += o.predicted;
   predicted_used += o.predicted_used;
   bytes_copied += o.bytes_copied;
@@ -36,6 +37,7 @@ ExpertCacheCounters& ExpertCacheCounters::operator-=(const ExpertCacheCounters& 
   hits -= o.hits;
   misses -= o.misses;
   uncached -= o.uncached;
+  host -= o.host;
   predicted -= o.predicted;
   predicted_used -= o.predicted_used;
   bytes_copied -= o.bytes_copied;
@@ -176,6 +178,36 @@ std::vector<ExpertCache::Fetch> ExpertCache::fetch(const std::vector<std::string
     out[i] = Fetch::kMiss;
   }
   return out;
+}
+
+bool ExpertCache::holds(const std::string& module) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return slot_of_.count(module) != 0;
+}
+
+void ExpertCache::note_host_computed(const std::vector<std::string>& modules, int layer) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ExpertCacheCounters& c = counters_of(layer);
+  for (const std::string& m : modules) {
+    ++c.host;
+    policy_->touch(key_of(m));
+  }
+}
+
+ModuleForward ExpertCache::host_forward(const std::string& module, uint64_t* bytes) const {
+  ModuleForward f;
+  f.module = module;
+  uint64_t total = 0;
+  for (RecordId id : manager_.table().records_of(module)) {
+    const TensorRecord r = manager_.table().get(id);
+    const Tensor* copy = host_copy(r);
+    STOWAGE_EXPECTS(copy != nullptr, InvalidInputError,
+                    "expert cache: '{}' of '{}' has no host copy to compute from", r.name, module);
+    f.tensors.emplace_back(r.name, copy->view());
+    total += r.bytes;
+  }
+  if (bytes != nullptr) *bytes = total;
+  return f;
 }
 
 void ExpertCache::prefetch(const std::vector<std::string>& modules, int layer) {

@@ -51,13 +51,14 @@ struct ExpertCacheCounters {
   uint64_t hits = 0;        // routed and already in a slot (or on its way, predicted)
   uint64_t misses = 0;      // routed and copied now
   uint64_t uncached = 0;    // routed, but no slot could be freed: run another way
+  uint64_t host = 0;        // routed, absent, and computed on the host where its weights are
   uint64_t predicted = 0;   // copies started by prefetch()
   uint64_t predicted_used = 0;  // of those, experts routed before being evicted
   uint64_t bytes_copied = 0;    // host -> accelerator, misses and predictions
   ExpertCacheCounters& operator+=(const ExpertCacheCounters& o);
   ExpertCacheCounters& operator-=(const ExpertCacheCounters& o);
   double hit_rate() const {
-    const uint64_t n = hits + misses + uncached;
+    const uint64_t n = hits + misses + uncached + host;
     return n == 0 ? 0.0 : static_cast<double>(hits) / static_cast<double>(n);
   }
 };
@@ -93,6 +94,17 @@ class ExpertCache {
   // among the slots not in use and not routed here; kUncached where no slot
   // could be freed. Counts each in `layer`'s counters.
   std::vector<Fetch> fetch(const std::vector<std::string>& modules, int layer);
+  // Whether `module` is in a slot (copied or on its way); counts nothing.
+  bool holds(const std::string& module) const;
+  // `modules` (cacheable, absent) are computed on the host this step instead
+  // of copied: counted as `host` in `layer`'s counters, and as a use by the
+  // replacement policy (their popularity still decides what stays later).
+  void note_host_computed(const std::vector<std::string>& modules, int layer);
+  // The views of cacheable `module`'s host copies (pinned RAM, pageable RAM,
+  // or the disk tier's mapping, as a copy would read them), for a forward
+  // computed on the host; the weights' bytes in `bytes`.
+  ModuleForward host_forward(const std::string& module, uint64_t* bytes) const;
+
   // The predicted experts of a later layer: copies start where a slot is
   // free or evictable (never one in use or predicted in this call); no use
   // is counted until they are routed.

@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
+#include <memory>
 
 #include "core/platform.h"
 #include "mmap_store/checkpoint.h"
@@ -55,7 +57,7 @@ enum class ExpertPlacement {
   kStreamed,  // experts in pinned RAM, fetched on demand into the fetch slots
   kOnHost,    // experts in pinned RAM, computed there (hostcompute)
   kCached,    // experts in pinned RAM, run from the accelerator expert cache
-  kChosen,    // cached, or on the host: whichever choose_expert_compute measured faster
+  kChosen,    // cached, on the host or split: whichever choose_expert_compute measured fastest
 };
 
 struct MoeRun {
@@ -75,7 +77,8 @@ bool is_expert(const std::string& module) { return module.find(".experts.") != s
 MoeRun run_moe(const std::string& folder, ExpertPlacement placement, int64_t cache_slots = 6,
                bool predict = true, uint64_t extra_budget = 0,
                DeviceChoice device = DeviceChoice::kSim,
-               std::optional<LoadQuantization> quantize = std::nullopt) {
+               std::optional<LoadQuantization> quantize = std::nullopt,
+               const std::function<void(TransformerRunner&)>& configure = nullptr) {
   const MoeReference ref = moe_reference(folder);
   auto platform = Platform::create(device, SimOptions{1, uint64_t{1} << 30, 0});
   const Tier acc = platform->accelerator(0).tier();
@@ -125,9 +128,12 @@ MoeRun run_moe(const std::string& folder, ExpertPlacement placement, int64_t cac
   }
   run.cache_slots = runner.shape().expert_cache_slots;
   if (placement == ExpertPlacement::kChosen) {
-    const auto choice = runner.choose_expert_compute(ref.prompt, 4);
+    // A link rate: the split is measured too (the cache is there).
+    const auto choice = runner.choose_expert_compute(ref.prompt, 4, 1e9);
     EXPECT_GT(choice.accelerator_step_s, 0);
     EXPECT_GT(choice.host_step_s, 0);
+    EXPECT_GT(choice.split_step_s, 0);
+    EXPECT_TRUE(choice.split_costs.has_value() && choice.split_costs->host_seconds_per_byte > 0);
     EXPECT_EQ(runner.expert_compute(), choice.chosen);
   }
   for (const auto& [module, tier] : runner.loaded().plan.device_map) {
@@ -135,6 +141,7 @@ MoeRun run_moe(const std::string& folder, ExpertPlacement placement, int64_t cac
     ++run.off_accelerator_experts;
     if (placement == ExpertPlacement::kOnHost) manager.set_host_compute(module, true);
   }
+  if (configure) configure(runner);
   GenerationOptions generation;
   generation.max_new_tokens = 32;
   generation.ignore_eos = true;
@@ -149,6 +156,7 @@ MoeRun run_moe(const std::string& folder, ExpertPlacement placement, int64_t cac
   for (const ExpertPredictionCounters& p : result.expert_predictions) {
     run.prediction.routed += p.routed;
     run.prediction.correct += p.correct;
+    run.prediction.withheld += p.withheld;
   }
   return run;
 }
@@ -285,7 +293,7 @@ TEST_P(MoeParity, AutomaticCacheTakesWhatTheBudgetLeaves) {
             0);
 }
 
-// The automatic choice measures both ways and keeps one; either gives
+// The automatic choice measures the three ways and keeps one; each gives
 // transformers' tokens and expert ids.
 TEST_P(MoeParity, MeasuredChoiceOfExpertComputeKeepsTheTokens) {
   const std::string folder = kTestdata + GetParam();
@@ -294,6 +302,56 @@ TEST_P(MoeParity, MeasuredChoiceOfExpertComputeKeepsTheTokens) {
   EXPECT_EQ(chosen.output, ref.output);
   expect_reference_experts(chosen, ref);
   EXPECT_LE(chosen.peak, chosen.budget);
+}
+
+// Split (TransformerModel::set_expert_split): each absent expert is copied
+// or computed on the host, whichever finishes first by the costs; with the
+// host's 1.5x the link's, a layer's first absent expert is copied and its
+// second computed on the host. Transformers' tokens and expert ids, logits
+// within 1e-4 (the host's kernels and another order of the sum), within the
+// budget; both paths taken.
+TEST_P(MoeParity, SplitBetweenLinkAndHostKeepsTheTokens) {
+  const std::string folder = kTestdata + GetParam();
+  const MoeReference ref = moe_reference(folder);
+  const MoeRun split =
+      run_moe(folder, ExpertPlacement::kCached, 2, true, 0, DeviceChoice::kSim, std::nullopt,
+              [](TransformerRunner& runner) {
+                runner.model().set_expert_split(TransformerModel::ExpertSplitCosts{1e-9, 1.5e-9});
+              });
+  EXPECT_EQ(split.output, ref.output);
+  expect_reference_experts(split, ref);
+  EXPECT_LT(worst_row_error(split.logits, ref.logits, ref.vocab), 1e-4);
+  EXPECT_LE(split.peak, split.budget);
+  EXPECT_GT(split.cache.host, 0u);
+  EXPECT_GT(split.cache.misses, 0u);
+  // Without a split the same run computes nothing on the host.
+  const MoeRun cached = run_moe(folder, ExpertPlacement::kCached, 2);
+  EXPECT_EQ(cached.cache.host, 0u);
+}
+
+// Guesses that are mostly wrong stop costing copies: under a routing that
+// walks every expert in turn (the router's guesses cannot follow it), the
+// layers' recent accuracy falls under the floor and their guesses are
+// withheld; the tokens follow the forced routing either way.
+TEST_P(MoeParity, WrongGuessesAreWithheldFromPrefetch) {
+  const std::string folder = kTestdata + GetParam();
+  auto walk = [](TransformerRunner& runner) {
+    auto calls = std::make_shared<int64_t>(0);
+    const int64_t experts = runner.spec().config.moe->num_experts;
+    const int64_t k = runner.spec().config.moe->experts_per_token;
+    runner.model().set_forced_routing([calls, experts, k](size_t) {
+      std::vector<int32_t> ids;
+      for (int64_t j = 0; j < k; ++j) ids.push_back(static_cast<int32_t>((*calls * k + j) % experts));
+      ++*calls;
+      return ids;
+    });
+  };
+  const MoeRun walked = run_moe(folder, ExpertPlacement::kCached, 6, true, 0, DeviceChoice::kSim,
+                                std::nullopt, walk);
+  EXPECT_GT(walked.prediction.routed, 0u);
+  EXPECT_LT(walked.prediction.accuracy(), TransformerModel::kPrefetchAccuracyFloor);
+  // Once the accuracy falls (a few steps of 32), most guesses are withheld.
+  EXPECT_GT(walked.prediction.withheld, walked.cache.predicted);
 }
 
 // Without prediction nothing is prefetched or counted as predicted; the
@@ -351,7 +409,7 @@ TEST_P(MoeParity, CudaResidentCachedAndHostComputedExpertsMatchTransformers) {
 TEST_P(MoeParity, QuantizedExpertsMoveWithTheirQuantStateThroughTheCache) {
   const std::string folder = kTestdata + GetParam();
   LoadQuantization q;
-  q.method = quant::QuantMethod::kNf4;
+  q.method = quant::WeightFormat::kNf4;
   q.double_quant = true;
   const auto sim = DeviceChoice::kSim;
   const MoeRun resident = run_moe(folder, ExpertPlacement::kResident, 6, true, 0, sim, q);

@@ -3,7 +3,7 @@
 # MoE fixtures of models/testdata (sim): transformers' 32 greedy tokens
 # resident, with every expert in host RAM (--cpu-moe) fetched per use, through
 # the expert cache (fixed and automatic size, LFU and LRU, with and without
-# prediction), computed on the host and by the measured choice; the 'moe'
+# prediction), computed on the host, split and by the measured choice; the 'moe'
 # report; bench with a Zipf routing trace; usage errors exit 2.
 set -euo pipefail
 stowage=$1
@@ -32,7 +32,8 @@ for case in mixtral_f32 qwen2_moe_f32 qwen3_moe_f32; do
   for flags in "" "--cpu-moe 3" "--cpu-moe 3 --expert-cache 4" \
       "--cpu-moe 3 --expert-cache 4 --expert-cache-policy lru --no-expert-predict" \
       "--cpu-moe 3 --max-memory 0=24MiB --expert-cache auto" "--cpu-moe 3 --expert-compute host" \
-      "--cpu-moe 3 --expert-cache 4 --expert-compute auto"; do
+      "--cpu-moe 3 --expert-cache 4 --expert-compute auto" \
+      "--cpu-moe 3 --expert-cache 4 --expert-compute split"; do
     i=$((i + 1))
     # shellcheck disable=SC2086
     "$stowage" "${gen[@]}" $flags >"$tmp/$case.$i.json" || fail "$case '$flags' exit $?"
@@ -47,7 +48,10 @@ for case in mixtral_f32 qwen2_moe_f32 qwen3_moe_f32; do
   [ "$(field "$tmp/$case.4.json" 'o["moe"]["prefetched"]')" = 0 ] || fail "$case prefetched"
   [ "$(field "$tmp/$case.5.json" 'o["moe"]["expert_cache_slots"] > 0')" = True ] || fail "$case auto"
   [ "$(field "$tmp/$case.6.json" 'o["moe"]["expert_compute"]')" = host ] || fail "$case host"
-  [ "$(field "$tmp/$case.7.json" 'o["moe"]["host_step_seconds"] > 0')" = True ] || fail "$case auto choice"
+  [ "$(field "$tmp/$case.7.json" 'o["moe"]["host_step_seconds"] > 0 and o["moe"]["split_step_seconds"] > 0')" = True ] \
+    || fail "$case auto choice: $(cat "$tmp/$case.7.json")"
+  [ "$(field "$tmp/$case.8.json" 'o["moe"]["expert_compute"] == "split" and o["moe"]["split_host_bytes_per_s"] > 0')" = True ] \
+    || fail "$case split: $(cat "$tmp/$case.8.json")"
 done
 
 # bench replays a Zipf(1.0) routing and reports hit rate and prediction accuracy.
@@ -69,6 +73,7 @@ m=(--device sim --model "$data/mixtral_f32")
 expect 2 "need --expert-cache" generate "${m[@]}" --prompt-ids 1 --expert-cache-policy lru
 expect 2 "expected lfu or lru" generate "${m[@]}" --prompt-ids 1 --expert-cache 2 --expert-cache-policy arc
 expect 2 "expected uniform or zipf:S" bench "${m[@]}" --max-memory 0=2MiB --routing-trace zipf:x
-expect 2 "expected accelerator, host or auto" generate "${m[@]}" --prompt-ids 1 --expert-compute gpu
+expect 2 "expected accelerator, host, split or auto" generate "${m[@]}" --prompt-ids 1 --expert-compute gpu
 expect 2 "need --max-memory" bench "${m[@]}" --cpu-moe 2
+expect 2 "split: needs --expert-cache" generate "${m[@]}" --prompt-ids 1 --expert-compute split
 echo "PASS"
