@@ -76,7 +76,7 @@ Result run(DType dtype, int64_t batch) {
   uint64_t offset = 0;
   for (const Projection& p : projections) {
     models::LinearWeights w;
-    w.format = models::WeightFormat::kFloat;
+    w.format = quant::WeightFormat::kFloat;
     w.out_features = p.out;
     w.in_features = p.in;
     w.weight = TensorView(weights.data() + offset, dtype, Shape{p.out, p.in}, host);

@@ -151,7 +151,7 @@ FourBitWeights make_four_bit(int64_t n, int64_t k, int copies, int64_t blocksize
     fill_f16(source.get(), numel, 100 + c);
     w.packed.emplace_back(four_bit_packed_bytes(numel));
     w.absmax.emplace_back(blocks * sizeof(float));
-    quantize_4bit(source.get(), DType::kF16, numel, blocksize, FourBitType::kNf4,
+    quantize_4bit(source.get(), DType::kF16, numel, blocksize, quant::WeightFormat::kNf4,
                   w.packed.back().get<uint8_t>(), w.absmax.back().get<float>(), stream);
     if (nested) {
       w.codes.emplace_back(blocks);
@@ -371,7 +371,7 @@ void bench_quantize(StreamRef stream, cudaStream_t cs) {
   }
   DeviceArray packed(numel / 2), absmax(numel / 64 * 4), cb(numel), scb(rows * 4);
   const double nf4_ms = median_ms(cs, [&](int i) {
-    quantize_4bit(in[i % copies].get(), DType::kF16, numel, 64, FourBitType::kNf4,
+    quantize_4bit(in[i % copies].get(), DType::kF16, numel, 64, quant::WeightFormat::kNf4,
                   packed.get<uint8_t>(), absmax.get<float>(), stream);
   });
   const double nf4_bytes = numel * 2.0 + numel / 2.0 + numel / 64 * 4.0;

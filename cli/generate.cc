@@ -68,12 +68,12 @@ std::optional<LoadQuantization> parse_quant(const ArgParser& parser) {
     }
     return std::nullopt;
   }
-  const std::optional<quant::QuantMethod> m = quant::method_from_name(method);
+  const std::optional<quant::WeightFormat> m = quant::quantized_format_from_name(method);
   if (!m)
     throw UsageError(fmt::format("--quant: expected none, int8, nf4 or fp4, found '{}'", method));
   LoadQuantization q;
   q.method = *m;
-  if (*m == quant::QuantMethod::kInt8) {
+  if (*m == quant::WeightFormat::kInt8) {
     if (parser.has("blocksize") || parser.has("double-quant")) {
       throw UsageError("--blocksize and --double-quant apply to --quant nf4 or fp4, not int8");
     }
@@ -194,12 +194,7 @@ int run_generate(const std::vector<std::string>& args,
     OffloadManager& manager = *session->manager;
     models::TransformerRunner& runner = *session->runner;
     vocab = runner.spec().config.vocab_size;
-    apply_moe_flags(runner, moe_flags, max_new, prompt,
-                    moe_flags_need_link_rate(moe_flags)
-                        ? measure_pinned_h2d_rate(*platform,
-                                                  manager.options().compute_accelerator,
-                                                  uint64_t{256} << 20, 3)
-                        : 0.0);
+    apply_moe_flags(runner, moe_flags, max_new, prompt);
 
     models::GenerationOptions generation;
     generation.max_new_tokens = max_new;

@@ -64,8 +64,8 @@ InspectReport inspect_path(const std::string& path) {
   std::map<std::string, InspectQuant> quant_by_weight;
   for (const auto& q : quant::detect_quantized_weights(ckpt->names(), lookup)) {
     InspectQuant iq;
-    iq.method = std::string(quant::method_name(q.method));
-    if (q.method != quant::QuantMethod::kInt8) iq.blocksize = q.blocksize;
+    iq.method = std::string(quant::weight_format_name(q.method));
+    if (q.method != quant::WeightFormat::kInt8) iq.blocksize = q.blocksize;
     iq.double_quant = q.double_quant;
     iq.storage_dtype = q.storage_dtype;
     iq.shape = q.shape;

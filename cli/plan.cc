@@ -174,8 +174,8 @@ int run_plan(const std::vector<std::string>& args) {
         }
       }
       if (l.off_accelerator_bytes == 0) l.host_readable = false;
-      l.float_weights = spec_layer.gate.format == models::WeightFormat::kFloat &&
-                        spec_layer.q.format == models::WeightFormat::kFloat;
+      l.float_weights = spec_layer.gate.format == quant::WeightFormat::kFloat &&
+                        spec_layer.q.format == quant::WeightFormat::kFloat;
       layers.push_back(std::move(l));
     }
     if (host_flags.run_on_host) {

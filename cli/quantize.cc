@@ -39,13 +39,13 @@ namespace stowage::cli {
 namespace {
 
 using quant::CheckpointQuantizeOptions;
-using quant::QuantMethod;
+using quant::WeightFormat;
 
 CheckpointQuantizeOptions parse_options(const ArgParser& p) {
   CheckpointQuantizeOptions opt;
   const auto method_text = p.get("method");
   if (!method_text) throw UsageError("--method is required: int8, nf4 or fp4");
-  const auto method = quant::method_from_name(*method_text);
+  const auto method = quant::quantized_format_from_name(*method_text);
   if (!method) {
     throw UsageError(
         fmt::format("--method: unknown quantization method '{}'; expected int8, nf4 "
@@ -53,7 +53,7 @@ CheckpointQuantizeOptions parse_options(const ArgParser& p) {
                     *method_text));
   }
   opt.method = *method;
-  const bool four_bit = opt.method != QuantMethod::kInt8;
+  const bool four_bit = opt.method != WeightFormat::kInt8;
   for (const char* flag : {"blocksize", "quant-storage", "double-quant"}) {
     if (!four_bit && p.has(flag)) {
       throw UsageError(fmt::format("--{} applies to nf4 and fp4, not int8", flag));
@@ -113,7 +113,7 @@ quant::WeightQuantizer cuda_weight_quantizer(const CheckpointQuantizeOptions& op
                              MemoryResource& host) -> quant::QuantizedWeight {
     quant::check_finite_cpu(weight, name);  // the CPU quantizer's check, same errors
     const int64_t n = static_cast<int64_t>(weight.numel());
-    if (opt.method == QuantMethod::kInt8) {
+    if (opt.method == WeightFormat::kInt8) {
       // bitsandbytes quantizes int8 weights from float16: convert first.
       Tensor f16 = weight;
       if (weight.dtype() != DType::kF16) {
@@ -147,8 +147,8 @@ quant::WeightQuantizer cuda_weight_quantizer(const CheckpointQuantizeOptions& op
       return w;
     }
     const quant::FourBitOptions& four = opt.four_bit;
-    const auto type = opt.method == QuantMethod::kFp4 ? quant_rules::FourBitType::kFp4
-                                                      : quant_rules::FourBitType::kNf4;
+    const auto type =
+        opt.method == WeightFormat::kFp4 ? quant::WeightFormat::kFp4 : quant::WeightFormat::kNf4;
     const int64_t blocks = kernels::four_bit_block_count(n, four.blocksize);
     const int64_t packed_bytes = kernels::four_bit_packed_bytes(n);
     Tensor d_in = device_empty(acc, stream, weight.dtype(), n);
@@ -256,8 +256,8 @@ int run_quantize(const std::vector<std::string>& args,
   writer.commit();
   bar.finish();
 
-  std::string what(quant::method_name(opt.method));
-  if (opt.method != QuantMethod::kInt8) {
+  std::string what(quant::weight_format_name(opt.method));
+  if (opt.method != WeightFormat::kInt8) {
     what += fmt::format(", blocksize {}{}, storage {}", opt.four_bit.blocksize,
                         opt.four_bit.double_quant ? ", double quant" : "",
                         torch_name(opt.four_bit.storage));

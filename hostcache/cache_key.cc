@@ -49,7 +49,7 @@ uint64_t fnv1a(const void* data, size_t bytes, uint64_t seed) {
 std::string recipe_of(const std::string& family, const std::optional<LoadQuantization>& q) {
   if (!q) return fmt::format("family={};quant=none", family);
   return fmt::format("family={};quant={};blocksize={};double_quant={};storage={}", family,
-                     quant::method_name(q->method), q->blocksize, q->double_quant ? 1 : 0,
+                     quant::weight_format_name(q->method), q->blocksize, q->double_quant ? 1 : 0,
                      safetensors_name(q->storage));
 }
 

@@ -115,8 +115,8 @@ detail::GemvJob make_job(const HostLinearArgs& args) {
   detail::GemvJob job;
   job.args = args;
   const HostWeight& w = args.weight;
-  const auto type = w.format == HostWeightFormat::kFp4 ? quant_rules::FourBitType::kFp4
-                                                       : quant_rules::FourBitType::kNf4;
+  const auto type =
+      w.format == HostWeightFormat::kFp4 ? quant::WeightFormat::kFp4 : quant::WeightFormat::kNf4;
   for (int q = 0; q < 16; ++q) {
     job.code[q] =
         w.quant_map != nullptr ? w.quant_map[q] : quant_rules::four_bit_code_value(type, q);

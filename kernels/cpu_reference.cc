@@ -30,7 +30,7 @@ std::vector<float> weight_absmax(const FourBitWeight& w, int64_t numel) {
 }  // namespace
 
 void quantize_4bit(const void* input, DType dtype, int64_t numel, int64_t blocksize,
-                   qr::FourBitType type, uint8_t* packed, float* absmax) {
+                   quant::WeightFormat type, uint8_t* packed, float* absmax) {
   const int64_t blocks = (numel + blocksize - 1) / blocksize;
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t start = b * blocksize;
@@ -52,7 +52,7 @@ void quantize_4bit(const void* input, DType dtype, int64_t numel, int64_t blocks
 }
 
 void dequantize_4bit(const uint8_t* packed, const float* absmax, int64_t numel, int64_t blocksize,
-                     qr::FourBitType type, void* output, DType out_dtype) {
+                     quant::WeightFormat type, void* output, DType out_dtype) {
   float codes[16];
   for (int i = 0; i < 16; ++i) codes[i] = qr::four_bit_code_value(type, i);
   for (int64_t i = 0; i < numel; ++i) {

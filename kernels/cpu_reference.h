@@ -18,9 +18,9 @@
 namespace stowage::kernels::cpu {
 
 void quantize_4bit(const void* input, DType dtype, int64_t numel, int64_t blocksize,
-                   quant_rules::FourBitType type, uint8_t* packed, float* absmax);
+                   quant::WeightFormat type, uint8_t* packed, float* absmax);
 void dequantize_4bit(const uint8_t* packed, const float* absmax, int64_t numel, int64_t blocksize,
-                     quant_rules::FourBitType type, void* output, DType out_dtype);
+                     quant::WeightFormat type, void* output, DType out_dtype);
 void double_quantize_absmax(const float* absmax, int64_t count, float* offset, uint8_t* codes,
                             float* nested_absmax);
 void dequantize_absmax(const uint8_t* codes, const float* nested_absmax, float offset,

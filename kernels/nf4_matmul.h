@@ -27,7 +27,7 @@ namespace stowage::kernels {
 
 struct FourBitWeight {
   const uint8_t* packed = nullptr;  // (n * k + 1) / 2 bytes
-  quant_rules::FourBitType type = quant_rules::FourBitType::kNf4;
+  quant::WeightFormat type = quant::WeightFormat::kNf4;
   int64_t blocksize = 64;
   const float* absmax = nullptr;  // ceil(n * k / blocksize) floats; null with double quant
   // Double quantization (used when absmax is null):

@@ -25,7 +25,7 @@ int64_t nested_block_count(int64_t block_count) {
 }
 
 void quantize_4bit(const void* input, DType dtype, int64_t numel, int64_t blocksize,
-                   FourBitType type, uint8_t* packed, float* absmax, StreamRef stream) {
+                   quant::WeightFormat type, uint8_t* packed, float* absmax, StreamRef stream) {
   const char* call = "quantize_4bit";
   expect_float_dtype(call, "the input dtype", dtype);
   expect_non_negative(call, "numel", numel);
@@ -41,7 +41,7 @@ void quantize_4bit(const void* input, DType dtype, int64_t numel, int64_t blocks
 }
 
 void dequantize_4bit(const uint8_t* packed, const float* absmax, int64_t numel, int64_t blocksize,
-                     FourBitType type, void* output, DType out_dtype, StreamRef stream) {
+                     quant::WeightFormat type, void* output, DType out_dtype, StreamRef stream) {
   const char* call = "dequantize_4bit";
   expect_float_dtype(call, "the output dtype", out_dtype);
   expect_non_negative(call, "numel", numel);

@@ -22,8 +22,6 @@
 
 namespace stowage::kernels {
 
-using quant_rules::FourBitType;
-
 // Number of quantization blocks of `numel` elements.
 int64_t four_bit_block_count(int64_t numel, int64_t blocksize);
 // Bytes of packed codes of `numel` elements: (numel + 1) / 2.
@@ -35,12 +33,12 @@ int64_t nested_block_count(int64_t block_count);
 // packed: four_bit_packed_bytes(numel) bytes; absmax: four_bit_block_count
 // float32 values. blocksize: a power of two in 32..4096.
 void quantize_4bit(const void* input, DType dtype, int64_t numel, int64_t blocksize,
-                   FourBitType type, uint8_t* packed, float* absmax, StreamRef stream);
+                   quant::WeightFormat type, uint8_t* packed, float* absmax, StreamRef stream);
 
 // output: numel elements of out_dtype (kF16, kBF16, kF32):
 // code[q] * absmax[block], rounded once to out_dtype.
 void dequantize_4bit(const uint8_t* packed, const float* absmax, int64_t numel, int64_t blocksize,
-                     FourBitType type, void* output, DType out_dtype, StreamRef stream);
+                     quant::WeightFormat type, void* output, DType out_dtype, StreamRef stream);
 
 // Double quantization of `count` absmax values: *offset = nested_offset
 // (quant_rules::double_quant_offset; one float in stream memory), codes:

@@ -11,17 +11,14 @@
 #include "core/stream.h"
 #include "core/tensor.h"
 #include "kernels/cublaslt_context.h"
+#include "quant/weight_format.h"
 
 namespace stowage::models {
-
-enum class WeightFormat { kFloat, kInt8, kNf4, kFp4 };
-
-const char* weight_format_name(WeightFormat format);
 
 // The bytes one linear forward reads, as views valid on the compute stream's
 // device (host memory on sim). Views a format does not use are left default.
 struct LinearWeights {
-  WeightFormat format = WeightFormat::kFloat;
+  quant::WeightFormat format = quant::WeightFormat::kFloat;
   int64_t out_features = 0;
   int64_t in_features = 0;
   TensorView weight;  // F32/F16/BF16 [out, in]; I8 [out, in]; 4-bit: packed codes (any dtype)
@@ -44,7 +41,7 @@ struct LinearWeights {
 // What a layer's kernels need to know ahead of a forward to size their
 // memory: the format and sizes, not the bytes.
 struct LinearShape {
-  WeightFormat format = WeightFormat::kFloat;
+  quant::WeightFormat format = quant::WeightFormat::kFloat;
   int64_t out_features = 0;
   int64_t in_features = 0;
   DType weight_dtype = DType::kF32;  // storage dtype of the weight

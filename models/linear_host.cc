@@ -21,20 +21,6 @@
 
 namespace stowage::models {
 
-const char* weight_format_name(WeightFormat format) {
-  switch (format) {
-    case WeightFormat::kFloat:
-      return "float";
-    case WeightFormat::kInt8:
-      return "int8";
-    case WeightFormat::kNf4:
-      return "nf4";
-    case WeightFormat::kFp4:
-      return "fp4";
-  }
-  return "?";
-}
-
 void LinearKernels::linear_group(StreamRef stream, const LinearWeights* const* w,
                                  const TensorView* y, int count, const TensorView& x) {
   for (int i = 0; i < count; ++i) linear(stream, *w[i], x, y[i], false);
@@ -73,12 +59,12 @@ void check_linear_arguments(const LinearWeights& w, const TensorView& x, const T
   STOWAGE_EXPECTS(w.weight.data() != nullptr || n == 0, InvalidInputError,
                   "{}: the weight has no bytes", where);
   switch (w.format) {
-    case WeightFormat::kFloat:
+    case quant::WeightFormat::kFloat:
       STOWAGE_EXPECTS(is_floating_point(w.weight.dtype()) && w.weight.numel() == n,
                       InvalidInputError, "{}: expected a float weight of {} elements, found {} {}",
                       where, n, short_name(w.weight.dtype()), w.weight.shape().to_string());
       break;
-    case WeightFormat::kInt8:
+    case quant::WeightFormat::kInt8:
       STOWAGE_EXPECTS(w.weight.dtype() == DType::kI8 && w.weight.numel() == n, InvalidInputError,
                       "{}: expected an I8 weight of {} elements, found {} {}", where, n,
                       short_name(w.weight.dtype()), w.weight.shape().to_string());
@@ -87,8 +73,8 @@ void check_linear_arguments(const LinearWeights& w, const TensorView& x, const T
           InvalidInputError, "{}: expected SCB float32 [{}], found {} {}", where, w.out_features,
           short_name(w.scb.dtype()), w.scb.shape().to_string());
       break;
-    case WeightFormat::kNf4:
-    case WeightFormat::kFp4: {
+    case quant::WeightFormat::kNf4:
+    case quant::WeightFormat::kFp4: {
       STOWAGE_EXPECTS(w.blocksize > 0, InvalidInputError, "{}: blocksize {} is not positive", where,
                       w.blocksize);
       STOWAGE_EXPECTS(w.weight.bytes() >= (n + 1) / 2, InvalidInputError,
@@ -230,7 +216,7 @@ void dequantize_rows(const LinearWeights& w, int64_t r0, int64_t rows, float* ou
   const int64_t count = rows * in;
   const int64_t first = r0 * in;
   switch (w.format) {
-    case WeightFormat::kFloat: {
+    case quant::WeightFormat::kFloat: {
       const DType dtype = w.weight.dtype();
       if (dtype == DType::kBF16) {
         widen_bfloat16(w.weight.data_as<uint16_t>() + first, count, out);
@@ -244,7 +230,7 @@ void dequantize_rows(const LinearWeights& w, int64_t r0, int64_t rows, float* ou
       }
       return;
     }
-    case WeightFormat::kInt8:
+    case quant::WeightFormat::kInt8:
       for (int64_t r = 0; r < rows; ++r) {
         const int8_t* cb = w.weight.data_as<int8_t>() + (r0 + r) * in;
         const float scale = w.scb.data_as<float>()[r0 + r] / 127.0f;
@@ -252,8 +238,8 @@ void dequantize_rows(const LinearWeights& w, int64_t r0, int64_t rows, float* ou
         for (int64_t c = 0; c < in; ++c) row[c] = static_cast<float>(cb[c]) * scale;
       }
       return;
-    case WeightFormat::kNf4:
-    case WeightFormat::kFp4: {
+    case quant::WeightFormat::kNf4:
+    case quant::WeightFormat::kFp4: {
       // code[q] * absmax of the element's block, one absmax per run of
       // elements sharing a block.
       const uint8_t* codes = static_cast<const uint8_t*>(w.weight.data());
@@ -308,7 +294,7 @@ void host_linear(const LinearWeights& w, const float* x, float* y, int64_t batch
   if (batch == 0 || out == 0) return;
   if (in == 0) {
     std::fill(y, y + batch * out, 0.0f);
-  } else if (w.format == WeightFormat::kFloat && w.weight.dtype() == DType::kF32) {
+  } else if (w.format == quant::WeightFormat::kFloat && w.weight.dtype() == DType::kF32) {
     product(x, w.weight.data_as<float>(), y, batch, out, in, out);
   } else {
     const int64_t rows = std::min(block_rows(in), out);
@@ -401,7 +387,7 @@ class HostComputeLinearKernels final : public LinearKernels {
       }
     }
     switch (w.format) {
-      case WeightFormat::kFloat:
+      case quant::WeightFormat::kFloat:
         if (w.weight.dtype() == DType::kBF16) {
           a.weight.format = hostcompute::HostWeightFormat::kBF16;
         } else if (w.weight.dtype() == DType::kF16) {
@@ -410,15 +396,16 @@ class HostComputeLinearKernels final : public LinearKernels {
           return std::nullopt;  // float32 weights: the reference (OpenBLAS)
         }
         return a;
-      case WeightFormat::kInt8:
+      case quant::WeightFormat::kInt8:
         // Dequantized in full, as the reference does (no outlier split).
         a.weight.format = hostcompute::HostWeightFormat::kInt8;
         a.weight.scb = w.scb.data_as<float>();
         return a;
-      case WeightFormat::kNf4:
-      case WeightFormat::kFp4:
-        a.weight.format = w.format == WeightFormat::kNf4 ? hostcompute::HostWeightFormat::kNf4
-                                                         : hostcompute::HostWeightFormat::kFp4;
+      case quant::WeightFormat::kNf4:
+      case quant::WeightFormat::kFp4:
+        a.weight.format = w.format == quant::WeightFormat::kNf4
+                              ? hostcompute::HostWeightFormat::kNf4
+                              : hostcompute::HostWeightFormat::kFp4;
         a.weight.blocksize = w.blocksize;
         a.weight.quant_map = w.quant_map.data() != nullptr ? w.quant_map.data_as<float>() : nullptr;
         if (w.double_quant) {

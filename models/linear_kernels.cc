@@ -63,7 +63,7 @@ class AcceleratorLinearKernels final : public LinearKernels {
       }
     }
     switch (w.format) {
-      case WeightFormat::kFloat: {
+      case quant::WeightFormat::kFloat: {
         // 16-bit weights: the activations are rounded to the weight's dtype
         // (a batch x in scratch, not a float32 copy of the weight, so the
         // scratch stays small under tight budgets); products accumulate in
@@ -89,7 +89,7 @@ class AcceleratorLinearKernels final : public LinearKernels {
         kernels::gemm(context_, a, stream);
         return;  // scratch buffers free stream-ordered
       }
-      case WeightFormat::kInt8: {
+      case quant::WeightFormat::kInt8: {
         kernels::Int8MatmulArgs a;
         a.m = m;
         a.n = n;
@@ -104,8 +104,8 @@ class AcceleratorLinearKernels final : public LinearKernels {
         kernels::int8_matmul(context_, a, stream);
         break;
       }
-      case WeightFormat::kNf4:
-      case WeightFormat::kFp4: {
+      case quant::WeightFormat::kNf4:
+      case quant::WeightFormat::kFp4: {
         kernels::FourBitMatmulArgs a;
         a.m = m;
         a.n = n;
@@ -113,8 +113,8 @@ class AcceleratorLinearKernels final : public LinearKernels {
         a.dtype = DType::kF32;
         a.x = x.data();
         a.weight.packed = static_cast<const uint8_t*>(w.weight.data());
-        a.weight.type = w.format == WeightFormat::kNf4 ? kernels::FourBitType::kNf4
-                                                       : kernels::FourBitType::kFp4;
+        a.weight.type = w.format == quant::WeightFormat::kNf4 ? quant::WeightFormat::kNf4
+                                                       : quant::WeightFormat::kFp4;
         a.weight.blocksize = w.blocksize;
         if (w.double_quant) {
           a.weight.absmax_codes = static_cast<const uint8_t*>(w.absmax.data());
@@ -192,16 +192,16 @@ class AcceleratorLinearKernels final : public LinearKernels {
       if (l.has_bias) call += static_cast<uint64_t>(n) * 4;  // a 16-bit bias as float32
       uint64_t context = 0;
       switch (l.format) {
-        case WeightFormat::kFloat:
+        case quant::WeightFormat::kFloat:
           if (l.weight_dtype != DType::kF32 && batch > kernels::kDenseGemvMaxRows) {
             call += static_cast<uint64_t>(batch * k) * 2;
           }
           break;
-        case WeightFormat::kInt8:
+        case quant::WeightFormat::kInt8:
           context = kernels::int8_matmul_scratch_bytes(batch, n, k, l.threshold);
           break;
-        case WeightFormat::kNf4:
-        case WeightFormat::kFp4:
+        case quant::WeightFormat::kNf4:
+        case quant::WeightFormat::kFp4:
           context = kernels::four_bit_matmul_scratch_bytes(batch, n, k, DType::kF32, l.blocksize,
                                                            l.double_quant);
           break;
@@ -232,7 +232,7 @@ class AcceleratorLinearKernels final : public LinearKernels {
 
   static bool takes_dense_gemv(const LinearWeights& w, int64_t m) {
     const DType wt = w.weight.dtype();
-    return w.format == WeightFormat::kFloat && (wt == DType::kF16 || wt == DType::kBF16) &&
+    return w.format == quant::WeightFormat::kFloat && (wt == DType::kF16 || wt == DType::kBF16) &&
            m >= 1 && m <= kernels::kDenseGemvMaxRows &&
            (w.bias.data() == nullptr || w.bias.dtype() == DType::kF32 || w.bias.dtype() == wt);
   }

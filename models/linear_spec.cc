@@ -50,12 +50,13 @@ LinearSpec describe_linear(
       STOWAGE_EXPECTS(state == nullptr, InvalidInputError,
                       "{}: module '{}' has both an nf4 and an fp4 quant state", source, name);
       state = s;
-      spec.format = std::string(kind) == "nf4" ? WeightFormat::kNf4 : WeightFormat::kFp4;
+      spec.format =
+          std::string(kind) == "nf4" ? quant::WeightFormat::kNf4 : quant::WeightFormat::kFp4;
     }
   }
   if (state != nullptr) {
     used->insert(std::string(kQuantStatePrefix) +
-                 (spec.format == WeightFormat::kNf4 ? "nf4" : "fp4"));
+                 (spec.format == quant::WeightFormat::kNf4 ? "nf4" : "fp4"));
     std::vector<uint8_t> bytes = read_bytes(state->name);
     boost::json::error_code ec;
     boost::json::value json = boost::json::parse(
@@ -145,7 +146,7 @@ LinearSpec describe_linear(
     spec.out_features = weight->shape[0];
     spec.in_features = weight->shape[1];
     if (weight->dtype == DType::kI8) {
-      spec.format = WeightFormat::kInt8;
+      spec.format = quant::WeightFormat::kInt8;
       const TensorMeta* scb = find(tensors, "SCB");
       STOWAGE_EXPECTS(scb != nullptr, InvalidInputError,
                       "{}: tensor '{}' is int8 but '{}.SCB' is missing", source, weight->name,

@@ -31,7 +31,7 @@ struct TensorMeta {
 struct LinearSpec {
   int64_t in_features = 0;
   int64_t out_features = 0;
-  WeightFormat format = WeightFormat::kFloat;
+  quant::WeightFormat format = quant::WeightFormat::kFloat;
   DType weight_dtype = DType::kF32;  // storage dtype of the weight tensor
   bool has_bias = false;
   int64_t blocksize = 64;  // 4-bit

@@ -74,7 +74,7 @@ MlpSpec describe_mlp(const std::vector<TensorMeta>& tensors,
     for (const std::string& local : lt.order) {
       STOWAGE_EXPECTS(known.count(local) != 0, InvalidInputError,
                       "{}: tensor '{}.{}' is not part of the MLP family's {} layer", source,
-                      layer.module, local, weight_format_name(layer.format));
+                      layer.module, local, quant::weight_format_name(layer.format));
     }
     if (!spec.layers.empty()) {
       STOWAGE_EXPECTS(spec.layers.back().out_features == layer.in_features, InvalidInputError,

@@ -37,20 +37,14 @@ TransformerSpec as_quantized(TransformerSpec spec, const LoadQuantization& q) {
     if (layer.moe.has_shared) experts.push_back(&layer.moe.shared);
     for (ExpertSpec* e : experts) selected.insert(selected.end(), {&e->gate, &e->up, &e->down});
     for (LinearSpec* l : selected) {
-      if (l->format != WeightFormat::kFloat || l->out_features == 0) continue;
-      switch (q.method) {
-        case quant::QuantMethod::kInt8:
-          l->format = WeightFormat::kInt8;
-          l->weight_dtype = DType::kI8;
-          break;
-        case quant::QuantMethod::kNf4:
-        case quant::QuantMethod::kFp4:
-          l->format =
-              q.method == quant::QuantMethod::kNf4 ? WeightFormat::kNf4 : WeightFormat::kFp4;
-          l->weight_dtype = q.storage;
-          l->blocksize = q.blocksize;
-          l->double_quant = q.double_quant;
-          break;
+      if (l->format != quant::WeightFormat::kFloat || l->out_features == 0) continue;
+      l->format = q.method;
+      if (q.method == quant::WeightFormat::kInt8) {
+        l->weight_dtype = DType::kI8;
+      } else {
+        l->weight_dtype = q.storage;
+        l->blocksize = q.blocksize;
+        l->double_quant = q.double_quant;
       }
     }
   }
@@ -289,32 +283,7 @@ void TransformerRunner::configure_expert_cache(ReplacementPolicyKind policy, boo
   model_->set_expert_cache(expert_cache_.get(), module_prefix_, predict);
 }
 
-const char* TransformerRunner::expert_compute_name(ExpertCompute where) {
-  switch (where) {
-    case ExpertCompute::kAccelerator:
-      return "accelerator";
-    case ExpertCompute::kHost:
-      return "host";
-    case ExpertCompute::kSplit:
-      return "split";
-  }
-  return "?";
-}
-
 void TransformerRunner::set_expert_compute(ExpertCompute where) {
-  std::optional<TransformerModel::ExpertSplitCosts> costs;
-  if (where == ExpertCompute::kSplit) {
-    STOWAGE_EXPECTS(expert_cache_ != nullptr, InvalidInputError,
-                    "{}: splitting experts between the link and the host needs an expert cache",
-                    model_->spec().config.source);
-    STOWAGE_EXPECTS(measured_expert_compute_ && measured_expert_compute_->split_costs,
-                    InvalidInputError,
-                    "{}: splitting experts needs the link's and the host's measured costs "
-                    "(choose_expert_compute with the link rate)",
-                    model_->spec().config.source);
-    costs = measured_expert_compute_->split_costs;
-  }
-  model_->set_expert_split(costs);
   for (const std::string& m : host_experts_) manager_.set_host_compute(m, false);
   host_experts_.clear();
   expert_compute_ = where;
@@ -330,7 +299,7 @@ void TransformerRunner::set_expert_compute(ExpertCompute where) {
 }
 
 TransformerRunner::ExpertComputeChoice TransformerRunner::choose_expert_compute(
-    const std::vector<int32_t>& prompt, int64_t steps, double link_bytes_per_s) {
+    const std::vector<int32_t>& prompt, int64_t steps) {
   ExpertComputeChoice choice;
   // Within the run's context: the timed generation is steps + 1 tokens.
   steps = std::min<int64_t>(steps, shape_.max_context - static_cast<int64_t>(prompt.size()) - 1);
@@ -340,37 +309,19 @@ TransformerRunner::ExpertComputeChoice TransformerRunner::choose_expert_compute(
   }
   GenerationOptions o;
   o.ignore_eos = true;
-  // Seconds per decode step of one way, after a warm-up (first-touch costs).
-  auto measure = [&](ExpertCompute where) {
+  for (ExpertCompute where : {ExpertCompute::kAccelerator, ExpertCompute::kHost}) {
     set_expert_compute(where);
-    o.max_new_tokens = std::min<int64_t>(steps + 1, 2);
+    o.max_new_tokens = std::min<int64_t>(steps + 1, 2);  // warm-up: first-touch costs
     generate(prompt, o);
     o.max_new_tokens = std::max<int64_t>(steps, 1) + 1;
-    const uint64_t host_bytes = model_->host_expert_bytes();
     const GenerationResult r = generate(prompt, o);
-    if (where == ExpertCompute::kHost && link_bytes_per_s > 0 &&
-        model_->host_expert_bytes() > host_bytes) {
-      // The whole generation's time over the expert bytes it computed on the
-      // host: the rest of the step (attention, routers) counts against the host.
-      choice.split_costs = TransformerModel::ExpertSplitCosts{
-          1.0 / link_bytes_per_s,
-          (r.prefill_seconds + r.decode_seconds) /
-              static_cast<double>(model_->host_expert_bytes() - host_bytes)};
-    }
-    return r.decode_steps > 0 ? r.decode_seconds / static_cast<double>(r.decode_steps) : 0.0;
-  };
-  choice.accelerator_step_s = measure(ExpertCompute::kAccelerator);
-  choice.host_step_s = measure(ExpertCompute::kHost);
+    const double per_step = r.decode_steps > 0 ? r.decode_seconds / r.decode_steps : 0;
+    (where == ExpertCompute::kHost ? choice.host_step_s : choice.accelerator_step_s) = per_step;
+  }
   choice.chosen = choice.host_step_s < choice.accelerator_step_s ? ExpertCompute::kHost
                                                                  : ExpertCompute::kAccelerator;
-  measured_expert_compute_ = choice;
-  if (expert_cache_ != nullptr && choice.split_costs) {
-    choice.split_step_s = measure(ExpertCompute::kSplit);
-    const double best = std::min(choice.host_step_s, choice.accelerator_step_s);
-    if (choice.split_step_s < best) choice.chosen = ExpertCompute::kSplit;
-    measured_expert_compute_ = choice;
-  }
   set_expert_compute(choice.chosen);
+  measured_expert_compute_ = choice;
   return choice;
 }
 
@@ -547,7 +498,6 @@ GenerationResult TransformerRunner::generate(const std::vector<int32_t>& prompt,
          ++i) {
       result.expert_predictions[i].routed -= predictions_before[i].routed;
       result.expert_predictions[i].correct -= predictions_before[i].correct;
-      result.expert_predictions[i].withheld -= predictions_before[i].withheld;
     }
   }
   return result;

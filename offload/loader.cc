@@ -170,7 +170,7 @@ std::vector<PlanModule> plan_modules(const mmap_store::Checkpoint& checkpoint,
 
 uint64_t quantized_bytes(const mmap_store::TensorInfo& info, const LoadQuantization& q) {
   const uint64_t n = info.shape.numel();
-  if (q.method == quant::QuantMethod::kInt8) {
+  if (q.method == quant::WeightFormat::kInt8) {
     return n + 4 * static_cast<uint64_t>(info.shape[0]) + 1;
   }
   const uint64_t packed = quant::packed_shape(n, q.storage).numel() * dtype_size(q.storage);
@@ -198,7 +198,7 @@ quant::QuantizedWeight quantize_on_accelerator(const Tensor& source, const std::
   const int64_t n = static_cast<int64_t>(source.numel());
   Tensor staged = Tensor::empty(device, source.dtype(), source.shape(), stream);
   stream.copy(staged.data(), source.data(), source.bytes());
-  if (q.method == quant::QuantMethod::kInt8) {
+  if (q.method == quant::WeightFormat::kInt8) {
     quant::Int8Weight w;
     const int64_t rows = source.shape()[0], cols = source.shape()[1];
     w.cb = Tensor::empty(device, DType::kI8, source.shape(), stream);
@@ -225,8 +225,8 @@ quant::QuantizedWeight quantize_on_accelerator(const Tensor& source, const std::
   stream.fill_zero(packed_storage->data(), packed_storage->size());
   w.packed = Tensor::from_storage(packed_storage, 0, q.storage, packed_shape);
   Tensor absmax = Tensor::empty(device, DType::kF32, Shape{blocks}, stream);
-  const auto type = q.method == quant::QuantMethod::kNf4 ? quant_rules::FourBitType::kNf4
-                                                         : quant_rules::FourBitType::kFp4;
+  const auto type = q.method == quant::WeightFormat::kNf4 ? quant::WeightFormat::kNf4
+                                                         : quant::WeightFormat::kFp4;
   kernels::quantize_4bit(staged.data(), source.dtype(), n, q.blocksize, type,
                          static_cast<uint8_t*>(packed_storage->data()), absmax.data_as<float>(),
                          stream);
@@ -263,7 +263,7 @@ quant::QuantizedWeight quantize_on_accelerator(const Tensor& source, const std::
 
 quant::QuantizedWeight quantize_on_host(const Tensor& source, const std::string& name,
                                         const LoadQuantization& q, MemoryResource& host) {
-  if (q.method == quant::QuantMethod::kInt8) return quant::quantize_int8_cpu(source, host, name);
+  if (q.method == quant::WeightFormat::kInt8) return quant::quantize_int8_cpu(source, host, name);
   quant::FourBitOptions options;
   options.quant_type = q.method;
   options.blocksize = q.blocksize;

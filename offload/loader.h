@@ -84,7 +84,7 @@ struct LoadProgress {
 // tier; then the staging is freed, before the next tensor is read. With
 // `on_host` the CPU quantizers of quant/ run on the host instead.
 struct LoadQuantization {
-  quant::QuantMethod method = quant::QuantMethod::kNf4;
+  quant::WeightFormat method = quant::WeightFormat::kNf4;
   int64_t blocksize = 64;      // 4-bit
   bool double_quant = false;   // 4-bit
   DType storage = DType::kU8;  // 4-bit quant_storage

@@ -120,10 +120,10 @@ FourBitWeight load_four_bit(std::string_view prefix, const FourBitParts& p) {
                   state.tier().to_string());
   const FourBitStateJson js = parse_four_bit_state_json(
       std::string_view(state.data_as<const char>(), state.numel()), state_name);
-  const QuantMethod suffix_type = p.state_nf4 ? QuantMethod::kNf4 : QuantMethod::kFp4;
+  const WeightFormat suffix_type = p.state_nf4 ? WeightFormat::kNf4 : WeightFormat::kFp4;
   STOWAGE_EXPECTS(js.quant_type == suffix_type, InvalidInputError,
                   "'{}' says quant_type \"{}\" but its name says {}", state_name,
-                  method_name(js.quant_type), method_name(suffix_type));
+                  weight_format_name(js.quant_type), weight_format_name(suffix_type));
   const bool nested_tensors = p.nested_absmax.has_value();
   STOWAGE_EXPECTS(js.nested == nested_tensors, InvalidInputError,
                   "4-bit weight '{}': '{}' {} nested_* keys but '{}' is {}", prefix, state_name,
@@ -249,8 +249,8 @@ FourBitStateJson parse_four_bit_state_json(std::string_view text, std::string_vi
 
   FourBitStateJson out;
   const std::string type = need_string("quant_type");
-  const auto method = method_from_name(type);
-  STOWAGE_EXPECTS(method && *method != QuantMethod::kInt8, InvalidInputError,
+  const auto method = quantized_format_from_name(type);
+  STOWAGE_EXPECTS(method && *method != WeightFormat::kInt8, InvalidInputError,
                   "'{}': quant_type should be \"nf4\" or \"fp4\", found \"{}\"", name, type);
   out.quant_type = *method;
   out.blocksize = need_int("blocksize");
@@ -326,7 +326,7 @@ std::vector<QuantizedWeightInfo> detect_quantized_weights(const std::vector<std:
     QuantizedWeightInfo info;
     info.prefix = prefix;
     info.weight_name = part_name(prefix, kWeightSuffix);
-    info.method = method_of(*weight);
+    info.method = format_of(*weight);
     info.shape = logical_shape(*weight);
     for (const auto& part : parts(*weight)) {
       const std::string full = part_name(prefix, part.suffix);

@@ -52,7 +52,7 @@ std::optional<QuantizedWeight> load_quantized_weight(std::string_view prefix,
 
 // The non-tensor 4-bit state parsed from its JSON part.
 struct FourBitStateJson {
-  QuantMethod quant_type = QuantMethod::kNf4;
+  WeightFormat quant_type = WeightFormat::kNf4;
   int64_t blocksize = 0;
   DType dtype = DType::kF16;
   Shape shape;
@@ -69,7 +69,7 @@ FourBitStateJson parse_four_bit_state_json(std::string_view json, std::string_vi
 struct QuantizedWeightInfo {
   std::string prefix;       // the layer, e.g. "layers.0"
   std::string weight_name;  // its packed/CB tensor, e.g. "layers.0.weight"
-  QuantMethod method = QuantMethod::kInt8;
+  WeightFormat method = WeightFormat::kInt8;
   int64_t blocksize = 0;  // 4-bit only (0 for int8)
   bool double_quant = false;
   DType storage_dtype = DType::kI8;     // P.weight's dtype

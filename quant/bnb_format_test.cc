@@ -49,7 +49,7 @@ class BnbFormatTest : public ::testing::Test {
     const auto* p = t.data_as<const uint8_t>();
     return std::vector<uint8_t>(p, p + t.bytes());
   }
-  StateDict four_bit_dict(bool nested, QuantMethod type = QuantMethod::kNf4,
+  StateDict four_bit_dict(bool nested, WeightFormat type = WeightFormat::kNf4,
                           DType storage = DType::kU8) {
     FourBitOptions opt;
     opt.quant_type = type;
@@ -111,11 +111,11 @@ TEST_F(BnbFormatTest, AnEmptyPrefixGivesBareSuffixes) {
 // the storage dtype read back from P.weight's dtype.
 TEST_F(BnbFormatTest, QuantizeSaveLoadDequantizeIsBitExactForEveryStorageAndNesting) {
   Tensor x = normal(Shape{33, 77}, DType::kBF16, 3);  // 2541 elements: odd, not a block multiple
-  for (QuantMethod type : {QuantMethod::kNf4, QuantMethod::kFp4}) {
+  for (WeightFormat type : {WeightFormat::kNf4, WeightFormat::kFp4}) {
     for (DType storage : {DType::kU8, DType::kF16, DType::kBF16, DType::kF32}) {
       for (bool nested : {false, true}) {
-        SCOPED_TRACE(
-            fmt::format("{} {} nested={}", method_name(type), safetensors_name(storage), nested));
+        SCOPED_TRACE(fmt::format("{} {} nested={}", weight_format_name(type),
+                                 safetensors_name(storage), nested));
         FourBitOptions opt;
         opt.quant_type = type;
         opt.storage = storage;
@@ -150,7 +150,7 @@ TEST_F(BnbFormatTest, Int8SaveLoadDequantizeIsBitExact) {
   const StateDict sd = save_and_load(to_state_dict("fc", w));
   auto loaded = load_quantized_weight("fc", lookup(sd));
   ASSERT_TRUE(loaded.has_value());
-  EXPECT_EQ(method_of(*loaded), QuantMethod::kInt8);
+  EXPECT_EQ(format_of(*loaded), WeightFormat::kInt8);
   EXPECT_EQ(bytes(dequantize_cpu(*loaded, DType::kF16, host_)),
             bytes(dequantize_cpu(w, DType::kF16, host_)));
 }
@@ -289,7 +289,7 @@ TEST_F(BnbFormatTest, DetectGroupsTensorsIntoQuantizedWeights) {
   ASSERT_EQ(infos.size(), 2u);
   EXPECT_EQ(infos[0].prefix, "layers.0");
   EXPECT_EQ(infos[0].weight_name, "layers.0.weight");
-  EXPECT_EQ(infos[0].method, QuantMethod::kNf4);
+  EXPECT_EQ(infos[0].method, WeightFormat::kNf4);
   EXPECT_EQ(infos[0].blocksize, 32);
   EXPECT_TRUE(infos[0].double_quant);
   EXPECT_EQ(infos[0].storage_dtype, DType::kBF16);
@@ -297,7 +297,7 @@ TEST_F(BnbFormatTest, DetectGroupsTensorsIntoQuantizedWeights) {
   EXPECT_EQ(infos[0].shape, (Shape{8, 16}));
   EXPECT_EQ(infos[0].part_names.size(), 6u);
   EXPECT_EQ(infos[1].prefix, "layers.1");
-  EXPECT_EQ(infos[1].method, QuantMethod::kInt8);
+  EXPECT_EQ(infos[1].method, WeightFormat::kInt8);
   EXPECT_EQ(infos[1].storage_dtype, DType::kI8);
   EXPECT_FALSE(infos[1].double_quant);
   EXPECT_EQ(infos[1].shape, (Shape{6, 8}));

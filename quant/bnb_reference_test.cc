@@ -44,32 +44,32 @@ TEST_F(BnbReferenceTest, DetectFindsEveryBitsandbytesLayerWithItsFormat) {
   for (const auto& i : infos) by_prefix[i.prefix] = i;
   ASSERT_EQ(by_prefix.size(), 5u);
   const auto& l0 = by_prefix.at("layers.0");
-  EXPECT_EQ(l0.method, QuantMethod::kNf4);
+  EXPECT_EQ(l0.method, WeightFormat::kNf4);
   EXPECT_EQ(l0.blocksize, 64);
   EXPECT_TRUE(l0.double_quant);
   EXPECT_EQ(l0.storage_dtype, DType::kBF16);  // seed lesson 2: from the weight's dtype
   EXPECT_EQ(l0.shape, (Shape{96, 50}));
   EXPECT_EQ(by_prefix.at("layers.1").blocksize, 128);
   EXPECT_FALSE(by_prefix.at("layers.1").double_quant);
-  EXPECT_EQ(by_prefix.at("layers.2").method, QuantMethod::kFp4);
+  EXPECT_EQ(by_prefix.at("layers.2").method, WeightFormat::kFp4);
   EXPECT_EQ(by_prefix.at("layers.3").storage_dtype, DType::kF32);
-  EXPECT_EQ(by_prefix.at("layers.4").method, QuantMethod::kInt8);
+  EXPECT_EQ(by_prefix.at("layers.4").method, WeightFormat::kInt8);
   EXPECT_EQ(by_prefix.at("layers.4").shape, (Shape{16, 64}));
 }
 
 struct FourBitCase {
   const char* prefix;
-  QuantMethod type;
+  WeightFormat type;
   int64_t blocksize;
   bool double_quant;
   DType storage;
 };
 
 TEST_F(BnbReferenceTest, OurFourBitQuantizerWritesBitsandbytesBytes) {
-  const FourBitCase cases[] = {{"layers.0", QuantMethod::kNf4, 64, true, DType::kBF16},
-                               {"layers.1", QuantMethod::kNf4, 128, false, DType::kU8},
-                               {"layers.2", QuantMethod::kFp4, 64, true, DType::kU8},
-                               {"layers.3", QuantMethod::kFp4, 32, false, DType::kF32}};
+  const FourBitCase cases[] = {{"layers.0", WeightFormat::kNf4, 64, true, DType::kBF16},
+                               {"layers.1", WeightFormat::kNf4, 128, false, DType::kU8},
+                               {"layers.2", WeightFormat::kFp4, 64, true, DType::kU8},
+                               {"layers.3", WeightFormat::kFp4, 32, false, DType::kF32}};
   for (const auto& c : cases) {
     SCOPED_TRACE(c.prefix);
     FourBitOptions opt;
@@ -116,7 +116,7 @@ TEST_F(BnbReferenceTest, WhatBitsandbytesSavesLoadsAndDequantizesCloseToTheSourc
     }
     err /= static_cast<double>(source.numel());
     // N(0, 1) weights: NF4 ~0.07-0.08, FP4 ~0.09-0.1, int8 ~0.01.
-    EXPECT_LT(err, method_of(*w) == QuantMethod::kInt8 ? 0.02 : 0.11) << err;
+    EXPECT_LT(err, format_of(*w) == WeightFormat::kInt8 ? 0.02 : 0.11) << err;
   }
 }
 

@@ -33,7 +33,7 @@ std::string describe(const TensorDecl& d) {
 WeightQuantizer cpu_weight_quantizer(const CheckpointQuantizeOptions& options) {
   return [options](const Tensor& weight, const std::string& name,
                    MemoryResource& resource) -> QuantizedWeight {
-    if (options.method == QuantMethod::kInt8) {
+    if (options.method == WeightFormat::kInt8) {
       return quantize_int8_cpu(weight, resource, name, options.threshold);
     }
     FourBitOptions four = options.four_bit;
@@ -46,7 +46,7 @@ CheckpointQuantizer::CheckpointQuantizer(CheckpointQuantizeOptions options,
                                          std::vector<TensorDecl> inputs,
                                          std::function<Tensor(const std::string&)> read)
     : options_(std::move(options)), inputs_(std::move(inputs)), read_(std::move(read)) {
-  if (options_.method == QuantMethod::kInt8) {
+  if (options_.method == WeightFormat::kInt8) {
     STOWAGE_EXPECTS(std::isfinite(options_.threshold) && options_.threshold >= 0.0f,
                     InvalidInputError, "int8 threshold should be a finite number >= 0, found {}",
                     options_.threshold);
@@ -74,7 +74,7 @@ CheckpointQuantizer::CheckpointQuantizer(CheckpointQuantizeOptions options,
                   "the input already holds quantized weights ('{}' is {}); quantize an "
                   "unquantized checkpoint",
                   found.empty() ? "" : found.front().weight_name,
-                  found.empty() ? "" : method_name(found.front().method));
+                  found.empty() ? "" : weight_format_name(found.front().method));
 }
 
 bool CheckpointQuantizer::is_target(const TensorDecl& input) const {
@@ -103,7 +103,7 @@ const std::vector<OutputTensor>& CheckpointQuantizer::plan() {
       plan_.push_back({{part_name(prefix, suffix), dtype, std::move(shape)}, in.name, true});
     };
     const int64_t rows = in.shape[0];
-    if (options_.method == QuantMethod::kInt8) {
+    if (options_.method == WeightFormat::kInt8) {
       add(kWeightSuffix, DType::kI8, in.shape);
       add(kScbSuffix, DType::kF32, Shape{rows});
       add(kWeightFormatSuffix, DType::kU8, Shape{});
@@ -126,7 +126,7 @@ const std::vector<OutputTensor>& CheckpointQuantizer::plan() {
           Shape{(blocks + kNestedBlocksize - 1) / kNestedBlocksize});
       add(kNestedQuantMapSuffix, DType::kF32, Shape{256});
     }
-    add(options_.method == QuantMethod::kFp4 ? kQuantStateFp4Suffix : kQuantStateNf4Suffix,
+    add(options_.method == WeightFormat::kFp4 ? kQuantStateFp4Suffix : kQuantStateNf4Suffix,
         DType::kU8, Shape{static_cast<int64_t>(json.size())});
   }
   planned_ = true;

@@ -36,7 +36,7 @@
 namespace stowage::quant {
 
 struct CheckpointQuantizeOptions {
-  QuantMethod method = QuantMethod::kNf4;
+  WeightFormat method = WeightFormat::kNf4;
   // 4-bit only: blocksize, double_quant, storage (quant_type follows method).
   FourBitOptions four_bit;
   // int8 only: the outlier threshold (not stored in the file; recorded for inference).

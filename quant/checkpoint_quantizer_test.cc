@@ -51,7 +51,7 @@ class CheckpointQuantizerTest : public ::testing::Test {
 TEST_F(CheckpointQuantizerTest, QuantizesEvery2DFloatWeightAndCopiesTheRestInPlace) {
   add_small_model();
   CheckpointQuantizeOptions opt;
-  opt.method = QuantMethod::kInt8;
+  opt.method = WeightFormat::kInt8;
   opt.skip_regex = "^embed\\.";
   CheckpointQuantizer q(opt, decls_, reader());
   EXPECT_EQ(names(q.plan()),
@@ -76,7 +76,7 @@ TEST_F(CheckpointQuantizerTest, SkipRegexIsSearchedAnywhereInTheName) {
 
 TEST_F(CheckpointQuantizerTest, RunEmitsExactlyThePlanWithCopiesUntouched) {
   add_small_model();
-  for (QuantMethod method : {QuantMethod::kInt8, QuantMethod::kNf4, QuantMethod::kFp4}) {
+  for (WeightFormat method : {WeightFormat::kInt8, WeightFormat::kNf4, WeightFormat::kFp4}) {
     for (bool nested : {false, true}) {
       CheckpointQuantizeOptions opt;
       opt.method = method;
@@ -109,11 +109,11 @@ TEST_F(CheckpointQuantizerTest, RunEmitsExactlyThePlanWithCopiesUntouched) {
 TEST_F(CheckpointQuantizerTest, GivesTheSameBytesAsQuantizingEachWeight) {
   add("a.weight", DType::kBF16, Shape{12, 40});
   CheckpointQuantizeOptions opt;
-  opt.method = QuantMethod::kFp4;
+  opt.method = WeightFormat::kFp4;
   opt.four_bit.double_quant = true;
   CheckpointQuantizer q(opt, decls_, reader());
   FourBitOptions four;
-  four.quant_type = QuantMethod::kFp4;
+  four.quant_type = WeightFormat::kFp4;
   four.double_quant = true;
   const FourBitWeight direct = quantize_4bit_cpu(tensors_["a.weight"], four, host_, "a.weight");
   std::map<std::string, std::vector<uint8_t>> got;
@@ -133,7 +133,7 @@ TEST_F(CheckpointQuantizerTest, GivesTheSameBytesAsQuantizingEachWeight) {
 TEST_F(CheckpointQuantizerTest, PeakMemoryIsAboutTheLargestTensorNotTheModel) {
   for (int i = 0; i < 8; ++i) add(fmt::format("layers.{}.weight", i), DType::kF16, Shape{256, 256});
   add("big.weight", DType::kF16, Shape{512, 256});
-  for (QuantMethod method : {QuantMethod::kInt8, QuantMethod::kNf4}) {
+  for (WeightFormat method : {WeightFormat::kInt8, WeightFormat::kNf4}) {
     StatisticsAdaptor stats(host_);
     CheckpointQuantizeOptions opt;
     opt.method = method;
@@ -151,9 +151,10 @@ TEST_F(CheckpointQuantizerTest, PeakMemoryIsAboutTheLargestTensorNotTheModel) {
       total_out += t.bytes();
     });
     EXPECT_EQ(stats.bytes_in_use(), 0u);
-    EXPECT_LE(stats.peak_bytes(), largest_out + 4096) << method_name(method);  // + scratch slack
+    EXPECT_LE(stats.peak_bytes(), largest_out + 4096)
+        << weight_format_name(method);  // + scratch slack
     EXPECT_LE(stats.peak_bytes(), uint64_t{512} * 256 * 2) << "the largest input tensor";
-    EXPECT_LT(stats.peak_bytes(), total_out / 3) << method_name(method);
+    EXPECT_LT(stats.peak_bytes(), total_out / 3) << weight_format_name(method);
   }
 }
 
@@ -183,7 +184,7 @@ TEST_F(CheckpointQuantizerTest, RefusesBadOptions) {
   bad_regex.skip_regex = "(";
   EXPECT_THROW(CheckpointQuantizer(bad_regex, decls_, reader()), InvalidInputError);
   CheckpointQuantizeOptions bad_threshold;
-  bad_threshold.method = QuantMethod::kInt8;
+  bad_threshold.method = WeightFormat::kInt8;
   bad_threshold.threshold = -1.0f;
   EXPECT_THROW(CheckpointQuantizer(bad_threshold, decls_, reader()), InvalidInputError);
 }

@@ -16,10 +16,6 @@ namespace {
 
 namespace rules = ::stowage::quant_rules;
 
-rules::FourBitType four_bit_type(QuantMethod method) {
-  return method == QuantMethod::kFp4 ? rules::FourBitType::kFp4 : rules::FourBitType::kNf4;
-}
-
 void check_readable(const Tensor& t, std::string_view name) {
   STOWAGE_EXPECTS(t.defined(), InvalidInputError, "tensor '{}' is empty (undefined)", name);
   STOWAGE_EXPECTS(host_addressable(t.tier()), InvalidInputError,
@@ -175,9 +171,9 @@ Tensor make_f32_tensor(MemoryResource& resource, const std::vector<float>& value
 
 void check_options(const FourBitOptions& options) {
   STOWAGE_EXPECTS(
-      options.quant_type == QuantMethod::kNf4 || options.quant_type == QuantMethod::kFp4,
+      options.quant_type == WeightFormat::kNf4 || options.quant_type == WeightFormat::kFp4,
       InvalidInputError, "4-bit quantization type should be nf4 or fp4, found {}",
-      method_name(options.quant_type));
+      weight_format_name(options.quant_type));
   STOWAGE_EXPECTS(is_valid_blocksize(options.blocksize), InvalidInputError,
                   "blocksize should be a power of two in [{}, {}], found {}", kMinBlocksize,
                   kMaxBlocksize, options.blocksize);
@@ -237,7 +233,7 @@ FourBitWeight quantize_4bit_cpu(const Tensor& weight, const FourBitOptions& opti
   check_options(options);
   check_float_input(weight, name);
   check_output_resource(resource);
-  const rules::FourBitType type = four_bit_type(options.quant_type);
+  const WeightFormat type = options.quant_type;
   const uint64_t n = weight.numel();
   const uint64_t bs = static_cast<uint64_t>(options.blocksize);
   const uint64_t blocks = (n + bs - 1) / bs;
@@ -373,7 +369,7 @@ Tensor dequantize_cpu(const FourBitWeight& w, DType dtype, MemoryResource& resou
   const std::vector<float> absmax = block_absmax_cpu(w);  // validates
   check_readable(w.packed, kWeightSuffix);
   check_output_resource(resource);
-  const rules::FourBitType type = four_bit_type(w.quant_type);
+  const WeightFormat type = w.quant_type;
   const uint8_t* packed = w.packed.data_as<const uint8_t>();
   const uint64_t bs = static_cast<uint64_t>(w.blocksize);
   return store_floats(resource, dtype, w.shape, w.numel(), [&](uint64_t i) {

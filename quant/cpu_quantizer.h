@@ -34,8 +34,8 @@
 namespace stowage::quant {
 
 struct FourBitOptions {
-  QuantMethod quant_type = QuantMethod::kNf4;  // kNf4 or kFp4
-  int64_t blocksize = 64;                      // power of two in [32, 4096]
+  WeightFormat quant_type = WeightFormat::kNf4;  // kNf4 or kFp4
+  int64_t blocksize = 64;                        // power of two in [32, 4096]
   bool double_quant = false;
   DType storage = DType::kU8;  // U8, F16, BF16 or F32 (bitsandbytes' quant_storage)
 };

@@ -161,7 +161,7 @@ TEST_F(CpuQuantizerTest, Fp4UsesBitsandbytesThresholdsAndTheSignBit) {
   v.push_back(-0.001f);  // a tiny negative value keeps its sign: code 8 (-0)
   expected.push_back(8);
   FourBitOptions opt;
-  opt.quant_type = QuantMethod::kFp4;
+  opt.quant_type = WeightFormat::kFp4;
   FourBitWeight w = quantize_4bit_cpu(make(v, Shape{static_cast<int64_t>(v.size())}), opt, host_);
   EXPECT_EQ(codes(w), expected);
 }
@@ -239,7 +239,7 @@ TEST_F(CpuQuantizerTest, RejectsInvalidBlocksizesStorageAndInputs) {
   storage.storage = DType::kI32;
   EXPECT_THROW(quantize_4bit_cpu(x, storage, host_), InvalidInputError);
   FourBitOptions int8_type;
-  int8_type.quant_type = QuantMethod::kInt8;
+  int8_type.quant_type = WeightFormat::kInt8;
   EXPECT_THROW(quantize_4bit_cpu(x, int8_type, host_), InvalidInputError);
   EXPECT_THROW(quantize_4bit_cpu(make({1, INFINITY}, Shape{2}), {}, host_), InvalidInputError);
   EXPECT_THROW(quantize_4bit_cpu(Tensor::empty(host_, DType::kI8, Shape{64}), {}, host_),
@@ -372,7 +372,7 @@ TEST_F(CpuQuantizerTest, DoubleQuantStoresAbsmaxCodesAgainstTheirMean) {
 TEST_F(CpuQuantizerTest, DoubleQuantJsonRecordsTheNestedState) {
   FourBitOptions opt;
   opt.double_quant = true;
-  opt.quant_type = QuantMethod::kFp4;
+  opt.quant_type = WeightFormat::kFp4;
   FourBitWeight w = quantize_4bit_cpu(normal(Shape{8, 64}, DType::kF16, 5), opt, host_);
   std::string json(w.quant_state.data_as<const char>(), w.quant_state.numel());
   EXPECT_EQ(json.rfind(R"({"quant_type": "fp4", "blocksize": 64, "dtype": "float16", )"
@@ -402,7 +402,7 @@ constexpr ErrorFigure kFp4Figures[] = {
     {128, 0.102969, 0.000134, 0.275817, 0.000433},  {256, 0.108684, 0.000182, 0.289831, 0.000497},
     {1024, 0.119333, 0.000320, 0.315000, 0.000757}, {4096, 0.129536, 0.000612, 0.337169, 0.001239}};
 
-void check_error(CpuQuantizerTest* t, QuantMethod type, const ErrorFigure& f, const Tensor& x,
+void check_error(CpuQuantizerTest* t, WeightFormat type, const ErrorFigure& f, const Tensor& x,
                  HostMemoryResource& host) {
   FourBitOptions opt;
   opt.quant_type = type;
@@ -420,16 +420,19 @@ void check_error(CpuQuantizerTest* t, QuantMethod type, const ErrorFigure& f, co
   }
   err /= n;
   rel /= n;
-  EXPECT_LT(err, f.err_mean + 7 * f.err_std) << method_name(type) << " blocksize " << f.blocksize;
-  EXPECT_LT(rel, f.rel_mean + 7 * f.rel_std) << method_name(type) << " blocksize " << f.blocksize;
+  EXPECT_LT(err, f.err_mean + 7 * f.err_std)
+      << weight_format_name(type) << " blocksize " << f.blocksize;
+  EXPECT_LT(rel, f.rel_mean + 7 * f.rel_std)
+      << weight_format_name(type) << " blocksize " << f.blocksize;
   // And not suspiciously better than bitsandbytes (a wrong rule can't be).
-  EXPECT_GT(err, f.err_mean - 7 * f.err_std - 0.001) << method_name(type) << " " << f.blocksize;
+  EXPECT_GT(err, f.err_mean - 7 * f.err_std - 0.001)
+      << weight_format_name(type) << " " << f.blocksize;
 }
 
 TEST_F(CpuQuantizerTest, Nf4AndFp4ReconstructionErrorIsWithinBitsandbytesFigures) {
   Tensor x = normal(Shape{1024, 1024}, DType::kF32, 2024);
-  for (const auto& f : kNf4Figures) check_error(this, QuantMethod::kNf4, f, x, host_);
-  for (const auto& f : kFp4Figures) check_error(this, QuantMethod::kFp4, f, x, host_);
+  for (const auto& f : kNf4Figures) check_error(this, WeightFormat::kNf4, f, x, host_);
+  for (const auto& f : kFp4Figures) check_error(this, WeightFormat::kFp4, f, x, host_);
 }
 
 TEST_F(CpuQuantizerTest, DequantizeRoundsOnceToTheOutputDtype) {

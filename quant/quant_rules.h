@@ -27,6 +27,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "quant/weight_format.h"
+
 #if defined(__CUDACC__)
 #define STOWAGE_HOST_DEVICE __host__ __device__ __forceinline__
 #else
@@ -34,8 +36,6 @@
 #endif
 
 namespace stowage::quant_rules {
-
-enum class FourBitType : uint8_t { kNf4, kFp4 };
 
 // Valid 4-bit blocksizes are the powers of two in [kMinBlocksize, kMaxBlocksize].
 constexpr int kMinBlocksize = 32;
@@ -119,8 +119,9 @@ STOWAGE_HOST_DEVICE float fp4_code_value(int index) {
   return (index & 8) ? -magnitude : magnitude;
 }
 
-STOWAGE_HOST_DEVICE float four_bit_code_value(FourBitType type, int index) {
-  return type == FourBitType::kNf4 ? nf4_code_value(index) : fp4_code_value(index);
+// `format` is kNf4 or kFp4.
+STOWAGE_HOST_DEVICE float four_bit_code_value(quant::WeightFormat format, int index) {
+  return format == quant::WeightFormat::kNf4 ? nf4_code_value(index) : fp4_code_value(index);
 }
 
 // The NF4 code of x = value * (1 / absmax); bitsandbytes' dQuantizeNF4 tree.
@@ -160,8 +161,9 @@ STOWAGE_HOST_DEVICE uint8_t quantize_fp4_value(float x) {
   return static_cast<uint8_t>(code + sign);
 }
 
-STOWAGE_HOST_DEVICE uint8_t quantize_four_bit_value(FourBitType type, float x) {
-  return type == FourBitType::kNf4 ? quantize_nf4_value(x) : quantize_fp4_value(x);
+// `format` is kNf4 or kFp4.
+STOWAGE_HOST_DEVICE uint8_t quantize_four_bit_value(quant::WeightFormat format, float x) {
+  return format == quant::WeightFormat::kNf4 ? quantize_nf4_value(x) : quantize_fp4_value(x);
 }
 
 // The float32 scale a block's values are multiplied by: 1 / absmax, taken

@@ -11,22 +11,10 @@
 
 namespace stowage::quant {
 
-std::string_view method_name(QuantMethod method) {
-  switch (method) {
-    case QuantMethod::kInt8:
-      return "int8";
-    case QuantMethod::kNf4:
-      return "nf4";
-    case QuantMethod::kFp4:
-      return "fp4";
-  }
-  throw InternalError(fmt::format("unknown QuantMethod value {}", static_cast<int>(method)));
-}
-
-std::optional<QuantMethod> method_from_name(std::string_view name) {
-  if (name == "int8") return QuantMethod::kInt8;
-  if (name == "nf4") return QuantMethod::kNf4;
-  if (name == "fp4") return QuantMethod::kFp4;
+std::optional<WeightFormat> quantized_format_from_name(std::string_view name) {
+  if (name == "int8") return WeightFormat::kInt8;
+  if (name == "nf4") return WeightFormat::kNf4;
+  if (name == "fp4") return WeightFormat::kFp4;
   return std::nullopt;
 }
 
@@ -47,7 +35,7 @@ uint64_t FourBitWeight::blocks() const {
 }
 
 std::string_view FourBitWeight::quant_state_suffix() const {
-  return quant_type == QuantMethod::kFp4 ? kQuantStateFp4Suffix : kQuantStateNf4Suffix;
+  return quant_type == WeightFormat::kFp4 ? kQuantStateFp4Suffix : kQuantStateNf4Suffix;
 }
 
 std::vector<QuantPart> FourBitWeight::parts() const {
@@ -63,9 +51,9 @@ std::vector<QuantPart> FourBitWeight::parts() const {
   return out;
 }
 
-QuantMethod method_of(const QuantizedWeight& weight) {
+WeightFormat format_of(const QuantizedWeight& weight) {
   if (const auto* w = std::get_if<FourBitWeight>(&weight)) return w->quant_type;
-  return QuantMethod::kInt8;
+  return WeightFormat::kInt8;
 }
 
 const Shape& logical_shape(const QuantizedWeight& weight) {
@@ -124,13 +112,13 @@ void expect_tensor(const Tensor& t, std::string_view name, std::string_view suff
 void replace_part(QuantizedWeight& weight, std::string_view suffix, Tensor tensor) {
   Tensor* slot = std::visit([&](auto& w) { return find_part(w, suffix); }, weight);
   STOWAGE_EXPECTS(slot != nullptr, InvalidInputError, "a {} weight has no part named '{}'",
-                  method_name(method_of(weight)), suffix);
+                  weight_format_name(format_of(weight)), suffix);
   STOWAGE_EXPECTS(
       tensor.defined() && tensor.dtype() == slot->dtype() && tensor.shape() == slot->shape(),
       InvalidInputError,
       "replacing part '{}' of a {} weight: expected {}, found {} (a move copies "
       "bytes unchanged)",
-      suffix, method_name(method_of(weight)), describe(*slot), describe(tensor));
+      suffix, weight_format_name(format_of(weight)), describe(*slot), describe(tensor));
   *slot = std::move(tensor);
 }
 
@@ -143,9 +131,9 @@ void validate(const Int8Weight& w, std::string_view name) {
 }
 
 void validate(const FourBitWeight& w, std::string_view name) {
-  STOWAGE_EXPECTS(w.quant_type == QuantMethod::kNf4 || w.quant_type == QuantMethod::kFp4,
+  STOWAGE_EXPECTS(w.quant_type == WeightFormat::kNf4 || w.quant_type == WeightFormat::kFp4,
                   InvalidInputError, "4-bit weight '{}': quant_type should be nf4 or fp4, found {}",
-                  name, method_name(w.quant_type));
+                  name, weight_format_name(w.quant_type));
   STOWAGE_EXPECTS(is_valid_blocksize(w.blocksize), InvalidInputError,
                   "4-bit weight '{}': blocksize should be a power of two in [{}, {}], found {}",
                   name, kMinBlocksize, kMaxBlocksize, w.blocksize);
@@ -238,7 +226,7 @@ std::string python_float_repr(double value) {
   return negative ? "-" + out : out;
 }
 
-std::string four_bit_state_json(QuantMethod quant_type, int64_t blocksize, DType dtype,
+std::string four_bit_state_json(WeightFormat quant_type, int64_t blocksize, DType dtype,
                                 const Shape& shape, std::optional<float> nested_offset) {
   std::string dims = "[";
   for (size_t i = 0; i < shape.rank(); ++i) {
@@ -248,7 +236,7 @@ std::string four_bit_state_json(QuantMethod quant_type, int64_t blocksize, DType
   dims += "]";
   std::string json =
       fmt::format(R"({{"quant_type": "{}", "blocksize": {}, "dtype": "{}", "shape": {})",
-                  method_name(quant_type), blocksize, torch_name(dtype), dims);
+                  weight_format_name(quant_type), blocksize, torch_name(dtype), dims);
   if (nested_offset) {
     json +=
         fmt::format(R"(, "nested_blocksize": {}, "nested_dtype": "float32", "nested_offset": {})",
@@ -270,7 +258,7 @@ Tensor make_state_tensor(const std::string& json, MemoryResource& resource) {
   return t;
 }
 
-float stored_quant_map_value(QuantMethod quant_type, int index) {
+float stored_quant_map_value(WeightFormat quant_type, int index) {
   // float32 values of bitsandbytes' get_4bit_type (checked against
   // bitsandbytes 0.50.2: nf4 is its table, fp4 is [0, 0.0625, 8, 12, 4, 6, 2,
   // 3, -0 (an integer zero in Python, hence +0.0), ...] / 12 in float32).
@@ -297,7 +285,7 @@ float stored_quant_map_value(QuantMethod quant_type, int index) {
                                      -0.25f};
   STOWAGE_EXPECTS(index >= 0 && index < 16, InternalError, "quant_map index {} out of [0, 16)",
                   index);
-  return quant_type == QuantMethod::kFp4 ? kFp4[index] : kNf4[index];
+  return quant_type == WeightFormat::kFp4 ? kFp4[index] : kNf4[index];
 }
 
 bool host_addressable(Tier tier) {

@@ -27,15 +27,13 @@
 #include "core/memory_resource.h"
 #include "core/shape.h"
 #include "core/tensor.h"
+#include "quant/weight_format.h"
 
 namespace stowage::quant {
 
-enum class QuantMethod : uint8_t { kInt8, kNf4, kFp4 };
-
-// "int8", "nf4", "fp4".
-std::string_view method_name(QuantMethod method);
-// Parses method_name()'s spellings; nullopt otherwise.
-std::optional<QuantMethod> method_from_name(std::string_view name);
+// Parses the quantized formats' names ("int8", "nf4", "fp4";
+// weight_format_name()); nullopt otherwise, "float" included.
+std::optional<WeightFormat> quantized_format_from_name(std::string_view name);
 
 // Part name suffixes (bitsandbytes' state-dict keys after "P.").
 inline constexpr std::string_view kWeightSuffix = "weight";
@@ -78,7 +76,7 @@ struct Int8Weight {
 // 4-bit blockwise weight (NF4 or FP4), optionally double quantized
 // (bitsandbytes Linear4bit / Params4bit).
 struct FourBitWeight {
-  QuantMethod quant_type = QuantMethod::kNf4;  // kNf4 or kFp4
+  WeightFormat quant_type = WeightFormat::kNf4;  // kNf4 or kFp4
   int64_t blocksize = 64;
   DType dtype = DType::kF16;  // the original (unquantized) dtype
   Shape shape;                // the original shape, e.g. [out, in]
@@ -111,7 +109,7 @@ struct FourBitWeight {
 
 using QuantizedWeight = std::variant<Int8Weight, FourBitWeight>;
 
-QuantMethod method_of(const QuantizedWeight& weight);
+WeightFormat format_of(const QuantizedWeight& weight);
 const Shape& logical_shape(const QuantizedWeight& weight);
 std::vector<QuantPart> parts(const QuantizedWeight& weight);
 // Sum of the parts' bytes.
@@ -144,7 +142,7 @@ bool is_valid_storage_dtype(DType dtype);
 // (the offset printed as Python's repr of the float32 value widened to double).
 std::string four_bit_state_json(const FourBitWeight& weight);
 // The same from the fields; nested_offset present iff double quantized.
-std::string four_bit_state_json(QuantMethod quant_type, int64_t blocksize, DType dtype,
+std::string four_bit_state_json(WeightFormat quant_type, int64_t blocksize, DType dtype,
                                 const Shape& shape, std::optional<float> nested_offset);
 // A U8 [len] tensor holding `json`.
 Tensor make_state_tensor(const std::string& json, MemoryResource& resource);
@@ -155,7 +153,7 @@ std::string python_float_repr(double value);
 
 // The quant_map values bitsandbytes stores for NF4/FP4 (16 float32; note the
 // FP4 map holds +0.0 at index 8, bitsandbytes' get_4bit_type).
-float stored_quant_map_value(QuantMethod quant_type, int index);
+float stored_quant_map_value(WeightFormat quant_type, int index);
 
 // Whether tensors of this tier can be read and written by host code (host,
 // pinned, disk (mmap) and the simulated accelerator's host memory).

@@ -10,12 +10,12 @@
 namespace stowage::quant {
 namespace {
 
-TEST(QuantMethod, NamesRoundTrip) {
-  for (QuantMethod m : {QuantMethod::kInt8, QuantMethod::kNf4, QuantMethod::kFp4}) {
-    EXPECT_EQ(method_from_name(method_name(m)), m);
+TEST(WeightFormat, NamesRoundTrip) {
+  for (WeightFormat m : {WeightFormat::kInt8, WeightFormat::kNf4, WeightFormat::kFp4}) {
+    EXPECT_EQ(quantized_format_from_name(weight_format_name(m)), m);
   }
-  EXPECT_FALSE(method_from_name("int4").has_value());
-  EXPECT_FALSE(method_from_name("NF4").has_value());
+  EXPECT_FALSE(quantized_format_from_name("int4").has_value());
+  EXPECT_FALSE(quantized_format_from_name("NF4").has_value());
 }
 
 TEST(Blocksize, OnlyPowersOfTwoFrom32To4096AreValid) {
@@ -53,7 +53,7 @@ TEST(PythonFloatRepr, MatchesPythonsReprOfAFloat32WidenedToDouble) {
 
 FourBitWeight example_state(MemoryResource& resource, bool nested) {
   FourBitWeight w;
-  w.quant_type = QuantMethod::kNf4;
+  w.quant_type = WeightFormat::kNf4;
   w.blocksize = 64;
   w.dtype = DType::kF16;
   w.shape = Shape{96, 50};
@@ -77,17 +77,17 @@ TEST(FourBitStateJson, IsWhatBitsandbytesJsonDumpsWrites) {
 
 TEST(StoredQuantMap, HoldsTheRulesCodeValuesWithBitsandbytesPositiveZero) {
   for (int i = 0; i < 16; ++i) {
-    EXPECT_EQ(stored_quant_map_value(QuantMethod::kNf4, i), quant_rules::nf4_code_value(i)) << i;
-    EXPECT_EQ(stored_quant_map_value(QuantMethod::kFp4, i), quant_rules::fp4_code_value(i)) << i;
+    EXPECT_EQ(stored_quant_map_value(WeightFormat::kNf4, i), quant_rules::nf4_code_value(i)) << i;
+    EXPECT_EQ(stored_quant_map_value(WeightFormat::kFp4, i), quant_rules::fp4_code_value(i)) << i;
   }
   // get_4bit_type("fp4") builds its table from the Python integer -0, so the
   // stored map has +0.0 at index 8 (bit pattern 0x00000000).
-  float fp4_8 = stored_quant_map_value(QuantMethod::kFp4, 8);
+  float fp4_8 = stored_quant_map_value(WeightFormat::kFp4, 8);
   uint32_t bits;
   std::memcpy(&bits, &fp4_8, 4);
   EXPECT_EQ(bits, 0u);
-  EXPECT_EQ(stored_quant_map_value(QuantMethod::kFp4, 1), 0.0625f / 12.0f);
-  EXPECT_EQ(stored_quant_map_value(QuantMethod::kFp4, 2), 8.0f / 12.0f);
+  EXPECT_EQ(stored_quant_map_value(WeightFormat::kFp4, 1), 0.0625f / 12.0f);
+  EXPECT_EQ(stored_quant_map_value(WeightFormat::kFp4, 2), 8.0f / 12.0f);
 }
 
 class PartsTest : public ::testing::Test {
@@ -111,7 +111,7 @@ TEST_F(PartsTest, Int8PartsAreWeightScbAndWeightFormat) {
   EXPECT_EQ(p[1].suffix, "SCB");
   EXPECT_EQ(p[2].suffix, "weight_format");
   EXPECT_EQ(total_bytes(w), 12u + 12u + 1u);
-  EXPECT_EQ(method_of(w), QuantMethod::kInt8);
+  EXPECT_EQ(format_of(w), WeightFormat::kInt8);
   EXPECT_EQ(logical_shape(w), (Shape{3, 4}));
 }
 

@@ -110,7 +110,7 @@ TEST_F(QuantizeCommandTest, FourBitFilesRoundTripBitExactlyForEveryStorageAndNes
         ASSERT_EQ(quantize(args), 0);
         auto out = mmap_store::SafetensorsFile::open(file("out.safetensors"));
         quant::FourBitOptions opt;
-        opt.quant_type = *quant::method_from_name(method);
+        opt.quant_type = *quant::quantized_format_from_name(method);
         opt.blocksize = 32;
         opt.double_quant = nested;
         opt.storage = *dtype_from_torch_name(storage);

@@ -159,7 +159,7 @@ TEST_F(SharedWeightCacheTest, ASecondLoadAttachesToTheFirstsSegmentWithTheSameRe
 
 TEST_F(SharedWeightCacheTest, QuantizedRecordsAreStoredOnceAndReplayedExactly) {
   LoadQuantization q;
-  q.method = quant::QuantMethod::kNf4;
+  q.method = quant::WeightFormat::kNf4;
   q.double_quant = true;
   q.on_host = true;
   SharedWeightCache first(*platform_, options()), second(*platform_, options());

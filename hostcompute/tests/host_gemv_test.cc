@@ -97,7 +97,7 @@ TestWeight make_weight(Case c, int64_t n, int64_t k, uint32_t seed, int64_t bloc
     default: {
       const bool fp4 = c == Case::kFp4 || c == Case::kFp4Double;
       const bool double_quant = c == Case::kNf4Double || c == Case::kFp4Double;
-      const auto type = fp4 ? quant_rules::FourBitType::kFp4 : quant_rules::FourBitType::kNf4;
+      const auto type = fp4 ? quant::WeightFormat::kFp4 : quant::WeightFormat::kNf4;
       t.weight.format = fp4 ? HostWeightFormat::kFp4 : HostWeightFormat::kNf4;
       t.weight.blocksize = blocksize;
       t.packed.resize(static_cast<size_t>((count + 1) / 2));

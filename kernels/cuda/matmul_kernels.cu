@@ -764,16 +764,16 @@ __global__ void __launch_bounds__(kRingThreads, 1)
 using GemvRingKernel = void (*)(FourBitGemvArgs, GemvTables, int, int, unsigned*);
 
 // The kernels' tables for a 4-bit type: constants, built once.
-const GemvTables& gemv_tables(qr::FourBitType type) {
-  static const auto build = [](qr::FourBitType t) {
+const GemvTables& gemv_tables(quant::WeightFormat type) {
+  static const auto build = [](quant::WeightFormat t) {
     GemvTables tables;
     for (int i = 0; i < 16; ++i) tables.value[i] = qr::four_bit_code_value(t, i);
     for (int i = 0; i < 256; ++i) tables.nested_map[i] = qr::dynamic_map_value(i);
     return tables;
   };
-  static const GemvTables nf4 = build(qr::FourBitType::kNf4);
-  static const GemvTables fp4 = build(qr::FourBitType::kFp4);
-  return type == qr::FourBitType::kFp4 ? fp4 : nf4;
+  static const GemvTables nf4 = build(quant::WeightFormat::kNf4);
+  static const GemvTables fp4 = build(quant::WeightFormat::kFp4);
+  return type == quant::WeightFormat::kFp4 ? fp4 : nf4;
 }
 
 template <typename T, bool kNested>

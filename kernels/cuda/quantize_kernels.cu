@@ -47,7 +47,7 @@ __device__ float block_max(float v, float* scratch /* 32 floats */) {
 // low nibble.
 template <typename T>
 __global__ void quantize_4bit_kernel(const T* __restrict__ input, int64_t numel, int blocksize,
-                                     qr::FourBitType type, uint8_t* __restrict__ packed,
+                                     quant::WeightFormat type, uint8_t* __restrict__ packed,
                                      float* __restrict__ absmax) {
   const int lane = threadIdx.x & 31;
   const int64_t warps_total = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
@@ -94,7 +94,7 @@ __device__ __forceinline__ void load8(const float* p, float* v) {
 
 template <typename T>
 __global__ void quantize_4bit_vec8_kernel(const T* __restrict__ input, int64_t numel, int blocksize,
-                                          qr::FourBitType type, uint8_t* __restrict__ packed,
+                                          quant::WeightFormat type, uint8_t* __restrict__ packed,
                                           float* __restrict__ absmax) {
   const int64_t groups = numel >> 3;
   const int lanes_per_block = blocksize >> 3;  // 4..32, a power of two
@@ -128,7 +128,7 @@ __global__ void quantize_4bit_vec8_kernel(const T* __restrict__ input, int64_t n
 template <typename T>
 __global__ void dequantize_4bit_kernel(const uint8_t* __restrict__ packed,
                                        const float* __restrict__ absmax, int64_t numel,
-                                       int log2_blocksize, qr::FourBitType type,
+                                       int log2_blocksize, quant::WeightFormat type,
                                        T* __restrict__ output) {
   __shared__ float codes[16];
   if (threadIdx.x < 16) codes[threadIdx.x] = qr::four_bit_code_value(type, threadIdx.x);
@@ -279,7 +279,7 @@ __global__ void dequantize_int8_rowwise_kernel(const int8_t* __restrict__ cb,
 
 template <typename T>
 struct Quantize4bitLaunch {
-  static cudaError_t run(const void* input, int64_t numel, int blocksize, qr::FourBitType type,
+  static cudaError_t run(const void* input, int64_t numel, int blocksize, quant::WeightFormat type,
                          uint8_t* packed, float* absmax, cudaStream_t stream) {
     const bool vec8 = blocksize >= 32 && blocksize <= 256 && numel % 8 == 0 &&
                       reinterpret_cast<uintptr_t>(input) % 16 == 0 &&
@@ -299,7 +299,7 @@ struct Quantize4bitLaunch {
 template <typename T>
 struct Dequantize4bitLaunch {
   static cudaError_t run(const uint8_t* packed, const float* absmax, int64_t numel,
-                         int log2_blocksize, qr::FourBitType type, void* output,
+                         int log2_blocksize, quant::WeightFormat type, void* output,
                          cudaStream_t stream) {
     dequantize_4bit_kernel<T><<<grid_for((numel + 1) / 2, 256), 256, 0, stream>>>(
         packed, absmax, numel, log2_blocksize, type, static_cast<T*>(output));
@@ -345,7 +345,7 @@ int log2_of(int power_of_two) {
 }  // namespace
 
 cudaError_t launch_quantize_4bit(const void* input, FloatType dtype, int64_t numel, int blocksize,
-                                 quant_rules::FourBitType type, uint8_t* packed, float* absmax,
+                                 quant::WeightFormat type, uint8_t* packed, float* absmax,
                                  cudaStream_t stream) {
   if (numel == 0) return cudaSuccess;
   return dispatch_float_type<Quantize4bitLaunch>(dtype, input, numel, blocksize, type, packed,
@@ -353,7 +353,7 @@ cudaError_t launch_quantize_4bit(const void* input, FloatType dtype, int64_t num
 }
 
 cudaError_t launch_dequantize_4bit(const uint8_t* packed, const float* absmax, int64_t numel,
-                                   int blocksize, quant_rules::FourBitType type, void* output,
+                                   int blocksize, quant::WeightFormat type, void* output,
                                    FloatType out_dtype, cudaStream_t stream) {
   if (numel == 0) return cudaSuccess;
   return dispatch_float_type<Dequantize4bitLaunch>(out_dtype, packed, absmax, numel,

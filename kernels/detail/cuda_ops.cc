@@ -387,7 +387,7 @@ void run_plan(CublasLtState& st, MatmulPlan& plan, const void* w, const void* x,
 }  // namespace
 
 void cuda_quantize_4bit(const void* input, DType dtype, int64_t numel, int64_t blocksize,
-                        quant_rules::FourBitType type, uint8_t* packed, float* absmax,
+                        quant::WeightFormat type, uint8_t* packed, float* absmax,
                         void* stream) {
   STOWAGE_CUDA_TRY_FOR(
       launch_quantize_4bit(input, float_type(dtype), numel, static_cast<int>(blocksize), type,
@@ -397,7 +397,7 @@ void cuda_quantize_4bit(const void* input, DType dtype, int64_t numel, int64_t b
 }
 
 void cuda_dequantize_4bit(const uint8_t* packed, const float* absmax, int64_t numel,
-                          int64_t blocksize, quant_rules::FourBitType type, void* output,
+                          int64_t blocksize, quant::WeightFormat type, void* output,
                           DType out_dtype, void* stream) {
   STOWAGE_CUDA_TRY_FOR(
       launch_dequantize_4bit(packed, absmax, numel, static_cast<int>(blocksize), type, output,

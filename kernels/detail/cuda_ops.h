@@ -20,10 +20,9 @@
 namespace stowage::kernels::detail {
 
 void cuda_quantize_4bit(const void* input, DType dtype, int64_t numel, int64_t blocksize,
-                        quant_rules::FourBitType type, uint8_t* packed, float* absmax,
-                        void* stream);
+                        quant::WeightFormat type, uint8_t* packed, float* absmax, void* stream);
 void cuda_dequantize_4bit(const uint8_t* packed, const float* absmax, int64_t numel,
-                          int64_t blocksize, quant_rules::FourBitType type, void* output,
+                          int64_t blocksize, quant::WeightFormat type, void* output,
                           DType out_dtype, void* stream);
 void cuda_double_quantize_absmax(const float* absmax, int64_t count, float* offset, uint8_t* codes,
                                  float* nested_absmax, double* scratch, void* stream);

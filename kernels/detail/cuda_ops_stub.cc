@@ -15,11 +15,11 @@ namespace {
 }
 }  // namespace
 
-void cuda_quantize_4bit(const void*, DType, int64_t, int64_t, quant_rules::FourBitType, uint8_t*,
-                        float*, void*) {
+void cuda_quantize_4bit(const void*, DType, int64_t, int64_t, quant::WeightFormat, uint8_t*, float*,
+                        void*) {
   no_cuda("quantize_4bit");
 }
-void cuda_dequantize_4bit(const uint8_t*, const float*, int64_t, int64_t, quant_rules::FourBitType,
+void cuda_dequantize_4bit(const uint8_t*, const float*, int64_t, int64_t, quant::WeightFormat,
                           void*, DType, void*) {
   no_cuda("dequantize_4bit");
 }

@@ -23,12 +23,12 @@ enum class FloatType { kF16, kBF16, kF32 };
 // input: `numel` elements of dtype (kF16, kBF16, kF32); packed: (numel + 1) / 2
 // bytes; absmax: ceil(numel / blocksize) floats.
 cudaError_t launch_quantize_4bit(const void* input, FloatType dtype, int64_t numel, int blocksize,
-                                 quant_rules::FourBitType type, uint8_t* packed, float* absmax,
+                                 quant::WeightFormat type, uint8_t* packed, float* absmax,
                                  cudaStream_t stream);
 
 // output: numel elements of out_dtype. absmax: plain float32 per block.
 cudaError_t launch_dequantize_4bit(const uint8_t* packed, const float* absmax, int64_t numel,
-                                   int blocksize, quant_rules::FourBitType type, void* output,
+                                   int blocksize, quant::WeightFormat type, void* output,
                                    FloatType out_dtype, cudaStream_t stream);
 
 // Double quantization of `count` absmax values. partials: workspace of
@@ -101,7 +101,7 @@ struct FourBitGemvArgs {
   void* y;           // [m, n]
   int64_t m, n, k;
   int blocksize;
-  quant_rules::FourBitType type;
+  quant::WeightFormat type;
   FloatType dtype;  // kF16 or kBF16
 };
 

@@ -89,7 +89,7 @@ class KernelsOnBackend : public ::testing::TestWithParam<DeviceChoice> {
     }
   };
   FourBitWeight quantize_weight(const void* w, DType dtype, int64_t numel, int64_t blocksize,
-                                FourBitType type) {
+                                quant::WeightFormat type) {
     FourBitWeight q;
     const int64_t blocks = four_bit_block_count(numel, blocksize);
     q.packed.resize(four_bit_packed_bytes(numel));
@@ -113,7 +113,7 @@ class KernelsOnBackend : public ::testing::TestWithParam<DeviceChoice> {
 };
 
 const DType kFloatTypes[] = {DType::kF16, DType::kBF16, DType::kF32};
-const FourBitType kFourBitTypes[] = {FourBitType::kNf4, FourBitType::kFp4};
+const quant::WeightFormat kFourBitTypes[] = {quant::WeightFormat::kNf4, quant::WeightFormat::kFp4};
 
 // Inputs with the corner cases of the rules: a block of zeros, values exactly
 // on code values and on NF4 thresholds, and random normals.
@@ -133,7 +133,7 @@ TEST_P(KernelsOnBackend, Quantize4bitMatchesCpuByteForByte) {
   // kernel on CUDA (8200: a partial last block; 65536: many thread blocks).
   const int64_t numels[] = {1, 2, 7, 31, 33, 64, 127, 1000, 4095, 4097, 12289, 8200, 65536};
   for (DType dtype : kFloatTypes) {
-    for (FourBitType type : kFourBitTypes) {
+    for (quant::WeightFormat type : kFourBitTypes) {
       for (int64_t bs = 32; bs <= 4096; bs *= 2) {
         for (int64_t numel : numels) {
           SCOPED_TRACE(::testing::Message()
@@ -538,7 +538,7 @@ TEST_P(KernelsOnBackend, FourBitMatmulMatchesCpu) {
                         {1, 4228, 256, 64},   {1, 5, 2048, 64},   {1, 70, 4096, 4096},
                         {1, 1100, 10240, 64}, {1, 20, 28672, 64}};
   for (DType dtype : kFloatTypes) {
-    for (FourBitType type : kFourBitTypes) {
+    for (quant::WeightFormat type : kFourBitTypes) {
       for (bool nested : {false, true}) {
         for (const Case& c : cases) {
           SCOPED_TRACE(::testing::Message()
@@ -595,8 +595,8 @@ TEST_P(KernelsOnBackend, FourBitMatmulWithOffsetArraysMatchesCpu) {
   const auto wsrc = random_values(DType::kF32, numel, 41);
   std::vector<uint8_t> packed(four_bit_packed_bytes(numel));
   std::vector<float> absmax(four_bit_block_count(numel, blocksize));
-  cpu::quantize_4bit(wsrc.data(), DType::kF32, numel, blocksize, FourBitType::kNf4, packed.data(),
-                     absmax.data());
+  cpu::quantize_4bit(wsrc.data(), DType::kF32, numel, blocksize, quant::WeightFormat::kNf4,
+                     packed.data(), absmax.data());
   // Device copies `offset` bytes into their buffers (the copy has ended when
   // this returns: the padded host copy goes away).
   auto upload_at = [&](const void* host, size_t bytes, size_t offset, Buffer* keep) {
@@ -669,7 +669,8 @@ TEST_P(KernelsOnBackend, FourBitGemvBackToBackIsCorrectAndRepeatable) {
         std::vector<FourBitMatmulArgs> args(kWeights);
         for (int w = 0; w < kWeights; ++w) {
           weights.push_back(quantize_weight(random_values(DType::kF32, numel, 60 + w).data(),
-                                            DType::kF32, numel, blocksize, FourBitType::kNf4));
+                                            DType::kF32, numel, blocksize,
+                                            quant::WeightFormat::kNf4));
           FourBitMatmulArgs& a = args[w];
           a.m = 1;
           a.n = c.n;
@@ -727,7 +728,7 @@ TEST_P(KernelsOnBackend, FourBitGemvChainReadsEachInputAfterItIsWritten) {
       to_floats(random_values(DType::kF32, numel, 70).data(), DType::kF32, numel);
   for (float& v : wsrc) v /= 64.0f;
   const FourBitWeight w =
-      quantize_weight(wsrc.data(), DType::kF32, numel, blocksize, FourBitType::kNf4);
+      quantize_weight(wsrc.data(), DType::kF32, numel, blocksize, quant::WeightFormat::kNf4);
   for (bool nested : {false, true}) {
     SCOPED_TRACE(::testing::Message() << "nested " << nested);
     FourBitMatmulArgs a;
@@ -780,10 +781,11 @@ TEST_P(KernelsOnBackend, FourBitGemvChainReadsEachInputAfterItIsWritten) {
 TEST_P(KernelsOnBackend, FourBitGemvReadsTheWeightTheKernelBeforeWrote) {
   const int64_t n1 = 8192, k1 = 1024, n2 = 4096, k2 = 4096, blocksize = 64;
   const int kSteps = GetParam() == DeviceChoice::kCuda ? 24 : 2;
-  const FourBitWeight w1 = quantize_weight(random_values(DType::kF32, n1 * k1, 90).data(),
-                                           DType::kF32, n1 * k1, blocksize, FourBitType::kNf4);
+  const FourBitWeight w1 =
+      quantize_weight(random_values(DType::kF32, n1 * k1, 90).data(), DType::kF32, n1 * k1,
+                      blocksize, quant::WeightFormat::kNf4);
   FourBitWeight w2 = quantize_weight(random_values(DType::kF32, n2 * k2, 91).data(), DType::kF32,
-                                     n2 * k2, blocksize, FourBitType::kNf4);
+                                     n2 * k2, blocksize, quant::WeightFormat::kNf4);
   const std::vector<uint8_t> x1[2] = {random_values(DType::kF16, k1, 92),
                                       random_values(DType::kF16, k1, 93)};
   const auto x2 = random_values(DType::kF16, k2, 94);

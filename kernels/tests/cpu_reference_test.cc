@@ -129,7 +129,7 @@ TEST(CpuInt8MatmulTest, AnOutlierColumnKeepsFloatAccuracyInsteadOfBeingQuantized
 
 TEST(CpuFourBitMatmulTest, MatchesDequantizeThenFloat64Product) {
   const int64_t n = 20, k = 192;
-  for (FourBitType type : {FourBitType::kNf4, FourBitType::kFp4}) {
+  for (quant::WeightFormat type : {quant::WeightFormat::kNf4, quant::WeightFormat::kFp4}) {
     for (bool nested : {false, true}) {
       for (int64_t m : {1, 3, 6}) {
         const int64_t numel = n * k, bs = 64, blocks = numel / bs;
@@ -183,10 +183,10 @@ TEST(CpuQuantizeTest, Nf4RoundTripErrorIsBoundedByHalfTheLargestCodeGap) {
   const auto x = random_values(DType::kF32, numel, 11);
   std::vector<uint8_t> packed(numel / 2);
   std::vector<float> absmax(numel / bs), back(numel);
-  cpu::quantize_4bit(x.data(), DType::kF32, numel, bs, FourBitType::kNf4, packed.data(),
+  cpu::quantize_4bit(x.data(), DType::kF32, numel, bs, quant::WeightFormat::kNf4, packed.data(),
                      absmax.data());
-  cpu::dequantize_4bit(packed.data(), absmax.data(), numel, bs, FourBitType::kNf4, back.data(),
-                       DType::kF32);
+  cpu::dequantize_4bit(packed.data(), absmax.data(), numel, bs, quant::WeightFormat::kNf4,
+                       back.data(), DType::kF32);
   const std::vector<float> xf = to_floats(x.data(), DType::kF32, numel);
   for (int64_t i = 0; i < numel; ++i) {
     // The largest gap between adjacent NF4 codes is -0.6961928 - (-1) =
@@ -199,7 +199,8 @@ TEST(CpuQuantizeTest, AnOddCountPadsTheLastLowNibbleWithTheCodeOfZero) {
   const std::vector<float> x = {0.5f, -1.0f, 0.25f};
   std::vector<uint8_t> packed(2);
   float absmax = 0;
-  cpu::quantize_4bit(x.data(), DType::kF32, 3, 32, FourBitType::kNf4, packed.data(), &absmax);
+  cpu::quantize_4bit(x.data(), DType::kF32, 3, 32, quant::WeightFormat::kNf4, packed.data(),
+                     &absmax);
   EXPECT_EQ(absmax, 1.0f);
   EXPECT_EQ(packed[1] >> 4, quant_rules::quantize_nf4_value(0.25f));
   EXPECT_EQ(packed[1] & 15, 7);  // NF4's 0.0, as bitsandbytes' zero-padded load gives
@@ -221,13 +222,13 @@ TEST(KernelsApiTest, BadArgumentsAreInvalidInputErrorsNamingWhatWasExpected) {
   float f[4] = {0, 0, 0, 0};
   uint8_t p[4] = {0, 0, 0, 0};
   try {
-    quantize_4bit(f, DType::kF32, 4, 48, FourBitType::kNf4, p, f, StreamRef());
+    quantize_4bit(f, DType::kF32, 4, 48, quant::WeightFormat::kNf4, p, f, StreamRef());
     FAIL() << "blocksize 48 accepted";
   } catch (const InvalidInputError& e) {
     EXPECT_NE(std::string(e.what()).find("power of two in 32..4096, found 48"), std::string::npos)
         << e.what();
   }
-  EXPECT_THROW(quantize_4bit(f, DType::kI8, 4, 64, FourBitType::kNf4, p, f, StreamRef()),
+  EXPECT_THROW(quantize_4bit(f, DType::kI8, 4, 64, quant::WeightFormat::kNf4, p, f, StreamRef()),
                InvalidInputError);
   EXPECT_THROW(quantize_int8_rowwise(f, DType::kF32, -1, 4, nullptr, f, StreamRef()),
                InvalidInputError);
@@ -263,10 +264,10 @@ TEST(KernelsApiTest, SimStreamRunsTheCpuCounterpartInStreamOrder) {
   const auto x = random_values(DType::kBF16, numel, 12);
   std::vector<uint8_t> want(numel / 2), got(numel / 2);
   std::vector<float> want_absmax(16), got_absmax(16);
-  cpu::quantize_4bit(x.data(), DType::kBF16, numel, 64, FourBitType::kFp4, want.data(),
+  cpu::quantize_4bit(x.data(), DType::kBF16, numel, 64, quant::WeightFormat::kFp4, want.data(),
                      want_absmax.data());
-  quantize_4bit(x.data(), DType::kBF16, numel, 64, FourBitType::kFp4, got.data(), got_absmax.data(),
-                stream);
+  quantize_4bit(x.data(), DType::kBF16, numel, 64, quant::WeightFormat::kFp4, got.data(),
+                got_absmax.data(), stream);
   stream.synchronize();
   EXPECT_EQ(got, want);
   EXPECT_EQ(got_absmax, want_absmax);

@@ -80,8 +80,8 @@ TEST(CublasLtStatus, ARealFailingCublasLtCallIsADeviceError) {
 TEST(KernelsWithoutACudaDevice, AQuantizeLaunchIsADeviceErrorNamingTheOperationAndSizes) {
   SKIP_WHERE_A_CUDA_DEVICE_IS_VISIBLE();
   const std::string message = message_of<DeviceError>([] {
-    detail::cuda_quantize_4bit(nullptr, DType::kBF16, 4096, 64, quant_rules::FourBitType::kNf4,
-                               nullptr, nullptr, nullptr);
+    detail::cuda_quantize_4bit(nullptr, DType::kBF16, 4096, 64, quant::WeightFormat::kNf4, nullptr,
+                               nullptr, nullptr);
   });
   EXPECT_EQ(message.rfind("cuda:?: kernels: quantizing 4096 bf16 elements to 4 bits (blocksize "
                           "64): launch_quantize_4bit(",

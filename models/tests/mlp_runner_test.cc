@@ -642,7 +642,7 @@ TEST(Loader, QuantizingToNf4OnTheAcceleratorStaysWithinTheBound) {
   EXPECT_LE(rt.manager->usage(rt.accelerator()).peak_bytes, resident + 2 * largest);
 }
 
-class QuantizeWhileLoading : public ::testing::TestWithParam<quant::QuantMethod> {};
+class QuantizeWhileLoading : public ::testing::TestWithParam<quant::WeightFormat> {};
 
 // The bytes quantized on the accelerator are those of quant/'s CPU quantizer
 // (one set of rules), and the loaded model runs.
@@ -656,11 +656,11 @@ TEST_P(QuantizeWhileLoading, GivesTheCpuQuantizersBytesAndRuns) {
   rt.load.quantize->method = GetParam();
   auto kernels = rt.kernels();
   MlpRunner runner(*rt.manager, *checkpoint, *kernels, rt.load);
-  EXPECT_NE(runner.model().spec().layers[0].format, WeightFormat::kFloat);
+  EXPECT_NE(runner.model().spec().layers[0].format, quant::WeightFormat::kFloat);
   Tensor source = checkpoint->tensor("layers.0.weight");
   HostMemoryResource host;
   quant::QuantizedWeight expected;
-  if (GetParam() == quant::QuantMethod::kInt8) {
+  if (GetParam() == quant::WeightFormat::kInt8) {
     expected = quant::quantize_int8_cpu(source, host, "layers.0.weight");
   } else {
     quant::FourBitOptions o;
@@ -686,11 +686,11 @@ TEST(QuantizeWhileLoadingWithDoubleQuant, GivesBitsandbytesBytesAndTheCpuQuantiz
   auto reference = mmap_store::open_checkpoint("quant/testdata/bnb_reference.safetensors");
   struct Case {
     const char* layer;
-    quant::QuantMethod method;
+    quant::WeightFormat method;
     DType storage;
   };
-  for (const Case& c : {Case{"layers.0", quant::QuantMethod::kNf4, DType::kBF16},
-                        Case{"layers.2", quant::QuantMethod::kFp4, DType::kU8}}) {
+  for (const Case& c : {Case{"layers.0", quant::WeightFormat::kNf4, DType::kBF16},
+                        Case{"layers.2", quant::WeightFormat::kFp4, DType::kU8}}) {
     SCOPED_TRACE(c.layer);
     const Tensor source = reference->tensor(std::string("source.") + c.layer + ".weight");
     TempDir dir;
@@ -732,10 +732,10 @@ TEST(QuantizeWhileLoadingWithDoubleQuant, GivesBitsandbytesBytesAndTheCpuQuantiz
 }
 
 INSTANTIATE_TEST_SUITE_P(Methods, QuantizeWhileLoading,
-                         ::testing::Values(quant::QuantMethod::kInt8, quant::QuantMethod::kNf4,
-                                           quant::QuantMethod::kFp4),
+                         ::testing::Values(quant::WeightFormat::kInt8, quant::WeightFormat::kNf4,
+                                           quant::WeightFormat::kFp4),
                          [](const auto& info) {
-                           return std::string(quant::method_name(info.param));
+                           return std::string(quant::weight_format_name(info.param));
                          });
 
 TEST(Loader, AShardedCheckpointLoadsAndRunsLikeOneFile) {

@@ -545,7 +545,7 @@ TEST(TransformerQuantizeOnLoad, Nf4MatchesTransformersOnDequantizedWeights) {
   const std::string folder = kTestdata + "llama_nf4_deq";
   const Reference ref = read_reference(folder);
   LoadQuantization q;
-  q.method = quant::QuantMethod::kNf4;
+  q.method = quant::WeightFormat::kNf4;
   q.blocksize = 64;
   // Quantized, the model is smaller: 280 KiB for weights and slots streams it.
   const RunOutcome run =
@@ -560,7 +560,7 @@ TEST(TransformerQuantizeOnLoad, Int8MatchesTransformersOnDequantizedWeights) {
   const std::string folder = kTestdata + "llama_int8_deq";
   const Reference ref = read_reference(folder);
   LoadQuantization q;
-  q.method = quant::QuantMethod::kInt8;
+  q.method = quant::WeightFormat::kInt8;
   const RunOutcome run = generate(folder, Placement::kResident, q);
   EXPECT_EQ(run.output, ref.output);
   EXPECT_LT(max_relative_row_error(run.logits, ref.logits, ref.vocab), 1e-4);
