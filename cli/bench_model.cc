@@ -2,7 +2,7 @@
 // [--quant none|int8|nf4|fp4 [--blocksize N] [--double-quant]] [--prompt-tokens P]
 // [--new-tokens N] [--batches 1,8,32] [--no-resident] [--cuda-graphs] [--run-on-host REGEX]
 // [--host-compute off|auto] [--cpu-moe N] [--expert-cache N|auto [--expert-cache-policy lfu|lru]
-// [--no-expert-predict]] [--expert-compute accelerator|host|auto]
+// [--no-expert-predict]] [--expert-compute accelerator|host|split|auto]
 // [--routing-trace uniform|zipf:S] [--device ...] [--json]` (the MoE flags: cli/moe_flags.h;
 // each run of a MoE model reports its expert cache and predictions under "moe"):
 // for a model folder, in one run: the pinned host-to-device rate, then for each
@@ -134,7 +134,7 @@ Measurement measure(Platform& platform, const std::string& folder, const Session
                               ? compute_on_host(*session, *host_flags.run_on_host)
                               : 0;
   const std::vector<int32_t> prompt = random_prompt(prompt_tokens, vocab, 11);
-  apply_moe_flags(*session->runner, moe_flags, new_tokens, prompt);
+  apply_moe_flags(*session->runner, moe_flags, new_tokens, prompt, link_rate);
   models::GenerationOptions generation;
   generation.ignore_eos = true;
   generation.max_new_tokens = prefill ? 1 : new_tokens;

@@ -194,7 +194,12 @@ int run_generate(const std::vector<std::string>& args,
     OffloadManager& manager = *session->manager;
     models::TransformerRunner& runner = *session->runner;
     vocab = runner.spec().config.vocab_size;
-    apply_moe_flags(runner, moe_flags, max_new, prompt);
+    apply_moe_flags(runner, moe_flags, max_new, prompt,
+                    moe_flags_need_link_rate(moe_flags)
+                        ? measure_pinned_h2d_rate(*platform,
+                                                  manager.options().compute_accelerator,
+                                                  uint64_t{256} << 20, 3)
+                        : 0.0);
 
     models::GenerationOptions generation;
     generation.max_new_tokens = max_new;

@@ -21,6 +21,17 @@ TensorView rows_view(void* p, int64_t rows, int64_t cols, Tier tier) {
   return TensorView(p, DType::kF32, Shape{rows, cols}, tier);
 }
 
+// Runs an expert's forward on `x` into `h` with its tensors at `f`'s views.
+void forward_with_views(hooks::Module& module, const ModuleForward& f, StreamRef stream,
+                        const TensorView& x, const TensorView& h) {
+  hooks::ForwardContext ctx(module, stream, {x}, {h});
+  for (const auto& [tensor, view] : f.tensors) {
+    const int index = module.tensor_index(tensor);
+    if (index >= 0) ctx.set_view(static_cast<size_t>(index), view);
+  }
+  module.forward()(ctx);
+}
+
 }  // namespace
 
 namespace {
@@ -76,6 +87,39 @@ void TransformerModel::set_expert_cache(ExpertCache* cache, std::string prefix, 
   predict_ = predict && cache != nullptr;
   predicted_.assign(spec_.layers.size(), {});
   predictions_.assign(spec_.layers.size(), {});
+  prediction_trust_.assign(spec_.layers.size(), 1.0);
+}
+
+void TransformerModel::set_expert_split(std::optional<ExpertSplitCosts> costs) {
+  STOWAGE_EXPECTS(!costs || (costs->link_seconds_per_byte > 0 && costs->host_seconds_per_byte > 0),
+                  InvalidInputError,
+                  "expert split: expected positive costs per byte, found link {} and host {}",
+                  costs ? costs->link_seconds_per_byte : 0.0,
+                  costs ? costs->host_seconds_per_byte : 0.0);
+  expert_split_ = costs;
+}
+
+std::set<int32_t> TransformerModel::split_to_host(size_t i,
+                                                  const std::vector<int32_t>& absent) const {
+  std::set<int32_t> host;
+  if (!expert_split_) return host;
+  // The time each path has taken on so far this layer; each expert goes where
+  // it would finish first (the link on a tie: its compute is the faster).
+  double link = 0, on_host = 0;
+  for (int32_t e : absent) {
+    const ExpertSpec& x = spec_.layers[i].moe.experts[static_cast<size_t>(e)];
+    const double bytes = static_cast<double>(linear_slot_bytes(x.gate) + linear_slot_bytes(x.up) +
+                                             linear_slot_bytes(x.down));
+    const double by_link = link + bytes * expert_split_->link_seconds_per_byte;
+    const double by_host = on_host + bytes * expert_split_->host_seconds_per_byte;
+    if (by_host < by_link) {
+      on_host = by_host;
+      host.insert(e);
+    } else {
+      link = by_link;
+    }
+  }
+  return host;
 }
 
 bool TransformerModel::has_sparse_layers() const {
@@ -168,6 +212,9 @@ void TransformerModel::build_expert(size_t i, int expert, hooks::Module& m) {
     if (ctx.tensor_at(idx[0].weight).tier().is_accelerator() || s.is_null()) {
       run_swiglu(w.data(), inter, x, y, mlp_buffers(st, false), rows, kernels_, s);
     } else {
+      for (size_t t = 0; t < ctx.tensor_count(); ++t) {
+        if (ctx.has_tensor_at(t)) host_expert_bytes_ += ctx.tensor_at(t).bytes();
+      }
       const LayerBuffers hb = mlp_buffers(st, true);
       LinearKernels& host = host_kernels();
       compute_on_host(s, st, x, rows * hidden, y, rows * hidden,
@@ -234,10 +281,14 @@ void TransformerModel::run_moe_block(size_t i, hooks::HookRegistry& registry, St
   if (predict_ && !predicted_[i].empty()) {
     // How many of the (token, expert) pairs the previous layer's guess named.
     ExpertPredictionCounters& p = predictions_[i];
+    uint64_t correct = 0;
     for (int64_t r = 0; r < rows * k; ++r) {
-      ++p.routed;
-      p.correct += std::count(predicted_[i].begin(), predicted_[i].end(), ids[r]) > 0 ? 1 : 0;
+      correct += std::count(predicted_[i].begin(), predicted_[i].end(), ids[r]) > 0 ? 1 : 0;
     }
+    p.routed += static_cast<uint64_t>(rows * k);
+    p.correct += correct;
+    prediction_trust_[i] = 0.8 * prediction_trust_[i] +
+                           0.2 * static_cast<double>(correct) / static_cast<double>(rows * k);
     predicted_[i].clear();
   }
   for (int32_t e : routed) {
@@ -250,23 +301,40 @@ void TransformerModel::run_moe_block(size_t i, hooks::HookRegistry& registry, St
   // into h in one order: a cached run gives the resident logits bit for
   // bit); the copies of all the misses start at fetch(), so a later expert's
   // copy overlaps with the earlier experts' compute.
-  std::set<int32_t> cached;
+  // With a split (set_expert_split), some absent ones compute on the host
+  // instead, first: their host work overlaps the others' copies (the sum
+  // into h then takes another order than the resident run's).
+  std::set<int32_t> cached, on_host;
   if (expert_cache_ != nullptr) {
-    std::vector<int32_t> candidates;
-    std::vector<std::string> names;
+    std::vector<int32_t> candidates, absent;
     for (int32_t e : routed) {
       const std::string name = module_prefix_ + modules.experts[e]->path();
       if (!expert_cache_->cacheable(name)) continue;
       candidates.push_back(e);
-      names.push_back(name);
+      if (!expert_cache_->holds(name)) absent.push_back(e);
+    }
+    on_host = split_to_host(i, absent);
+    std::vector<int32_t> fetching;
+    std::vector<std::string> names, host_names;
+    for (int32_t e : candidates) {
+      const std::string name = module_prefix_ + modules.experts[e]->path();
+      if (on_host.count(e) != 0) {
+        host_names.push_back(name);
+      } else {
+        fetching.push_back(e);
+        names.push_back(name);
+      }
     }
     const std::vector<ExpertCache::Fetch> fetched =
         expert_cache_->fetch(names, static_cast<int>(i));
-    for (size_t j = 0; j < candidates.size(); ++j) {
-      if (fetched[j] != ExpertCache::Fetch::kUncached) cached.insert(candidates[j]);
+    for (size_t j = 0; j < fetching.size(); ++j) {
+      if (fetched[j] != ExpertCache::Fetch::kUncached) cached.insert(fetching[j]);
     }
+    if (!host_names.empty()) expert_cache_->note_host_computed(host_names, static_cast<int>(i));
   }
+  for (int32_t e : on_host) run_host_expert(i, e, stream, x, h);
   for (int32_t e : routed) {
+    if (on_host.count(e) != 0) continue;
     if (cached.count(e) != 0) {
       run_cached_expert(i, e, stream, x, h);
     } else {
@@ -284,7 +352,11 @@ void TransformerModel::run_moe_block(size_t i, hooks::HookRegistry& registry, St
       if (expert_cache_->cacheable(name)) names.push_back(name);
     }
     predicted_[predicted_layer].assign(experts.begin(), experts.end());
-    expert_cache_->prefetch(names, static_cast<int>(predicted_layer));
+    if (prediction_trust_[predicted_layer] >= kPrefetchAccuracyFloor) {
+      expert_cache_->prefetch(names, static_cast<int>(predicted_layer));
+    } else {
+      predictions_[predicted_layer].withheld += names.size();
+    }
   }
 }
 
@@ -294,17 +366,19 @@ void TransformerModel::run_cached_expert(size_t i, int32_t e, StreamRef stream,
   const std::string name = module_prefix_ + module.path();
   const ModuleForward f = expert_cache_->acquire(name, stream);
   try {
-    hooks::ForwardContext ctx(module, stream, {x}, {h});
-    for (const auto& [tensor, view] : f.tensors) {
-      const int index = module.tensor_index(tensor);
-      if (index >= 0) ctx.set_view(static_cast<size_t>(index), view);
-    }
-    module.forward()(ctx);
+    forward_with_views(module, f, stream, x, h);
   } catch (...) {
     expert_cache_->release(name, stream);
     throw;
   }
   expert_cache_->release(name, stream);
+}
+
+void TransformerModel::run_host_expert(size_t i, int32_t e, StreamRef stream, const TensorView& x,
+                                       const TensorView& h) {
+  hooks::Module& module = *moe_[i].experts[e];
+  forward_with_views(module, expert_cache_->host_forward(module_prefix_ + module.path(), nullptr),
+                     stream, x, h);
 }
 
 int64_t TransformerModel::enqueue_prediction(size_t i, StreamRef stream, TransformerState& st) {

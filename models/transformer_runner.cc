@@ -283,7 +283,32 @@ void TransformerRunner::configure_expert_cache(ReplacementPolicyKind policy, boo
   model_->set_expert_cache(expert_cache_.get(), module_prefix_, predict);
 }
 
+const char* TransformerRunner::expert_compute_name(ExpertCompute where) {
+  switch (where) {
+    case ExpertCompute::kAccelerator:
+      return "accelerator";
+    case ExpertCompute::kHost:
+      return "host";
+    case ExpertCompute::kSplit:
+      return "split";
+  }
+  return "?";
+}
+
 void TransformerRunner::set_expert_compute(ExpertCompute where) {
+  std::optional<TransformerModel::ExpertSplitCosts> costs;
+  if (where == ExpertCompute::kSplit) {
+    STOWAGE_EXPECTS(expert_cache_ != nullptr, InvalidInputError,
+                    "{}: splitting experts between the link and the host needs an expert cache",
+                    model_->spec().config.source);
+    STOWAGE_EXPECTS(measured_expert_compute_ && measured_expert_compute_->split_costs,
+                    InvalidInputError,
+                    "{}: splitting experts needs the link's and the host's measured costs "
+                    "(choose_expert_compute with the link rate)",
+                    model_->spec().config.source);
+    costs = measured_expert_compute_->split_costs;
+  }
+  model_->set_expert_split(costs);
   for (const std::string& m : host_experts_) manager_.set_host_compute(m, false);
   host_experts_.clear();
   expert_compute_ = where;
@@ -299,7 +324,7 @@ void TransformerRunner::set_expert_compute(ExpertCompute where) {
 }
 
 TransformerRunner::ExpertComputeChoice TransformerRunner::choose_expert_compute(
-    const std::vector<int32_t>& prompt, int64_t steps) {
+    const std::vector<int32_t>& prompt, int64_t steps, double link_bytes_per_s) {
   ExpertComputeChoice choice;
   // Within the run's context: the timed generation is steps + 1 tokens.
   steps = std::min<int64_t>(steps, shape_.max_context - static_cast<int64_t>(prompt.size()) - 1);
@@ -309,19 +334,37 @@ TransformerRunner::ExpertComputeChoice TransformerRunner::choose_expert_compute(
   }
   GenerationOptions o;
   o.ignore_eos = true;
-  for (ExpertCompute where : {ExpertCompute::kAccelerator, ExpertCompute::kHost}) {
+  // Seconds per decode step of one way, after a warm-up (first-touch costs).
+  auto measure = [&](ExpertCompute where) {
     set_expert_compute(where);
-    o.max_new_tokens = std::min<int64_t>(steps + 1, 2);  // warm-up: first-touch costs
+    o.max_new_tokens = std::min<int64_t>(steps + 1, 2);
     generate(prompt, o);
     o.max_new_tokens = std::max<int64_t>(steps, 1) + 1;
+    const uint64_t host_bytes = model_->host_expert_bytes();
     const GenerationResult r = generate(prompt, o);
-    const double per_step = r.decode_steps > 0 ? r.decode_seconds / r.decode_steps : 0;
-    (where == ExpertCompute::kHost ? choice.host_step_s : choice.accelerator_step_s) = per_step;
-  }
+    if (where == ExpertCompute::kHost && link_bytes_per_s > 0 &&
+        model_->host_expert_bytes() > host_bytes) {
+      // The whole generation's time over the expert bytes it computed on the
+      // host: the rest of the step (attention, routers) counts against the host.
+      choice.split_costs = TransformerModel::ExpertSplitCosts{
+          1.0 / link_bytes_per_s,
+          (r.prefill_seconds + r.decode_seconds) /
+              static_cast<double>(model_->host_expert_bytes() - host_bytes)};
+    }
+    return r.decode_steps > 0 ? r.decode_seconds / static_cast<double>(r.decode_steps) : 0.0;
+  };
+  choice.accelerator_step_s = measure(ExpertCompute::kAccelerator);
+  choice.host_step_s = measure(ExpertCompute::kHost);
   choice.chosen = choice.host_step_s < choice.accelerator_step_s ? ExpertCompute::kHost
                                                                  : ExpertCompute::kAccelerator;
-  set_expert_compute(choice.chosen);
   measured_expert_compute_ = choice;
+  if (expert_cache_ != nullptr && choice.split_costs) {
+    choice.split_step_s = measure(ExpertCompute::kSplit);
+    const double best = std::min(choice.host_step_s, choice.accelerator_step_s);
+    if (choice.split_step_s < best) choice.chosen = ExpertCompute::kSplit;
+    measured_expert_compute_ = choice;
+  }
+  set_expert_compute(choice.chosen);
   return choice;
 }
 
@@ -498,6 +541,7 @@ GenerationResult TransformerRunner::generate(const std::vector<int32_t>& prompt,
          ++i) {
       result.expert_predictions[i].routed -= predictions_before[i].routed;
       result.expert_predictions[i].correct -= predictions_before[i].correct;
+      result.expert_predictions[i].withheld -= predictions_before[i].withheld;
     }
   }
   return result;
