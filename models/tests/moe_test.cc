@@ -409,7 +409,7 @@ TEST_P(MoeParity, CudaResidentCachedAndHostComputedExpertsMatchTransformers) {
 TEST_P(MoeParity, QuantizedExpertsMoveWithTheirQuantStateThroughTheCache) {
   const std::string folder = kTestdata + GetParam();
   LoadQuantization q;
-  q.method = quant::QuantMethod::kNf4;
+  q.method = quant::WeightFormat::kNf4;
   q.double_quant = true;
   const auto sim = DeviceChoice::kSim;
   const MoeRun resident = run_moe(folder, ExpertPlacement::kResident, 6, true, 0, sim, q);
