@@ -143,19 +143,19 @@ FourBitWeights make_four_bit(int64_t n, int64_t k, int copies, int64_t blocksize
                              StreamRef stream, cudaStream_t cs) {
   FourBitWeights w;
   const int64_t numel = n * k;
-  const int64_t blocks = four_bit_block_count(numel, blocksize);
+  const int64_t blocks = quant_rules::block_count(numel, blocksize);
   DeviceArray source(numel * 2);
-  DeviceArray scratch(nested_block_count(blocks) * sizeof(double));
+  DeviceArray scratch(quant_rules::nested_block_count(blocks) * sizeof(double));
   DeviceArray offset(sizeof(float));
   for (int c = 0; c < copies; ++c) {
     fill_f16(source.get(), numel, 100 + c);
-    w.packed.emplace_back(four_bit_packed_bytes(numel));
+    w.packed.emplace_back(quant_rules::packed_code_bytes(numel));
     w.absmax.emplace_back(blocks * sizeof(float));
     quantize_4bit(source.get(), DType::kF16, numel, blocksize, quant::WeightFormat::kNf4,
                   w.packed.back().get<uint8_t>(), w.absmax.back().get<float>(), stream);
     if (nested) {
       w.codes.emplace_back(blocks);
-      w.nested.emplace_back(nested_block_count(blocks) * sizeof(float));
+      w.nested.emplace_back(quant_rules::nested_block_count(blocks) * sizeof(float));
       double_quantize_absmax(w.absmax.back().get<float>(), blocks, offset.get<float>(),
                              w.codes.back().get<uint8_t>(), w.nested.back().get<float>(),
                              scratch.get<double>(), stream);

@@ -64,11 +64,11 @@ InspectReport inspect_path(const std::string& path) {
   std::map<std::string, InspectQuant> quant_by_weight;
   for (const auto& q : quant::detect_quantized_weights(ckpt->names(), lookup)) {
     InspectQuant iq;
-    iq.method = std::string(quant::weight_format_name(q.method));
-    if (q.method != quant::WeightFormat::kInt8) iq.blocksize = q.blocksize;
-    iq.double_quant = q.double_quant;
-    iq.storage_dtype = q.storage_dtype;
-    iq.shape = q.shape;
+    iq.method = quant::weight_format_name(q.layout.format);
+    if (quant::is_four_bit(q.layout.format)) iq.blocksize = q.layout.blocksize;
+    iq.double_quant = q.layout.double_quant;
+    iq.storage_dtype = q.layout.storage;
+    iq.shape = q.layout.shape;
     quant_by_weight.emplace(q.weight_name, std::move(iq));
   }
   for (const auto& name : ckpt->names()) {

@@ -149,8 +149,8 @@ quant::WeightQuantizer cuda_weight_quantizer(const CheckpointQuantizeOptions& op
     const quant::FourBitOptions& four = opt.four_bit;
     const auto type =
         opt.method == WeightFormat::kFp4 ? quant::WeightFormat::kFp4 : quant::WeightFormat::kNf4;
-    const int64_t blocks = kernels::four_bit_block_count(n, four.blocksize);
-    const int64_t packed_bytes = kernels::four_bit_packed_bytes(n);
+    const int64_t blocks = quant::block_count(n, four.blocksize);
+    const int64_t packed_bytes = quant::packed_code_bytes(n);
     Tensor d_in = device_empty(acc, stream, weight.dtype(), n);
     Tensor d_packed = device_empty(acc, stream, DType::kU8, packed_bytes);
     Tensor d_absmax = device_empty(acc, stream, DType::kF32, blocks);
@@ -173,7 +173,7 @@ quant::WeightQuantizer cuda_weight_quantizer(const CheckpointQuantizeOptions& op
       w.absmax = Tensor::empty(host, DType::kF32, Shape{blocks});
       stream.copy(w.absmax.data(), d_absmax.data(), w.absmax.bytes());
     } else {
-      const int64_t nested = kernels::nested_block_count(blocks);
+      const int64_t nested = quant::nested_block_count(blocks);
       Tensor d_offset = device_empty(acc, stream, DType::kF32, 1);
       Tensor d_codes = device_empty(acc, stream, DType::kU8, blocks);
       Tensor d_nested = device_empty(acc, stream, DType::kF32, nested);
@@ -193,7 +193,7 @@ quant::WeightQuantizer cuda_weight_quantizer(const CheckpointQuantizeOptions& op
       stream.synchronize();
     }
     stream.synchronize();
-    w.quant_state = quant::make_state_tensor(quant::four_bit_state_json(w), host);
+    w.quant_state = quant::make_state_tensor(w.layout().state_json(w.nested_offset), host);
     return w;
   };
 }

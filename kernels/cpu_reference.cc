@@ -17,7 +17,7 @@ std::vector<float> to_floats(const void* data, DType dtype, int64_t count) {
 
 // Dequantized absmax values of a 4-bit weight (plain or double-quantized).
 std::vector<float> weight_absmax(const FourBitWeight& w, int64_t numel) {
-  const int64_t blocks = (numel + w.blocksize - 1) / w.blocksize;
+  const int64_t blocks = quant_rules::block_count(numel, w.blocksize);
   std::vector<float> absmax(static_cast<size_t>(blocks));
   if (w.absmax != nullptr) {
     std::copy(w.absmax, w.absmax + blocks, absmax.begin());
@@ -31,7 +31,7 @@ std::vector<float> weight_absmax(const FourBitWeight& w, int64_t numel) {
 
 void quantize_4bit(const void* input, DType dtype, int64_t numel, int64_t blocksize,
                    quant::WeightFormat type, uint8_t* packed, float* absmax) {
-  const int64_t blocks = (numel + blocksize - 1) / blocksize;
+  const int64_t blocks = quant_rules::block_count(numel, blocksize);
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t start = b * blocksize;
     const int64_t end = std::min(start + blocksize, numel);

@@ -16,14 +16,6 @@ using detail::expect_float_dtype;
 using detail::expect_non_negative;
 using detail::expect_pointer;
 
-int64_t four_bit_block_count(int64_t numel, int64_t blocksize) {
-  return (numel + blocksize - 1) / blocksize;
-}
-int64_t four_bit_packed_bytes(int64_t numel) { return (numel + 1) / 2; }
-int64_t nested_block_count(int64_t block_count) {
-  return (block_count + quant_rules::kNestedBlocksize - 1) / quant_rules::kNestedBlocksize;
-}
-
 void quantize_4bit(const void* input, DType dtype, int64_t numel, int64_t blocksize,
                    quant::WeightFormat type, uint8_t* packed, float* absmax, StreamRef stream) {
   const char* call = "quantize_4bit";

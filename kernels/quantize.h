@@ -22,16 +22,9 @@
 
 namespace stowage::kernels {
 
-// Number of quantization blocks of `numel` elements.
-int64_t four_bit_block_count(int64_t numel, int64_t blocksize);
-// Bytes of packed codes of `numel` elements: (numel + 1) / 2.
-int64_t four_bit_packed_bytes(int64_t numel);
-// Number of nested absmax values for `block_count` absmax values.
-int64_t nested_block_count(int64_t block_count);
-
 // input: numel elements of dtype (kF16, kBF16, kF32), any shape flattened.
-// packed: four_bit_packed_bytes(numel) bytes; absmax: four_bit_block_count
-// float32 values. blocksize: a power of two in 32..4096.
+// packed: quant_rules::packed_code_bytes(numel) bytes; absmax:
+// quant_rules::block_count(numel, blocksize) float32 values. blocksize: a power of two in 32..4096.
 void quantize_4bit(const void* input, DType dtype, int64_t numel, int64_t blocksize,
                    quant::WeightFormat type, uint8_t* packed, float* absmax, StreamRef stream);
 
@@ -42,8 +35,8 @@ void dequantize_4bit(const uint8_t* packed, const float* absmax, int64_t numel, 
 
 // Double quantization of `count` absmax values: *offset = nested_offset
 // (quant_rules::double_quant_offset; one float in stream memory), codes:
-// count bytes, nested_absmax: nested_block_count(count) floats. On CUDA,
-// `scratch` must hold nested_block_count(count) doubles (device memory); on
+// count bytes, nested_absmax: quant_rules::nested_block_count(count) floats. On CUDA,
+// `scratch` must hold quant_rules::nested_block_count(count) doubles (device memory); on
 // the CPU it is unused and may be null.
 void double_quantize_absmax(const float* absmax, int64_t count, float* offset, uint8_t* codes,
                             float* nested_absmax, double* scratch, StreamRef stream);

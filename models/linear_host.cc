@@ -18,6 +18,7 @@
 #include "hostcompute/host_gemv.h"
 #include "kernels/transformer_ops.h"
 #include "models/linear.h"
+#include "quant/weight_layout.h"
 
 namespace stowage::models {
 
@@ -77,10 +78,11 @@ void check_linear_arguments(const LinearWeights& w, const TensorView& x, const T
     case quant::WeightFormat::kFp4: {
       STOWAGE_EXPECTS(w.blocksize > 0, InvalidInputError, "{}: blocksize {} is not positive", where,
                       w.blocksize);
-      STOWAGE_EXPECTS(w.weight.bytes() >= (n + 1) / 2, InvalidInputError,
+      const uint64_t packed = static_cast<uint64_t>(quant::packed_code_bytes(n));
+      STOWAGE_EXPECTS(w.weight.bytes() >= packed, InvalidInputError,
                       "{}: expected at least {} bytes of packed 4-bit codes, found {}", where,
-                      (n + 1) / 2, w.weight.bytes());
-      const uint64_t blocks = (n + w.blocksize - 1) / w.blocksize;
+                      packed, w.weight.bytes());
+      const uint64_t blocks = static_cast<uint64_t>(quant::block_count(n, w.blocksize));
       STOWAGE_EXPECTS(w.absmax.numel() == blocks &&
                           w.absmax.dtype() == (w.double_quant ? DType::kU8 : DType::kF32),
                       InvalidInputError, "{}: expected absmax {} [{}], found {} {}", where,
@@ -92,7 +94,8 @@ void check_linear_arguments(const LinearWeights& w, const TensorView& x, const T
       if (w.double_quant) {
         STOWAGE_EXPECTS(w.nested_blocksize > 0, InvalidInputError,
                         "{}: nested blocksize {} is not positive", where, w.nested_blocksize);
-        const uint64_t nested = (blocks + w.nested_blocksize - 1) / w.nested_blocksize;
+        const uint64_t nested = static_cast<uint64_t>(
+            quant::block_count(static_cast<int64_t>(blocks), w.nested_blocksize));
         STOWAGE_EXPECTS(w.nested_absmax.dtype() == DType::kF32 && w.nested_absmax.numel() == nested,
                         InvalidInputError, "{}: expected nested_absmax float32 [{}], found {} {}",
                         where, nested, short_name(w.nested_absmax.dtype()),

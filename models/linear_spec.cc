@@ -2,7 +2,6 @@
 
 #include <fmt/format.h>
 
-#include <boost/json.hpp>
 #include <optional>
 
 #include "core/error.h"
@@ -10,8 +9,6 @@
 
 namespace stowage::models {
 namespace {
-
-constexpr const char* kQuantStatePrefix = "weight.quant_state.bitsandbytes__";
 
 const TensorMeta* find(const std::map<std::string, const TensorMeta*>& tensors,
                        const std::string& local) {
@@ -45,100 +42,43 @@ LinearSpec describe_linear(
   used->insert({"weight", "bias"});
 
   const TensorMeta* state = nullptr;
-  for (const char* kind : {"nf4", "fp4"}) {
-    if (const TensorMeta* s = find(tensors, std::string(kQuantStatePrefix) + kind)) {
+  for (const quant::WeightFormat format : {quant::WeightFormat::kNf4, quant::WeightFormat::kFp4}) {
+    const std::string suffix(quant::WeightLayout{format}.quant_state_suffix());
+    if (const TensorMeta* s = find(tensors, suffix)) {
       STOWAGE_EXPECTS(state == nullptr, InvalidInputError,
                       "{}: module '{}' has both an nf4 and an fp4 quant state", source, name);
       state = s;
-      spec.format =
-          std::string(kind) == "nf4" ? quant::WeightFormat::kNf4 : quant::WeightFormat::kFp4;
+      spec.format = format;
     }
   }
   if (state != nullptr) {
-    used->insert(std::string(kQuantStatePrefix) +
-                 (spec.format == quant::WeightFormat::kNf4 ? "nf4" : "fp4"));
-    std::vector<uint8_t> bytes = read_bytes(state->name);
-    boost::json::error_code ec;
-    boost::json::value json = boost::json::parse(
-        std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), ec);
-    STOWAGE_EXPECTS(!ec && json.is_object(), InvalidInputError,
-                    "{}: tensor '{}': expected the bitsandbytes quant-state JSON object, found "
-                    "{} bytes that do not parse ({})",
-                    source, state->name, bytes.size(), ec ? ec.message() : "not an object");
-    const auto& obj = json.as_object();
-    auto get_int = [&](const char* key, bool required, int64_t fallback) -> int64_t {
-      const boost::json::value* v = obj.if_contains(key);
-      if (v == nullptr) {
-        STOWAGE_EXPECTS(!required, InvalidInputError, "{}: tensor '{}': quant state lacks '{}'",
-                        source, state->name, key);
-        return fallback;
-      }
-      STOWAGE_EXPECTS(v->is_int64() || v->is_uint64(), InvalidInputError,
-                      "{}: tensor '{}': quant state '{}' should be an integer", source, state->name,
-                      key);
-      return v->is_int64() ? v->as_int64() : static_cast<int64_t>(v->as_uint64());
-    };
-    spec.blocksize = get_int("blocksize", true, 64);
-    STOWAGE_EXPECTS(spec.blocksize > 0, InvalidInputError,
-                    "{}: tensor '{}': blocksize {} is not positive", source, state->name,
-                    spec.blocksize);
-    const boost::json::value* shape = obj.if_contains("shape");
-    STOWAGE_EXPECTS(shape != nullptr && shape->is_array() && shape->as_array().size() == 2 &&
-                        shape->as_array()[0].is_number() && shape->as_array()[1].is_number(),
-                    InvalidInputError,
-                    "{}: tensor '{}': expected quant state 'shape' [out, in], found {}", source,
-                    state->name, shape ? boost::json::serialize(*shape) : "nothing");
-    spec.out_features = shape->as_array()[0].to_number<int64_t>();
-    spec.in_features = shape->as_array()[1].to_number<int64_t>();
-    if (const boost::json::value* off = obj.if_contains("nested_offset")) {
-      STOWAGE_EXPECTS(off->is_number(), InvalidInputError,
-                      "{}: tensor '{}': nested_offset should be a number", source, state->name);
-      spec.double_quant = true;
-      spec.nested_offset = static_cast<float>(off->to_number<double>());
-      spec.nested_blocksize = get_int("nested_blocksize", false, 256);
+    const std::vector<uint8_t> bytes = read_bytes(state->name);
+    quant::WeightLayout layout;
+    try {
+      const quant::ParsedQuantState parsed = quant::parse_quant_state_json(
+          std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), state->name);
+      layout = parsed.layout;
+      spec.nested_offset = parsed.nested_offset;
+      layout.storage = weight->dtype;
+      STOWAGE_EXPECTS(layout.shape.rank() == 2 && layout.shape[0] > 0 && layout.shape[1] > 0,
+                      InvalidInputError, "'{}': expected quant state 'shape' [out, in], found {}",
+                      state->name, layout.shape.to_string());
+      layout.validate_parts(
+          [&](std::string_view suffix) -> std::optional<std::pair<DType, Shape>> {
+            const TensorMeta* t = find(tensors, std::string(suffix));
+            if (t == nullptr) return std::nullopt;
+            return std::make_pair(t->dtype, t->shape);
+          },
+          name);
+    } catch (const InvalidInputError& e) {
+      throw InvalidInputError(fmt::format("{}: {}", source, e.what()));
     }
-    STOWAGE_EXPECTS(spec.out_features > 0 && spec.in_features > 0, InvalidInputError,
-                    "{}: tensor '{}': quant state shape [{}, {}] is empty", source, state->name,
-                    spec.out_features, spec.in_features);
-    const uint64_t n = static_cast<uint64_t>(spec.out_features) * spec.in_features;
-    STOWAGE_EXPECTS(weight->dtype != DType::kI8 && dtype_size(weight->dtype) > 0, InvalidInputError,
-                    "{}: tensor '{}': unexpected 4-bit storage dtype {}", source, weight->name,
-                    safetensors_name(weight->dtype));
-    const auto weight_bytes = weight->shape.checked_numel();
-    STOWAGE_EXPECTS(weight_bytes && *weight_bytes * dtype_size(weight->dtype) >= (n + 1) / 2,
-                    InvalidInputError,
-                    "{}: tensor '{}': expected packed 4-bit codes for {} elements ({} bytes), "
-                    "found {} {}",
-                    source, weight->name, n, (n + 1) / 2, safetensors_name(weight->dtype),
-                    weight->shape.to_string());
-    const uint64_t blocks = (n + spec.blocksize - 1) / spec.blocksize;
-    const TensorMeta* absmax = find(tensors, "weight.absmax");
-    STOWAGE_EXPECTS(absmax != nullptr, InvalidInputError, "{}: missing tensor '{}.weight.absmax'",
-                    source, name);
-    expect_shape(*absmax, spec.double_quant ? DType::kU8 : DType::kF32,
-                 Shape{static_cast<int64_t>(blocks)}, source);
-    const TensorMeta* qmap = find(tensors, "weight.quant_map");
-    STOWAGE_EXPECTS(qmap != nullptr, InvalidInputError, "{}: missing tensor '{}.weight.quant_map'",
-                    source, name);
-    expect_shape(*qmap, DType::kF32, Shape{16}, source);
-    used->insert({"weight.absmax", "weight.quant_map"});
-    if (spec.double_quant) {
-      STOWAGE_EXPECTS(spec.nested_blocksize > 0, InvalidInputError,
-                      "{}: tensor '{}': nested_blocksize {} is not positive", source, state->name,
-                      spec.nested_blocksize);
-      const TensorMeta* na = find(tensors, "weight.nested_absmax");
-      const TensorMeta* nm = find(tensors, "weight.nested_quant_map");
-      STOWAGE_EXPECTS(na != nullptr && nm != nullptr, InvalidInputError,
-                      "{}: module '{}' is double-quantized but lacks "
-                      "weight.nested_absmax or weight.nested_quant_map",
-                      source, name);
-      expect_shape(
-          *na, DType::kF32,
-          Shape{static_cast<int64_t>((blocks + spec.nested_blocksize - 1) / spec.nested_blocksize)},
-          source);
-      expect_shape(*nm, DType::kF32, Shape{256}, source);
-      used->insert({"weight.nested_absmax", "weight.nested_quant_map"});
-    }
+    spec.out_features = layout.shape[0];
+    spec.in_features = layout.shape[1];
+    spec.blocksize = layout.blocksize;
+    spec.double_quant = layout.double_quant;
+    spec.nested_blocksize = quant::kNestedBlocksize;
+    for (const quant::PartLayout& part : layout.parts()) used->insert(std::string(part.suffix));
   } else {
     STOWAGE_EXPECTS(weight->shape.rank() == 2, InvalidInputError,
                     "{}: tensor '{}': expected shape [out, in], found {}", source, weight->name,

@@ -168,16 +168,13 @@ std::vector<PlanModule> plan_modules(const mmap_store::Checkpoint& checkpoint,
   return modules;
 }
 
+quant::WeightLayout LoadQuantization::layout(DType dtype, const Shape& shape) const {
+  if (method == quant::WeightFormat::kInt8) return quant::WeightLayout::int8(shape);
+  return quant::WeightLayout::four_bit(method, shape, dtype, blocksize, double_quant, storage);
+}
+
 uint64_t quantized_bytes(const mmap_store::TensorInfo& info, const LoadQuantization& q) {
-  const uint64_t n = info.shape.numel();
-  if (q.method == quant::WeightFormat::kInt8) {
-    return n + 4 * static_cast<uint64_t>(info.shape[0]) + 1;
-  }
-  const uint64_t packed = quant::packed_shape(n, q.storage).numel() * dtype_size(q.storage);
-  const uint64_t blocks = (n + q.blocksize - 1) / q.blocksize;
-  const uint64_t absmax =
-      q.double_quant ? blocks + 4 * ((blocks + 255) / 256) + 256 * 4 : 4 * blocks;
-  return packed + absmax + 16 * 4 + 256;
+  return q.layout(info.dtype, info.shape).total_bytes();
 }
 
 bool selected_for_quantization(const mmap_store::TensorInfo& info, const LoadQuantization& q) {
@@ -215,12 +212,12 @@ quant::QuantizedWeight quantize_on_accelerator(const Tensor& source, const std::
   w.blocksize = q.blocksize;
   w.dtype = source.dtype();
   w.shape = source.shape();
-  const int64_t blocks = kernels::four_bit_block_count(n, q.blocksize);
+  const int64_t blocks = quant::block_count(n, q.blocksize);
   const Shape packed_shape = quant::packed_shape(static_cast<uint64_t>(n), q.storage);
   auto packed_storage = std::make_shared<Buffer>(
       device,
       std::max<size_t>(dtype_bytes_for(q.storage, packed_shape.numel()),
-                       static_cast<size_t>(kernels::four_bit_packed_bytes(n))),
+                       static_cast<size_t>(quant::packed_code_bytes(n))),
       stream);
   stream.fill_zero(packed_storage->data(), packed_storage->size());
   w.packed = Tensor::from_storage(packed_storage, 0, q.storage, packed_shape);
@@ -235,7 +232,7 @@ quant::QuantizedWeight quantize_on_accelerator(const Tensor& source, const std::
     w.quant_map.data_as<float>()[i] = quant::stored_quant_map_value(q.method, i);
   }
   if (q.double_quant) {
-    const int64_t nested = kernels::nested_block_count(blocks);
+    const int64_t nested = quant::nested_block_count(blocks);
     w.absmax = Tensor::empty(device, DType::kU8, Shape{blocks}, stream);
     w.nested_absmax = Tensor::empty(device, DType::kF32, Shape{nested}, stream);
     Tensor offset = Tensor::empty(device, DType::kF32, Shape{1}, stream);
@@ -256,7 +253,7 @@ quant::QuantizedWeight quantize_on_accelerator(const Tensor& source, const std::
     w.absmax = absmax;
     stream.synchronize();
   }
-  w.quant_state = quant::make_state_tensor(quant::four_bit_state_json(w), host);
+  w.quant_state = quant::make_state_tensor(w.layout().state_json(w.nested_offset), host);
   (void)name;
   return w;
 }

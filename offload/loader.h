@@ -92,6 +92,9 @@ struct LoadQuantization {
   // BF16 or F32 tensor whose name inside its module is "weight".
   std::function<bool(const mmap_store::TensorInfo&)> select;
   bool on_host = false;
+
+  // The layout a selected tensor of `dtype` and `shape` is quantized to.
+  quant::WeightLayout layout(DType dtype, const Shape& shape) const;
 };
 
 // A tensor placed apart from its module (--override-tensor REGEX=TIER, as

@@ -3,8 +3,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <boost/json.hpp>
-#include <cmath>
 #include <map>
 #include <set>
 
@@ -12,8 +10,6 @@
 
 namespace stowage::quant {
 namespace {
-
-namespace json = boost::json;
 
 std::string join_quoted(const std::vector<std::string>& names) {
   std::string out;
@@ -118,31 +114,30 @@ FourBitWeight load_four_bit(std::string_view prefix, const FourBitParts& p) {
   STOWAGE_EXPECTS(host_addressable(state.tier()), InvalidInputError,
                   "'{}' must be host-readable to be parsed, it is on {}", state_name,
                   state.tier().to_string());
-  const FourBitStateJson js = parse_four_bit_state_json(
+  const ParsedQuantState js = parse_quant_state_json(
       std::string_view(state.data_as<const char>(), state.numel()), state_name);
   const WeightFormat suffix_type = p.state_nf4 ? WeightFormat::kNf4 : WeightFormat::kFp4;
-  STOWAGE_EXPECTS(js.quant_type == suffix_type, InvalidInputError,
+  STOWAGE_EXPECTS(js.layout.format == suffix_type, InvalidInputError,
                   "'{}' says quant_type \"{}\" but its name says {}", state_name,
-                  weight_format_name(js.quant_type), weight_format_name(suffix_type));
+                  weight_format_name(js.layout.format), weight_format_name(suffix_type));
   const bool nested_tensors = p.nested_absmax.has_value();
-  STOWAGE_EXPECTS(js.nested == nested_tensors, InvalidInputError,
+  STOWAGE_EXPECTS(js.layout.double_quant == nested_tensors, InvalidInputError,
                   "4-bit weight '{}': '{}' {} nested_* keys but '{}' is {}", prefix, state_name,
-                  js.nested ? "has" : "has no", part_name(prefix, kNestedAbsmaxSuffix),
+                  js.layout.double_quant ? "has" : "has no", part_name(prefix, kNestedAbsmaxSuffix),
                   nested_tensors ? "present" : "missing");
 
   FourBitWeight w;
-  w.quant_type = js.quant_type;
-  w.blocksize = js.blocksize;
-  w.dtype = js.dtype;
-  w.shape = js.shape;
+  w.quant_type = js.layout.format;
+  w.blocksize = js.layout.blocksize;
+  w.dtype = js.layout.dtype;
+  w.shape = js.layout.shape;
   w.packed = *p.weight;  // its dtype is the storage dtype
   w.absmax = *p.absmax;
   w.quant_map = *p.quant_map;
-  if (js.nested) {
+  if (js.layout.double_quant) {
     w.nested_absmax = *p.nested_absmax;
     w.nested_quant_map = *p.nested_quant_map;
     w.nested_offset = js.nested_offset;
-    w.nested_blocksize = js.nested_blocksize;
   }
   w.quant_state = state;
   validate(w, prefix);
@@ -212,101 +207,6 @@ std::optional<QuantizedWeight> load_quantized_weight(std::string_view prefix,
   return QuantizedWeight(load_four_bit(prefix, four));
 }
 
-FourBitStateJson parse_four_bit_state_json(std::string_view text, std::string_view name) {
-  boost::system::error_code ec;
-  json::value root = json::parse(json::string_view(text.data(), text.size()), ec);
-  STOWAGE_EXPECTS(!ec, InvalidInputError, "'{}': quant state is not valid JSON ({}): {:.200}", name,
-                  ec.message(), text);
-  STOWAGE_EXPECTS(root.is_object(), InvalidInputError,
-                  "'{}': quant state JSON should be an object, found {:.200}", name, text);
-  const json::object& obj = root.as_object();
-  static const std::set<std::string> kKnown = {"quant_type",   "blocksize",        "dtype",
-                                               "shape",        "nested_blocksize", "nested_dtype",
-                                               "nested_offset"};
-  for (const auto& kv : obj) {
-    STOWAGE_EXPECTS(kKnown.count(std::string(kv.key())) == 1, InvalidInputError,
-                    "'{}': unknown quant state key \"{}\"", name, std::string(kv.key()));
-  }
-  auto need = [&](const char* key) -> const json::value& {
-    const json::value* v = obj.if_contains(key);
-    STOWAGE_EXPECTS(v != nullptr, InvalidInputError, "'{}': quant state JSON lacks \"{}\"", name,
-                    key);
-    return *v;
-  };
-  auto need_string = [&](const char* key) {
-    const json::value& v = need(key);
-    STOWAGE_EXPECTS(v.is_string(), InvalidInputError, "'{}': \"{}\" should be a string, found {}",
-                    name, key, json::serialize(v));
-    return std::string(v.as_string());
-  };
-  auto need_int = [&](const char* key) {
-    const json::value& v = need(key);
-    STOWAGE_EXPECTS(v.is_int64() || (v.is_uint64() && v.as_uint64() <= INT64_MAX),
-                    InvalidInputError, "'{}': \"{}\" should be an integer, found {}", name, key,
-                    json::serialize(v));
-    return v.is_int64() ? v.as_int64() : static_cast<int64_t>(v.as_uint64());
-  };
-
-  FourBitStateJson out;
-  const std::string type = need_string("quant_type");
-  const auto method = quantized_format_from_name(type);
-  STOWAGE_EXPECTS(method && *method != WeightFormat::kInt8, InvalidInputError,
-                  "'{}': quant_type should be \"nf4\" or \"fp4\", found \"{}\"", name, type);
-  out.quant_type = *method;
-  out.blocksize = need_int("blocksize");
-  STOWAGE_EXPECTS(is_valid_blocksize(out.blocksize), InvalidInputError,
-                  "'{}': blocksize should be a power of two in [{}, {}], found {}", name,
-                  kMinBlocksize, kMaxBlocksize, out.blocksize);
-  const std::string dtype = need_string("dtype");
-  const auto parsed = dtype_from_torch_name(dtype);
-  STOWAGE_EXPECTS(
-      parsed && (*parsed == DType::kF16 || *parsed == DType::kBF16 || *parsed == DType::kF32),
-      InvalidInputError,
-      "'{}': dtype should be \"float16\", \"bfloat16\" or \"float32\", found \"{}\"", name, dtype);
-  out.dtype = *parsed;
-  const json::value& shape = need("shape");
-  STOWAGE_EXPECTS(shape.is_array(), InvalidInputError,
-                  "'{}': \"shape\" should be a list of extents, found {}", name,
-                  json::serialize(shape));
-  std::vector<int64_t> dims;
-  for (const json::value& d : shape.as_array()) {
-    STOWAGE_EXPECTS(d.is_int64() && d.as_int64() >= 0, InvalidInputError,
-                    "'{}': \"shape\" should hold non-negative integers, found {}", name,
-                    json::serialize(shape));
-    dims.push_back(d.as_int64());
-  }
-  out.shape = Shape(std::move(dims));
-  STOWAGE_EXPECTS(out.shape.checked_numel().has_value(), InvalidInputError,
-                  "'{}': shape {} overflows", name, out.shape.to_string());
-
-  const int nested_keys = static_cast<int>(obj.contains("nested_blocksize")) +
-                          static_cast<int>(obj.contains("nested_dtype")) +
-                          static_cast<int>(obj.contains("nested_offset"));
-  STOWAGE_EXPECTS(nested_keys == 0 || nested_keys == 3, InvalidInputError,
-                  "'{}': expected all of nested_blocksize, nested_dtype and nested_offset or "
-                  "none, found {} of them",
-                  name, nested_keys);
-  if (nested_keys == 3) {
-    out.nested = true;
-    out.nested_blocksize = need_int("nested_blocksize");
-    STOWAGE_EXPECTS(out.nested_blocksize == kNestedBlocksize, InvalidInputError,
-                    "'{}': nested_blocksize should be {}, found {}", name, kNestedBlocksize,
-                    out.nested_blocksize);
-    const std::string nested_dtype = need_string("nested_dtype");
-    STOWAGE_EXPECTS(nested_dtype == "float32", InvalidInputError,
-                    "'{}': nested_dtype should be \"float32\", found \"{}\"", name, nested_dtype);
-    const json::value& offset = need("nested_offset");
-    STOWAGE_EXPECTS(offset.is_number(), InvalidInputError,
-                    "'{}': nested_offset should be a number, found {}", name,
-                    json::serialize(offset));
-    const double value = offset.to_number<double>();
-    STOWAGE_EXPECTS(std::isfinite(value), InvalidInputError,
-                    "'{}': nested_offset should be finite, found {}", name, value);
-    out.nested_offset = static_cast<float>(value);
-  }
-  return out;
-}
-
 std::vector<QuantizedWeightInfo> detect_quantized_weights(const std::vector<std::string>& names,
                                                           const TensorLookup& lookup) {
   std::vector<std::string> prefixes;
@@ -326,20 +226,10 @@ std::vector<QuantizedWeightInfo> detect_quantized_weights(const std::vector<std:
     QuantizedWeightInfo info;
     info.prefix = prefix;
     info.weight_name = part_name(prefix, kWeightSuffix);
-    info.method = format_of(*weight);
-    info.shape = logical_shape(*weight);
+    info.layout = std::visit([](const auto& w) { return w.layout(); }, *weight);
     for (const auto& part : parts(*weight)) {
       const std::string full = part_name(prefix, part.suffix);
       if (position.count(full)) info.part_names.push_back(full);  // not a synthesized default
-    }
-    if (const auto* w = std::get_if<FourBitWeight>(&*weight)) {
-      info.blocksize = w->blocksize;
-      info.double_quant = w->double_quant();
-      info.storage_dtype = w->storage_dtype();
-      info.original_dtype = w->dtype;
-    } else {
-      info.storage_dtype = DType::kI8;
-      info.original_dtype = DType::kF16;
     }
     out.push_back(std::move(info));
   }

@@ -50,31 +50,11 @@ using TensorLookup = std::function<std::optional<Tensor>(const std::string& name
 std::optional<QuantizedWeight> load_quantized_weight(std::string_view prefix,
                                                      const TensorLookup& lookup);
 
-// The non-tensor 4-bit state parsed from its JSON part.
-struct FourBitStateJson {
-  WeightFormat quant_type = WeightFormat::kNf4;
-  int64_t blocksize = 0;
-  DType dtype = DType::kF16;
-  Shape shape;
-  bool nested = false;
-  int64_t nested_blocksize = 0;
-  float nested_offset = 0.0f;
-};
-// Parses bitsandbytes' JSON; `name` (the tensor's name) goes into errors.
-// Throws InvalidInputError for invalid JSON, missing or unknown keys, wrong
-// value types, unknown dtypes, or only some of the nested_* keys.
-FourBitStateJson parse_four_bit_state_json(std::string_view json, std::string_view name);
-
 // One quantized weight found in a checkpoint, for `stowage inspect`.
 struct QuantizedWeightInfo {
   std::string prefix;       // the layer, e.g. "layers.0"
   std::string weight_name;  // its packed/CB tensor, e.g. "layers.0.weight"
-  WeightFormat method = WeightFormat::kInt8;
-  int64_t blocksize = 0;  // 4-bit only (0 for int8)
-  bool double_quant = false;
-  DType storage_dtype = DType::kI8;     // P.weight's dtype
-  DType original_dtype = DType::kF16;   // 4-bit: from the JSON; int8: F16
-  Shape shape;                          // the logical (unquantized) shape
+  WeightLayout layout;      // storage: P.weight's dtype; dtype: 4-bit from the JSON, int8 F16
   std::vector<std::string> part_names;  // every tensor of its state, P.weight first
 };
 

@@ -289,18 +289,18 @@ TEST_F(BnbFormatTest, DetectGroupsTensorsIntoQuantizedWeights) {
   ASSERT_EQ(infos.size(), 2u);
   EXPECT_EQ(infos[0].prefix, "layers.0");
   EXPECT_EQ(infos[0].weight_name, "layers.0.weight");
-  EXPECT_EQ(infos[0].method, WeightFormat::kNf4);
-  EXPECT_EQ(infos[0].blocksize, 32);
-  EXPECT_TRUE(infos[0].double_quant);
-  EXPECT_EQ(infos[0].storage_dtype, DType::kBF16);
-  EXPECT_EQ(infos[0].original_dtype, DType::kF32);
-  EXPECT_EQ(infos[0].shape, (Shape{8, 16}));
+  EXPECT_EQ(infos[0].layout.format, WeightFormat::kNf4);
+  EXPECT_EQ(infos[0].layout.blocksize, 32);
+  EXPECT_TRUE(infos[0].layout.double_quant);
+  EXPECT_EQ(infos[0].layout.storage, DType::kBF16);
+  EXPECT_EQ(infos[0].layout.dtype, DType::kF32);
+  EXPECT_EQ(infos[0].layout.shape, (Shape{8, 16}));
   EXPECT_EQ(infos[0].part_names.size(), 6u);
   EXPECT_EQ(infos[1].prefix, "layers.1");
-  EXPECT_EQ(infos[1].method, WeightFormat::kInt8);
-  EXPECT_EQ(infos[1].storage_dtype, DType::kI8);
-  EXPECT_FALSE(infos[1].double_quant);
-  EXPECT_EQ(infos[1].shape, (Shape{6, 8}));
+  EXPECT_EQ(infos[1].layout.format, WeightFormat::kInt8);
+  EXPECT_EQ(infos[1].layout.storage, DType::kI8);
+  EXPECT_FALSE(infos[1].layout.double_quant);
+  EXPECT_EQ(infos[1].layout.shape, (Shape{6, 8}));
   EXPECT_EQ(infos[1].part_names, (std::vector<std::string>{"layers.1.weight", "layers.1.SCB",
                                                            "layers.1.weight_format"}));
 }

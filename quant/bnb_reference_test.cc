@@ -44,17 +44,17 @@ TEST_F(BnbReferenceTest, DetectFindsEveryBitsandbytesLayerWithItsFormat) {
   for (const auto& i : infos) by_prefix[i.prefix] = i;
   ASSERT_EQ(by_prefix.size(), 5u);
   const auto& l0 = by_prefix.at("layers.0");
-  EXPECT_EQ(l0.method, WeightFormat::kNf4);
-  EXPECT_EQ(l0.blocksize, 64);
-  EXPECT_TRUE(l0.double_quant);
-  EXPECT_EQ(l0.storage_dtype, DType::kBF16);  // seed lesson 2: from the weight's dtype
-  EXPECT_EQ(l0.shape, (Shape{96, 50}));
-  EXPECT_EQ(by_prefix.at("layers.1").blocksize, 128);
-  EXPECT_FALSE(by_prefix.at("layers.1").double_quant);
-  EXPECT_EQ(by_prefix.at("layers.2").method, WeightFormat::kFp4);
-  EXPECT_EQ(by_prefix.at("layers.3").storage_dtype, DType::kF32);
-  EXPECT_EQ(by_prefix.at("layers.4").method, WeightFormat::kInt8);
-  EXPECT_EQ(by_prefix.at("layers.4").shape, (Shape{16, 64}));
+  EXPECT_EQ(l0.layout.format, WeightFormat::kNf4);
+  EXPECT_EQ(l0.layout.blocksize, 64);
+  EXPECT_TRUE(l0.layout.double_quant);
+  EXPECT_EQ(l0.layout.storage, DType::kBF16);  // seed lesson 2: from the weight's dtype
+  EXPECT_EQ(l0.layout.shape, (Shape{96, 50}));
+  EXPECT_EQ(by_prefix.at("layers.1").layout.blocksize, 128);
+  EXPECT_FALSE(by_prefix.at("layers.1").layout.double_quant);
+  EXPECT_EQ(by_prefix.at("layers.2").layout.format, WeightFormat::kFp4);
+  EXPECT_EQ(by_prefix.at("layers.3").layout.storage, DType::kF32);
+  EXPECT_EQ(by_prefix.at("layers.4").layout.format, WeightFormat::kInt8);
+  EXPECT_EQ(by_prefix.at("layers.4").layout.shape, (Shape{16, 64}));
 }
 
 struct FourBitCase {

@@ -74,7 +74,7 @@ CheckpointQuantizer::CheckpointQuantizer(CheckpointQuantizeOptions options,
                   "the input already holds quantized weights ('{}' is {}); quantize an "
                   "unquantized checkpoint",
                   found.empty() ? "" : found.front().weight_name,
-                  found.empty() ? "" : weight_format_name(found.front().method));
+                  found.empty() ? "" : weight_format_name(found.front().layout.format));
 }
 
 bool CheckpointQuantizer::is_target(const TensorDecl& input) const {
@@ -102,32 +102,21 @@ const std::vector<OutputTensor>& CheckpointQuantizer::plan() {
     auto add = [&](std::string_view suffix, DType dtype, Shape shape) {
       plan_.push_back({{part_name(prefix, suffix), dtype, std::move(shape)}, in.name, true});
     };
-    const int64_t rows = in.shape[0];
-    if (options_.method == WeightFormat::kInt8) {
-      add(kWeightSuffix, DType::kI8, in.shape);
-      add(kScbSuffix, DType::kF32, Shape{rows});
-      add(kWeightFormatSuffix, DType::kU8, Shape{});
-      continue;
-    }
     const FourBitOptions& four = options_.four_bit;
-    const uint64_t n = in.shape.numel();
-    const int64_t blocks =
-        static_cast<int64_t>((n + static_cast<uint64_t>(four.blocksize) - 1) / four.blocksize);
-    std::optional<float> offset;
-    if (four.double_quant)
-      offset = double_quant_offset_cpu(read_(in.name), four.blocksize, in.name);
-    const std::string json =
-        four_bit_state_json(options_.method, four.blocksize, in.dtype, in.shape, offset);
-    add(kWeightSuffix, four.storage, packed_shape(n, four.storage));
-    add(kAbsmaxSuffix, four.double_quant ? DType::kU8 : DType::kF32, Shape{blocks});
-    add(kQuantMapSuffix, DType::kF32, Shape{16});
-    if (four.double_quant) {
-      add(kNestedAbsmaxSuffix, DType::kF32,
-          Shape{(blocks + kNestedBlocksize - 1) / kNestedBlocksize});
-      add(kNestedQuantMapSuffix, DType::kF32, Shape{256});
+    const WeightLayout layout =
+        options_.method == WeightFormat::kInt8
+            ? WeightLayout::int8(in.shape)
+            : WeightLayout::four_bit(options_.method, in.shape, in.dtype, four.blocksize,
+                                     four.double_quant, four.storage);
+    uint64_t json_bytes = 0;  // the state JSON's length depends on the nested offset
+    if (is_four_bit(layout.format)) {
+      const float offset = four.double_quant
+                               ? double_quant_offset_cpu(read_(in.name), four.blocksize, in.name)
+                               : 0.0f;
+      json_bytes = layout.state_json(offset).size();
     }
-    add(options_.method == WeightFormat::kFp4 ? kQuantStateFp4Suffix : kQuantStateNf4Suffix,
-        DType::kU8, Shape{static_cast<int64_t>(json.size())});
+    for (const PartLayout& part : layout.parts(json_bytes))
+      add(part.suffix, part.dtype, part.shape);
   }
   planned_ = true;
   return plan_;

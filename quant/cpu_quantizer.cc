@@ -236,7 +236,8 @@ FourBitWeight quantize_4bit_cpu(const Tensor& weight, const FourBitOptions& opti
   const WeightFormat type = options.quant_type;
   const uint64_t n = weight.numel();
   const uint64_t bs = static_cast<uint64_t>(options.blocksize);
-  const uint64_t blocks = (n + bs - 1) / bs;
+  const uint64_t blocks =
+      static_cast<uint64_t>(block_count(static_cast<int64_t>(n), options.blocksize));
 
   FourBitWeight out;
   out.quant_type = options.quant_type;
@@ -278,7 +279,8 @@ FourBitWeight quantize_4bit_cpu(const Tensor& weight, const FourBitOptions& opti
     out.absmax = make_f32_tensor(resource, absmax);
   } else {
     const float offset = rules::double_quant_offset(absmax.data(), static_cast<int64_t>(blocks));
-    const uint64_t nested_blocks = (blocks + kNestedBlocksize - 1) / kNestedBlocksize;
+    const uint64_t nested_blocks =
+        static_cast<uint64_t>(nested_block_count(static_cast<int64_t>(blocks)));
     std::vector<float> map(256);
     for (int i = 0; i < 256; ++i) map[i] = rules::dynamic_map_value(i);
     std::vector<float> nested(static_cast<size_t>(nested_blocks));
@@ -300,7 +302,7 @@ FourBitWeight quantize_4bit_cpu(const Tensor& weight, const FourBitOptions& opti
     out.nested_offset = offset;
     out.nested_blocksize = kNestedBlocksize;
   }
-  out.quant_state = make_state_tensor(four_bit_state_json(out), resource);
+  out.quant_state = make_state_tensor(out.layout().state_json(out.nested_offset), resource);
   return out;
 }
 
@@ -316,7 +318,7 @@ float double_quant_offset_cpu(const Tensor& weight, int64_t blocksize, std::stri
                   kMaxBlocksize, blocksize);
   const uint64_t n = weight.numel();
   const uint64_t bs = static_cast<uint64_t>(blocksize);
-  std::vector<float> absmax(static_cast<size_t>((n + bs - 1) / bs));
+  std::vector<float> absmax(static_cast<size_t>(block_count(static_cast<int64_t>(n), blocksize)));
   with_loader(weight, [&](auto load) {
     for (uint64_t b = 0; b < absmax.size(); ++b) {
       absmax[b] = finite_absmax(load, b * bs, std::min(b * bs + bs, n), name);
@@ -328,7 +330,7 @@ float double_quant_offset_cpu(const Tensor& weight, int64_t blocksize, std::stri
 std::vector<float> block_absmax_cpu(const FourBitWeight& w) {
   validate(w, "4-bit weight");
   check_readable(w.absmax, kAbsmaxSuffix);
-  const uint64_t blocks = w.blocks();
+  const uint64_t blocks = w.layout().blocks();
   std::vector<float> out(static_cast<size_t>(blocks));
   if (!w.double_quant()) {
     std::memcpy(out.data(), w.absmax.data(), blocks * sizeof(float));

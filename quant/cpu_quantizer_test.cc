@@ -202,7 +202,7 @@ TEST_F(CpuQuantizerTest, TheLastBlockMayBeShorter) {
   v[10] = -3.0f;
   v[99] = 5.0f;
   FourBitWeight w = quantize_4bit_cpu(make(v, Shape{10, 10}), {}, host_);
-  EXPECT_EQ(w.blocks(), 2u);
+  EXPECT_EQ(w.layout().blocks(), 2u);
   EXPECT_EQ(floats(w.absmax), (std::vector<float>{3.0f, 5.0f}));
   EXPECT_EQ(four_bit_code_at(w, 10), 0);   // -3 / 3 = -1
   EXPECT_EQ(four_bit_code_at(w, 99), 15);  // 5 / 5 = 1
@@ -381,7 +381,7 @@ TEST_F(CpuQuantizerTest, DoubleQuantJsonRecordsTheNestedState) {
                        0),
             0u)
       << json;
-  EXPECT_EQ(w.quant_state_suffix(), "weight.quant_state.bitsandbytes__fp4");
+  EXPECT_EQ(w.layout().quant_state_suffix(), "weight.quant_state.bitsandbytes__fp4");
 }
 
 // ---- accuracy (bitsandbytes' own figures) ---------------------------------

@@ -48,6 +48,19 @@ constexpr bool is_valid_blocksize(int64_t blocksize) {
          (blocksize & (blocksize - 1)) == 0;
 }
 
+// The one formula for how many blocks of `blocksize` cover `count` values
+// (the last block may be partial): absmax values of a 4-bit weight
+// (block_count(numel, blocksize)), nested absmax values of double
+// quantization (nested_block_count(blocks)). blocksize > 0.
+STOWAGE_HOST_DEVICE constexpr int64_t block_count(int64_t count, int64_t blocksize) {
+  return (count + blocksize - 1) / blocksize;
+}
+STOWAGE_HOST_DEVICE constexpr int64_t nested_block_count(int64_t blocks) {
+  return block_count(blocks, kNestedBlocksize);
+}
+// Bytes of `count` packed 4-bit codes, two per byte (pack_codes).
+STOWAGE_HOST_DEVICE constexpr int64_t packed_code_bytes(int64_t count) { return (count + 1) / 2; }
+
 // NF4 code values, index 0..15 (FORMATS.md; bitsandbytes nf4 quant_map).
 STOWAGE_HOST_DEVICE float nf4_code_value(int index) {
   switch (index & 15) {

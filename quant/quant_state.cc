@@ -18,24 +18,15 @@ std::optional<WeightFormat> quantized_format_from_name(std::string_view name) {
   return std::nullopt;
 }
 
-bool is_valid_blocksize(int64_t blocksize) {
-  return blocksize >= kMinBlocksize && blocksize <= kMaxBlocksize &&
-         (blocksize & (blocksize - 1)) == 0;
-}
-
 std::vector<QuantPart> Int8Weight::parts() const {
   return {{std::string(kWeightSuffix), cb},
           {std::string(kScbSuffix), scb},
           {std::string(kWeightFormatSuffix), weight_format}};
 }
 
-uint64_t FourBitWeight::blocks() const {
-  const uint64_t n = numel();
-  return blocksize > 0 ? (n + static_cast<uint64_t>(blocksize) - 1) / blocksize : 0;
-}
-
-std::string_view FourBitWeight::quant_state_suffix() const {
-  return quant_type == WeightFormat::kFp4 ? kQuantStateFp4Suffix : kQuantStateNf4Suffix;
+WeightLayout FourBitWeight::layout() const {
+  return WeightLayout::four_bit(quant_type, shape, dtype, blocksize, double_quant(),
+                                packed.defined() ? packed.dtype() : DType::kU8);
 }
 
 std::vector<QuantPart> FourBitWeight::parts() const {
@@ -47,7 +38,7 @@ std::vector<QuantPart> FourBitWeight::parts() const {
     out.push_back({std::string(kNestedAbsmaxSuffix), nested_absmax});
     out.push_back({std::string(kNestedQuantMapSuffix), nested_quant_map});
   }
-  out.push_back({std::string(quant_state_suffix()), quant_state});
+  out.push_back({std::string(layout().quant_state_suffix()), quant_state});
   return out;
 }
 
@@ -86,7 +77,7 @@ Tensor* find_part(FourBitWeight& w, std::string_view suffix) {
   if (suffix == kWeightSuffix) return &w.packed;
   if (suffix == kAbsmaxSuffix) return &w.absmax;
   if (suffix == kQuantMapSuffix) return &w.quant_map;
-  if (suffix == w.quant_state_suffix()) return &w.quant_state;
+  if (suffix == w.layout().quant_state_suffix()) return &w.quant_state;
   if (w.double_quant()) {
     if (suffix == kNestedAbsmaxSuffix) return &w.nested_absmax;
     if (suffix == kNestedQuantMapSuffix) return &w.nested_quant_map;
@@ -97,14 +88,6 @@ Tensor* find_part(FourBitWeight& w, std::string_view suffix) {
 std::string describe(const Tensor& t) {
   if (!t.defined()) return "nothing";
   return fmt::format("{} {}", safetensors_name(t.dtype()), t.shape().to_string());
-}
-
-// Throws unless `t` is defined with exactly `dtype` and `shape`.
-void expect_tensor(const Tensor& t, std::string_view name, std::string_view suffix, DType dtype,
-                   const Shape& shape) {
-  STOWAGE_EXPECTS(t.defined() && t.dtype() == dtype && t.shape() == shape, InvalidInputError,
-                  "quantized weight '{}': tensor '{}' should be {} {}, found {}", name, suffix,
-                  safetensors_name(dtype), shape.to_string(), describe(t));
 }
 
 }  // namespace
@@ -122,134 +105,44 @@ void replace_part(QuantizedWeight& weight, std::string_view suffix, Tensor tenso
   *slot = std::move(tensor);
 }
 
+namespace {
+
+// The parts of `parts` as WeightLayout::validate_parts looks them up.
+WeightLayout::PartLookup lookup_in(const std::vector<QuantPart>& parts) {
+  return [&parts](std::string_view suffix) -> std::optional<std::pair<DType, Shape>> {
+    for (const QuantPart& part : parts) {
+      if (part.suffix == suffix && part.tensor.defined()) {
+        return std::make_pair(part.tensor.dtype(), part.tensor.shape());
+      }
+    }
+    return std::nullopt;
+  };
+}
+
+}  // namespace
+
 void validate(const Int8Weight& w, std::string_view name) {
   STOWAGE_EXPECTS(
       w.cb.defined() && w.cb.dtype() == DType::kI8 && w.cb.shape().rank() == 2, InvalidInputError,
       "int8 weight '{}': tensor 'weight' should be I8 [out, in], found {}", name, describe(w.cb));
-  expect_tensor(w.scb, name, kScbSuffix, DType::kF32, Shape{w.cb.shape()[0]});
-  expect_tensor(w.weight_format, name, kWeightFormatSuffix, DType::kU8, Shape{});
+  w.layout().validate_parts(lookup_in(w.parts()), name);
 }
 
 void validate(const FourBitWeight& w, std::string_view name) {
-  STOWAGE_EXPECTS(w.quant_type == WeightFormat::kNf4 || w.quant_type == WeightFormat::kFp4,
-                  InvalidInputError, "4-bit weight '{}': quant_type should be nf4 or fp4, found {}",
-                  name, weight_format_name(w.quant_type));
-  STOWAGE_EXPECTS(is_valid_blocksize(w.blocksize), InvalidInputError,
-                  "4-bit weight '{}': blocksize should be a power of two in [{}, {}], found {}",
-                  name, kMinBlocksize, kMaxBlocksize, w.blocksize);
-  STOWAGE_EXPECTS(
-      w.dtype == DType::kF16 || w.dtype == DType::kBF16 || w.dtype == DType::kF32,
-      InvalidInputError,
-      "4-bit weight '{}': original dtype should be float16, bfloat16 or float32, found {}", name,
-      torch_name(w.dtype));
-  STOWAGE_EXPECTS(w.shape.checked_numel().has_value(), InvalidInputError,
-                  "4-bit weight '{}': invalid shape {}", name, w.shape.to_string());
-  STOWAGE_EXPECTS(w.packed.defined() && is_valid_storage_dtype(w.packed.dtype()), InvalidInputError,
-                  "4-bit weight '{}': tensor 'weight' should have storage dtype U8, F16, BF16 or "
-                  "F32, found {}",
-                  name, describe(w.packed));
-  const Shape expected_packed = packed_shape(w.numel(), w.packed.dtype());
-  STOWAGE_EXPECTS(
-      w.packed.shape() == expected_packed || w.packed.shape() == Shape{expected_packed[0]},
-      InvalidInputError,
-      "4-bit weight '{}': tensor 'weight' should be {} {} for {} elements of shape {}, "
-      "found {}",
-      name, safetensors_name(w.packed.dtype()), expected_packed.to_string(), w.numel(),
-      w.shape.to_string(), describe(w.packed));
-  const int64_t blocks = static_cast<int64_t>(w.blocks());
-  expect_tensor(w.absmax, name, kAbsmaxSuffix, w.double_quant() ? DType::kU8 : DType::kF32,
-                Shape{blocks});
-  expect_tensor(w.quant_map, name, kQuantMapSuffix, DType::kF32, Shape{16});
+  STOWAGE_EXPECTS(is_four_bit(w.quant_type), InvalidInputError,
+                  "4-bit weight '{}': quant_type should be nf4 or fp4, found {}", name,
+                  weight_format_name(w.quant_type));
+  STOWAGE_EXPECTS(w.packed.defined(), InvalidInputError,
+                  "4-bit weight '{}': tensor 'weight' is missing", name);
   if (w.double_quant()) {
     STOWAGE_EXPECTS(w.nested_blocksize == kNestedBlocksize, InvalidInputError,
                     "4-bit weight '{}': nested_blocksize should be {}, found {}", name,
                     kNestedBlocksize, w.nested_blocksize);
-    expect_tensor(w.nested_absmax, name, kNestedAbsmaxSuffix, DType::kF32,
-                  Shape{(blocks + kNestedBlocksize - 1) / kNestedBlocksize});
-    expect_tensor(w.nested_quant_map, name, kNestedQuantMapSuffix, DType::kF32, Shape{256});
     STOWAGE_EXPECTS(std::isfinite(w.nested_offset), InvalidInputError,
                     "4-bit weight '{}': nested_offset should be finite, found {}", name,
                     w.nested_offset);
   }
-  STOWAGE_EXPECTS(w.quant_state.defined() && w.quant_state.dtype() == DType::kU8 &&
-                      w.quant_state.shape().rank() == 1,
-                  InvalidInputError, "4-bit weight '{}': tensor '{}' should be U8 [len], found {}",
-                  name, w.quant_state_suffix(), describe(w.quant_state));
-}
-
-bool is_valid_storage_dtype(DType dtype) {
-  return dtype == DType::kU8 || dtype == DType::kF16 || dtype == DType::kBF16 ||
-         dtype == DType::kF32;
-}
-
-Shape packed_shape(uint64_t numel, DType storage) {
-  STOWAGE_EXPECTS(is_valid_storage_dtype(storage), InvalidInputError,
-                  "4-bit storage dtype should be U8, F16, BF16 or F32, found {}",
-                  safetensors_name(storage));
-  const uint64_t packed_bytes = (numel + 1) / 2;
-  const uint64_t item = dtype_size(storage);
-  return Shape{static_cast<int64_t>((packed_bytes + item - 1) / item), 1};
-}
-
-std::string python_float_repr(double value) {
-  if (std::isnan(value)) return "NaN";  // json.dumps spelling
-  if (std::isinf(value)) return value > 0 ? "Infinity" : "-Infinity";
-  if (value == 0.0) return std::signbit(value) ? "-0.0" : "0.0";
-  // Shortest round-trip digits in scientific form: "d.ddde[+-]X".
-  char buf[64];
-  auto res = std::to_chars(buf, buf + sizeof(buf), value, std::chars_format::scientific);
-  if (res.ec != std::errc()) throw InternalError("to_chars failed for a double");
-  std::string sci(buf, res.ptr);
-  const bool negative = sci[0] == '-';
-  if (negative) sci.erase(0, 1);
-  const size_t epos = sci.find('e');
-  const int exponent = std::stoi(sci.substr(epos + 1));
-  std::string digits;
-  for (size_t i = 0; i < epos; ++i) {
-    if (sci[i] != '.') digits.push_back(sci[i]);
-  }
-  std::string out;
-  if (exponent < -4 || exponent >= 16) {
-    out = digits.substr(0, 1);
-    if (digits.size() > 1) out += "." + digits.substr(1);
-    out += fmt::format("e{}{:02d}", exponent < 0 ? '-' : '+', std::abs(exponent));
-  } else if (exponent < 0) {
-    out = "0." + std::string(static_cast<size_t>(-exponent - 1), '0') + digits;
-  } else {
-    const size_t int_digits = static_cast<size_t>(exponent) + 1;
-    if (digits.size() <= int_digits) {
-      out = digits + std::string(int_digits - digits.size(), '0') + ".0";
-    } else {
-      out = digits.substr(0, int_digits) + "." + digits.substr(int_digits);
-    }
-  }
-  return negative ? "-" + out : out;
-}
-
-std::string four_bit_state_json(WeightFormat quant_type, int64_t blocksize, DType dtype,
-                                const Shape& shape, std::optional<float> nested_offset) {
-  std::string dims = "[";
-  for (size_t i = 0; i < shape.rank(); ++i) {
-    if (i > 0) dims += ", ";
-    dims += std::to_string(shape[i]);
-  }
-  dims += "]";
-  std::string json =
-      fmt::format(R"({{"quant_type": "{}", "blocksize": {}, "dtype": "{}", "shape": {})",
-                  weight_format_name(quant_type), blocksize, torch_name(dtype), dims);
-  if (nested_offset) {
-    json +=
-        fmt::format(R"(, "nested_blocksize": {}, "nested_dtype": "float32", "nested_offset": {})",
-                    kNestedBlocksize, python_float_repr(static_cast<double>(*nested_offset)));
-  }
-  json += "}";
-  return json;
-}
-
-std::string four_bit_state_json(const FourBitWeight& w) {
-  return four_bit_state_json(
-      w.quant_type, w.blocksize, w.dtype, w.shape,
-      w.double_quant() ? std::optional<float>(w.nested_offset) : std::nullopt);
+  w.layout().validate_parts(lookup_in(w.parts()), name);
 }
 
 Tensor make_state_tensor(const std::string& json, MemoryResource& resource) {

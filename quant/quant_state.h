@@ -28,30 +28,13 @@
 #include "core/shape.h"
 #include "core/tensor.h"
 #include "quant/weight_format.h"
+#include "quant/weight_layout.h"
 
 namespace stowage::quant {
 
 // Parses the quantized formats' names ("int8", "nf4", "fp4";
 // weight_format_name()); nullopt otherwise, "float" included.
 std::optional<WeightFormat> quantized_format_from_name(std::string_view name);
-
-// Part name suffixes (bitsandbytes' state-dict keys after "P.").
-inline constexpr std::string_view kWeightSuffix = "weight";
-inline constexpr std::string_view kScbSuffix = "SCB";
-inline constexpr std::string_view kWeightFormatSuffix = "weight_format";
-inline constexpr std::string_view kAbsmaxSuffix = "weight.absmax";
-inline constexpr std::string_view kQuantMapSuffix = "weight.quant_map";
-inline constexpr std::string_view kNestedAbsmaxSuffix = "weight.nested_absmax";
-inline constexpr std::string_view kNestedQuantMapSuffix = "weight.nested_quant_map";
-inline constexpr std::string_view kQuantStateNf4Suffix = "weight.quant_state.bitsandbytes__nf4";
-inline constexpr std::string_view kQuantStateFp4Suffix = "weight.quant_state.bitsandbytes__fp4";
-
-// Valid 4-bit blocksizes: powers of two in [32, 4096].
-inline constexpr int64_t kMinBlocksize = 32;
-inline constexpr int64_t kMaxBlocksize = 4096;
-// Double quantization quantizes the absmax values in blocks of this many.
-inline constexpr int64_t kNestedBlocksize = 256;
-bool is_valid_blocksize(int64_t blocksize);
 
 // One tensor of a quantized weight and its name suffix.
 struct QuantPart {
@@ -69,6 +52,7 @@ struct Int8Weight {
   float threshold = 6.0f;
 
   const Shape& shape() const { return cb.shape(); }
+  WeightLayout layout() const { return WeightLayout::int8(cb.shape()); }
   // cb, scb, weight_format in that order.
   std::vector<QuantPart> parts() const;
 };
@@ -90,7 +74,7 @@ struct FourBitWeight {
   // "weight.quant_map": F32 [16], the code values (bitsandbytes' get_4bit_type).
   Tensor quant_map;
   // Double quantization, present iff nested_absmax.defined():
-  Tensor nested_absmax;     // "weight.nested_absmax": F32 [ceil(blocks / 256)]
+  Tensor nested_absmax;     // "weight.nested_absmax": F32 [nested blocks]
   Tensor nested_quant_map;  // "weight.nested_quant_map": F32 [256]
   float nested_offset = 0.0f;
   int64_t nested_blocksize = kNestedBlocksize;
@@ -101,8 +85,8 @@ struct FourBitWeight {
   bool double_quant() const { return nested_absmax.defined(); }
   DType storage_dtype() const { return packed.dtype(); }
   uint64_t numel() const { return shape.numel(); }
-  uint64_t blocks() const;
-  std::string_view quant_state_suffix() const;
+  // The fields and the packed part's dtype as a layout.
+  WeightLayout layout() const;
   // packed, absmax, quant_map, [nested_absmax, nested_quant_map,] quant_state.
   std::vector<QuantPart> parts() const;
 };
@@ -127,29 +111,8 @@ void replace_part(QuantizedWeight& weight, std::string_view suffix, Tensor tenso
 void validate(const Int8Weight& weight, std::string_view name);
 void validate(const FourBitWeight& weight, std::string_view name);
 
-// Shape of the packed tensor for `numel` elements viewed as `storage`:
-// [ceil(ceil(numel / 2) / itemsize), 1]. bitsandbytes computes
-// (numel + 1) // (2 * itemsize), which drops the last bytes when they do not
-// fill a whole storage element; we round up (zero padding) so no code is ever
-// lost. The two agree whenever ceil(numel / 2) is a multiple of the itemsize.
-Shape packed_shape(uint64_t numel, DType storage);
-// Whether `dtype` is a valid 4-bit storage dtype (U8, F16, BF16, F32).
-bool is_valid_storage_dtype(DType dtype);
-
-// The non-tensor 4-bit state as bitsandbytes' json.dumps writes it, e.g.
-// {"quant_type": "nf4", "blocksize": 64, "dtype": "float16", "shape": [96, 50],
-//  "nested_blocksize": 256, "nested_dtype": "float32", "nested_offset": 5.669297218322754}
-// (the offset printed as Python's repr of the float32 value widened to double).
-std::string four_bit_state_json(const FourBitWeight& weight);
-// The same from the fields; nested_offset present iff double quantized.
-std::string four_bit_state_json(WeightFormat quant_type, int64_t blocksize, DType dtype,
-                                const Shape& shape, std::optional<float> nested_offset);
 // A U8 [len] tensor holding `json`.
 Tensor make_state_tensor(const std::string& json, MemoryResource& resource);
-
-// Python's repr() of a double (shortest round-trip digits; exponent form
-// when the decimal exponent is < -4 or >= 16, e.g. "1e-05", "5.0").
-std::string python_float_repr(double value);
 
 // The quant_map values bitsandbytes stores for NF4/FP4 (16 float32; note the
 // FP4 map holds +0.0 at index 8, bitsandbytes' get_4bit_type).

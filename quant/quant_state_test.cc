@@ -67,10 +67,12 @@ FourBitWeight example_state(MemoryResource& resource, bool nested) {
 
 TEST(FourBitStateJson, IsWhatBitsandbytesJsonDumpsWrites) {
   HostMemoryResource host;
-  EXPECT_EQ(four_bit_state_json(example_state(host, false)),
+  const FourBitWeight plain = example_state(host, false);
+  const FourBitWeight nested = example_state(host, true);
+  EXPECT_EQ(plain.layout().state_json(plain.nested_offset),
             R"({"quant_type": "nf4", "blocksize": 64, "dtype": "float16", "shape": [96, 50]})");
   EXPECT_EQ(
-      four_bit_state_json(example_state(host, true)),
+      nested.layout().state_json(nested.nested_offset),
       R"({"quant_type": "nf4", "blocksize": 64, "dtype": "float16", "shape": [96, 50], )"
       R"("nested_blocksize": 256, "nested_dtype": "float32", "nested_offset": 5.669297218322754})");
 }

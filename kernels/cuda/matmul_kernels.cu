@@ -500,8 +500,7 @@ __global__ void __launch_bounds__(kRingThreads, 1)
   const int64_t tile_bytes = ring_tile_bytes(tile_rows, k, a.blocksize, kNested);
   // Double quantization: nested absmax values in the array, and the first
   // index of the run a tile starting at block `first_block` holds.
-  const int64_t nested_count =
-      (a.n * absmax_per_row + qr::kNestedBlocksize - 1) / qr::kNestedBlocksize;
+  const int64_t nested_count = qr::nested_block_count(a.n * absmax_per_row);
   auto nested_start = [](int64_t first_block) {
     return first_block / qr::kNestedBlocksize & ~int64_t{3};
   };

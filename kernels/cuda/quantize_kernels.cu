@@ -51,7 +51,7 @@ __global__ void quantize_4bit_kernel(const T* __restrict__ input, int64_t numel,
                                      float* __restrict__ absmax) {
   const int lane = threadIdx.x & 31;
   const int64_t warps_total = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
-  const int64_t blocks = (numel + blocksize - 1) / blocksize;
+  const int64_t blocks = qr::block_count(numel, blocksize);
   for (int64_t b = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
        b < blocks; b += warps_total) {
     const int64_t start = b * blocksize;
@@ -149,7 +149,7 @@ __global__ void dequantize_4bit_kernel(const uint8_t* __restrict__ packed,
 // partials[r] = sum in double, in index order, of absmax[256 r .. 256 r + 255].
 __global__ void absmax_partial_sums_kernel(const float* __restrict__ absmax, int64_t count,
                                            double* __restrict__ partials) {
-  const int64_t runs = (count + qr::kNestedBlocksize - 1) / qr::kNestedBlocksize;
+  const int64_t runs = qr::nested_block_count(count);
   for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; r < runs;
        r += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t start = r * qr::kNestedBlocksize;
@@ -163,7 +163,7 @@ __global__ void absmax_partial_sums_kernel(const float* __restrict__ absmax, int
 // One thread: the partial sums in order, the mean as float32.
 __global__ void absmax_mean_kernel(const double* __restrict__ partials, int64_t count,
                                    float* __restrict__ offset) {
-  const int64_t runs = (count + qr::kNestedBlocksize - 1) / qr::kNestedBlocksize;
+  const int64_t runs = qr::nested_block_count(count);
   double total = 0.0;
   for (int64_t r = 0; r < runs; ++r) total = __dadd_rn(total, partials[r]);
   *offset = count > 0 ? static_cast<float>(__ddiv_rn(total, static_cast<double>(count))) : 0.0f;
@@ -289,7 +289,7 @@ struct Quantize4bitLaunch {
           static_cast<const T*>(input), numel, blocksize, type, packed, absmax);
       return cudaGetLastError();
     }
-    const int64_t blocks = (numel + blocksize - 1) / blocksize;
+    const int64_t blocks = qr::block_count(numel, blocksize);
     quantize_4bit_kernel<T><<<grid_for(blocks, 8), 256, 0, stream>>>(
         static_cast<const T*>(input), numel, blocksize, type, packed, absmax);
     return cudaGetLastError();
@@ -364,7 +364,7 @@ cudaError_t launch_double_quantize(const float* absmax, int64_t count, double* p
                                    float* offset, uint8_t* codes, float* nested_absmax,
                                    cudaStream_t stream) {
   if (count == 0) return cudaMemsetAsync(offset, 0, sizeof(float), stream);
-  const int64_t runs = (count + qr::kNestedBlocksize - 1) / qr::kNestedBlocksize;
+  const int64_t runs = qr::nested_block_count(count);
   absmax_partial_sums_kernel<<<grid_for(runs, 128), 128, 0, stream>>>(absmax, count, partials);
   cudaError_t status = cudaGetLastError();
   if (status != cudaSuccess) return status;

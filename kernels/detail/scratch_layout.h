@@ -8,6 +8,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "quant/quant_rules.h"
+
 namespace stowage::kernels::detail {
 
 // Offsets of 256-byte aligned pieces of one scratch block.
@@ -60,7 +62,7 @@ struct FourBitScratch {
 inline FourBitScratch four_bit_scratch(int64_t n, int64_t k, int64_t blocksize, bool nested,
                                        size_t element_bytes) {
   const int64_t numel = n * k;
-  const int64_t blocks = (numel + blocksize - 1) / blocksize;
+  const int64_t blocks = quant_rules::block_count(numel, blocksize);
   ScratchLayout layout;
   FourBitScratch s;
   s.absmax = layout.add<float>(nested ? blocks : 0);

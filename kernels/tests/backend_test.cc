@@ -91,12 +91,12 @@ class KernelsOnBackend : public ::testing::TestWithParam<DeviceChoice> {
   FourBitWeight quantize_weight(const void* w, DType dtype, int64_t numel, int64_t blocksize,
                                 quant::WeightFormat type) {
     FourBitWeight q;
-    const int64_t blocks = four_bit_block_count(numel, blocksize);
-    q.packed.resize(four_bit_packed_bytes(numel));
+    const int64_t blocks = quant_rules::block_count(numel, blocksize);
+    q.packed.resize(quant_rules::packed_code_bytes(numel));
     q.absmax.resize(blocks);
     cpu::quantize_4bit(w, dtype, numel, blocksize, type, q.packed.data(), q.absmax.data());
     q.codes.resize(blocks);
-    q.nested_absmax.resize(nested_block_count(blocks));
+    q.nested_absmax.resize(quant_rules::nested_block_count(blocks));
     cpu::double_quantize_absmax(q.absmax.data(), blocks, &q.offset, q.codes.data(),
                                 q.nested_absmax.data());
     q.device_packed = upload(q.packed);
@@ -141,8 +141,8 @@ TEST_P(KernelsOnBackend, Quantize4bitMatchesCpuByteForByte) {
                        << " bs " << bs << " numel " << numel);
           const std::vector<uint8_t> input =
               from_floats(tricky_values(numel, static_cast<uint32_t>(numel + bs)), dtype);
-          const int64_t bytes = four_bit_packed_bytes(numel);
-          const int64_t blocks = four_bit_block_count(numel, bs);
+          const int64_t bytes = quant_rules::packed_code_bytes(numel);
+          const int64_t blocks = quant_rules::block_count(numel, bs);
           std::vector<uint8_t> want_packed(bytes);
           std::vector<float> want_absmax(blocks);
           cpu::quantize_4bit(input.data(), dtype, numel, bs, type, want_packed.data(),
@@ -181,7 +181,7 @@ TEST_P(KernelsOnBackend, DoubleQuantizationMatchesCpuByteForByte) {
         to_floats(random_values(DType::kF32, count, 7 + count).data(), DType::kF32, count);
     for (float& a : absmax) a = std::fabs(a) + 0.01f;
     if (count > 300) std::fill(absmax.begin() + 256, absmax.begin() + 300, 0.0f);
-    const int64_t nested = nested_block_count(count);
+    const int64_t nested = quant_rules::nested_block_count(count);
     float want_offset = 0.0f;
     std::vector<uint8_t> want_codes(count);
     std::vector<float> want_nested(nested);
@@ -593,8 +593,8 @@ TEST_P(KernelsOnBackend, FourBitMatmulWithOffsetArraysMatchesCpu) {
   const int64_t n = 300, k = 1024, blocksize = 64;
   const int64_t numel = n * k;
   const auto wsrc = random_values(DType::kF32, numel, 41);
-  std::vector<uint8_t> packed(four_bit_packed_bytes(numel));
-  std::vector<float> absmax(four_bit_block_count(numel, blocksize));
+  std::vector<uint8_t> packed(quant_rules::packed_code_bytes(numel));
+  std::vector<float> absmax(quant_rules::block_count(numel, blocksize));
   cpu::quantize_4bit(wsrc.data(), DType::kF32, numel, blocksize, quant::WeightFormat::kNf4,
                      packed.data(), absmax.data());
   // Device copies `offset` bytes into their buffers (the copy has ended when

@@ -211,7 +211,7 @@ TEST(CpuQuantizeTest, DoubleQuantizedAbsmaxDequantizesClose) {
   std::vector<float> absmax(count);
   for (int64_t i = 0; i < count; ++i) absmax[i] = 0.5f + 0.001f * static_cast<float>(i % 97);
   std::vector<uint8_t> codes(count);
-  std::vector<float> nested(nested_block_count(count)), back(count);
+  std::vector<float> nested(quant_rules::nested_block_count(count)), back(count);
   float offset = 0;
   cpu::double_quantize_absmax(absmax.data(), count, &offset, codes.data(), nested.data());
   cpu::dequantize_absmax(codes.data(), nested.data(), offset, count, back.data());
@@ -271,8 +271,8 @@ TEST(KernelsApiTest, SimStreamRunsTheCpuCounterpartInStreamOrder) {
   stream.synchronize();
   EXPECT_EQ(got, want);
   EXPECT_EQ(got_absmax, want_absmax);
-  EXPECT_EQ(four_bit_packed_bytes(numel), 500);
-  EXPECT_EQ(four_bit_block_count(numel, 64), 16);
+  EXPECT_EQ(quant_rules::packed_code_bytes(numel), 500);
+  EXPECT_EQ(quant_rules::block_count(numel, 64), 16);
 }
 
 TEST(KernelsApiTest, ANullStreamRunsNowOnTheCallingThread) {
