@@ -807,12 +807,32 @@ void TransformerModel::run_layer(size_t i, const LayerWeights& w, const LayerBuf
   attention.v_cache = b.v_cache;
   attention.out = b.attn;
   kernels::attention(attention, s);
-  kernels.linear_add(s, w.projections[3], view(b.attn, q_cols), view(b.tmp, c.hidden_size),
-                     view(h, c.hidden_size));
+  // A tensor-parallel rank other than 0 writes its partial sum alone; the
+  // all-reduce adds rank 0's residual once (set_tensor_parallel).
+  const bool partial = tensor_parallel_.rank != 0;
+  const size_t hidden_floats = static_cast<size_t>(rows * c.hidden_size);
+  if (partial) {
+    kernels.linear(s, w.projections[3], view(b.attn, q_cols), view(h, c.hidden_size), false);
+  } else {
+    kernels.linear_add(s, w.projections[3], view(b.attn, q_cols), view(b.tmp, c.hidden_size),
+                       view(h, c.hidden_size));
+  }
+  if (tensor_parallel()) tensor_parallel_.all_reduce_sum(s, h, hidden_floats);
   kernels::rms_norm({rows, c.hidden_size, h, w.post_norm, l.post_norm_dtype, eps, b.x}, s);
   if (l.sparse) return;  // the experts read b.x (run_moe_block)
   run_swiglu(&w.projections[4], c.intermediate_size, b.x, h, b, rows, kernels, s,
-             /*accumulate=*/true);
+             /*accumulate=*/!partial);
+  if (tensor_parallel()) tensor_parallel_.all_reduce_sum(s, h, hidden_floats);
+}
+
+void TransformerModel::set_tensor_parallel(TensorParallelRole role) {
+  STOWAGE_EXPECTS(!role.all_reduce_sum || !has_sparse_layers(), InvalidInputError,
+                  "{}: tensor parallelism splits dense layers only, and this model has "
+                  "mixture-of-experts layers",
+                  spec_.config.source);
+  STOWAGE_EXPECTS(role.rank >= 0 && (role.rank == 0 || role.all_reduce_sum), InvalidInputError,
+                  "tensor parallelism: rank {} needs an all-reduce", role.rank);
+  tensor_parallel_ = std::move(role);
 }
 
 TransformerModel::LayerBuffers TransformerModel::mlp_buffers(TransformerState& st, bool host) {
@@ -895,6 +915,10 @@ void TransformerModel::build_layer(size_t i) {
       if (!st.device_kv_cache(i)) copy_kv_cache_to_host(st, i, s);
       return;
     }
+    STOWAGE_EXPECTS(!tensor_parallel(), InvalidInputError,
+                    "{}: a tensor-parallel rank computes its layers on its accelerator; this "
+                    "one is set to compute on the host",
+                    l.module);
     // The weights stay where they are (host RAM or the disk mapping): the
     // layer runs on the host, between a copy of the hidden state down and
     // one back up, in the compute stream's order.

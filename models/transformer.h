@@ -342,6 +342,24 @@ class TransformerModel {
   // decode steps) then attends over every cached position.
   void copy_kv_cache_to_host(TransformerState& state, size_t layer, StreamRef stream);
 
+  // Tensor parallelism (parallel/tensor_parallel_runner.h): this model is
+  // rank `rank` of a group, its spec holding the rank's share of the heads
+  // and MLP columns, so o_proj and down_proj give partial sums.
+  // `all_reduce_sum(stream, h, floats)` enqueues on `stream` an in-place sum
+  // over the ranks of the [rows, hidden] hidden state; each layer calls it
+  // after o_proj and after down_proj. Rank 0 adds its partial sums to the
+  // residual; the others write theirs alone (and hold zero biases), so the
+  // sum adds the residual and the biases once. Throws InvalidInputError for a
+  // model with sparse layers. A layer set to compute on the host fails its
+  // forward (it has no stream to reduce on). REQUIRES: no step in flight;
+  // every rank runs the same steps.
+  struct TensorParallelRole {
+    int rank = 0;
+    std::function<void(StreamRef, float*, size_t)> all_reduce_sum;
+  };
+  void set_tensor_parallel(TensorParallelRole role);
+  bool tensor_parallel() const { return static_cast<bool>(tensor_parallel_.all_reduce_sum); }
+
   // Threads of the host-compute kernels that layers computed on the host run
   // on (0: models::default_host_compute_threads()). REQUIRES: no step in
   // flight.
@@ -436,6 +454,7 @@ class TransformerModel {
   std::optional<ExpertSplitCosts> expert_split_;
   uint64_t host_expert_bytes_ = 0;
   std::function<std::vector<int32_t>(size_t layer)> forced_routing_;
+  TensorParallelRole tensor_parallel_;  // all_reduce_sum empty: a whole model
   hooks::Module* norm_ = nullptr;
   hooks::Module* head_ = nullptr;
   TensorView device_table_;

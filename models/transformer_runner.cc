@@ -111,7 +111,11 @@ std::string model_checkpoint_path(const std::string& folder) {
 
 TransformerSpec describe_model_folder(const std::string& folder,
                                       const mmap_store::Checkpoint& checkpoint) {
-  const TransformerConfig config = read_transformer_config(folder);
+  return describe_model_checkpoint(read_transformer_config(folder), checkpoint);
+}
+
+TransformerSpec describe_model_checkpoint(const TransformerConfig& config,
+                                          const mmap_store::Checkpoint& checkpoint) {
   check_quantized_weights(checkpoint);
   auto read_bytes = [&checkpoint](const std::string& name) {
     Tensor t = checkpoint.tensor(name);
@@ -140,6 +144,18 @@ bool transformer_quantizes(const mmap_store::TensorInfo& info) {
 TransformerRunner::TransformerRunner(OffloadManager& manager, const std::string& folder,
                                      LinearKernels& kernels, LoadOptions load,
                                      const TransformerRunShape& shape)
+    : TransformerRunner(manager, mmap_store::open_checkpoint(model_checkpoint_path(folder)),
+                        [&] {
+                          TransformerConfig config = read_transformer_config(folder);
+                          config.source = folder;
+                          return config;
+                        }(),
+                        kernels, std::move(load), shape) {}
+
+TransformerRunner::TransformerRunner(OffloadManager& manager,
+                                     std::unique_ptr<mmap_store::Checkpoint> checkpoint,
+                                     const TransformerConfig& config, LinearKernels& kernels,
+                                     LoadOptions load, const TransformerRunShape& shape)
     : manager_(manager),
       accelerator_([&]() -> Tier {
         const int acc = manager.options().compute_accelerator;
@@ -151,9 +167,9 @@ TransformerRunner::TransformerRunner(OffloadManager& manager, const std::string&
           manager.platform().accelerator(manager.options().compute_accelerator).create_stream()),
       shape_(shape),
       module_prefix_(load.module_prefix) {
-  checkpoint_ = mmap_store::open_checkpoint(model_checkpoint_path(folder));
-  TransformerSpec spec = describe_model_folder(folder, *checkpoint_);
-  spec.config.source = folder;
+  checkpoint_ = std::move(checkpoint);
+  TransformerSpec spec = describe_model_checkpoint(config, *checkpoint_);
+  const std::string& folder = config.source;
   check_context_supported(spec.config, shape.max_context);
 
   // Only the compute accelerator holds layers (they run there, in order).

@@ -47,6 +47,11 @@ std::string model_checkpoint_path(const std::string& folder);
 TransformerSpec describe_model_folder(const std::string& folder,
                                       const mmap_store::Checkpoint& checkpoint);
 
+// Describes `checkpoint` as a model of `config` (describe_model_folder
+// without reading a folder: e.g. one tensor-parallel rank's part).
+TransformerSpec describe_model_checkpoint(const TransformerConfig& config,
+                                          const mmap_store::Checkpoint& checkpoint);
+
 // Which checkpoint tensors quantize-on-load selects: the 2-D weights of the
 // decoder layers' projections.
 bool transformer_quantizes(const mmap_store::TensorInfo& info);
@@ -109,6 +114,12 @@ class TransformerRunner {
   // accelerator.
   TransformerRunner(OffloadManager& manager, const std::string& folder, LinearKernels& kernels,
                     LoadOptions load, const TransformerRunShape& shape);
+  // The same for `checkpoint`, a model of `config` (config.source names it
+  // in messages): e.g. one tensor-parallel rank's part of a folder
+  // (parallel/tensor_shard.h).
+  TransformerRunner(OffloadManager& manager, std::unique_ptr<mmap_store::Checkpoint> checkpoint,
+                    const TransformerConfig& config, LinearKernels& kernels, LoadOptions load,
+                    const TransformerRunShape& shape);
   ~TransformerRunner();
 
   const TransformerSpec& spec() const { return model_->spec(); }
