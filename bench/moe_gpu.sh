@@ -11,7 +11,9 @@
 #   bash bench/moe_gpu.sh a           # (a) every routed expert streamed, no cache
 #   bash bench/moe_gpu.sh b           # (b) expert cache (automatic size) + predicted prefetch
 #   bash bench/moe_gpu.sh c           # (c) experts computed on the host where they are
-#   bash bench/moe_gpu.sh d           # (d) automatic: cache vs host, measured
+#   bash bench/moe_gpu.sh d           # (d) automatic: cache, host or split, measured
+#   bash bench/moe_gpu.sh s           # the split alone: the cache's experts on the accelerator,
+#                                     #   each absent one copied or computed on the host
 #   bash bench/moe_gpu.sh e-build     # ~4 min: llama.cpp built with CUDA (needs gpu_llamacpp/,
 #                                     #   tools/pack_llamacpp.sh, carried), then the Q4_0 GGUF of
 #                                     #   the same shape written directly (torch + transformers
@@ -50,6 +52,7 @@ declare -A CONFIG=(
   [b]="--cpu-moe $layers --expert-cache auto"
   [c]="--cpu-moe $layers --expert-compute host"
   [d]="--cpu-moe $layers --expert-cache auto --expert-compute auto"
+  [s]="--cpu-moe $layers --expert-cache auto --expert-compute split"
 )
 
 run() {  # config letter
@@ -81,7 +84,7 @@ case "${1:-}" in
     time python3 tools/make_synthetic_model.py --shape "$SHAPE" --dtype nf4-dq "$MODEL"
     du -sh "$MODEL"; df -h /tmp | tail -1
     ;;
-  a|b|c|d) run "$1" ;;
+  a|b|c|d|s) run "$1" ;;
   e-build)
     time "$PY" bench/compare_llamacpp.py build --work "$WORK" 2>&1 | tail -5
     rm -f "$GGUF"
@@ -103,7 +106,7 @@ import json, pathlib, sys
 out, traces = pathlib.Path(sys.argv[1]), sys.argv[2:]
 for trace in traces:
     best, rates = {}, {}
-    for letter in "abcd":
+    for letter in "abcds":
         path = out / f"{letter}_{trace.replace(':', '')}.json"
         if not path.exists():
             continue
