@@ -19,13 +19,17 @@ OffloadHook::OffloadHook(OffloadManager& manager, HookRegistry& registry,
     auto a = std::make_unique<Attached>();
     a->module = m;
     a->name = prefix_ + m->path();
+    a->handle = manager_.module_handle(a->name);
     attached_.emplace(m, std::move(a));
   }
   for (Module* m : modules) {
+    Attached* a = attached_.at(m).get();
     handles_.push_back(registry_.add_pre_forward(
-        *m, [this](ForwardContext& ctx) { pre_forward(ctx); }, HookRegistry::kOffloadPreOrder));
+        *m, [this, a](ForwardContext& ctx) { pre_forward(*a, ctx); },
+        HookRegistry::kOffloadPreOrder));
     handles_.push_back(registry_.add_post_forward(
-        *m, [this](ForwardContext& ctx) { post_forward(ctx); }, HookRegistry::kOffloadPostOrder));
+        *m, [this, a](ForwardContext& ctx) { post_forward(*a, ctx); },
+        HookRegistry::kOffloadPostOrder));
   }
 }
 
@@ -76,8 +80,7 @@ std::vector<std::string> OffloadHook::execution_order() const {
   return order_;
 }
 
-void OffloadHook::pre_forward(ForwardContext& ctx) {
-  Attached& a = *attached_.at(&ctx.module());
+void OffloadHook::pre_forward(Attached& a, ForwardContext& ctx) {
   if (!order_known_.load(std::memory_order_acquire)) {
     std::lock_guard<std::mutex> lock(order_mutex_);
     if (!order_known_.load()) {
@@ -88,7 +91,7 @@ void OffloadHook::pre_forward(ForwardContext& ctx) {
       }
     }
   }
-  ModuleForward fwd = manager_.begin_forward(a.name, ctx.stream());
+  ModuleForward fwd = manager_.begin_forward(a.handle, ctx.stream());
   a.in_forward.store(true);
   if (ctx.stream().is_null()) ctx.set_stream(fwd.compute_stream);
   // Map record names to the module's tensor indices once; the manager gives
@@ -110,11 +113,10 @@ void OffloadHook::pre_forward(ForwardContext& ctx) {
   }
 }
 
-void OffloadHook::post_forward(ForwardContext& ctx) {
-  Attached& a = *attached_.at(&ctx.module());
+void OffloadHook::post_forward(Attached& a, ForwardContext& ctx) {
   // After a failed pre hook the module may never have begun its forward.
   if (!a.in_forward.exchange(false)) return;
-  manager_.end_forward(a.name, ctx.stream());
+  manager_.end_forward(a.handle, ctx.stream());
 }
 
 }  // namespace stowage::hooks

@@ -70,15 +70,16 @@ class OffloadHook {
  private:
   struct Attached {
     Module* module = nullptr;
-    std::string name;  // the manager's name: prefix + path
+    std::string name;     // the manager's name: prefix + path
+    ModuleHandle handle;  // resolved once: forwards do no lookup by name
     // Record name -> the module's tensor index (-1: the module does not
     // declare it), cached from the first begin_forward in record order.
     std::vector<std::string> names;
     std::vector<int> indices;
     std::atomic<bool> in_forward{false};
   };
-  void pre_forward(ForwardContext& ctx);
-  void post_forward(ForwardContext& ctx);
+  void pre_forward(Attached& a, ForwardContext& ctx);
+  void post_forward(Attached& a, ForwardContext& ctx);
   void declare_locked(std::vector<std::string> order);
 
   OffloadManager& manager_;

@@ -4,6 +4,13 @@
 // on a copy stream. Written against core's StreamRef / Event / MemoryResource
 // only, so it runs unchanged on the sim and CUDA backends.
 //
+// A facade over three parts, one responsibility each, behind one mutex:
+// TierMemory (tier_memory.h: budgeted, counted memory per tier, usage,
+// counters), Placement (placement.h: placing records, moving modules, host
+// reads) and FetchScheduler (fetch_scheduler.h: streams, slot pools, fetches
+// and prefetches, the working-memory guard, stalls, tracing, capture), whose
+// slots' state the SlotPool (slot_pool.h) owns.
+//
 // Invariants (DESIGN.md's seed lessons):
 //  - a move is a byte copy of every record of the module, quant-state parts
 //    included; nothing is ever re-quantized (lessons 1, 2);
@@ -46,9 +53,7 @@
 #pragma once
 
 #include <cstdint>
-#include <map>
 #include <memory>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -56,102 +61,12 @@
 #include "core/platform.h"
 #include "core/stream.h"
 #include "core/tensor.h"
-#include "offload/disk_io.h"
-#include "offload/planner.h"
+#include "offload/fetch_scheduler.h"
+#include "offload/offload_options.h"
 #include "offload/residency_table.h"
-#include "offload/trace.h"
+#include "offload/tier_memory.h"
 
 namespace stowage {
-
-struct OffloadOptions {
-  int prefetch_depth = 1;
-  // Byte budgets per tier (accelerators, Tier::pinned_host(),
-  // Tier::pageable_host()); a tier absent here is limited only by its memory.
-  std::map<Tier, uint64_t> budgets;
-  // Upstream memory for a tier instead of the platform's (a test seam, e.g. a
-  // FaultInjectionAdaptor over accelerator(0).memory()). Must outlive the
-  // manager. The manager wraps it in its budget and statistics adaptors.
-  std::map<Tier, MemoryResource*> memory_overrides;
-  // The accelerator that runs streamed modules (those homed off the
-  // accelerators) unless set_execution_accelerator says otherwise, as
-  // accelerate runs offloaded modules on its main device;
-  // accelerator-resident modules run on their own.
-  int compute_accelerator = 0;
-  // When the last module of an execution order begins, prefetch the first
-  // ones again (the next forward of the model).
-  bool wrap_around = true;
-  // Allocate each slot at its first use instead of all in dispatch().
-  bool lazy_slots = false;
-  // Bytes of an accelerator's budget the fetch slots leave to the forwards'
-  // working memory (activations, kernel scratch), as the plan kept them
-  // (PlanRequest::working_reserve): a slot that would cut into what is not
-  // yet used of it is not allocated, so under a budget tighter than the plan
-  // prefetching shrinks (fetches fall back to synchronous) instead of a
-  // kernel running out of memory. Working memory in use is the tier's bytes
-  // in use less resident records and slots.
-  std::map<Tier, uint64_t> working_reserve;
-  // Needed to place or move anything on Tier::disk(); nullptr: no disk tier.
-  std::shared_ptr<DiskStore> disk_store;
-  // Pinned staging buffer for disk reads (allocated by dispatch() from the
-  // pinned tier's budget when a streamed module has bytes on disk); large
-  // records are staged in chunks of this size.
-  uint64_t disk_staging_bytes = kDefaultDiskStagingBytes;
-  // Disk -> pinned staging; nullptr: make_disk_stager(disk_stager_kind).
-  std::shared_ptr<DiskStager> disk_stager;
-  // The memcpy from the mapping (with madvise readahead) by default: on the
-  // H100 host's disk it streamed cold at 1.50 GiB/s against 1.21 GiB/s for
-  // the file reads (bench/offload_fetch_bench --device cuda --module-mib 64
-  // --modules 16 --disk-stagers memcpy,file_read --cold 1, same run), though
-  // on the 2-core build host (sim, 16 x 16 MiB) the file reads were
-  // 1.13-1.30x faster cold. kFileRead: mmap_store's FileHandle preads,
-  // falling back to the memcpy for tensors with no file.
-  DiskStagerKind disk_stager_kind = DiskStagerKind::kMemcpy;
-  // Records copy, compute and stall spans when set. Must outlive the manager.
-  TraceRecorder* trace = nullptr;
-};
-
-struct OffloadCounters {
-  uint64_t bytes_h2d = 0;        // host (pinned, pageable, staged disk) -> accelerator
-  uint64_t bytes_d2h = 0;        // accelerator -> host or disk
-  uint64_t bytes_d2d = 0;        // accelerator i -> accelerator j
-  uint64_t bytes_disk_read = 0;  // read from the disk tier
-  uint64_t bytes_disk_written = 0;
-  uint64_t fetches = 0;  // module fetches into a slot
-  // Each streamed forward records an event on the compute stream just before
-  // it waits for the module's fetch; comparing it with the fetch's completion
-  // event (Event::elapsed_ms, resolved later without blocking) says whether
-  // the copy was complete when compute needed it (a hit) or how long compute
-  // waited (a miss, adding to stall_ms). On sim an event's time is the host
-  // timestamp its stream's worker took; on CUDA, the GPU's.
-  uint64_t prefetch_hits = 0;
-  uint64_t prefetch_misses = 0;
-  double stall_ms = 0;  // resolved so far; synchronize() resolves all
-  // Fetches issued at begin_forward because the module was not prefetched
-  // (no free slot, or not in a declared order): compute waits for all of it.
-  uint64_t sync_fallbacks = 0;
-  uint64_t slot_allocation_failures = 0;  // slots the pools could not allocate
-};
-
-// The counters accumulated between two readings (`now` taken after `then`).
-OffloadCounters counters_since(const OffloadCounters& now, const OffloadCounters& then);
-
-struct TierUsage {
-  uint64_t bytes_in_use = 0;
-  uint64_t peak_bytes = 0;
-  std::optional<uint64_t> budget;
-};
-
-// The tensors of a module for one forward. Views stay valid until
-// end_forward of the module.
-struct ModuleForward {
-  std::string module;
-  Tier accelerator = Tier::pinned_host();                   // where the views live
-  StreamRef compute_stream;                                 // enqueue the forward here
-  bool streamed = false;                                    // views are in a fetch slot
-  std::vector<std::pair<std::string, TensorView>> tensors;  // record name -> view
-  // nullptr when the module has no tensor of that name.
-  const TensorView* find(const std::string& name) const;
-};
 
 class OffloadManager {
  public:
@@ -241,6 +156,13 @@ class OffloadManager {
   // stream of the module's accelerator (same accelerator).
   ModuleForward begin_forward(const std::string& module, StreamRef compute = {});
   void end_forward(const std::string& module, StreamRef compute = {});
+  // The same through a handle resolved once (module_handle), so a caller
+  // running many forwards (the offload hook) does no lookup by name per
+  // forward. module_handle throws InvalidInputError for a module with no
+  // records; a handle stays valid for the manager's life (moves included).
+  ModuleHandle module_handle(const std::string& module);
+  ModuleForward begin_forward(ModuleHandle module, StreamRef compute = {});
+  void end_forward(ModuleHandle module, StreamRef compute = {});
 
   // --- Graph capture (core/stream_graph.h). A captured step replays the
   // same copies into the same slots at every launch, so its capture starts

@@ -31,7 +31,6 @@ namespace stowage {
 // elapsed(reached, done) <= 0 means the copy was complete when compute needed
 // it (a prefetch hit); otherwise that time is a stall.
 struct FetchTicket {
-  std::string module;
   Event done;
   Event reached;
   bool reached_recorded = false;
@@ -41,7 +40,9 @@ struct Slot {
   enum class State { kFree, kFetched, kInUse };
   Buffer memory;
   State state = State::kFree;
-  std::string module;  // the module whose bytes it holds (kFetched, kInUse)
+  // The module whose bytes it holds (kFetched, kInUse): its id in the
+  // manager (ModuleHandle::id), -1 when free.
+  int module = -1;
   std::shared_ptr<FetchTicket> ticket;
   // Recorded on the compute stream when the slot's last forward ended.
   Event released;
@@ -49,6 +50,10 @@ struct Slot {
   std::thread::id owner;  // the thread whose forward uses it (kInUse)
   std::vector<std::pair<std::string, TensorView>> views;
   uint64_t fetch_serial = 0;  // order of fetches, for picking a slot to steal
+
+  // Frees the slot: no module, views or ticket. Whatever ordered its reuse
+  // (`released`) is kept.
+  void clear();
 };
 
 class SlotPool {
@@ -64,6 +69,8 @@ class SlotPool {
            GrowthCheck check = {});
   SlotPool(const SlotPool&) = delete;
   SlotPool& operator=(const SlotPool&) = delete;
+  // Waits for the last fetch into and the last forward from each slot.
+  ~SlotPool();
 
   // Allocates slots up to the target, stopping at the first failure (an
   // out-of-memory or out-of-budget error), after which the pool keeps the
@@ -81,10 +88,23 @@ class SlotPool {
   // The message of the allocation failure, empty if none.
   const std::string& failure() const { return failure_; }
 
-  // Index of a slot holding `module` (kFetched or kInUse), or -1.
-  int find(const std::string& module) const;
+  // Index of a slot holding module id `module` (kFetched or kInUse), or -1.
+  int find(int module) const;
   // Index of a free slot (allocating one when allowed), or -1.
   int acquire_free(bool allow_grow);
+  // Frees the slot prefetched (kFetched, not in a forward) for `module`, if
+  // any, once its copies have finished.
+  void drop_prefetch(int module);
+  // Frees the prefetched slot fetched last (furthest ahead) and returns its
+  // index, or -1 when no slot is kFetched.
+  int steal_newest_prefetch();
+  // Frees every slot, with nothing ordering its reuse (a graph capture
+  // starts from this state).
+  void empty();
+  // Marks every slot reusable only after the work queued on `compute` so far.
+  void release_all_after(StreamRef compute);
+  // True when some slot is not used by a forward on thread `me`.
+  bool has_slot_not_owned_by(std::thread::id me) const;
   // Bytes of the slots allocated so far.
   uint64_t bytes() const { return slot_bytes_ * slots_.size(); }
 

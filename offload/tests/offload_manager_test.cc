@@ -500,6 +500,37 @@ TEST_P(OffloadManagerTest, MovingAPrefetchedModuleDropsItsSlotCopy) {
   manager.end_forward("layers.2");
 }
 
+TEST_P(OffloadManagerTest, AModuleHandleResolvedOnceFollowsItsModuleThroughMovesAndPlacements) {
+  // The offload hook resolves a handle when it attaches and runs every
+  // forward through it: the handle must see later moves and new records.
+  const Model m = make_model(*platform_, "layers", 3, 4000);
+  OffloadManager manager(*platform_, OffloadOptions{});
+  place_model(manager, m, all_on(m, Tier::pinned_host()));
+  EXPECT_THROW(manager.module_handle("layers.9"), InvalidInputError) << "no records";
+  const ModuleHandle h = manager.module_handle("layers.1");
+  EXPECT_EQ(manager.module_handle("layers.1").id, h.id) << "one handle per module";
+  ModuleForward fwd = manager.begin_forward(h);
+  EXPECT_EQ(fwd.module, "layers.1");
+  EXPECT_TRUE(fwd.streamed);
+  EXPECT_THROW(manager.begin_forward(h), InvalidInputError) << "already in a forward";
+  manager.end_forward(h);
+  EXPECT_THROW(manager.end_forward(h), InvalidInputError) << "no forward to end";
+  manager.move_module("layers.1", acc());
+  fwd = manager.begin_forward(h);
+  EXPECT_FALSE(fwd.streamed) << "resident after the move";
+  ASSERT_NE(fwd.find("weight"), nullptr);
+  EXPECT_EQ(fwd.find("weight")->data(),
+            manager.table().copy_on(*manager.table().find("layers.1", "weight"), acc()).data());
+  manager.end_forward(h);
+  const Tensor extra = host_tensor(*platform_, DType::kF32, Shape{8}, 77);
+  manager.place("layers.1", "scale", TensorRole::kWeight, extra, acc());
+  fwd = manager.begin_forward(h);
+  EXPECT_NE(fwd.find("scale"), nullptr) << "a record placed later is in the next forward";
+  manager.end_forward(h);
+  EXPECT_THROW(manager.begin_forward(ModuleHandle{}), InvalidInputError);
+  EXPECT_THROW(manager.begin_forward(ModuleHandle{1000}), InvalidInputError);
+}
+
 TEST_P(OffloadManagerTest, TwoThreadsStreamTheirOwnModulesThroughOneManager) {
   const Model a = make_model(*platform_, "a", 4, 6000, 1);
   const Model b = make_model(*platform_, "b", 4, 6000, 2);

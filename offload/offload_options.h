@@ -1,0 +1,66 @@
+// How an OffloadManager is set up: prefetch depth, budgets, where streamed
+// modules run, slot allocation, the working-memory reserve, the disk tier and
+// tracing. Read by the manager's parts (tier_memory, placement,
+// fetch_scheduler); see offload_manager.h for the whole.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+
+#include "core/memory_resource.h"
+#include "core/platform.h"
+#include "offload/disk_io.h"
+#include "offload/planner.h"
+#include "offload/trace.h"
+
+namespace stowage {
+
+struct OffloadOptions {
+  int prefetch_depth = 1;
+  // Byte budgets per tier (accelerators, Tier::pinned_host(),
+  // Tier::pageable_host()); a tier absent here is limited only by its memory.
+  std::map<Tier, uint64_t> budgets;
+  // Upstream memory for a tier instead of the platform's (a test seam, e.g. a
+  // FaultInjectionAdaptor over accelerator(0).memory()). Must outlive the
+  // manager. The manager wraps it in its budget and statistics adaptors.
+  std::map<Tier, MemoryResource*> memory_overrides;
+  // The accelerator that runs streamed modules (those homed off the
+  // accelerators) unless set_execution_accelerator says otherwise, as
+  // accelerate runs offloaded modules on its main device;
+  // accelerator-resident modules run on their own.
+  int compute_accelerator = 0;
+  // When the last module of an execution order begins, prefetch the first
+  // ones again (the next forward of the model).
+  bool wrap_around = true;
+  // Allocate each slot at its first use instead of all in dispatch().
+  bool lazy_slots = false;
+  // Bytes of an accelerator's budget the fetch slots leave to the forwards'
+  // working memory (activations, kernel scratch), as the plan kept them
+  // (PlanRequest::working_reserve): a slot that would cut into what is not
+  // yet used of it is not allocated, so under a budget tighter than the plan
+  // prefetching shrinks (fetches fall back to synchronous) instead of a
+  // kernel running out of memory. Working memory in use is the tier's bytes
+  // in use less resident records and slots.
+  std::map<Tier, uint64_t> working_reserve;
+  // Needed to place or move anything on Tier::disk(); nullptr: no disk tier.
+  std::shared_ptr<DiskStore> disk_store;
+  // Pinned staging buffer for disk reads (allocated by dispatch() from the
+  // pinned tier's budget when a streamed module has bytes on disk); large
+  // records are staged in chunks of this size.
+  uint64_t disk_staging_bytes = kDefaultDiskStagingBytes;
+  // Disk -> pinned staging; nullptr: make_disk_stager(disk_stager_kind).
+  std::shared_ptr<DiskStager> disk_stager;
+  // The memcpy from the mapping (with madvise readahead) by default: on the
+  // H100 host's disk it streamed cold at 1.50 GiB/s against 1.21 GiB/s for
+  // the file reads (bench/offload_fetch_bench --device cuda --module-mib 64
+  // --modules 16 --disk-stagers memcpy,file_read --cold 1, same run), though
+  // on the 2-core build host (sim, 16 x 16 MiB) the file reads were
+  // 1.13-1.30x faster cold. kFileRead: mmap_store's FileHandle preads,
+  // falling back to the memcpy for tensors with no file.
+  DiskStagerKind disk_stager_kind = DiskStagerKind::kMemcpy;
+  // Records copy, compute and stall spans when set. Must outlive the manager.
+  TraceRecorder* trace = nullptr;
+};
+
+}  // namespace stowage
