@@ -111,20 +111,18 @@ void check_arguments(const HostLinearArgs& a) {
   }
 }
 
-detail::GemvJob make_job(const HostLinearArgs& args) {
+detail::GemvJob make_job(const HostLinearArgs& args, const float* dynamic_map) {
   detail::GemvJob job;
   job.args = args;
   const HostWeight& w = args.weight;
+  if (!is_four_bit(w.format)) return job;
   const auto type =
       w.format == HostWeightFormat::kFp4 ? quant::WeightFormat::kFp4 : quant::WeightFormat::kNf4;
   for (int q = 0; q < 16; ++q) {
     job.code[q] =
         w.quant_map != nullptr ? w.quant_map[q] : quant_rules::four_bit_code_value(type, q);
   }
-  for (int q = 0; q < 256; ++q) {
-    job.nested_code[q] =
-        w.nested_quant_map != nullptr ? w.nested_quant_map[q] : quant_rules::dynamic_map_value(q);
-  }
+  job.nested_code = w.nested_quant_map != nullptr ? w.nested_quant_map : dynamic_map;
   return job;
 }
 
@@ -148,6 +146,7 @@ HostGemv::HostGemv(int threads, std::optional<HostIsa> isa) : isa_(isa.value_or(
   STOWAGE_EXPECTS(static_cast<int>(isa_) <= static_cast<int>(best_host_isa()), InvalidInputError,
                   "{}: expected an instruction set this CPU runs (at most {}), found {}", kWhere,
                   host_isa_name(best_host_isa()), host_isa_name(isa_));
+  for (int q = 0; q < 256; ++q) dynamic_map_[q] = quant_rules::dynamic_map_value(q);
   team_ = std::make_unique<WorkerTeam>(threads);
 }
 
@@ -170,7 +169,7 @@ void HostGemv::linear(const HostLinearArgs& args) {
     }
     return;
   }
-  const detail::GemvJob job = make_job(args);
+  const detail::GemvJob job = make_job(args, dynamic_map_.data());
   const RowKernel kernel = row_kernel(isa_);
   // Contiguous shares of the rows: each thread streams one run of W.
   const int64_t members = std::min<int64_t>(team_->size(), args.n);

@@ -2,16 +2,19 @@
 // y[m, n] = x[m, k] @ W^T + bias (then ReLU if asked) for float32 activations and a weight in host
 // memory stored as bfloat16, float16, LLM.int8 row-wise, or bitsandbytes
 // NF4/FP4 (FORMATS.md). Built for small batches (m = 1..8, the decode step),
-// where the layer is bound by reading W: each weight byte is read once, in
-// order, by a persistent team of threads that split the output rows; any m
-// is correct (larger m re-reads each weight row from the core's cache, not
-// from memory).
+// where the layer is bound by reading W: each weight byte is read from memory
+// once, in order, by a persistent team of threads that split the output rows
+// in contiguous shares, and decoded once for up to 4 batch rows (AVX-512; 2 on
+// AVX2); any m is correct (more rows re-decode each weight segment from the
+// core's cache, not from memory).
 //
-// Numerics: each weight element is dequantized exactly as
-// models/linear_host.cc does (16-bit: exact widening; int8: cb * (scb /
-// 127); 4-bit: code[q] * absmax, absmax of double quantization as
-// nested_code[c] * nested_absmax + offset) and multiplied into float32
-// accumulators; y = sum + bias. Each output is summed by one thread in an
+// Numerics: each weight element is dequantized as models/linear_host.cc does
+// (16-bit: exact widening; int8: cb * (scb / 127); 4-bit: code[q] * absmax,
+// absmax of double quantization as nested_code[c] * nested_absmax + offset)
+// and multiplied into float32 accumulators; y = sum + bias. Where k is a
+// whole number of 4-vector groups (64 on AVX-512, 32 on AVX2) int8 codes are
+// summed unscaled and each sum multiplied by scb / 127 once, a rounding
+// apart from scaling each element. Each output is summed by one thread in an
 // order fixed by k and the instruction set alone, so a call gives the same
 // bits every time, for any thread count and any m (row i of a batch equals
 // the same row computed alone). Different instruction sets (AVX-512, AVX2,
@@ -21,6 +24,7 @@
 // Figures: bench/results/host-*/host_gemv.txt.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -109,6 +113,9 @@ class HostGemv {
 
  private:
   HostIsa isa_;
+  // The signed dynamic map, the default nested code table, built once here:
+  // building it per call cost microseconds, as much as a small layer.
+  std::array<float, 256> dynamic_map_;
   std::unique_ptr<WorkerTeam> team_;
 };
 

@@ -9,7 +9,10 @@
 #endif
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "core/dtype.h"
@@ -25,6 +28,8 @@ struct Ops {
   static constexpr int V = 1;
   static constexpr int kRowsAtOnce = 4;
   static constexpr int kFourBitGroup = 2;
+  // The reference: every format through the segment buffer (no fused path).
+  static constexpr bool kFused = false;
   static Vec load(const float* p) { return *p; }
   static Vec load_partial(const float*, int) { return 0.0f; }  // never: V == 1
   static void store(float* p, Vec v) { *p = v; }
@@ -73,6 +78,7 @@ struct Ops {
   // 2 x 4 accumulators, 4 weight vectors and the activations fill 16 ymm.
   static constexpr int kRowsAtOnce = 2;
   static constexpr int kFourBitGroup = 16;
+  static constexpr bool kFused = true;
   static Vec load(const float* p) { return _mm256_loadu_ps(p); }
   static Vec load_partial(const float* p, int count) {
     const __m256i mask =
@@ -138,6 +144,54 @@ struct Ops {
     _mm256_storeu_ps(out, _mm256_permute2f128_ps(a, c, 0x20));
     _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(a, c, 0x31));
   }
+  // The fused path's decoders (gemv_body.inc).
+  static Vec bf16_vector(const uint16_t* src) {
+    const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+  }
+  static Vec f16_vector(const uint16_t* src) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
+  }
+  static Vec int8_vector(const int8_t* src) {
+    return _mm256_cvtepi32_ps(
+        _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src))));
+  }
+  // out[b] = table[codes[b]] * nested + offset for b < count (double
+  // quantization's absmax, as quant_rules::dequantize_nested_absmax).
+  static void nested_absmax(const uint8_t* codes, int64_t count, const float* table, float nested,
+                            float offset, float* out) {
+    int64_t b = 0;
+    for (; b + V <= count; b += V) {
+      const __m256i index =
+          _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + b)));
+      _mm256_storeu_ps(out + b, _mm256_fmadd_ps(_mm256_i32gather_ps(table, index, 4),
+                                                _mm256_set1_ps(nested), _mm256_set1_ps(offset)));
+    }
+    for (; b < count; ++b) out[b] = std::fma(table[codes[b]], nested, offset);
+  }
+  // 4 V = 32 elements from 16 bytes: a 16-bit word per lane, elements
+  // 4 l .. 4 l + 3 as nibbles at bits 4, 0, 12, 8; nibble_vector<j> gives
+  // element 4 l + j in lane l. vpermps reads an index's bits 0-2; the
+  // nibble's bit 3, shifted to the sign, picks the table half.
+  // out[j V + l] = in[4 l + j] for one group of 4 V floats: x in the 4-bit
+  // decoder's order.
+  static void nibble_order(const float* in, float* out) {
+    const __m256i index = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+    for (int j = 0; j < 4; ++j)
+      _mm256_storeu_ps(out + j * V, _mm256_i32gather_ps(in + j, index, 4));
+  }
+  using Nibbles = __m256i;
+  static Nibbles load_nibbles(const uint8_t* bytes) {
+    return _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes)));
+  }
+  template <int J>
+  static Vec nibble_vector(Nibbles v, const Lut& lut) {
+    constexpr int kShift = J == 0 ? 4 : J == 1 ? 0 : J == 2 ? 12 : 8;
+    const __m256i index = kShift == 0 ? v : _mm256_srli_epi32(v, kShift);
+    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lut.low, index),
+                            _mm256_permutevar8x32_ps(lut.high, index),
+                            _mm256_castsi256_ps(_mm256_slli_epi32(v, 28 - kShift)));
+  }
 };
 
 #include "hostcompute/detail/gemv_body.inc"
@@ -170,6 +224,7 @@ struct Ops {
   // 4 x 4 accumulators, 4 weight vectors and the activations: 24 of 32 zmm.
   static constexpr int kRowsAtOnce = 4;
   static constexpr int kFourBitGroup = 32;
+  static constexpr bool kFused = true;
   static Vec load(const float* p) { return _mm512_loadu_ps(p); }
   static Vec load_partial(const float* p, int count) {
     return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << count) - 1), p);
@@ -227,6 +282,58 @@ struct Ops {
         _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     _mm512_storeu_ps(out, _mm512_permutex2var_ps(first, low, second));
     _mm512_storeu_ps(out + 16, _mm512_permutex2var_ps(first, high, second));
+  }
+  // The fused path's decoders (gemv_body.inc).
+  static Vec bf16_vector(const uint16_t* src) {
+    const __m512i v =
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src)));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+  }
+  static Vec f16_vector(const uint16_t* src) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src)));
+  }
+  static Vec int8_vector(const int8_t* src) {
+    return _mm512_cvtepi32_ps(
+        _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src))));
+  }
+  // out[b] = table[codes[b]] * nested + offset for b < count (double
+  // quantization's absmax, as quant_rules::dequantize_nested_absmax).
+  static void nested_absmax(const uint8_t* codes, int64_t count, const float* table, float nested,
+                            float offset, float* out) {
+    int64_t b = 0;
+    for (; b + V <= count; b += V) {
+      const __m512i index =
+          _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + b)));
+      _mm512_storeu_ps(out + b, _mm512_fmadd_ps(_mm512_i32gather_ps(index, table, 4),
+                                                _mm512_set1_ps(nested), _mm512_set1_ps(offset)));
+    }
+    for (; b < count; ++b) out[b] = std::fma(table[codes[b]], nested, offset);
+  }
+  // 4 V = 64 elements from 32 bytes: a 16-bit word per lane, elements
+  // 4 l .. 4 l + 3 as nibbles at bits 4, 0, 12, 8; nibble_vector<j> gives
+  // element 4 l + j in lane l. vpermps reads an index's low 4 bits, so one
+  // shift picks each nibble.
+  // out[j V + l] = in[4 l + j] for one group of 4 V floats: x in the 4-bit
+  // decoder's order (lanes 0-7 of out_j from in[0, 32), 8-15 from in[32, 64)).
+  static void nibble_order(const float* in, float* out) {
+    const __m512 a = _mm512_loadu_ps(in), b = _mm512_loadu_ps(in + 16);
+    const __m512 c = _mm512_loadu_ps(in + 32), d = _mm512_loadu_ps(in + 48);
+    __m512i index = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
+    for (int j = 0; j < 4; ++j) {
+      const __m512 low = _mm512_permutex2var_ps(a, index, b);
+      const __m512 high = _mm512_permutex2var_ps(c, index, d);
+      _mm512_storeu_ps(out + j * V, _mm512_shuffle_f32x4(low, high, 0x44));
+      index = _mm512_add_epi32(index, _mm512_set1_epi32(1));
+    }
+  }
+  using Nibbles = __m512i;
+  static Nibbles load_nibbles(const uint8_t* bytes) {
+    return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(bytes)));
+  }
+  template <int J>
+  static Vec nibble_vector(Nibbles v, const Lut& lut) {
+    constexpr int kShift = J == 0 ? 4 : J == 1 ? 0 : J == 2 ? 12 : 8;
+    return _mm512_permutexvar_ps(kShift == 0 ? v : _mm512_srli_epi32(v, kShift), lut);
   }
 };
 

@@ -11,8 +11,8 @@ namespace stowage::hostcompute::detail {
 
 struct GemvJob {
   HostLinearArgs args;
-  float code[16];          // 4-bit code values
-  float nested_code[256];  // double quantization's code values
+  float code[16] = {};                 // 4-bit code values
+  const float* nested_code = nullptr;  // double quantization's 256 code values
 };
 
 // Each row's weight is decoded a segment at a time into a buffer that stays

@@ -197,14 +197,22 @@ void expect_near_reference(const std::vector<float>& y, const TestWeight& w,
 const Case kAllCases[] = {Case::kBF16, Case::kF16,       Case::kInt8,     Case::kNf4,
                           Case::kFp4,  Case::kNf4Double, Case::kFp4Double};
 
-// Every format on every instruction set, batches 1..8 and 19, with and without
-// bias, for k that is a multiple of the 4-bit run (2080: over two segments,
-// with the vector-group tail of AVX-512), k that is not (200: 4-bit blocks
-// cross rows), and an odd k over two segments (2053: 4-bit rows start
-// mid-byte).
+// Row lengths that take every path of every instruction set. The fused path
+// (weights decoded in registers) takes rows of whole groups of 4 vectors:
+// 64 elements on AVX-512, 32 on AVX2; other rows take the segment path.
+//   2112: fused on both (33 groups of 64: several segments and tiles at m >= 2,
+//         4-bit rows of 33 blocks crossing nested blocks of 256);
+//   2080: fused on AVX2, the segment path with a partial vector group on AVX-512;
+//   200:  the segment path on both (4-bit blocks cross rows);
+//   2053: odd, over two segments (4-bit rows start mid-byte).
+const int64_t kRowLengths[] = {2112, 2080, 200, 2053};
+
+// Every format on every instruction set, batches 1..8 and 19 (several passes
+// of the fused path's 4 rows), with and without bias; n = 37 rows split
+// unevenly between 2 threads and into the fused path's groups of rows.
 TEST(HostGemvTest, EveryFormatMatchesFloat64ReferenceOnEveryInstructionSet) {
   const int64_t n = 37;
-  for (int64_t k : {2080, 200, 2053}) {
+  for (int64_t k : kRowLengths) {
     for (Case c : kAllCases) {
       const TestWeight w = make_weight(c, n, k, static_cast<uint32_t>(k) * 7 + static_cast<int>(c));
       const std::vector<float> bias = random_floats(n, 99);
@@ -223,59 +231,74 @@ TEST(HostGemvTest, EveryFormatMatchesFloat64ReferenceOnEveryInstructionSet) {
   }
 }
 
-// 4-bit blocksizes other than 64, the smallest and a large one.
+// Every 4-bit blocksize bitsandbytes writes, with rows of whole vector groups
+// (the fused path where the blocksize is a whole number of groups: 32 takes
+// the segment path on AVX-512) and rows shorter than a block (4096: rows start
+// mid-block).
 TEST(HostGemvTest, FourBitBlocksizesMatchReference) {
-  const int64_t n = 9, k = 256, m = 3;
-  for (int64_t blocksize : {32, 128, 4096}) {
-    for (Case c : {Case::kNf4, Case::kFp4Double}) {
-      const TestWeight w = make_weight(c, n, k, 5, blocksize);
-      const std::vector<float> x = random_floats(m * k, 6);
-      for (HostIsa isa : isas_of_this_cpu()) {
-        HostGemv gemv(1, isa);
-        expect_near_reference(
-            run(gemv, w, x, m, n, k, nullptr), w, x, m, n, k, nullptr,
-            fmt::format("{} blocksize {} on {}", case_name(c), blocksize, host_isa_name(isa)));
+  const int64_t n = 9;
+  for (int64_t k : {256, 448}) {
+    for (int64_t blocksize : {32, 64, 128, 256, 512, 1024, 2048, 4096}) {
+      for (Case c : {Case::kNf4, Case::kFp4, Case::kNf4Double, Case::kFp4Double}) {
+        const TestWeight w = make_weight(c, n, k, 5, blocksize);
+        for (HostIsa isa : isas_of_this_cpu()) {
+          HostGemv gemv(2, isa);
+          for (int64_t m : {1, 3, 8}) {
+            const std::vector<float> x = random_floats(m * k, 6);
+            expect_near_reference(run(gemv, w, x, m, n, k, nullptr), w, x, m, n, k, nullptr,
+                                  fmt::format("{} blocksize {} on {}, k {} m {}", case_name(c),
+                                              blocksize, host_isa_name(isa), k, m));
+          }
+        }
       }
     }
   }
 }
 
 // Determinism: each output is summed by one thread in an order fixed by k,
-// so 1, 2, 3 and 5 threads give the same bits (n = 37 splits unevenly).
+// so 1, 2, 3 and 5 threads give the same bits (n = 37 splits unevenly, and
+// the fused path's groups of rows fall differently in each share).
 TEST(HostGemvTest, AnyThreadCountGivesIdenticalBits) {
-  const int64_t n = 37, k = 2053, m = 5;
-  for (Case c : kAllCases) {
-    const TestWeight w = make_weight(c, n, k, 11);
-    const std::vector<float> x = random_floats(m * k, 12);
-    for (HostIsa isa : isas_of_this_cpu()) {
-      HostGemv one(1, isa);
-      const std::vector<float> expected = run(one, w, x, m, n, k, nullptr);
-      for (int threads : {2, 3, 5}) {
-        HostGemv many(threads, isa);
-        const std::vector<float> y = run(many, w, x, m, n, k, nullptr);
-        EXPECT_EQ(0, std::memcmp(y.data(), expected.data(), y.size() * sizeof(float)))
-            << case_name(c) << " on " << host_isa_name(isa) << " with " << threads << " threads";
+  const int64_t n = 37, m = 5;
+  for (int64_t k : {2112, 2053}) {
+    for (Case c : kAllCases) {
+      const TestWeight w = make_weight(c, n, k, 11);
+      for (int64_t batch : {int64_t{1}, m}) {
+        const std::vector<float> x = random_floats(batch * k, 12);
+        for (HostIsa isa : isas_of_this_cpu()) {
+          HostGemv one(1, isa);
+          const std::vector<float> expected = run(one, w, x, batch, n, k, nullptr);
+          for (int threads : {2, 3, 5}) {
+            HostGemv many(threads, isa);
+            const std::vector<float> y = run(many, w, x, batch, n, k, nullptr);
+            EXPECT_EQ(0, std::memcmp(y.data(), expected.data(), y.size() * sizeof(float)))
+                << case_name(c) << " on " << host_isa_name(isa) << " k " << k << " m " << batch
+                << " with " << threads << " threads";
+          }
+        }
       }
     }
   }
 }
 
-// The batch is cut into chunks of rows that share a pass over the weight;
-// the chunking must not change a row's sum: row i of a batch of 11 equals
-// row i computed alone.
+// The batch is cut into passes of rows, tiles and segments that share the
+// weight; none of that may change a row's sum: row i of a batch of 11 equals
+// row i computed alone, on both paths.
 TEST(HostGemvTest, BatchRowEqualsTheRowComputedAlone) {
-  const int64_t n = 13, k = 352, m = 11;
-  for (Case c : {Case::kBF16, Case::kNf4}) {
-    const TestWeight w = make_weight(c, n, k, 21);
-    const std::vector<float> x = random_floats(m * k, 22);
-    for (HostIsa isa : isas_of_this_cpu()) {
-      HostGemv gemv(2, isa);
-      const std::vector<float> batch = run(gemv, w, x, m, n, k, nullptr);
-      for (int64_t i = 0; i < m; ++i) {
-        const std::vector<float> xi(x.begin() + i * k, x.begin() + (i + 1) * k);
-        const std::vector<float> alone = run(gemv, w, xi, 1, n, k, nullptr);
-        EXPECT_EQ(0, std::memcmp(alone.data(), batch.data() + i * n, n * sizeof(float)))
-            << case_name(c) << " on " << host_isa_name(isa) << " row " << i;
+  const int64_t n = 13, m = 11;
+  for (int64_t k : {448, 352}) {
+    for (Case c : kAllCases) {
+      const TestWeight w = make_weight(c, n, k, 21);
+      const std::vector<float> x = random_floats(m * k, 22);
+      for (HostIsa isa : isas_of_this_cpu()) {
+        HostGemv gemv(2, isa);
+        const std::vector<float> batch = run(gemv, w, x, m, n, k, nullptr);
+        for (int64_t i = 0; i < m; ++i) {
+          const std::vector<float> xi(x.begin() + i * k, x.begin() + (i + 1) * k);
+          const std::vector<float> alone = run(gemv, w, xi, 1, n, k, nullptr);
+          EXPECT_EQ(0, std::memcmp(alone.data(), batch.data() + i * n, n * sizeof(float)))
+              << case_name(c) << " on " << host_isa_name(isa) << " k " << k << " row " << i;
+        }
       }
     }
   }
