@@ -638,24 +638,16 @@ ModuleForward FetchScheduler::begin_forward(ModuleHandle h, StreamRef compute,
   const ModuleInfo& i = info(m);
   ModuleForward fwd;
   m.slot = -1;
-  if (!i.resident && m.host_compute) {
-    // Computed where the bytes are: the host copies' views, ordered on the
-    // compute stream of the accelerator that runs the model.
-    AcceleratorState& a = runs_on(m);
-    fwd.accelerator = i.sources.front().tier();
+  if (i.resident || m.host_compute) {
+    // Resident: its copies on that accelerator. Computed where its bytes are
+    // (host compute): the host copies' views, ordered on the compute stream
+    // of the accelerator that runs the model.
+    AcceleratorState& a = i.resident ? state(*i.resident) : runs_on(m);
+    fwd.accelerator = i.resident ? a.tier : i.sources.front().tier();
     fwd.compute_stream = compute.is_null() ? a.compute.ref() : compute;
     fwd.tensors.reserve(i.ids.size());
     for (size_t r = 0; r < i.ids.size(); ++r) {
-      fwd.tensors.emplace_back(i.names[r], i.sources[r].view());
-    }
-    m.accelerator = a.tier.index();
-  } else if (i.resident) {
-    AcceleratorState& a = state(*i.resident);
-    fwd.accelerator = a.tier;
-    fwd.compute_stream = compute.is_null() ? a.compute.ref() : compute;
-    fwd.tensors.reserve(i.ids.size());
-    for (size_t r = 0; r < i.ids.size(); ++r) {
-      fwd.tensors.emplace_back(i.names[r], i.resident_views[r]);
+      fwd.tensors.emplace_back(i.names[r], i.resident ? i.resident_views[r] : i.sources[r].view());
     }
     m.accelerator = a.tier.index();
   } else {
