@@ -22,6 +22,7 @@
 #include "mmap_store/output_path.h"
 #include "models/linear.h"
 #include "models/mlp_runner.h"
+#include "offload/planner.h"
 
 namespace stowage::cli {
 namespace {
@@ -132,7 +133,7 @@ int demo(const std::vector<std::string>& args, mmap_store::TemporaryFileRegistry
   if (given_budgets) {
     offloaded_config.budgets = *given_budgets;
   } else {
-    const uint64_t slots = static_cast<uint64_t>(prefetch + 1) * largest_layer;
+    const uint64_t slots = static_cast<uint64_t>(slot_count(prefetch)) * largest_layer;
     offloaded_config.budgets.accelerators[0] =
         std::max(model_bytes / 4, slots + (uint64_t{64} << 10)) + working;
   }
