@@ -1,13 +1,18 @@
-// hostcompute::HostGemv at batch 1 against the machine's own multi-threaded
-// host memory read rate, with the same thread count: for 1..N threads and
-// each weight format on 8192x8192 and 4096x14336 layers, each sample first
+// hostcompute::HostGemv against the machine's own multi-threaded host memory
+// read rate, with the same thread count: for each team size and each weight
+// format at batch 1 on 8192x8192 and 4096x14336 layers (and batches 2, 4, 8
+// at the largest team), each sample first
 // reads the layers' bytes with a plain streaming XOR, then sweeps copies of
 // the layer through the kernel (the copies fill --gib, far more than the
 // caches, as a decode step reads a model's layers, so no weight byte comes
 // from the cache). Prints the effective GB/s (weight bytes with their scales
 // / time per call), the read rate, and their ratio taken sample by sample
 // (both see the same moment's load on the machine); medians of --samples.
-//   bazel run //bench:host_gemv_bench -- [--threads N] [--samples 5] [--gib 2]
+// Each team size also reports the fixed cost of a call and the kernels'
+// compute rates with the weight in the L2 cache (what the decode leaves to
+// spare over the read rate).
+//   bazel run //bench:host_gemv_bench -- [--first-threads 1] [--threads N]
+//       [--samples 5] [--gib 2] [--isa avx512|avx2|scalar] [--in-cache 1 (only those)]
 #include <fmt/format.h>
 
 #if defined(__x86_64__)
@@ -20,6 +25,7 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -34,8 +40,11 @@ using Clock = std::chrono::steady_clock;
 
 struct Options {
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int first_threads = 1;  // team sizes first_threads .. threads
   int samples = 5;
   double gib = 2.0;
+  bool in_cache = false;       // only the in-cache compute rates
+  std::optional<HostIsa> isa;  // default: the best this CPU runs
 };
 
 double median(std::vector<double> v) {
@@ -192,18 +201,30 @@ struct Measurement {
   double ratio;              // median over samples of rate / read_rate
 };
 
+// Activations x [m, k] (0.01 each) and outputs y [m, n], with a call's
+// arguments pointing at them (the weight still to be set).
+struct Batch {
+  Batch(int64_t m, int64_t n, int64_t k)
+      : x(static_cast<size_t>(m * k), 0.01f), y(static_cast<size_t>(m * n)) {
+    args.m = m;
+    args.n = n;
+    args.k = k;
+    args.x = x.data();
+    args.y = y.data();
+  }
+  Batch(const Batch&) = delete;
+  Batch& operator=(const Batch&) = delete;
+  std::vector<float> x, y;
+  HostLinearArgs args;
+};
+
 // Each sample reads the layers' bytes with the plain XOR, then sweeps every
 // layer through the kernel at batch m: both see the same bytes and the same
 // moment's load on the machine, and their ratio is taken sample by sample.
 Measurement measure(HostGemv& gemv, WorkerTeam& team, const PageBuffer& buffer, const LayerSet& set,
                     int64_t m, int64_t n, int64_t k, int samples) {
-  std::vector<float> x(static_cast<size_t>(m * k), 0.01f), y(static_cast<size_t>(m * n));
-  HostLinearArgs args;
-  args.m = m;
-  args.n = n;
-  args.k = k;
-  args.x = x.data();
-  args.y = y.data();
+  Batch batch(m, n, k);
+  HostLinearArgs& args = batch.args;
   const uint64_t swept = set.code_bytes * set.layers.size() / 128 * 128;
   std::vector<double> per_layer, rates, reads, ratios;
   for (int s = 0; s <= samples; ++s) {
@@ -225,9 +246,76 @@ Measurement measure(HostGemv& gemv, WorkerTeam& team, const PageBuffer& buffer, 
   return {median(per_layer), median(rates), median(reads), median(ratios)};
 }
 
+// The kernel's compute rate with the weight in the L2 cache: one layer of
+// about 512 KiB of codes (n rows of k) through the kernel again and again.
+// Against the read rate this says how much the decode leaves to spare.
+double in_cache_rate(HostGemv& gemv, WorkerTeam& team, Layout layout, int64_t m, int64_t k,
+                     int samples) {
+  const uint64_t bytes_per_row = layout == Layout::kBF16 || layout == Layout::kF16
+                                     ? 2 * k
+                                     : (layout == Layout::kInt8 ? k : k / 2);
+  const int64_t n = std::max<int64_t>(64, (512 << 10) / bytes_per_row / 64 * 64);
+  PageBuffer buffer((n * bytes_per_row + 4095) / 4096 * 4096);
+  fill(reinterpret_cast<uint64_t*>(buffer.data), buffer.size / 8,
+       layout == Layout::kBF16 || layout == Layout::kF16, team);
+  std::vector<float> state;
+  std::vector<uint8_t> codes;
+  const LayerSet set = make_layers(layout, n, k, buffer, state, codes);
+  Batch batch(m, n, k);
+  HostLinearArgs& args = batch.args;
+  args.weight = set.layers[0];
+  std::vector<double> rates;
+  for (int s = 0; s <= samples; ++s) {
+    int calls = 0;
+    const auto t0 = Clock::now();
+    double seconds = 0.0;
+    do {
+      gemv.linear(args);
+      ++calls;
+      seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    } while (seconds < 0.05);
+    if (s > 0) rates.push_back(static_cast<double>(set.bytes_per_layer) * calls / seconds);
+  }
+  return median(rates);
+}
+
+// Seconds a call takes at m = 1 for an nf4 layer of `rows` rows of k = 14336
+// inputs with its weight in the cache: the fastest sample (other work on the
+// machine only adds to a call's time).
+double small_call_seconds(HostGemv& gemv, int64_t rows, int samples) {
+  constexpr int64_t kInputs = 14336;
+  std::vector<float> absmax(rows * kInputs / 64, 0.5f);
+  std::vector<uint8_t> codes(rows * kInputs / 2, 0x5a);
+  Batch batch(1, rows, kInputs);
+  HostLinearArgs& args = batch.args;
+  args.weight.format = HostWeightFormat::kNf4;
+  args.weight.data = codes.data();
+  args.weight.absmax = absmax.data();
+  std::vector<double> per_call;
+  for (int s = 0; s <= samples; ++s) {
+    constexpr int kCalls = 1000;
+    const auto t0 = Clock::now();
+    for (int c = 0; c < kCalls; ++c) gemv.linear(args);
+    if (s > 0) {
+      per_call.push_back(std::chrono::duration<double>(Clock::now() - t0).count() / kCalls);
+    }
+  }
+  return *std::min_element(per_call.begin(), per_call.end());
+}
+
+// The fixed cost of a call at m = 1 and k = 14336 (the checks, the job's
+// setup, reordering x for the 4-bit decoder, the team's wake-up and join):
+// a call on 16 rows less the extra time 16 more rows take.
+double call_overhead_seconds(HostGemv& gemv, int samples) {
+  const double t16 = small_call_seconds(gemv, 16, samples);
+  const double t32 = small_call_seconds(gemv, 32, samples);
+  return std::max(0.0, 2 * t16 - t32);
+}
+
 int run(const Options& options) {
   fmt::print("host_gemv_bench: {}, {} hardware threads, kernels {}, load average {}\n", cpu_model(),
-             std::thread::hardware_concurrency(), host_isa_name(best_host_isa()), load_average());
+             std::thread::hardware_concurrency(),
+             host_isa_name(options.isa.value_or(best_host_isa())), load_average());
   fmt::print(
       "each sample: a streaming XOR over the layers' bytes, then every copy through the kernel "
       "(copies fill {:.1f} GiB); medians of {} samples, the ratio taken per sample; GB = 1e9 "
@@ -245,10 +333,22 @@ int run(const Options& options) {
     fmt::print("  {}: {:8.1f} us/layer {:6.1f} GB/s, read {:6.1f} GB/s: {:.2f}x read rate\n", what,
                r.seconds_per_layer * 1e6, r.rate / 1e9, r.read_rate / 1e9, r.ratio);
   };
-  for (int threads = 1; threads <= options.threads; ++threads) {
+  for (int threads = options.first_threads; threads <= options.threads; ++threads) {
     WorkerTeam team(threads);
-    HostGemv gemv(threads);
+    HostGemv gemv(threads, options.isa);
     fmt::print("\nthreads {}:\n", threads);
+    fmt::print("  fixed cost of a call at m=1, k=14336 (nf4, 16 and 32 rows in cache): {:.1f} us\n",
+               call_overhead_seconds(gemv, options.samples) * 1e6);
+    for (const Format& format : kFormats) {
+      std::string line;
+      for (int64_t m : {1, 2, 4, 8}) {
+        line +=
+            fmt::format(" m={} {:5.1f}", m,
+                        in_cache_rate(gemv, team, format.layout, m, 14336, options.samples) / 1e9);
+      }
+      fmt::print("  in cache, k=14336 {:>6} GB/s of weight:{}\n", format.name, line);
+    }
+    if (options.in_cache) continue;
     for (const Shape& shape : shapes) {
       for (const Format& format : kFormats) {
         const bool sixteen = format.layout == Layout::kBF16 || format.layout == Layout::kF16;
@@ -260,18 +360,29 @@ int run(const Options& options) {
       }
     }
     if (threads == options.threads) {
-      fill(reinterpret_cast<uint64_t*>(buffer.data), bytes / 8, true, team);
-      const LayerSet set = make_layers(Layout::kBF16, 8192, 8192, buffer, state, codes);
-      for (int64_t m : {2, 4, 8}) {
-        report(fmt::format("m={} 8192x8192    bf16 ({:>2} copies)", m, set.layers.size()),
-               measure(gemv, team, buffer, set, m, 8192, 8192, options.samples));
+      // Small batches: the weight read once for all m rows.
+      for (const Format& format : kFormats) {
+        if (format.layout == Layout::kF16 || format.layout == Layout::kNf4Double) continue;
+        fill(reinterpret_cast<uint64_t*>(buffer.data), bytes / 8, format.layout == Layout::kBF16,
+             team);
+        const LayerSet set = make_layers(format.layout, 8192, 8192, buffer, state, codes);
+        for (int64_t m : {2, 4, 8}) {
+          report(fmt::format("m={} 8192x8192  {:>6} ({:>2} copies)", m, format.name,
+                             set.layers.size()),
+                 measure(gemv, team, buffer, set, m, 8192, 8192, options.samples));
+        }
       }
     }
   }
   fmt::print(
-      "\nreproduce: bazel run //bench:host_gemv_bench -- --threads {} --samples {} --gib "
-      "{}\n",
-      options.threads, options.samples, options.gib);
+      "\nreproduce: bazel run //bench:host_gemv_bench -- --first-threads {} --threads {} "
+      "--samples {} --gib {}{}{}\n",
+      options.first_threads, options.threads, options.samples, options.gib,
+      options.in_cache ? " --in-cache 1" : "",
+      options.isa ? std::string(" --isa ") + (*options.isa == HostIsa::kAvx2     ? "avx2"
+                                              : *options.isa == HostIsa::kScalar ? "scalar"
+                                                                                 : "avx512")
+                  : std::string());
   return 0;
 }
 
@@ -283,8 +394,16 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--threads") options.threads = std::stoi(argv[i + 1]);
+    if (flag == "--first-threads") options.first_threads = std::stoi(argv[i + 1]);
     if (flag == "--samples") options.samples = std::stoi(argv[i + 1]);
     if (flag == "--gib") options.gib = std::stod(argv[i + 1]);
+    if (flag == "--in-cache") options.in_cache = std::string(argv[i + 1]) == "1";
+    if (flag == "--isa") {
+      const std::string isa = argv[i + 1];
+      options.isa = isa == "scalar" ? stowage::hostcompute::HostIsa::kScalar
+                                    : (isa == "avx2" ? stowage::hostcompute::HostIsa::kAvx2
+                                                     : stowage::hostcompute::HostIsa::kAvx512);
+    }
   }
   return stowage::hostcompute::run(options);
 }
