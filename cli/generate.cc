@@ -99,6 +99,7 @@ int run_generate(const std::vector<std::string>& args,
   value_flags.insert(value_flags.end(), kHostComputeValueFlags.begin(),
                      kHostComputeValueFlags.end());
   value_flags.insert(value_flags.end(), kMoeValueFlags.begin(), kMoeValueFlags.end());
+  value_flags.push_back("trace");
   ArgParser parser("generate", with_host_cache_flags(value_flags),
                    {"ignore-eos", "json", "double-quant", "cuda-graphs", kNoHostComputeFlag,
                     kNoExpertPredictFlag},
@@ -138,6 +139,15 @@ int run_generate(const std::vector<std::string>& args,
   const auto dump_logits = parser.get("dump-logits");
   // Outputs never replace the model's own files, and are refused before loading.
   if (dump_logits) mmap_store::check_output_file(*dump_logits, {*model}, "--dump-logits");
+  const auto trace_path = parser.get("trace");
+  if (trace_path) {
+    mmap_store::check_output_file(*trace_path, {*model}, "--trace");
+    if (dump_logits && std::filesystem::weakly_canonical(*trace_path) ==
+                           std::filesystem::weakly_canonical(*dump_logits)) {
+      throw UsageError(
+          fmt::format("--trace and --dump-logits name the same file '{}'", *trace_path));
+    }
+  }
   if (offload_dir) mmap_store::check_output_folder(*offload_dir, {*model}, "--offload-dir");
 
   // The tokenizer, where the prompt is text or the folder has one.
@@ -168,6 +178,10 @@ int run_generate(const std::vector<std::string>& args,
   std::unique_ptr<hostcache::SharedWeightCache> host_cache =
       make_host_cache(*platform, parser, "transformer");
   session_config.host_cache = host_cache.get();
+  // Every copy, compute and stall span of the run (written after the
+  // session ends, when the spans' events have all been reached).
+  TraceRecorder trace;
+  if (trace_path) session_config.trace = &trace;
   models::TransformerRunShape shape;
   shape.batch = batch;
   shape.max_step_tokens = static_cast<int64_t>(prompt.size());
@@ -242,6 +256,8 @@ int run_generate(const std::vector<std::string>& args,
     }
   }
 
+  // The session has ended: every span's events were reached.
+  if (trace_path) trace.write(*trace_path);
   const double prefill_rate =
       result.prefill_seconds > 0
           ? static_cast<double>(result.prompt_tokens * batch) / result.prefill_seconds

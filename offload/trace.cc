@@ -2,10 +2,10 @@
 
 #include <fmt/format.h>
 
-#include <cstdio>
 #include <map>
 
 #include "core/error.h"
+#include "mmap_store/atomic_file.h"
 
 namespace stowage {
 
@@ -171,14 +171,9 @@ std::string TraceRecorder::to_json() const {
 }
 
 void TraceRecorder::write(const std::string& path) const {
-  const std::string json = to_json();
-  std::FILE* f = std::fopen(path.c_str(), "wb");
-  STOWAGE_EXPECTS(f != nullptr, IoError, "trace: cannot open '{}' for writing", path);
-  const size_t written = std::fwrite(json.data(), 1, json.size(), f);
-  const bool closed = std::fclose(f) == 0;
-  STOWAGE_EXPECTS(written == json.size() && closed, IoError,
-                  "trace: writing '{}' failed ({} of {} bytes written)", path, written,
-                  json.size());
+  // Under a temporary name, renamed into place: a failed write leaves no
+  // half trace where a complete one was.
+  mmap_store::write_file_atomically(path, to_json());
 }
 
 }  // namespace stowage

@@ -66,7 +66,8 @@ class TraceRecorder {
   std::vector<TraceSpan> spans() const;
   // The Chrome trace-event JSON of spans() and the names.
   std::string to_json() const;
-  // Writes to_json() to `path`; throws IoError naming the path on failure.
+  // Writes to_json() to `path` under a temporary name renamed into place
+  // (mmap_store/atomic_file.h); throws IoError naming the path on failure.
   void write(const std::string& path) const;
 
  private:

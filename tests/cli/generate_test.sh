@@ -301,4 +301,24 @@ expect 2 "--host-rate: expected bytes per second as a size > 0" plan --device si
   --max-memory 0=640KiB --host-compute auto --host-rate fast
 expect 2 "--host-compute applies to a model folder" plan --device sim \
   --model "$model/model.safetensors" --max-memory 0=640KiB --host-compute auto
+# --trace: a streamed run with a layer on the host writes a Chrome trace with copy spans
+# (the streamed layers' fetches) and compute spans (every module's forward, the host
+# layer's included); an unwritable path exits 1 naming it; the model's own files are refused.
+"$stowage" generate --device sim --model "$model" --max-memory 0=640KiB \
+  --prompt-ids "$(ref_ids llama_f32 prompt_ids)" --max-new-tokens 4 --ignore-eos \
+  --run-on-host 'model\.layers\.1' --trace "$tmp/gen_trace.json" >/dev/null || fail "generate --trace"
+python3 - "$tmp/gen_trace.json" <<'PY' || fail "generate trace: $(head -c 600 "$tmp/gen_trace.json")"
+import json, sys
+events = json.load(open(sys.argv[1]))["traceEvents"]
+spans = [e for e in events if e.get("ph") == "X"]
+assert any(e["cat"] == "copy" for e in spans), "no copy span"
+computed = {e["name"] for e in spans if e["cat"] == "compute"}
+assert any(n.endswith("model.layers.1") for n in computed), computed
+assert any(n.endswith("model.layers.0") for n in computed), computed
+PY
+ls "$tmp"/gen_trace.json.* 2>/dev/null && fail "a temporary trace file was left behind"
+expect 1 "cannot create a temporary file in /nonexistent-dir" generate --device sim --model "$model" --prompt-ids 1 --max-new-tokens 1 \
+  --trace /nonexistent-dir/trace.json
+expect 1 "--trace .* is the input file" generate --device sim --model "$model" --prompt-ids 1 --max-new-tokens 1 \
+  --trace "$model/config.json"
 echo "PASS"
