@@ -14,15 +14,12 @@
 // or holds half of a quantization state, a non-finite weight, I/O errors. A `.weight` that is not
 // 2-D is not an error: it is copied through unquantized (CLI.md's default), and the summary counts
 // it.
-#include "kernels/quantize.h"
-
 #include <fmt/format.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <limits>
 
@@ -30,6 +27,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/platform.h"
+#include "kernels/weight_quantizer.h"
 #include "mmap_store/output_path.h"
 #include "mmap_store/safetensors_reader.h"
 #include "mmap_store/safetensors_writer.h"
@@ -101,99 +99,23 @@ void drop_mapped_pages(const Tensor& t) {
   ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);  // advisory: ignore errors
 }
 
-// Device-memory scratch for one weight, freed (stream-ordered) at scope end.
-Tensor device_empty(Accelerator& acc, StreamRef stream, DType dtype, int64_t count) {
-  return Tensor::empty(acc.memory(), dtype, Shape{count}, stream);
-}
-
-// Quantizes on the GPU with kernels/, giving the CPU reference's bytes.
+// Quantizes on the GPU (kernels::quantize_on_accelerator, the CPU reference's
+// bytes), then copies the parts to host memory for the writer.
 quant::WeightQuantizer cuda_weight_quantizer(const CheckpointQuantizeOptions& opt, Accelerator& acc,
                                              StreamRef stream) {
   return [opt, &acc, stream](const Tensor& weight, const std::string& name,
                              MemoryResource& host) -> quant::QuantizedWeight {
     quant::check_finite_cpu(weight, name);  // the CPU quantizer's check, same errors
-    const int64_t n = static_cast<int64_t>(weight.numel());
-    if (opt.method == WeightFormat::kInt8) {
-      // bitsandbytes quantizes int8 weights from float16: convert first.
-      Tensor f16 = weight;
-      if (weight.dtype() != DType::kF16) {
-        f16 = Tensor::empty(host, DType::kF16, weight.shape());
-        // Through an aligned copy: a tensor in a file may sit at any offset.
-        Tensor aligned = Tensor::empty(host, weight.dtype(), weight.shape());
-        std::memcpy(aligned.data(), weight.data(), weight.bytes());
-        for (int64_t i = 0; i < n; ++i) {
-          store_from_float(f16.data(), DType::kF16, i,
-                           load_as_float(aligned.data(), aligned.dtype(), i));
-        }
-        quant::check_finite_cpu(f16, name);
-      }
-      const int64_t rows = weight.shape()[0];
-      const int64_t cols = weight.shape()[1];
-      Tensor d_in = device_empty(acc, stream, DType::kF16, n);
-      Tensor d_cb = device_empty(acc, stream, DType::kI8, n);
-      Tensor d_scb = device_empty(acc, stream, DType::kF32, rows);
-      stream.copy(d_in.data(), f16.data(), f16.bytes());
-      kernels::quantize_int8_rowwise(d_in.data(), DType::kF16, rows, cols, d_cb.data_as<int8_t>(),
-                                     d_scb.data_as<float>(), stream);
-      quant::Int8Weight w;
-      w.threshold = opt.threshold;
-      w.cb = Tensor::empty(host, DType::kI8, weight.shape());
-      w.scb = Tensor::empty(host, DType::kF32, Shape{rows});
-      w.weight_format = Tensor::empty(host, DType::kU8, Shape{});
-      *w.weight_format.data_as<uint8_t>() = 0;
-      stream.copy(w.cb.data(), d_cb.data(), w.cb.bytes());
-      stream.copy(w.scb.data(), d_scb.data(), w.scb.bytes());
+    quant::QuantizedWeight w = kernels::quantize_on_accelerator(
+        weight, opt.layout(weight.dtype(), weight.shape()), acc.memory(), host, stream, name);
+    for (const quant::QuantPart& part : quant::parts(w)) {
+      if (quant::host_addressable(part.tensor.tier())) continue;
+      Tensor copy = Tensor::empty(host, part.tensor.dtype(), part.tensor.shape());
+      stream.copy(copy.data(), part.tensor.data(), part.tensor.bytes());
       stream.synchronize();
-      return w;
+      quant::replace_part(w, part.suffix, std::move(copy));
     }
-    const quant::FourBitOptions& four = opt.four_bit;
-    const auto type =
-        opt.method == WeightFormat::kFp4 ? quant::WeightFormat::kFp4 : quant::WeightFormat::kNf4;
-    const int64_t blocks = quant::block_count(n, four.blocksize);
-    const int64_t packed_bytes = quant::packed_code_bytes(n);
-    Tensor d_in = device_empty(acc, stream, weight.dtype(), n);
-    Tensor d_packed = device_empty(acc, stream, DType::kU8, packed_bytes);
-    Tensor d_absmax = device_empty(acc, stream, DType::kF32, blocks);
-    stream.copy(d_in.data(), weight.data(), weight.bytes());
-    kernels::quantize_4bit(d_in.data(), weight.dtype(), n, four.blocksize, type,
-                           d_packed.data_as<uint8_t>(), d_absmax.data_as<float>(), stream);
-    quant::FourBitWeight w;
-    w.quant_type = opt.method;
-    w.blocksize = four.blocksize;
-    w.dtype = weight.dtype();
-    w.shape = weight.shape();
-    w.packed = Tensor::empty(host, four.storage, quant::packed_shape(n, four.storage));
-    std::fill_n(w.packed.data_as<uint8_t>(), w.packed.bytes(), uint8_t{0});
-    stream.copy(w.packed.data(), d_packed.data(), static_cast<size_t>(packed_bytes));
-    w.quant_map = Tensor::empty(host, DType::kF32, Shape{16});
-    for (int i = 0; i < 16; ++i) {
-      w.quant_map.data_as<float>()[i] = quant::stored_quant_map_value(opt.method, i);
-    }
-    if (!four.double_quant) {
-      w.absmax = Tensor::empty(host, DType::kF32, Shape{blocks});
-      stream.copy(w.absmax.data(), d_absmax.data(), w.absmax.bytes());
-    } else {
-      const int64_t nested = quant::nested_block_count(blocks);
-      Tensor d_offset = device_empty(acc, stream, DType::kF32, 1);
-      Tensor d_codes = device_empty(acc, stream, DType::kU8, blocks);
-      Tensor d_nested = device_empty(acc, stream, DType::kF32, nested);
-      Tensor d_scratch = device_empty(acc, stream, DType::kF64, nested);
-      kernels::double_quantize_absmax(d_absmax.data_as<float>(), blocks, d_offset.data_as<float>(),
-                                      d_codes.data_as<uint8_t>(), d_nested.data_as<float>(),
-                                      d_scratch.data_as<double>(), stream);
-      w.absmax = Tensor::empty(host, DType::kU8, Shape{blocks});
-      w.nested_absmax = Tensor::empty(host, DType::kF32, Shape{nested});
-      w.nested_quant_map = Tensor::empty(host, DType::kF32, Shape{256});
-      for (int i = 0; i < 256; ++i) {
-        w.nested_quant_map.data_as<float>()[i] = quant_rules::dynamic_map_value(i);
-      }
-      stream.copy(w.absmax.data(), d_codes.data(), w.absmax.bytes());
-      stream.copy(w.nested_absmax.data(), d_nested.data(), w.nested_absmax.bytes());
-      stream.copy(&w.nested_offset, d_offset.data(), sizeof(float));
-      stream.synchronize();
-    }
-    stream.synchronize();
-    w.quant_state = quant::make_state_tensor(w.layout().state_json(w.nested_offset), host);
+    if (auto* int8 = std::get_if<quant::Int8Weight>(&w)) int8->threshold = opt.threshold;
     return w;
   };
 }

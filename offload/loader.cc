@@ -13,8 +13,9 @@
 
 #include "core/buffer.h"
 #include "core/error.h"
-#include "kernels/quantize.h"
+#include "kernels/weight_quantizer.h"
 #include "offload/host_tier_store.h"
+#include "quant/checkpoint_quantizer.h"
 #include "quant/cpu_quantizer.h"
 #include "quant/quant_rules.h"
 #include "quant/quant_state.h"
@@ -179,95 +180,10 @@ uint64_t quantized_bytes(const mmap_store::TensorInfo& info, const LoadQuantizat
 
 bool selected_for_quantization(const mmap_store::TensorInfo& info, const LoadQuantization& q) {
   if (q.select) return q.select(info);
-  return split_module_path(info.name).second == "weight" && info.shape.rank() == 2 &&
-         (info.dtype == DType::kF16 || info.dtype == DType::kBF16 || info.dtype == DType::kF32);
+  return quant::selected_by_default(info.name, info.dtype, info.shape);
 }
 
 namespace {
-
-// Quantizes `source` (a disk-tier mapping) on the accelerator: stages it in
-// `device` memory, runs kernels/ on `stream`, and returns the parts (device
-// tensors, plus small host tensors for the code maps and state JSON). The
-// staging buffer is freed (stream-ordered) before returning.
-quant::QuantizedWeight quantize_on_accelerator(const Tensor& source, const std::string& name,
-                                               const LoadQuantization& q, MemoryResource& device,
-                                               MemoryResource& host, StreamRef stream) {
-  const int64_t n = static_cast<int64_t>(source.numel());
-  Tensor staged = Tensor::empty(device, source.dtype(), source.shape(), stream);
-  stream.copy(staged.data(), source.data(), source.bytes());
-  if (q.method == quant::WeightFormat::kInt8) {
-    quant::Int8Weight w;
-    const int64_t rows = source.shape()[0], cols = source.shape()[1];
-    w.cb = Tensor::empty(device, DType::kI8, source.shape(), stream);
-    w.scb = Tensor::empty(device, DType::kF32, Shape{rows}, stream);
-    kernels::quantize_int8_rowwise(staged.data(), source.dtype(), rows, cols,
-                                   w.cb.data_as<int8_t>(), w.scb.data_as<float>(), stream);
-    w.weight_format = Tensor::empty(host, DType::kU8, Shape{});
-    *w.weight_format.data_as<uint8_t>() = 0;
-    stream.synchronize();
-    return w;
-  }
-  quant::FourBitWeight w;
-  w.quant_type = q.method;
-  w.blocksize = q.blocksize;
-  w.dtype = source.dtype();
-  w.shape = source.shape();
-  const int64_t blocks = quant::block_count(n, q.blocksize);
-  const Shape packed_shape = quant::packed_shape(static_cast<uint64_t>(n), q.storage);
-  auto packed_storage = std::make_shared<Buffer>(
-      device,
-      std::max<size_t>(dtype_bytes_for(q.storage, packed_shape.numel()),
-                       static_cast<size_t>(quant::packed_code_bytes(n))),
-      stream);
-  stream.fill_zero(packed_storage->data(), packed_storage->size());
-  w.packed = Tensor::from_storage(packed_storage, 0, q.storage, packed_shape);
-  Tensor absmax = Tensor::empty(device, DType::kF32, Shape{blocks}, stream);
-  const auto type = q.method == quant::WeightFormat::kNf4 ? quant::WeightFormat::kNf4
-                                                         : quant::WeightFormat::kFp4;
-  kernels::quantize_4bit(staged.data(), source.dtype(), n, q.blocksize, type,
-                         static_cast<uint8_t*>(packed_storage->data()), absmax.data_as<float>(),
-                         stream);
-  w.quant_map = Tensor::empty(host, DType::kF32, Shape{16});
-  for (int i = 0; i < 16; ++i) {
-    w.quant_map.data_as<float>()[i] = quant::stored_quant_map_value(q.method, i);
-  }
-  if (q.double_quant) {
-    const int64_t nested = quant::nested_block_count(blocks);
-    w.absmax = Tensor::empty(device, DType::kU8, Shape{blocks}, stream);
-    w.nested_absmax = Tensor::empty(device, DType::kF32, Shape{nested}, stream);
-    Tensor offset = Tensor::empty(device, DType::kF32, Shape{1}, stream);
-    Buffer scratch;
-    if (stream.backend() == Backend::kCuda) {
-      scratch = Buffer(device, static_cast<size_t>(nested) * sizeof(double), stream);
-    }
-    kernels::double_quantize_absmax(absmax.data_as<float>(), blocks, offset.data_as<float>(),
-                                    w.absmax.data_as<uint8_t>(), w.nested_absmax.data_as<float>(),
-                                    static_cast<double*>(scratch.data()), stream);
-    stream.copy(&w.nested_offset, offset.data(), sizeof(float));
-    w.nested_quant_map = Tensor::empty(host, DType::kF32, Shape{256});
-    for (int i = 0; i < 256; ++i) {
-      w.nested_quant_map.data_as<float>()[i] = quant_rules::dynamic_map_value(i);
-    }
-    stream.synchronize();
-  } else {
-    w.absmax = absmax;
-    stream.synchronize();
-  }
-  w.quant_state = quant::make_state_tensor(w.layout().state_json(w.nested_offset), host);
-  (void)name;
-  return w;
-}
-
-quant::QuantizedWeight quantize_on_host(const Tensor& source, const std::string& name,
-                                        const LoadQuantization& q, MemoryResource& host) {
-  if (q.method == quant::WeightFormat::kInt8) return quant::quantize_int8_cpu(source, host, name);
-  quant::FourBitOptions options;
-  options.quant_type = q.method;
-  options.blocksize = q.blocksize;
-  options.double_quant = q.double_quant;
-  options.storage = q.storage;
-  return quant::quantize_4bit_cpu(source, options, host, name);
-}
 
 // `t` itself when the host can read it (host memory, a disk mapping); else a
 // pageable host copy, made on the accelerator's copy stream.
@@ -445,15 +361,23 @@ LoadedCheckpoint load_checkpoint(const mmap_store::Checkpoint& checkpoint, Offlo
         if (options.quantize && place.role != TensorRole::kQuantState &&
             selected_for_quantization(checkpoint.info(full), *options.quantize)) {
           const LoadQuantization& q = *options.quantize;
+          const quant::WeightLayout target = q.layout(source.dtype(), source.shape());
+          MemoryResource& host = manager.platform().pageable_host_memory();
           quant::QuantizedWeight qw;
           if (q.on_host) {
-            qw = quantize_on_host(source, full, q, manager.platform().pageable_host_memory());
+            qw = quant::quantize_cpu(source, target, host, full);
           } else {
+            // int8 on the accelerator quantizes from the source's own dtype,
+            // on the host from float16 (as bitsandbytes): as they always have
+            // (models/testdata/llama_int8_deq's reference is from float32).
+            quant::WeightLayout from_source = target;
+            if (from_source.format == quant::WeightFormat::kInt8) {
+              from_source.dtype = source.dtype();
+            }
             const Tier acc =
                 manager.platform().accelerator(manager.options().compute_accelerator).tier();
-            qw = quantize_on_accelerator(source, full, q, manager.memory(acc),
-                                         manager.platform().pageable_host_memory(),
-                                         manager.copy_stream(acc));
+            qw = kernels::quantize_on_accelerator(source, from_source, manager.memory(acc), host,
+                                                  manager.copy_stream(acc), full);
           }
           const std::string prefix = locals[i].substr(0, locals[i].size() - 6);  // "...weight"
           RecordId weight_id = 0;

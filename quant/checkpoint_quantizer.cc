@@ -12,13 +12,6 @@
 namespace stowage::quant {
 namespace {
 
-bool is_weight_name(const std::string& name) {
-  static constexpr std::string_view kSuffix = ".weight";
-  return name == "weight" ||
-         (name.size() > kSuffix.size() &&
-          name.compare(name.size() - kSuffix.size(), kSuffix.size(), kSuffix) == 0);
-}
-
 std::string prefix_of(const std::string& weight_name) {
   return weight_name == "weight" ? std::string()
                                  : weight_name.substr(0, weight_name.size() - 7);  // ".weight"
@@ -30,15 +23,19 @@ std::string describe(const TensorDecl& d) {
 
 }  // namespace
 
+WeightLayout CheckpointQuantizeOptions::layout(DType dtype, const Shape& shape) const {
+  if (method == WeightFormat::kInt8) return WeightLayout::int8(shape);
+  return WeightLayout::four_bit(method, shape, dtype, four_bit.blocksize, four_bit.double_quant,
+                                four_bit.storage);
+}
+
 WeightQuantizer cpu_weight_quantizer(const CheckpointQuantizeOptions& options) {
   return [options](const Tensor& weight, const std::string& name,
                    MemoryResource& resource) -> QuantizedWeight {
-    if (options.method == WeightFormat::kInt8) {
-      return quantize_int8_cpu(weight, resource, name, options.threshold);
-    }
-    FourBitOptions four = options.four_bit;
-    four.quant_type = options.method;
-    return quantize_4bit_cpu(weight, four, resource, name);
+    QuantizedWeight out =
+        quantize_cpu(weight, options.layout(weight.dtype(), weight.shape()), resource, name);
+    if (auto* int8 = std::get_if<Int8Weight>(&out)) int8->threshold = options.threshold;
+    return out;
   };
 }
 
@@ -77,11 +74,17 @@ CheckpointQuantizer::CheckpointQuantizer(CheckpointQuantizeOptions options,
                   found.empty() ? "" : weight_format_name(found.front().layout.format));
 }
 
+bool selected_by_default(std::string_view name, DType dtype, const Shape& shape) {
+  static constexpr std::string_view kSuffix = ".weight";
+  const bool weight_name =
+      name == "weight" ||
+      (name.size() > kSuffix.size() && name.substr(name.size() - kSuffix.size()) == kSuffix);
+  return weight_name && shape.rank() == 2 &&
+         (dtype == DType::kF16 || dtype == DType::kBF16 || dtype == DType::kF32);
+}
+
 bool CheckpointQuantizer::is_target(const TensorDecl& input) const {
-  if (!is_weight_name(input.name) || input.shape.rank() != 2) return false;
-  if (input.dtype != DType::kF16 && input.dtype != DType::kBF16 && input.dtype != DType::kF32) {
-    return false;
-  }
+  if (!selected_by_default(input.name, input.dtype, input.shape)) return false;
   return !(skip_ && re2::RE2::PartialMatch(input.name, *skip_));
 }
 
@@ -103,11 +106,7 @@ const std::vector<OutputTensor>& CheckpointQuantizer::plan() {
       plan_.push_back({{part_name(prefix, suffix), dtype, std::move(shape)}, in.name, true});
     };
     const FourBitOptions& four = options_.four_bit;
-    const WeightLayout layout =
-        options_.method == WeightFormat::kInt8
-            ? WeightLayout::int8(in.shape)
-            : WeightLayout::four_bit(options_.method, in.shape, in.dtype, four.blocksize,
-                                     four.double_quant, four.storage);
+    const WeightLayout layout = options_.layout(in.dtype, in.shape);
     uint64_t json_bytes = 0;  // the state JSON's length depends on the nested offset
     if (is_four_bit(layout.format)) {
       const float offset = four.double_quant

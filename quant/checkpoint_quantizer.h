@@ -43,7 +43,15 @@ struct CheckpointQuantizeOptions {
   float threshold = 6.0f;
   // Tensor names matching this RE2 regex are not quantized; "" skips none.
   std::string skip_regex;
+
+  // The layout a selected tensor of `dtype` and `shape` is quantized to.
+  WeightLayout layout(DType dtype, const Shape& shape) const;
 };
+
+// The default selection of both quantizers (`stowage quantize` and the
+// loader's quantize-while-loading): a 2-D F16, BF16 or F32 tensor named
+// "weight" or "<module>.weight".
+bool selected_by_default(std::string_view name, DType dtype, const Shape& shape);
 
 struct TensorDecl {
   std::string name;

@@ -306,6 +306,23 @@ FourBitWeight quantize_4bit_cpu(const Tensor& weight, const FourBitOptions& opti
   return out;
 }
 
+QuantizedWeight quantize_cpu(const Tensor& weight, const WeightLayout& target,
+                             MemoryResource& resource, std::string_view name) {
+  if (target.format == WeightFormat::kInt8) {
+    STOWAGE_EXPECTS(target.dtype == DType::kF16, InvalidInputError,
+                    "quantizing '{}' to int8 on the CPU: the codes are computed from F16 (as "
+                    "bitsandbytes), found a target from {}",
+                    name, safetensors_name(target.dtype));
+    return quantize_int8_cpu(weight, resource, name);
+  }
+  FourBitOptions options;
+  options.quant_type = target.format;
+  options.blocksize = target.blocksize;
+  options.double_quant = target.double_quant;
+  options.storage = target.storage;
+  return quantize_4bit_cpu(weight, options, resource, name);
+}
+
 void check_finite_cpu(const Tensor& weight, std::string_view name) {
   check_float_input(weight, name);
   with_loader(weight, [&](auto load) { finite_absmax(load, 0, weight.numel(), name); });

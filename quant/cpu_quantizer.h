@@ -52,6 +52,15 @@ Int8Weight quantize_int8_cpu(const Tensor& weight, MemoryResource& resource,
 FourBitWeight quantize_4bit_cpu(const Tensor& weight, const FourBitOptions& options,
                                 MemoryResource& resource, std::string_view name = "weight");
 
+// Quantizes `weight` to `target` on the CPU: quantize_int8_cpu for kInt8
+// (from float16: the target's dtype must be F16, WeightLayout::int8's default),
+// else quantize_4bit_cpu with the target's format, blocksize, double
+// quantization and storage (the target's shape and dtype are the weight's).
+// The host implementation of the quantizer; kernels::quantize_on_accelerator
+// is the accelerator's, with the same bytes.
+QuantizedWeight quantize_cpu(const Tensor& weight, const WeightLayout& target,
+                             MemoryResource& resource, std::string_view name = "weight");
+
 // Throws InvalidInputError naming the tensor and element unless every value
 // of the F16/BF16/F32 tensor is finite (the check the quantizers make; a GPU
 // quantizer calls it on the host copy first to behave the same).

@@ -45,11 +45,11 @@ WeightLayout WeightLayout::float_weight(DType dtype, Shape shape) {
   return l;
 }
 
-WeightLayout WeightLayout::int8(Shape shape) {
+WeightLayout WeightLayout::int8(Shape shape, DType from) {
   WeightLayout l;
   l.format = WeightFormat::kInt8;
   l.shape = std::move(shape);
-  l.dtype = DType::kF16;
+  l.dtype = from;
   l.storage = DType::kI8;
   return l;
 }

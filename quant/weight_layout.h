@@ -80,7 +80,8 @@ struct WeightLayout {
   WeightFormat format = WeightFormat::kFloat;
   Shape shape;  // the logical (unquantized) shape, [out, in] for a linear layer
   // The logical dtype: kFloat: the values'; 4-bit: what the weight was
-  // quantized from (the JSON's "dtype"); int8: F16 (bitsandbytes' input).
+  // quantized from (the JSON's "dtype"); int8: the dtype the codes are
+  // computed from (F16, bitsandbytes' input, unless a caller asks otherwise).
   DType dtype = DType::kF32;
   // The dtype of the "weight" part: kFloat: `dtype`; kInt8: I8; 4-bit: U8,
   // F16, BF16 or F32 (bitsandbytes' quant_storage; the codes' bytes viewed
@@ -90,7 +91,7 @@ struct WeightLayout {
   bool double_quant = false;  // 4-bit: absmax quantized again (nested state)
 
   static WeightLayout float_weight(DType dtype, Shape shape);
-  static WeightLayout int8(Shape shape);
+  static WeightLayout int8(Shape shape, DType from = DType::kF16);
   static WeightLayout four_bit(WeightFormat format, Shape shape, DType dtype, int64_t blocksize,
                                bool double_quant, DType storage);
 
