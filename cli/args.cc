@@ -185,6 +185,31 @@ MemoryBudgets parse_max_memory(const std::string& text) {
   return budgets;
 }
 
+std::vector<int64_t> parse_int_list(const std::string& flag, const std::string& text,
+                                    int64_t min_value, int64_t max_value) {
+  std::vector<int64_t> out;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    const size_t comma = text.find(',', pos);
+    const std::string item = text.substr(pos, comma == std::string::npos ? comma : comma - pos);
+    size_t used = 0;
+    long long value = 0;
+    try {
+      value = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (item.empty() || used != item.size() || value < min_value || value > max_value) {
+      throw UsageError(fmt::format("--{}: expected comma-separated numbers in {}..{}, found '{}'",
+                                   flag, min_value, max_value, item));
+    }
+    out.push_back(value);
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return out;
+}
+
 DeviceChoice parse_device_flag(const std::string& text) {
   try {
     return parse_device_choice(text);

@@ -85,6 +85,12 @@ struct MemoryBudgets {
 };
 MemoryBudgets parse_max_memory(const std::string& text);
 
+// A comma-separated list of integers in [min_value, max_value] ("1,2,4"),
+// in the order given. Throws UsageError naming `flag`, the expected range and
+// the item otherwise.
+std::vector<int64_t> parse_int_list(const std::string& flag, const std::string& text,
+                                    int64_t min_value, int64_t max_value);
+
 // --device's value; UsageError naming the flag for anything but auto, cuda
 // and sim.
 DeviceChoice parse_device_flag(const std::string& text);

@@ -3,7 +3,8 @@
 // [--new-tokens N] [--batches 1,8,32] [--no-resident] [--cuda-graphs] [--run-on-host REGEX]
 // [--host-compute off|auto] [--cpu-moe N] [--expert-cache N|auto [--expert-cache-policy lfu|lru]
 // [--no-expert-predict]] [--expert-compute accelerator|host|split|auto]
-// [--routing-trace uniform|zipf:S] [--device ...] [--json]` (the MoE flags: cli/moe_flags.h;
+// [--routing-trace uniform|zipf:S] [--tensor-parallel N[,N...]] [--device ...] [--json]`
+// (the MoE flags: cli/moe_flags.h;
 // each run of a MoE model reports its expert cache and predictions under "moe"):
 // for a model folder, in one run: the pinned host-to-device rate, then for each
 // configuration (resident where it fits, and under --max-memory when given) the
@@ -14,11 +15,15 @@
 // each decode is measured a second time with its steps replayed from a
 // captured graph (models/decode_graph.h). The device's own read rate is
 // measured too: resident decode is bounded by it (weights read per step /
-// read rate, the "HBM limit").
+// read rate, the "HBM limit"). With --tensor-parallel each configuration is
+// measured for each N listed, split over accelerators 0 .. N-1 (each rank
+// under its accelerator's --max-memory budget), with each rank's streamed
+// bytes and rate beside its accelerator's own link rate.
 #include "cli/bench_model.h"
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <cstdio>
 #include <filesystem>
@@ -31,6 +36,7 @@
 #include "cli/mlp_session.h"
 #include "cli/model_session.h"
 #include "cli/moe_flags.h"
+#include "cli/tensor_parallel.h"
 #include "core/error.h"
 #include "mmap_store/output_path.h"
 #include "quant/quant_state.h"
@@ -64,6 +70,8 @@ struct Measurement {
   int64_t graph_launches = 0;
   std::string graph_fallback;
   double read_limit_tokens_per_s = 0;  // resident: device read rate / weight bytes per step
+  int tensor_parallel = 1;
+  std::vector<RankRun> ranks;  // tensor_parallel > 1
   boost::json::object moe;             // MoE models: cache and prediction (moe_report)
 };
 
@@ -186,6 +194,63 @@ Measurement measure(Platform& platform, const std::string& folder, const Session
   return m;
 }
 
+// One model load split over `ranks` accelerators (--tensor-parallel) for one
+// shape; `links`: each accelerator's pinned host-to-device rate.
+Measurement measure_split(Platform& platform, const std::string& folder,
+                          const SessionConfig& config,
+                          const std::optional<LoadQuantization>& quantize, const std::string& label,
+                          bool prefill, int64_t batch, int64_t prompt_tokens, int64_t new_tokens,
+                          const std::vector<double>& links, int64_t vocab, int ranks) {
+  models::TransformerRunShape shape;
+  shape.batch = batch;
+  shape.max_step_tokens = prompt_tokens;
+  shape.max_context = prompt_tokens + std::max<int64_t>(new_tokens, 1);
+  parallel::TensorParallelRunner runner(
+      platform, folder, tensor_parallel_setup(platform, config, ranks, quantize), shape);
+  const std::vector<int32_t> prompt = random_prompt(prompt_tokens, vocab, 11);
+  models::GenerationOptions generation;
+  generation.ignore_eos = true;
+  generation.max_new_tokens = prefill ? 1 : new_tokens;
+  if (!prefill) {
+    models::GenerationOptions warm = generation;  // first-touch costs out of the timing
+    warm.max_new_tokens = 2;
+    runner.generate(prompt, warm);
+  }
+  const std::vector<models::GenerationResult> results = runner.generate(prompt, generation);
+  const models::GenerationResult& r = results.front();
+  Measurement m;
+  m.config = fmt::format("{} tp={}", label, ranks);
+  m.tensor_parallel = ranks;
+  m.phase = prefill ? "prefill" : "decode";
+  m.batch = batch;
+  m.tokens = prefill ? prompt_tokens : r.decode_steps;
+  m.seconds = prefill ? r.prefill_seconds : r.decode_seconds;
+  const double work = static_cast<double>(prefill ? prompt_tokens * batch : r.decode_steps * batch);
+  m.tokens_per_s = m.seconds > 0 ? work / m.seconds : 0;
+  m.ranks = rank_runs(platform, runner, results, false);
+  // The step is as slow as its slowest rank's link: each streams its own part.
+  double limit = 0;
+  for (size_t i = 0; i < m.ranks.size(); ++i) {
+    RankRun& rank = m.ranks[i];
+    rank.link_bytes_per_s = links.at(static_cast<size_t>(runner.rank(static_cast<int>(i)).accelerator));
+    const models::GenerationResult& g = results[i];
+    const uint64_t bytes = prefill ? g.prefill_counters.bytes_h2d : g.decode_counters.bytes_h2d;
+    const uint64_t per_step = prefill ? bytes : rank.streamed_bytes_per_step();
+    m.streamed_bytes_per_step += per_step;
+    m.streamed_bytes_per_s += m.seconds > 0 ? static_cast<double>(bytes) / m.seconds : 0;
+    m.stall_ms = std::max(m.stall_ms, (prefill ? g.prefill_counters : g.decode_counters).stall_ms);
+    m.peak_accelerator_bytes = std::max(m.peak_accelerator_bytes, rank.peak_bytes);
+    if (per_step > 0 && rank.link_bytes_per_s > 0) {
+      const double own = rank.link_bytes_per_s / static_cast<double>(per_step) *
+                         (prefill ? static_cast<double>(prompt_tokens) : 1.0) *
+                         static_cast<double>(batch);
+      limit = limit > 0 ? std::min(limit, own) : own;
+    }
+  }
+  m.link_limit_tokens_per_s = limit;
+  return m;
+}
+
 }  // namespace
 
 bool is_model_folder(const std::string& path) {
@@ -197,7 +262,7 @@ int bench_model_folder(const std::vector<std::string>& args) {
   std::vector<std::string> value_flags = {"model",     "max-memory",    "offload-dir",
                                           "prefetch",  "device",        "quant",
                                           "blocksize", "prompt-tokens", "new-tokens",
-                                          "batches",   "override-tensor"};
+                                          "batches",   "override-tensor", kTensorParallelFlag};
   value_flags.insert(value_flags.end(), kHostComputeValueFlags.begin(),
                      kHostComputeValueFlags.end());
   value_flags.insert(value_flags.end(), kMoeValueFlags.begin(), kMoeValueFlags.end());
@@ -223,7 +288,17 @@ int bench_model_folder(const std::vector<std::string>& args) {
   if (budgeted.budgets.disk && !budgeted.offload_dir) {
     throw UsageError("--max-memory gives a disk budget but no --offload-dir was given");
   }
-  auto platform = make_platform(p.get_or("device", "auto"), budgeted.budgets);
+  std::vector<std::string> not_split = {"offload-dir", "cuda-graphs", "host-cache",
+                                        kNoExpertPredictFlag};
+  not_split.insert(not_split.end(), kHostComputeValueFlags.begin(), kHostComputeValueFlags.end());
+  not_split.insert(not_split.end(), kMoeValueFlags.begin(), kMoeValueFlags.end());
+  const std::vector<int> splits = parse_tensor_parallel_list(p, not_split);
+  const int most_ranks = *std::max_element(splits.begin(), splits.end());
+  auto platform = make_platform(p.get_or("device", "auto"), budgeted.budgets, most_ranks);
+  if (most_ranks > platform->accelerator_count()) {
+    throw UsageError(fmt::format("--tensor-parallel {} needs {} accelerators, but {} are present",
+                                 most_ranks, most_ranks, platform->accelerator_count()));
+  }
   budgeted.tensor_overrides = parse_tensor_overrides(
       p.get_all("override-tensor"), *platform, budgeted.offload_dir ? "" : "--offload-dir");
   if (!budgeted.tensor_overrides.empty() && !p.has("max-memory")) {
@@ -254,6 +329,12 @@ int bench_model_folder(const std::vector<std::string>& args) {
     }
   }
   const double link_rate = measure_pinned_h2d_rate(*platform, 0, uint64_t{512} << 20, 5);
+  // Each accelerator's own link, alone (--tensor-parallel: the ranks'
+  // links; the same run as the measurements).
+  std::vector<double> links = {link_rate};
+  for (int a = 1; a < most_ranks; ++a) {
+    links.push_back(measure_pinned_h2d_rate(*platform, a, uint64_t{512} << 20, 5));
+  }
   const double read_rate = measure_device_read_rate(*platform, 0, uint64_t{1} << 30, 5);
   const bool graphs = p.has("cuda-graphs");
   const HostComputeFlags host_flags = parse_host_compute_flags(p);
@@ -272,8 +353,18 @@ int bench_model_folder(const std::vector<std::string>& args) {
   if (configs.empty()) throw UsageError("--no-resident needs --max-memory");
 
   std::vector<Measurement> runs;
+  for (const int ranks : splits) {
   for (const auto& [label, config] : configs) {
     try {
+      if (ranks > 1) {
+        runs.push_back(measure_split(*platform, folder, config, quantize, label, true, 1,
+                                     prompt_tokens, 1, links, vocab, ranks));
+        for (int64_t batch : batches) {
+          runs.push_back(measure_split(*platform, folder, config, quantize, label, false, batch,
+                                       kDecodePromptTokens, new_tokens, links, vocab, ranks));
+        }
+        continue;
+      }
       runs.push_back(measure(*platform, folder, config, quantize, label, true, 1, prompt_tokens, 1,
                              link_rate, vocab, false, host_flags, moe_flags));
       for (int64_t batch : batches) {
@@ -297,12 +388,14 @@ int bench_model_folder(const std::vector<std::string>& args) {
       std::fprintf(stderr, "stowage bench: resident run skipped: %s\n", e.what());
     }
   }
+  }
 
   const double gib = 1024.0 * 1024.0 * 1024.0;
   if (p.has("json")) {
     boost::json::object o;
     o["model"] = folder;
     o["link_bytes_per_s"] = link_rate;
+    o["link_bytes_per_s_per_accelerator"] = boost::json::value_from(links);
     o["device_read_bytes_per_s"] = read_rate;
     o["decode_step_weight_bytes"] = step_weight_bytes;
     o["prompt_tokens"] = prompt_tokens;
@@ -333,6 +426,8 @@ int bench_model_folder(const std::vector<std::string>& args) {
       }
       if (m.split) r["host_compute"] = compute_split_json(*m.split);
       if (!m.moe.empty()) r["moe"] = m.moe;
+      r["tensor_parallel"] = m.tensor_parallel;
+      if (!m.ranks.empty()) r["ranks"] = tensor_parallel_json(m.ranks)["per_rank"];
       if (m.graphs) {
         r["graph_launches"] = m.graph_launches;
         r["graph_fallback"] = m.graph_fallback;
@@ -353,6 +448,9 @@ int bench_model_folder(const std::vector<std::string>& args) {
   std::printf(
       "model %s; pinned host-to-device link %.2f GiB/s, device read %.1f GiB/s (same run)\n",
       folder.c_str(), link_rate / gib, read_rate / gib);
+  for (size_t a = 1; a < links.size(); ++a) {
+    std::printf("accelerator %zu's link %.2f GiB/s\n", a, links[a] / gib);
+  }
   std::printf("host compute: %d thread%s (one core left to the copy submission by default)\n",
               host_flags.threads, host_flags.threads == 1 ? "" : "s");
   std::printf("%-16s %-8s %5s %8s %12s %14s %10s %14s %10s %12s\n", "config", "phase", "batch",
@@ -372,9 +470,13 @@ int bench_model_folder(const std::vector<std::string>& args) {
             ? fmt::format("{:.0f}%", 100.0 * m.tokens_per_s / m.link_limit_tokens_per_s).c_str()
             : "-",
         format_bytes(m.peak_accelerator_bytes).c_str());
+    if (!m.ranks.empty()) std::fputs(tensor_parallel_text(m.ranks).c_str(), stdout);
   }
-  std::printf("reproduce: stowage bench --model %s%s\n", folder.c_str(),
-              p.has("max-memory") ? (" --max-memory " + *p.get("max-memory")).c_str() : "");
+  std::printf("reproduce: stowage bench --model %s%s%s\n", folder.c_str(),
+              p.has("max-memory") ? (" --max-memory " + *p.get("max-memory")).c_str() : "",
+              p.has(kTensorParallelFlag)
+                  ? (" --tensor-parallel " + *p.get(kTensorParallelFlag)).c_str()
+                  : "");
   return 0;
 }
 

@@ -2,11 +2,13 @@
 // [--max-new-tokens N] [--temperature T --top-p P --top-k K --seed S]
 // [--ignore-eos] [--max-memory ...] [--offload-dir DIR] [--quant none|int8|nf4|fp4
 // [--blocksize N] [--double-quant]] [--prefetch N] [--device ...] [--json]
-// [--dump-logits FILE]`: runs a Hugging Face model folder of the transformer
-// family (CLI.md) through the offload runtime and prints the text as it is
-// generated, then one line of rates.
+// [--dump-logits FILE] [--trace FILE.json] [--tensor-parallel N]`: runs a
+// Hugging Face model folder of the transformer family (CLI.md) through the
+// offload runtime (split over N accelerators with --tensor-parallel) and
+// prints the text as it is generated, then one line of rates.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <cstdio>
 #include <filesystem>
@@ -22,6 +24,7 @@
 #include "cli/mlp_session.h"
 #include "cli/model_session.h"
 #include "cli/moe_flags.h"
+#include "cli/tensor_parallel.h"
 #include "core/error.h"
 #include "mmap_store/output_path.h"
 #include "mmap_store/safetensors_writer.h"
@@ -29,6 +32,7 @@
 #include "models/transformer_runner.h"
 #include "offload/loader.h"
 #include "offload/offload_manager.h"
+#include "parallel/tensor_parallel_runner.h"
 #include "quant/quant_state.h"
 #include "tokenizer/streaming_decoder.h"
 #include "tokenizer/tokenizer.h"
@@ -95,7 +99,8 @@ int run_generate(const std::vector<std::string>& args,
   std::vector<std::string> value_flags = {
       "model",  "prompt",       "prompt-ids", "max-new-tokens", "temperature", "top-p",
       "top-k",  "seed",         "max-memory", "offload-dir",    "quant",       "blocksize",
-      "prefetch", "device",     "dump-logits", "batch",         "override-tensor"};
+      "prefetch", "device",     "dump-logits", "batch",         "override-tensor",
+      kTensorParallelFlag};
   value_flags.insert(value_flags.end(), kHostComputeValueFlags.begin(),
                      kHostComputeValueFlags.end());
   value_flags.insert(value_flags.end(), kMoeValueFlags.begin(), kMoeValueFlags.end());
@@ -110,6 +115,11 @@ int run_generate(const std::vector<std::string>& args,
   const bool generation_graphs = parser.has("cuda-graphs");
   const HostComputeFlags host_flags = parse_host_compute_flags(parser);
   const MoeFlags moe_flags = parse_moe_flags(parser);
+  std::vector<std::string> not_split = {"offload-dir", "cuda-graphs", "host-cache",
+                                        kNoExpertPredictFlag};
+  not_split.insert(not_split.end(), kHostComputeValueFlags.begin(), kHostComputeValueFlags.end());
+  not_split.insert(not_split.end(), kMoeValueFlags.begin(), kMoeValueFlags.end());
+  const int tensor_parallel = parse_tensor_parallel(parser, not_split);
   const auto model = parser.get("model");
   if (!model) throw UsageError("--model DIR is required");
   if (parser.has("prompt") == parser.has("prompt-ids")) {
@@ -165,7 +175,7 @@ int run_generate(const std::vector<std::string>& args,
                                           : parse_ids(*parser.get("prompt-ids"));
   if (prompt.empty()) throw InvalidInputError("the prompt encodes to no tokens");
 
-  auto platform = make_platform(parser.get_or("device", "auto"), budgets);
+  auto platform = make_platform(parser.get_or("device", "auto"), budgets, tensor_parallel);
   SessionConfig session_config;
   session_config.budgets = budgets;
   session_config.offload_dir = offload_dir;
@@ -199,7 +209,47 @@ int run_generate(const std::vector<std::string>& args,
   int host_layers = 0;
   ComputeSplitReport split;
   boost::json::object moe;  // MoE models: cache and prediction (moe_report)
-  {
+  std::vector<RankRun> ranks;  // --tensor-parallel N > 1
+  models::GenerationOptions generation;
+  generation.max_new_tokens = max_new;
+  generation.temperature = static_cast<float>(temperature);
+  generation.top_p = static_cast<float>(top_p);
+  generation.top_k = top_k;
+  generation.seed = static_cast<uint64_t>(seed);
+  generation.ignore_eos = parser.has("ignore-eos");
+  generation.graphs = generation_graphs;
+  std::unique_ptr<tokenizer::StreamingDecoder> stream_text;
+  if (tok) stream_text = std::make_unique<tokenizer::StreamingDecoder>(*tok, true);
+  int64_t printed = 0;
+  generation.on_token = [&](int32_t id) {
+    if (json) return;
+    if (stream_text) {
+      std::fputs(stream_text->append(id).c_str(), stdout);
+    } else {
+      std::printf("%s%d", printed++ == 0 ? "" : " ", id);
+    }
+    std::fflush(stdout);
+  };
+  if (tensor_parallel > 1) {
+    // Each rank its part of every layer on its own accelerator and budget.
+    parallel::TensorParallelRunner runner(
+        *platform, *model,
+        tensor_parallel_setup(*platform, session_config, tensor_parallel, quantize), shape);
+    vocab = runner.config().vocab_size;
+    acc = runner.rank(0).tier;
+    const std::vector<models::GenerationResult> results = runner.generate(prompt, generation);
+    result = results.front();
+    bool streamed = false;
+    for (const models::GenerationResult& r : results) {
+      streamed = streamed || r.prefill_counters.bytes_h2d + r.decode_counters.bytes_h2d > 0;
+    }
+    ranks = rank_runs(*platform, runner, results, streamed);
+    for (const RankRun& r : ranks) {
+      peak = std::max(peak, r.peak_bytes);
+      streamed_per_token += r.streamed_bytes_per_step();
+    }
+    for (const RankRun& r : ranks) link_rate += r.link_bytes_per_s;  // every rank's link
+  } else {
     std::unique_ptr<ModelSession> session =
         open_model_session(*platform, *model, session_config, quantize, shape, true);
     acc = session->accelerator;
@@ -215,14 +265,6 @@ int run_generate(const std::vector<std::string>& args,
                                                   uint64_t{256} << 20, 3)
                         : 0.0);
 
-    models::GenerationOptions generation;
-    generation.max_new_tokens = max_new;
-    generation.temperature = static_cast<float>(temperature);
-    generation.top_p = static_cast<float>(top_p);
-    generation.top_k = top_k;
-    generation.seed = static_cast<uint64_t>(seed);
-    generation.ignore_eos = parser.has("ignore-eos");
-    generation.graphs = generation_graphs;
     split = session_compute_split(
         *session, host_flags,
         host_flags.auto_split ? measure_pinned_h2d_rate(*platform,
@@ -231,22 +273,8 @@ int run_generate(const std::vector<std::string>& args,
                               : 0.0,
         batch);
     generation.decode_host_modules = split.decode_host_modules();
-    std::unique_ptr<tokenizer::StreamingDecoder> stream_text;
-    if (tok) stream_text = std::make_unique<tokenizer::StreamingDecoder>(*tok, true);
-    int64_t printed = 0;
-    generation.on_token = [&](int32_t id) {
-      if (json) return;
-      if (stream_text) {
-        std::fputs(stream_text->append(id).c_str(), stdout);
-      } else {
-        std::printf("%s%d", printed++ == 0 ? "" : " ", id);
-      }
-      std::fflush(stdout);
-    };
     result = runner.generate(prompt, generation);
     if (runner.spec().config.moe) moe = moe_report(runner, result, moe_flags);
-    if (stream_text && !json) std::fputs(stream_text->finish().c_str(), stdout);
-    if (tok) text = tok->decode(result.output_ids, true);
     peak = manager.usage(acc).peak_bytes;
     const int64_t steps = result.decode_steps;
     if (steps > 0) streamed_per_token = result.decode_counters.bytes_h2d / steps;
@@ -255,9 +283,10 @@ int run_generate(const std::vector<std::string>& args,
                                           uint64_t{256} << 20, 3);
     }
   }
-
-  // The session has ended: every span's events were reached.
+  if (stream_text && !json) std::fputs(stream_text->finish().c_str(), stdout);
+  if (tok) text = tok->decode(result.output_ids, true);
   if (trace_path) trace.write(*trace_path);
+
   const double prefill_rate =
       result.prefill_seconds > 0
           ? static_cast<double>(result.prompt_tokens * batch) / result.prefill_seconds
@@ -266,10 +295,15 @@ int run_generate(const std::vector<std::string>& args,
       result.decode_seconds > 0
           ? static_cast<double>(result.decode_steps * batch) / result.decode_seconds
           : 0;
-  const double streamed_rate =
+  double streamed_rate =
       result.decode_seconds > 0
           ? static_cast<double>(result.decode_counters.bytes_h2d) / result.decode_seconds
           : 0;
+  if (!ranks.empty()) {
+    // Every rank's link at once.
+    streamed_rate = 0;
+    for (const RankRun& r : ranks) streamed_rate += r.streamed_bytes_per_s();
+  }
   if (dump_logits) {
     const int64_t positions = static_cast<int64_t>(result.logits.size()) / vocab;
     mmap_store::AtomicFileOptions out_options;
@@ -301,6 +335,7 @@ int run_generate(const std::vector<std::string>& args,
     // chosen from (its decode_host_modules, estimated step: with auto).
     o["host_compute"] = compute_split_json(split);
     if (!moe.empty()) o["moe"] = moe;
+    if (!ranks.empty()) o["tensor_parallel"] = tensor_parallel_json(ranks);
     if (generation_graphs) {
       o["graph_launches"] = result.graph_launches;
       o["graph_fallback"] = result.graph_fallback;
@@ -322,6 +357,7 @@ int run_generate(const std::vector<std::string>& args,
         prefill_rate, static_cast<long long>(result.prompt_tokens * batch), decode_rate,
         static_cast<long long>(result.decode_steps), link.c_str(), acc.to_string().c_str(),
         format_bytes(peak).c_str());
+    if (!ranks.empty()) std::fputs(tensor_parallel_text(ranks).c_str(), stdout);
     if (host_layers > 0) {
       std::printf("decoder layers computed on the host: %d (on %d host threads)\n", host_layers,
                   host_flags.threads);

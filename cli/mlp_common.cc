@@ -11,7 +11,8 @@
 
 namespace stowage::cli {
 
-std::unique_ptr<Platform> make_platform(const std::string& device, const MemoryBudgets& budgets) {
+std::unique_ptr<Platform> make_platform(const std::string& device, const MemoryBudgets& budgets,
+                                        int min_accelerators) {
   DeviceChoice choice;
   try {
     choice = parse_device_choice(device);
@@ -21,6 +22,7 @@ std::unique_ptr<Platform> make_platform(const std::string& device, const MemoryB
   // The simulated platform has as many accelerators as --max-memory names
   // (up to kMaxSimulatedAccelerators), checked before any is made.
   SimOptions sim;
+  sim.accelerator_count = std::min(std::max(min_accelerators, 1), kMaxSimulatedAccelerators);
   const bool simulated =
       choice == DeviceChoice::kSim || (choice == DeviceChoice::kAuto && !cuda_device_available());
   for (const auto& [index, bytes] : budgets.accelerators) {

@@ -22,8 +22,10 @@ constexpr int kMaxSimulatedAccelerators = 8;
 // A platform for --device (default auto) with enough simulated accelerators
 // for the budgets' largest accelerator index. Throws UsageError for a bad
 // --device and when a budget names an accelerator the platform lacks (a CUDA
-// platform's count, or kMaxSimulatedAccelerators on sim).
-std::unique_ptr<Platform> make_platform(const std::string& device, const MemoryBudgets& budgets);
+// platform's count, or kMaxSimulatedAccelerators on sim). A simulated
+// platform has at least `min_accelerators` (--tensor-parallel N: N ranks).
+std::unique_ptr<Platform> make_platform(const std::string& device, const MemoryBudgets& budgets,
+                                        int min_accelerators = 1);
 
 struct PlannerTiers {
   std::vector<TierCapacity> accelerators;

@@ -6,7 +6,9 @@
 // For a Hugging Face model folder of the transformer family, the modules are
 // its decoder layers, final norm, head and embedding table, and accelerator 0
 // keeps the KV cache and activations of --batch sequences of --prompt-tokens
-// + --max-new-tokens positions, as `stowage generate` does.
+// + --max-new-tokens positions, as `stowage generate` does. With
+// --tensor-parallel N, each rank's plan of its part of the folder
+// (cli/tensor_parallel.h), under its accelerator's budget.
 #include <fmt/format.h>
 
 #include <boost/json.hpp>
@@ -20,6 +22,7 @@
 #include "cli/measure.h"
 #include "cli/mlp_common.h"
 #include "cli/model_session.h"
+#include "cli/tensor_parallel.h"
 #include "core/error.h"
 #include "core/memory_resource.h"
 #include "mmap_store/checkpoint.h"
@@ -47,7 +50,7 @@ int run_plan(const std::vector<std::string>& args) {
   std::vector<std::string> value_flags = {"model",         "max-memory",     "no-split",
                                           "prefetch",      "batch",          "device",
                                           "prompt-tokens", "max-new-tokens", "override-tensor",
-                                          "link-rate",     "host-rate"};
+                                          "link-rate",     "host-rate",      kTensorParallelFlag};
   value_flags.insert(value_flags.end(), kHostComputeValueFlags.begin(),
                      kHostComputeValueFlags.end());
   ArgParser parser("plan", value_flags, {"json", kNoHostComputeFlag});
@@ -100,6 +103,21 @@ int run_plan(const std::vector<std::string>& args) {
   const double given_host_rate = rate_flag("host-rate");
   const int64_t prompt_tokens = parser.get_int("prompt-tokens", 128, 1, 1 << 24);
   const int64_t new_tokens = parser.get_int("max-new-tokens", 128, 0, 1 << 24);
+  const int tensor_parallel =
+      parse_tensor_parallel(parser, {"run-on-host", "host-compute", "host-threads",
+                                     "link-rate", "host-rate", "override-tensor", "no-split"});
+  if (tensor_parallel > 1) {
+    // Each rank's plan of its part (--tensor-parallel N; the model folder).
+    if (!folder) throw UsageError("--tensor-parallel applies to a model folder");
+    if (budgets.disk) throw UsageError("--tensor-parallel does not take a disk budget yet");
+    auto platform = make_platform(parser.get_or("device", "auto"), budgets, tensor_parallel);
+    models::TransformerRunShape shape;
+    shape.batch = batch;
+    shape.max_step_tokens = prompt_tokens;
+    shape.max_context = prompt_tokens + std::max<int64_t>(new_tokens, 1);
+    return plan_tensor_parallel(*platform, *model, budgets, tensor_parallel, prefetch, shape,
+                                parser.has("json"));
+  }
   auto checkpoint =
       mmap_store::open_checkpoint(folder ? models::model_checkpoint_path(*model) : *model);
   // The quantization states are checked by the rules inspect and run use
