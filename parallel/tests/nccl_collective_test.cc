@@ -1,5 +1,6 @@
-// The collective between CUDA devices (NCCL): skips where fewer than two
-// GPUs are visible, as on CI and the build host.
+// The collective between CUDA devices (NCCL): skips where the GPUs it needs
+// are not visible (CI and the build host have none), or the build has no
+// NCCL.
 #include <gtest/gtest.h>
 
 #include <vector>
@@ -17,6 +18,27 @@ std::unique_ptr<Platform> two_gpus() {
   if (!cuda_device_available()) return nullptr;
   auto platform = Platform::create(DeviceChoice::kCuda);
   return platform->accelerator_count() >= 2 ? std::move(platform) : nullptr;
+}
+
+TEST(NcclCollective, AOneGpuGroupReducesToItself) {
+  if (!cuda_device_available()) GTEST_SKIP() << "needs a CUDA GPU";
+  if (!nccl_available()) GTEST_SKIP() << "this build has no NCCL";
+  auto platform = Platform::create(DeviceChoice::kCuda);
+  auto group = make_collective_group(*platform, {0});
+  EXPECT_EQ(group->description().rfind("NCCL ", 0), 0u) << group->description();
+  Accelerator& acc = platform->accelerator(0);
+  Stream stream = acc.create_stream();
+  const size_t n = 4096;
+  Buffer device(acc.memory(), n * sizeof(float), stream.ref());
+  std::vector<float> host(n, 1.5f), out(n);
+  stream.ref().copy(device.data(), host.data(), n * sizeof(float));
+  group->rank(0).all_reduce_sum(stream.ref(), static_cast<float*>(device.data()), n);
+  stream.ref().copy(out.data(), device.data(), n * sizeof(float));
+  stream.synchronize();
+  EXPECT_EQ(out, host);
+  group->abort("the test is done");
+  EXPECT_THROW(group->rank(0).all_reduce_sum(stream.ref(), static_cast<float*>(device.data()), n),
+               DeviceError);
 }
 
 TEST(NcclCollective, AllReduceGivesEveryGpuTheSum) {

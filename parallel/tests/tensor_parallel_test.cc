@@ -25,6 +25,7 @@
 #include "models/transformer.h"
 #include "models/transformer_runner.h"
 #include "offload/loader.h"
+#include "parallel/collective.h"
 #include "parallel/sim_collective.h"
 #include "parallel/tensor_parallel_runner.h"
 
@@ -171,6 +172,24 @@ TEST(TensorParallel, OneRankGivesTheRunnersBitsExactly) {
   const SplitRun one = generate(folder, 1);
   EXPECT_EQ(one.output, alone.output_ids);
   EXPECT_EQ(one.logits, alone.logits);
+}
+
+// On CUDA (skips without a GPU, or without NCCL): as many ranks as GPUs
+// (at most 2) through NCCL give the runner's tokens on one GPU.
+TEST(TensorParallel, OnCudaTheRanksThroughNcclGiveOneGpusTokens) {
+  if (!cuda_device_available()) GTEST_SKIP() << "needs a CUDA GPU";
+  if (!nccl_available()) GTEST_SKIP() << "this build has no NCCL";
+  const std::string folder = kTestdata + "llama_f32";
+  const std::vector<int32_t> prompt = reference_ids(folder, "prompt_ids");
+  auto platform = Platform::create(DeviceChoice::kCuda);
+  const int ranks = std::min(platform->accelerator_count(), 2);
+  TensorParallelRunner tp(*platform, folder, setup_for(ranks), shape_for(prompt.size()));
+  models::GenerationOptions options;
+  options.max_new_tokens = 32;
+  options.ignore_eos = true;
+  const std::vector<models::GenerationResult> results = tp.generate(prompt, options);
+  EXPECT_EQ(results[0].output_ids, reference_ids(folder, "output_ids")) << ranks << " ranks";
+  for (int r = 1; r < ranks; ++r) EXPECT_EQ(results[r].logits, results[0].logits);
 }
 
 // The bytes rank r's part keeps on its accelerator as working memory plus
