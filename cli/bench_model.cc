@@ -76,27 +76,7 @@ struct Measurement {
 };
 
 std::vector<int64_t> parse_batches(const std::string& text) {
-  std::vector<int64_t> out;
-  size_t pos = 0;
-  while (pos <= text.size()) {
-    const size_t comma = text.find(',', pos);
-    const std::string item = text.substr(pos, comma == std::string::npos ? comma : comma - pos);
-    size_t used = 0;
-    long long v = 0;
-    try {
-      v = std::stoll(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (item.empty() || used != item.size() || v < 1 || v > 4096) {
-      throw UsageError(
-          fmt::format("--batches: expected comma-separated batch sizes 1..4096, found '{}'", item));
-    }
-    out.push_back(v);
-    if (comma == std::string::npos) break;
-    pos = comma + 1;
-  }
-  return out;
+  return parse_int_list("batches", text, 1, 4096);
 }
 
 std::optional<LoadQuantization> quantization(const ArgParser& p) {
