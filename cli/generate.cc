@@ -41,27 +41,8 @@ namespace stowage::cli {
 namespace {
 
 std::vector<int32_t> parse_ids(const std::string& text) {
-  std::vector<int32_t> ids;
-  size_t pos = 0;
-  while (pos <= text.size()) {
-    const size_t comma = text.find(',', pos);
-    const std::string item = text.substr(pos, comma == std::string::npos ? comma : comma - pos);
-    size_t used = 0;
-    long long value = -1;
-    try {
-      value = std::stoll(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (item.empty() || used != item.size() || value < 0 || value > INT32_MAX) {
-      throw UsageError(fmt::format(
-          "--prompt-ids: expected comma-separated token ids >= 0 (e.g. 1,2,3), found '{}'", item));
-    }
-    ids.push_back(static_cast<int32_t>(value));
-    if (comma == std::string::npos) break;
-    pos = comma + 1;
-  }
-  return ids;
+  const std::vector<int64_t> values = parse_int_list("prompt-ids", text, 0, INT32_MAX);
+  return std::vector<int32_t>(values.begin(), values.end());
 }
 
 std::optional<LoadQuantization> parse_quant(const ArgParser& parser) {

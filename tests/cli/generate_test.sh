@@ -87,7 +87,7 @@ expect 1 "prompt token 512 (position 1) is outside the vocabulary of 512 tokens"
   generate --device sim --model "$data/llama_f32" --prompt-ids 1,512
 expect 1 "needs the folder's tokenizer.json" generate --device sim --model "$data/llama_f32" --prompt hello
 expect 2 "--model DIR is required" generate --prompt-ids 1
-expect 2 "--prompt-ids: expected comma-separated token ids" generate --model "$data/llama_f32" --prompt-ids 1,x
+expect 2 "--prompt-ids: expected comma-separated numbers in 0..2147483647, found .x." generate --model "$data/llama_f32" --prompt-ids 1,x
 expect 2 "--temperature" generate --model "$data/llama_f32" --prompt-ids 1 --temperature -1
 cp -rL "$data/llama_f32" "$tmp/gpt2"
 sed -i 's/LlamaForCausalLM/GPT2LMHeadModel/' "$tmp/gpt2/config.json"
