@@ -30,4 +30,16 @@ void read_checksum(const void* data, uint64_t bytes, uint64_t* checksum, StreamR
       [&](void* s) { detail::cuda_read_checksum(data, bytes, checksum, s); });
 }
 
+void upload_from_pinned(void* dst, const void* src, uint64_t bytes, StreamRef stream) {
+  STOWAGE_EXPECTS((dst != nullptr && src != nullptr) || bytes == 0, InvalidInputError,
+                  "kernels::upload_from_pinned: expected two buffers, found {} -> {} for {} bytes",
+                  src, dst, bytes);
+  if (bytes == 0) return;
+  if (stream.is_null() || stream.backend() != Backend::kCuda) {
+    stream.copy(dst, src, bytes);
+    return;
+  }
+  detail::cuda_upload_from_pinned(dst, src, bytes, stream.native_handle());
+}
+
 }  // namespace stowage::kernels

@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "core/shape.h"
+#include "kernels/memory_read.h"
 #include "kernels/transformer_ops.h"
 
 namespace stowage::models {
@@ -630,7 +631,6 @@ TransformerState::HostCompute& TransformerState::host_compute() {
     const TransformerConfig& c = spec_->config;
     const ActivationSizes a = activation_sizes(*spec_, shape_);
     const size_t rows = static_cast<size_t>(a.rows);
-    host_.x.assign(rows * c.hidden_size, 0.0f);
     host_.tmp.assign(rows * c.hidden_size, 0.0f);
     host_.q.assign(rows * a.q_cols, 0.0f);
     host_.attn.assign(rows * a.q_cols, 0.0f);
@@ -639,6 +639,7 @@ TransformerState::HostCompute& TransformerState::host_compute() {
     host_.gate.assign(rows * a.mlp_cols, 0.0f);
     host_.up.assign(rows * a.mlp_cols, 0.0f);
     host_.act.assign(rows * a.mlp_cols, 0.0f);
+    host_.x = Buffer(*pinned_, rows * c.hidden_size * sizeof(float));
     host_.h = Buffer(*pinned_, rows * c.hidden_size * sizeof(float));
     host_.y = Buffer(*pinned_, rows * c.hidden_size * sizeof(float));
   }
@@ -731,7 +732,7 @@ TransformerModel::LayerBuffers TransformerModel::host_buffers(TransformerState& 
     hc.v_cache[i].assign(cache / sizeof(float), 0.0f);
   }
   LayerBuffers b;
-  b.x = hc.x.data();
+  b.x = static_cast<float*>(hc.x.data());
   b.tmp = hc.tmp.data();
   b.q = hc.q.data();
   b.k = hc.k.data();
@@ -876,7 +877,8 @@ void TransformerModel::compute_on_host(StreamRef s, TransformerState& st, const 
   float* host_out = static_cast<float*>(hc.y.data());
   s.copy(host_in, in, static_cast<size_t>(in_floats) * sizeof(float));
   s.host_task([fn = std::move(fn), host_in, host_out] { fn(host_in, host_out); });
-  s.copy(out, host_out, static_cast<size_t>(out_floats) * sizeof(float));
+  // Not through the copy engine: it may be busy with a weight fetch.
+  kernels::upload_from_pinned(out, host_out, static_cast<size_t>(out_floats) * sizeof(float), s);
 }
 
 void TransformerModel::build_layer(size_t i) {
@@ -930,9 +932,11 @@ void TransformerModel::build_layer(size_t i) {
     s.host_task([this, i, w, b, step, host_h, &host_kernels] {
       run_layer(i, w, b, step, host_h, host_kernels, StreamRef());
     });
-    s.copy(h, host_h, bytes);
+    // Up by the accelerator's loads: the copy engine may be busy with the
+    // fetch of a streamed layer (kernels::upload_from_pinned).
+    kernels::upload_from_pinned(h, host_h, bytes, s);
     // A sparse layer's experts read the normalized hidden state on the accelerator.
-    if (l.sparse) s.copy(st.x.data(), b.x, bytes);
+    if (l.sparse) kernels::upload_from_pinned(st.x.data(), b.x, bytes, s);
   });
   layers_.push_back(&m);
   moe_.emplace_back();
@@ -1017,18 +1021,23 @@ TensorView TransformerModel::enqueue_step(hooks::HookRegistry& registry, StreamR
   const TransformerConfig& c = spec_.config;
   const TransformerRunShape& shape = state.shape_;
   const int64_t rows = shape.batch * tokens;
-  stream.copy(state.positions.data(), state.host_positions.data(), rows * sizeof(int32_t));
-  stream.copy(state.past_device.data(), state.host_past.data(), sizeof(int32_t));
+  // The step's inputs go up by the accelerator's loads, not behind the copy
+  // engine's prefetch of this step's first streamed layers.
+  kernels::upload_from_pinned(state.positions.data(), state.host_positions.data(),
+                              rows * sizeof(int32_t), stream);
+  kernels::upload_from_pinned(state.past_device.data(), state.host_past.data(), sizeof(int32_t),
+                              stream);
   float* h = static_cast<float*>(state.h.data());
   if (device_table_.data() != nullptr) {
-    stream.copy(state.ids.data(), state.host_ids.data(), rows * sizeof(int32_t));
+    kernels::upload_from_pinned(state.ids.data(), state.host_ids.data(), rows * sizeof(int32_t),
+                                stream);
     kernels::embedding_lookup(
         {rows, c.vocab_size, c.hidden_size, static_cast<const int32_t*>(state.ids.data()),
          device_table_.data(), spec_.embedding_dtype, h},
         stream);
   } else {
     const size_t row_bytes = static_cast<size_t>(c.hidden_size) * sizeof(float);
-    stream.copy(h, state.host_rows.data(), rows * row_bytes);
+    kernels::upload_from_pinned(h, state.host_rows.data(), rows * row_bytes, stream);
   }
   current_.state = &state;
   current_.tokens = tokens;

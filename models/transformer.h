@@ -186,7 +186,8 @@ class TransformerState {
   // such layer): activations, a pinned copy of the hidden state, and the
   // KV cache of each host-computed layer, in host memory.
   struct HostCompute {
-    std::vector<float> x, tmp, q, k, v, attn, gate, up, act;
+    std::vector<float> tmp, q, k, v, attn, gate, up, act;
+    Buffer x;  // pinned: a sparse layer's experts on the accelerator read it
     Buffer h;  // pinned
     Buffer y;  // pinned: a module computed on the host (an expert) writes its output here
     std::vector<std::vector<float>> k_cache, v_cache;  // per layer; empty when unused

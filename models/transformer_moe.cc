@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/dtype.h"
+#include "kernels/memory_read.h"
 #include "kernels/moe_ops.h"
 #include "kernels/transformer_ops.h"
 #include "models/transformer.h"
@@ -269,8 +270,10 @@ void TransformerModel::run_moe_block(size_t i, hooks::HookRegistry& registry, St
       ids[r] = forced[r % k];
       weights[r] = 1.0f / static_cast<float>(k);
     }
-    stream.copy(st.moe_ids.data(), ids, id_bytes);
-    stream.copy(st.moe_weights.data(), weights, static_cast<size_t>(rows * k) * sizeof(float));
+    // Up by the accelerator's loads, not behind an expert fetch on the copy engine.
+    kernels::upload_from_pinned(st.moe_ids.data(), ids, id_bytes, stream);
+    kernels::upload_from_pinned(st.moe_weights.data(), weights,
+                                static_cast<size_t>(rows * k) * sizeof(float), stream);
   }
   if (routing_log_ != nullptr) {
     routing_log_->resize(spec_.layers.size());

@@ -495,6 +495,24 @@ void cuda_read_checksum(const void* data, uint64_t bytes, uint64_t* checksum, vo
                        ::stowage::detail::current_cuda_device(), bytes);
 }
 
+void cuda_upload_from_pinned(void* dst, const void* src, uint64_t bytes, void* stream) {
+  // Memory the device cannot load from (pageable, or registered unmapped)
+  // goes through the copy engine after all.
+  cudaPointerAttributes attributes{};
+  if (cudaPointerGetAttributes(&attributes, src) != cudaSuccess ||
+      attributes.type != cudaMemoryTypeHost || attributes.devicePointer == nullptr) {
+    cudaGetLastError();  // a pageable pointer may leave an error behind on older drivers
+    STOWAGE_CUDA_TRY_FOR(
+        cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, as_stream(stream)),
+        "{}: kernels: copying {} bytes from host memory at {} to {} (not mapped pinned memory)",
+        ::stowage::detail::current_cuda_device(), bytes, src, dst);
+    return;
+  }
+  STOWAGE_CUDA_TRY_FOR(launch_upload_from_pinned(dst, attributes.devicePointer, bytes, as_stream(stream)),
+                       "{}: kernels: uploading {} bytes from pinned host memory at {} to {}",
+                       ::stowage::detail::current_cuda_device(), bytes, src, dst);
+}
+
 void cuda_gemm(CublasLtContext& context, const GemmArgs& a, StreamRef stream_ref) {
   if (a.m == 0 || a.n == 0) return;
   CublasLtState& st = context.state();

@@ -39,6 +39,7 @@ void cuda_dense_gemv_group(const DenseGemvArgs* outputs, int count, void* stream
 void cuda_dense_gemv_swiglu(const DenseGemvArgs& gate, const DenseGemvArgs& up, float* act,
                             void* stream);
 void cuda_read_checksum(const void* data, uint64_t bytes, uint64_t* checksum, void* stream);
+void cuda_upload_from_pinned(void* dst, const void* src, uint64_t bytes, void* stream);
 void cuda_int8_matmul(CublasLtContext& context, const Int8MatmulArgs& args, StreamRef stream);
 void cuda_four_bit_matmul(CublasLtContext& context, const FourBitMatmulArgs& args,
                           StreamRef stream);

@@ -43,6 +43,7 @@ void cuda_dense_gemv_swiglu(const DenseGemvArgs&, const DenseGemvArgs&, float*, 
   no_cuda("dense_gemv_swiglu");
 }
 void cuda_read_checksum(const void*, uint64_t, uint64_t*, void*) { no_cuda("read_checksum"); }
+void cuda_upload_from_pinned(void*, const void*, uint64_t, void*) { no_cuda("upload_from_pinned"); }
 void cuda_int8_matmul(CublasLtContext&, const Int8MatmulArgs&, StreamRef) {
   no_cuda("int8_matmul");
 }

@@ -159,6 +159,12 @@ cudaError_t launch_dense_gemv_group(const DenseGemvLaunch* outputs, int count, f
 cudaError_t launch_read_checksum(const void* data, uint64_t bytes, uint64_t* checksum,
                                  cudaStream_t stream);
 
+// Copies `bytes` from pinned, mapped host memory to device memory with a
+// kernel's loads (either pointer any alignment; 16-byte words where both are
+// 16-byte aligned).
+cudaError_t launch_upload_from_pinned(void* dst, const void* src, uint64_t bytes,
+                                      cudaStream_t stream);
+
 // The 4-bit matmul with float32 x, y and bias at m <= kFourBitF32GemvMaxRows
 // (four_bit_f32_gemv_kernels.cu): applies when k % 32 == 0, blocksize % 32
 // == 0 and packed and x are 16-byte aligned.

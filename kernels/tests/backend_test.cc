@@ -5,6 +5,7 @@
 // within a tolerance.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -469,6 +470,67 @@ TEST_P(KernelsOnBackend, ReadChecksumIsTheXorOfTheWordsAndRefusesMisalignment) {
   EXPECT_EQ(value, want);
   EXPECT_THROW(read_checksum(data.data(), 20, static_cast<uint64_t*>(sum.data()), stream()),
                InvalidInputError);
+}
+
+TEST_P(KernelsOnBackend, UploadFromPinnedCopiesEveryByteAtAnyAlignmentAndSize) {
+  const size_t capacity = (size_t{1} << 20) + 64;
+  Buffer pinned(platform_->pinned_host_memory(), capacity);
+  auto* p = static_cast<uint8_t*>(pinned.data());
+  std::mt19937_64 rng(7);
+  for (size_t i = 0; i < capacity; ++i) p[i] = static_cast<uint8_t>(rng());
+  std::vector<uint8_t> pageable(p, p + capacity);
+  Buffer device = allocate(capacity);
+  auto* d = static_cast<uint8_t*>(device.data());
+  // Offsets that give 16-, 4- and 1-byte alignment; sizes with a tail.
+  const size_t cases[][3] = {{0, 0, 16384},    {0, 0, (size_t{1} << 20) + 16},
+                             {4, 8, 4100},      {1, 3, 4097},
+                             {16, 0, 7},        {0, 0, 1}};
+  for (const auto& c : cases) {
+    const size_t src_off = c[0], dst_off = c[1], bytes = c[2];
+    SCOPED_TRACE(::testing::Message() << "src+" << src_off << " dst+" << dst_off << " " << bytes);
+    stream().fill_zero(d, capacity);
+    upload_from_pinned(d + dst_off, p + src_off, bytes, stream());
+    std::vector<uint8_t> got = download(device, capacity);
+    EXPECT_EQ(0, std::memcmp(got.data() + dst_off, p + src_off, bytes));
+    EXPECT_EQ(std::count(got.begin(), got.begin() + dst_off, 0), static_cast<long>(dst_off))
+        << "wrote before dst";
+    EXPECT_EQ(std::count(got.begin() + dst_off + bytes, got.end(), 0),
+              static_cast<long>(capacity - dst_off - bytes))
+        << "wrote past dst + bytes";
+    // Pageable memory, which the accelerator cannot load from, goes through a copy.
+    stream().fill_zero(d, capacity);
+    upload_from_pinned(d + dst_off, pageable.data() + src_off, bytes, stream());
+    got = download(device, capacity);
+    EXPECT_EQ(0, std::memcmp(got.data() + dst_off, pageable.data() + src_off, bytes));
+  }
+  upload_from_pinned(d, p, 0, stream());  // nothing to do
+  EXPECT_THROW(upload_from_pinned(nullptr, p, 4, stream()), InvalidInputError);
+}
+
+// The reason for upload_from_pinned: a small upload issued after a large copy
+// already queued on another stream does not wait for that copy to end.
+TEST_P(KernelsOnBackend, UploadFromPinnedDoesNotQueueBehindACopyOnTheCopyEngine) {
+  if (GetParam() != DeviceChoice::kCuda) GTEST_SKIP() << "a property of CUDA's copy engines";
+  const size_t big = size_t{1} << 30;  // ~20 ms over a PCIe 5 link
+  Buffer big_host(platform_->pinned_host_memory(), big);
+  std::memset(big_host.data(), 1, big);
+  Buffer big_device = allocate(big);
+  Buffer small_host(platform_->pinned_host_memory(), 16384);
+  std::memset(small_host.data(), 2, 16384);
+  Buffer small_device = allocate(16384);
+  stream().synchronize();
+  Stream copy_stream = platform_->accelerator(0).create_stream();
+  Event big_done = platform_->accelerator(0).create_event();
+  Event small_done = platform_->accelerator(0).create_event();
+  copy_stream.ref().copy(big_device.data(), big_host.data(), big);
+  copy_stream.ref().record(big_done);
+  upload_from_pinned(small_device.data(), small_host.data(), 16384, stream());
+  stream().record(small_done);
+  small_done.synchronize();
+  EXPECT_FALSE(big_done.ready()) << "the 1 GiB copy ended before the 16 KiB upload";
+  const std::vector<uint8_t> got = download(small_device, 16384);
+  EXPECT_EQ(std::count(got.begin(), got.end(), 2), 16384);
+  copy_stream.synchronize();
 }
 
 TEST_P(KernelsOnBackend, Int8MatmulMatchesCpuWithAndWithoutOutliers) {
