@@ -45,19 +45,10 @@ std::unique_ptr<Platform> make_platform(const std::string& device, const MemoryB
   return platform;
 }
 
-PlannerTiers planner_tiers(Platform& platform, const MemoryBudgets& budgets, bool with_disk) {
-  PlannerTiers tiers;
-  for (int i = 0; i < platform.accelerator_count(); ++i) {
-    TierCapacity c;
-    c.tier = platform.accelerator(i).tier();
-    auto it = budgets.accelerators.find(i);
-    if (it != budgets.accelerators.end()) c.budget = it->second;
-    c.physical_bytes = platform.accelerator(i).total_bytes();
-    tiers.accelerators.push_back(c);
-  }
-  tiers.cpu = TierCapacity{Tier::pinned_host(), budgets.cpu, UINT64_MAX};
-  if (with_disk) tiers.disk = TierCapacity{Tier::disk(), budgets.disk, UINT64_MAX};
-  return tiers;
+MemoryBudget memory_budget(Platform& platform, const MemoryBudgets& budgets, bool with_disk,
+                           uint64_t cpu_physical) {
+  return memory_budget_for(platform, budgets.accelerators, budgets.cpu, cpu_physical, with_disk,
+                           budgets.disk);
 }
 
 std::vector<TensorOverride> parse_tensor_overrides(const std::vector<std::string>& values,

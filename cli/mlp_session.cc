@@ -22,31 +22,18 @@ uint64_t host_physical_bytes() {
 }
 
 OffloadOptions offload_options(Platform& platform, const SessionConfig& config) {
-  OffloadOptions options;
+  STOWAGE_EXPECTS(!config.budgets.disk || config.offload_dir, InvalidInputError,
+                  "--max-memory gives a disk budget, but no --offload-dir was given");
+  OffloadOptions options{memory_budget(platform, config.budgets, config.offload_dir.has_value(),
+                                       host_physical_bytes())};
   options.prefetch_depth = config.prefetch_depth;
-  for (const auto& [index, bytes] : config.budgets.accelerators) {
-    STOWAGE_EXPECTS(index >= 0 && index < platform.accelerator_count(), InvalidInputError,
-                    "--max-memory names accelerator {}, but {} accelerator(s) are present", index,
-                    platform.accelerator_count());
-    options.budgets[platform.accelerator(index).tier()] = bytes;
-  }
-  if (config.budgets.cpu) options.budgets[Tier::pinned_host()] = *config.budgets.cpu;
-  // Enforced where the disk store writes, not only planned for.
-  if (config.budgets.disk) options.budgets[Tier::disk()] = *config.budgets.disk;
   if (config.offload_dir) options.disk_store = make_folder_disk_store(*config.offload_dir);
   options.trace = config.trace;
   return options;
 }
 
-LoadOptions load_options(Platform& platform, const SessionConfig& config) {
-  STOWAGE_EXPECTS(!config.budgets.disk || config.offload_dir, InvalidInputError,
-                  "--max-memory gives a disk budget, but no --offload-dir was given");
-  PlannerTiers tiers = planner_tiers(platform, config.budgets, config.offload_dir.has_value());
-  tiers.cpu->physical_bytes = host_physical_bytes();
-  LoadOptions load;
-  load.accelerators = std::move(tiers.accelerators);
-  load.cpu = tiers.cpu;
-  load.disk = tiers.disk;
+LoadOptions load_options(const OffloadOptions& options, const SessionConfig& config) {
+  LoadOptions load{options};
   load.host_store = config.host_cache;
   load.tensor_overrides = config.tensor_overrides;
   return load;
@@ -63,8 +50,7 @@ TimedForwards time_forwards(Platform& platform, const mmap_store::Checkpoint& ch
   OffloadManager manager(platform, options);
   std::unique_ptr<models::LinearKernels> kernels =
       models::make_linear_kernels(platform, manager.memory(accelerator));
-  LoadOptions load = load_options(platform, config);
-  load.working_reserve = options.working_reserve;
+  LoadOptions load = load_options(options, config);
   models::MlpRunner runner(manager, checkpoint, *kernels, load);
   TimedForwards result;
   result.plan = runner.loaded().plan;

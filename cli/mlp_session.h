@@ -34,10 +34,14 @@ struct SessionConfig {
   std::vector<TensorOverride> tensor_overrides;
 };
 
-// OffloadOptions for `config` on `platform` (budgets per tier, disk store).
+// OffloadOptions for `config` on `platform`: the run's one MemoryBudget
+// (mlp_common.h's memory_budget, pinned host's physical size the host's
+// RAM, the disk tier with --offload-dir, --prefetch), the disk store, the
+// trace.
 OffloadOptions offload_options(Platform& platform, const SessionConfig& config);
-// LoadOptions (planner capacities) for `config` on `platform`.
-LoadOptions load_options(Platform& platform, const SessionConfig& config);
+// LoadOptions planning under `options`' budget (its working reserve
+// included), with `config`'s host cache and tensor overrides.
+LoadOptions load_options(const OffloadOptions& options, const SessionConfig& config);
 
 
 struct TimedForwards {

@@ -41,7 +41,7 @@ std::unique_ptr<ModelSession> open_model_session(Platform& platform, const std::
   session->manager = std::make_unique<OffloadManager>(platform, options);
   session->kernels =
       models::make_linear_kernels(platform, session->manager->memory(session->accelerator));
-  LoadOptions load = load_options(platform, config);
+  LoadOptions load = load_options(options, config);
   load.quantize = quantize;
   std::unique_ptr<ProgressBar> bar;
   if (progress) {

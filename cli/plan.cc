@@ -125,12 +125,12 @@ int run_plan(const std::vector<std::string>& args) {
   // family, so a plan is never made for a checkpoint that cannot load.
   models::check_quantized_weights(*checkpoint);
   auto platform = make_platform(parser.get_or("device", "auto"), budgets);
-  PlannerTiers tiers = planner_tiers(*platform, budgets, budgets.disk.has_value());
   const std::vector<TensorOverride> overrides =
       parse_tensor_overrides(parser.get_all("override-tensor"), *platform,
                              budgets.disk ? "" : "a disk budget in --max-memory (disk=SIZE)");
 
-  PlanRequest request;
+  PlanRequest request{memory_budget(*platform, budgets, budgets.disk.has_value())};
+  request.prefetch_depth = prefetch;
   std::vector<std::string> order;
   std::optional<models::TransformerSpec> transformer;
   uint64_t kv_bytes = 0;
@@ -154,10 +154,6 @@ int run_plan(const std::vector<std::string>& args) {
   } else {
     request.modules = plan_modules(*checkpoint, &order);
   }
-  request.accelerators = tiers.accelerators;
-  request.cpu = tiers.cpu;
-  request.disk = tiers.disk;
-  request.prefetch_depth = prefetch;
   if (auto no_split = parser.get("no-split")) request.no_split.push_back(*no_split);
   if (folder) {
     // set above

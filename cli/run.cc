@@ -112,8 +112,7 @@ int run_run(const std::vector<std::string>& args, mmap_store::TemporaryFileRegis
     std::unique_ptr<models::LinearKernels> kernels = models::make_linear_kernels(
         *platform,
         manager.memory(platform->accelerator(manager.options().compute_accelerator).tier()));
-    LoadOptions load = load_options(*platform, session);
-    load.working_reserve = options.working_reserve;
+    LoadOptions load = load_options(options, session);
     ProgressBar bar("loading", checkpoint->total_bytes());
     load.progress = [&bar](const LoadProgress& p) { bar.update(p.bytes_done); };
     models::MlpRunner runner(manager, *checkpoint, *kernels, load);

@@ -68,7 +68,8 @@ parallel::TensorParallelSetup tensor_parallel_setup(
     return offload_options(platform, rank_config(config, ranks, rank));
   };
   setup.load = [&platform, config, ranks, quantize](int rank, Tier) {
-    LoadOptions load = load_options(platform, rank_config(config, ranks, rank));
+    const SessionConfig own = rank_config(config, ranks, rank);
+    LoadOptions load = load_options(offload_options(platform, own), own);
     load.quantize = quantize;
     return load;
   };
@@ -166,7 +167,6 @@ int plan_tensor_parallel(Platform& platform, const std::string& folder,
   }
   std::shared_ptr<const mmap_store::Checkpoint> base =
       mmap_store::open_checkpoint(models::model_checkpoint_path(folder));
-  const PlannerTiers tiers = planner_tiers(platform, budgets, false);
   std::unique_ptr<models::LinearKernels> kernels = models::make_linear_kernels(platform);
   boost::json::array per_rank;
   std::string text;
@@ -180,12 +180,10 @@ int plan_tensor_parallel(Platform& platform, const std::string& folder,
         part.contains(std::string(models::kHeadModule) + ".weight")) {
       order.push_back(models::kHeadModule);
     }
-    PlanRequest request;
+    PlanRequest request{memory_budget(platform, rank_config({budgets}, ranks, r).budgets, false)};
+    request.accelerators = {request.accelerators.at(static_cast<size_t>(r))};
     request.modules = plan_modules(part, &order, models::transformer_module_of);
     const Tier tier = platform.accelerator(r).tier();
-    request.accelerators = {tiers.accelerators.at(static_cast<size_t>(r))};
-    request.cpu = tiers.cpu;
-    if (budgets.cpu) request.cpu->budget = *budgets.cpu / static_cast<uint64_t>(ranks);
     request.prefetch_depth = prefetch;
     request.working_reserve[tier] = models::transformer_working_bytes(spec, shape, *kernels);
     const Plan plan = plan_device_map(request);

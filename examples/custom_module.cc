@@ -65,7 +65,7 @@ int run(stowage::DeviceChoice choice) {
   // The accelerator may hold 3 blocks' worth: the slots for prefetch depth 2.
   stowage::OffloadOptions options;
   options.prefetch_depth = 2;
-  options.budgets[accelerator] = 3 * block_bytes + (1 << 20);
+  options.set_budget(accelerator, 3 * block_bytes + (1 << 20));
   stowage::OffloadManager manager(*platform, options);
 
   // The module tree and the weights, placed in pinned host memory.

@@ -42,19 +42,7 @@ MlpSpec describe_loaded(OffloadManager& manager, const std::string& prefix,
 
 std::vector<TierCapacity> accelerator_capacities_of(Platform& platform,
                                                     const std::map<int, uint64_t>& budgets) {
-  std::vector<Tier> tiers;
-  std::vector<uint64_t> physical;
-  for (int i = 0; i < platform.accelerator_count(); ++i) {
-    tiers.push_back(platform.accelerator(i).tier());
-    physical.push_back(platform.accelerator(i).total_bytes());
-  }
-  for (const auto& [index, bytes] : budgets) {
-    STOWAGE_EXPECTS(index >= 0 && index < platform.accelerator_count(), InvalidInputError,
-                    "a memory budget names accelerator {}, but this platform has {} "
-                    "accelerator(s)",
-                    index, platform.accelerator_count());
-  }
-  return accelerator_capacities(tiers, budgets, physical);
+  return memory_budget_for(platform, budgets).accelerators;
 }
 
 namespace {

@@ -50,7 +50,7 @@ uint64_t ExpertCache::slot_bytes_for(const ResidencyTable& table,
   for (const std::string& m : modules) {
     uint64_t bytes = 0;
     for (RecordId id : table.records_of(m)) {
-      bytes = slot_offset_align(bytes) + table.get(id).bytes;
+      bytes = slot_append(bytes, table.get(id).bytes);
     }
     largest = std::max(largest, bytes);
   }
@@ -93,7 +93,7 @@ bool ExpertCache::cacheable(const std::string& module) const {
   for (RecordId id : ids) {
     const TensorRecord r = manager_.table().get(id);
     if (r.on(accelerator_) || host_copy(r) == nullptr) return false;
-    bytes = slot_offset_align(bytes) + r.bytes;
+    bytes = slot_append(bytes, r.bytes);
   }
   return bytes <= options_.slot_bytes;
 }

@@ -9,7 +9,6 @@
 
 #include "core/error.h"
 #include "offload/placement.h"
-#include "offload/planner.h"
 
 namespace stowage {
 namespace {
@@ -211,7 +210,7 @@ const FetchScheduler::ModuleInfo& FetchScheduler::info(Module& m) {
       auto copy = r.copies.find(accelerators_[a]->tier);
       info.in_place[a].push_back(copy == r.copies.end() ? TensorView() : copy->second.view());
       if (copy == r.copies.end()) {
-        info.packed_bytes[a] = slot_offset_align(info.packed_bytes[a]) + r.bytes;
+        info.packed_bytes[a] = slot_append(info.packed_bytes[a], r.bytes);
       } else {
         info.uses_in_place[a] = 1;
       }
@@ -371,13 +370,9 @@ void FetchScheduler::dispatch() {
 // part of its working reserve not in use yet (none without a budget or a
 // reserve). Runs under the manager's lock, from the pool of `a`.
 SlotPool::GrowthCheck FetchScheduler::working_memory_guard(AcceleratorState& a) {
-  auto reserve_it = options_.working_reserve.find(a.tier);
+  const uint64_t reserve = options_.working_reserve_of(a.tier);
   const BudgetAdaptor* budget = memory_.budget_adaptor(a.tier);
-  if (reserve_it == options_.working_reserve.end() || reserve_it->second == 0 ||
-      budget == nullptr) {
-    return {};
-  }
-  const uint64_t reserve = reserve_it->second;
+  if (reserve == 0 || budget == nullptr) return {};
   AcceleratorState* state = &a;
   return [this, state, budget, reserve](uint64_t slot_bytes) -> std::string {
     const uint64_t in_use = budget->bytes_in_use();

@@ -274,12 +274,10 @@ LoadedCheckpoint load_checkpoint(const mmap_store::Checkpoint& checkpoint, Offlo
       }
     }
   }
-  loaded.request.accelerators = options.accelerators;
-  loaded.request.cpu = options.cpu;
-  loaded.request.disk = options.disk;
+  static_cast<MemoryBudget&>(loaded.request) = options;
   loaded.request.prefetch_depth = manager.options().prefetch_depth;
+  loaded.request.disk_staging_bytes = manager.options().disk_staging_bytes;
   loaded.request.no_split = options.no_split;
-  loaded.request.working_reserve = options.working_reserve;
   apply_tensor_overrides(loaded.request.modules, options.tensor_overrides);
   // Plan before touching any byte: a budget that cannot fit fails here.
   loaded.plan = plan_device_map(loaded.request);

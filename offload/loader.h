@@ -114,16 +114,16 @@ struct TensorOverride {
 std::vector<size_t> apply_tensor_overrides(std::vector<PlanModule>& modules,
                                            const std::vector<TensorOverride>& overrides);
 
-struct LoadOptions {
+// The budget (memory_budget.h) the checkpoint is planned under: the
+// manager's own, or the share of it this checkpoint may fill when several
+// share one manager (module_prefix). Its prefetch depth and disk staging
+// size are ignored: the plan takes the manager's, which size the slots and
+// the staging buffer. The manager's budgets still apply at allocation time.
+struct LoadOptions : MemoryBudget {
   // Execution order of the modules (paths); empty: natural_module_order of
   // the checkpoint's modules. Must list every module exactly once.
   std::vector<std::string> module_order;
-  // Planner inputs: accelerators to fill (in order) with their capacities,
-  // pinned host and disk capacities (nullopt: tier not used), no-split
-  // regexes. The manager's own budgets still apply at allocation time.
-  std::vector<TierCapacity> accelerators;
-  std::optional<TierCapacity> cpu;
-  std::optional<TierCapacity> disk;
+  // No-split regexes over module paths (planner.h step 1).
   std::vector<std::string> no_split;
   // Tensors placed apart from their module (apply_tensor_overrides). A
   // module left on several tiers is fetched whole for its forward, its
@@ -132,10 +132,6 @@ struct LoadOptions {
   std::vector<TensorOverride> tensor_overrides;
   // Tensor name -> (module, local name); empty: split_module_path.
   ModuleSplitter module_of;
-  // Working memory (activations and kernel scratch) the forwards allocate on
-  // each accelerator, kept free by the planner (PlanRequest::working_reserve;
-  // for the MLP family, models::working_memory_bytes).
-  std::map<Tier, uint64_t> working_reserve;
   // Prepended to every module path in the manager ("model_a." lets two
   // checkpoints with the same names share one manager). The execution order
   // and the plan use the checkpoint's own paths.

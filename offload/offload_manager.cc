@@ -17,7 +17,7 @@ class OffloadManager::Impl {
  public:
   explicit Impl(OffloadManager& owner)
       : owner(owner),
-        memory(owner.platform_, owner.options_.budgets, owner.options_.memory_overrides),
+        memory(owner.platform_, owner.options_, owner.options_.memory_overrides),
         scheduler(owner.platform_, owner.options_, owner.table_, memory, counters),
         placement(owner.platform_, owner.table_, memory, owner.options_.disk_store,
                   scheduler.copy_streams(), counters) {}

@@ -1,4 +1,4 @@
-// How an OffloadManager is set up: prefetch depth, budgets, where streamed
+// How an OffloadManager is set up: its memory budget, where streamed
 // modules run, slot allocation, the working-memory reserve, the disk tier and
 // tracing. Read by the manager's parts (tier_memory, placement,
 // fetch_scheduler); see offload_manager.h for the whole.
@@ -11,16 +11,22 @@
 #include "core/memory_resource.h"
 #include "core/platform.h"
 #include "offload/disk_io.h"
-#include "offload/planner.h"
+#include "offload/memory_budget.h"
 #include "offload/trace.h"
 
 namespace stowage {
 
-struct OffloadOptions {
-  int prefetch_depth = 1;
-  // Byte budgets per tier (accelerators, Tier::pinned_host(),
-  // Tier::pageable_host()); a tier absent here is limited only by its memory.
-  std::map<Tier, uint64_t> budgets;
+// The budget (memory_budget.h) the manager enforces: each tier's budget
+// wraps its memory in a BudgetAdaptor (a tier with none is limited only by
+// its memory; physical sizes are the planner's); slot_count(prefetch_depth)
+// slots per streaming accelerator; slots never take the part of an
+// accelerator's working_reserve not yet in use (working memory in use: the
+// tier's bytes in use less resident records and slots), so under a budget
+// tighter than the plan prefetching shrinks (fetches fall back to
+// synchronous) instead of a kernel running out of memory; a pinned staging
+// buffer of disk_staging_buffer_bytes(disk_staging_bytes, ...) when a
+// streamed module has bytes on disk (large records staged in chunks).
+struct OffloadOptions : MemoryBudget {
   // Upstream memory for a tier instead of the platform's (a test seam, e.g. a
   // FaultInjectionAdaptor over accelerator(0).memory()). Must outlive the
   // manager. The manager wraps it in its budget and statistics adaptors.
@@ -35,20 +41,8 @@ struct OffloadOptions {
   bool wrap_around = true;
   // Allocate each slot at its first use instead of all in dispatch().
   bool lazy_slots = false;
-  // Bytes of an accelerator's budget the fetch slots leave to the forwards'
-  // working memory (activations, kernel scratch), as the plan kept them
-  // (PlanRequest::working_reserve): a slot that would cut into what is not
-  // yet used of it is not allocated, so under a budget tighter than the plan
-  // prefetching shrinks (fetches fall back to synchronous) instead of a
-  // kernel running out of memory. Working memory in use is the tier's bytes
-  // in use less resident records and slots.
-  std::map<Tier, uint64_t> working_reserve;
   // Needed to place or move anything on Tier::disk(); nullptr: no disk tier.
   std::shared_ptr<DiskStore> disk_store;
-  // Pinned staging buffer for disk reads (allocated by dispatch() from the
-  // pinned tier's budget when a streamed module has bytes on disk); large
-  // records are staged in chunks of this size.
-  uint64_t disk_staging_bytes = kDefaultDiskStagingBytes;
   // Disk -> pinned staging; nullptr: make_disk_stager(disk_stager_kind).
   std::shared_ptr<DiskStager> disk_stager;
   // The memcpy from the mapping (with madvise readahead) by default: on the

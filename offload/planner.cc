@@ -37,7 +37,7 @@ uint64_t slot_bytes_on(const PlanModule& module, Tier tier, std::optional<Tier> 
   uint64_t offset = 0;
   for (const auto& t : module.tensors) {
     if (compute && t.tier.value_or(tier) == *compute) continue;
-    offset = (offset + 255) / 256 * 256 + t.bytes;
+    offset = slot_append(offset, t.bytes);
   }
   return offset;
 }
@@ -52,36 +52,12 @@ bool any_tensor_on(const PlanModule& module, Tier tier, Tier at) {
                      [&](const PlanTensor& t) { return t.tier.value_or(tier) == at; });
 }
 
-std::string describe_budgets(const PlanRequest& request) {
-  auto one = [](const TierCapacity& c) {
-    std::string text = c.tier.to_string() + "=";
-    if (c.budget) {
-      text += fmt::format("{} ({} bytes)", format_bytes(*c.budget), *c.budget);
-    } else if (c.physical_bytes == UINT64_MAX) {
-      text += "unlimited";
-    } else {
-      text += fmt::format("no budget, {} physical", format_bytes(c.physical_bytes));
-    }
-    return text;
-  };
-  std::vector<std::string> parts;
-  for (const auto& c : request.accelerators) parts.push_back(one(c));
-  parts.push_back(request.cpu ? one(*request.cpu) : "cpu=not used");
-  parts.push_back(request.disk ? one(*request.disk) : "disk=not used (no offload folder)");
-  return fmt::format("{}", fmt::join(parts, ", "));
-}
-
-uint64_t working_reserve_of(const PlanRequest& request, Tier tier) {
-  auto it = request.working_reserve.find(tier);
-  return it == request.working_reserve.end() ? 0 : it->second;
-}
-
 // ", working-memory reserve (activations and kernel scratch) cuda:0=N bytes"
 // or nothing when no accelerator keeps one.
 std::string describe_working_reserve(const PlanRequest& request) {
   std::vector<std::string> parts;
   for (const auto& c : request.accelerators) {
-    const uint64_t bytes = working_reserve_of(request, c.tier);
+    const uint64_t bytes = request.working_reserve_of(c.tier);
     if (bytes > 0) parts.push_back(fmt::format("{}={} bytes", c.tier.to_string(), bytes));
   }
   if (parts.empty()) return "";
@@ -103,7 +79,7 @@ void check_working_reserve(const PlanRequest& request) {
       throw OutOfBudgetError(fmt::format(
           "planner: {} cannot hold its working-memory reserve (activations and kernel scratch) "
           "of {} ({} bytes) before any module is placed; budgets: {}",
-          tier.to_string(), format_bytes(bytes), bytes, describe_budgets(request)));
+          tier.to_string(), format_bytes(bytes), bytes, request.describe()));
     }
   }
 }
@@ -203,7 +179,7 @@ Placement place(const PlanRequest& request, const std::vector<Unit>& units, uint
   const auto less = [](uint64_t limit, uint64_t kept) { return limit > kept ? limit - kept : 0; };
   std::vector<uint64_t> acc_free;
   for (const auto& c : request.accelerators) {
-    const uint64_t kept = reserve + working_reserve_of(request, c.tier);
+    const uint64_t kept = reserve + request.working_reserve_of(c.tier);
     acc_free.push_back(less(less(c.limit(), kept), forced_on(forced, c.tier)));
   }
   uint64_t cpu_free = request.cpu ? request.cpu->limit() : 0;
@@ -249,7 +225,7 @@ Placement place(const PlanRequest& request, const std::vector<Unit>& units, uint
           "planner: {} needs {} ({} bytes) and fits on no tier; budgets: {}; accelerator "
           "reserve for streaming {} bytes each (prefetch depth {}){}, cpu reserve for disk "
           "staging {} bytes",
-          what, format_bytes(need), need, describe_budgets(request), reserve,
+          what, format_bytes(need), need, request.describe(), reserve,
           request.prefetch_depth, describe_working_reserve(request), cpu_reserve));
     }
     note_streamed(u, *result.unit_tier[u]);
@@ -269,18 +245,13 @@ ForcedBytes forced_bytes(const PlanRequest& request,
       if (!m.tensors[t].tier) continue;
       const Tier tier = *m.tensors[t].tier;
       const std::string name = m.path.empty() ? m.tensors[t].name : m.path + "." + m.tensors[t].name;
-      std::optional<TierCapacity> capacity;
-      for (const auto& c : request.accelerators) {
-        if (c.tier == tier) capacity = c;
-      }
-      if (tier == Tier::pinned_host()) capacity = request.cpu;
-      if (tier == Tier::disk()) capacity = request.disk;
+      const std::optional<TierCapacity> capacity = request.capacity_of(tier);
       STOWAGE_EXPECTS(capacity.has_value(), InvalidInputError,
                       "planner: tensor '{}' is overridden to {}, a tier this plan does not fill "
                       "(its tiers: {})",
-                      name, tier.to_string(), describe_budgets(request));
+                      name, tier.to_string(), request.describe());
       const uint64_t bytes = counted[i][t] ? m.tensors[t].bytes : 0;
-      const uint64_t working = working_reserve_of(request, tier);
+      const uint64_t working = request.working_reserve_of(tier);
       const uint64_t before = forced[tier];
       const uint64_t room = capacity->limit() > working ? capacity->limit() - working : 0;
       if (before + bytes > room) {
@@ -289,7 +260,7 @@ ForcedBytes forced_bytes(const PlanRequest& request,
             "holds {} bytes, of which the tensors overridden there before it take {} and the "
             "working-memory reserve {}, leaving {}; budgets: {}",
             name, bytes, tier.to_string(), tier.to_string(), capacity->limit(), before, working,
-            room > before ? room - before : 0, describe_budgets(request)));
+            room > before ? room - before : 0, request.describe()));
       }
       forced[tier] = before + bytes;
     }
@@ -303,7 +274,7 @@ ForcedBytes forced_bytes(const PlanRequest& request,
 // offload manager could allocate no slot and the first forward would fail.
 int fetch_slots_that_fit(const PlanRequest& request, const TierCapacity& c, uint64_t resident,
                          uint64_t slot_bytes, const std::string& unit, int wanted) {
-  const uint64_t working = working_reserve_of(request, c.tier);
+  const uint64_t working = request.working_reserve_of(c.tier);
   const uint64_t limit = c.limit();
   const uint64_t kept =
       working + resident;  // both at most the limit (place, check_working_reserve)
@@ -318,7 +289,7 @@ int fetch_slots_that_fit(const PlanRequest& request, const TierCapacity& c, uint
         c.tier.to_string(), unit, slot_bytes, working,
         resident > 0 ? fmt::format(" and {} resident bytes", resident) : "",
         working + resident + slot_bytes, working + resident + slot_bytes * wanted, wanted,
-        request.prefetch_depth, describe_budgets(request)));
+        request.prefetch_depth, request.describe()));
   }
   return static_cast<int>(std::min<uint64_t>(fit, static_cast<uint64_t>(wanted)));
 }
@@ -329,10 +300,6 @@ uint64_t PlanModule::bytes() const {
   uint64_t total = 0;
   for (const auto& t : tensors) total += t.bytes;
   return total;
-}
-
-uint64_t TierCapacity::limit() const {
-  return budget ? std::min(*budget, physical_bytes) : physical_bytes;
 }
 
 Tier Plan::tier_of(const std::string& module) const {
@@ -542,14 +509,14 @@ Plan plan_device_map(const PlanRequest& request) {
           plan.cpu_reserve, largest.name, largest.bytes, request.disk_staging_bytes,
           beside > 0 ? fmt::format(", beside {} bytes of tensors overridden onto cpu", beside)
                      : std::string(),
-          describe_budgets(request)));
+          request.describe()));
     }
   }
 
   for (const auto& c : request.accelerators) {
     plan.bytes_per_tier[c.tier] = 0;
     plan.reserve_per_accelerator[c.tier] = reserve;
-    plan.working_reserve_per_accelerator[c.tier] = working_reserve_of(request, c.tier);
+    plan.working_reserve_per_accelerator[c.tier] = request.working_reserve_of(c.tier);
   }
   plan.fetch_slots = static_cast<int>(slots);
   if (placement.largest_streamed > 0 && !request.accelerators.empty()) {
@@ -584,21 +551,6 @@ Plan plan_device_map(const PlanRequest& request) {
   }
   plan.largest_streamed_unit = placement.largest_streamed;
   return plan;
-}
-
-std::vector<TierCapacity> accelerator_capacities(const std::vector<Tier>& accelerators,
-                                                 const std::map<int, uint64_t>& budgets,
-                                                 const std::vector<uint64_t>& physical_bytes) {
-  std::vector<TierCapacity> out;
-  for (size_t i = 0; i < accelerators.size(); ++i) {
-    TierCapacity c;
-    c.tier = accelerators[i];
-    auto it = budgets.find(static_cast<int>(i));
-    if (it != budgets.end()) c.budget = it->second;
-    if (i < physical_bytes.size()) c.physical_bytes = physical_bytes[i];
-    out.push_back(c);
-  }
-  return out;
 }
 
 }  // namespace stowage

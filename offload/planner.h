@@ -17,19 +17,18 @@
 //  3. Reserve. When anything is streamed (placed off the accelerators), each
 //     accelerator keeps slot_count(d) x the largest streamed unit for the
 //     fetch slots (a unit's slot bytes: its tensors at 256-byte aligned
-//     offsets, as the slots hold them; slot_count(d) = d + 1: the module computing plus d
-//     prefetched, the same pool OffloadManager allocates). The reserve
+//     offsets, as the slots hold them; slot_count(d), the same pool
+//     OffloadManager allocates). The reserve
 //     depends on what ends up streamed, so placement is iterated as
 //     accelerate does: place with reserve r, recompute r from the result,
 //     until r covers the largest streamed unit (r only grows, so this ends).
 //     Likewise, when anything lands on disk, the cpu tier keeps the pinned
 //     buffer disk reads are staged through: disk_staging_buffer_bytes of
-//     disk_staging_bytes (OffloadOptions::disk_staging_bytes, the same
-//     default) and the largest tensor on disk. A cpu budget that cannot hold
+//     disk_staging_bytes and the largest tensor on disk. A cpu budget that cannot hold
 //     it (beside the tensors overridden onto cpu) fails the plan with
 //     OutOfBudgetError naming that tensor, the bytes and the budgets.
 //     Working memory. Before anything is placed, each accelerator also keeps
-//     PlanRequest::working_reserve[tier]: the activations and kernel scratch
+//     working_reserve[tier]: the activations and kernel scratch
 //     (cuBLASLt workspace, a dequantized 4-bit weight, converted inputs) its
 //     forwards allocate from the same budget. The caller computes it from the
 //     model (models::working_memory_bytes for the MLP family). An accelerator
@@ -74,24 +73,9 @@
 #include <vector>
 
 #include "core/tier.h"
+#include "offload/memory_budget.h"
 
 namespace stowage {
-
-// Slots a fetch pool keeps for prefetch depth d: the module in forward plus d
-// prefetched. The planner's reserve and OffloadManager's pool both use this.
-inline int slot_count(int prefetch_depth) { return (prefetch_depth < 0 ? 0 : prefetch_depth) + 1; }
-
-// Pinned bytes for staging disk reads (OffloadOptions and PlanRequest default).
-constexpr uint64_t kDefaultDiskStagingBytes = uint64_t{8} << 20;
-
-// The pinned buffer OffloadManager stages disk reads through: the configured
-// staging size, but no more than the largest tensor read from disk (larger
-// reads go through it in pieces). The planner keeps these bytes on cpu when
-// anything lands on disk, so a cpu budget that cannot hold them fails the
-// plan, as it would fail the run.
-inline uint64_t disk_staging_buffer_bytes(uint64_t configured, uint64_t largest_disk_tensor) {
-  return configured < largest_disk_tensor ? configured : largest_disk_tensor;
-}
 
 struct PlanTensor {
   std::string name;  // inside the module: "weight", "weight.absmax"
@@ -106,28 +90,13 @@ struct PlanModule {
   uint64_t bytes() const;
 };
 
-// One tier the planner may fill. limit() = min(budget, physical_bytes).
-struct TierCapacity {
-  Tier tier = Tier::pinned_host();
-  std::optional<uint64_t> budget;  // nullopt: only the physical size limits
-  uint64_t physical_bytes = UINT64_MAX;
-  uint64_t limit() const;
-};
-
-struct PlanRequest {
-  std::vector<PlanModule> modules;         // in execution order; paths unique
-  std::vector<TierCapacity> accelerators;  // filled in this order
-  std::optional<TierCapacity> cpu;         // pinned host; nullopt: not used
-  std::optional<TierCapacity> disk;        // nullopt: no offload folder
-  int prefetch_depth = 1;
+// What to place and the budget to place it under (memory_budget.h: the
+// tiers in the order filled, the reserves, the prefetch depth).
+struct PlanRequest : MemoryBudget {
+  std::vector<PlanModule> modules;  // in execution order; paths unique
   std::vector<std::string> no_split;  // regexes over module paths
   // Groups of full tensor names ("module.name") that share one storage.
   std::vector<std::vector<std::string>> tied;
-  // Kept on cpu when anything lands on disk (see step 3).
-  uint64_t disk_staging_bytes = kDefaultDiskStagingBytes;
-  // Working memory (activations and kernel scratch) kept on an accelerator
-  // before placement (see step 3); an accelerator absent here keeps none.
-  std::map<Tier, uint64_t> working_reserve;
 };
 
 struct Plan {
@@ -191,11 +160,5 @@ struct Plan {
 // duplicate module paths, a tied name no module has, or a working reserve
 // for a tier that is not one of the request's accelerators.
 Plan plan_device_map(const PlanRequest& request);
-
-// Helper for callers holding "--max-memory" budgets: accelerator i gets
-// budget accelerator_budgets[i] if present, physical size physical_bytes[i].
-std::vector<TierCapacity> accelerator_capacities(const std::vector<Tier>& accelerators,
-                                                 const std::map<int, uint64_t>& budgets,
-                                                 const std::vector<uint64_t>& physical_bytes);
 
 }  // namespace stowage

@@ -7,8 +7,6 @@
 
 namespace stowage {
 
-uint64_t slot_offset_align(uint64_t offset) { return (offset + 255) / 256 * 256; }
-
 SlotPool::SlotPool(Accelerator& accelerator, MemoryResource& memory, uint64_t slot_bytes,
                    int target_slots, GrowthCheck check)
     : accelerator_(accelerator),

@@ -23,6 +23,7 @@
 #include "core/platform.h"
 #include "core/stream.h"
 #include "core/tensor.h"
+#include "offload/memory_budget.h"
 
 namespace stowage {
 
@@ -118,9 +119,5 @@ class SlotPool {
   uint64_t failures_ = 0;
   std::string failure_;
 };
-
-// Bytes a module's records take in a slot: each record at a 256-byte
-// aligned offset.
-uint64_t slot_offset_align(uint64_t offset);
 
 }  // namespace stowage

@@ -33,9 +33,9 @@ void count_copy(OffloadCounters& counters, Tier to, Tier from, uint64_t bytes) {
   }
 }
 
-TierMemory::TierMemory(Platform& platform, const std::map<Tier, uint64_t>& budgets,
+TierMemory::TierMemory(Platform& platform, const MemoryBudget& budget,
                        const std::map<Tier, MemoryResource*>& overrides)
-    : budgets_(budgets) {
+    : budget_(budget) {
   for (int i = 0; i < platform.accelerator_count(); ++i) {
     Accelerator& a = platform.accelerator(i);
     add(a.tier(), a.memory(), overrides);
@@ -52,10 +52,8 @@ void TierMemory::add(Tier tier, MemoryResource& platform_memory,
     upstream = override_it->second;
   }
   Stack stack;
-  auto budget_it = budgets_.find(tier);
-  if (budget_it != budgets_.end()) {
-    stack.budget = std::make_unique<BudgetAdaptor>(*upstream, budget_it->second,
-                                                   tier.to_string() + " budget");
+  if (const std::optional<uint64_t> bytes = budget(tier)) {
+    stack.budget = std::make_unique<BudgetAdaptor>(*upstream, *bytes, tier.to_string() + " budget");
     upstream = stack.budget.get();
   }
   stack.stats = std::make_unique<StatisticsAdaptor>(*upstream);
@@ -78,9 +76,7 @@ const BudgetAdaptor* TierMemory::budget_adaptor(Tier tier) const {
 }
 
 std::optional<uint64_t> TierMemory::budget(Tier tier) const {
-  auto it = budgets_.find(tier);
-  if (it == budgets_.end()) return std::nullopt;
-  return it->second;
+  return budget_.budget_of(tier);
 }
 
 TierUsage TierMemory::usage(Tier tier, uint64_t disk_bytes) const {

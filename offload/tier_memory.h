@@ -16,6 +16,7 @@
 
 #include "core/memory_resource.h"
 #include "core/platform.h"
+#include "offload/memory_budget.h"
 
 namespace stowage {
 
@@ -58,9 +59,9 @@ struct TierUsage {
 class TierMemory {
  public:
   // Wraps the memory of every accelerator of `platform` and of both host
-  // tiers. `budgets` and `overrides` as OffloadOptions; overrides must
-  // outlive this object.
-  TierMemory(Platform& platform, const std::map<Tier, uint64_t>& budgets,
+  // tiers, under `budget`'s byte budgets. `overrides` as OffloadOptions;
+  // they must outlive this object.
+  TierMemory(Platform& platform, const MemoryBudget& budget,
              const std::map<Tier, MemoryResource*>& overrides);
   TierMemory(const TierMemory&) = delete;
   TierMemory& operator=(const TierMemory&) = delete;
@@ -89,7 +90,7 @@ class TierMemory {
   void add(Tier tier, MemoryResource& platform_memory,
            const std::map<Tier, MemoryResource*>& overrides);
 
-  std::map<Tier, uint64_t> budgets_;
+  MemoryBudget budget_;
   std::map<Tier, Stack> stacks_;
   uint64_t disk_peak_ = 0;
 };

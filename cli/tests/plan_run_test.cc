@@ -221,8 +221,8 @@ TEST_F(PlanRunTest, ThePinnedAndDiskBudgetsReachTheOffloadManager) {
   config.budgets = budgets;
   config.offload_dir = file("offload");
   const OffloadOptions options = offload_options(*platform, config);
-  EXPECT_EQ(options.budgets.at(Tier::pinned_host()), 3072u);
-  EXPECT_EQ(options.budgets.at(Tier::disk()), 5000u);
+  EXPECT_EQ(options.budget_of(Tier::pinned_host()), 3072u);
+  EXPECT_EQ(options.budget_of(Tier::disk()), 5000u);
   OffloadManager manager(*platform, options);
   auto bytes = [&](int64_t n) {
     Tensor t = Tensor::empty(platform->pageable_host_memory(), DType::kU8, Shape{n});

@@ -40,7 +40,7 @@ int run(stowage::DeviceChoice choice) {
   // the model: every block streams.
   stowage::OffloadOptions options;
   options.prefetch_depth = 1;
-  options.budgets[accelerator] = 2 * block_bytes + (256 << 10);
+  options.set_budget(accelerator, 2 * block_bytes + (256 << 10));
   stowage::OffloadManager manager(*platform, options);
 
   std::mt19937 rng(7);

@@ -102,7 +102,7 @@ struct SimRuntime {
     OffloadOptions options;
     options.prefetch_depth = prefetch;
     const Tier acc = platform->accelerator(0).tier();
-    if (accelerator_budget) options.budgets[acc] = *accelerator_budget + working;
+    if (accelerator_budget) options.set_budget(acc, *accelerator_budget + working);
     if (override_memory) options.memory_overrides[acc] = override_memory(*platform);
     manager = std::make_unique<OffloadManager>(*platform, options);
     std::map<int, uint64_t> budgets;
@@ -361,7 +361,7 @@ TEST(MlpRun, LayersStayOnTheComputeAcceleratorOfATwoAcceleratorPlatform) {
   auto platform = Platform::create(DeviceChoice::kSim, SimOptions{2, uint64_t{1} << 30, 0});
   const uint64_t budget = model_bytes(tensors) / 4;
   OffloadOptions options;
-  options.budgets[platform->accelerator(0).tier()] = budget;
+  options.set_budget(platform->accelerator(0).tier(), budget);
   OffloadManager manager(*platform, options);
   LoadOptions load;
   load.accelerators = accelerator_capacities_of(*platform, {{0, budget}});

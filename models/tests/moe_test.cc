@@ -109,7 +109,7 @@ MoeRun run_moe(const std::string& folder, ExpertPlacement placement, int64_t cac
   MoeRun run;
   if (placement != ExpertPlacement::kResident) {
     run.budget = working + 2 * largest + not_experts + extra_budget;
-    options.budgets[acc] = run.budget;
+    options.set_budget(acc, run.budget);
     budgets[0] = run.budget;
   }
   OffloadManager manager(*platform, options);

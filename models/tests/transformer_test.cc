@@ -147,7 +147,7 @@ RunOutcome generate(const std::string& folder, Placement placement,
     load.disk = TierCapacity{Tier::disk(), std::nullopt, UINT64_MAX};
     options.disk_store = make_folder_disk_store(offload_dir.path());
   }
-  if (budget) options.budgets[acc] = *budget;
+  if (budget) options.set_budget(acc, *budget);
   // As `stowage generate` does: the fetch slots leave the working memory free.
   options.working_reserve[acc] = working;
   OffloadManager manager(*platform, options);
@@ -410,7 +410,7 @@ TEST(TransformerKvCache, DecodeOnlyHostLayersShareOneDeviceScratch) {
   OffloadOptions options;
   options.prefetch_depth = 1;
   const uint64_t budget = working + 2 * largest_module_bytes(folder) + model_bytes(folder) / 4;
-  options.budgets[acc] = budget;
+  options.set_budget(acc, budget);
   options.working_reserve[acc] = working;
   OffloadManager manager(*platform, options);
   LoadOptions load;
@@ -488,7 +488,7 @@ TEST(TransformerGraphs, ALayoutChangeRecapturesTheGraph) {
   OffloadOptions options;
   options.prefetch_depth = 1;
   const uint64_t budget = working + 2 * largest_module_bytes(folder) + model_bytes(folder) / 4;
-  options.budgets[acc] = budget;
+  options.set_budget(acc, budget);
   options.working_reserve[acc] = working;
   OffloadManager manager(*platform, options);
   LoadOptions load;
@@ -699,7 +699,7 @@ TEST(TransformerBadInput, PromptIdOutsideTheVocabularyIsNamed) {
 TEST(TransformerBadInput, BudgetBelowTheWorkingMemoryFailsBeforeLoading) {
   auto platform = Platform::create(DeviceChoice::kSim, SimOptions{1, uint64_t{1} << 30, 0});
   OffloadOptions options;
-  options.budgets[platform->accelerator(0).tier()] = 4096;
+  options.set_budget(platform->accelerator(0).tier(), 4096);
   OffloadManager manager(*platform, options);
   LoadOptions load;
   load.accelerators = accelerator_capacities_of(*platform, {{0, 4096}});

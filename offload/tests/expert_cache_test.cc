@@ -23,7 +23,7 @@ class ExpertCacheTest : public BackendTest {
   // Eight "experts" of 4 KiB + a bias each, in pinned host RAM.
   void make(std::map<Tier, uint64_t> budgets = {}) {
     OffloadOptions options;
-    options.budgets = std::move(budgets);
+    for (const auto& [tier, bytes] : budgets) options.set_budget(tier, bytes);
     manager_ = std::make_unique<OffloadManager>(*platform_, options);
     model_ = testing_support::make_model(*platform_, "experts", 8, 4096);
     testing_support::place_model(*manager_, model_,

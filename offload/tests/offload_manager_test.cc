@@ -255,7 +255,7 @@ TEST_P(OffloadManagerTest, StreamingAtAQuarterBudgetGivesTheResidentOutputWithin
   for (const auto& [module, tier] : plan.device_map) where.insert_or_assign(module, tier);
 
   OffloadOptions options;
-  options.budgets[acc()] = budget;
+  options.set_budget(acc(), budget);
   options.prefetch_depth = 1;
   OffloadManager manager(*platform_, options);
   place_model(manager, m, where);
@@ -408,7 +408,7 @@ TEST_P(OffloadManagerTest, TightBudgetLeavesOneSlotAndStreamingStaysRight) {
   const Model m = make_model(*platform_, "layers", 5, 10000);
   OffloadOptions options;
   options.prefetch_depth = 2;
-  options.budgets[acc()] = 15000;  // one slot of 10304 bytes fits, two do not
+  options.set_budget(acc(), 15000);  // one slot of 10304 bytes fits, two do not
   OffloadManager manager(*platform_, options);
   place_model(manager, m, all_on(m, Tier::pinned_host()));
   manager.declare_execution_order(m.modules);
@@ -432,7 +432,7 @@ TEST_P(OffloadManagerTest, SlotsLeaveTheWorkingReserveToTheForwards) {
   for (const bool room_for_three : {true, false}) {
     OffloadOptions options;
     options.prefetch_depth = 2;
-    options.budgets[acc()] = (room_for_three ? 3 * kSlot : 2 * kSlot + kSlot / 2) + kWorking;
+    options.set_budget(acc(), (room_for_three ? 3 * kSlot : 2 * kSlot + kSlot / 2) + kWorking);
     options.working_reserve[acc()] = kWorking;
     OffloadManager manager(*platform_, options);
     place_model(manager, m, all_on(m, Tier::pinned_host()));
@@ -444,14 +444,14 @@ TEST_P(OffloadManagerTest, SlotsLeaveTheWorkingReserveToTheForwards) {
     manager.synchronize();
     EXPECT_EQ(manager.counters().slot_allocation_failures, room_for_three ? 0u : 1u)
         << (room_for_three ? "three slots" : "two slots");
-    EXPECT_LE(manager.usage(acc()).peak_bytes, options.budgets[acc()]);
+    EXPECT_LE(manager.usage(acc()).peak_bytes, *options.budget_of(acc()));
   }
 }
 
 TEST_P(OffloadManagerTest, NoSlotAtAllIsAClearError) {
   const Model m = make_model(*platform_, "layers", 2, 10000);
   OffloadOptions options;
-  options.budgets[acc()] = 5000;
+  options.set_budget(acc(), 5000);
   OffloadManager manager(*platform_, options);
   place_model(manager, m, all_on(m, Tier::pinned_host()));
   try {
@@ -581,7 +581,7 @@ TEST_P(OffloadManagerTest, MisuseGivesClearErrors) {
 
 TEST_P(OffloadManagerTest, PlacementOverBudgetFailsAndRecordsNothing) {
   OffloadOptions options;
-  options.budgets[acc()] = 1000;
+  options.set_budget(acc(), 1000);
   OffloadManager manager(*platform_, options);
   const Tensor w = host_tensor(*platform_, DType::kU8, Shape{2000}, 1);
   try {

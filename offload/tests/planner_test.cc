@@ -335,12 +335,24 @@ TEST(Planner, NothingFitsNamesTheWorkingReserveToo) {
       << message;
 }
 
-TEST(Planner, CapacitiesFromMaxMemoryBudgets) {
-  const auto caps = accelerator_capacities({kAcc0, kAcc1}, {{1, 500}}, {1000, 2000});
-  ASSERT_EQ(caps.size(), 2u);
-  EXPECT_FALSE(caps[0].budget.has_value());
-  EXPECT_EQ(caps[0].limit(), 1000u);
-  EXPECT_EQ(caps[1].limit(), 500u);
+// One capacity builder (memory_budget_for): every accelerator with its
+// physical size, a budget only where given; the manager enforces budget_of.
+TEST(Planner, MemoryBudgetForAPlatformHoldsEveryAcceleratorAndItsBudget) {
+  SimOptions sim;
+  sim.accelerator_count = 2;
+  auto platform = Platform::create(DeviceChoice::kSim, sim);
+  MemoryBudget b = memory_budget_for(*platform, {{1, 500}}, 300, 1000);
+  ASSERT_EQ(b.accelerators.size(), 2u);
+  EXPECT_FALSE(b.accelerators[0].budget.has_value());
+  EXPECT_EQ(b.accelerators[0].limit(), platform->accelerator(0).total_bytes());
+  EXPECT_EQ(b.accelerators[1].limit(), 500u);
+  EXPECT_EQ(b.cpu->limit(), 300u);
+  EXPECT_FALSE(b.disk.has_value());
+  EXPECT_EQ(b.budget_of(kAcc1), 500u);
+  EXPECT_FALSE(b.budget_of(Tier::pageable_host()).has_value());
+  b.set_budget(kDisk, 7);
+  EXPECT_EQ(b.budget_of(kDisk), 7u);
+  EXPECT_THROW(memory_budget_for(*platform, {{2, 1}}), InvalidInputError);
 }
 
 // --- Tensors placed apart from their module (--override-tensor, step 6).

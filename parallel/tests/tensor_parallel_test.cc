@@ -63,7 +63,7 @@ TensorParallelSetup setup_for(int ranks, const RankPlacement& placement = {}) {
     OffloadOptions o;
     o.prefetch_depth = 1;
     if (placement.budget) {
-      if (auto b = placement.budget(r)) o.budgets[acc] = *b;
+      if (auto b = placement.budget(r)) o.set_budget(acc, *b);
     }
     auto m = placement.memory.find(r);
     if (m != placement.memory.end()) o.memory_overrides[acc] = m->second;

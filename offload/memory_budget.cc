@@ -1,0 +1,94 @@
+#include "offload/memory_budget.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "core/memory_resource.h"
+
+namespace stowage {
+
+uint64_t TierCapacity::limit() const {
+  return budget ? std::min(*budget, physical_bytes) : physical_bytes;
+}
+
+std::optional<TierCapacity> MemoryBudget::capacity_of(Tier tier) const {
+  if (tier == Tier::pinned_host()) return cpu;
+  if (tier == Tier::disk()) return disk;
+  for (const TierCapacity& c : accelerators) {
+    if (c.tier == tier) return c;
+  }
+  return std::nullopt;
+}
+
+std::optional<uint64_t> MemoryBudget::budget_of(Tier tier) const {
+  const std::optional<TierCapacity> c = capacity_of(tier);
+  return c ? c->budget : std::nullopt;
+}
+
+void MemoryBudget::set_budget(Tier tier, uint64_t bytes) {
+  std::optional<TierCapacity>* host = tier == Tier::pinned_host() ? &cpu
+                                      : tier == Tier::disk()      ? &disk
+                                                                  : nullptr;
+  if (host != nullptr) {
+    if (!*host) *host = TierCapacity{tier, std::nullopt, UINT64_MAX};
+    (*host)->budget = bytes;
+    return;
+  }
+  STOWAGE_EXPECTS(tier.is_accelerator(), InvalidInputError,
+                  "a memory budget for {}: only accelerators, cpu and disk take one",
+                  tier.to_string());
+  auto it = std::find_if(accelerators.begin(), accelerators.end(),
+                         [&](const TierCapacity& c) { return c.tier == tier; });
+  if (it == accelerators.end()) it = accelerators.insert(accelerators.end(), TierCapacity{tier});
+  it->budget = bytes;
+}
+
+uint64_t MemoryBudget::working_reserve_of(Tier tier) const {
+  auto it = working_reserve.find(tier);
+  return it == working_reserve.end() ? 0 : it->second;
+}
+
+std::string MemoryBudget::describe() const {
+  auto one = [](const TierCapacity& c) {
+    std::string text = c.tier.to_string() + "=";
+    if (c.budget) {
+      text += fmt::format("{} ({} bytes)", format_bytes(*c.budget), *c.budget);
+    } else if (c.physical_bytes == UINT64_MAX) {
+      text += "unlimited";
+    } else {
+      text += fmt::format("no budget, {} physical", format_bytes(c.physical_bytes));
+    }
+    return text;
+  };
+  std::vector<std::string> parts;
+  for (const auto& c : accelerators) parts.push_back(one(c));
+  parts.push_back(cpu ? one(*cpu) : "cpu=not used");
+  parts.push_back(disk ? one(*disk) : "disk=not used (no offload folder)");
+  return fmt::format("{}", fmt::join(parts, ", "));
+}
+
+MemoryBudget memory_budget_for(Platform& platform, const std::map<int, uint64_t>& accelerator_budgets,
+                               std::optional<uint64_t> cpu, uint64_t cpu_physical, bool with_disk,
+                               std::optional<uint64_t> disk) {
+  for (const auto& [index, bytes] : accelerator_budgets) {
+    STOWAGE_EXPECTS(index >= 0 && index < platform.accelerator_count(), InvalidInputError,
+                    "a memory budget names accelerator {}, but this platform has {} "
+                    "accelerator(s)",
+                    index, platform.accelerator_count());
+  }
+  MemoryBudget budget;
+  for (int i = 0; i < platform.accelerator_count(); ++i) {
+    TierCapacity c{platform.accelerator(i).tier(), std::nullopt,
+                   platform.accelerator(i).total_bytes()};
+    auto it = accelerator_budgets.find(i);
+    if (it != accelerator_budgets.end()) c.budget = it->second;
+    budget.accelerators.push_back(c);
+  }
+  budget.cpu = TierCapacity{Tier::pinned_host(), cpu, cpu_physical};
+  if (with_disk) budget.disk = TierCapacity{Tier::disk(), disk, UINT64_MAX};
+  return budget;
+}
+
+}  // namespace stowage
