@@ -45,12 +45,6 @@ std::unique_ptr<Platform> make_platform(const std::string& device, const MemoryB
   return platform;
 }
 
-MemoryBudget memory_budget(Platform& platform, const MemoryBudgets& budgets, bool with_disk,
-                           uint64_t cpu_physical) {
-  return memory_budget_for(platform, budgets.accelerators, budgets.cpu, cpu_physical, with_disk,
-                           budgets.disk);
-}
-
 std::vector<TensorOverride> parse_tensor_overrides(const std::vector<std::string>& values,
                                                    Platform& platform,
                                                    const std::string& disk_needs) {

@@ -27,12 +27,6 @@ constexpr int kMaxSimulatedAccelerators = 8;
 std::unique_ptr<Platform> make_platform(const std::string& device, const MemoryBudgets& budgets,
                                         int min_accelerators = 1);
 
-// The run's one MemoryBudget (offload/memory_budget.h) from --max-memory:
-// every accelerator with its budget (if any) and physical size; pinned host
-// with its budget and `cpu_physical` size; disk only when `with_disk`.
-MemoryBudget memory_budget(Platform& platform, const MemoryBudgets& budgets, bool with_disk,
-                           uint64_t cpu_physical = UINT64_MAX);
-
 // --override-tensor REGEX=TIER (repeatable; llama.cpp's -ot): the tensors
 // whose checkpoint name fully matches REGEX (RE2) are placed on TIER, an
 // accelerator index of `platform`, `cpu` (pinned host RAM) or `disk`, as

@@ -24,8 +24,9 @@ uint64_t host_physical_bytes() {
 OffloadOptions offload_options(Platform& platform, const SessionConfig& config) {
   STOWAGE_EXPECTS(!config.budgets.disk || config.offload_dir, InvalidInputError,
                   "--max-memory gives a disk budget, but no --offload-dir was given");
-  OffloadOptions options{memory_budget(platform, config.budgets, config.offload_dir.has_value(),
-                                       host_physical_bytes())};
+  const MemoryBudgets& b = config.budgets;
+  OffloadOptions options{memory_budget_for(platform, b.accelerators, b.cpu, host_physical_bytes(),
+                                           config.offload_dir.has_value(), b.disk)};
   options.prefetch_depth = config.prefetch_depth;
   if (config.offload_dir) options.disk_store = make_folder_disk_store(*config.offload_dir);
   options.trace = config.trace;

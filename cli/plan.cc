@@ -111,10 +111,7 @@ int run_plan(const std::vector<std::string>& args) {
     if (!folder) throw UsageError("--tensor-parallel applies to a model folder");
     if (budgets.disk) throw UsageError("--tensor-parallel does not take a disk budget yet");
     auto platform = make_platform(parser.get_or("device", "auto"), budgets, tensor_parallel);
-    models::TransformerRunShape shape;
-    shape.batch = batch;
-    shape.max_step_tokens = prompt_tokens;
-    shape.max_context = prompt_tokens + std::max<int64_t>(new_tokens, 1);
+    const models::TransformerRunShape shape = run_shape(batch, prompt_tokens, new_tokens);
     return plan_tensor_parallel(*platform, *model, budgets, tensor_parallel, prefetch, shape,
                                 parser.has("json"));
   }
@@ -129,7 +126,8 @@ int run_plan(const std::vector<std::string>& args) {
       parse_tensor_overrides(parser.get_all("override-tensor"), *platform,
                              budgets.disk ? "" : "a disk budget in --max-memory (disk=SIZE)");
 
-  PlanRequest request{memory_budget(*platform, budgets, budgets.disk.has_value())};
+  PlanRequest request{memory_budget_for(*platform, budgets.accelerators, budgets.cpu, UINT64_MAX,
+                                        budgets.disk.has_value(), budgets.disk)};
   request.prefetch_depth = prefetch;
   std::vector<std::string> order;
   std::optional<models::TransformerSpec> transformer;
@@ -142,10 +140,7 @@ int run_plan(const std::vector<std::string>& args) {
       order.push_back(models::kHeadModule);
     }
     request.modules = plan_modules(*checkpoint, &order, models::transformer_module_of);
-    models::TransformerRunShape shape;
-    shape.batch = batch;
-    shape.max_step_tokens = prompt_tokens;
-    shape.max_context = prompt_tokens + std::max<int64_t>(new_tokens, 1);
+    const models::TransformerRunShape shape = run_shape(batch, prompt_tokens, new_tokens);
     models::check_context_supported(transformer->config, shape.max_context);
     std::unique_ptr<models::LinearKernels> kernels = models::make_linear_kernels(*platform);
     kv_bytes = models::kv_cache_bytes(*transformer, shape);

@@ -180,7 +180,8 @@ int plan_tensor_parallel(Platform& platform, const std::string& folder,
         part.contains(std::string(models::kHeadModule) + ".weight")) {
       order.push_back(models::kHeadModule);
     }
-    PlanRequest request{memory_budget(platform, rank_config({budgets}, ranks, r).budgets, false)};
+    const MemoryBudgets own = rank_config({budgets}, ranks, r).budgets;
+    PlanRequest request{memory_budget_for(platform, own.accelerators, own.cpu)};
     request.accelerators = {request.accelerators.at(static_cast<size_t>(r))};
     request.modules = plan_modules(part, &order, models::transformer_module_of);
     const Tier tier = platform.accelerator(r).tier();

@@ -2,16 +2,10 @@
 
 #include <fmt/format.h>
 
-#include <algorithm>
-
 #include "core/error.h"
 #include "core/memory_resource.h"
 
 namespace stowage {
-
-uint64_t TierCapacity::limit() const {
-  return budget ? std::min(*budget, physical_bytes) : physical_bytes;
-}
 
 std::optional<TierCapacity> MemoryBudget::capacity_of(Tier tier) const {
   if (tier == Tier::pinned_host()) return cpu;
@@ -32,17 +26,18 @@ void MemoryBudget::set_budget(Tier tier, uint64_t bytes) {
                                       : tier == Tier::disk()      ? &disk
                                                                   : nullptr;
   if (host != nullptr) {
-    if (!*host) *host = TierCapacity{tier, std::nullopt, UINT64_MAX};
+    if (!*host) *host = TierCapacity{tier};
     (*host)->budget = bytes;
     return;
   }
   STOWAGE_EXPECTS(tier.is_accelerator(), InvalidInputError,
                   "a memory budget for {}: only accelerators, cpu and disk take one",
                   tier.to_string());
-  auto it = std::find_if(accelerators.begin(), accelerators.end(),
-                         [&](const TierCapacity& c) { return c.tier == tier; });
-  if (it == accelerators.end()) it = accelerators.insert(accelerators.end(), TierCapacity{tier});
-  it->budget = bytes;
+  for (TierCapacity& c : accelerators) {
+    if (c.tier == tier) c.budget = bytes;
+    if (c.tier == tier) return;
+  }
+  accelerators.push_back(TierCapacity{tier, bytes});
 }
 
 uint64_t MemoryBudget::working_reserve_of(Tier tier) const {
@@ -53,14 +48,9 @@ uint64_t MemoryBudget::working_reserve_of(Tier tier) const {
 std::string MemoryBudget::describe() const {
   auto one = [](const TierCapacity& c) {
     std::string text = c.tier.to_string() + "=";
-    if (c.budget) {
-      text += fmt::format("{} ({} bytes)", format_bytes(*c.budget), *c.budget);
-    } else if (c.physical_bytes == UINT64_MAX) {
-      text += "unlimited";
-    } else {
-      text += fmt::format("no budget, {} physical", format_bytes(c.physical_bytes));
-    }
-    return text;
+    if (c.budget) return text + fmt::format("{} ({} bytes)", format_bytes(*c.budget), *c.budget);
+    if (c.physical_bytes == UINT64_MAX) return text + "unlimited";
+    return text + fmt::format("no budget, {} physical", format_bytes(c.physical_bytes));
   };
   std::vector<std::string> parts;
   for (const auto& c : accelerators) parts.push_back(one(c));
@@ -72,22 +62,22 @@ std::string MemoryBudget::describe() const {
 MemoryBudget memory_budget_for(Platform& platform, const std::map<int, uint64_t>& accelerator_budgets,
                                std::optional<uint64_t> cpu, uint64_t cpu_physical, bool with_disk,
                                std::optional<uint64_t> disk) {
+  MemoryBudget budget;
   for (const auto& [index, bytes] : accelerator_budgets) {
     STOWAGE_EXPECTS(index >= 0 && index < platform.accelerator_count(), InvalidInputError,
                     "a memory budget names accelerator {}, but this platform has {} "
                     "accelerator(s)",
                     index, platform.accelerator_count());
   }
-  MemoryBudget budget;
   for (int i = 0; i < platform.accelerator_count(); ++i) {
-    TierCapacity c{platform.accelerator(i).tier(), std::nullopt,
-                   platform.accelerator(i).total_bytes()};
     auto it = accelerator_budgets.find(i);
-    if (it != accelerator_budgets.end()) c.budget = it->second;
-    budget.accelerators.push_back(c);
+    budget.accelerators.push_back(
+        TierCapacity{platform.accelerator(i).tier(),
+                     it == accelerator_budgets.end() ? std::nullopt : std::optional(it->second),
+                     platform.accelerator(i).total_bytes()});
   }
   budget.cpu = TierCapacity{Tier::pinned_host(), cpu, cpu_physical};
-  if (with_disk) budget.disk = TierCapacity{Tier::disk(), disk, UINT64_MAX};
+  if (with_disk) budget.disk = TierCapacity{Tier::disk(), disk};
   return budget;
 }
 
