@@ -39,7 +39,6 @@
 #include "cli/tensor_parallel.h"
 #include "core/error.h"
 #include "mmap_store/output_path.h"
-#include "quant/quant_state.h"
 
 namespace stowage::cli {
 namespace {
@@ -79,23 +78,6 @@ std::vector<int64_t> parse_batches(const std::string& text) {
   return parse_int_list("batches", text, 1, 4096);
 }
 
-std::optional<LoadQuantization> quantization(const ArgParser& p) {
-  const std::string method = p.get_or("quant", "none");
-  if (method == "none") return std::nullopt;
-  const auto m = quant::quantized_format_from_name(method);
-  if (!m)
-    throw UsageError(fmt::format("--quant: expected none, int8, nf4 or fp4, found '{}'", method));
-  LoadQuantization q;
-  q.method = *m;
-  q.blocksize = p.get_int("blocksize", 64, quant::kMinBlocksize, quant::kMaxBlocksize);
-  if (!quant::is_valid_blocksize(q.blocksize)) {
-    throw UsageError(fmt::format("--blocksize: expected a power of two in {}..{}, found {}",
-                                 quant::kMinBlocksize, quant::kMaxBlocksize, q.blocksize));
-  }
-  q.double_quant = p.has("double-quant");
-  return q;
-}
-
 std::vector<int32_t> random_prompt(int64_t tokens, int64_t vocab, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<int64_t> id(0, vocab - 1);
@@ -110,10 +92,7 @@ Measurement measure(Platform& platform, const std::string& folder, const Session
                     bool prefill, int64_t batch, int64_t prompt_tokens, int64_t new_tokens,
                     double link_rate, int64_t vocab, bool graphs,
                     const HostComputeFlags& host_flags, const MoeFlags& moe_flags) {
-  models::TransformerRunShape shape;
-  shape.batch = batch;
-  shape.max_step_tokens = prompt_tokens;
-  shape.max_context = prompt_tokens + std::max<int64_t>(new_tokens, 1);
+  models::TransformerRunShape shape = run_shape(batch, prompt_tokens, new_tokens);
   if (label != "resident") shape.expert_cache_slots = moe_flags.expert_cache_slots;
   std::unique_ptr<ModelSession> session =
       open_model_session(platform, folder, config, quantize, shape, false);
@@ -181,10 +160,7 @@ Measurement measure_split(Platform& platform, const std::string& folder,
                           const std::optional<LoadQuantization>& quantize, const std::string& label,
                           bool prefill, int64_t batch, int64_t prompt_tokens, int64_t new_tokens,
                           const std::vector<double>& links, int64_t vocab, int ranks) {
-  models::TransformerRunShape shape;
-  shape.batch = batch;
-  shape.max_step_tokens = prompt_tokens;
-  shape.max_context = prompt_tokens + std::max<int64_t>(new_tokens, 1);
+  models::TransformerRunShape shape = run_shape(batch, prompt_tokens, new_tokens);
   parallel::TensorParallelRunner runner(
       platform, folder, tensor_parallel_setup(platform, config, ranks, quantize), shape);
   const std::vector<int32_t> prompt = random_prompt(prompt_tokens, vocab, 11);
@@ -257,7 +233,7 @@ int bench_model_folder(const std::vector<std::string>& args) {
   const int64_t prompt_tokens = p.get_int("prompt-tokens", 512, 1, 1 << 20);
   const int64_t new_tokens = p.get_int("new-tokens", 32, 1, 1 << 20);
   const std::vector<int64_t> batches = parse_batches(p.get_or("batches", "1,8,32"));
-  const std::optional<LoadQuantization> quantize = quantization(p);
+  const std::optional<LoadQuantization> quantize = parse_quant_flags(p, false);
   SessionConfig budgeted;
   budgeted.prefetch_depth = static_cast<int>(p.get_int("prefetch", 2, 0, 64));
   if (auto text = p.get("max-memory")) budgeted.budgets = parse_max_memory(*text);

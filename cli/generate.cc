@@ -33,7 +33,6 @@
 #include "offload/loader.h"
 #include "offload/offload_manager.h"
 #include "parallel/tensor_parallel_runner.h"
-#include "quant/quant_state.h"
 #include "tokenizer/streaming_decoder.h"
 #include "tokenizer/tokenizer.h"
 
@@ -43,34 +42,6 @@ namespace {
 std::vector<int32_t> parse_ids(const std::string& text) {
   const std::vector<int64_t> values = parse_int_list("prompt-ids", text, 0, INT32_MAX);
   return std::vector<int32_t>(values.begin(), values.end());
-}
-
-std::optional<LoadQuantization> parse_quant(const ArgParser& parser) {
-  const std::string method = parser.get_or("quant", "none");
-  if (method == "none") {
-    if (parser.has("blocksize") || parser.has("double-quant")) {
-      throw UsageError("--blocksize and --double-quant need --quant nf4 or fp4");
-    }
-    return std::nullopt;
-  }
-  const std::optional<quant::WeightFormat> m = quant::quantized_format_from_name(method);
-  if (!m)
-    throw UsageError(fmt::format("--quant: expected none, int8, nf4 or fp4, found '{}'", method));
-  LoadQuantization q;
-  q.method = *m;
-  if (*m == quant::WeightFormat::kInt8) {
-    if (parser.has("blocksize") || parser.has("double-quant")) {
-      throw UsageError("--blocksize and --double-quant apply to --quant nf4 or fp4, not int8");
-    }
-    return q;
-  }
-  q.blocksize = parser.get_int("blocksize", 64, quant::kMinBlocksize, quant::kMaxBlocksize);
-  if (!quant::is_valid_blocksize(q.blocksize)) {
-    throw UsageError(fmt::format("--blocksize: expected a power of two in {}..{}, found {}",
-                                 quant::kMinBlocksize, quant::kMaxBlocksize, q.blocksize));
-  }
-  q.double_quant = parser.has("double-quant");
-  return q;
 }
 
 }  // namespace
@@ -125,7 +96,7 @@ int run_generate(const std::vector<std::string>& args,
   if (budgets.disk && !offload_dir) {
     throw UsageError("--max-memory gives a disk budget but no --offload-dir was given");
   }
-  const std::optional<LoadQuantization> quantize = parse_quant(parser);
+  const std::optional<LoadQuantization> quantize = parse_quant_flags(parser, true);
   const bool json = parser.has("json");
   const auto dump_logits = parser.get("dump-logits");
   // Outputs never replace the model's own files, and are refused before loading.
@@ -173,10 +144,8 @@ int run_generate(const std::vector<std::string>& args,
   // session ends, when the spans' events have all been reached).
   TraceRecorder trace;
   if (trace_path) session_config.trace = &trace;
-  models::TransformerRunShape shape;
-  shape.batch = batch;
-  shape.max_step_tokens = static_cast<int64_t>(prompt.size());
-  shape.max_context = shape.max_step_tokens + std::max<int64_t>(max_new, 1);
+  models::TransformerRunShape shape =
+      run_shape(batch, static_cast<int64_t>(prompt.size()), max_new);
   shape.all_logits = dump_logits.has_value();
   shape.expert_cache_slots = moe_flags.expert_cache_slots;
 

@@ -9,6 +9,7 @@
 
 #include "cli/args.h"
 #include "mmap_store/checkpoint.h"
+#include "quant/quant_state.h"
 
 namespace stowage::cli {
 
@@ -16,6 +17,42 @@ ModelSession::~ModelSession() {
   runner.reset();  // before the kernels and the manager it uses
   kernels.reset();
   manager.reset();
+}
+
+models::TransformerRunShape run_shape(int64_t batch, int64_t prompt_tokens, int64_t new_tokens) {
+  models::TransformerRunShape shape;
+  shape.batch = batch;
+  shape.max_step_tokens = prompt_tokens;
+  shape.max_context = prompt_tokens + std::max<int64_t>(new_tokens, 1);
+  return shape;
+}
+
+std::optional<LoadQuantization> parse_quant_flags(const ArgParser& parser, bool refuse_unused) {
+  const std::string method = parser.get_or("quant", "none");
+  std::optional<quant::WeightFormat> m;
+  if (method != "none") {
+    m = quant::quantized_format_from_name(method);
+    if (!m) {
+      throw UsageError(
+          fmt::format("--quant: expected none, int8, nf4 or fp4, found '{}'", method));
+    }
+  }
+  const bool four_bit = m && *m != quant::WeightFormat::kInt8;
+  if (refuse_unused && !four_bit && (parser.has("blocksize") || parser.has("double-quant"))) {
+    throw UsageError(m ? "--blocksize and --double-quant apply to --quant nf4 or fp4, not int8"
+                       : "--blocksize and --double-quant need --quant nf4 or fp4");
+  }
+  if (!m) return std::nullopt;
+  LoadQuantization q;
+  q.method = *m;
+  if (refuse_unused && !four_bit) return q;
+  q.blocksize = parser.get_int("blocksize", 64, quant::kMinBlocksize, quant::kMaxBlocksize);
+  if (!quant::is_valid_blocksize(q.blocksize)) {
+    throw UsageError(fmt::format("--blocksize: expected a power of two in {}..{}, found {}",
+                                 quant::kMinBlocksize, quant::kMaxBlocksize, q.blocksize));
+  }
+  q.double_quant = parser.has("double-quant");
+  return q;
 }
 
 std::unique_ptr<ModelSession> open_model_session(Platform& platform, const std::string& folder,

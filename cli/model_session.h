@@ -31,6 +31,16 @@ struct ModelSession {
   ~ModelSession();
 };
 
+// A run of `batch` sequences of `prompt_tokens`, then `new_tokens` (at
+// least one) generated one at a time.
+models::TransformerRunShape run_shape(int64_t batch, int64_t prompt_tokens, int64_t new_tokens);
+
+// --quant none|int8|nf4|fp4, --blocksize (a power of two in quant's range,
+// default 64) and --double-quant (generate, bench --model). UsageError
+// naming the flag for a bad value; when `refuse_unused`, also for
+// --blocksize or --double-quant without a 4-bit --quant.
+std::optional<LoadQuantization> parse_quant_flags(const ArgParser& parser, bool refuse_unused);
+
 // Loads `folder` (a progress bar on a terminal when `progress`). Throws as
 // TransformerRunner does: OutOfBudgetError naming the bytes when the budget
 // cannot hold the working memory, InvalidInputError naming the key or tensor.
