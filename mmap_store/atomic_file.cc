@@ -11,16 +11,10 @@
 #include <vector>
 
 #include "core/error.h"
+#include "mmap_store/detail/json_file.h"
 
 namespace stowage::mmap_store {
 namespace {
-
-std::string folder_of(const std::string& path) {
-  auto slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
-}
 
 std::string base_of(const std::string& path) {
   auto slash = path.rfind('/');
@@ -71,7 +65,7 @@ int rename_no_replace(const char* from, const char* to) {
 AtomicFile::AtomicFile(std::string path, AtomicFileOptions options)
     : path_(std::move(path)), options_(options) {
   check_target(path_, options_.replace);
-  std::string pattern = folder_of(path_) + "/." + base_of(path_) + ".tmp-XXXXXX";
+  std::string pattern = detail::folder_of(path_) + "/." + base_of(path_) + ".tmp-XXXXXX";
   std::vector<char> buf(pattern.begin(), pattern.end());
   buf.push_back('\0');
   {
@@ -80,7 +74,7 @@ AtomicFile::AtomicFile(std::string path, AtomicFileOptions options)
     fd_ = ::mkostemp(buf.data(), O_CLOEXEC);
     if (fd_ < 0) {
       throw IoError(fmt::format("{}: cannot create a temporary file in {}: {}", path_,
-                                folder_of(path_), errno_text()));
+                                detail::folder_of(path_), errno_text()));
     }
     temp_ = buf.data();
     if (options_.registry != nullptr) {
@@ -101,11 +95,13 @@ AtomicFile::AtomicFile(std::string path, AtomicFileOptions options)
 
 AtomicFile::~AtomicFile() { abandon(); }
 
-void AtomicFile::abandon() noexcept {
+void AtomicFile::abandon() noexcept { drop_temp(true); }
+
+void AtomicFile::drop_temp(bool remove) noexcept {
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
   if (temp_.empty()) return;
-  ::unlink(temp_.c_str());
+  if (remove) ::unlink(temp_.c_str());
   if (options_.registry != nullptr) {
     try {
       options_.registry->forget(temp_);
@@ -164,16 +160,9 @@ void AtomicFile::commit() {
     abandon();
     throw;
   }
-  if (options_.registry != nullptr) {
-    try {
-      options_.registry->forget(temp_);
-    } catch (...) {
-      // As in abandon(): best effort.
-    }
-  }
-  temp_.clear();
+  drop_temp(false);  // renamed: nothing to remove
   if (options_.durable) {
-    int dir = ::open(folder_of(path_).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int dir = ::open(detail::folder_of(path_).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dir >= 0) {
       ::fsync(dir);  // best effort: the rename is durable once the folder is
       ::close(dir);

@@ -83,6 +83,10 @@ class AtomicFile {
   uint64_t bytes_written() const { return written_; }
 
  private:
+  // Closes the file, removes the temporary (unless `remove` is false: it was
+  // renamed into place) and forgets it in the registry.
+  void drop_temp(bool remove) noexcept;
+
   std::string path_;
   AtomicFileOptions options_;
   std::string temp_;

@@ -66,31 +66,29 @@ TensorPlace classify_tensor(const std::string& local_name,
            module_tensor_names.end();
   };
   TensorPlace place;
+  // The part `suffix` of `weight`'s quantization state, where the module has
+  // that weight.
+  auto state_of = [&](const std::string& weight, const std::string& suffix) {
+    if (!has(weight)) return false;
+    place.role = TensorRole::kQuantState;
+    place.weight = weight;
+    place.suffix = suffix;
+    return true;
+  };
   for (const char* key : {"SCB", "weight_format"}) {
     // "SCB" beside "weight", or "<p>.SCB" beside "<p>.weight".
     const std::string tail = std::string(".") + key;
-    const bool bare = local_name == key;
-    if (bare || (ends_with(local_name, tail) && local_name.size() > tail.size())) {
-      const std::string weight =
-          bare ? "weight" : local_name.substr(0, local_name.size() - tail.size()) + ".weight";
-      if (has(weight)) {
-        place.role = TensorRole::kQuantState;
-        place.weight = weight;
-        place.suffix = key;
-        return place;
-      }
+    if (local_name == key && state_of("weight", key)) return place;
+    if (ends_with(local_name, tail) && local_name.size() > tail.size() &&
+        state_of(local_name.substr(0, local_name.size() - tail.size()) + ".weight", key)) {
+      return place;
     }
   }
   for (const std::string& suffix : weight_state_suffixes()) {
     const std::string tail = "." + suffix;
-    if (ends_with(local_name, tail) && local_name.size() > tail.size()) {
-      std::string weight = local_name.substr(0, local_name.size() - tail.size());
-      if (has(weight)) {
-        place.role = TensorRole::kQuantState;
-        place.weight = weight;
-        place.suffix = suffix;
-        return place;
-      }
+    if (ends_with(local_name, tail) && local_name.size() > tail.size() &&
+        state_of(local_name.substr(0, local_name.size() - tail.size()), suffix)) {
+      return place;
     }
   }
   if (local_name == "bias" || ends_with(local_name, ".bias")) {
