@@ -221,7 +221,7 @@ int run_generate(const std::vector<std::string>& args,
                                                         manager.options().compute_accelerator,
                                                         uint64_t{256} << 20, 3)
                               : 0.0,
-        batch);
+        batch, platform.get());
     generation.decode_host_modules = split.decode_host_modules();
     result = runner.generate(prompt, generation);
     if (runner.spec().config.moe) moe = moe_report(runner, result, moe_flags);

@@ -4,9 +4,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <exception>
+#include <thread>
 #include <vector>
 
 #include "core/buffer.h"
@@ -52,6 +55,47 @@ double measure_pinned_h2d_rate(Platform& platform, int accelerator, uint64_t byt
   target.reset(stream);
   stream.synchronize();
   return rate;
+}
+
+double measure_pinned_h2d_rate_beside(Platform& platform, int accelerator, uint64_t bytes,
+                                      const std::function<void()>& beside) {
+  Accelerator& device = platform.accelerator(accelerator);
+  Stream stream = device.create_stream();
+  Buffer host(platform.pinned_host_memory(), bytes);
+  std::memset(host.data(), 1, bytes);
+  Buffer target(device.memory(), bytes, stream);
+  stream.ref().copy(target.data(), host.data(), bytes);  // warm-up
+  stream.synchronize();
+  std::atomic<bool> stop{false};
+  uint64_t copied = 0;
+  double seconds = 0;
+  std::exception_ptr copy_error;
+  std::thread copier([&] {
+    const auto start = std::chrono::steady_clock::now();
+    try {
+      while (!stop.load()) {
+        stream.ref().copy(target.data(), host.data(), bytes);
+        stream.synchronize();
+        copied += bytes;
+      }
+    } catch (...) {
+      copy_error = std::current_exception();
+    }
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  });
+  std::exception_ptr beside_error;
+  try {
+    beside();
+  } catch (...) {
+    beside_error = std::current_exception();
+  }
+  stop = true;
+  copier.join();
+  target.reset(stream);
+  stream.synchronize();
+  if (beside_error) std::rethrow_exception(beside_error);
+  if (copy_error) std::rethrow_exception(copy_error);
+  return static_cast<double>(copied) / std::max(seconds, 1e-9);
 }
 
 double measure_device_read_rate(Platform& platform, int accelerator, uint64_t bytes,

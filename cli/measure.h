@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "core/platform.h"
@@ -14,6 +15,13 @@ namespace stowage::cli {
 // one stream (median of `repeats`, after one warm-up copy).
 double measure_pinned_h2d_rate(Platform& platform, int accelerator, uint64_t bytes,
                                int repeats = 5);
+
+// Bytes per second of pinned host-to-device copies of `bytes`, back to back
+// on their own thread, while `beside` runs on the calling thread: the link's
+// rate while the host does other work (host compute reads the same memory).
+// Rethrows what `beside` throws, after stopping the copies.
+double measure_pinned_h2d_rate_beside(Platform& platform, int accelerator, uint64_t bytes,
+                                      const std::function<void()>& beside);
 
 // Bytes per second the accelerator reads its own memory at
 // (kernels::read_checksum over `bytes`; median of `repeats`, after a

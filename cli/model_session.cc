@@ -8,6 +8,7 @@
 #include <set>
 
 #include "cli/args.h"
+#include "cli/measure.h"
 #include "mmap_store/checkpoint.h"
 #include "quant/quant_state.h"
 
@@ -209,6 +210,8 @@ ComputeSplitReport decide_compute_split(const std::vector<SplitLayer>& layers, b
   report.auto_split = auto_split;
   report.link_bytes_per_s = rates.link_bytes_per_s;
   report.host_bytes_per_s = rates.host_bytes_per_s;
+  report.link_bytes_per_s_shared = rates.link_bytes_per_s_shared;
+  report.host_bytes_per_s_shared = rates.host_bytes_per_s_shared;
   report.host_threads = host_threads;
   report.host_attention_seconds = host_attention_seconds;
   std::vector<SplitCandidate> candidates;
@@ -249,11 +252,19 @@ double measure_model_host_rate(const models::TransformerSpec& spec, int64_t batc
 }
 
 ComputeSplitReport session_compute_split(ModelSession& session, const HostComputeFlags& flags,
-                                         double link_bytes_per_s, int64_t batch) {
+                                         double link_bytes_per_s, int64_t batch,
+                                         Platform* platform) {
   ComputeRates rates{link_bytes_per_s, 0};
   double attention_seconds = 0;
   if (flags.auto_split) {
-    rates.host_bytes_per_s = measure_model_host_rate(session.runner->spec(), batch, flags.threads);
+    const models::TransformerSpec& spec = session.runner->spec();
+    rates.host_bytes_per_s = measure_model_host_rate(spec, batch, flags.threads);
+    if (platform != nullptr && link_bytes_per_s > 0 && rates.host_bytes_per_s > 0) {
+      rates.link_bytes_per_s_shared = measure_pinned_h2d_rate_beside(
+          *platform, session.manager->options().compute_accelerator, uint64_t{64} << 20, [&] {
+            rates.host_bytes_per_s_shared = measure_model_host_rate(spec, batch, flags.threads);
+          });
+    }
     attention_seconds = models::measure_host_attention_seconds(
         session.runner->spec().config, batch, session.runner->shape().max_context);
   }
@@ -272,6 +283,8 @@ boost::json::object compute_split_json(const ComputeSplitReport& report) {
   o["link_bytes_per_s"] = report.link_bytes_per_s;
   o["link_rate"] = report.link_rate_source;
   o["host_bytes_per_s"] = report.host_bytes_per_s;
+  o["link_bytes_per_s_shared"] = report.link_bytes_per_s_shared;
+  o["host_bytes_per_s_shared"] = report.host_bytes_per_s_shared;
   o["host_rate"] = report.host_rate_source;
   o["host_threads"] = report.host_threads;
   o["host_attention_seconds"] = report.host_attention_seconds;
@@ -306,6 +319,10 @@ std::string compute_split_text(const ComputeSplitReport& report) {
       rate(report.link_bytes_per_s, report.link_rate_source),
       rate(report.host_bytes_per_s, report.host_rate_source), report.host_threads,
       report.host_threads == 1 ? "" : "s");
+  if (report.link_bytes_per_s_shared > 0) {
+    out += fmt::format("  both at once: link {:.2f} GiB/s beside host {:.2f} GiB/s\n",
+                       report.link_bytes_per_s_shared / gib, report.host_bytes_per_s_shared / gib);
+  }
   if (report.auto_split) {
     out += fmt::format(
         "  estimated decode step {:.3f} ms on the off-accelerator layers against {:.3f} ms "

@@ -116,6 +116,9 @@ struct ComputeSplitReport {
   bool auto_split = false;  // --host-compute auto chose the decode column
   double link_bytes_per_s = 0;
   double host_bytes_per_s = 0;  // 0: not measured (no auto split, or no float layer)
+  // Each rate while the other path runs too (both read host memory); 0: not measured.
+  double link_bytes_per_s_shared = 0;
+  double host_bytes_per_s_shared = 0;
   std::string link_rate_source;  // "measured", "given" or "" (not used)
   std::string host_rate_source;
   int host_threads = 0;
@@ -144,11 +147,14 @@ double measure_model_host_rate(const models::TransformerSpec& spec, int64_t batc
 
 // --host-compute auto on a loaded session: the split at `batch` from
 // `link_bytes_per_s` and the host rate measured now (measure_model_host_rate);
-// the caller applies report.decode_host_modules() to the decode steps
+// with `platform` and a measured link rate, also both rates measured at once
+// (the link's copies to the compute accelerator beside the host kernels). The caller
+// applies report.decode_host_modules() to the decode steps
 // (GenerationOptions::decode_host_modules). Without auto, the report of
 // where the layers compute as they are.
 ComputeSplitReport session_compute_split(ModelSession& session, const HostComputeFlags& flags,
-                                         double link_bytes_per_s, int64_t batch);
+                                         double link_bytes_per_s, int64_t batch,
+                                         Platform* platform = nullptr);
 
 // The report as JSON: {"decode_batch", "auto", "link_bytes_per_s",
 // "host_bytes_per_s", "link_rate", "host_rate" (measured/given), "host_threads",

@@ -133,8 +133,10 @@ std::unique_ptr<LinearKernels> make_linear_kernels(Platform& platform);
 // `weight_dtype` (F32, F16 or BF16) and [out, in] at `rows` rows on
 // `threads` threads (0: default_host_compute_threads()), from the calling
 // thread: the median of `repeats` timed calls after a warm-up, over
-// weights filled with a fixed pattern. Throws InvalidInputError for another
-// dtype or a size < 1.
+// weights filled with a fixed pattern. Each call reads another copy of the
+// weight (up to 8 copies, about 512 MiB together), so a large layer's rate is
+// that of host memory, as a model's layers are read, not of the cache.
+// Throws InvalidInputError for another dtype or a size < 1.
 double measure_host_linear_rate(DType weight_dtype, int64_t out, int64_t in, int64_t rows,
                                 int repeats = 3, int threads = 0);
 

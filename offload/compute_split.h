@@ -4,9 +4,10 @@
 //
 // Model. The copy engine moves the next streamed module while the host
 // computes another, so the two paths run at once on different modules: a
-// step spends about max(streamed bytes / link rate, host bytes / host rate)
-// on the off-accelerator modules (the resident work and the small
-// activation copies aside). Each module in execution order goes to the path
+// step spends two_path_seconds(streamed bytes, host bytes) on the
+// off-accelerator modules (the resident work and the small activation copies
+// aside), about max(streamed bytes / link rate, host bytes / host rate) where
+// the two do not compete for host memory. Each module in execution order goes to the path
 // whose running total it lengthens least (ties to the link), which balances
 // the totals and interleaves the paths (every streamed module then has host
 // work before it to hide its copy behind; with a couple of fetch slots, a
@@ -30,7 +31,20 @@ namespace stowage {
 struct ComputeRates {
   double link_bytes_per_s = 0;  // pinned host -> accelerator
   double host_bytes_per_s = 0;  // weight bytes the host computes per second
+  // Each path's rate while the other runs too: both read host memory, so on a
+  // host whose memory bandwidth is not far above either path's alone, each
+  // slows the other. 0: not measured, taken as the rate alone.
+  double link_bytes_per_s_shared = 0;
+  double host_bytes_per_s_shared = 0;
 };
+
+// Seconds the off-accelerator work of a step takes with `streamed_bytes` over
+// the link and `host_bytes` computed on the host (plus `host_extra_seconds`
+// of host work that reads no weights) at once: both paths run at their
+// shared rates until the shorter ends, then the other goes on alone. With no
+// shared rates it is max(link seconds, host seconds).
+double two_path_seconds(double streamed_bytes, double host_bytes, double host_extra_seconds,
+                        const ComputeRates& rates);
 
 struct SplitCandidate {
   std::string module;

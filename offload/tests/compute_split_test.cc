@@ -89,6 +89,37 @@ TEST(ComputeSplit, TheHostLayersAttentionTimeCountsOnTheHostPath) {
   EXPECT_THROW(choose_compute_split(batch1, {52e9, 82e9}), InvalidInputError);
 }
 
+// Both paths read host memory. Where they slow each other (the H100 host:
+// a host layer at 75 GB/s alone took as long as a 51 GB/s fetch beside it),
+// the step is estimated at the shared rates until the shorter path ends.
+TEST(ComputeSplit, PathsThatShareHostMemoryRunAtTheirSharedRates) {
+  const ComputeRates alone{50e9, 100e9};
+  const ComputeRates shared{50e9, 100e9, 25e9, 75e9};
+  // 10 GB streamed (0.4 s shared) beside 20 GB on the host (0.267 s shared):
+  // the host ends first, with 1/3 of the link's bytes left at 50 GB/s.
+  EXPECT_NEAR(two_path_seconds(10e9, 20e9, 0, shared), 0.2 / 0.75 + (1 - 0.2 / 0.75 / 0.4) * 0.2,
+              1e-12);
+  EXPECT_NEAR(two_path_seconds(10e9, 20e9, 0, alone), 0.2, 1e-12);
+  // The link ends first: the host's rest at its rate alone, extra seconds included.
+  EXPECT_NEAR(two_path_seconds(2.5e9, 30e9, 0.1, shared), 0.1 + (1 - 0.1 / 0.5) * 0.4, 1e-12);
+  EXPECT_DOUBLE_EQ(two_path_seconds(0, 30e9, 0.1, shared), 0.4);
+  EXPECT_DOUBLE_EQ(two_path_seconds(30e9, 0, 0, shared), 0.6);
+
+  const ComputeSplit s = choose_compute_split(layers(30, 1000000000), shared);
+  const ComputeSplit a = choose_compute_split(layers(30, 1000000000), alone);
+  EXPECT_NEAR(a.estimated_seconds, 0.2, 0.02);
+  // Never better than both paths at their shared rates the whole step, nor
+  // than the estimate that ignores the sharing.
+  EXPECT_GE(s.estimated_seconds, 30e9 / (25e9 + 75e9) * 0.999);
+  EXPECT_GT(s.estimated_seconds, a.estimated_seconds);
+  EXPECT_DOUBLE_EQ(s.estimated_seconds,
+                   two_path_seconds(static_cast<double>(s.streamed_bytes),
+                                    static_cast<double>(s.host_bytes), 0, shared));
+  // The shared link is slower relative to the host: the host takes more.
+  EXPECT_GT(s.host_bytes, a.host_bytes);
+  EXPECT_THROW(choose_compute_split(layers(2, 1), {50e9, 100e9, -1, 0}), InvalidInputError);
+}
+
 TEST(ComputeSplit, BadRatesAreRefused) {
   EXPECT_THROW(choose_compute_split(layers(1, 1), {0, 1}), InvalidInputError);
   EXPECT_THROW(choose_compute_split(layers(1, 1), {1, -1}), InvalidInputError);
