@@ -9,6 +9,7 @@
 #include "kernels/cpu_transformer_ops.h"
 #include "kernels/detail/arg_checks.h"
 #include "kernels/detail/cuda_ops.h"
+#include "kernels/detail/cuda_transformer_ops.h"
 #include "kernels/detail/dispatch.h"
 
 namespace stowage::kernels {
@@ -63,7 +64,11 @@ void dense_gemv(const DenseGemvArgs& a, StreamRef stream) {
       stream, [a] { cpu::dense_gemv(a); }, [&](void* s) { detail::cuda_dense_gemv(a, s); });
 }
 
-void dense_gemv_group(const DenseGemvArgs* outputs, int count, StreamRef stream) {
+namespace {
+
+// The group's arguments, checked: 1..kDenseGemvMaxGroup GEMVs over one x.
+std::array<DenseGemvArgs, kDenseGemvMaxGroup> checked_group(const DenseGemvArgs* outputs,
+                                                            int count) {
   STOWAGE_EXPECTS(outputs != nullptr && count >= 1 && count <= kDenseGemvMaxGroup,
                   InvalidInputError, "kernels::dense_gemv_group: expected 1..{} outputs, found {}",
                   kDenseGemvMaxGroup, count);
@@ -80,18 +85,10 @@ void dense_gemv_group(const DenseGemvArgs* outputs, int count, StreamRef stream)
                     short_name(a.weight_dtype), a.x == outputs[0].x ? "" : " and another x");
     group[static_cast<size_t>(i)] = a;
   }
-  dispatch(
-      stream,
-      [group, count] {
-        for (int i = 0; i < count; ++i) {
-          if (group[static_cast<size_t>(i)].n > 0) cpu::dense_gemv(group[static_cast<size_t>(i)]);
-        }
-      },
-      [&](void* s) { detail::cuda_dense_gemv_group(group.data(), count, s); });
+  return group;
 }
 
-void dense_gemv_swiglu(const DenseGemvArgs& gate, const DenseGemvArgs& up, float* act,
-                       StreamRef stream) {
+void check_swiglu(const DenseGemvArgs& gate, const DenseGemvArgs& up, const float* act) {
   check_dense_gemv(gate);
   check_dense_gemv(up);
   STOWAGE_EXPECTS(gate.x == up.x && gate.m == up.m && gate.n == up.n && gate.k == up.k &&
@@ -104,6 +101,56 @@ void dense_gemv_swiglu(const DenseGemvArgs& gate, const DenseGemvArgs& up, float
                   gate.m, gate.n, gate.k, short_name(gate.weight_dtype), up.m, up.n, up.k,
                   short_name(up.weight_dtype));
   expect_pointer("dense_gemv_swiglu", "act", act, gate.n > 0);
+}
+
+void check_input_norm(const char* call, const DenseGemvInputNorm& norm, int64_t k) {
+  expect_float_dtype(call, "norm.dtype", norm.dtype);
+  expect_pointer(call, "norm.weight", norm.weight, k > 0);
+  expect_pointer(call, "norm.out", norm.out, k > 0);
+}
+
+// The norm's CPU counterpart: rms_norm of x [m, k] into norm.out.
+void cpu_input_norm(const DenseGemvArgs& first, const DenseGemvInputNorm& norm) {
+  cpu::rms_norm({first.m, first.k, first.x, norm.weight, norm.dtype, norm.eps, norm.out});
+}
+
+}  // namespace
+
+void dense_gemv_group(const DenseGemvArgs* outputs, int count, StreamRef stream) {
+  const std::array<DenseGemvArgs, kDenseGemvMaxGroup> group = checked_group(outputs, count);
+  dispatch(
+      stream,
+      [group, count] {
+        for (int i = 0; i < count; ++i) {
+          if (group[static_cast<size_t>(i)].n > 0) cpu::dense_gemv(group[static_cast<size_t>(i)]);
+        }
+      },
+      [&](void* s) { detail::cuda_dense_gemv_group(group.data(), count, s); });
+}
+
+void dense_gemv_group(const DenseGemvArgs* outputs, int count, const DenseGemvInputNorm& norm,
+                      StreamRef stream) {
+  const std::array<DenseGemvArgs, kDenseGemvMaxGroup> group = checked_group(outputs, count);
+  check_input_norm("dense_gemv_group", norm, group[0].k);
+  if (group[0].k == 0) return;
+  dispatch(
+      stream,
+      [group, count, norm] {
+        cpu_input_norm(group[0], norm);
+        for (int i = 0; i < count; ++i) {
+          DenseGemvArgs a = group[static_cast<size_t>(i)];
+          a.x = norm.out;
+          if (a.n > 0) cpu::dense_gemv(a);
+        }
+      },
+      [&](void* s) {
+        detail::cuda_rms_norm_dense_gemv_group(group.data(), count, norm, nullptr, s);
+      });
+}
+
+void dense_gemv_swiglu(const DenseGemvArgs& gate, const DenseGemvArgs& up, float* act,
+                       StreamRef stream) {
+  check_swiglu(gate, up, act);
   if (gate.n == 0) return;
   dispatch(
       stream,
@@ -113,6 +160,28 @@ void dense_gemv_swiglu(const DenseGemvArgs& gate, const DenseGemvArgs& up, float
         cpu::swiglu({gate.m, gate.n, gate.y, gate.n, up.y, up.n, act});
       },
       [&](void* s) { detail::cuda_dense_gemv_swiglu(gate, up, act, s); });
+}
+
+void dense_gemv_swiglu(const DenseGemvArgs& gate, const DenseGemvArgs& up,
+                       const DenseGemvInputNorm& norm, float* act, StreamRef stream) {
+  check_swiglu(gate, up, act);
+  check_input_norm("dense_gemv_swiglu", norm, gate.k);
+  if (gate.k == 0 && gate.n == 0) return;
+  dispatch(
+      stream,
+      [gate, up, norm, act] {
+        cpu_input_norm(gate, norm);
+        if (gate.n == 0) return;
+        DenseGemvArgs g = gate, u = up;
+        g.x = u.x = norm.out;
+        cpu::dense_gemv(g);
+        cpu::dense_gemv(u);
+        cpu::swiglu({g.m, g.n, g.y, g.n, u.y, u.n, act});
+      },
+      [&](void* s) {
+        const DenseGemvArgs pair[2] = {gate, up};
+        detail::cuda_rms_norm_dense_gemv_group(pair, 2, norm, act, s);
+      });
 }
 
 }  // namespace stowage::kernels

@@ -73,4 +73,28 @@ void dense_gemv_group(const DenseGemvArgs* outputs, int count, StreamRef stream)
 void dense_gemv_swiglu(const DenseGemvArgs& gate, const DenseGemvArgs& up, float* act,
                        StreamRef stream);
 
+// An RMSNorm in front of dense GEMVs (a decoder layer's input_layernorm in
+// front of q/k/v, post_attention_layernorm in front of gate/up): the GEMVs
+// read rms_norm(x) of transformer_ops.h, x being their x.
+struct DenseGemvInputNorm {
+  const void* weight = nullptr;  // [k] of dtype
+  DType dtype = DType::kF32;     // kF32, kF16 or kBF16
+  float eps = 1e-6f;
+  // [m, k] float32: the normalized x, always written (later readers, e.g. a
+  // mixture-of-experts layer's experts, read it here).
+  float* out = nullptr;
+};
+// The same bits as rms_norm({m, k, x, norm.weight, norm.dtype, norm.eps,
+// norm.out}) and then dense_gemv_group / dense_gemv_swiglu with x = norm.out.
+// On CUDA the GEMVs normalize x as they start, in the same launch (no launch
+// of the norm, no wait for it), where every weight is whole 16-byte chunks
+// and the m rows of x are small enough (m * k floats in 32 KiB; a decode
+// step's row of 4096 or 8192); otherwise the two run one after the other.
+// norm.out may be x (then always the two); it must not overlap the GEMVs'
+// outputs, nor may they overlap x.
+void dense_gemv_group(const DenseGemvArgs* outputs, int count, const DenseGemvInputNorm& norm,
+                      StreamRef stream);
+void dense_gemv_swiglu(const DenseGemvArgs& gate, const DenseGemvArgs& up,
+                       const DenseGemvInputNorm& norm, float* act, StreamRef stream);
+
 }  // namespace stowage::kernels

@@ -74,6 +74,26 @@ class LinearKernels {
   virtual void swiglu_linear(StreamRef stream, const LinearWeights& gate, const LinearWeights& up,
                              const TensorView& x, const TensorView& gate_out,
                              const TensorView& up_out, const TensorView& act);
+  // The RMSNorm a decoder layer puts in front of projections
+  // (kernels::rms_norm with this weight and eps): see norm_linear_group.
+  struct InputNorm {
+    const void* weight = nullptr;  // [in] of dtype, valid on the stream's device
+    DType dtype = DType::kF32;
+    float eps = 1e-6f;
+  };
+  // kernels::rms_norm of x into `normed` (F32 [batch, in]; not x), then
+  // linear_group over `normed`: the same results. Kernels that can normalize
+  // x as the projections load it do (the accelerator's 16-bit GEMVs at small
+  // batch), in one pass; `normed` is written either way.
+  virtual void norm_linear_group(StreamRef stream, const InputNorm& norm, const TensorView& x,
+                                 const TensorView& normed, const LinearWeights* const* w,
+                                 const TensorView* y, int count);
+  // The same for swiglu_linear: rms_norm of x into `normed`, then
+  // swiglu_linear over `normed`.
+  virtual void norm_swiglu_linear(StreamRef stream, const InputNorm& norm, const TensorView& x,
+                                  const TensorView& normed, const LinearWeights& gate,
+                                  const LinearWeights& up, const TensorView& gate_out,
+                                  const TensorView& up_out, const TensorView& act);
   // h += x @ W^T + bias (a residual connection): the same results as linear()
   // into tmp and kernels::add_in_place into h; kernels that can add in the
   // same pass need not write tmp.

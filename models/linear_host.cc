@@ -39,6 +39,40 @@ void LinearKernels::swiglu_linear(StreamRef stream, const LinearWeights& gate,
                   stream);
 }
 
+namespace {
+// kernels::rms_norm of x [batch, in] into normed.
+void rms_norm_into(StreamRef stream, const LinearKernels::InputNorm& norm, const TensorView& x,
+                   const TensorView& normed) {
+  STOWAGE_EXPECTS(x.dtype() == DType::kF32 && x.shape().rank() == 2 &&
+                      normed.dtype() == DType::kF32 && normed.shape() == x.shape() &&
+                      normed.data() != x.data(),
+                  InvalidInputError,
+                  "input RMSNorm: expected float32 [batch, in] input and a separate output of "
+                  "its shape, found {} {} and {} {}",
+                  short_name(x.dtype()), x.shape().to_string(), short_name(normed.dtype()),
+                  normed.shape().to_string());
+  kernels::rms_norm({x.shape()[0], x.shape()[1], x.data_as<float>(), norm.weight, norm.dtype,
+                     norm.eps, normed.data_as<float>()},
+                    stream);
+}
+}  // namespace
+
+void LinearKernels::norm_linear_group(StreamRef stream, const InputNorm& norm, const TensorView& x,
+                                      const TensorView& normed, const LinearWeights* const* w,
+                                      const TensorView* y, int count) {
+  rms_norm_into(stream, norm, x, normed);
+  linear_group(stream, w, y, count, normed);
+}
+
+void LinearKernels::norm_swiglu_linear(StreamRef stream, const InputNorm& norm,
+                                       const TensorView& x, const TensorView& normed,
+                                       const LinearWeights& gate, const LinearWeights& up,
+                                       const TensorView& gate_out, const TensorView& up_out,
+                                       const TensorView& act) {
+  rms_norm_into(stream, norm, x, normed);
+  swiglu_linear(stream, gate, up, normed, gate_out, up_out, act);
+}
+
 void LinearKernels::linear_add(StreamRef stream, const LinearWeights& w, const TensorView& x,
                                const TensorView& tmp, const TensorView& h) {
   linear(stream, w, x, tmp, false);

@@ -166,6 +166,46 @@ class AcceleratorLinearKernels final : public LinearKernels {
                                dense_gemv_args(up, x, up_out, false), act.data_as<float>(), stream);
   }
 
+  void norm_linear_group(StreamRef stream, const InputNorm& norm, const TensorView& x,
+                         const TensorView& normed, const LinearWeights* const* w,
+                         const TensorView* y, int count) override {
+    const int64_t m = x.shape()[0];
+    bool one_launch = count >= 1 && count <= kernels::kDenseGemvMaxGroup;
+    for (int i = 0; i < count && one_launch; ++i) {
+      one_launch = takes_dense_gemv(*w[i], m) && w[i]->weight.dtype() == w[0]->weight.dtype();
+    }
+    if (!one_launch) {
+      LinearKernels::norm_linear_group(stream, norm, x, normed, w, y, count);
+      return;
+    }
+    check_normed(x, normed);
+    std::array<kernels::DenseGemvArgs, kernels::kDenseGemvMaxGroup> args;
+    for (int i = 0; i < count; ++i) {
+      check_linear_arguments(*w[i], x, y[i], "linear layer");
+      args[static_cast<size_t>(i)] = dense_gemv_args(*w[i], x, y[i], false);
+    }
+    kernels::dense_gemv_group(args.data(), count, input_norm(norm, normed), stream);
+  }
+
+  void norm_swiglu_linear(StreamRef stream, const InputNorm& norm, const TensorView& x,
+                          const TensorView& normed, const LinearWeights& gate,
+                          const LinearWeights& up, const TensorView& gate_out,
+                          const TensorView& up_out, const TensorView& act) override {
+    const int64_t m = x.shape()[0];
+    if (!takes_dense_gemv(gate, m) || !takes_dense_gemv(up, m) ||
+        gate.weight.dtype() != up.weight.dtype() || gate.out_features != up.out_features) {
+      LinearKernels::norm_swiglu_linear(stream, norm, x, normed, gate, up, gate_out, up_out, act);
+      return;
+    }
+    check_normed(x, normed);
+    check_linear_arguments(gate, x, gate_out, "SwiGLU gate projection");
+    check_linear_arguments(up, x, up_out, "SwiGLU up projection");
+    check_linear_arguments(gate, x, act, "SwiGLU activation");
+    kernels::dense_gemv_swiglu(dense_gemv_args(gate, x, gate_out, false),
+                               dense_gemv_args(up, x, up_out, false), input_norm(norm, normed),
+                               act.data_as<float>(), stream);
+  }
+
   void linear_add(StreamRef stream, const LinearWeights& w, const TensorView& x,
                   const TensorView& tmp, const TensorView& h) override {
     if (!takes_dense_gemv(w, x.shape()[0])) {
@@ -228,6 +268,24 @@ class AcceleratorLinearKernels final : public LinearKernels {
     a.relu = relu;
     a.y = y.data_as<float>();
     return a;
+  }
+
+  static kernels::DenseGemvInputNorm input_norm(const InputNorm& norm, const TensorView& normed) {
+    kernels::DenseGemvInputNorm n;
+    n.weight = norm.weight;
+    n.dtype = norm.dtype;
+    n.eps = norm.eps;
+    n.out = normed.data_as<float>();
+    return n;
+  }
+
+  static void check_normed(const TensorView& x, const TensorView& normed) {
+    STOWAGE_EXPECTS(
+        normed.dtype() == DType::kF32 && normed.shape() == x.shape() && normed.data() != x.data(),
+        InvalidInputError,
+        "input RMSNorm: expected a separate float32 output of the input's shape {}, "
+        "found {} {}",
+        x.shape().to_string(), short_name(normed.dtype()), normed.shape().to_string());
   }
 
   static bool takes_dense_gemv(const LinearWeights& w, int64_t m) {

@@ -774,11 +774,14 @@ void TransformerModel::run_layer(size_t i, const LayerWeights& w, const LayerBuf
   const int64_t kv_cols = c.num_kv_heads * c.head_dim;
   auto view = [&](float* p, int64_t cols) { return TensorView(p, DType::kF32, Shape{rows, cols}, b.tier); };
   const float eps = static_cast<float>(c.rms_norm_eps);
-  kernels::rms_norm({rows, c.hidden_size, h, w.input_norm, l.input_norm_dtype, eps, b.x}, s);
   {
+    // The input norm goes with the q/k/v projections (one pass where the
+    // kernels can); its output stays in b.x.
+    const LinearKernels::InputNorm input_norm{w.input_norm, l.input_norm_dtype, eps};
     const LinearWeights* qkv[3] = {&w.projections[0], &w.projections[1], &w.projections[2]};
     const TensorView outputs[3] = {view(b.q, q_cols), view(b.k, kv_cols), view(b.v, kv_cols)};
-    kernels.linear_group(s, qkv, outputs, 3, view(b.x, c.hidden_size));
+    kernels.norm_linear_group(s, input_norm, view(h, c.hidden_size), view(b.x, c.hidden_size), qkv,
+                              outputs, 3);
   }
   if (c.qk_norm) {
     // Qwen3: each head's query and key normalized over head_dim before RoPE.
@@ -819,10 +822,15 @@ void TransformerModel::run_layer(size_t i, const LayerWeights& w, const LayerBuf
                        view(h, c.hidden_size));
   }
   if (tensor_parallel()) tensor_parallel_.all_reduce_sum(s, h, hidden_floats);
-  kernels::rms_norm({rows, c.hidden_size, h, w.post_norm, l.post_norm_dtype, eps, b.x}, s);
-  if (l.sparse) return;  // the experts read b.x (run_moe_block)
-  run_swiglu(&w.projections[4], c.intermediate_size, b.x, h, b, rows, kernels, s,
-             /*accumulate=*/!partial);
+  if (l.sparse) {
+    // The experts read the normalized hidden state in b.x (run_moe_block).
+    kernels::rms_norm({rows, c.hidden_size, h, w.post_norm, l.post_norm_dtype, eps, b.x}, s);
+    return;
+  }
+  // The post-attention norm goes with the gate and up projections, into b.x.
+  const LinearKernels::InputNorm post_norm{w.post_norm, l.post_norm_dtype, eps};
+  run_swiglu(&w.projections[4], c.intermediate_size, h, h, b, rows, kernels, s,
+             /*accumulate=*/!partial, &post_norm);
   if (tensor_parallel()) tensor_parallel_.all_reduce_sum(s, h, hidden_floats);
 }
 
@@ -855,13 +863,19 @@ TransformerModel::LayerBuffers TransformerModel::mlp_buffers(TransformerState& s
 
 void TransformerModel::run_swiglu(const LinearWeights* w, int64_t inter, const float* x, float* y,
                                   const LayerBuffers& b, int64_t rows, LinearKernels& kernels,
-                                  StreamRef s, bool accumulate) {
+                                  StreamRef s, bool accumulate,
+                                  const LinearKernels::InputNorm* norm) {
   const int64_t hidden = spec_.config.hidden_size;
   auto view = [&](const float* p, int64_t cols) {
     return TensorView(const_cast<float*>(p), DType::kF32, Shape{rows, cols}, b.tier);
   };
-  kernels.swiglu_linear(s, w[0], w[1], view(x, hidden), view(b.gate, inter), view(b.up, inter),
-                        view(b.act, inter));
+  if (norm != nullptr) {
+    kernels.norm_swiglu_linear(s, *norm, view(x, hidden), view(b.x, hidden), w[0], w[1],
+                               view(b.gate, inter), view(b.up, inter), view(b.act, inter));
+  } else {
+    kernels.swiglu_linear(s, w[0], w[1], view(x, hidden), view(b.gate, inter), view(b.up, inter),
+                          view(b.act, inter));
+  }
   if (accumulate) {
     kernels.linear_add(s, w[2], view(b.act, inter), view(b.tmp, hidden), view(y, hidden));
   } else {

@@ -407,10 +407,11 @@ class TransformerModel {
   // state's host activations.
   LayerBuffers mlp_buffers(TransformerState& state, bool host);
   // y = down(silu(gate(x)) * up(x)) over `rows` rows (y += that with
-  // `accumulate`, b.tmp as scratch); w: gate, up, down.
+  // `accumulate`, b.tmp as scratch); w: gate, up, down. With `norm`, x is
+  // RMS-normalized first, into b.x (LinearKernels::norm_swiglu_linear).
   void run_swiglu(const LinearWeights* w, int64_t inter, const float* x, float* y,
                   const LayerBuffers& b, int64_t rows, LinearKernels& kernels, StreamRef stream,
-                  bool accumulate = false);
+                  bool accumulate = false, const LinearKernels::InputNorm* norm = nullptr);
   // Runs `fn` on the host in `stream`'s order between a copy of `in_floats`
   // floats of `in` into pinned memory and a copy of `out_floats` of its
   // output back to `out` (a module whose weights stay on the host).

@@ -3,10 +3,22 @@
 // weight loads in flight (memory-bound: the weights are read once), the
 // activations come through the read-only cache, and the warp's partial sums
 // meet in a butterfly whose order depends on nothing but k.
+//
+// With an input RMSNorm (gemm.h's DenseGemvInputNorm: a decoder layer's
+// norm in front of q/k/v or gate/up), each block normalizes x into shared
+// memory as it starts (16 KiB at a hidden size of 4096, from the L2) and the
+// dot products read it there: the norm's own launch, and its round trip
+// through memory before the GEMV can start, are gone. Block 0 writes the
+// normalized x out for later readers.
+//
+// Every kernel here is launched as a programmatic dependent of the kernel
+// before it (dependent_launch.h).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "kernels/cuda/dependent_launch.h"
 #include "kernels/cuda/device_helpers.h"
+#include "kernels/cuda/rms_norm_device.h"
 #include "kernels/detail/launch.h"
 #include "kernels/detail/transformer_launch.h"
 
@@ -15,6 +27,10 @@ namespace {
 
 constexpr int kWarps = 8;   // output rows per block
 constexpr int kUnroll = 4;  // 16-byte weight loads in flight per lane
+// Shared memory of the normalized x (m * k floats) the fused input norm takes
+// at most: 32 KiB (a row of 8192, or 2 of 4096) keeps 7 blocks of 256
+// threads an SM; beyond, the norm runs as its own kernel first.
+constexpr int64_t kFusedNormSharedBytes = 32 * 1024;
 
 __device__ __forceinline__ void widen8(const uint4& v, const __half*, float* out) {
   const __half2* h = reinterpret_cast<const __half2*>(&v);
@@ -71,8 +87,10 @@ __device__ __forceinline__ void finish_row(float (&acc)[M], int lane, const void
 
 // acc[r] += this lane's share of x[r, :] . w_row[:] over whole 16-byte chunks
 // (k % 8 == 0, 16-byte aligned x and w_row); `Rows` weight rows at once (the
-// SwiGLU pair), each summed in the same order as alone.
-template <typename W, int M, int Rows>
+// SwiGLU pair), each summed in the same order as alone. kSharedX: x is in
+// shared memory (the fused norm's), else global memory read through the
+// read-only cache; the same sums either way.
+template <typename W, int M, int Rows, bool kSharedX>
 __device__ __forceinline__ void dot_chunks(const float* __restrict__ x,
                                            const W* const (&w_rows)[Rows], int64_t k, int lane,
                                            float (&acc)[Rows][M]) {
@@ -98,7 +116,14 @@ __device__ __forceinline__ void dot_chunks(const float* __restrict__ x,
 #pragma unroll
         for (int r = 0; r < M; ++r) {
           const float4* xp = reinterpret_cast<const float4*>(x + r * k + c * 8);
-          const float4 a = __ldg(xp), b = __ldg(xp + 1);
+          float4 a, b;
+          if constexpr (kSharedX) {
+            a = xp[0];
+            b = xp[1];
+          } else {
+            a = __ldg(xp);
+            b = __ldg(xp + 1);
+          }
           float s = a.x * wf[0];
           s = fmaf(a.y, wf[1], s);
           s = fmaf(a.z, wf[2], s);
@@ -132,39 +157,136 @@ struct GemvGroup {
   int64_t k;
 };
 
-// Every output of the group in one grid, one warp per output row.
-template <typename W, int M>
-__global__ void __launch_bounds__(kWarps * 32) dense_gemv_group_kernel(const GemvGroup g) {
+// The RMSNorm the group's x goes through first (the fused kernels only).
+struct GemvNorm {
+  const void* weight;  // [k]
+  int weight_kind;     // 0: float32, 1: f16, 2: bf16
+  float eps;
+  float* out;  // [m, k]: block 0 writes the normalized x here
+};
+
+__device__ __forceinline__ float norm_weight(const GemvNorm& nm, int64_t c) {
+  if (nm.weight_kind == 1) return load_float(static_cast<const __half*>(nm.weight), c);
+  if (nm.weight_kind == 2) return load_float(static_cast<const __nv_bfloat16*>(nm.weight), c);
+  return load_float(static_cast<const float*>(nm.weight), c);
+}
+
+// x's M rows normalized into xs [M][k] with the bits rms_norm_kernel writes:
+// the sum of squares of a block of rms_norm_threads(k) threads, its warps
+// replayed by this block's (virtual warp v by warp v % kWarps, each lane as
+// that warp's lane), then the same second level and scaling
+// (rms_norm_device.h). Block 0 also writes the rows to nm.out, for the
+// readers after the launch. Every thread of the block calls this.
+template <int M>
+__device__ __forceinline__ void normalize_rows(const float* __restrict__ x, int64_t k,
+                                               const GemvNorm& nm, float* xs) {
+  static_assert(M <= kWarps, "one warp per row finishes the sums");
+  __shared__ float warp_sums[M][32];
+  __shared__ float inverse[M];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int threads = rms_norm_threads(k), warps = threads / 32;
+#pragma unroll
+  for (int r = 0; r < M; ++r) {
+    for (int v = warp; v < warps; v += kWarps) {
+      const float ss = rms_warp_sum(rms_partial_sum(x + r * k, k, v * 32 + lane, threads));
+      if (lane == 0) warp_sums[r][v] = ss;
+    }
+  }
+  __syncthreads();
+  if (warp < M) {
+    const float total = rms_block_total(warp_sums[warp], warps, lane);
+    if (lane == 0) inverse[warp] = rms_inverse(total, k, nm.eps);
+  }
+  __syncthreads();
+  const bool first = blockIdx.x == 0;
+#pragma unroll
+  for (int r = 0; r < M; ++r) {
+    const float inv = inverse[r];
+    for (int64_t c = threadIdx.x; c < k; c += kWarps * 32) {
+      const float v = rms_scale(x[r * k + c], inv, norm_weight(nm, c));
+      xs[r * k + c] = v;
+      if (first) nm.out[r * k + c] = v;
+    }
+  }
+  __syncthreads();
+}
+
+// Bytes of a row's weights the L2 is asked for before the kernel waits for
+// the one before it: the first step of dot_chunks.
+__device__ __forceinline__ void prefetch_row_start(const void* w_row, int64_t row_bytes) {
+  constexpr int64_t kStepBytes = 32 * kUnroll * 16;
+  if (row_bytes <= 0) return;
+  prefetch_to_l2(w_row, static_cast<uint32_t>(row_bytes < kStepBytes ? row_bytes : kStepBytes));
+}
+
+// Every output of the group in one grid, one warp per output row. kNorm: x
+// goes through nm's RMSNorm into shared memory first.
+//
+// A programmatic dependent launch (dependent_launch.h): the weights' first
+// bytes are asked of the L2, then the kernel waits for the one before it
+// (which writes x); the next kernel may launch once every warp has read its
+// weights.
+template <typename W, int M, bool kNorm>
+__global__ void __launch_bounds__(kWarps * 32)
+    dense_gemv_group_kernel(const GemvGroup g, const GemvNorm nm) {
+  extern __shared__ __align__(16) float normalized_x[];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   int o = 0;
   while (o + 1 < g.count && blockIdx.x >= g.out[o + 1].first_block) ++o;
   const GemvOutput& out = g.out[o];
   const int64_t row = static_cast<int64_t>(blockIdx.x - out.first_block) * kWarps + warp;
-  if (row >= out.n) return;
-  const W* const rows[1] = {static_cast<const W*>(out.w) + row * g.k};
+  const bool active = row < out.n;
+  const W* const rows[1] = {static_cast<const W*>(out.w) + (active ? row : 0) * g.k};
+  if (active && lane == 0) prefetch_row_start(rows[0], g.k * static_cast<int64_t>(sizeof(W)));
+  wait_for_prior_kernels();
+  const float* x = g.x;
+  if constexpr (kNorm) {
+    normalize_rows<M>(g.x, g.k, nm, normalized_x);
+    x = normalized_x;
+  }
+  if (!active) return;
   float acc[1][M];
 #pragma unroll
   for (int r = 0; r < M; ++r) acc[0][r] = 0.0f;
-  dot_chunks<W, M, 1>(g.x, rows, g.k, lane, acc);
+  dot_chunks<W, M, 1, kNorm>(x, rows, g.k, lane, acc);
+  allow_dependent_launch();
   finish_row<W, M>(acc[0], lane, out.bias, out.bias_kind, out.relu, out.accumulate, row, out.n,
                    out.y);
 }
 
 // SwiGLU's first half: one warp per row of gate (out[0]) and up (out[1]),
-// act = silu(g) * u as swiglu_kernel computes it.
-template <typename W, int M>
-__global__ void __launch_bounds__(kWarps * 32)
-    dense_gemv_swiglu_kernel(const GemvGroup g, float* __restrict__ act) {
+// act = silu(g) * u as swiglu_kernel computes it. kNorm and the launch as
+// dense_gemv_group_kernel.
+//
+// At batch 1 and 2 the registers are held to 64 a thread, so 4 blocks fit
+// an SM (32 warps, each with 4 KiB of weight loads in flight), as before
+// the prefetch and the norm were added.
+template <typename W, int M, bool kNorm>
+__global__ void __launch_bounds__(kWarps * 32, M <= 2 ? 4 : 1)
+    dense_gemv_swiglu_kernel(const GemvGroup g, const GemvNorm nm, float* __restrict__ act) {
+  extern __shared__ __align__(16) float normalized_x[];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t n = g.out[0].n;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
-  if (row >= n) return;
-  const W* const rows[2] = {static_cast<const W*>(g.out[0].w) + row * g.k,
-                            static_cast<const W*>(g.out[1].w) + row * g.k};
+  const bool active = row < n;
+  const int64_t at = (active ? row : 0) * g.k;
+  const W* const rows[2] = {static_cast<const W*>(g.out[0].w) + at,
+                            static_cast<const W*>(g.out[1].w) + at};
+  if (active && lane < 2) {
+    prefetch_row_start(lane == 0 ? rows[0] : rows[1], g.k * static_cast<int64_t>(sizeof(W)));
+  }
+  wait_for_prior_kernels();
+  const float* x = g.x;
+  if constexpr (kNorm) {
+    normalize_rows<M>(g.x, g.k, nm, normalized_x);
+    x = normalized_x;
+  }
+  if (!active) return;
   float acc[2][M];
 #pragma unroll
   for (int r = 0; r < M; ++r) acc[0][r] = acc[1][r] = 0.0f;
-  dot_chunks<W, M, 2>(g.x, rows, g.k, lane, acc);
+  dot_chunks<W, M, 2, kNorm>(x, rows, g.k, lane, acc);
+  allow_dependent_launch();
   reduce_row<W, M>(acc[0], g.out[0].bias, g.out[0].bias_kind, false, row);
   reduce_row<W, M>(acc[1], g.out[1].bias, g.out[1].bias_kind, false, row);
   if (lane != 0) return;
@@ -175,7 +297,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
-// Any k and alignment: element-wise loads.
+// Any k and alignment: element-wise loads. Launched as the kernels above.
 template <typename W, int M>
 __global__ void __launch_bounds__(kWarps * 32)
     dense_gemv_elements_kernel(const float* __restrict__ x, const W* __restrict__ w,
@@ -183,6 +305,7 @@ __global__ void __launch_bounds__(kWarps * 32)
                                int64_t n, int64_t k, float* __restrict__ y) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
+  wait_for_prior_kernels();
   if (row >= n) return;
   const W* wr = w + row * k;
   float acc[M];
@@ -193,6 +316,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int r = 0; r < M; ++r) acc[r] = fmaf(x[r * k + i], wi, acc[r]);
   }
+  allow_dependent_launch();
   finish_row<W, M>(acc, lane, bias, bias_kind, relu, accumulate, row, n, y);
 }
 
@@ -217,35 +341,69 @@ GemvGroup make_group(const DenseGemvLaunch* outputs, int count) {
   return g;
 }
 
+int norm_weight_kind(FloatType t) {
+  return t == FloatType::kF16 ? 1 : t == FloatType::kBF16 ? 2 : 0;
+}
+
+// The fused kernels over `group` (every weight whole 16-byte chunks), with
+// nm's norm when kNorm.
+template <typename W, int M, bool kNorm>
+cudaError_t launch_fused(const DenseGemvLaunch* outputs, int count, const GemvNorm& nm, float* act,
+                         cudaStream_t stream) {
+  const GemvGroup group = make_group(outputs, count);
+  const size_t smem = kNorm ? static_cast<size_t>(M * group.k) * sizeof(float) : 0;
+  if (act != nullptr) {
+    return launch_dependent(dense_gemv_swiglu_kernel<W, M, kNorm>, dim3(row_blocks(outputs[0].n)),
+                            dim3(kWarps * 32), smem, stream, group, nm, act);
+  }
+  unsigned blocks = 0;
+  for (int i = 0; i < count; ++i) blocks += row_blocks(outputs[i].n);
+  return launch_dependent(dense_gemv_group_kernel<W, M, kNorm>, dim3(blocks), dim3(kWarps * 32),
+                          smem, stream, group, nm);
+}
+
+// Whether m rows of x [m, k] and out overlap.
+bool overlaps(const float* x, const float* out, int64_t floats) {
+  return x < out + floats && out < x + floats;
+}
+
 template <typename W, int M>
-cudaError_t launch_rows(const DenseGemvLaunch* outputs, int count, float* act,
-                        cudaStream_t stream) {
+cudaError_t launch_rows(const DenseGemvLaunch* given, int count, const RmsNormInputLaunch* norm,
+                        float* act, cudaStream_t stream) {
+  DenseGemvLaunch outputs[kDenseGemvLaunchMaxGroup];
+  for (int i = 0; i < count; ++i) outputs[i] = given[i];
   bool fused = true;
   for (int i = 0; i < count; ++i) fused = fused && whole_chunks(outputs[i]);
-  if (fused) {
-    const GemvGroup group = make_group(outputs, count);
-    if (act != nullptr) {
-      dense_gemv_swiglu_kernel<W, M>
-          <<<row_blocks(outputs[0].n), kWarps * 32, 0, stream>>>(group, act);
-    } else {
-      unsigned blocks = 0;
-      for (int i = 0; i < count; ++i) blocks += row_blocks(outputs[i].n);
-      dense_gemv_group_kernel<W, M><<<blocks, kWarps * 32, 0, stream>>>(group);
+  const int64_t k = outputs[0].k;
+  GemvNorm nm{};
+  if (norm != nullptr) {
+    nm = {norm->weight, norm_weight_kind(norm->weight_type), norm->eps, norm->out};
+    if (fused && M * k * static_cast<int64_t>(sizeof(float)) <= kFusedNormSharedBytes &&
+        !overlaps(outputs[0].x, norm->out, M * k)) {
+      return launch_fused<W, M, true>(outputs, count, nm, act, stream);
     }
-    return cudaGetLastError();
+    // Not fused: the norm's own kernel, then the GEMVs over its output.
+    const cudaError_t status = launch_rms_norm(outputs[0].x, norm->weight, norm->weight_type, M, k,
+                                               norm->eps, norm->out, stream);
+    if (status != cudaSuccess) return status;
+    fused = true;
+    for (int i = 0; i < count; ++i) {
+      outputs[i].x = norm->out;
+      fused = fused && whole_chunks(outputs[i]);
+    }
   }
+  if (fused) return launch_fused<W, M, false>(outputs, count, nm, act, stream);
   for (int i = 0; i < count; ++i) {
     const DenseGemvLaunch& a = outputs[i];
     if (a.n == 0) continue;
+    cudaError_t status;
     if (whole_chunks(a)) {
-      const GemvGroup one = make_group(&a, 1);
-      dense_gemv_group_kernel<W, M><<<row_blocks(a.n), kWarps * 32, 0, stream>>>(one);
+      status = launch_fused<W, M, false>(&a, 1, nm, nullptr, stream);
     } else {
-      dense_gemv_elements_kernel<W, M><<<row_blocks(a.n), kWarps * 32, 0, stream>>>(
-          a.x, static_cast<const W*>(a.w), a.bias, a.bias_kind, a.relu, a.accumulate, a.n, a.k,
-          a.y);
+      status = launch_dependent(dense_gemv_elements_kernel<W, M>, dim3(row_blocks(a.n)),
+                                dim3(kWarps * 32), 0, stream, a.x, static_cast<const W*>(a.w),
+                                a.bias, a.bias_kind, a.relu, a.accumulate, a.n, a.k, a.y);
     }
-    const cudaError_t status = cudaGetLastError();
     if (status != cudaSuccess) return status;
   }
   if (act == nullptr) return cudaSuccess;
@@ -254,17 +412,41 @@ cudaError_t launch_rows(const DenseGemvLaunch* outputs, int count, float* act,
 }
 
 template <typename W>
-cudaError_t launch_typed(const DenseGemvLaunch* outputs, int count, float* act,
-                         cudaStream_t stream) {
+cudaError_t launch_typed(const DenseGemvLaunch* outputs, int count, const RmsNormInputLaunch* norm,
+                         float* act, cudaStream_t stream) {
   switch (outputs[0].m) {
-    case 1: return launch_rows<W, 1>(outputs, count, act, stream);
-    case 2: return launch_rows<W, 2>(outputs, count, act, stream);
-    case 3: return launch_rows<W, 3>(outputs, count, act, stream);
-    case 4: return launch_rows<W, 4>(outputs, count, act, stream);
-    case 5: return launch_rows<W, 5>(outputs, count, act, stream);
-    case 6: return launch_rows<W, 6>(outputs, count, act, stream);
-    case 7: return launch_rows<W, 7>(outputs, count, act, stream);
-    case 8: return launch_rows<W, 8>(outputs, count, act, stream);
+    case 1: return launch_rows<W, 1>(outputs, count, norm, act, stream);
+    case 2: return launch_rows<W, 2>(outputs, count, norm, act, stream);
+    case 3: return launch_rows<W, 3>(outputs, count, norm, act, stream);
+    case 4: return launch_rows<W, 4>(outputs, count, norm, act, stream);
+    case 5: return launch_rows<W, 5>(outputs, count, norm, act, stream);
+    case 6: return launch_rows<W, 6>(outputs, count, norm, act, stream);
+    case 7: return launch_rows<W, 7>(outputs, count, norm, act, stream);
+    case 8: return launch_rows<W, 8>(outputs, count, norm, act, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t launch_group(const DenseGemvLaunch* outputs, int count, const RmsNormInputLaunch* norm,
+                         float* act, cudaStream_t stream) {
+  if (count < 1 || count > kDenseGemvLaunchMaxGroup || (act != nullptr && count != 2)) {
+    return cudaErrorInvalidValue;
+  }
+  int64_t rows = 0;
+  for (int i = 0; i < count; ++i) rows += outputs[i].n;
+  if (rows == 0) {
+    // No GEMV to read it, but the normalized x is still an output.
+    if (norm == nullptr) return cudaSuccess;
+    return launch_rms_norm(outputs[0].x, norm->weight, norm->weight_type, outputs[0].m,
+                           outputs[0].k, norm->eps, norm->out, stream);
+  }
+  switch (outputs[0].weight_type) {
+    case FloatType::kF16:
+      return launch_typed<__half>(outputs, count, norm, act, stream);
+    case FloatType::kBF16:
+      return launch_typed<__nv_bfloat16>(outputs, count, norm, act, stream);
+    case FloatType::kF32:
+      break;
   }
   return cudaErrorInvalidValue;
 }
@@ -273,21 +455,13 @@ cudaError_t launch_typed(const DenseGemvLaunch* outputs, int count, float* act,
 
 cudaError_t launch_dense_gemv_group(const DenseGemvLaunch* outputs, int count, float* act,
                                     cudaStream_t stream) {
-  if (count < 1 || count > kDenseGemvLaunchMaxGroup || (act != nullptr && count != 2)) {
-    return cudaErrorInvalidValue;
-  }
-  int64_t rows = 0;
-  for (int i = 0; i < count; ++i) rows += outputs[i].n;
-  if (rows == 0) return cudaSuccess;
-  switch (outputs[0].weight_type) {
-    case FloatType::kF16:
-      return launch_typed<__half>(outputs, count, act, stream);
-    case FloatType::kBF16:
-      return launch_typed<__nv_bfloat16>(outputs, count, act, stream);
-    case FloatType::kF32:
-      break;
-  }
-  return cudaErrorInvalidValue;
+  return launch_group(outputs, count, nullptr, act, stream);
+}
+
+cudaError_t launch_rms_norm_dense_gemv_group(const DenseGemvLaunch* outputs, int count,
+                                             const RmsNormInputLaunch& norm, float* act,
+                                             cudaStream_t stream) {
+  return launch_group(outputs, count, &norm, act, stream);
 }
 
 cudaError_t launch_dense_gemv(const DenseGemvLaunch& a, cudaStream_t stream) {

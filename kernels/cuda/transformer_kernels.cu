@@ -14,14 +14,20 @@
 // - attention_tile_kernel (prefill, tokens >= 16, head_dim <= 128): flash
 //   attention in float32, a 64-query x 64-key tile per step with an online
 //   softmax; each thread holds a 4 x 4 score tile and 4 rows of the output.
+//
+// The kernels a decode step runs (all but the prefill attention) are
+// launched as programmatic dependents of the kernel before them
+// (dependent_launch.h): each waits for it first, then lets the next launch.
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/cuda/dependent_launch.h"
 #include "kernels/cuda/device_helpers.h"
 #include "kernels/cuda/float_dispatch.h"
+#include "kernels/cuda/rms_norm_device.h"
 #include "kernels/detail/transformer_launch.h"
 
 namespace stowage::kernels::detail {
@@ -31,35 +37,28 @@ constexpr float kNegInf = -INFINITY;
 
 __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-// The sum of v over the block (blockDim.x a multiple of 32), in a fixed tree;
-// every thread gets the result. `shared` holds 32 floats.
-__device__ float block_sum(float v, float* shared) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  v = lane < static_cast<int>(blockDim.x / 32) ? shared[lane] : 0.0f;
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  __syncthreads();  // shared may be reused
-  return v;
-}
+// ---- RMSNorm: one block of rms_norm_threads(cols) per row. ----
 
-// ---- RMSNorm: one block per row. ----
-
+// Each step from rms_norm_device.h, which the dense GEMV's fused input norm
+// replays for the same bits.
 template <typename W>
 __global__ void rms_norm_kernel(const float* x, const W* weight, int64_t rows, int64_t cols,
                                 float eps, float* y) {
   __shared__ float partial[32];
+  wait_for_prior_kernels();
+  allow_dependent_launch();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int threads = static_cast<int>(blockDim.x);
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const float* xr = x + r * cols;
-    float ss = 0.0f;
-#pragma unroll 4
-    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) ss += xr[c] * xr[c];
-    const float mean = block_sum(ss, partial) / static_cast<float>(cols);
-    const float inv = 1.0f / sqrtf(mean + eps);
+    const float ss = rms_warp_sum(rms_partial_sum(xr, cols, threadIdx.x, threads));
+    if (lane == 0) partial[warp] = ss;
+    __syncthreads();
+    const float inv = rms_inverse(rms_block_total(partial, threads / 32, lane), cols, eps);
+    __syncthreads();  // partial is reused by the next row
     float* yr = y + r * cols;
-    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-      yr[c] = (xr[c] * inv) * load_float(weight, c);
+    for (int64_t c = threadIdx.x; c < cols; c += threads) {
+      yr[c] = rms_scale(xr[c], inv, load_float(weight, c));
     }
   }
 }
@@ -69,13 +68,8 @@ struct RmsNormLaunch {
   static cudaError_t run(const float* x, const void* weight, int64_t rows, int64_t cols, float eps,
                          float* y, cudaStream_t stream) {
     const unsigned blocks = static_cast<unsigned>(rows < 65535 ? rows : 65535);
-    // About 4 elements a thread, up to 1024 threads: a decode step's single
-    // row of 4096 takes four loads a thread in flight, not sixteen in turn.
-    const int64_t warps = (cols + 127) / 128;
-    const unsigned threads = static_cast<unsigned>(32 * (warps < 1 ? 1 : warps > 32 ? 32 : warps));
-    rms_norm_kernel<W>
-        <<<blocks, threads, 0, stream>>>(x, static_cast<const W*>(weight), rows, cols, eps, y);
-    return cudaGetLastError();
+    return launch_dependent(rms_norm_kernel<W>, dim3(blocks), dim3(rms_norm_threads(cols)), 0,
+                            stream, x, static_cast<const W*>(weight), rows, cols, eps, y);
   }
 };
 
@@ -88,6 +82,8 @@ __global__ void rope_kernel(float* x, int64_t heads, float* x2, int64_t heads2,
   const int64_t half = head_dim / 2;
   const int64_t first = tokens * heads * half;
   const int64_t total = first + tokens * heads2 * half;
+  wait_for_prior_kernels();
+  allow_dependent_launch();
   for (int64_t e_all = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
        e_all < total; e_all += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const bool second = e_all >= first;
@@ -112,6 +108,8 @@ template <typename T>
 __global__ void embedding_kernel(const int32_t* ids, const T* table, int64_t tokens, int64_t hidden,
                                  float* out) {
   const int64_t total = tokens * hidden;
+  wait_for_prior_kernels();
+  allow_dependent_launch();
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t t = e / hidden, c = e % hidden;
@@ -123,9 +121,8 @@ template <typename T>
 struct EmbeddingLaunch {
   static cudaError_t run(const int32_t* ids, const void* table, int64_t tokens, int64_t hidden,
                          float* out, cudaStream_t stream) {
-    embedding_kernel<T><<<grid_for(tokens * hidden, 256), 256, 0, stream>>>(
-        ids, static_cast<const T*>(table), tokens, hidden, out);
-    return cudaGetLastError();
+    return launch_dependent(embedding_kernel<T>, dim3(grid_for(tokens * hidden, 256)), dim3(256), 0,
+                            stream, ids, static_cast<const T*>(table), tokens, hidden, out);
   }
 };
 
@@ -134,6 +131,8 @@ struct EmbeddingLaunch {
 __global__ void swiglu_kernel(const float* gate, int64_t gate_stride, const float* up,
                               int64_t up_stride, int64_t rows, int64_t cols, float* out) {
   const int64_t total = rows * cols;
+  wait_for_prior_kernels();
+  allow_dependent_launch();
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t r = e / cols, c = e % cols;
@@ -143,6 +142,8 @@ __global__ void swiglu_kernel(const float* gate, int64_t gate_stride, const floa
 }
 
 __global__ void add_kernel(float* y, const float* x, int64_t count) {
+  wait_for_prior_kernels();
+  allow_dependent_launch();
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < count;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     y[e] += x[e];
@@ -154,6 +155,8 @@ __global__ void kv_append_kernel(const float* src, const float* src2, int64_t sr
                                  int64_t tokens, int64_t row, int64_t past_given,
                                  const int32_t* past_at, int64_t capacity, int64_t total,
                                  float* cache, float* cache2) {
+  wait_for_prior_kernels();
+  allow_dependent_launch();
   const int64_t past = past_at != nullptr ? *past_at : past_given;
   const int64_t all = src2 != nullptr ? 2 * total : total;
   for (int64_t e_all = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e_all < all;
@@ -182,6 +185,8 @@ __device__ __forceinline__ bool argmax_before(float a, int64_t ia, float b, int6
 __global__ void argmax_kernel(const float* logits, int64_t rows, int64_t vocab, int32_t* ids) {
   __shared__ float best_v[32];
   __shared__ int64_t best_i[32];
+  wait_for_prior_kernels();
+  allow_dependent_launch();
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const float* x = logits + r * vocab;
     float v = NAN;
@@ -334,6 +339,8 @@ __global__ void __launch_bounds__(kSplitThreads)
   const int h0 = kvh * s.group + (blockIdx.y % head_chunks) * heads_per_block;
   const int hb = min(heads_per_block, kvh * s.group + s.group - h0);
   const int outputs = hb * d;
+  wait_for_prior_kernels();
+  allow_dependent_launch();
   const int64_t past = s.past_at != nullptr ? *s.past_at : s.past;
 
   for (int64_t bt = blockIdx.z; bt < rows_bt; bt += gridDim.z) {
@@ -508,7 +515,7 @@ cudaError_t launch_split(const AttentionLaunch& a, const AttentionShape& s, bool
   config.blockDim = dim3(kSplitThreads);
   config.dynamicSmemBytes = plan.shared_bytes;
   config.stream = stream;
-  cudaLaunchAttribute attribute[1];
+  cudaLaunchAttribute attribute[2];
   auto kernel = attention_split_kernel<false, kVec>;
   if (plan.splits > 1) {
     attribute[0].id = cudaLaunchAttributeClusterDimension;
@@ -519,6 +526,7 @@ cudaError_t launch_split(const AttentionLaunch& a, const AttentionShape& s, bool
     config.numAttrs = 1;
     kernel = cluster_kernel;
   }
+  allow_programmatic_start(config, attribute);
   const cudaError_t status = cudaFuncSetAttribute(
       kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(plan.shared_bytes));
   if (status != cudaSuccess) return status;
@@ -692,9 +700,8 @@ cudaError_t launch_rope(float* x, int64_t heads, float* x2, int64_t heads2,
                         int64_t head_dim, cudaStream_t stream) {
   const int64_t total = tokens * (heads + heads2) * (head_dim / 2);
   if (total == 0) return cudaSuccess;
-  rope_kernel<<<grid_for(total, 256), 256, 0, stream>>>(x, heads, x2, heads2, positions,
-                                                        inv_freq, tokens, head_dim);
-  return cudaGetLastError();
+  return launch_dependent(rope_kernel, dim3(grid_for(total, 256)), dim3(256), 0, stream, x, heads,
+                          x2, heads2, positions, inv_freq, tokens, head_dim);
 }
 
 cudaError_t launch_embedding(const int32_t* ids, const void* table, FloatType table_type,
@@ -707,15 +714,14 @@ cudaError_t launch_swiglu(const float* gate, int64_t gate_stride, const float* u
                           int64_t up_stride, int64_t rows, int64_t cols, float* out,
                           cudaStream_t stream) {
   if (rows * cols == 0) return cudaSuccess;
-  swiglu_kernel<<<grid_for(rows * cols, 256), 256, 0, stream>>>(gate, gate_stride, up, up_stride,
-                                                                rows, cols, out);
-  return cudaGetLastError();
+  return launch_dependent(swiglu_kernel, dim3(grid_for(rows * cols, 256)), dim3(256), 0, stream,
+                          gate, gate_stride, up, up_stride, rows, cols, out);
 }
 
 cudaError_t launch_add_in_place(float* y, const float* x, int64_t count, cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
-  add_kernel<<<grid_for(count, 256), 256, 0, stream>>>(y, x, count);
-  return cudaGetLastError();
+  return launch_dependent(add_kernel, dim3(grid_for(count, 256)), dim3(256), 0, stream, y, x,
+                          count);
 }
 
 cudaError_t launch_kv_append(const float* src, const float* src2, int64_t src_stride,
@@ -724,9 +730,9 @@ cudaError_t launch_kv_append(const float* src, const float* src2, int64_t src_st
                              float* cache2, cudaStream_t stream) {
   const int64_t total = batch * tokens * row;
   if (total == 0) return cudaSuccess;
-  kv_append_kernel<<<grid_for(src2 != nullptr ? 2 * total : total, 256), 256, 0, stream>>>(
-      src, src2, src_stride, tokens, row, past, past_at, capacity, total, cache, cache2);
-  return cudaGetLastError();
+  return launch_dependent(
+      kv_append_kernel, dim3(grid_for(src2 != nullptr ? 2 * total : total, 256)), dim3(256), 0,
+      stream, src, src2, src_stride, tokens, row, past, past_at, capacity, total, cache, cache2);
 }
 
 cudaError_t launch_attention(const AttentionLaunch& a, cudaStream_t stream) {
@@ -765,8 +771,8 @@ cudaError_t launch_argmax_rows(const float* logits, int64_t rows, int64_t vocab,
                                cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
   const unsigned blocks = static_cast<unsigned>(rows < 65535 ? rows : 65535);
-  argmax_kernel<<<blocks, 1024, 0, stream>>>(logits, rows, vocab, ids);
-  return cudaGetLastError();
+  return launch_dependent(argmax_kernel, dim3(blocks), dim3(1024), 0, stream, logits, rows, vocab,
+                          ids);
 }
 
 }  // namespace stowage::kernels::detail

@@ -438,26 +438,6 @@ void cuda_dequantize_int8_rowwise(const int8_t* cb, const float* scb, int64_t ro
                        ::stowage::detail::current_cuda_device(), rows, cols, short_name(out_dtype));
 }
 
-namespace {
-
-DenseGemvLaunch dense_gemv_launch(const DenseGemvArgs& a) {
-  DenseGemvLaunch l;
-  l.m = a.m;
-  l.n = a.n;
-  l.k = a.k;
-  l.weight_type = float_type(a.weight_dtype);
-  l.x = a.x;
-  l.w = a.w;
-  l.bias = a.bias;
-  l.bias_kind = a.bias == nullptr ? 0 : a.bias_dtype == DType::kF32 ? 1 : 2;
-  l.relu = a.relu;
-  l.accumulate = a.accumulate;
-  l.y = a.y;
-  return l;
-}
-
-}  // namespace
-
 void cuda_dense_gemv(const DenseGemvArgs& a, void* stream) {
   STOWAGE_CUDA_TRY_FOR(launch_dense_gemv(dense_gemv_launch(a), as_stream(stream)),
                        "{}: kernels: dense GEMV of m={} n={} k={} ({} weights)",

@@ -85,4 +85,20 @@ void cuda_argmax_rows(const float* logits, int64_t rows, int64_t vocab, int32_t*
                        "{}: kernels::argmax_rows of {} x {}", device(), rows, vocab);
 }
 
+void cuda_rms_norm_dense_gemv_group(const DenseGemvArgs* outputs, int count,
+                                    const DenseGemvInputNorm& norm, float* act, void* stream) {
+  DenseGemvLaunch launches[kDenseGemvMaxGroup];
+  int64_t rows = 0;
+  for (int i = 0; i < count; ++i) {
+    launches[i] = dense_gemv_launch(outputs[i]);
+    rows += outputs[i].n;
+  }
+  const RmsNormInputLaunch n{norm.weight, float_type(norm.dtype), norm.eps, norm.out};
+  STOWAGE_CUDA_TRY_FOR(
+      launch_rms_norm_dense_gemv_group(launches, count, n, act, as_stream(stream)),
+      "{}: kernels: RMSNorm of m={} x k={} into {} dense GEMV{} ({} output rows, {} weights)",
+      device(), outputs[0].m, outputs[0].k, act != nullptr ? "SwiGLU" : std::to_string(count),
+      count == 1 ? "" : "s", rows, short_name(outputs[0].weight_dtype));
+}
+
 }  // namespace stowage::kernels::detail

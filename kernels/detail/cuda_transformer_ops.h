@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "kernels/gemm.h"
 #include "kernels/transformer_ops.h"
 
 namespace stowage::kernels::detail {
@@ -18,5 +19,9 @@ void cuda_add_in_place(float* y, const float* x, int64_t count, void* stream);
 void cuda_kv_append(const KvAppendArgs& args, void* stream);
 void cuda_attention(const AttentionArgs& args, void* stream);
 void cuda_argmax_rows(const float* logits, int64_t rows, int64_t vocab, int32_t* ids, void* stream);
+// gemm.h's dense_gemv_group (act null) or dense_gemv_swiglu (count 2, act
+// set) behind an input RMSNorm.
+void cuda_rms_norm_dense_gemv_group(const DenseGemvArgs* outputs, int count,
+                                    const DenseGemvInputNorm& norm, float* act, void* stream);
 
 }  // namespace stowage::kernels::detail

@@ -20,5 +20,9 @@ void cuda_add_in_place(float*, const float*, int64_t, void*) { no_cuda("add_in_p
 void cuda_kv_append(const KvAppendArgs&, void*) { no_cuda("kv_append"); }
 void cuda_attention(const AttentionArgs&, void*) { no_cuda("attention"); }
 void cuda_argmax_rows(const float*, int64_t, int64_t, int32_t*, void*) { no_cuda("argmax_rows"); }
+void cuda_rms_norm_dense_gemv_group(const DenseGemvArgs*, int, const DenseGemvInputNorm&, float*,
+                                    void*) {
+  no_cuda("dense_gemv_group with an input norm");
+}
 
 }  // namespace stowage::kernels::detail

@@ -1,5 +1,6 @@
 // Host-side helpers of the CUDA implementations (cuda_ops.cc,
-// cuda_transformer_ops.cc): the stream handle and the kernels' element type.
+// cuda_transformer_ops.cc): the stream handle, the kernels' element type and
+// the dense GEMV's launch arguments.
 // Not seen by nvcc (launch.h is, and must stay free of core/ and fmt).
 #pragma once
 
@@ -9,6 +10,7 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "kernels/detail/launch.h"
+#include "kernels/gemm.h"
 
 namespace stowage::kernels::detail {
 
@@ -27,6 +29,23 @@ inline FloatType float_type(DType dtype) {
       throw InternalError(fmt::format("kernels: {} reached a kernel that takes f16, bf16 or f32",
                                       short_name(dtype)));
   }
+}
+
+// gemm.h's dense GEMV arguments as the launcher takes them (checked already).
+inline DenseGemvLaunch dense_gemv_launch(const DenseGemvArgs& a) {
+  DenseGemvLaunch l;
+  l.m = a.m;
+  l.n = a.n;
+  l.k = a.k;
+  l.weight_type = float_type(a.weight_dtype);
+  l.x = a.x;
+  l.w = a.w;
+  l.bias = a.bias;
+  l.bias_kind = a.bias == nullptr ? 0 : a.bias_dtype == DType::kF32 ? 1 : 2;
+  l.relu = a.relu;
+  l.accumulate = a.accumulate;
+  l.y = a.y;
+  return l;
 }
 
 }  // namespace stowage::kernels::detail

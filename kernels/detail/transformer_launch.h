@@ -16,6 +16,23 @@ namespace stowage::kernels::detail {
 cudaError_t launch_rms_norm(const float* x, const void* weight, FloatType weight_type, int64_t rows,
                             int64_t cols, float eps, float* y, cudaStream_t stream);
 
+// The RMSNorm in front of a dense GEMV group (gemm.h's DenseGemvInputNorm):
+// out [m, k] = launch_rms_norm of the group's x with this weight and eps.
+struct RmsNormInputLaunch {
+  const void* weight;
+  FloatType weight_type;
+  float eps;
+  float* out;
+};
+// launch_dense_gemv_group (launch.h) over the normalized x: the GEMVs read
+// the bits launch_rms_norm writes to norm.out, and norm.out is written. One
+// launch (dense_gemv_kernels.cu) where every weight is whole 16-byte chunks,
+// m * k floats fit the block's shared memory and norm.out does not overlap
+// x; otherwise launch_rms_norm, then the group over norm.out.
+cudaError_t launch_rms_norm_dense_gemv_group(const DenseGemvLaunch* outputs, int count,
+                                             const RmsNormInputLaunch& norm, float* act,
+                                             cudaStream_t stream);
+
 // x2 (heads2 heads) is rotated in the same launch when heads2 > 0.
 cudaError_t launch_rope(float* x, int64_t heads, float* x2, int64_t heads2,
                         const int32_t* positions, const float* inv_freq, int64_t tokens,

@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -18,6 +19,8 @@
 #include "core/buffer.h"
 #include "core/error.h"
 #include "core/platform.h"
+#include "core/stream_graph.h"
+#include "kernels/gemm.h"
 #include "kernels/tests/test_util.h"
 
 namespace stowage::kernels {
@@ -545,6 +548,229 @@ TEST_P(TransformerOpsOnBackend, RmsNormGivesTheSameBitsOnEveryCall) {
   rms_norm(a, stream());
   const std::vector<float> second = download<float>(dy, rows * cols);
   ASSERT_EQ(0, std::memcmp(first.data(), second.data(), first.size() * sizeof(float)));
+}
+
+// ---- RMSNorm fused into dense GEMVs (gemm.h's DenseGemvInputNorm) ----
+
+// The fused calls give the separate calls' bits, exactly (their contract: on
+// CUDA the GEMV blocks replay rms_norm's reduction tree, rms_norm_device.h):
+// the normalized x written out, a group of three GEMVs (one with a bias and
+// ReLU, one adding into y) and the SwiGLU pair. Shapes: k = 4096 (rms_norm's
+// 1024 threads, four elements each), 5120 (five), 8192 at m = 1 (the largest
+// fused x, 32 KiB), 1000 (256 threads), 256; k = 100 (not whole 16-byte
+// chunks) and m * k beyond 32 KiB take the unfused path on CUDA, and must
+// give the same bits too. Every weight and norm dtype.
+TEST_P(TransformerOpsOnBackend, RmsNormFusedIntoDenseGemvsGivesTheSeparateCallsBits) {
+  struct Case {
+    int64_t m, n0, n1, k;
+  };
+  const Case cases[] = {{1, 72, 24, 4096}, {1, 40, 8, 5120}, {1, 24, 8, 8192}, {3, 40, 16, 1000},
+                        {2, 64, 16, 256},  {8, 16, 8, 256},  {2, 33, 9, 100},  {8, 16, 8, 4096}};
+  const size_t f = sizeof(float);
+  int variant = 0;
+  for (DType wt : {DType::kBF16, DType::kF16}) {
+    for (const Case& c : cases) {
+      const DType norm_dtype = kWeightTypes[variant++ % 3];
+      const int64_t m = c.m, k = c.k, n0 = c.n0, n1 = c.n1;
+      SCOPED_TRACE(::testing::Message() << short_name(wt) << " norm " << short_name(norm_dtype)
+                                        << " m " << m << " n " << n0 << "/" << n1 << " k " << k);
+      // Activations of a residual stream's size; weights scaled by 1/sqrt(k).
+      const std::vector<float> x = random_floats(m * k, 40, 3.0f);
+      const auto nw = random_values(norm_dtype, k, 41);
+      const auto w0 = random_values(wt, n0 * k, 42, 0.03f),
+                 w1 = random_values(wt, n1 * k, 43, 0.03f),
+                 w2 = random_values(wt, n0 * k, 44, 0.03f);
+      const std::vector<float> bias = random_floats(n1, 45), residual = random_floats(m * n0, 46);
+      Buffer dx = upload(x), dnw = upload(nw), dw0 = upload(w0), dw1 = upload(w1), dw2 = upload(w2),
+             db = upload(bias);
+      auto gemv = [&](const Buffer& xs, const Buffer& w, int64_t n, Buffer& y) {
+        DenseGemvArgs a;
+        a.m = m;
+        a.n = n;
+        a.k = k;
+        a.weight_dtype = wt;
+        a.x = static_cast<const float*>(xs.data());
+        a.w = w.data();
+        a.y = static_cast<float*>(y.data());
+        return a;
+      };
+      auto group = [&](const Buffer& xs, Buffer& y0, Buffer& y1, Buffer& y2,
+                       std::array<DenseGemvArgs, 3>& g) {
+        g = {gemv(xs, dw0, n0, y0), gemv(xs, dw1, n1, y1), gemv(xs, dw2, n0, y2)};
+        g[1].bias = db.data();
+        g[1].relu = true;
+        g[2].accumulate = true;
+      };
+      // Separately: rms_norm, then the GEMVs over its output.
+      Buffer xn = upload(nullptr, m * k * f), y0 = upload(nullptr, m * n0 * f),
+             y1 = upload(nullptr, m * n1 * f), y2 = upload(residual),
+             g = upload(nullptr, m * n0 * f), u = upload(nullptr, m * n0 * f),
+             act = upload(nullptr, m * n0 * f);
+      rms_norm({m, k, static_cast<const float*>(dx.data()), dnw.data(), norm_dtype, 1e-5f,
+                static_cast<float*>(xn.data())},
+               stream());
+      std::array<DenseGemvArgs, 3> separate;
+      group(xn, y0, y1, y2, separate);
+      dense_gemv_group(separate.data(), 3, stream());
+      dense_gemv_swiglu(gemv(xn, dw0, n0, g), gemv(xn, dw2, n0, u), static_cast<float*>(act.data()),
+                        stream());
+
+      // Fused.
+      Buffer fxn = upload(nullptr, m * k * f), fy0 = upload(nullptr, m * n0 * f),
+             fy1 = upload(nullptr, m * n1 * f), fy2 = upload(residual),
+             fg = upload(nullptr, m * n0 * f), fu = upload(nullptr, m * n0 * f),
+             fact = upload(nullptr, m * n0 * f), fxn2 = upload(nullptr, m * k * f);
+      DenseGemvInputNorm norm;
+      norm.weight = dnw.data();
+      norm.dtype = norm_dtype;
+      norm.eps = 1e-5f;
+      norm.out = static_cast<float*>(fxn.data());
+      std::array<DenseGemvArgs, 3> fused;
+      group(dx, fy0, fy1, fy2, fused);
+      dense_gemv_group(fused.data(), 3, norm, stream());
+      DenseGemvInputNorm norm2 = norm;
+      norm2.out = static_cast<float*>(fxn2.data());
+      dense_gemv_swiglu(gemv(dx, dw0, n0, fg), gemv(dx, dw2, n0, fu), norm2,
+                        static_cast<float*>(fact.data()), stream());
+
+      const std::vector<float> want_xn = download<float>(xn, m * k);
+      EXPECT_EQ(download<float>(fxn, m * k), want_xn);
+      EXPECT_EQ(download<float>(fxn2, m * k), want_xn);
+      EXPECT_EQ(download<float>(fy0, m * n0), download<float>(y0, m * n0));
+      EXPECT_EQ(download<float>(fy1, m * n1), download<float>(y1, m * n1));
+      EXPECT_EQ(download<float>(fy2, m * n0), download<float>(y2, m * n0));
+      EXPECT_EQ(download<float>(fact, m * n0), download<float>(act, m * n0));
+    }
+  }
+  // A missing output for the normalized x, and a norm weight that is not a
+  // float type, are refused.
+  DenseGemvArgs bad;
+  bad.m = 1;
+  bad.n = 1;
+  bad.k = 8;
+  float x[8] = {}, y[1] = {};
+  uint16_t w[8] = {};
+  bad.x = x;
+  bad.w = w;
+  bad.y = y;
+  DenseGemvInputNorm no_out;
+  no_out.weight = w;
+  no_out.dtype = DType::kBF16;
+  EXPECT_THROW(dense_gemv_group(&bad, 1, no_out, stream()), InvalidInputError);
+  no_out.out = y;
+  no_out.dtype = DType::kI32;
+  EXPECT_THROW(dense_gemv_group(&bad, 1, no_out, stream()), InvalidInputError);
+}
+
+// A decode step's chain of dependent launches, queued with no
+// synchronization: per step, q/k/v-like GEMVs with the input norm fused,
+// their output added into the residual, the SwiGLU pair with the
+// post-attention norm fused, the down projection added into the residual,
+// a standalone rms_norm and a RoPE of its output. On sm_90 each of these
+// kernels is a programmatic dependent launch that may start while the one
+// before it ends (dependent_launch.h); one that read its input, or wrote its
+// output, before waiting for the kernel before would see or leave stale
+// data. The chain must give, bit for bit, what it gives with the stream
+// drained after every call (no overlap possible), and again replayed from a
+// captured graph (programmatic edges in the graph).
+TEST_P(TransformerOpsOnBackend, DecodeChainOfDependentLaunchesGivesTheDrainedChainsBits) {
+  const int64_t k = 4096, inter = 2048, heads = 32, head_dim = 128;
+  const int steps = on_cuda() ? 24 : 3;
+  const DType wt = DType::kBF16;
+  const auto wq = random_values(wt, k * k, 50, 0.015f),
+             wg = random_values(wt, inter * k, 51, 0.015f),
+             wu = random_values(wt, inter * k, 52, 0.015f),
+             wd = random_values(wt, k * inter, 53, 0.02f), n1 = random_values(DType::kBF16, k, 54),
+             n2 = random_values(DType::kBF16, k, 55);
+  const std::vector<float> h0 = random_floats(k, 56);
+  std::vector<float> inv_freq(head_dim / 2);
+  for (int64_t i = 0; i < head_dim / 2; ++i) {
+    inv_freq[i] = std::pow(10000.0f, -2.0f * static_cast<float>(i) / head_dim);
+  }
+  const std::vector<int32_t> position = {17};
+  Buffer dwq = upload(wq), dwg = upload(wg), dwu = upload(wu), dwd = upload(wd), dn1 = upload(n1),
+         dn2 = upload(n2), dfreq = upload(inv_freq), dpos = upload(position);
+  const size_t f = sizeof(float);
+  Buffer h = upload(nullptr, k * f), xn = upload(nullptr, k * f), q = upload(nullptr, k * f),
+         g = upload(nullptr, inter * f), u = upload(nullptr, inter * f),
+         act = upload(nullptr, inter * f), r = upload(nullptr, k * f);
+  auto gemv = [&](const Buffer& x, const Buffer& w, int64_t n, int64_t kk, Buffer& y) {
+    DenseGemvArgs a;
+    a.m = 1;
+    a.n = n;
+    a.k = kk;
+    a.weight_dtype = wt;
+    a.x = static_cast<const float*>(x.data());
+    a.w = w.data();
+    a.y = static_cast<float*>(y.data());
+    return a;
+  };
+  auto norm = [&](const Buffer& w) {
+    DenseGemvInputNorm n;
+    n.weight = w.data();
+    n.dtype = DType::kBF16;
+    n.eps = 1e-5f;
+    n.out = static_cast<float*>(xn.data());
+    return n;
+  };
+  auto step = [&](bool drain) {
+    auto done = [&] {
+      if (drain) stream_->synchronize();
+    };
+    const DenseGemvArgs qa = gemv(h, dwq, k, k, q);
+    dense_gemv_group(&qa, 1, norm(dn1), stream());
+    done();
+    add_in_place(static_cast<float*>(h.data()), static_cast<const float*>(q.data()), k, stream());
+    done();
+    dense_gemv_swiglu(gemv(h, dwg, inter, k, g), gemv(h, dwu, inter, k, u), norm(dn2),
+                      static_cast<float*>(act.data()), stream());
+    done();
+    DenseGemvArgs down = gemv(act, dwd, k, inter, h);
+    down.accumulate = true;
+    dense_gemv(down, stream());
+    done();
+    rms_norm({1, k, static_cast<const float*>(h.data()), dn1.data(), DType::kBF16, 1e-5f,
+              static_cast<float*>(r.data())},
+             stream());
+    done();
+    RopeArgs rope;
+    rope.tokens = 1;
+    rope.heads = heads;
+    rope.head_dim = head_dim;
+    rope.x = static_cast<float*>(r.data());
+    rope.positions = static_cast<const int32_t*>(dpos.data());
+    rope.inv_freq = static_cast<const float*>(dfreq.data());
+    apply_rope(rope, stream());
+    done();
+    // The rotated norm feeds the next step's residual (so every kernel's
+    // output reaches the end).
+    add_in_place(static_cast<float*>(h.data()), static_cast<const float*>(r.data()), k, stream());
+    done();
+  };
+  auto run = [&](bool drain) {
+    stream().copy(h.data(), h0.data(), k * f);
+    for (int i = 0; i < steps; ++i) step(drain);
+    return download<float>(h, k);
+  };
+  const std::vector<float> drained = run(true);
+  for (float v : drained) ASSERT_TRUE(std::isfinite(v));
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    EXPECT_EQ(run(false), drained) << "attempt " << attempt;
+  }
+  // Replayed from a graph of the whole chain.
+  stream().copy(h.data(), h0.data(), k * f);
+  stream_->synchronize();
+  StreamGraph graph;
+  {
+    GraphCapture capture(stream());
+    for (int i = 0; i < steps; ++i) step(false);
+    graph = capture.finish();
+  }
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    stream().copy(h.data(), h0.data(), k * f);
+    graph.launch(stream());
+    EXPECT_EQ(download<float>(h, k), drained) << "replay " << attempt;
+  }
 }
 
 // ---- Argmax ----
