@@ -94,9 +94,12 @@ void apply_moe_flags(models::TransformerRunner& runner, const MoeFlags& flags, i
   if (!runner.spec().config.moe) return;
   if (flags.compute == "host") runner.set_expert_compute(Where::kHost);
   if (flags.compute == "auto" || flags.compute == "split") {
-    runner.choose_expert_compute(prompt, 8, link_bytes_per_s);
+    const auto choice = runner.choose_expert_compute(prompt, 8, link_bytes_per_s);
+    // A run with no decode step to measure (bench's prefill) has nothing to split.
+    if (flags.compute == "split" && choice.accelerator_step_s > 0) {
+      runner.set_expert_compute(Where::kSplit);
+    }
   }
-  if (flags.compute == "split") runner.set_expert_compute(Where::kSplit);
 }
 
 bool moe_flags_need_link_rate(const MoeFlags& flags) {

@@ -62,6 +62,14 @@ done
   || fail "bench routing"
 [ "$(field "$tmp/bench.json" 'all("hit_rate" in r["moe"] and "prediction_accuracy" in r["moe"] for r in o["runs"])')" = True ] \
   || fail "bench moe report: $(cat "$tmp/bench.json")"
+# bench --expert-compute split: its prefill run (no decode step to split) runs as it is, and
+# the decode run splits.
+"$stowage" bench --device sim --model "$data/mixtral_f32" --max-memory 0=2MiB --no-resident \
+  --batches 1 --prompt-tokens 4 --new-tokens 8 --cpu-moe 2 --expert-cache 6 \
+  --expert-compute split --json >"$tmp/bench_split.json" \
+  || fail "bench --expert-compute split exited $?"
+[ "$(field "$tmp/bench_split.json" '[r["moe"]["expert_compute"] for r in o["runs"] if r["phase"] == "decode"][0]')" = split ] \
+  || fail "bench split: $(cat "$tmp/bench_split.json")"
 
 expect() {  # CODE MESSAGE ARGS...
   local code=$1 message=$2; shift 2
