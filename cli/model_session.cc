@@ -185,6 +185,19 @@ std::vector<SplitLayer> session_split_layers(ModelSession& session) {
   return out;
 }
 
+uint64_t session_streamed_after_layers(ModelSession& session) {
+  const ResidencyTable& table = session.manager->table();
+  uint64_t bytes = 0;
+  for (const std::string& module :
+       {session.runner->spec().head_module, std::string(models::kFinalNormModule)}) {
+    for (RecordId id : table.records_of(module)) {
+      const TensorRecord r = table.get(id);
+      if (!r.on(session.accelerator)) bytes += r.bytes;
+    }
+  }
+  return bytes;
+}
+
 int compute_on_host(ModelSession& session, const std::string& pattern) {
   std::vector<SplitLayer> layers = session_split_layers(session);
   const int marked = mark_run_on_host(pattern, session.manager->table().modules(), layers);
@@ -204,7 +217,8 @@ std::vector<std::string> ComputeSplitReport::decode_host_modules() const {
 
 ComputeSplitReport decide_compute_split(const std::vector<SplitLayer>& layers, bool auto_split,
                                         const ComputeRates& rates, int64_t decode_batch,
-                                        int host_threads, double host_attention_seconds) {
+                                        int host_threads, double host_attention_seconds,
+                                        uint64_t streamed_after_layers) {
   ComputeSplitReport report;
   report.decode_batch = decode_batch;
   report.auto_split = auto_split;
@@ -219,6 +233,9 @@ ComputeSplitReport decide_compute_split(const std::vector<SplitLayer>& layers, b
     if (l.off_accelerator_bytes == 0) continue;
     candidates.push_back({l.module, l.off_accelerator_bytes, l.host_readable && l.float_weights,
                           l.run_on_host, host_attention_seconds});
+  }
+  if (streamed_after_layers > 0) {
+    candidates.push_back({"(head and final norm)", streamed_after_layers, false});
   }
   if (auto_split) report.split = choose_compute_split(candidates, rates);
   const std::set<std::string> host(report.split.host_modules.begin(),
@@ -270,7 +287,7 @@ ComputeSplitReport session_compute_split(ModelSession& session, const HostComput
   }
   ComputeSplitReport report =
       decide_compute_split(session_split_layers(session), flags.auto_split, rates, batch,
-                           flags.threads, attention_seconds);
+                           flags.threads, attention_seconds, session_streamed_after_layers(session));
   report.link_rate_source = link_bytes_per_s > 0 ? "measured" : "";
   report.host_rate_source = rates.host_bytes_per_s > 0 ? "measured" : "";
   return report;

@@ -136,9 +136,18 @@ struct ComputeSplitReport {
 // `rates` (the --run-on-host layers counted on the host path; quantized or
 // partly resident layers stream), each host layer costing
 // `host_attention_seconds` per step beyond its weight bytes.
+// `streamed_after_layers`: bytes a step fetches after the decoder layers
+// that only the link can carry (the head and the final norm when they are
+// not resident), counted on the link path so the split balances the paths
+// with them in.
 ComputeSplitReport decide_compute_split(const std::vector<SplitLayer>& layers, bool auto_split,
                                         const ComputeRates& rates, int64_t decode_batch,
-                                        int host_threads, double host_attention_seconds = 0);
+                                        int host_threads, double host_attention_seconds = 0,
+                                        uint64_t streamed_after_layers = 0);
+
+// The bytes of the head and the final norm that are off the session's
+// accelerator (fetched every step; decide_compute_split's streamed_after_layers).
+uint64_t session_streamed_after_layers(ModelSession& session);
 
 // The host kernels' rate on the model's largest projection shape at `batch`
 // rows on `threads` threads (models::measure_host_linear_rate), for the

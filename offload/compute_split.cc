@@ -47,6 +47,11 @@ ComputeSplit choose_compute_split(const std::vector<SplitCandidate>& candidates,
   // Bytes on each path, and the host's extra seconds; the same for streaming
   // alone (the forced host modules beside it).
   double link_b = 0, host_b = 0, host_x = 0, all_b = 0, forced_b = 0, forced_x = 0;
+  // What only the link can carry streams whatever the others do: counted
+  // from the start, so the modules before it balance against it too.
+  for (const SplitCandidate& c : candidates) {
+    if (!c.on_host && !(c.host_capable && host_compute)) link_b += static_cast<double>(c.bytes);
+  }
   for (const SplitCandidate& c : candidates) {
     const auto bytes = static_cast<double>(c.bytes);
     if (c.on_host) {
@@ -61,8 +66,11 @@ ComputeSplit choose_compute_split(const std::vector<SplitCandidate>& candidates,
       continue;
     }
     all_b += bytes;
+    if (!(c.host_capable && host_compute)) {  // counted on the link above
+      split.streamed_bytes += c.bytes;
+      continue;
+    }
     const bool host =
-        c.host_capable && host_compute &&
         two_path_seconds(link_b, host_b + bytes, host_x + c.host_extra_seconds, rates) <
             two_path_seconds(link_b + bytes, host_b, host_x, rates);
     if (host) {

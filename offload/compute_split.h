@@ -8,7 +8,8 @@
 // off-accelerator modules (the resident work and the small activation copies
 // aside), about max(streamed bytes / link rate, host bytes / host rate) where
 // the two do not compete for host memory. Each module in execution order goes to the path
-// whose running total it lengthens least (ties to the link), which balances
+// whose running total it lengthens least (ties to the link; what only the
+// link can carry counted on it from the start), which balances
 // the totals and interleaves the paths (every streamed module then has host
 // work before it to hide its copy behind; with a couple of fetch slots, a
 // long run of streamed modules could not prefetch past the slots). A module
