@@ -1,7 +1,5 @@
 #include "cli/mlp_session.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -13,13 +11,6 @@
 #include "models/mlp_runner.h"
 
 namespace stowage::cli {
-
-uint64_t host_physical_bytes() {
-  const long pages = ::sysconf(_SC_PHYS_PAGES);
-  const long page_size = ::sysconf(_SC_PAGE_SIZE);
-  if (pages <= 0 || page_size <= 0) return UINT64_MAX;
-  return static_cast<uint64_t>(pages) * static_cast<uint64_t>(page_size);
-}
 
 OffloadOptions offload_options(Platform& platform, const SessionConfig& config) {
   STOWAGE_EXPECTS(!config.budgets.disk || config.offload_dir, InvalidInputError,

@@ -69,9 +69,6 @@ TimedForwards time_forwards(Platform& platform, const mmap_store::Checkpoint& ch
                             const Tensor& x, const SessionConfig& config, int warmup, int iters,
                             const std::function<void()>& before_each = {});
 
-// The host's physical memory in bytes (the pinned tier's physical limit).
-uint64_t host_physical_bytes();
-
 // Largest |a - b| over two float32 tensors of one shape (0 when identical);
 // InvalidInputError when the shapes differ.
 double max_abs_difference(const Tensor& a, const Tensor& b);

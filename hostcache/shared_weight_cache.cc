@@ -15,6 +15,7 @@
 #include "hostcache/catalog.h"
 #include "hostcache/lock_file.h"
 #include "hostcache/segment.h"
+#include "offload/memory_budget.h"
 
 namespace stowage::hostcache {
 using detail::DirectoryEntry;
@@ -121,13 +122,6 @@ uint64_t new_generation() {
       std::chrono::steady_clock::now().time_since_epoch().count());
   return (static_cast<uint64_t>(random()) << 32) ^ random() ^ t ^
          (static_cast<uint64_t>(::getpid()) << 16);
-}
-
-uint64_t host_memory_bytes() {
-  const long pages = ::sysconf(_SC_PHYS_PAGES);
-  const long page = ::sysconf(_SC_PAGESIZE);
-  return pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page)
-                               : UINT64_MAX;
 }
 
 class AttachLoad final : public HostTierLoad {
@@ -314,7 +308,7 @@ std::unique_ptr<HostTierLoad> SharedWeightCache::begin_load(
     // The host-wide budget of shared pinned bytes, checked and taken under
     // one lock so two builders cannot both fit in the same room.
     LockFile budget_lock(Segment::path_of(options_.prefix + ".budget.lock"));
-    const uint64_t budget = options_.pinned_budget_bytes.value_or(host_memory_bytes() / 2);
+    const uint64_t budget = options_.pinned_budget_bytes.value_or(host_physical_bytes() / 2);
     uint64_t in_use = 0;
     size_t segments = 0;
     for (const std::string& other : segment_names(options_.prefix)) {

@@ -1,11 +1,19 @@
 #include "offload/memory_budget.h"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include "core/error.h"
 #include "core/memory_resource.h"
 
 namespace stowage {
+
+uint64_t host_physical_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES);
+  const long page = ::sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page)
+                               : UINT64_MAX;
+}
 
 std::optional<TierCapacity> MemoryBudget::capacity_of(Tier tier) const {
   if (tier == Tier::pinned_host()) return cpu;

@@ -42,6 +42,10 @@ inline uint64_t disk_staging_buffer_bytes(uint64_t configured, uint64_t largest_
   return configured < largest_disk_tensor ? configured : largest_disk_tensor;
 }
 
+// The host's physical memory in bytes (UINT64_MAX where unknown): the
+// pinned tier's physical limit.
+uint64_t host_physical_bytes();
+
 // One tier's capacity. limit() = min(budget, physical_bytes).
 struct TierCapacity {
   Tier tier = Tier::pinned_host();
