@@ -31,6 +31,7 @@ import json
 import os
 import pathlib
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -477,6 +478,7 @@ def stowage_bench(args):
     cmd = [args.stowage, "bench", "--model", args.model, "--max-memory", f"0={args.budget}",
            "--prompt-tokens", args.prompt_tokens, "--new-tokens", args.new_tokens, "--batches",
            "1", "--json", "--cuda-graphs"] + (["--no-resident"] if args.stowage_no_resident else [])
+    cmd += shlex.split(args.stowage_args)
     cmd = [str(c) for c in cmd]
     log("+ " + " ".join(cmd))
     with GpuMemorySampler() as sampler:
@@ -621,6 +623,8 @@ def main():
                         help="GGUF files to measure (comma-separated; empty: none)")
     parser.add_argument("--llamacpp-from", help="measure: llama.cpp's figures from this earlier "
                         "JSON instead of running it")
+    parser.add_argument("--stowage-args", default="",
+                        help="more flags for stowage bench (e.g. '--host-compute auto')")
     parser.add_argument("--stowage-no-resident", action="store_true",
                         help="stowage bench --no-resident")
     parser.add_argument("--synthetic-gguf", choices=["q4_0", "f16"],
