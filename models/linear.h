@@ -112,7 +112,8 @@ class LinearKernels {
 // views to be host-addressable (the sim backend, or host tiers). It
 // dequantizes each weight row to float32 (int8: CB * SCB / 127; 4-bit:
 // code[q] * absmax) and accumulates in float32 in a fixed order, so results
-// are deterministic.
+// are deterministic. Calls from several threads at once take turns inside
+// OpenBLAS, which is not safe to call so (models/linear_host.cc).
 std::unique_ptr<LinearKernels> make_host_linear_kernels();
 
 // Threads the host-compute kernels use by default: one per hardware thread

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <optional>
@@ -304,11 +305,29 @@ void dequantize_rows(const LinearWeights& w, int64_t r0, int64_t rows, float* ou
   }
 }
 
+// Held around every OpenBLAS call. Debian's serial OpenBLAS 0.3.21 (@openblas)
+// is not safe to call from several threads at once, though it is built with
+// locking: blas_memory_alloc, which sgemm (always, for its packing buffers) and
+// sgemv (once its vectors outgrow its stack buffer) call, takes its lock only
+// to set up its buffer table, then claims a free buffer (reads `used`, then
+// sets it) without it. Two threads in a product at once can be handed the same
+// buffer and each compute from the other's data: garbage, not rounding. The
+// tensor-parallel ranks on sim did that (each rank's stream thread in its
+// prefill GEMMs at the same time), so parallel/tensor_parallel_test chose
+// other tokens at 4 ranks now and then. The buffer table is one per process,
+// so the lock is too: process-wide state, guarding the library's own.
+std::mutex& openblas_mutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+
 // y[i, r] (row stride ldy) = sum_c x[i, c] * w[r, c] for i < batch, r < n:
 // one GEMV at batch 1 (no packing of the weight, which at one row costs more
-// than the product), else one GEMM.
+// than the product), else one GEMM. Safe from several threads at once (one at
+// a time inside OpenBLAS: openblas_mutex).
 void product(const float* x, const float* w, float* y, int64_t batch, int64_t n, int64_t in,
              int64_t ldy) {
+  std::lock_guard<std::mutex> lock(openblas_mutex());
   if (batch == 1) {
     cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(n), static_cast<int>(in), 1.0f, w,
                 static_cast<int>(in), x, 1, 0.0f, y, 1);
