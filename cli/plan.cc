@@ -211,8 +211,19 @@ int run_plan(const std::vector<std::string>& args) {
             ? models::measure_host_attention_seconds(
                   transformer->config, 1, prompt_tokens + std::max<int64_t>(new_tokens, 1))
             : 0;
+    // The head and final norm off the accelerator stream every step on the
+    // link alone (session_streamed_after_layers, as generate counts them).
+    uint64_t after_layers = 0;
+    for (const std::string& module :
+         {transformer->head_module, std::string(models::kFinalNormModule)}) {
+      const auto it = planned.find(module);
+      if (it == planned.end()) continue;
+      for (const PlanTensor& t : it->second->tensors) {
+        if (plan.tier_of_tensor(module, t.name) != compute) after_layers += t.bytes;
+      }
+    }
     split = decide_compute_split(layers, host_flags.auto_split, rates, 1, host_flags.threads,
-                                 attention_seconds);
+                                 attention_seconds, after_layers);
     if (!host_flags.auto_split) split->link_bytes_per_s = 0;
     split->link_rate_source = link_source;
     split->host_rate_source = host_source;

@@ -184,6 +184,22 @@ assert all(t["tier"] == "cpu" for t in layer["tensor_tiers"]), layer
 assert o["bytes_per_tier"]["cpu"] == 6 * 40960, o["bytes_per_tier"]
 assert [l["decode"] for l in o["host_compute"]["layers"]] == ["streamed", "streamed"], o
 PY
+# A head off the accelerator streams every step on the link alone: --host-compute auto's split
+# (here at given, equal rates) counts it there from the start, so the first layer goes to the
+# host where without it the first layer would stream.
+for head in "" "--override-tensor lm_head.*=cpu"; do
+  # shellcheck disable=SC2086
+  "$stowage" plan --device sim --model "$data/llama_f32" --max-memory 0=1MiB --prompt-tokens 7 \
+    --max-new-tokens 32 --host-compute auto --link-rate 1GiB --host-rate 1GiB \
+    --override-tensor 'model\.layers\..*=cpu' $head --json >"$tmp/plan_head${head:+_off}.json"
+done
+python3 - "$tmp/plan_head.json" "$tmp/plan_head_off.json" <<'PY' || fail "plan split with a streamed head"
+import json, sys
+on, off = (json.loads(open(p).read())["host_compute"] for p in sys.argv[1:])
+assert [l["decode"] for l in on["layers"]] == ["streamed", "host"], on
+assert [l["decode"] for l in off["layers"]] == ["host", "streamed"], off
+assert off["streamed_bytes"] == on["streamed_bytes"] + 131072, (on, off)  # the f32 head's bytes
+PY
 # bench takes it for its budgeted runs.
 "$stowage" bench --device sim --model "$model" --max-memory 0=1MiB --no-resident --prompt-tokens 4 \
   --new-tokens 2 --batches 1 --override-tensor "$mlp=cpu" --host-threads 1 --json >"$tmp/bench.json"
