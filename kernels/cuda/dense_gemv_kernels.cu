@@ -219,6 +219,20 @@ __device__ __forceinline__ void prefetch_row_start(const void* w_row, int64_t ro
   prefetch_to_l2(w_row, static_cast<uint32_t>(row_bytes < kStepBytes ? row_bytes : kStepBytes));
 }
 
+// A GEMV kernel's x, once the kernel before it (which writes x) has ended:
+// g.x itself, or with kNorm g.x through nm's RMSNorm into `normalized_x`
+// (shared memory).
+template <int M, bool kNorm>
+__device__ __forceinline__ const float* gemv_input(const GemvGroup& g, const GemvNorm& nm,
+                                                   float* normalized_x) {
+  wait_for_prior_kernels();
+  if constexpr (kNorm) {
+    normalize_rows<M>(g.x, g.k, nm, normalized_x);
+    return normalized_x;
+  }
+  return g.x;
+}
+
 // Every output of the group in one grid, one warp per output row. kNorm: x
 // goes through nm's RMSNorm into shared memory first.
 //
@@ -238,12 +252,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   const bool active = row < out.n;
   const W* const rows[1] = {static_cast<const W*>(out.w) + (active ? row : 0) * g.k};
   if (active && lane == 0) prefetch_row_start(rows[0], g.k * static_cast<int64_t>(sizeof(W)));
-  wait_for_prior_kernels();
-  const float* x = g.x;
-  if constexpr (kNorm) {
-    normalize_rows<M>(g.x, g.k, nm, normalized_x);
-    x = normalized_x;
-  }
+  const float* x = gemv_input<M, kNorm>(g, nm, normalized_x);
   if (!active) return;
   float acc[1][M];
 #pragma unroll
@@ -275,12 +284,7 @@ __global__ void __launch_bounds__(kWarps * 32, M <= 2 ? 4 : 1)
   if (active && lane < 2) {
     prefetch_row_start(lane == 0 ? rows[0] : rows[1], g.k * static_cast<int64_t>(sizeof(W)));
   }
-  wait_for_prior_kernels();
-  const float* x = g.x;
-  if constexpr (kNorm) {
-    normalize_rows<M>(g.x, g.k, nm, normalized_x);
-    x = normalized_x;
-  }
+  const float* x = gemv_input<M, kNorm>(g, nm, normalized_x);
   if (!active) return;
   float acc[2][M];
 #pragma unroll
