@@ -97,11 +97,15 @@ void SimCollectiveGroup::all_reduce(int rank, float* data, size_t count) {
   }
   // The last rank in: every rank's buffer is ready (each call is ordered
   // after its stream's earlier work).
-  for (size_t r = 0; r < n; ++r) {
-    if (counts_[r] == count) continue;
-    const std::string why = fmt::format(
-        "all-reduce {}: rank {} reduces {} floats but rank {} {}: the ranks' calls differ",
-        generation_, r, counts_[r], rank, count);
+  // Named in rank order, whichever rank came in last, so the message is the
+  // same on every run.
+  if (std::any_of(counts_.begin(), counts_.end(), [&](size_t c) { return c != count; })) {
+    std::string counts;
+    for (size_t r = 0; r < n; ++r) {
+      counts += fmt::format("{}rank {} reduces {} floats", r == 0 ? "" : ", ", r, counts_[r]);
+    }
+    const std::string why =
+        fmt::format("all-reduce {}: the ranks' calls differ: {}", generation_, counts);
     abort_reason_ = why;
     lock.unlock();
     changed_.notify_all();
