@@ -134,12 +134,10 @@ int run_plan(const std::vector<std::string>& args) {
   uint64_t kv_bytes = 0;
   if (folder) {
     transformer = models::describe_model_folder(*model, *checkpoint);
-    order = models::transformer_plan_order(*transformer);
-    if (transformer->head_module != models::kHeadModule &&
-        checkpoint->contains(std::string(models::kHeadModule) + ".weight")) {
-      order.push_back(models::kHeadModule);
-    }
-    request.modules = plan_modules(*checkpoint, &order, models::transformer_module_of);
+    models::TransformerLoadLayout layout = models::transformer_load_layout(*transformer, *checkpoint);
+    order = std::move(layout.order);
+    request.modules = plan_modules(*checkpoint, &order, models::transformer_module_of,
+                                   layout.read_in_place);
     const models::TransformerRunShape shape = run_shape(batch, prompt_tokens, new_tokens);
     models::check_context_supported(transformer->config, shape.max_context);
     std::unique_ptr<models::LinearKernels> kernels = models::make_linear_kernels(*platform);

@@ -175,15 +175,13 @@ int plan_tensor_parallel(Platform& platform, const std::string& folder,
     const parallel::ShardCheckpoint part(base, config, share);
     const models::TransformerSpec spec =
         models::describe_model_checkpoint(parallel::shard_config(config, share), part);
-    std::vector<std::string> order = models::transformer_plan_order(spec);
-    if (spec.head_module != models::kHeadModule &&
-        part.contains(std::string(models::kHeadModule) + ".weight")) {
-      order.push_back(models::kHeadModule);
-    }
+    models::TransformerLoadLayout layout = models::transformer_load_layout(spec, part);
+    std::vector<std::string>& order = layout.order;
     const MemoryBudgets own = rank_config({budgets}, ranks, r).budgets;
     PlanRequest request{memory_budget_for(platform, own.accelerators, own.cpu)};
     request.accelerators = {request.accelerators.at(static_cast<size_t>(r))};
-    request.modules = plan_modules(part, &order, models::transformer_module_of);
+    request.modules =
+        plan_modules(part, &order, models::transformer_module_of, layout.read_in_place);
     const Tier tier = platform.accelerator(r).tier();
     request.prefetch_depth = prefetch;
     request.working_reserve[tier] = models::transformer_working_bytes(spec, shape, *kernels);

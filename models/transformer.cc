@@ -394,6 +394,18 @@ std::vector<std::string> transformer_plan_order(const TransformerSpec& spec) {
   return order;
 }
 
+TransformerLoadLayout transformer_load_layout(const TransformerSpec& spec,
+                                              const mmap_store::Checkpoint& checkpoint) {
+  TransformerLoadLayout layout;
+  layout.order = transformer_plan_order(spec);
+  if (spec.head_module != kHeadModule &&
+      checkpoint.contains(std::string(kHeadModule) + ".weight")) {
+    layout.order.push_back(kHeadModule);  // tied: loaded, never run
+  }
+  if (spec.head_module != kEmbeddingModule) layout.read_in_place.push_back(kEmbeddingModule);
+  return layout;
+}
+
 namespace {
 
 // The checked size, or InvalidInputError naming the model and the run's

@@ -129,6 +129,18 @@ TransformerSpec describe_transformer(
 // accelerator needs least: a step reads only its rows.
 std::vector<std::string> transformer_plan_order(const TransformerSpec& spec);
 
+// How a transformer checkpoint loads: its modules in the order the planner
+// places them (transformer_plan_order, then a tied checkpoint's own
+// "lm_head" tensors, loaded and never run), and the modules read in place
+// (PlanModule::read_in_place): the embedding table, whose rows a step reads
+// from whichever tier holds it, unless it is also the head.
+struct TransformerLoadLayout {
+  std::vector<std::string> order;
+  std::vector<std::string> read_in_place;
+};
+TransformerLoadLayout transformer_load_layout(const TransformerSpec& spec,
+                                              const mmap_store::Checkpoint& checkpoint);
+
 // What one run asks of the accelerator besides the weights.
 struct TransformerRunShape {
   int64_t batch = 1;

@@ -185,11 +185,9 @@ TransformerRunner::TransformerRunner(OffloadManager& manager,
   reserved.expert_cache_slots = std::max<int64_t>(shape.expert_cache_slots, 0);
   working_bytes_ = transformer_working_bytes(planned, reserved, kernels);
   load.working_reserve[accelerator_] = working_bytes_;
-  load.module_order = transformer_plan_order(spec);
-  if (spec.head_module != kHeadModule &&
-      checkpoint_->contains(std::string(kHeadModule) + ".weight")) {
-    load.module_order.push_back(kHeadModule);  // tied: loaded, never run
-  }
+  TransformerLoadLayout layout = transformer_load_layout(spec, *checkpoint_);
+  load.module_order = std::move(layout.order);
+  load.read_in_place = std::move(layout.read_in_place);
   load.module_of = transformer_module_of;
   for (const TierCapacity& c : load.accelerators) {
     STOWAGE_EXPECTS(c.limit() >= working_bytes_, OutOfBudgetError,
@@ -241,6 +239,11 @@ TransformerRunner::TransformerRunner(OffloadManager& manager,
   STOWAGE_EXPECTS(device_table.data() != nullptr || host_table.data() != nullptr, InternalError,
                   "the embedding table has no copy on {} or on the host", accelerator_.to_string());
   model_->set_embedding_source(device_table, host_table);
+  // Read where it is (transformer_load_layout): never fetched, so it sizes no
+  // fetch slot. A tied table is also the head, which streams it whole.
+  if (device_table.data() == nullptr && model_->spec().head_module != kEmbeddingModule) {
+    manager.set_host_compute(load.module_prefix + kEmbeddingModule, true);
+  }
 
   MemoryResource& device = manager.memory(accelerator_);
   // The weights alone: the working memory below is counted in working_bytes_.

@@ -131,7 +131,8 @@ std::vector<std::string> natural_module_order(std::vector<std::string> modules) 
 
 std::vector<PlanModule> plan_modules(const mmap_store::Checkpoint& checkpoint,
                                      std::vector<std::string>* module_order,
-                                     const ModuleSplitter& module_of) {
+                                     const ModuleSplitter& module_of,
+                                     const std::vector<std::string>& read_in_place) {
   const ModuleSplitter split = module_of ? module_of : ModuleSplitter(split_module_path);
   std::map<std::string, PlanModule> by_path;
   std::vector<std::string> first_seen;
@@ -160,6 +161,13 @@ std::vector<PlanModule> plan_modules(const mmap_store::Checkpoint& checkpoint,
                       "{}: the execution order misses module '{}' of the checkpoint",
                       checkpoint.path(), m);
     }
+  }
+  for (const std::string& m : read_in_place) {
+    auto it = by_path.find(m);
+    STOWAGE_EXPECTS(it != by_path.end(), InvalidInputError,
+                    "{}: module '{}' is to be read in place, but the checkpoint has no such module",
+                    checkpoint.path(), m);
+    it->second.read_in_place = true;
   }
   std::vector<PlanModule> modules;
   modules.reserve(module_order->size());
@@ -260,7 +268,8 @@ LoadedCheckpoint load_checkpoint(const mmap_store::Checkpoint& checkpoint, Offlo
   loaded.module_order = options.module_order;
   const ModuleSplitter split =
       options.module_of ? options.module_of : ModuleSplitter(split_module_path);
-  loaded.request.modules = plan_modules(checkpoint, &loaded.module_order, split);
+  loaded.request.modules =
+      plan_modules(checkpoint, &loaded.module_order, split, options.read_in_place);
   if (options.quantize) {
     for (PlanModule& m : loaded.request.modules) {
       for (PlanTensor& t : m.tensors) {

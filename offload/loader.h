@@ -132,6 +132,8 @@ struct LoadOptions : MemoryBudget {
   std::vector<TensorOverride> tensor_overrides;
   // Tensor name -> (module, local name); empty: split_module_path.
   ModuleSplitter module_of;
+  // Modules read in place (PlanModule::read_in_place), e.g. an embedding.
+  std::vector<std::string> read_in_place;
   // Prepended to every module path in the manager ("model_a." lets two
   // checkpoints with the same names share one manager). The execution order
   // and the plan use the checkpoint's own paths.
@@ -156,11 +158,14 @@ struct LoadedCheckpoint {
 };
 
 // Groups the checkpoint's tensors into planner modules, in `module_order`
-// (empty: natural order), grouped by `module_of` (empty: split_module_path).
-// Throws InvalidInputError for an order that misses or repeats a module.
+// (empty: natural order), grouped by `module_of` (empty: split_module_path),
+// the modules named in `read_in_place` marked so (PlanModule::read_in_place).
+// Throws InvalidInputError for an order that misses or repeats a module, or
+// a read-in-place name that is no module.
 std::vector<PlanModule> plan_modules(const mmap_store::Checkpoint& checkpoint,
                                      std::vector<std::string>* module_order,
-                                     const ModuleSplitter& module_of = {});
+                                     const ModuleSplitter& module_of = {},
+                                     const std::vector<std::string>& read_in_place = {});
 
 // Bytes a weight of `info` takes once quantized with `q` (an upper bound:
 // the 4-bit state JSON is counted as 256 bytes).

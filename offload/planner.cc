@@ -24,8 +24,9 @@ struct Unit {
 // A module's bytes in a fetch slot when its tensors that no override places
 // are on `tier`: each tensor not on the first accelerator (`compute`) at a
 // 256-byte aligned offset (OffloadManager's slot layout); 0 when every tensor
-// is on one accelerator (resident there).
+// is on one accelerator (resident there) or the module is read in place.
 uint64_t slot_bytes_on(const PlanModule& module, Tier tier, std::optional<Tier> compute) {
+  if (module.read_in_place) return 0;
   bool one_accelerator = true;
   for (const auto& t : module.tensors) {
     const Tier at = t.tier.value_or(tier);
@@ -137,7 +138,10 @@ struct Placement {
   std::vector<std::optional<Tier>> unit_tier;
   uint64_t largest_streamed = 0;
   std::string largest_streamed_name;  // the unit of largest_streamed
+  size_t largest_streamed_unit = 0;   // its index
   bool any_on_disk = false;
+  // Whether every unit kept resident (step 7) fit on the first accelerator.
+  bool kept_fit = true;
 };
 
 // The largest tensor a placement reads from disk: of a unit placed there and
@@ -170,9 +174,11 @@ uint64_t forced_on(const ForcedBytes& forced, Tier tier) {
 }
 
 // Places units with `reserve` kept on every accelerator and the `forced`
-// bytes taken first. Throws when a unit fits nowhere.
+// bytes taken first, then the units marked in `kept` on the first
+// accelerator (step 7; kept_fit false when they do not fit there), then the
+// rest in execution order. Throws when a unit fits nowhere.
 Placement place(const PlanRequest& request, const std::vector<Unit>& units, uint64_t reserve,
-                uint64_t cpu_reserve, const ForcedBytes& forced) {
+                uint64_t cpu_reserve, const ForcedBytes& forced, const std::vector<bool>& kept) {
   Placement result;
   result.unit_tier.resize(units.size());
   result.any_on_disk = forced_on(forced, Tier::disk()) > 0;
@@ -197,11 +203,25 @@ Placement place(const PlanRequest& request, const std::vector<Unit>& units, uint
     if (slot > result.largest_streamed) {
       result.largest_streamed = slot;
       result.largest_streamed_name = units[u].name;
+      result.largest_streamed_unit = u;
     }
   };
+  for (size_t u = 0; u < units.size(); ++u) {
+    if (!kept[u]) continue;
+    if (acc_free.empty() || acc_free[0] < units[u].bytes) {
+      result.kept_fit = false;
+      return result;
+    }
+    acc_free[0] -= units[u].bytes;
+    result.unit_tier[u] = request.accelerators[0].tier;
+  }
   size_t acc = 0;
   for (size_t u = 0; u < units.size(); ++u) {
     const uint64_t need = units[u].bytes;
+    if (kept[u]) {
+      note_streamed(u, request.accelerators[0].tier);
+      continue;
+    }
     while (acc < acc_free.size() && acc_free[acc] < need) ++acc;
     if (acc < acc_free.size()) {
       acc_free[acc] -= need;
@@ -407,6 +427,61 @@ std::string Plan::to_string(const PlanRequest& request) const {
   return out;
 }
 
+// A placement at its fixed point (step 3): the fetch-slot reserve and the
+// disk staging kept, each grown until it covers what the placement streams.
+struct Settled {
+  Placement placement;
+  uint64_t reserve = 0;
+  uint64_t cpu_reserve = 0;
+};
+
+// nullopt when the units in `kept` do not fit on the first accelerator.
+std::optional<Settled> settle(const PlanRequest& request, const std::vector<Unit>& units,
+                              const ForcedBytes& forced, const std::vector<bool>& kept) {
+  const uint64_t slots = static_cast<uint64_t>(slot_count(request.prefetch_depth));
+  Settled s;
+  s.placement = place(request, units, s.reserve, s.cpu_reserve, forced, kept);
+  // The reserve only grows: a larger reserve can only push more units off
+  // the accelerators.
+  for (;;) {
+    if (!s.placement.kept_fit) return std::nullopt;
+    bool grew = false;
+    if (slots * s.placement.largest_streamed > s.reserve) {
+      s.reserve = slots * s.placement.largest_streamed;
+      grew = true;
+    }
+    const uint64_t staging =
+        s.placement.any_on_disk
+            ? disk_staging_buffer_bytes(request.disk_staging_bytes,
+                                        largest_tensor_on_disk(request, units, s.placement).bytes)
+            : 0;
+    if (staging > s.cpu_reserve) {
+      s.cpu_reserve = staging;
+      grew = true;
+    }
+    if (!grew) return s;
+    s.placement = place(request, units, s.reserve, s.cpu_reserve, forced, kept);
+  }
+}
+
+// The unit bytes a placement puts on accelerators, or on disk.
+uint64_t accelerator_bytes(const std::vector<Unit>& units, const Placement& placement) {
+  uint64_t total = 0;
+  for (size_t u = 0; u < units.size(); ++u) {
+    if (placement.unit_tier[u] && placement.unit_tier[u]->is_accelerator()) {
+      total += units[u].bytes;
+    }
+  }
+  return total;
+}
+uint64_t disk_bytes(const std::vector<Unit>& units, const Placement& placement) {
+  uint64_t total = 0;
+  for (size_t u = 0; u < units.size(); ++u) {
+    if (placement.unit_tier[u] == Tier::disk()) total += units[u].bytes;
+  }
+  return total;
+}
+
 Plan plan_device_map(const PlanRequest& request) {
   STOWAGE_EXPECTS(request.prefetch_depth >= 0, InvalidInputError,
                   "planner: prefetch depth must be >= 0, found {}", request.prefetch_depth);
@@ -471,30 +546,30 @@ Plan plan_device_map(const PlanRequest& request) {
   }
 
   const std::vector<Unit> units = make_units(request, bytes);
-  // Iterate the reserve to a fixed point: it only grows, since a larger
-  // reserve can only push more units off the accelerators.
-  const uint64_t slots = static_cast<uint64_t>(slot_count(request.prefetch_depth));
-  uint64_t reserve = 0;
-  uint64_t cpu_reserve = 0;
-  Placement placement = place(request, units, reserve, cpu_reserve, forced);
-  for (;;) {
-    bool grew = false;
-    if (slots * placement.largest_streamed > reserve) {
-      reserve = slots * placement.largest_streamed;
-      grew = true;
+  // With nothing kept, every unit is placed or place() throws.
+  Settled settled = *settle(request, units, forced, std::vector<bool>(units.size(), false));
+  // Step 7: a streamed unit larger than the rest sizes every fetch slot;
+  // keeping it resident instead can leave more bytes on the accelerators.
+  if (!request.accelerators.empty()) {
+    std::vector<bool> kept(units.size(), false);
+    while (settled.placement.largest_streamed > 0) {
+      const size_t u = settled.placement.largest_streamed_unit;
+      if (kept[u]) break;
+      kept[u] = true;
+      std::optional<Settled> candidate = settle(request, units, forced, kept);
+      if (!candidate ||
+          accelerator_bytes(units, candidate->placement) <=
+              accelerator_bytes(units, settled.placement) ||
+          disk_bytes(units, candidate->placement) > disk_bytes(units, settled.placement)) {
+        break;
+      }
+      settled = std::move(*candidate);
     }
-    const uint64_t staging =
-        placement.any_on_disk
-            ? disk_staging_buffer_bytes(request.disk_staging_bytes,
-                                        largest_tensor_on_disk(request, units, placement).bytes)
-            : 0;
-    if (staging > cpu_reserve) {
-      cpu_reserve = staging;
-      grew = true;
-    }
-    if (!grew) break;
-    placement = place(request, units, reserve, cpu_reserve, forced);
   }
+  Placement& placement = settled.placement;
+  uint64_t reserve = settled.reserve;
+  const uint64_t cpu_reserve = settled.cpu_reserve;
+  const uint64_t slots = static_cast<uint64_t>(slot_count(request.prefetch_depth));
   if (placement.largest_streamed == 0) reserve = 0;
   plan.cpu_reserve = placement.any_on_disk ? cpu_reserve : 0;
   if (plan.cpu_reserve > 0 && request.cpu) {

@@ -61,6 +61,14 @@
 //     copied into a fetch slot, so its slot bytes are those of the tensors
 //     not on the first accelerator. Such a module never computes on the host
 //     (OffloadManager::set_host_compute needs every tensor host-readable).
+//  7. Slot-sized outliers. Every fetch slot is as large as the largest
+//     streamed unit, so one large unit streamed late in execution order (an
+//     output head of 1 GB behind layers of 0.4 GB) can cost more slot bytes
+//     than it holds. The planner then keeps the largest streamed unit on the
+//     first accelerator, places the other units in execution order around it
+//     (steps 3-6), and keeps the result when it leaves more unit bytes on the
+//     accelerators and no more on disk; it repeats with the next largest
+//     streamed unit until that no longer helps.
 //
 // Thread safety: plan_device_map is a pure function.
 #pragma once
@@ -87,6 +95,10 @@ struct PlanTensor {
 struct PlanModule {
   std::string path;  // "layers.3"
   std::vector<PlanTensor> tensors;
+  // Its forward reads only what it needs from whichever tier holds it (an
+  // embedding table's rows) and never fetches it into a slot: off the
+  // accelerators it takes no slot bytes (steps 3 and 7).
+  bool read_in_place = false;
   uint64_t bytes() const;
 };
 

@@ -86,21 +86,59 @@ struct RunOutcome {
   uint64_t device_kv_cache_bytes = 0;
 };
 
-uint64_t model_bytes(const std::string& folder) {
+// The modules the planner places, with the bytes it counts (quantized ones
+// at their quantized size, as the loader counts them), those read in place
+// (the embedding) marked.
+std::vector<PlanModule> planned_modules(const std::string& folder,
+                                        const std::optional<LoadQuantization>& quantize) {
   auto checkpoint = mmap_store::open_checkpoint(model_checkpoint_path(folder));
-  return checkpoint->total_bytes();
+  TransformerLoadLayout layout =
+      transformer_load_layout(describe_model_folder(folder, *checkpoint), *checkpoint);
+  std::vector<PlanModule> modules =
+      plan_modules(*checkpoint, &layout.order, transformer_module_of, layout.read_in_place);
+  if (quantize) {
+    LoadQuantization q = *quantize;
+    q.select = transformer_quantizes;
+    for (PlanModule& m : modules) {
+      for (PlanTensor& t : m.tensors) {
+        const mmap_store::TensorInfo& info = checkpoint->info(m.path + "." + t.name);
+        if (selected_for_quantization(info, q)) t.bytes = quantized_bytes(info, q);
+      }
+    }
+  }
+  return modules;
 }
 
-// The bytes of the largest module (a fetch slot holds one), with room for
-// the slot's 256-byte alignment of each tensor.
-uint64_t largest_module_bytes(const std::string& folder) {
-  auto checkpoint = mmap_store::open_checkpoint(model_checkpoint_path(folder));
-  std::vector<std::string> order;
+// The bytes of the modules that stream when off the accelerator (not the
+// embedding, whose rows are read where it is).
+uint64_t model_bytes(const std::string& folder,
+                     const std::optional<LoadQuantization>& quantize = std::nullopt) {
+  uint64_t total = 0;
+  for (const PlanModule& m : planned_modules(folder, quantize)) {
+    if (!m.read_in_place) total += m.bytes();
+  }
+  return total;
+}
+
+// The bytes of the largest streamed module (a fetch slot holds one), with
+// room for the slot's 256-byte alignment of each tensor.
+uint64_t largest_module_bytes(const std::string& folder,
+                              const std::optional<LoadQuantization>& quantize = std::nullopt) {
   uint64_t largest = 0;
-  for (const PlanModule& m : plan_modules(*checkpoint, &order, transformer_module_of)) {
-    largest = std::max<uint64_t>(largest, m.bytes() + 256 * m.tensors.size());
+  for (const PlanModule& m : planned_modules(folder, quantize)) {
+    if (!m.read_in_place) largest = std::max<uint64_t>(largest, m.bytes() + 256 * m.tensors.size());
   }
   return largest;
+}
+
+// The weight budget of a streamed run: the fetch slots (prefetch depth 1:
+// two of the largest module) and a quarter of the model beside them; always
+// less than the whole model, so something streams (two small layers and a
+// large head could otherwise fit).
+uint64_t streaming_weight_budget(const std::string& folder,
+                                 const std::optional<LoadQuantization>& quantize = std::nullopt) {
+  const uint64_t streamable = model_bytes(folder, quantize);
+  return std::min(2 * largest_module_bytes(folder, quantize) + streamable / 4, streamable - 1);
 }
 
 // Generates 32 greedy tokens after the reference prompt, keeping every logit.
@@ -134,15 +172,14 @@ RunOutcome generate(const std::string& folder, Placement placement,
   LoadOptions load;
   std::optional<uint64_t> budget;
   load.cpu = TierCapacity{Tier::pinned_host(), std::nullopt, UINT64_MAX};
-  // The fetch slots (prefetch depth 1: two of the largest module).
-  const uint64_t slots = 2 * largest_module_bytes(folder);
+  const uint64_t weights = streaming_weight_budget(folder, quantize);
   if (placement == Placement::kStreamed) {
-    // A quarter of the model beside the working memory and the slots.
-    budget = working + weight_budget.value_or(slots + model_bytes(folder) / 4);
+    // A given budget is capped the same way.
+    budget = working + std::min(weight_budget.value_or(weights), model_bytes(folder, quantize) - 1);
   } else if (placement == Placement::kDisk) {
     // Nothing but the slots and working memory on the accelerator, nothing
     // but the disk staging buffer in pinned RAM: every module is disk-homed.
-    budget = working + slots + model_bytes(folder) / 4;
+    budget = working + weights;
     load.cpu = std::nullopt;
     load.disk = TierCapacity{Tier::disk(), std::nullopt, UINT64_MAX};
     options.disk_store = make_folder_disk_store(offload_dir.path());
@@ -409,7 +446,7 @@ TEST(TransformerKvCache, DecodeOnlyHostLayersShareOneDeviceScratch) {
       transformer_working_bytes(describe_model_folder(folder, *checkpoint), shape, *probe);
   OffloadOptions options;
   options.prefetch_depth = 1;
-  const uint64_t budget = working + 2 * largest_module_bytes(folder) + model_bytes(folder) / 4;
+  const uint64_t budget = working + streaming_weight_budget(folder);
   options.set_budget(acc, budget);
   options.working_reserve[acc] = working;
   OffloadManager manager(*platform, options);
@@ -487,7 +524,7 @@ TEST(TransformerGraphs, ALayoutChangeRecapturesTheGraph) {
       transformer_working_bytes(describe_model_folder(folder, *checkpoint), shape, *probe);
   OffloadOptions options;
   options.prefetch_depth = 1;
-  const uint64_t budget = working + 2 * largest_module_bytes(folder) + model_bytes(folder) / 4;
+  const uint64_t budget = working + streaming_weight_budget(folder);
   options.set_budget(acc, budget);
   options.working_reserve[acc] = working;
   OffloadManager manager(*platform, options);

@@ -88,6 +88,58 @@ TEST(Planner, ReserveFollowsWhatEndsUpStreamed) {
   EXPECT_EQ(plan.modules_on(kCpu), (std::vector<std::string>{"layers.2", "layers.3", "layers.4"}));
 }
 
+TEST(Planner, KeepsALargeLateUnitResidentWhenItsSlotsWouldCostMore) {
+  // Four layers of 100 and a head of 300 under 650 bytes. In execution order
+  // the head streams, its 2 slots of 300 leave 50 bytes, and nothing stays
+  // resident. Keeping the head resident instead (step 7) shrinks the slots to
+  // 2 x 100 and leaves room for layer 0 beside it.
+  std::vector<PlanModule> modules = layers(4, 100);
+  modules.push_back(PlanModule{"head", {{"weight", 300}}});
+  const Plan plan = plan_device_map(request(modules, {cap(kAcc0, 650)}, 10000, {}));
+  EXPECT_EQ(plan.modules_on(kAcc0), (std::vector<std::string>{"layers.0", "head"}));
+  EXPECT_EQ(plan.modules_on(kCpu), (std::vector<std::string>{"layers.1", "layers.2", "layers.3"}));
+  EXPECT_EQ(plan.largest_streamed_unit, 100u);
+  EXPECT_EQ(plan.reserve_per_accelerator.at(kAcc0), 200u);
+  EXPECT_EQ(plan.bytes_per_tier.at(kAcc0), 400u);
+}
+
+TEST(Planner, KeepsAnOutlierResidentOnlyWhereThatHoldsMore) {
+  // Ten layers of 100 and a head of 150 under 1000 bytes: in order, 7
+  // layers stay resident beside 2 slots of 150 (700 bytes). Keeping the head
+  // resident leaves 2 slots of 100 and 6 layers beside it (750 bytes): more,
+  // so it is kept.
+  std::vector<PlanModule> modules = layers(10, 100);
+  modules.push_back(PlanModule{"head", {{"weight", 150}}});
+  const Plan plan = plan_device_map(request(modules, {cap(kAcc0, 1000)}, 10000, {}));
+  EXPECT_EQ(plan.bytes_per_tier.at(kAcc0), 750u);
+  EXPECT_FALSE(plan.streamed("head"));
+  // A head of 900 leaves no room for the slots of the layers it would push
+  // off: it stays streamed.
+  std::vector<PlanModule> big = layers(10, 100);
+  big.push_back(PlanModule{"head", {{"weight", 900}}});
+  const Plan streamed = plan_device_map(request(big, {cap(kAcc0, 1000)}, 10000, {}));
+  EXPECT_TRUE(streamed.streamed("head"));
+  EXPECT_EQ(streamed.largest_streamed_unit, 900u);
+}
+
+TEST(Planner, AModuleReadInPlaceTakesNoFetchSlot) {
+  // An embedding table read where it is (its rows) never enters a slot: off
+  // the accelerator it reserves nothing, and the layers beside it stay.
+  std::vector<PlanModule> modules = layers(4, 100);
+  modules.push_back(PlanModule{"embed", {{"weight", 300}}});
+  modules.back().read_in_place = true;
+  const Plan plan = plan_device_map(request(modules, {cap(kAcc0, 450)}, 10000, {}));
+  EXPECT_EQ(plan.modules_on(kAcc0).size(), 4u);
+  EXPECT_EQ(plan.modules_on(kCpu), (std::vector<std::string>{"embed"}));
+  EXPECT_EQ(plan.reserve_per_accelerator.at(kAcc0), 0u);
+  EXPECT_EQ(plan.largest_streamed_unit, 0u);
+  // Not read in place, the same table sizes two slots of 300 and pushes
+  // every layer off.
+  modules.back().read_in_place = false;
+  const Plan fetched = plan_device_map(request(modules, {cap(kAcc0, 450)}, 10000, {}));
+  EXPECT_EQ(fetched.largest_streamed_unit, 300u);
+}
+
 TEST(Planner, ReserveIsPrefetchDepthPlusOneSlots) {
   const Plan plan = plan_device_map(request(layers(20, 100), {cap(kAcc0, 1000)}, 10000, {}, 3));
   EXPECT_EQ(plan.reserve_per_accelerator.at(kAcc0), 400u);
@@ -121,19 +173,21 @@ TEST(Planner, KeepsDiskStagingOnCpuOnlyWhenSomethingGoesToDisk) {
 // hold it, and the run then failed at dispatch.
 TEST(Planner, ACpuBudgetBelowTheDiskStagingBufferFailsNamingTheTensorAndBytes) {
   std::vector<PlanModule> modules = layers(8, 100);
-  modules[6].tensors.push_back({"bias", 160});
+  // A unit that streams, its slot (676 bytes) within the accelerator's 700:
+  // keeping it resident would leave no room for the others' slots (step 7).
+  modules[6].tensors.push_back({"bias", 420});
   PlanRequest r = request(modules, {cap(kAcc0, 700)}, 100, 10000);
   r.disk_staging_bytes = uint64_t{8} << 20;
   const std::string message = out_of_budget_message(r);
-  EXPECT_NE(message.find("pinned buffer disk reads are staged through: 160 bytes"),
+  EXPECT_NE(message.find("pinned buffer disk reads are staged through: 420 bytes"),
             std::string::npos)
       << message;
   EXPECT_NE(message.find("layers.6.bias"), std::string::npos) << message;
   EXPECT_NE(message.find("cpu=100"), std::string::npos) << message;
 
-  r.cpu = cap(kCpu, 160);
+  r.cpu = cap(kCpu, 420);
   const Plan plan = plan_device_map(r);
-  EXPECT_EQ(plan.cpu_reserve, 160u) << "the largest tensor on disk, not the 8 MiB staging size";
+  EXPECT_EQ(plan.cpu_reserve, 420u) << "the largest tensor on disk, not the 8 MiB staging size";
   EXPECT_EQ(plan.modules_on(kCpu).size(), 0u);
   r.disk_staging_bytes = 120;
   EXPECT_EQ(plan_device_map(r).cpu_reserve, 120u) << "the staging size when it is smaller";

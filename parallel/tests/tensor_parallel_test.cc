@@ -206,12 +206,19 @@ uint64_t streaming_budget(const std::string& folder, int ranks, int rank) {
   const uint64_t working = models::transformer_working_bytes(
       models::describe_model_checkpoint(shard_config(config, share), part),
       shape_for(prompt.size()), *kernels);
-  std::vector<std::string> order;
-  uint64_t largest = 0;
-  for (const PlanModule& m : plan_modules(part, &order, models::transformer_module_of)) {
+  // The modules that stream off the accelerator (not the embedding, read in
+  // place): two slots of the largest and a quarter of them all.
+  models::TransformerLoadLayout layout = models::transformer_load_layout(
+      models::describe_model_checkpoint(shard_config(config, share), part), part);
+  uint64_t largest = 0, streamable = 0;
+  for (const PlanModule& m :
+       plan_modules(part, &layout.order, models::transformer_module_of, layout.read_in_place)) {
+    if (m.read_in_place) continue;
     largest = std::max<uint64_t>(largest, m.bytes() + 256 * m.tensors.size());
+    streamable += m.bytes();
   }
-  return working + 2 * largest + part.total_bytes() / 4;
+  // Less than the whole share, so something streams.
+  return working + std::min(2 * largest + streamable / 4, streamable - 1);
 }
 
 TEST(TensorParallel, EachRankStreamsItsPartUnderItsOwnBudgetAndGivesTheSameTokens) {

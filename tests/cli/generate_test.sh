@@ -24,7 +24,7 @@ json_field() {  # FILE FIELD -> the field of the last line's JSON object
 }
 
 # Budgets of the working memory, two fetch slots and about a quarter of the model.
-for case_budget in llama_f32=640KiB qwen2_f16=300KiB llama3_tied_bf16=300KiB mistral_sharded_f32=640KiB; do
+for case_budget in llama_f32=560KiB qwen2_f16=300KiB llama3_tied_bf16=300KiB mistral_sharded_f32=560KiB; do
   case=${case_budget%=*}
   budget=${case_budget#*=}
   prompt=$(ref_ids $case prompt_ids)
@@ -109,10 +109,10 @@ expect 1 "missing key 'num_attention_heads'" generate --device sim --model "$tmp
 prompt=$(ref_ids llama_f32 prompt_ids)
 want=$(ref_ids llama_f32 output_ids)
 "$stowage" generate --device sim --model "$data/llama_f32" --prompt-ids "$prompt" --max-new-tokens 32 \
-  --ignore-eos --json --max-memory 0=640KiB >"$tmp/streamed.json"
+  --ignore-eos --json --max-memory 0=560KiB >"$tmp/streamed.json"
 for graphs in "" --cuda-graphs; do
   "$stowage" generate --device sim --model "$data/llama_f32" --prompt-ids "$prompt" --max-new-tokens 32 \
-    --ignore-eos --json --max-memory 0=640KiB --run-on-host 'model\.layers\.[0-9]+' $graphs \
+    --ignore-eos --json --max-memory 0=560KiB --run-on-host 'model\.layers\.[0-9]+' $graphs \
     >"$tmp/host.json"
   [ "$(json_field "$tmp/host.json" output_ids)" = "$want" ] || fail "host-computed tokens $graphs"
   [ "$(json_field "$tmp/host.json" host_layers)" -gt 0 ] || fail "no layer computed on the host"
@@ -124,7 +124,7 @@ done
 # reference tokens); reported with both rates.
 for graphs in "" --cuda-graphs; do
   "$stowage" generate --device sim --model "$data/llama_f32" --prompt-ids "$prompt" --max-new-tokens 32 \
-    --ignore-eos --json --max-memory 0=640KiB --host-compute auto $graphs >"$tmp/auto.json"
+    --ignore-eos --json --max-memory 0=560KiB --host-compute auto $graphs >"$tmp/auto.json"
   [ "$(json_field "$tmp/auto.json" output_ids)" = "$want" ] || fail "auto host compute tokens $graphs"
   python3 - "$tmp/auto.json" <<'PY' || fail "host_compute report"
 import json, sys
@@ -137,7 +137,7 @@ done
 expect 2 "--host-compute: expected off or auto" generate --device sim --model "$data/llama_f32" \
   --prompt-ids "$prompt" --host-compute sometimes
 expect 2 "only decoder layers" generate --device sim --model "$data/llama_f32" --prompt-ids "$prompt" \
-  --max-memory 0=640KiB --run-on-host 'lm_head'
+  --max-memory 0=560KiB --run-on-host 'lm_head'
 expect 2 "matches no decoder layer off the accelerator" generate --device sim \
   --model "$data/llama_f32" --prompt-ids "$prompt" --run-on-host 'model\.layers\.0'
 expect 2 "--run-on-host" generate --device sim --model "$data/llama_f32" --prompt-ids "$prompt" \
@@ -236,7 +236,7 @@ expect 2 "has tensors on the accelerator" "${gen[@]}" --override-tensor "$mlp=cp
 
 # --no-host-compute: --host-compute off spelled as a flag; the same tokens;
 # it conflicts with the flags that ask for host compute.
-"$stowage" "${gen[@]}" --max-memory 0=640KiB --no-host-compute >"$tmp/none.json"
+"$stowage" "${gen[@]}" --max-memory 0=560KiB --no-host-compute >"$tmp/none.json"
 [ "$(json_field "$tmp/none.json" output_ids)" = "$want" ] || fail "no-host-compute tokens"
 python3 - "$tmp/none.json" <<'PY' || fail "no-host-compute report"
 import json, sys
@@ -251,11 +251,11 @@ expect 2 "--no-host-compute forbids host compute, but --run-on-host asks for it"
 expect 2 "--no-host-compute forbids host compute, but --host-threads asks for it" \
   "${gen[@]}" --no-host-compute --host-threads 2
 expect 2 "--no-host-compute takes no value" "${gen[@]}" --no-host-compute=yes
-expect 2 "--no-host-compute forbids" bench --device sim --model "$model" --max-memory 0=640KiB \
+expect 2 "--no-host-compute forbids" bench --device sim --model "$model" --max-memory 0=560KiB \
   --no-host-compute --host-compute auto
 
 # --host-threads: explicit, reported; out of range is a usage error.
-"$stowage" "${gen[@]}" --max-memory 0=640KiB --run-on-host 'model\.layers\.[0-9]+' \
+"$stowage" "${gen[@]}" --max-memory 0=560KiB --run-on-host 'model\.layers\.[0-9]+' \
   --host-threads 2 >"$tmp/threads.json"
 [ "$(json_field "$tmp/threads.json" output_ids)" = "$want" ] || fail "host-threads tokens"
 python3 - "$tmp/threads.json" <<'PY' || fail "host threads and the per-layer report"
@@ -271,7 +271,7 @@ expect 2 "--host-threads expects an integer, found 'many'" "${gen[@]}" --host-th
 
 # The compute split in `stowage plan`: measured on the platform as generate
 # measures it, or from given rates; each layer per phase.
-"$stowage" plan --device sim --model "$model" --max-memory 0=640KiB --prompt-tokens 7 \
+"$stowage" plan --device sim --model "$model" --max-memory 0=560KiB --prompt-tokens 7 \
   --max-new-tokens 32 --host-compute auto --link-rate 1GiB --host-rate 3GiB --json >"$tmp/split.json"
 python3 - "$tmp/split.json" <<'PY' || fail "plan split from given rates"
 import json, sys
@@ -295,13 +295,13 @@ on_device = sum(1 for l in layers if l["decode"] != "host")
 scratch = any(l["decode"] == "host" and l["prefill"] != "host" for l in layers)
 assert plan["device_kv_cache_bytes"] == per_layer * (on_device + int(scratch)), plan
 PY
-"$stowage" plan --device sim --model "$model" --max-memory 0=640KiB --prompt-tokens 7 \
+"$stowage" plan --device sim --model "$model" --max-memory 0=560KiB --prompt-tokens 7 \
   --max-new-tokens 32 --host-compute auto >"$tmp/split.txt"
 grep -q "chosen by --host-compute auto; link .* GiB/s measured, host .* GiB/s measured" \
   "$tmp/split.txt" || fail "plan split text: $(cat "$tmp/split.txt")"
 grep -Eq "^  model.layers.1 +[0-9]+  (host|streamed) +streamed" "$tmp/split.txt" ||
   fail "plan split rows: $(cat "$tmp/split.txt")"
-"$stowage" plan --device sim --model "$model" --max-memory 0=640KiB --run-on-host 'model\.layers\.1' \
+"$stowage" plan --device sim --model "$model" --max-memory 0=560KiB --run-on-host 'model\.layers\.1' \
   --prompt-tokens 7 --max-new-tokens 32 --json >"$tmp/roh.json"
 python3 - "$tmp/roh.json" <<'PY' || fail "plan --run-on-host"
 import json, sys
@@ -312,15 +312,15 @@ o = json.loads(open(sys.argv[1]).read())
 assert o["device_kv_cache_bytes"] * 2 == o["kv_cache_bytes"], o
 PY
 expect 2 "--link-rate is a rate the split of --host-compute auto is chosen from" plan --device sim \
-  --model "$model" --max-memory 0=640KiB --link-rate 1GiB
+  --model "$model" --max-memory 0=560KiB --link-rate 1GiB
 expect 2 "--host-rate: expected bytes per second as a size > 0" plan --device sim --model "$model" \
-  --max-memory 0=640KiB --host-compute auto --host-rate fast
+  --max-memory 0=560KiB --host-compute auto --host-rate fast
 expect 2 "--host-compute applies to a model folder" plan --device sim \
-  --model "$model/model.safetensors" --max-memory 0=640KiB --host-compute auto
+  --model "$model/model.safetensors" --max-memory 0=560KiB --host-compute auto
 # --trace: a streamed run with a layer on the host writes a Chrome trace with copy spans
 # (the streamed layers' fetches) and compute spans (every module's forward, the host
 # layer's included); an unwritable path exits 1 naming it; the model's own files are refused.
-"$stowage" generate --device sim --model "$model" --max-memory 0=640KiB \
+"$stowage" generate --device sim --model "$model" --max-memory 0=560KiB \
   --prompt-ids "$(ref_ids llama_f32 prompt_ids)" --max-new-tokens 4 --ignore-eos \
   --run-on-host 'model\.layers\.1' --trace "$tmp/gen_trace.json" >/dev/null || fail "generate --trace"
 python3 - "$tmp/gen_trace.json" <<'PY' || fail "generate trace: $(head -c 600 "$tmp/gen_trace.json")"
