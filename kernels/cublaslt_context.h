@@ -38,6 +38,12 @@ namespace stowage::kernels {
 
 namespace detail {
 struct CublasLtState;
+// Frees a state; defined with the state by the backend (detail/cuda_ops.cc,
+// or detail/cuda_ops_stub.cc in a build without CUDA).
+struct CublasLtStateDeleter {
+  void operator()(CublasLtState* state) const noexcept;
+};
+using CublasLtStatePtr = std::unique_ptr<CublasLtState, CublasLtStateDeleter>;
 }  // namespace detail
 
 class CublasLtContext {
@@ -68,7 +74,7 @@ class CublasLtContext {
  private:
   MemoryResource* memory_ = nullptr;
   size_t workspace_bytes_ = kDefaultWorkspaceBytes;
-  std::unique_ptr<detail::CublasLtState> state_;
+  detail::CublasLtStatePtr state_;
 };
 
 }  // namespace stowage::kernels

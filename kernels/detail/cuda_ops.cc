@@ -713,28 +713,20 @@ void cuda_four_bit_matmul(CublasLtContext& context, const FourBitMatmulArgs& a,
   cuda_gemm(context, ga, stream_ref);
 }
 
+void CublasLtStateDeleter::operator()(CublasLtState* state) const noexcept { delete state; }
+
+CublasLtStatePtr make_cublaslt_state(MemoryResource* memory, size_t workspace_bytes) {
+  CublasLtStatePtr state(new CublasLtState);
+  state->workspace.use_resource(memory);
+  state->scratch.use_resource(memory);
+  state->gemv_counters.use_resource(memory);
+  state->workspace_bytes = workspace_bytes;
+  return state;
+}
+
+size_t cached_plan_count(const CublasLtState& state) {
+  return state.plans.size() + state.gemv_plans.size();
+}
+
 }  // namespace detail
-
-CublasLtContext::CublasLtContext() = default;
-CublasLtContext::CublasLtContext(MemoryResource* memory, size_t workspace_bytes)
-    : memory_(memory), workspace_bytes_(workspace_bytes) {}
-CublasLtContext::~CublasLtContext() = default;
-CublasLtContext::CublasLtContext(CublasLtContext&&) noexcept = default;
-CublasLtContext& CublasLtContext::operator=(CublasLtContext&&) noexcept = default;
-
-size_t CublasLtContext::cached_plan_count() const {
-  return state_ == nullptr ? 0 : state_->plans.size() + state_->gemv_plans.size();
-}
-
-detail::CublasLtState& CublasLtContext::state() {
-  if (state_ == nullptr) {
-    state_ = std::make_unique<detail::CublasLtState>();
-    state_->workspace.use_resource(memory_);
-    state_->scratch.use_resource(memory_);
-    state_->gemv_counters.use_resource(memory_);
-    state_->workspace_bytes = workspace_bytes_;
-  }
-  return *state_;
-}
-
 }  // namespace stowage::kernels

@@ -49,6 +49,12 @@ void cuda_four_bit_matmul(CublasLtContext& context, const FourBitMatmulArgs& arg
 void cuda_int8_gemm_s32(CublasLtContext& context, const int8_t* a, const int8_t* b, int32_t* c,
                         int64_t m, int64_t n, int64_t k, void* stream);
 
+// CublasLtContext's state (cublaslt_context.cc): a new one whose workspace
+// and scratch come from `memory` (nullptr: the device directly), and the
+// matmul shapes a state has planned.
+CublasLtStatePtr make_cublaslt_state(MemoryResource* memory, size_t workspace_bytes);
+size_t cached_plan_count(const CublasLtState& state);
+
 // Whether the fused GEMV applies to these arguments on the current device.
 bool cuda_four_bit_uses_gemv(CublasLtContext& context, const FourBitMatmulArgs& args);
 

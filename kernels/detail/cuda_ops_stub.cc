@@ -56,18 +56,11 @@ void cuda_int8_gemm_s32(CublasLtContext&, const int8_t*, const int8_t*, int32_t*
 }
 bool cuda_four_bit_uses_gemv(CublasLtContext&, const FourBitMatmulArgs&) { return false; }
 
-}  // namespace detail
-
-CublasLtContext::CublasLtContext() = default;
-CublasLtContext::CublasLtContext(MemoryResource* memory, size_t workspace_bytes)
-    : memory_(memory), workspace_bytes_(workspace_bytes) {}
-CublasLtContext::~CublasLtContext() = default;
-CublasLtContext::CublasLtContext(CublasLtContext&&) noexcept = default;
-CublasLtContext& CublasLtContext::operator=(CublasLtContext&&) noexcept = default;
-size_t CublasLtContext::cached_plan_count() const { return 0; }
-detail::CublasLtState& CublasLtContext::state() {
-  if (state_ == nullptr) state_ = std::make_unique<detail::CublasLtState>();
-  return *state_;
+void CublasLtStateDeleter::operator()(CublasLtState* state) const noexcept { delete state; }
+CublasLtStatePtr make_cublaslt_state(MemoryResource*, size_t) {
+  return CublasLtStatePtr(new CublasLtState);
 }
+size_t cached_plan_count(const CublasLtState&) { return 0; }
 
+}  // namespace detail
 }  // namespace stowage::kernels
