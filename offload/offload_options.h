@@ -45,13 +45,9 @@ struct OffloadOptions : MemoryBudget {
   std::shared_ptr<DiskStore> disk_store;
   // Disk -> pinned staging; nullptr: make_disk_stager(disk_stager_kind).
   std::shared_ptr<DiskStager> disk_stager;
-  // The memcpy from the mapping (with madvise readahead) by default: on the
-  // H100 host's disk it streamed cold at 1.50 GiB/s against 1.21 GiB/s for
-  // the file reads (bench/offload_fetch_bench --device cuda --module-mib 64
-  // --modules 16 --disk-stagers memcpy,file_read --cold 1, same run), though
-  // on the 2-core build host (sim, 16 x 16 MiB) the file reads were
-  // 1.13-1.30x faster cold. kFileRead: mmap_store's FileHandle preads,
-  // falling back to the memcpy for tensors with no file.
+  // The memcpy from the mapping (with madvise readahead) by default (why:
+  // bench/results/header-figures.md). kFileRead: mmap_store's FileHandle
+  // preads, falling back to the memcpy for tensors with no file.
   DiskStagerKind disk_stager_kind = DiskStagerKind::kMemcpy;
   // Records copy, compute and stall spans when set. Must outlive the manager.
   TraceRecorder* trace = nullptr;

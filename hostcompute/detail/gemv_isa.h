@@ -18,11 +18,8 @@ struct GemvJob {
 // Each row's weight is decoded a segment at a time into a buffer that stays
 // in the L1 cache: 1 KiB of weight bytes (512 bf16/f16, 1024 int8 or 2048
 // 4-bit elements), each a multiple of every instruction set's accumulation
-// group, so the segments do not change the order of the sums. Measured on
-// the build host: larger segments cut the per-segment work (4-bit 10-15%
-// faster at 2048 elements than at 512), but 4 KiB bursts of bf16 left the
-// reads of memory idle during the multiply (0.65x of the read rate against
-// 0.95x at 1 KiB).
+// group, so the segments do not change the order of the sums. Why 1 KiB:
+// bench/results/header-figures.md.
 inline constexpr int64_t kSegmentBytes = 1024;
 inline constexpr int64_t kMaxSegment = 2048;  // floats: the 4-bit segment
 inline int64_t segment_length(HostWeightFormat format) {
