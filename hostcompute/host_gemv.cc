@@ -63,8 +63,6 @@ bool is_four_bit(HostWeightFormat format) {
   return format == HostWeightFormat::kNf4 || format == HostWeightFormat::kFp4;
 }
 
-uint64_t ceil_div(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
-
 void check_arguments(const HostLinearArgs& a) {
   STOWAGE_EXPECTS(a.m >= 0 && a.n >= 0 && a.k >= 0, InvalidInputError,
                   "{}: expected non-negative sizes, found m {} n {} k {}", kWhere, a.m, a.n, a.k);
@@ -94,8 +92,7 @@ void check_arguments(const HostLinearArgs& a) {
   STOWAGE_EXPECTS(w.blocksize > 0, InvalidInputError,
                   "{}: expected a positive {} blocksize, found {}", kWhere, format, w.blocksize);
   if (!reads) return;
-  const uint64_t blocks = ceil_div(static_cast<uint64_t>(a.n) * static_cast<uint64_t>(a.k),
-                                   static_cast<uint64_t>(w.blocksize));
+  const int64_t blocks = quant_rules::block_count(a.n * a.k, w.blocksize);
   STOWAGE_EXPECTS((w.absmax != nullptr) != (w.absmax_codes != nullptr), InvalidInputError,
                   "{}: expected either float absmax or double-quantized absmax codes ({} blocks), "
                   "found {}",
@@ -107,7 +104,7 @@ void check_arguments(const HostLinearArgs& a) {
     STOWAGE_EXPECTS(w.nested_absmax != nullptr, InvalidInputError,
                     "{}: expected nested_absmax of {} floats with double quantization, found a "
                     "null pointer",
-                    kWhere, ceil_div(blocks, static_cast<uint64_t>(w.nested_blocksize)));
+                    kWhere, quant_rules::block_count(blocks, w.nested_blocksize));
   }
 }
 
@@ -191,14 +188,13 @@ uint64_t host_weight_bytes(const HostWeight& weight, int64_t n, int64_t k) {
       return elements + static_cast<uint64_t>(n) * sizeof(float);
     case HostWeightFormat::kNf4:
     case HostWeightFormat::kFp4: {
-      const uint64_t blocks =
-          ceil_div(elements, static_cast<uint64_t>(std::max<int64_t>(1, weight.blocksize)));
-      uint64_t bytes = (elements + 1) / 2;
+      const int64_t blocks =
+          quant_rules::block_count(n * k, std::max<int64_t>(1, weight.blocksize));
+      uint64_t bytes = quant_rules::packed_code_bytes(n * k);
       if (weight.absmax_codes != nullptr) {
-        bytes +=
-            blocks +
-            ceil_div(blocks, static_cast<uint64_t>(std::max<int64_t>(1, weight.nested_blocksize))) *
-                sizeof(float);
+        bytes += blocks +
+                 quant_rules::block_count(blocks, std::max<int64_t>(1, weight.nested_blocksize)) *
+                     sizeof(float);
       } else {
         bytes += blocks * sizeof(float);
       }

@@ -14,6 +14,7 @@
 #include "kernels/moe_ops.h"
 #include "kernels/transformer_ops.h"
 #include "models/transformer.h"
+#include "quant/weight_layout.h"
 
 namespace stowage::models {
 namespace {
@@ -37,27 +38,22 @@ void forward_with_views(hooks::Module& module, const ModuleForward& f, StreamRef
 
 namespace {
 
-// An upper bound of a linear layer's bytes in a slot: its records (weight,
-// bias, quant-state parts, at most 8) each at a 256-byte aligned offset.
+// An upper bound of a linear layer's bytes in a slot: its records (the
+// weight's parts as quant's WeightLayout has them, the bias; at most 8) each
+// at a 256-byte aligned offset.
 uint64_t linear_slot_bytes(const LinearSpec& l) {
-  const uint64_t n = static_cast<uint64_t>(l.out_features) * static_cast<uint64_t>(l.in_features);
-  const uint64_t out = static_cast<uint64_t>(l.out_features);
-  uint64_t bytes = 8 * 256 + 1024;  // alignment, the quant state's JSON
-  if (l.has_bias) bytes += out * 4;
-  switch (l.format) {
-    case quant::WeightFormat::kFloat:
-      return bytes + n * dtype_size(l.weight_dtype);
-    case quant::WeightFormat::kInt8:
-      return bytes + n + out * 4 + 1;
-    case quant::WeightFormat::kNf4:
-    case quant::WeightFormat::kFp4: {
-      const uint64_t blocks = (n + l.blocksize - 1) / static_cast<uint64_t>(l.blocksize);
-      bytes += (n + 1) / 2 + 16 * 4;
-      if (!l.double_quant) return bytes + blocks * 4;
-      return bytes + blocks + ((blocks + 255) / 256) * 4 + 256 * 4;
-    }
+  const Shape shape{l.out_features, l.in_features};
+  quant::WeightLayout layout = quant::WeightLayout::float_weight(l.weight_dtype, shape);
+  if (l.format == quant::WeightFormat::kInt8) layout = quant::WeightLayout::int8(shape);
+  if (quant::is_four_bit(l.format)) {
+    // The packed codes counted as U8 (a wider storage dtype pads them by at
+    // most 3 bytes, within the alignment); the source dtype sizes nothing.
+    layout = quant::WeightLayout::four_bit(l.format, shape, DType::kF16, l.blocksize,
+                                           l.double_quant, DType::kU8);
   }
-  return bytes;
+  uint64_t bytes = 8 * 256 + 1024;  // alignment, the quant state's JSON
+  if (l.has_bias) bytes += static_cast<uint64_t>(l.out_features) * 4;
+  return bytes + layout.total_bytes(/*state_json_bytes=*/0);
 }
 
 }  // namespace

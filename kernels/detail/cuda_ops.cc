@@ -678,7 +678,7 @@ void cuda_four_bit_matmul(CublasLtContext& context, const FourBitMatmulArgs& a,
   }
   // Dequantize into scratch, then a cuBLASLt GEMM.
   const int64_t numel = a.n * a.k;
-  const int64_t blocks = (numel + a.weight.blocksize - 1) / a.weight.blocksize;
+  const int64_t blocks = quant_rules::block_count(numel, a.weight.blocksize);
   const bool nested = a.weight.absmax == nullptr;
   const FourBitScratch layout =
       four_bit_scratch(a.n, a.k, a.weight.blocksize, nested, dtype_size(a.dtype));
