@@ -133,9 +133,13 @@ int demo(const std::vector<std::string>& args, mmap_store::TemporaryFileRegistry
   if (given_budgets) {
     offloaded_config.budgets = *given_budgets;
   } else {
-    const uint64_t slots = static_cast<uint64_t>(slot_count(prefetch)) * largest_layer;
+    // largest_layer sums the layer's tensors without the 256-byte offsets a
+    // slot aligns them to; this margin covers that padding, with room.
+    constexpr uint64_t kSlotPaddingMargin = uint64_t{64} << 10;
     offloaded_config.budgets.accelerators[0] =
-        std::max(model_bytes / 4, slots + (uint64_t{64} << 10)) + working;
+        std::max(model_bytes / 4,
+                 streaming_reserve_bytes(prefetch, largest_layer) + kSlotPaddingMargin) +
+        working;
   }
   TraceRecorder trace;
   if (p.has("trace")) offloaded_config.trace = &trace;

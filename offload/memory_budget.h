@@ -32,6 +32,14 @@ inline uint64_t slot_append(uint64_t packed, uint64_t bytes) {
   return slot_offset_align(packed) + bytes;
 }
 
+// The streaming reserve: slot_count(prefetch_depth) fetch slots of
+// `largest_slot_bytes`, the largest streamed module as a slot holds it
+// (offsets aligned by slot_append). The planner keeps it on the streaming
+// accelerator; a caller sizing a budget for streaming asks here.
+inline uint64_t streaming_reserve_bytes(int prefetch_depth, uint64_t largest_slot_bytes) {
+  return static_cast<uint64_t>(slot_count(prefetch_depth)) * largest_slot_bytes;
+}
+
 constexpr uint64_t kDefaultDiskStagingBytes = uint64_t{8} << 20;
 
 // The pinned buffer OffloadManager stages disk reads through: the configured

@@ -290,10 +290,12 @@ ForcedBytes forced_bytes(const PlanRequest& request,
 
 // How many fetch slots of `slot_bytes` the streaming accelerator `c` holds
 // beside its working reserve and the `resident` bytes placed on it, at most
-// `wanted` (step 5). Throws OutOfBudgetError when not even one fits: the
-// offload manager could allocate no slot and the first forward would fail.
+// slot_count(prefetch_depth) (step 5). Throws OutOfBudgetError when not even
+// one fits: the offload manager could allocate no slot and the first forward
+// would fail.
 int fetch_slots_that_fit(const PlanRequest& request, const TierCapacity& c, uint64_t resident,
-                         uint64_t slot_bytes, const std::string& unit, int wanted) {
+                         uint64_t slot_bytes, const std::string& unit) {
+  const int wanted = slot_count(request.prefetch_depth);
   const uint64_t working = request.working_reserve_of(c.tier);
   const uint64_t limit = c.limit();
   const uint64_t kept =
@@ -308,7 +310,8 @@ int fetch_slots_that_fit(const PlanRequest& request, const TierCapacity& c, uint
         "there ({} bytes for the {} slots of prefetch depth {}); budgets: {}",
         c.tier.to_string(), unit, slot_bytes, working,
         resident > 0 ? fmt::format(" and {} resident bytes", resident) : "",
-        working + resident + slot_bytes, working + resident + slot_bytes * wanted, wanted,
+        working + resident + slot_bytes,
+        working + resident + streaming_reserve_bytes(request.prefetch_depth, slot_bytes), wanted,
         request.prefetch_depth, request.describe()));
   }
   return static_cast<int>(std::min<uint64_t>(fit, static_cast<uint64_t>(wanted)));
@@ -438,7 +441,6 @@ struct Settled {
 // nullopt when the units in `kept` do not fit on the first accelerator.
 std::optional<Settled> settle(const PlanRequest& request, const std::vector<Unit>& units,
                               const ForcedBytes& forced, const std::vector<bool>& kept) {
-  const uint64_t slots = static_cast<uint64_t>(slot_count(request.prefetch_depth));
   Settled s;
   s.placement = place(request, units, s.reserve, s.cpu_reserve, forced, kept);
   // The reserve only grows: a larger reserve can only push more units off
@@ -446,8 +448,10 @@ std::optional<Settled> settle(const PlanRequest& request, const std::vector<Unit
   for (;;) {
     if (!s.placement.kept_fit) return std::nullopt;
     bool grew = false;
-    if (slots * s.placement.largest_streamed > s.reserve) {
-      s.reserve = slots * s.placement.largest_streamed;
+    const uint64_t slots =
+        streaming_reserve_bytes(request.prefetch_depth, s.placement.largest_streamed);
+    if (slots > s.reserve) {
+      s.reserve = slots;
       grew = true;
     }
     const uint64_t staging =
@@ -569,7 +573,6 @@ Plan plan_device_map(const PlanRequest& request) {
   Placement& placement = settled.placement;
   uint64_t reserve = settled.reserve;
   const uint64_t cpu_reserve = settled.cpu_reserve;
-  const uint64_t slots = static_cast<uint64_t>(slot_count(request.prefetch_depth));
   if (placement.largest_streamed == 0) reserve = 0;
   plan.cpu_reserve = placement.any_on_disk ? cpu_reserve : 0;
   if (plan.cpu_reserve > 0 && request.cpu) {
@@ -593,16 +596,15 @@ Plan plan_device_map(const PlanRequest& request) {
     plan.reserve_per_accelerator[c.tier] = reserve;
     plan.working_reserve_per_accelerator[c.tier] = request.working_reserve_of(c.tier);
   }
-  plan.fetch_slots = static_cast<int>(slots);
+  plan.fetch_slots = slot_count(request.prefetch_depth);
   if (placement.largest_streamed > 0 && !request.accelerators.empty()) {
     const TierCapacity& streaming = request.accelerators.front();
     uint64_t resident = forced_on(forced, streaming.tier);
     for (size_t u = 0; u < units.size(); ++u) {
       if (*placement.unit_tier[u] == streaming.tier) resident += units[u].bytes;
     }
-    plan.fetch_slots =
-        fetch_slots_that_fit(request, streaming, resident, placement.largest_streamed,
-                             placement.largest_streamed_name, static_cast<int>(slots));
+    plan.fetch_slots = fetch_slots_that_fit(
+        request, streaming, resident, placement.largest_streamed, placement.largest_streamed_name);
     plan.reserve_per_accelerator[streaming.tier] =
         static_cast<uint64_t>(plan.fetch_slots) * placement.largest_streamed;
   }
