@@ -40,11 +40,6 @@ MlpSpec describe_loaded(OffloadManager& manager, const std::string& prefix,
   return describe_mlp(metas, read_bytes, "the loaded model");
 }
 
-std::vector<TierCapacity> accelerator_capacities_of(Platform& platform,
-                                                    const std::map<int, uint64_t>& budgets) {
-  return memory_budget_for(platform, budgets).accelerators;
-}
-
 namespace {
 Accelerator& compute_accelerator(OffloadManager& manager) {
   Platform& platform = manager.platform();

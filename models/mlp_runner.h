@@ -35,11 +35,6 @@ MlpSpec describe_checkpoint(const mmap_store::Checkpoint& checkpoint);
 MlpSpec describe_loaded(OffloadManager& manager, const std::string& prefix,
                         const std::vector<std::string>& modules);
 
-// Planner capacities for every accelerator of `platform` with the given
-// budgets (index -> bytes; absent: physical size only).
-std::vector<TierCapacity> accelerator_capacities_of(Platform& platform,
-                                                    const std::map<int, uint64_t>& budgets);
-
 class MlpRunner {
  public:
   // Recognizes the MLP (InvalidInputError naming the file and tensor when

@@ -107,7 +107,7 @@ struct SimRuntime {
     manager = std::make_unique<OffloadManager>(*platform, options);
     std::map<int, uint64_t> budgets;
     if (accelerator_budget) budgets[0] = *accelerator_budget + working;
-    load.accelerators = accelerator_capacities_of(*platform, budgets);
+    load.accelerators = memory_budget_for(*platform, budgets).accelerators;
     load.cpu = TierCapacity{Tier::pinned_host(), std::nullopt, UINT64_MAX};
     if (working > 0) load.working_reserve[acc] = working;
   }
@@ -364,7 +364,7 @@ TEST(MlpRun, LayersStayOnTheComputeAcceleratorOfATwoAcceleratorPlatform) {
   options.set_budget(platform->accelerator(0).tier(), budget);
   OffloadManager manager(*platform, options);
   LoadOptions load;
-  load.accelerators = accelerator_capacities_of(*platform, {{0, budget}});
+  load.accelerators = memory_budget_for(*platform, {{0, budget}}).accelerators;
   load.cpu = TierCapacity{Tier::pinned_host(), std::nullopt, UINT64_MAX};
   auto kernels = make_host_linear_kernels();
   MlpRunner runner(manager, *checkpoint, *kernels, load);
@@ -376,7 +376,7 @@ TEST(MlpRun, LayersStayOnTheComputeAcceleratorOfATwoAcceleratorPlatform) {
   // A budget for the accelerator the runner does not use is an error, not ignored.
   OffloadManager other(*platform, OffloadOptions{});
   LoadOptions both = load;
-  both.accelerators = accelerator_capacities_of(*platform, {{0, budget}, {1, budget}});
+  both.accelerators = memory_budget_for(*platform, {{0, budget}, {1, budget}}).accelerators;
   try {
     MlpRunner unused(other, *checkpoint, *kernels, both);
     ADD_FAILURE() << "expected InvalidInputError for a budget on sim:1";

@@ -115,7 +115,7 @@ MoeRun run_moe(const std::string& folder, ExpertPlacement placement, int64_t cac
   OffloadManager manager(*platform, options);
   LoadOptions load;
   load.cpu = TierCapacity{Tier::pinned_host(), std::nullopt, UINT64_MAX};
-  load.accelerators = accelerator_capacities_of(*platform, budgets);
+  load.accelerators = memory_budget_for(*platform, budgets).accelerators;
   // An automatic cache needs the experts kept off the accelerator (--cpu-moe);
   // quantized, the budget (of float sizes) would hold them.
   if (cache_slots < 0 || quantize) load.tensor_overrides = experts_off_accelerator(ref.layers);

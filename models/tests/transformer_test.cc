@@ -190,7 +190,7 @@ RunOutcome generate(const std::string& folder, Placement placement,
   OffloadManager manager(*platform, options);
   std::map<int, uint64_t> budgets;
   if (budget) budgets[0] = *budget;
-  load.accelerators = accelerator_capacities_of(*platform, budgets);
+  load.accelerators = memory_budget_for(*platform, budgets).accelerators;
   load.quantize = quantize;
   auto kernels = make_linear_kernels(*platform, manager.memory(acc));
   TransformerRunner runner(manager, folder, *kernels, load, shape);
@@ -452,7 +452,7 @@ TEST(TransformerKvCache, DecodeOnlyHostLayersShareOneDeviceScratch) {
   OffloadManager manager(*platform, options);
   LoadOptions load;
   load.cpu = TierCapacity{Tier::pinned_host(), std::nullopt, UINT64_MAX};
-  load.accelerators = accelerator_capacities_of(*platform, {{0, budget}});
+  load.accelerators = memory_budget_for(*platform, {{0, budget}}).accelerators;
   auto kernels = make_linear_kernels(*platform, manager.memory(acc));
   TransformerRunner runner(manager, folder, *kernels, load, shape);
   std::vector<std::string> off;
@@ -530,7 +530,7 @@ TEST(TransformerGraphs, ALayoutChangeRecapturesTheGraph) {
   OffloadManager manager(*platform, options);
   LoadOptions load;
   load.cpu = TierCapacity{Tier::pinned_host(), std::nullopt, UINT64_MAX};
-  load.accelerators = accelerator_capacities_of(*platform, {{0, budget}});
+  load.accelerators = memory_budget_for(*platform, {{0, budget}}).accelerators;
   auto kernels = make_linear_kernels(*platform, manager.memory(acc));
   TransformerRunner runner(manager, folder, *kernels, load, shape);
   std::vector<std::string> off;
@@ -739,7 +739,7 @@ TEST(TransformerBadInput, BudgetBelowTheWorkingMemoryFailsBeforeLoading) {
   options.set_budget(platform->accelerator(0).tier(), 4096);
   OffloadManager manager(*platform, options);
   LoadOptions load;
-  load.accelerators = accelerator_capacities_of(*platform, {{0, 4096}});
+  load.accelerators = memory_budget_for(*platform, {{0, 4096}}).accelerators;
   load.cpu = TierCapacity{Tier::pinned_host(), std::nullopt, UINT64_MAX};
   auto kernels = make_host_linear_kernels();
   TransformerRunShape shape{1, 64, 8, false};
