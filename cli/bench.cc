@@ -61,10 +61,8 @@ int bench(const std::vector<std::string>& args) {
   uint64_t model_bytes = 0;
   for (const std::string& name : checkpoint->names()) model_bytes += checkpoint->info(name).bytes;
 
-  SessionConfig config;
-  config.prefetch_depth = static_cast<int>(p.get_int("prefetch", 2, 0, 64));
-  config.budgets = budgets;
-  config.offload_dir = p.get("offload-dir");
+  const int prefetch = static_cast<int>(p.get_int("prefetch", 2, 0, 64));
+  SessionConfig config = session_config_for(*platform, budgets, p.get("offload-dir"), prefetch);
   config.tensor_overrides = parse_tensor_overrides(p.get_all("override-tensor"), *platform,
                                                    config.offload_dir ? "" : "--offload-dir");
   TraceRecorder trace;
@@ -80,8 +78,7 @@ int bench(const std::vector<std::string>& args) {
   std::optional<TimedForwards> resident;
   if (!p.has("no-resident") &&
       model_bytes + model_bytes / 8 + (uint64_t{256} << 20) < accelerator.free_bytes()) {
-    SessionConfig resident_config;
-    resident_config.prefetch_depth = config.prefetch_depth;
+    const SessionConfig resident_config = session_config_for(*platform, {}, std::nullopt, prefetch);
     resident = time_forwards(*platform, *checkpoint, x, resident_config, warmup, iters);
   }
   TimedForwards offloaded =

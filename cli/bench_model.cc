@@ -162,7 +162,7 @@ Measurement measure_split(Platform& platform, const std::string& folder,
                           const std::vector<double>& links, int64_t vocab, int ranks) {
   models::TransformerRunShape shape = run_shape(batch, prompt_tokens, new_tokens);
   parallel::TensorParallelRunner runner(
-      platform, folder, tensor_parallel_setup(platform, config, ranks, quantize), shape);
+      platform, folder, tensor_parallel_setup(config, ranks, quantize), shape);
   const std::vector<int32_t> prompt = random_prompt(prompt_tokens, vocab, 11);
   models::GenerationOptions generation;
   generation.ignore_eos = true;
@@ -234,14 +234,14 @@ int bench_model_folder(const std::vector<std::string>& args) {
   const int64_t new_tokens = p.get_int("new-tokens", 32, 1, 1 << 20);
   const std::vector<int64_t> batches = parse_batches(p.get_or("batches", "1,8,32"));
   const std::optional<LoadQuantization> quantize = parse_quant_flags(p, false);
-  SessionConfig budgeted;
-  budgeted.prefetch_depth = static_cast<int>(p.get_int("prefetch", 2, 0, 64));
-  if (auto text = p.get("max-memory")) budgeted.budgets = parse_max_memory(*text);
-  budgeted.offload_dir = p.get("offload-dir");
-  if (budgeted.offload_dir) {
-    mmap_store::check_output_folder(*budgeted.offload_dir, {*p.get("model")}, "--offload-dir");
+  const int prefetch = static_cast<int>(p.get_int("prefetch", 2, 0, 64));
+  MemoryBudgets budgets;
+  if (auto text = p.get("max-memory")) budgets = parse_max_memory(*text);
+  const std::optional<std::string> offload_dir = p.get("offload-dir");
+  if (offload_dir) {
+    mmap_store::check_output_folder(*offload_dir, {*p.get("model")}, "--offload-dir");
   }
-  if (budgeted.budgets.disk && !budgeted.offload_dir) {
+  if (budgets.disk && !offload_dir) {
     throw UsageError("--max-memory gives a disk budget but no --offload-dir was given");
   }
   std::vector<std::string> not_split = {"offload-dir", "cuda-graphs", "host-cache",
@@ -250,13 +250,14 @@ int bench_model_folder(const std::vector<std::string>& args) {
   not_split.insert(not_split.end(), kMoeValueFlags.begin(), kMoeValueFlags.end());
   const std::vector<int> splits = parse_tensor_parallel_list(p, not_split);
   const int most_ranks = *std::max_element(splits.begin(), splits.end());
-  auto platform = make_platform(p.get_or("device", "auto"), budgeted.budgets, most_ranks);
+  auto platform = make_platform(p.get_or("device", "auto"), budgets, most_ranks);
   if (most_ranks > platform->accelerator_count()) {
     throw UsageError(fmt::format("--tensor-parallel {} needs {} accelerators, but {} are present",
                                  most_ranks, most_ranks, platform->accelerator_count()));
   }
-  budgeted.tensor_overrides = parse_tensor_overrides(
-      p.get_all("override-tensor"), *platform, budgeted.offload_dir ? "" : "--offload-dir");
+  SessionConfig budgeted = session_config_for(*platform, budgets, offload_dir, prefetch);
+  budgeted.tensor_overrides = parse_tensor_overrides(p.get_all("override-tensor"), *platform,
+                                                     offload_dir ? "" : "--offload-dir");
   if (!budgeted.tensor_overrides.empty() && !p.has("max-memory")) {
     throw UsageError("--override-tensor applies to the budgeted runs: it needs --max-memory");
   }
@@ -301,9 +302,7 @@ int bench_model_folder(const std::vector<std::string>& args) {
 
   std::vector<std::pair<std::string, SessionConfig>> configs;
   if (!p.has("no-resident")) {
-    SessionConfig resident;
-    resident.prefetch_depth = budgeted.prefetch_depth;
-    configs.emplace_back("resident", resident);
+    configs.emplace_back("resident", session_config_for(*platform, {}, std::nullopt, prefetch));
   }
   if (p.has("max-memory")) configs.emplace_back(*p.get("max-memory"), budgeted);
   if (configs.empty()) throw UsageError("--no-resident needs --max-memory");

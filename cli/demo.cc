@@ -118,8 +118,7 @@ int demo(const std::vector<std::string>& args, mmap_store::TemporaryFileRegistry
   // All-resident, where the model fits the accelerator with room to spare.
   std::optional<TimedForwards> resident;
   if (model_bytes + model_bytes / 8 + (uint64_t{256} << 20) < accelerator.free_bytes()) {
-    SessionConfig config;
-    config.prefetch_depth = prefetch;
+    const SessionConfig config = session_config_for(*platform, {}, std::nullopt, prefetch);
     resident = time_forwards(*platform, *checkpoint, x, config, 1, iters);
   }
 
@@ -128,18 +127,17 @@ int demo(const std::vector<std::string>& args, mmap_store::TemporaryFileRegistry
   // activations and kernel scratch, unless told.
   const uint64_t working =
       working_reserve_bytes(*platform, models::describe_checkpoint(*checkpoint), batch);
-  SessionConfig offloaded_config;
-  offloaded_config.prefetch_depth = prefetch;
-  if (given_budgets) {
-    offloaded_config.budgets = *given_budgets;
-  } else {
+  SessionConfig offloaded_config = session_config_for(
+      *platform, given_budgets.value_or(MemoryBudgets{}), std::nullopt, prefetch);
+  if (!given_budgets) {
     // largest_layer sums the layer's tensors without the 256-byte offsets a
     // slot aligns them to; this margin covers that padding, with room.
     constexpr uint64_t kSlotPaddingMargin = uint64_t{64} << 10;
-    offloaded_config.budgets.accelerators[0] =
+    offloaded_config.budget.set_budget(
+        accelerator.tier(),
         std::max(model_bytes / 4,
                  streaming_reserve_bytes(prefetch, largest_layer) + kSlotPaddingMargin) +
-        working;
+            working);
   }
   TraceRecorder trace;
   if (p.has("trace")) offloaded_config.trace = &trace;
@@ -170,10 +168,10 @@ int demo(const std::vector<std::string>& args, mmap_store::TemporaryFileRegistry
     std::printf("%-26s %-16s %-16s\n", label, a.c_str(), b.c_str());
   };
   const std::string none = "-";
-  const auto& budgets = offloaded_config.budgets.accelerators;
+  const std::optional<uint64_t> budget = offloaded_config.budget.budget_of(accelerator.tier());
   row("forward time", resident ? seconds_text(resident->median_s) : "does not fit",
       seconds_text(offloaded.median_s));
-  row("accelerator budget", "none", budgets.count(0) ? format_bytes(budgets.at(0)) : "none");
+  row("accelerator budget", "none", budget ? format_bytes(*budget) : "none");
   row("working-memory reserve", resident ? format_bytes(resident->working_reserve) : none,
       format_bytes(offloaded.working_reserve));
   row("peak accelerator memory", resident ? format_bytes(resident->accelerator.peak_bytes) : none,

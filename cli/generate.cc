@@ -128,10 +128,7 @@ int run_generate(const std::vector<std::string>& args,
   if (prompt.empty()) throw InvalidInputError("the prompt encodes to no tokens");
 
   auto platform = make_platform(parser.get_or("device", "auto"), budgets, tensor_parallel);
-  SessionConfig session_config;
-  session_config.budgets = budgets;
-  session_config.offload_dir = offload_dir;
-  session_config.prefetch_depth = prefetch;
+  SessionConfig session_config = session_config_for(*platform, budgets, offload_dir, prefetch);
   session_config.tensor_overrides = parse_tensor_overrides(
       parser.get_all("override-tensor"), *platform, offload_dir ? "" : "--offload-dir");
   for (const TensorOverride& o : models::experts_off_accelerator(moe_flags.cpu_moe)) {
@@ -183,8 +180,7 @@ int run_generate(const std::vector<std::string>& args,
   if (tensor_parallel > 1) {
     // Each rank its part of every layer on its own accelerator and budget.
     parallel::TensorParallelRunner runner(
-        *platform, *model,
-        tensor_parallel_setup(*platform, session_config, tensor_parallel, quantize), shape);
+        *platform, *model, tensor_parallel_setup(session_config, tensor_parallel, quantize), shape);
     vocab = runner.config().vocab_size;
     acc = runner.rank(0).tier;
     const std::vector<models::GenerationResult> results = runner.generate(prompt, generation);

@@ -12,13 +12,21 @@
 
 namespace stowage::cli {
 
-OffloadOptions offload_options(Platform& platform, const SessionConfig& config) {
-  STOWAGE_EXPECTS(!config.budgets.disk || config.offload_dir, InvalidInputError,
+SessionConfig session_config_for(Platform& platform, const MemoryBudgets& budgets,
+                                 const std::optional<std::string>& offload_dir,
+                                 int prefetch_depth) {
+  STOWAGE_EXPECTS(!budgets.disk || offload_dir, InvalidInputError,
                   "--max-memory gives a disk budget, but no --offload-dir was given");
-  const MemoryBudgets& b = config.budgets;
-  OffloadOptions options{memory_budget_for(platform, b.accelerators, b.cpu, host_physical_bytes(),
-                                           config.offload_dir.has_value(), b.disk)};
-  options.prefetch_depth = config.prefetch_depth;
+  SessionConfig config;
+  config.budget = memory_budget_for(platform, budgets.accelerators, budgets.cpu,
+                                    host_physical_bytes(), offload_dir.has_value(), budgets.disk);
+  config.budget.prefetch_depth = prefetch_depth;
+  config.offload_dir = offload_dir;
+  return config;
+}
+
+OffloadOptions offload_options(const SessionConfig& config) {
+  OffloadOptions options{config.budget};
   if (config.offload_dir) options.disk_store = make_folder_disk_store(*config.offload_dir);
   options.trace = config.trace;
   return options;
@@ -34,7 +42,7 @@ LoadOptions load_options(const OffloadOptions& options, const SessionConfig& con
 TimedForwards time_forwards(Platform& platform, const mmap_store::Checkpoint& checkpoint,
                             const Tensor& x, const SessionConfig& config, int warmup, int iters,
                             const std::function<void()>& before_each) {
-  OffloadOptions options = offload_options(platform, config);
+  OffloadOptions options = offload_options(config);
   const Tier accelerator = platform.accelerator(options.compute_accelerator).tier();
   const uint64_t working =
       working_reserve_bytes(platform, models::describe_checkpoint(checkpoint), x.shape()[0]);

@@ -22,10 +22,11 @@
 namespace stowage::cli {
 
 struct SessionConfig {
-  MemoryBudgets budgets;                   // absent tiers: physical size only
-  std::optional<std::string> offload_dir;  // enables the disk tier
-  int prefetch_depth = 2;
-  TraceRecorder* trace = nullptr;  // must outlive the session
+  // The run's one budget, from session_config_for: --max-memory over each
+  // tier's physical size, the disk tier with offload_dir, --prefetch.
+  MemoryBudget budget;
+  std::optional<std::string> offload_dir;  // the disk store
+  TraceRecorder* trace = nullptr;          // must outlive the session
   // --host-cache: host-tier records in the host-wide shared segment
   // (hostcache/); nullptr: in the manager's own pinned memory. Must outlive
   // the session.
@@ -34,11 +35,14 @@ struct SessionConfig {
   std::vector<TensorOverride> tensor_overrides;
 };
 
-// OffloadOptions for `config` on `platform`: the run's one MemoryBudget
-// (mlp_common.h's memory_budget, pinned host's physical size the host's
-// RAM, the disk tier with --offload-dir, --prefetch), the disk store, the
-// trace.
-OffloadOptions offload_options(Platform& platform, const SessionConfig& config);
+// A session on `platform` under `budgets` (--max-memory; absent tiers:
+// physical size only, pinned host's the host's RAM), with the disk tier
+// where `offload_dir` is given. InvalidInputError for a disk budget without
+// `offload_dir`.
+SessionConfig session_config_for(Platform& platform, const MemoryBudgets& budgets,
+                                 const std::optional<std::string>& offload_dir, int prefetch_depth);
+// OffloadOptions for `config`: its budget, the disk store, the trace.
+OffloadOptions offload_options(const SessionConfig& config);
 // LoadOptions planning under `options`' budget (its working reserve
 // included), with `config`'s host cache and tensor overrides.
 LoadOptions load_options(const OffloadOptions& options, const SessionConfig& config);

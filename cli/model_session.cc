@@ -61,7 +61,7 @@ std::unique_ptr<ModelSession> open_model_session(Platform& platform, const std::
                                                  const std::optional<LoadQuantization>& quantize,
                                                  const models::TransformerRunShape& shape,
                                                  bool progress) {
-  OffloadOptions options = offload_options(platform, config);
+  OffloadOptions options = offload_options(config);
   auto session = std::make_unique<ModelSession>();
   session->accelerator = platform.accelerator(options.compute_accelerator).tier();
   uint64_t checkpoint_bytes = 0;

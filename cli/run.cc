@@ -92,15 +92,12 @@ int run_run(const std::vector<std::string>& args, mmap_store::TemporaryFileRegis
       make_host_cache(*platform, parser, "mlp");
 
   TraceRecorder trace;
-  SessionConfig session;
-  session.budgets = budgets;
-  session.offload_dir = offload_dir;
-  session.prefetch_depth = prefetch;
+  SessionConfig session = session_config_for(*platform, budgets, offload_dir, prefetch);
   session.tensor_overrides = parse_tensor_overrides(parser.get_all("override-tensor"), *platform,
                                                     offload_dir ? "" : "--offload-dir");
   if (parser.has("trace")) session.trace = &trace;
   session.host_cache = host_cache.get();
-  OffloadOptions options = offload_options(*platform, session);
+  OffloadOptions options = offload_options(session);
   // Activations and kernel scratch for x's batch: kept by the plan and left
   // free by the fetch slots.
   options.working_reserve[platform->accelerator(options.compute_accelerator).tier()] =

@@ -15,13 +15,19 @@
 namespace stowage::cli {
 namespace {
 
-// Rank r's part of the command's budgets.
+// Rank r's part of the command's budget: accelerator r's budget (the others
+// keep only their physical size) and a ranks-th of the cpu budget.
+MemoryBudget rank_budget(MemoryBudget budget, int ranks, int rank) {
+  for (size_t i = 0; i < budget.accelerators.size(); ++i) {
+    if (static_cast<int>(i) != rank) budget.accelerators[i].budget.reset();
+  }
+  if (budget.cpu && budget.cpu->budget) *budget.cpu->budget /= static_cast<uint64_t>(ranks);
+  return budget;
+}
+
 SessionConfig rank_config(const SessionConfig& config, int ranks, int rank) {
   SessionConfig own = config;
-  own.budgets.accelerators.clear();
-  auto it = config.budgets.accelerators.find(rank);
-  if (it != config.budgets.accelerators.end()) own.budgets.accelerators[rank] = it->second;
-  if (config.budgets.cpu) own.budgets.cpu = *config.budgets.cpu / static_cast<uint64_t>(ranks);
+  own.budget = rank_budget(config.budget, ranks, rank);
   return own;
 }
 
@@ -60,16 +66,15 @@ int parse_tensor_parallel(const ArgParser& parser,
 }
 
 parallel::TensorParallelSetup tensor_parallel_setup(
-    Platform& platform, const SessionConfig& config, int ranks,
-    const std::optional<LoadQuantization>& quantize) {
+    const SessionConfig& config, int ranks, const std::optional<LoadQuantization>& quantize) {
   parallel::TensorParallelSetup setup;
   setup.ranks = ranks;
-  setup.offload = [&platform, config, ranks](int rank, Tier) {
-    return offload_options(platform, rank_config(config, ranks, rank));
+  setup.offload = [config, ranks](int rank, Tier) {
+    return offload_options(rank_config(config, ranks, rank));
   };
-  setup.load = [&platform, config, ranks, quantize](int rank, Tier) {
+  setup.load = [config, ranks, quantize](int rank, Tier) {
     const SessionConfig own = rank_config(config, ranks, rank);
-    LoadOptions load = load_options(offload_options(platform, own), own);
+    LoadOptions load = load_options(offload_options(own), own);
     load.quantize = quantize;
     return load;
   };
@@ -177,8 +182,8 @@ int plan_tensor_parallel(Platform& platform, const std::string& folder,
         models::describe_model_checkpoint(parallel::shard_config(config, share), part);
     models::TransformerLoadLayout layout = models::transformer_load_layout(spec, part);
     std::vector<std::string>& order = layout.order;
-    const MemoryBudgets own = rank_config({budgets}, ranks, r).budgets;
-    PlanRequest request{memory_budget_for(platform, own.accelerators, own.cpu)};
+    PlanRequest request{
+        rank_budget(memory_budget_for(platform, budgets.accelerators, budgets.cpu), ranks, r)};
     request.accelerators = {request.accelerators.at(static_cast<size_t>(r))};
     request.modules =
         plan_modules(part, &order, models::transformer_module_of, layout.read_in_place);

@@ -38,8 +38,7 @@ std::vector<int> parse_tensor_parallel_list(const ArgParser& parser,
 // The ranks' setup under `config`'s budgets: rank r on accelerator r with
 // accelerator r's budget, and 1/N of the cpu budget each.
 parallel::TensorParallelSetup tensor_parallel_setup(
-    Platform& platform, const SessionConfig& config, int ranks,
-    const std::optional<LoadQuantization>& quantize);
+    const SessionConfig& config, int ranks, const std::optional<LoadQuantization>& quantize);
 
 // What one rank did in a generation, for the reports.
 struct RankRun {

@@ -217,10 +217,8 @@ TEST_F(PlanRunTest, PlanAndRunAgreeOnTheLeastBudgetThatRuns) {
 TEST_F(PlanRunTest, ThePinnedAndDiskBudgetsReachTheOffloadManager) {
   const MemoryBudgets budgets = parse_max_memory("0=1MiB,cpu=3KiB,disk=5000");
   auto platform = make_platform("sim", budgets);
-  SessionConfig config;
-  config.budgets = budgets;
-  config.offload_dir = file("offload");
-  const OffloadOptions options = offload_options(*platform, config);
+  const SessionConfig config = session_config_for(*platform, budgets, file("offload"), 2);
+  const OffloadOptions options = offload_options(config);
   EXPECT_EQ(options.budget_of(Tier::pinned_host()), 3072u);
   EXPECT_EQ(options.budget_of(Tier::disk()), 5000u);
   OffloadManager manager(*platform, options);
