@@ -37,6 +37,7 @@
 // Thread safety: a model is used by one thread at a time.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -338,9 +339,17 @@ class TransformerModel {
   };
   void set_expert_split(std::optional<ExpertSplitCosts> costs);
   const std::optional<ExpertSplitCosts>& expert_split() const { return expert_split_; }
-  // Weight bytes of the experts computed on the host so far (either way:
-  // set to compute there, or by the split).
-  uint64_t host_expert_bytes() const { return host_expert_bytes_; }
+  // The experts computed on the host so far in decode steps (one token per
+  // sequence; either way: set to compute there, or by the split): their
+  // weight bytes, and the seconds the host spent computing them (the host
+  // tasks' own time, not the step's). Read after the stream is synchronized.
+  struct HostExpertWork {
+    uint64_t bytes = 0;
+    double seconds = 0;
+  };
+  HostExpertWork host_expert_decode_work() const {
+    return {host_expert_decode_bytes_, static_cast<double>(host_expert_decode_ns_.load()) * 1e-9};
+  }
   // The order a routing trace forces: when set, each sparse layer runs
   // (*trace)(step, layer) instead of its router's choice (with weight 1 / k
   // each), for benchmarks on random weights (offload/routing_trace.h).
@@ -466,7 +475,8 @@ class TransformerModel {
   std::vector<ExpertPredictionCounters> predictions_;
   std::vector<double> prediction_trust_;  // per layer: recent accuracy of its guesses
   std::optional<ExpertSplitCosts> expert_split_;
-  uint64_t host_expert_bytes_ = 0;
+  uint64_t host_expert_decode_bytes_ = 0;
+  std::atomic<uint64_t> host_expert_decode_ns_{0};  // added by the host tasks
   std::function<std::vector<int32_t>(size_t layer)> forced_routing_;
   TensorParallelRole tensor_parallel_;  // all_reduce_sum empty: a whole model
   hooks::Module* norm_ = nullptr;

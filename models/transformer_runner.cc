@@ -359,16 +359,19 @@ TransformerRunner::ExpertComputeChoice TransformerRunner::choose_expert_compute(
     o.max_new_tokens = std::min<int64_t>(steps + 1, 2);
     generate(prompt, o);
     o.max_new_tokens = std::max<int64_t>(steps, 1) + 1;
-    const uint64_t host_bytes = model_->host_expert_bytes();
+    const TransformerModel::HostExpertWork before = model_->host_expert_decode_work();
     const GenerationResult r = generate(prompt, o);
-    if (where == ExpertCompute::kHost && link_bytes_per_s > 0 &&
-        model_->host_expert_bytes() > host_bytes) {
-      // The whole generation's time over the expert bytes it computed on the
-      // host: the rest of the step (attention, routers) counts against the host.
+    const TransformerModel::HostExpertWork after = model_->host_expert_decode_work();
+    if (where == ExpertCompute::kHost && link_bytes_per_s > 0 && after.bytes > before.bytes &&
+        after.seconds > before.seconds) {
+      // The host's seconds per expert byte in the decode steps, from its own
+      // compute time: what a split weighs against the link's copy of the same
+      // bytes. (The whole generation's time over those bytes, as before,
+      // counted the prefill's 16-row experts and the accelerator's attention
+      // against the host: 16 GB/s on an H200 host whose experts ran at ~40.)
       choice.split_costs = TransformerModel::ExpertSplitCosts{
           1.0 / link_bytes_per_s,
-          (r.prefill_seconds + r.decode_seconds) /
-              static_cast<double>(model_->host_expert_bytes() - host_bytes)};
+          (after.seconds - before.seconds) / static_cast<double>(after.bytes - before.bytes)};
     }
     return r.decode_steps > 0 ? r.decode_seconds / static_cast<double>(r.decode_steps) : 0.0;
   };

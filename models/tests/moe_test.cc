@@ -134,6 +134,12 @@ MoeRun run_moe(const std::string& folder, ExpertPlacement placement, int64_t cac
     EXPECT_GT(choice.host_step_s, 0);
     EXPECT_GT(choice.split_step_s, 0);
     EXPECT_TRUE(choice.split_costs.has_value() && choice.split_costs->host_seconds_per_byte > 0);
+    // The host's cost is its own compute time over the bytes it computed in
+    // decode steps (not the whole generation's time, which counted the
+    // prefill and the accelerator's work against the host).
+    const TransformerModel::HostExpertWork work = runner.model().host_expert_decode_work();
+    EXPECT_GT(work.bytes, 0u);
+    EXPECT_GT(work.seconds, 0.0);
     EXPECT_EQ(runner.expert_compute(), choice.chosen);
   }
   for (const auto& [module, tier] : runner.loaded().plan.device_map) {
