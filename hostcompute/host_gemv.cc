@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "core/error.h"
 #include "hostcompute/detail/gemv_isa.h"
@@ -175,6 +176,38 @@ void HostGemv::linear(const HostLinearArgs& args) {
     const int64_t begin = args.n * member / members;
     const int64_t end = args.n * (member + 1) / members;
     kernel(job, begin, end);
+  });
+}
+
+void HostGemv::linear_batch(const HostLinearArgs* args, int count) {
+  STOWAGE_EXPECTS(count >= 0 && (count == 0 || args != nullptr), InvalidInputError,
+                  "{}: expected a batch of linears, found {} at {}", kWhere, count,
+                  static_cast<const void*>(args));
+  for (int i = 0; i < count; ++i) check_arguments(args[i]);
+  // The calls the team runs in one pass; the degenerate ones as linear() does.
+  std::vector<detail::GemvJob> jobs;
+  std::vector<int64_t> first_row{0};  // of each job in the concatenated rows
+  for (int i = 0; i < count; ++i) {
+    if (args[i].m == 0 || args[i].n == 0 || args[i].k == 0) {
+      linear(args[i]);
+      continue;
+    }
+    jobs.push_back(make_job(args[i], dynamic_map_.data()));
+    first_row.push_back(first_row.back() + args[i].n);
+  }
+  const int64_t rows = first_row.back();
+  if (rows == 0) return;
+  const RowKernel kernel = row_kernel(isa_);
+  const int64_t members = std::min<int64_t>(team_->size(), rows);
+  team_->run([&](int member) {
+    if (member >= members) return;
+    const int64_t begin = rows * member / members;
+    const int64_t end = rows * (member + 1) / members;
+    for (size_t j = 0; j < jobs.size(); ++j) {
+      const int64_t from = std::max(begin, first_row[j]);
+      const int64_t to = std::min(end, first_row[j + 1]);
+      if (from < to) kernel(jobs[j], from - first_row[j], to - first_row[j]);
+    }
   });
 }
 

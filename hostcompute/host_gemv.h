@@ -107,6 +107,12 @@ class HostGemv {
   // absmax_codes, or another bias dtype; nothing is written then. Array
   // lengths cannot be checked: they must be as HostWeight states.
   void linear(const HostLinearArgs& args);
+  // linear(args[i]) for i in [0, count), in one pass of the team: the output
+  // rows of all of them are split in contiguous shares, so a layer's small
+  // projections (q, k, v; gate and up) cost one start and one wait of the
+  // team, not one each. Each y gets the bits linear() would give it. Checks
+  // every args[i] first (as linear() does); nothing is written on a throw.
+  void linear_batch(const HostLinearArgs* args, int count);
 
   int threads() const;
   HostIsa isa() const { return isa_; }

@@ -281,6 +281,56 @@ TEST(HostGemvTest, AnyThreadCountGivesIdenticalBits) {
   }
 }
 
+// A layer's projections in one pass of the team (linear_batch) give each
+// output the bits of its own linear() call: the concatenated rows split
+// across members at other places than each call's rows, with every format,
+// batch sizes 1 and 3, an empty call among them, and 1, 3 and 4 threads.
+TEST(HostGemvTest, OnePassOverSeveralLinearsGivesEachCallsBits) {
+  const int64_t k = 2112;
+  const std::vector<int64_t> rows = {37, 5, 64};
+  for (Case c : kAllCases) {
+    std::vector<TestWeight> weights;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      weights.push_back(make_weight(c, rows[i], k, 21 + static_cast<int>(i)));
+    }
+    for (int64_t m : {int64_t{1}, int64_t{3}}) {
+      const std::vector<float> x = random_floats(m * k, 22);
+      for (int threads : {1, 3, 4}) {
+        HostGemv gemv(threads);
+        std::vector<std::vector<float>> alone, together;
+        std::vector<HostLinearArgs> args;
+        for (size_t i = 0; i < rows.size(); ++i) {
+          alone.push_back(run(gemv, weights[i], x, m, rows[i], k, nullptr));
+          together.emplace_back(static_cast<size_t>(m * rows[i]),
+                                std::numeric_limits<float>::quiet_NaN());
+        }
+        for (size_t i = 0; i < rows.size(); ++i) {
+          args.push_back(make_args(weights[i], x.data(), m, rows[i], k, together[i].data()));
+        }
+        HostLinearArgs empty = args[0];
+        empty.n = 0;
+        args.insert(args.begin() + 1, empty);
+        gemv.linear_batch(args.data(), static_cast<int>(args.size()));
+        for (size_t i = 0; i < rows.size(); ++i) {
+          EXPECT_EQ(0, std::memcmp(together[i].data(), alone[i].data(),
+                                   together[i].size() * sizeof(float)))
+              << case_name(c) << " linear " << i << " m " << m << " with " << threads
+              << " threads";
+        }
+      }
+    }
+  }
+  HostGemv gemv(2);
+  HostLinearArgs bad;
+  bad.m = -1;
+  try {
+    gemv.linear_batch(&bad, 1);
+    FAIL() << "expected InvalidInputError";
+  } catch (const InvalidInputError& e) {
+    EXPECT_NE(std::string(e.what()).find("non-negative sizes"), std::string::npos) << e.what();
+  }
+}
+
 // The batch is cut into passes of rows, tiles and segments that share the
 // weight; none of that may change a row's sum: row i of a batch of 11 equals
 // row i computed alone, on both paths.
