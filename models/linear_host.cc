@@ -32,8 +32,10 @@ void LinearKernels::swiglu_linear(StreamRef stream, const LinearWeights& gate,
                                   const LinearWeights& up, const TensorView& x,
                                   const TensorView& gate_out, const TensorView& up_out,
                                   const TensorView& act) {
-  linear(stream, gate, x, gate_out, false);
-  linear(stream, up, x, up_out, false);
+  // gate and up as a group: kernels that run a group at once do so here too.
+  const LinearWeights* w[2] = {&gate, &up};
+  const TensorView y[2] = {gate_out, up_out};
+  linear_group(stream, w, y, 2, x);
   const int64_t rows = x.shape()[0], cols = gate.out_features;
   kernels::swiglu({rows, cols, gate_out.data_as<float>(), cols, up_out.data_as<float>(), cols,
                    act.data_as<float>()},
@@ -419,9 +421,9 @@ class HostComputeLinearKernels final : public LinearKernels {
     args->relu = relu;
     stream.host_task([this, a = *args] { gemv_.linear(a); });
   }
-  // q, k and v (and gate and up below) in one pass of the team: one start
-  // and one wait instead of one per projection, the same bits
-  // (HostGemv::linear_batch).
+  // q, k and v (and gate and up, through the base swiglu_linear) in one pass
+  // of the team: one start and one wait instead of one per projection, the
+  // same bits (HostGemv::linear_batch).
   void linear_group(StreamRef stream, const LinearWeights* const* w, const TensorView* y,
                     int count, const TensorView& x) override {
     std::vector<hostcompute::HostLinearArgs> batch;
@@ -436,17 +438,6 @@ class HostComputeLinearKernels final : public LinearKernels {
     stream.host_task([this, batch = std::move(batch)] {
       gemv_.linear_batch(batch.data(), static_cast<int>(batch.size()));
     });
-  }
-  void swiglu_linear(StreamRef stream, const LinearWeights& gate, const LinearWeights& up,
-                     const TensorView& x, const TensorView& gate_out, const TensorView& up_out,
-                     const TensorView& act) override {
-    const LinearWeights* w[2] = {&gate, &up};
-    const TensorView y[2] = {gate_out, up_out};
-    linear_group(stream, w, y, 2, x);
-    const int64_t rows = x.shape()[0], cols = gate.out_features;
-    kernels::swiglu({rows, cols, gate_out.data_as<float>(), cols, up_out.data_as<float>(), cols,
-                     act.data_as<float>()},
-                    stream);
   }
   const char* name() const override { return "hostcompute (multithreaded SIMD)"; }
   uint64_t working_bytes(const std::vector<LinearShape>&, int64_t) const override { return 0; }

@@ -239,11 +239,6 @@ TransformerRunner::TransformerRunner(OffloadManager& manager,
   STOWAGE_EXPECTS(device_table.data() != nullptr || host_table.data() != nullptr, InternalError,
                   "the embedding table has no copy on {} or on the host", accelerator_.to_string());
   model_->set_embedding_source(device_table, host_table);
-  // Read where it is (transformer_load_layout): never fetched, so it sizes no
-  // fetch slot. A tied table is also the head, which streams it whole.
-  if (device_table.data() == nullptr && model_->spec().head_module != kEmbeddingModule) {
-    manager.set_host_compute(load.module_prefix + kEmbeddingModule, true);
-  }
 
   MemoryResource& device = manager.memory(accelerator_);
   // The weights alone: the working memory below is counted in working_bytes_.

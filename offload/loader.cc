@@ -440,6 +440,13 @@ LoadedCheckpoint load_checkpoint(const mmap_store::Checkpoint& checkpoint, Offlo
     }
   }
   if (host_load) host_load->commit();
+  // A module read in place off the accelerators runs where its bytes are: the
+  // manager sizes no fetch slot for it and never prefetches it.
+  for (const std::string& m : options.read_in_place) {
+    if (loaded.plan.streamed(m) && !loaded.plan.on_several_tiers(m)) {
+      manager.set_host_compute(options.module_prefix + m, true);
+    }
+  }
   return loaded;
 }
 

@@ -132,7 +132,10 @@ struct LoadOptions : MemoryBudget {
   std::vector<TensorOverride> tensor_overrides;
   // Tensor name -> (module, local name); empty: split_module_path.
   ModuleSplitter module_of;
-  // Modules read in place (PlanModule::read_in_place), e.g. an embedding.
+  // Modules read in place (PlanModule::read_in_place), e.g. an embedding:
+  // the planner gives them no slot bytes, and one the plan leaves off the
+  // accelerators is set to run where its bytes are
+  // (OffloadManager::set_host_compute), so the manager sizes no slot for it.
   std::vector<std::string> read_in_place;
   // Prepended to every module path in the manager ("model_a." lets two
   // checkpoints with the same names share one manager). The execution order

@@ -137,8 +137,7 @@ std::vector<Unit> make_units(const PlanRequest& request, const std::vector<uint6
 struct Placement {
   std::vector<std::optional<Tier>> unit_tier;
   uint64_t largest_streamed = 0;
-  std::string largest_streamed_name;  // the unit of largest_streamed
-  size_t largest_streamed_unit = 0;   // its index
+  size_t largest_streamed_unit = 0;  // the index of the unit of largest_streamed
   bool any_on_disk = false;
   // Whether every unit kept resident (step 7) fit on the first accelerator.
   bool kept_fit = true;
@@ -202,7 +201,6 @@ Placement place(const PlanRequest& request, const std::vector<Unit>& units, uint
     }
     if (slot > result.largest_streamed) {
       result.largest_streamed = slot;
-      result.largest_streamed_name = units[u].name;
       result.largest_streamed_unit = u;
     }
   };
@@ -468,22 +466,25 @@ std::optional<Settled> settle(const PlanRequest& request, const std::vector<Unit
   }
 }
 
-// The unit bytes a placement puts on accelerators, or on disk.
-uint64_t accelerator_bytes(const std::vector<Unit>& units, const Placement& placement) {
+// The unit bytes a placement puts on tiers that `where` accepts.
+template <typename Where>
+uint64_t bytes_placed(const std::vector<Unit>& units, const Placement& placement, Where where) {
   uint64_t total = 0;
   for (size_t u = 0; u < units.size(); ++u) {
-    if (placement.unit_tier[u] && placement.unit_tier[u]->is_accelerator()) {
-      total += units[u].bytes;
-    }
+    if (placement.unit_tier[u] && where(*placement.unit_tier[u])) total += units[u].bytes;
   }
   return total;
 }
-uint64_t disk_bytes(const std::vector<Unit>& units, const Placement& placement) {
-  uint64_t total = 0;
-  for (size_t u = 0; u < units.size(); ++u) {
-    if (placement.unit_tier[u] == Tier::disk()) total += units[u].bytes;
-  }
-  return total;
+
+// Whether `candidate` holds more on the accelerators than `current` and no
+// more on disk (step 7).
+bool holds_more(const std::vector<Unit>& units, const Placement& candidate,
+                const Placement& current) {
+  const auto on_accelerator = [](Tier t) { return t.is_accelerator(); };
+  const auto on_disk = [](Tier t) { return t == Tier::disk(); };
+  return bytes_placed(units, candidate, on_accelerator) >
+             bytes_placed(units, current, on_accelerator) &&
+         bytes_placed(units, candidate, on_disk) <= bytes_placed(units, current, on_disk);
 }
 
 Plan plan_device_map(const PlanRequest& request) {
@@ -561,12 +562,7 @@ Plan plan_device_map(const PlanRequest& request) {
       if (kept[u]) break;
       kept[u] = true;
       std::optional<Settled> candidate = settle(request, units, forced, kept);
-      if (!candidate ||
-          accelerator_bytes(units, candidate->placement) <=
-              accelerator_bytes(units, settled.placement) ||
-          disk_bytes(units, candidate->placement) > disk_bytes(units, settled.placement)) {
-        break;
-      }
+      if (!candidate || !holds_more(units, candidate->placement, settled.placement)) break;
       settled = std::move(*candidate);
     }
   }
@@ -604,7 +600,7 @@ Plan plan_device_map(const PlanRequest& request) {
       if (*placement.unit_tier[u] == streaming.tier) resident += units[u].bytes;
     }
     plan.fetch_slots = fetch_slots_that_fit(
-        request, streaming, resident, placement.largest_streamed, placement.largest_streamed_name);
+        request, streaming, resident, placement.largest_streamed, units[placement.largest_streamed_unit].name);
     plan.reserve_per_accelerator[streaming.tier] =
         static_cast<uint64_t>(plan.fetch_slots) * placement.largest_streamed;
   }

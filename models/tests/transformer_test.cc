@@ -198,6 +198,12 @@ RunOutcome generate(const std::string& folder, Placement placement,
     // The plan streams part of the model (the test means what it says).
     EXPECT_GT(runner.loaded().plan.largest_streamed_unit, 0u);
   }
+  // An untied embedding off the accelerator is read where it is: the manager
+  // runs it there and sizes no fetch slot for it.
+  if (runner.spec().head_module != kEmbeddingModule &&
+      runner.loaded().plan.streamed(kEmbeddingModule)) {
+    EXPECT_TRUE(manager.host_compute(kEmbeddingModule));
+  }
   if (placement == Placement::kDisk) {
     EXPECT_GT(runner.loaded().plan.bytes_per_tier.at(Tier::disk()), 0u);
   }
