@@ -110,7 +110,9 @@ Measurement measure(Platform& platform, const std::string& folder, const Session
   if (label != "resident") {
     HostComputeFlags flags = host_flags;
     flags.auto_split = host_flags.auto_split && !prefill;  // each decode batch chooses its own
-    choice = session_compute_split(*session, flags, link_rate, batch, &platform);
+    choice = calibrate_compute_split(
+        *session, session_compute_split(*session, flags, link_rate, batch, &platform), prompt,
+        kCalibrationSteps);
     generation.decode_host_modules = choice->decode_host_modules();
   }
   if (!prefill) {

@@ -211,13 +211,16 @@ int run_generate(const std::vector<std::string>& args,
                                                   uint64_t{256} << 20, 3)
                         : 0.0);
 
-    split = session_compute_split(
-        *session, host_flags,
-        host_flags.auto_split ? measure_pinned_h2d_rate(*platform,
-                                                        manager.options().compute_accelerator,
-                                                        uint64_t{256} << 20, 3)
-                              : 0.0,
-        batch, platform.get());
+    split = calibrate_compute_split(
+        *session,
+        session_compute_split(
+            *session, host_flags,
+            host_flags.auto_split ? measure_pinned_h2d_rate(*platform,
+                                                            manager.options().compute_accelerator,
+                                                            uint64_t{256} << 20, 3)
+                                  : 0.0,
+            batch, platform.get()),
+        prompt, kCalibrationSteps);
     generation.decode_host_modules = split.decode_host_modules();
     result = runner.generate(prompt, generation);
     if (runner.spec().config.moe) moe = moe_report(runner, result, moe_flags);
@@ -310,11 +313,18 @@ int run_generate(const std::vector<std::string>& args,
     }
     if (host_flags.auto_split) {
       std::printf(
-          "host compute (auto): %zu decoder layers on the host during decode (host %.2f GiB/s, "
-          "link %.2f GiB/s measured, %d host threads; estimated %.1f ms a step against %.1f ms "
+          "host compute (auto): %zu decoder layers on the host during decode (host %.2f GiB/s "
+          "beside link %.2f GiB/s%s, %d host threads; estimated %.1f ms a step against %.1f ms "
           "streaming alone)\n",
-          split.split.host_modules.size(), split.host_bytes_per_s / gib,
-          split.link_bytes_per_s / gib, split.host_threads,
+          split.split.host_modules.size(),
+          (split.host_bytes_per_s_shared > 0 ? split.host_bytes_per_s_shared
+                                             : split.host_bytes_per_s) /
+              gib,
+          (split.link_bytes_per_s_shared > 0 ? split.link_bytes_per_s_shared
+                                             : split.link_bytes_per_s) /
+              gib,
+          split.host_rate_source == "decode" ? ", the host's measured in decode steps" : "",
+          split.host_threads,
           1e3 * split.split.estimated_seconds, 1e3 * split.split.all_streamed_seconds);
     }
     if (generation_graphs) {

@@ -293,6 +293,58 @@ ComputeSplitReport session_compute_split(ModelSession& session, const HostComput
   return report;
 }
 
+std::optional<ComputeRates> rates_from_host_decode_work(const ComputeRates& rates, uint64_t bytes,
+                                                        uint64_t forwards, double seconds,
+                                                        double attention_seconds) {
+  if (bytes == 0 || forwards == 0 || !(seconds > 0)) return std::nullopt;
+  const double weight_seconds =
+      std::max(seconds - attention_seconds * static_cast<double>(forwards), 0.5 * seconds);
+  const double shared = static_cast<double>(bytes) / weight_seconds;
+  ComputeRates out = rates;
+  const double before =
+      rates.host_bytes_per_s_shared > 0 ? rates.host_bytes_per_s_shared : rates.host_bytes_per_s;
+  out.host_bytes_per_s = before > 0 ? rates.host_bytes_per_s * shared / before : shared;
+  out.host_bytes_per_s_shared = shared;
+  return out;
+}
+
+ComputeSplitReport calibrate_compute_split(ModelSession& session, ComputeSplitReport report,
+                                           const std::vector<int32_t>& prompt, int64_t steps,
+                                           int rounds) {
+  models::TransformerRunner& runner = *session.runner;
+  steps = std::min<int64_t>(
+      steps, runner.shape().max_context - static_cast<int64_t>(prompt.size()) - 1);
+  if (!report.auto_split || steps < 1 || prompt.empty()) return report;
+  for (int round = 0; round < rounds; ++round) {
+    const std::vector<std::string> host = report.decode_host_modules();
+    if (host.empty()) break;
+    models::GenerationOptions o;
+    o.ignore_eos = true;
+    o.max_new_tokens = steps + 1;
+    o.decode_host_modules = host;
+    const models::TransformerModel::HostDecodeWork before =
+        runner.model().host_layer_decode_work();
+    runner.generate(prompt, o);
+    const models::TransformerModel::HostDecodeWork after = runner.model().host_layer_decode_work();
+    const std::optional<ComputeRates> rates = rates_from_host_decode_work(
+        ComputeRates{report.link_bytes_per_s, report.host_bytes_per_s,
+                     report.link_bytes_per_s_shared, report.host_bytes_per_s_shared},
+        after.bytes - before.bytes, after.forwards - before.forwards,
+        after.seconds - before.seconds, report.host_attention_seconds);
+    if (!rates) break;
+    ComputeSplitReport next = decide_compute_split(
+        session_split_layers(session), true, *rates, report.decode_batch, report.host_threads,
+        report.host_attention_seconds, session_streamed_after_layers(session));
+    next.link_rate_source = report.link_rate_source;
+    next.host_rate_source = "decode";
+    next.calibration_rounds = round + 1;
+    const bool same = next.decode_host_modules() == host;
+    report = std::move(next);
+    if (same) break;
+  }
+  return report;
+}
+
 boost::json::object compute_split_json(const ComputeSplitReport& report) {
   boost::json::object o;
   o["decode_batch"] = report.decode_batch;
@@ -303,6 +355,7 @@ boost::json::object compute_split_json(const ComputeSplitReport& report) {
   o["link_bytes_per_s_shared"] = report.link_bytes_per_s_shared;
   o["host_bytes_per_s_shared"] = report.host_bytes_per_s_shared;
   o["host_rate"] = report.host_rate_source;
+  o["calibration_rounds"] = report.calibration_rounds;
   o["host_threads"] = report.host_threads;
   o["host_attention_seconds"] = report.host_attention_seconds;
   o["streamed_bytes"] = report.split.streamed_bytes;
@@ -327,7 +380,12 @@ boost::json::object compute_split_json(const ComputeSplitReport& report) {
 std::string compute_split_text(const ComputeSplitReport& report) {
   const double gib = 1024.0 * 1024.0 * 1024.0;
   auto rate = [&](double bytes_per_s, const std::string& source) {
-    return bytes_per_s > 0 ? fmt::format("{:.2f} GiB/s {}", bytes_per_s / gib, source)
+    const std::string from =
+        source == "decode"
+            ? fmt::format("measured in the decode steps of {} calibration generation{}",
+                          report.calibration_rounds, report.calibration_rounds == 1 ? "" : "s")
+            : source;
+    return bytes_per_s > 0 ? fmt::format("{:.2f} GiB/s {}", bytes_per_s / gib, from)
                            : std::string("not measured");
   };
   std::string out = fmt::format(

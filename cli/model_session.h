@@ -120,7 +120,10 @@ struct ComputeSplitReport {
   double link_bytes_per_s_shared = 0;
   double host_bytes_per_s_shared = 0;
   std::string link_rate_source;  // "measured", "given" or "" (not used)
+  // Also "decode": from the host's own time in decode steps of the split
+  // (calibrate_compute_split, `calibration_rounds` generations).
   std::string host_rate_source;
+  int calibration_rounds = 0;
   int host_threads = 0;
   // Seconds a layer computed on the host spends per decode step in its
   // attention (models::measure_host_attention_seconds at the decode batch and
@@ -164,6 +167,31 @@ double measure_model_host_rate(const models::TransformerSpec& spec, int64_t batc
 ComputeSplitReport session_compute_split(ModelSession& session, const HostComputeFlags& flags,
                                          double link_bytes_per_s, int64_t batch,
                                          Platform* platform = nullptr);
+
+// The rates with the host's replaced by what the host did in decode steps
+// beside the link: `bytes` of weights in `forwards` layer forwards over
+// `seconds` of its own compute time (models::TransformerModel::
+// host_layer_decode_work), less `attention_seconds` a forward for their
+// attention (at most half the time), is its shared rate; its rate alone
+// scales with it. nullopt when there is nothing to go by (no bytes or time).
+std::optional<ComputeRates> rates_from_host_decode_work(const ComputeRates& rates, uint64_t bytes,
+                                                        uint64_t forwards, double seconds,
+                                                        double attention_seconds);
+
+// --host-compute auto, refined by running it: the start-up rates come from
+// one projection's kernels and one copy, while a step's host layers also pay
+// for their norms, attention, team runs and the link's reads beside them. Up
+// to `rounds` times, generates `steps` tokens of `prompt` with the report's
+// split, takes the host's rate from those decode steps
+// (rates_from_host_decode_work) and decides again; stops when the split
+// stays the same or puts nothing on the host. Returns the report unchanged
+// without auto, without host layers, or with no room for a step; else with
+// host_rate_source "decode" and calibration_rounds set.
+// The decode steps a calibration generation runs (bench and generate).
+constexpr int64_t kCalibrationSteps = 8;
+ComputeSplitReport calibrate_compute_split(ModelSession& session, ComputeSplitReport report,
+                                           const std::vector<int32_t>& prompt, int64_t steps,
+                                           int rounds = 2);
 
 // The report as JSON: {"decode_batch", "auto", "link_bytes_per_s",
 // "host_bytes_per_s", "link_rate", "host_rate" (measured/given), "host_threads",

@@ -907,6 +907,19 @@ void TransformerModel::compute_on_host(StreamRef s, TransformerState& st, const 
   kernels::upload_from_pinned(out, host_out, static_cast<size_t>(out_floats) * sizeof(float), s);
 }
 
+void TransformerModel::HostWorkMeter::enqueue(const hooks::ForwardContext& ctx) {
+  for (size_t t = 0; t < ctx.tensor_count(); ++t) {
+    if (ctx.has_tensor_at(t)) bytes += ctx.tensor_at(t).bytes();
+  }
+  ++forwards;
+}
+
+void TransformerModel::HostWorkMeter::add_since(std::chrono::steady_clock::time_point start) {
+  ns += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                  std::chrono::steady_clock::now() - start)
+                                  .count());
+}
+
 void TransformerModel::build_layer(size_t i) {
   const DecoderLayerSpec& layer = spec_.layers[i];
   hooks::Module& m = root_.add_descendant(layer.module);
@@ -954,9 +967,13 @@ void TransformerModel::build_layer(size_t i) {
     float* host_h = static_cast<float*>(st.host_compute().h.data());
     const size_t bytes = static_cast<size_t>(step.rows * spec_.config.hidden_size) * 4;
     LinearKernels& host_kernels = this->host_kernels();
+    const bool decode = step.tokens == 1;
+    if (decode) host_layer_meter_.enqueue(ctx);
     s.copy(host_h, h, bytes);
-    s.host_task([this, i, w, b, step, host_h, &host_kernels] {
+    s.host_task([this, i, w, b, step, host_h, &host_kernels, decode] {
+      const auto start = std::chrono::steady_clock::now();
       run_layer(i, w, b, step, host_h, host_kernels, StreamRef());
+      if (decode) host_layer_meter_.add_since(start);
     });
     // Up by the accelerator's loads: the copy engine may be busy with the
     // fetch of a streamed layer (kernels::upload_from_pinned).

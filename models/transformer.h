@@ -38,6 +38,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -339,17 +340,20 @@ class TransformerModel {
   };
   void set_expert_split(std::optional<ExpertSplitCosts> costs);
   const std::optional<ExpertSplitCosts>& expert_split() const { return expert_split_; }
-  // The experts computed on the host so far in decode steps (one token per
-  // sequence; either way: set to compute there, or by the split): their
-  // weight bytes, and the seconds the host spent computing them (the host
-  // tasks' own time, not the step's). Read after the stream is synchronized.
-  struct HostExpertWork {
+  // Work the host did so far in decode steps (one token per sequence): the
+  // weight bytes of the modules it computed, how many forwards, and the
+  // seconds it spent on them (the host tasks' own time, not the step's).
+  // Read after the stream is synchronized.
+  struct HostDecodeWork {
     uint64_t bytes = 0;
+    uint64_t forwards = 0;
     double seconds = 0;
   };
-  HostExpertWork host_expert_decode_work() const {
-    return {host_expert_decode_bytes_, static_cast<double>(host_expert_decode_ns_.load()) * 1e-9};
-  }
+  // Experts computed on the host (set to compute there, or by the split).
+  HostDecodeWork host_expert_decode_work() const { return host_expert_meter_.read(); }
+  // Decoder layers computed on the host (--run-on-host, or a decode split):
+  // their time includes their attention over the host KV cache.
+  HostDecodeWork host_layer_decode_work() const { return host_layer_meter_.read(); }
   // The order a routing trace forces: when set, each sparse layer runs
   // (*trace)(step, layer) instead of its router's choice (with weight 1 / k
   // each), for benchmarks on random weights (offload/routing_trace.h).
@@ -475,8 +479,20 @@ class TransformerModel {
   std::vector<ExpertPredictionCounters> predictions_;
   std::vector<double> prediction_trust_;  // per layer: recent accuracy of its guesses
   std::optional<ExpertSplitCosts> expert_split_;
-  uint64_t host_expert_decode_bytes_ = 0;
-  std::atomic<uint64_t> host_expert_decode_ns_{0};  // added by the host tasks
+  // Bytes and forwards added when a host forward is enqueued, nanoseconds by
+  // the host task when it ends.
+  struct HostWorkMeter {
+    uint64_t bytes = 0;
+    uint64_t forwards = 0;
+    std::atomic<uint64_t> ns{0};
+    HostDecodeWork read() const {
+      return {bytes, forwards, static_cast<double>(ns.load()) * 1e-9};
+    }
+    void enqueue(const hooks::ForwardContext& ctx);
+    void add_since(std::chrono::steady_clock::time_point start);
+  };
+  HostWorkMeter host_expert_meter_;
+  HostWorkMeter host_layer_meter_;
   std::function<std::vector<int32_t>(size_t layer)> forced_routing_;
   TensorParallelRole tensor_parallel_;  // all_reduce_sum empty: a whole model
   hooks::Module* norm_ = nullptr;

@@ -211,22 +211,14 @@ void TransformerModel::build_expert(size_t i, int expert, hooks::Module& m) {
       run_swiglu(w.data(), inter, x, y, mlp_buffers(st, false), rows, kernels_, s);
     } else {
       const bool decode = current_.tokens == 1;
-      if (decode) {
-        for (size_t t = 0; t < ctx.tensor_count(); ++t) {
-          if (ctx.has_tensor_at(t)) host_expert_decode_bytes_ += ctx.tensor_at(t).bytes();
-        }
-      }
+      if (decode) host_expert_meter_.enqueue(ctx);
       const LayerBuffers hb = mlp_buffers(st, true);
       LinearKernels& host = host_kernels();
       compute_on_host(s, st, x, rows * hidden, y, rows * hidden,
                       [this, w, inter, hb, rows, &host, decode](const float* hx, float* hy) {
                         const auto start = std::chrono::steady_clock::now();
                         run_swiglu(w.data(), inter, hx, hy, hb, rows, host, StreamRef());
-                        if (!decode) return;
-                        host_expert_decode_ns_ += static_cast<uint64_t>(
-                            std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                std::chrono::steady_clock::now() - start)
-                                .count());
+                        if (decode) host_expert_meter_.add_since(start);
                       });
     }
     float* h = static_cast<float*>(st.h.data());

@@ -354,9 +354,9 @@ TransformerRunner::ExpertComputeChoice TransformerRunner::choose_expert_compute(
     o.max_new_tokens = std::min<int64_t>(steps + 1, 2);
     generate(prompt, o);
     o.max_new_tokens = std::max<int64_t>(steps, 1) + 1;
-    const TransformerModel::HostExpertWork before = model_->host_expert_decode_work();
+    const TransformerModel::HostDecodeWork before = model_->host_expert_decode_work();
     const GenerationResult r = generate(prompt, o);
-    const TransformerModel::HostExpertWork after = model_->host_expert_decode_work();
+    const TransformerModel::HostDecodeWork after = model_->host_expert_decode_work();
     if (where == ExpertCompute::kHost && link_bytes_per_s > 0 && after.bytes > before.bytes &&
         after.seconds > before.seconds) {
       // The host's seconds per expert byte in the decode steps, from its own

@@ -3,6 +3,7 @@
 // more layers to the host and the estimate includes them.
 #include <gtest/gtest.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,47 @@ TEST(ComputeSplitReport, AStreamedHeadCountsOnTheLinkPath) {
   // The head is never a host module, and the layer list is the layers.
   for (const std::string& m : with.decode_host_modules()) EXPECT_EQ(m.rfind("model.layers.", 0), 0u);
   EXPECT_EQ(with.layers.size(), 23u);
+}
+
+// The H200 run that showed it: one projection's kernels measured 90 GB/s,
+// the layers on the host ran at 73 in the decode steps. The host's weight
+// time is its own time less the layers' attention; its rate alone scales
+// with the shared one.
+TEST(ComputeSplitReport, TheHostRateFromDecodeStepsIsItsOwnTimeLessAttention) {
+  const ComputeRates start{55e9, 100e9, 50e9, 90e9};
+  const std::optional<ComputeRates> r =
+      rates_from_host_decode_work(start, 8000000000, 10, 0.1, 0.001);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_DOUBLE_EQ(r->host_bytes_per_s_shared, 8e9 / 0.09);
+  EXPECT_DOUBLE_EQ(r->host_bytes_per_s, 100e9 * (8e9 / 0.09) / 90e9);
+  EXPECT_EQ(r->link_bytes_per_s, start.link_bytes_per_s);
+  EXPECT_EQ(r->link_bytes_per_s_shared, start.link_bytes_per_s_shared);
+  // Attention taken as more than half the time: half is counted as weights.
+  EXPECT_DOUBLE_EQ(rates_from_host_decode_work(start, 8000000000, 10, 0.1, 0.009)
+                       ->host_bytes_per_s_shared,
+                   8e9 / 0.05);
+  // No shared rate measured at start: the alone rate scales from itself.
+  EXPECT_DOUBLE_EQ(
+      rates_from_host_decode_work({55e9, 100e9}, 5000000000, 5, 0.1, 0)->host_bytes_per_s, 5e10);
+  // Nothing to go by.
+  EXPECT_FALSE(rates_from_host_decode_work(start, 0, 0, 0.1, 0).has_value());
+  EXPECT_FALSE(rates_from_host_decode_work(start, 100, 1, 0, 0).has_value());
+}
+
+// Deciding again at the slower measured host rate moves layers to the link
+// and estimates the step at the rates that ran.
+TEST(ComputeSplitReport, ASlowerMeasuredHostRateMovesLayersToTheLink) {
+  const ComputeRates start{55e9, 90e9, 54e9, 90e9};
+  const uint64_t layer = 436224000;
+  const ComputeSplitReport before = decide_compute_split(streamed_layers(23, layer), true, start, 1, 15);
+  const std::optional<ComputeRates> measured =
+      rates_from_host_decode_work(start, 14 * uint64_t{layer}, 14, 14 * layer / 73e9, 0);
+  ASSERT_TRUE(measured.has_value());
+  const ComputeSplitReport after =
+      decide_compute_split(streamed_layers(23, layer), true, *measured, 1, 15);
+  EXPECT_LT(after.split.host_bytes, before.split.host_bytes);
+  EXPECT_EQ(after.split.host_bytes + after.split.streamed_bytes, 23 * layer);
+  EXPECT_GT(after.split.estimated_seconds, before.split.estimated_seconds);
 }
 
 }  // namespace

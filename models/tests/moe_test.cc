@@ -137,7 +137,7 @@ MoeRun run_moe(const std::string& folder, ExpertPlacement placement, int64_t cac
     // The host's cost is its own compute time over the bytes it computed in
     // decode steps (not the whole generation's time, which counted the
     // prefill and the accelerator's work against the host).
-    const TransformerModel::HostExpertWork work = runner.model().host_expert_decode_work();
+    const TransformerModel::HostDecodeWork work = runner.model().host_expert_decode_work();
     EXPECT_GT(work.bytes, 0u);
     EXPECT_GT(work.seconds, 0.0);
     EXPECT_EQ(runner.expert_compute(), choice.chosen);

@@ -132,6 +132,11 @@ o = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])["host_compute"
 assert o["link_bytes_per_s"] > 0 and o["host_bytes_per_s"] > 0, o
 assert o["streamed_bytes"] + o["host_bytes"] > 0, o
 assert o["estimated_step_seconds"] <= o["all_streamed_step_seconds"] + 1e-12, o
+# Host layers chosen at start-up are run for a calibration generation and the
+# split decided again from the host's rate in those decode steps.
+if o["decode_host_modules"] or o["calibration_rounds"]:
+    assert o["host_rate"] == "decode" and 1 <= o["calibration_rounds"] <= 2, o
+    assert o["host_bytes_per_s_shared"] > 0, o
 PY
 done
 expect 2 "--host-compute: expected off or auto" generate --device sim --model "$data/llama_f32" \
