@@ -2,8 +2,10 @@
 
 #include <cuda_runtime_api.h>
 
+#include <atomic>
 #include <cstring>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <type_traits>
 #include <utility>
@@ -36,9 +38,15 @@ class ScopedDevice {
 
 class CudaEvent final : public EventImpl {
  public:
-  explicit CudaEvent(int device) : device_(device) {
+  // Made with cudaEventBlockingSync, so that a wait can sleep: synchronize()
+  // polls while *sleep is false (the spin of cudaEventSynchronize on an
+  // ordinary event) and sleeps in the driver while it is true
+  // (Accelerator::set_host_wait).
+  CudaEvent(int device, std::shared_ptr<const std::atomic<bool>> sleep, unsigned flags = 0)
+      : device_(device), sleep_(std::move(sleep)) {
     ScopedDevice scope(device);
-    STOWAGE_CUDA_TRY_FOR(cudaEventCreate(&event_), "cuda:{}: creating an event", device_);
+    STOWAGE_CUDA_TRY_FOR(cudaEventCreateWithFlags(&event_, cudaEventBlockingSync | flags),
+                         "cuda:{}: creating an event", device_);
   }
   ~CudaEvent() override { cudaEventDestroy(event_); }
   CudaEvent(const CudaEvent&) = delete;
@@ -57,6 +65,11 @@ class CudaEvent final : public EventImpl {
     return true;
   }
   void synchronize() const override {
+    if (!sleep_->load(std::memory_order_relaxed)) {
+      while (!ready()) {
+      }
+      return;
+    }
     STOWAGE_CUDA_TRY_FOR(cudaEventSynchronize(event_), "cuda:{}: waiting for an event", device_);
   }
   float elapsed_ms_since(const EventImpl& start) const override {
@@ -70,12 +83,14 @@ class CudaEvent final : public EventImpl {
 
  private:
   int device_;
+  std::shared_ptr<const std::atomic<bool>> sleep_;
   cudaEvent_t event_ = nullptr;
 };
 
 class CudaStream final : public StreamImpl {
  public:
-  explicit CudaStream(int device) : device_(device) {
+  CudaStream(int device, std::shared_ptr<const std::atomic<bool>> sleep)
+      : device_(device), sleep_(std::move(sleep)) {
     ScopedDevice scope(device);
     STOWAGE_CUDA_TRY_FOR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
                          "cuda:{}: creating a stream", device_);
@@ -128,7 +143,21 @@ class CudaStream final : public StreamImpl {
                          "cuda:{}: making a stream wait for an event", device_);
   }
   void synchronize() override {
-    STOWAGE_CUDA_TRY_FOR(cudaStreamSynchronize(stream_), "cuda:{}: waiting for a stream", device_);
+    if (sleep_->load(std::memory_order_relaxed)) {
+      // cudaStreamSynchronize spins under a single context's default
+      // schedule; a blocking-sync event recorded last sleeps instead.
+      if (sleep_event_ == nullptr) {
+        sleep_event_ = std::make_unique<CudaEvent>(device_, sleep_, cudaEventDisableTiming);
+      }
+      record(*sleep_event_);
+      sleep_event_->synchronize();
+    } else {
+      STOWAGE_CUDA_TRY_FOR(cudaStreamSynchronize(stream_), "cuda:{}: waiting for a stream",
+                           device_);
+    }
+    rethrow_task_error();
+  }
+  void rethrow_task_error() {
     std::exception_ptr error;
     {
       std::lock_guard<std::mutex> lock(error_mutex_);
@@ -173,6 +202,8 @@ class CudaStream final : public StreamImpl {
 
   int device_;
   cudaStream_t stream_ = nullptr;
+  std::shared_ptr<const std::atomic<bool>> sleep_;  // the accelerator's HostWait is kSleep
+  std::unique_ptr<CudaEvent> sleep_event_;          // kSleep's wait, made on first use
   std::mutex error_mutex_;
   std::exception_ptr error_;
 };
@@ -313,8 +344,11 @@ class CudaAccelerator final : public Accelerator {
     return fmt::format("{} ({})", name_, tier().to_string());
   }
   MemoryResource& memory() override { return memory_; }
-  Stream create_stream() override { return Stream(std::make_unique<CudaStream>(device_)); }
-  Event create_event() override { return Event(std::make_unique<CudaEvent>(device_)); }
+  Stream create_stream() override {
+    return Stream(std::make_unique<CudaStream>(device_, sleep_));
+  }
+  Event create_event() override { return Event(std::make_unique<CudaEvent>(device_, sleep_)); }
+  void set_host_wait(HostWait wait) override { sleep_->store(wait == HostWait::kSleep); }
   uint64_t total_bytes() const override { return total_; }
   uint64_t free_bytes() const override {
     ScopedDevice scope(device_);
@@ -373,6 +407,7 @@ class CudaAccelerator final : public Accelerator {
   }
 
   int device_;
+  std::shared_ptr<std::atomic<bool>> sleep_ = std::make_shared<std::atomic<bool>>(false);
   // Memory from a device's stream-ordered pool is accessible from that
   // device alone until the pool grants access (peer access enabled with
   // cudaDeviceEnablePeerAccess does not cover pools): without this, a copy

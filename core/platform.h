@@ -51,6 +51,15 @@ class Accelerator {
   virtual uint64_t free_bytes() const = 0;
   // Makes this device current for the calling thread (cudaSetDevice).
   virtual void make_current() = 0;
+  // How host threads wait for this device's streams and events
+  // (synchronize()): kSpin (the default) polls, for the soonest wake-up;
+  // kSleep sleeps in the driver, for runs whose host threads need every core
+  // while another thread waits (host compute beside the accelerator: a
+  // spinning waiter takes a core from the compute team, and the team waits
+  // for its slowest thread). Applies to waits that begin after the call, on
+  // streams and events made before it too. Sim's waits always sleep.
+  enum class HostWait { kSpin, kSleep };
+  virtual void set_host_wait(HostWait wait) = 0;
 
   // The device's own view of its memory, independent of any accounting
   // above it (tests check the accounting against it). Throws DeviceError.

@@ -524,6 +524,7 @@ class SimAccelerator final : public Accelerator {
   uint64_t total_bytes() const override { return memory_.capacity(); }
   uint64_t free_bytes() const override { return memory_.capacity() - memory_.in_use(); }
   void make_current() override {}
+  void set_host_wait(HostWait) override {}  // sim waits sleep on a condition variable
   DevicePoolUsage pool_usage() const override {
     const uint64_t used = memory_.in_use(), high = memory_.high();
     return DevicePoolUsage{used, used, high, high};

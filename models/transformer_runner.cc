@@ -476,6 +476,7 @@ GenerationResult TransformerRunner::generate(const std::vector<int32_t>& prompt,
   const std::vector<ExpertCacheCounters> cache_before =
       expert_cache_ != nullptr ? expert_cache_->counters() : std::vector<ExpertCacheCounters>{};
   const std::vector<ExpertPredictionCounters> predictions_before = model_->prediction_counters();
+  bool host_work = false;
   // Each layer's KV cache where the layer computes: on the host for those
   // computed there (--run-on-host: every step; decode_host_modules: the
   // decode steps, their prefill through one shared device scratch), so the
@@ -494,6 +495,22 @@ GenerationResult TransformerRunner::generate(const std::vector<int32_t>& prompt,
       scratch = scratch || decode_only;
     }
     state_->place_kv_cache(on_host, scratch);
+    host_work = std::find(on_host.begin(), on_host.end(), true) != on_host.end();
+  }
+  // With host compute in the run, this thread's waits sleep instead of
+  // taking a core from the host team (Accelerator::set_host_wait).
+  host_work = host_work || expert_compute_ != ExpertCompute::kAccelerator ||
+              model_->expert_split().has_value();
+  struct HostWaitScope {
+    Accelerator* accelerator = nullptr;
+    ~HostWaitScope() {
+      if (accelerator != nullptr) accelerator->set_host_wait(Accelerator::HostWait::kSpin);
+    }
+  } wait_scope;
+  if (host_work) {
+    wait_scope.accelerator =
+        &manager_.platform().accelerator(manager_.options().compute_accelerator);
+    wait_scope.accelerator->set_host_wait(Accelerator::HostWait::kSleep);
   }
   manager_.synchronize();
   const OffloadCounters start_counters = manager_.counters();
