@@ -142,30 +142,33 @@ constexpr Format kFormats[] = {{"bf16", Layout::kBF16},        {"f16", Layout::k
 // `copies` layers of one format laid out one after another in `weights`
 // (the codes) and `state` (scales, absmax, nested absmax).
 struct LayerSet {
-  std::vector<HostWeight> layers;
+  std::vector<quant::WeightView> layers;
   uint64_t code_bytes = 0;       // per layer, in `weights`
   uint64_t bytes_per_layer = 0;  // with the scales: what a call reads
 };
 
 LayerSet make_layers(Layout layout, int64_t n, int64_t k, PageBuffer& weights,
                      std::vector<float>& state, std::vector<uint8_t>& codes) {
-  HostWeight w;
+  quant::WeightView w;
+  w.out = n;
+  w.in = k;
   uint64_t code_bytes = 0;
   const int64_t blocks = n * k / 64;
   switch (layout) {
     case Layout::kBF16:
     case Layout::kF16:
-      w.format = layout == Layout::kBF16 ? HostWeightFormat::kBF16 : HostWeightFormat::kF16;
+      w.dtype = layout == Layout::kBF16 ? DType::kBF16 : DType::kF16;
       code_bytes = static_cast<uint64_t>(n * k) * 2;
       break;
     case Layout::kInt8:
-      w.format = HostWeightFormat::kInt8;
+      w.format = quant::WeightFormat::kInt8;
+      w.dtype = DType::kI8;
       code_bytes = static_cast<uint64_t>(n * k);
       break;
     case Layout::kNf4:
     case Layout::kNf4Double:
     case Layout::kFp4:
-      w.format = layout == Layout::kFp4 ? HostWeightFormat::kFp4 : HostWeightFormat::kNf4;
+      w.format = layout == Layout::kFp4 ? quant::WeightFormat::kFp4 : quant::WeightFormat::kNf4;
       w.blocksize = 64;
       code_bytes = static_cast<uint64_t>(n * k) / 2;
       break;
@@ -178,7 +181,7 @@ LayerSet make_layers(Layout layout, int64_t n, int64_t k, PageBuffer& weights,
   state.assign(static_cast<size_t>(state_floats) * copies, 0.5f);
   codes.assign(layout == Layout::kNf4Double ? static_cast<size_t>(blocks) * copies : 0, 200);
   for (int c = 0; c < copies; ++c) {
-    HostWeight layer = w;
+    quant::WeightView layer = w;
     layer.data = weights.data + c * code_bytes;
     float* s = state.data() + static_cast<size_t>(state_floats) * c;
     if (layout == Layout::kInt8) layer.scb = s;
@@ -190,7 +193,7 @@ LayerSet make_layers(Layout layout, int64_t n, int64_t k, PageBuffer& weights,
     set.layers.push_back(layer);
   }
   set.code_bytes = code_bytes;
-  set.bytes_per_layer = host_weight_bytes(set.layers[0], n, k);
+  set.bytes_per_layer = set.layers[0].bytes();
   return set;
 }
 
@@ -207,8 +210,8 @@ struct Batch {
   Batch(int64_t m, int64_t n, int64_t k)
       : x(static_cast<size_t>(m * k), 0.01f), y(static_cast<size_t>(m * n)) {
     args.m = m;
-    args.n = n;
-    args.k = k;
+    args.weight.out = n;
+    args.weight.in = k;
     args.x = x.data();
     args.y = y.data();
   }
@@ -230,7 +233,7 @@ Measurement measure(HostGemv& gemv, WorkerTeam& team, const PageBuffer& buffer, 
   for (int s = 0; s <= samples; ++s) {
     const double read = static_cast<double>(swept) / read_seconds(buffer, swept, team);
     const auto t0 = Clock::now();
-    for (const HostWeight& w : set.layers) {
+    for (const quant::WeightView& w : set.layers) {
       args.weight = w;
       gemv.linear(args);
     }
@@ -288,7 +291,7 @@ double small_call_seconds(HostGemv& gemv, int64_t rows, int samples) {
   std::vector<uint8_t> codes(rows * kInputs / 2, 0x5a);
   Batch batch(1, rows, kInputs);
   HostLinearArgs& args = batch.args;
-  args.weight.format = HostWeightFormat::kNf4;
+  args.weight.format = quant::WeightFormat::kNf4;
   args.weight.data = codes.data();
   args.weight.absmax = absmax.data();
   std::vector<double> per_call;

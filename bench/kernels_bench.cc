@@ -221,8 +221,9 @@ void bench_gemv(CublasLtContext& ctx, StreamRef stream, cudaStream_t cs) {
       FourBitWeights w = make_four_bit(n, k, copies, 64, nested, stream, cs);
       FourBitMatmulArgs a;
       a.m = 1;
-      a.n = n;
-      a.k = k;
+      a.weight.format = quant::WeightFormat::kNf4;
+      a.weight.out = n;
+      a.weight.in = k;
       a.x = x.get();
       a.y = y.get();
       a.weight.blocksize = 64;
@@ -230,7 +231,7 @@ void bench_gemv(CublasLtContext& ctx, StreamRef stream, cudaStream_t cs) {
       const bool fused = detail::cuda_four_bit_uses_gemv(ctx, a);
       const auto run = [&](int i) {
         const int c = i % copies;
-        a.weight.packed = w.packed[c].get<uint8_t>();
+        a.weight.data = w.packed[c].get<uint8_t>();
         a.weight.absmax = nested ? nullptr : w.absmax[c].get<float>();
         a.weight.absmax_codes = nested ? w.codes[c].get<uint8_t>() : nullptr;
         a.weight.nested_absmax = nested ? w.nested[c].get<float>() : nullptr;

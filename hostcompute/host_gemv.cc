@@ -12,22 +12,6 @@
 
 namespace stowage::hostcompute {
 
-const char* host_weight_format_name(HostWeightFormat format) {
-  switch (format) {
-    case HostWeightFormat::kBF16:
-      return "bf16";
-    case HostWeightFormat::kF16:
-      return "f16";
-    case HostWeightFormat::kInt8:
-      return "int8";
-    case HostWeightFormat::kNf4:
-      return "nf4";
-    case HostWeightFormat::kFp4:
-      return "fp4";
-  }
-  return "?";
-}
-
 const char* host_isa_name(HostIsa isa) {
   switch (isa) {
     case HostIsa::kScalar:
@@ -60,65 +44,38 @@ namespace {
 
 constexpr const char* kWhere = "host linear";
 
-bool is_four_bit(HostWeightFormat format) {
-  return format == HostWeightFormat::kNf4 || format == HostWeightFormat::kFp4;
-}
-
 void check_arguments(const HostLinearArgs& a) {
-  STOWAGE_EXPECTS(a.m >= 0 && a.n >= 0 && a.k >= 0, InvalidInputError,
-                  "{}: expected non-negative sizes, found m {} n {} k {}", kWhere, a.m, a.n, a.k);
-  const bool outputs = a.m > 0 && a.n > 0;
-  const bool reads = outputs && a.k > 0;
+  const quant::WeightView& w = a.weight;
+  STOWAGE_EXPECTS(a.m >= 0 && w.out >= 0 && w.in >= 0, InvalidInputError,
+                  "{}: expected non-negative sizes, found m {} n {} k {}", kWhere, a.m, w.out,
+                  w.in);
+  const bool outputs = a.m > 0 && w.out > 0;
+  const bool reads = outputs && w.in > 0;
   STOWAGE_EXPECTS(!outputs || a.y != nullptr, InvalidInputError,
                   "{}: expected an output y of [{}, {}] floats, found a null pointer", kWhere, a.m,
-                  a.n);
+                  w.out);
   STOWAGE_EXPECTS(!reads || a.x != nullptr, InvalidInputError,
                   "{}: expected an input x of [{}, {}] floats, found a null pointer", kWhere, a.m,
-                  a.k);
-  const HostWeight& w = a.weight;
-  const char* format = host_weight_format_name(w.format);
-  STOWAGE_EXPECTS(!reads || w.data != nullptr, InvalidInputError,
-                  "{}: expected {} weight data for [{}, {}], found a null pointer", kWhere, format,
-                  a.n, a.k);
+                  w.in);
+  w.validate(kWhere);
+  STOWAGE_EXPECTS(!reads || w.format != quant::WeightFormat::kFloat || w.dtype == DType::kBF16 ||
+                      w.dtype == DType::kF16,
+                  InvalidInputError, "{}: expected float weight values of bf16 or f16, found {}",
+                  kWhere, short_name(w.dtype));
   STOWAGE_EXPECTS(
       a.bias_dtype == DType::kF32 || a.bias_dtype == DType::kF16 || a.bias_dtype == DType::kBF16,
       InvalidInputError, "{}: expected a bias dtype of f32, f16 or bf16, found {}", kWhere,
       short_name(a.bias_dtype));
-  if (w.format == HostWeightFormat::kInt8) {
-    STOWAGE_EXPECTS(!outputs || w.scb != nullptr, InvalidInputError,
-                    "{}: expected int8 row scales SCB of {} floats, found a null pointer", kWhere,
-                    a.n);
-  }
-  if (!is_four_bit(w.format)) return;
-  STOWAGE_EXPECTS(w.blocksize > 0, InvalidInputError,
-                  "{}: expected a positive {} blocksize, found {}", kWhere, format, w.blocksize);
-  if (!reads) return;
-  const int64_t blocks = quant_rules::block_count(a.n * a.k, w.blocksize);
-  STOWAGE_EXPECTS((w.absmax != nullptr) != (w.absmax_codes != nullptr), InvalidInputError,
-                  "{}: expected either float absmax or double-quantized absmax codes ({} blocks), "
-                  "found {}",
-                  kWhere, blocks, w.absmax != nullptr ? "both" : "neither");
-  if (w.absmax_codes != nullptr) {
-    STOWAGE_EXPECTS(w.nested_blocksize > 0, InvalidInputError,
-                    "{}: expected a positive nested blocksize, found {}", kWhere,
-                    w.nested_blocksize);
-    STOWAGE_EXPECTS(w.nested_absmax != nullptr, InvalidInputError,
-                    "{}: expected nested_absmax of {} floats with double quantization, found a "
-                    "null pointer",
-                    kWhere, quant_rules::block_count(blocks, w.nested_blocksize));
-  }
 }
 
 detail::GemvJob make_job(const HostLinearArgs& args, const float* dynamic_map) {
   detail::GemvJob job;
   job.args = args;
-  const HostWeight& w = args.weight;
-  if (!is_four_bit(w.format)) return job;
-  const auto type =
-      w.format == HostWeightFormat::kFp4 ? quant::WeightFormat::kFp4 : quant::WeightFormat::kNf4;
+  const quant::WeightView& w = args.weight;
+  if (!quant::is_four_bit(w.format)) return job;
   for (int q = 0; q < 16; ++q) {
     job.code[q] =
-        w.quant_map != nullptr ? w.quant_map[q] : quant_rules::four_bit_code_value(type, q);
+        w.quant_map != nullptr ? w.quant_map[q] : quant_rules::four_bit_code_value(w.format, q);
   }
   job.nested_code = w.nested_quant_map != nullptr ? w.nested_quant_map : dynamic_map;
   return job;
@@ -154,15 +111,15 @@ int HostGemv::threads() const { return team_->size(); }
 
 void HostGemv::linear(const HostLinearArgs& args) {
   check_arguments(args);
-  if (args.m == 0 || args.n == 0) return;
-  if (args.k == 0) {
+  if (args.m == 0 || args.weight.out == 0) return;
+  if (args.weight.in == 0) {
     // An empty sum: y is the bias (or 0).
     for (int64_t i = 0; i < args.m; ++i) {
-      for (int64_t r = 0; r < args.n; ++r) {
+      for (int64_t r = 0; r < args.weight.out; ++r) {
         const float bias = args.bias != nullptr
                                ? load_as_float(args.bias, args.bias_dtype, static_cast<size_t>(r))
                                : 0.0f;
-        args.y[i * args.n + r] = args.relu && bias < 0.0f ? 0.0f : bias;
+        args.y[i * args.weight.out + r] = args.relu && bias < 0.0f ? 0.0f : bias;
       }
     }
     return;
@@ -170,11 +127,11 @@ void HostGemv::linear(const HostLinearArgs& args) {
   const detail::GemvJob job = make_job(args, dynamic_map_.data());
   const RowKernel kernel = row_kernel(isa_);
   // Contiguous shares of the rows: each thread streams one run of W.
-  const int64_t members = std::min<int64_t>(team_->size(), args.n);
+  const int64_t members = std::min<int64_t>(team_->size(), args.weight.out);
   team_->run([&](int member) {
     if (member >= members) return;
-    const int64_t begin = args.n * member / members;
-    const int64_t end = args.n * (member + 1) / members;
+    const int64_t begin = args.weight.out * member / members;
+    const int64_t end = args.weight.out * (member + 1) / members;
     kernel(job, begin, end);
   });
 }
@@ -188,12 +145,12 @@ void HostGemv::linear_batch(const HostLinearArgs* args, int count) {
   std::vector<detail::GemvJob> jobs;
   std::vector<int64_t> first_row{0};  // of each job in the concatenated rows
   for (int i = 0; i < count; ++i) {
-    if (args[i].m == 0 || args[i].n == 0 || args[i].k == 0) {
+    if (args[i].m == 0 || args[i].weight.out == 0 || args[i].weight.in == 0) {
       linear(args[i]);
       continue;
     }
     jobs.push_back(make_job(args[i], dynamic_map_.data()));
-    first_row.push_back(first_row.back() + args[i].n);
+    first_row.push_back(first_row.back() + args[i].weight.out);
   }
   const int64_t rows = first_row.back();
   if (rows == 0) return;
@@ -209,32 +166,6 @@ void HostGemv::linear_batch(const HostLinearArgs* args, int count) {
       if (from < to) kernel(jobs[j], from - first_row[j], to - first_row[j]);
     }
   });
-}
-
-uint64_t host_weight_bytes(const HostWeight& weight, int64_t n, int64_t k) {
-  const uint64_t elements = static_cast<uint64_t>(n) * static_cast<uint64_t>(k);
-  switch (weight.format) {
-    case HostWeightFormat::kBF16:
-    case HostWeightFormat::kF16:
-      return elements * 2;
-    case HostWeightFormat::kInt8:
-      return elements + static_cast<uint64_t>(n) * sizeof(float);
-    case HostWeightFormat::kNf4:
-    case HostWeightFormat::kFp4: {
-      const int64_t blocks =
-          quant_rules::block_count(n * k, std::max<int64_t>(1, weight.blocksize));
-      uint64_t bytes = quant_rules::packed_code_bytes(n * k);
-      if (weight.absmax_codes != nullptr) {
-        bytes += blocks +
-                 quant_rules::block_count(blocks, std::max<int64_t>(1, weight.nested_blocksize)) *
-                     sizeof(float);
-      } else {
-        bytes += blocks * sizeof(float);
-      }
-      return bytes;
-    }
-  }
-  return 0;
 }
 
 }  // namespace stowage::hostcompute

@@ -30,47 +30,16 @@
 #include <optional>
 
 #include "core/dtype.h"
+#include "quant/weight_view.h"
 
 namespace stowage::hostcompute {
 
-enum class HostWeightFormat : uint8_t { kBF16, kF16, kInt8, kNf4, kFp4 };
-const char* host_weight_format_name(HostWeightFormat format);
-
-// A weight W [n, k] in host memory, as the format stores it. All pointers are
-// read-only and must stay valid for the call.
-struct HostWeight {
-  HostWeightFormat format = HostWeightFormat::kBF16;
-  // kBF16 / kF16: n * k 16-bit values, row-major. kInt8: the codes CB, n * k
-  // int8. kNf4 / kFp4: (n * k + 1) / 2 bytes of codes of the flattened
-  // row-major weight, two per byte, the first element in the high nibble.
-  const void* data = nullptr;
-  // kInt8: SCB, n float32 row scales (w = CB * SCB / 127).
-  const float* scb = nullptr;
-  // kNf4 / kFp4: blocks of `blocksize` consecutive elements of the flattened
-  // weight (blocks may cross rows), each with one absmax: either `absmax`
-  // (ceil(n * k / blocksize) float32) or, with double quantization,
-  // `absmax_codes` (one U8 per block) decoded as
-  // nested_quant_map[code] * nested_absmax[block / nested_blocksize] + nested_offset.
-  int64_t blocksize = 64;
-  const float* absmax = nullptr;
-  const uint8_t* absmax_codes = nullptr;
-  const float* nested_absmax = nullptr;
-  int64_t nested_blocksize = 256;
-  float nested_offset = 0.0f;
-  // The 16 code values; null: the standard table of `format`
-  // (quant_rules::four_bit_code_value).
-  const float* quant_map = nullptr;
-  // The 256 nested code values; null: the signed dynamic map
-  // (quant_rules::dynamic_map_value).
-  const float* nested_quant_map = nullptr;
-};
-
+// y[m, n] = x[m, k] @ W^T + bias for W = weight [n, k] = [out, in] in host
+// memory: kFloat (bf16 or f16 values), kInt8, kNf4 or kFp4.
 struct HostLinearArgs {
   int64_t m = 0;             // batch rows
-  int64_t n = 0;             // output features (rows of W)
-  int64_t k = 0;             // input features (columns of W)
   const float* x = nullptr;  // [m, k], row-major
-  HostWeight weight;
+  quant::WeightView weight;
   const void* bias = nullptr;      // [n] of bias_dtype, or null
   DType bias_dtype = DType::kF32;  // kF32, kF16 or kBF16
   bool relu = false;               // y = max(0, sum + bias)
@@ -102,10 +71,10 @@ class HostGemv {
 
   // Computes args.y on the calling thread and the workers; returns when y is
   // written. Throws InvalidInputError (naming what was expected and what was
-  // found) for negative sizes, null pointers where data is needed, a
-  // non-positive blocksize or nested blocksize, both or neither of absmax and
-  // absmax_codes, or another bias dtype; nothing is written then. Array
-  // lengths cannot be checked: they must be as HostWeight states.
+  // found) for a negative m, a weight that fails WeightView::validate, a
+  // float weight other than bf16 or f16, null x or y where data is needed,
+  // or another bias dtype; nothing is written then. Array lengths cannot be
+  // checked: they must be as WeightView states.
   void linear(const HostLinearArgs& args);
   // linear(args[i]) for i in [0, count), in one pass of the team: the output
   // rows of all of them are split in contiguous shares, so a layer's small
@@ -124,9 +93,5 @@ class HostGemv {
   std::array<float, 256> dynamic_map_;
   std::unique_ptr<WorkerTeam> team_;
 };
-
-// The bytes of W a call reads (with its scales, absmax and nested state): what
-// a cost model divides by the host read rate.
-uint64_t host_weight_bytes(const HostWeight& weight, int64_t n, int64_t k);
 
 }  // namespace stowage::hostcompute

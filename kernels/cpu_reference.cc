@@ -16,8 +16,8 @@ std::vector<float> to_floats(const void* data, DType dtype, int64_t count) {
 }
 
 // Dequantized absmax values of a 4-bit weight (plain or double-quantized).
-std::vector<float> weight_absmax(const FourBitWeight& w, int64_t numel) {
-  const int64_t blocks = quant_rules::block_count(numel, w.blocksize);
+std::vector<float> weight_absmax(const quant::WeightView& w) {
+  const int64_t blocks = w.block_count();
   std::vector<float> absmax(static_cast<size_t>(blocks));
   if (w.absmax != nullptr) {
     std::copy(w.absmax, w.absmax + blocks, absmax.begin());
@@ -191,20 +191,20 @@ void int8_matmul(const Int8MatmulArgs& a) {
 }
 
 void four_bit_matmul(const FourBitMatmulArgs& a) {
-  const int64_t numel = a.n * a.k;
-  const std::vector<float> absmax = weight_absmax(a.weight, numel);
+  const int64_t n = a.weight.out, k = a.weight.in, numel = a.weight.numel();
+  const std::vector<float> absmax = weight_absmax(a.weight);
   std::vector<float> w(static_cast<size_t>(numel));
-  dequantize_4bit(a.weight.packed, absmax.data(), numel, a.weight.blocksize, a.weight.type,
+  dequantize_4bit(a.weight.codes(), absmax.data(), numel, a.weight.blocksize, a.weight.format,
                   w.data(), DType::kF32);
-  const std::vector<float> x = to_floats(a.x, a.dtype, a.m * a.k);
+  const std::vector<float> x = to_floats(a.x, a.dtype, a.m * k);
   for (int64_t r = 0; r < a.m; ++r) {
-    for (int64_t c = 0; c < a.n; ++c) {
+    for (int64_t c = 0; c < n; ++c) {
       float acc = 0.0f;
-      const float* xr = x.data() + r * a.k;
-      const float* wc = w.data() + c * a.k;
-      for (int64_t i = 0; i < a.k; ++i) acc += xr[i] * wc[i];
+      const float* xr = x.data() + r * k;
+      const float* wc = w.data() + c * k;
+      for (int64_t i = 0; i < k; ++i) acc += xr[i] * wc[i];
       if (a.bias != nullptr) acc += load_as_float(a.bias, a.dtype, static_cast<size_t>(c));
-      store_from_float(a.y, a.dtype, static_cast<size_t>(r * a.n + c), acc);
+      store_from_float(a.y, a.dtype, static_cast<size_t>(r * n + c), acc);
     }
   }
 }

@@ -1,10 +1,9 @@
-// 4-bit (NF4 / FP4) matmul: y[m, n] = x[m, k] @ W^T + bias, W [n, k] given as
-// bitsandbytes packs it (FORMATS.md): codes of the flattened row-major weight,
-// two per byte, in blocks of `blocksize` with a float32 absmax per block, or
-// with double quantization (absmax as 8-bit codes of the signed dynamic map,
-// nested_absmax per 256 blocks, nested_offset). The code tables are the
-// standard ones of quant_rules.h (a file's quant_map / nested_quant_map hold
-// the same values).
+// 4-bit (NF4 / FP4) matmul: y[m, n] = x[m, k] @ W^T + bias, W [n, k] a
+// quant::WeightView of format kNf4 or kFp4 as bitsandbytes packs it, with a
+// blocksize quant_rules accepts and, with double quantization, the standard
+// nested blocksize (256). The code tables are the standard ones of
+// quant_rules.h (a file's quant_map / nested_quant_map hold the same values
+// and are not read).
 //
 // On CUDA, batches m <= 4 with dtype kF16 or kBF16 and k % 32 == 0 run a fused
 // dequantize-GEMV that reads each packed byte once (memory-bound; batch 1 on
@@ -22,27 +21,17 @@
 #include "core/stream.h"
 #include "kernels/cublaslt_context.h"
 #include "quant/quant_rules.h"
+#include "quant/weight_view.h"
 
 namespace stowage::kernels {
 
-struct FourBitWeight {
-  const uint8_t* packed = nullptr;  // (n * k + 1) / 2 bytes
-  quant::WeightFormat type = quant::WeightFormat::kNf4;
-  int64_t blocksize = 64;
-  const float* absmax = nullptr;  // ceil(n * k / blocksize) floats; null with double quant
-  // Double quantization (used when absmax is null):
-  const uint8_t* absmax_codes = nullptr;  // one code per block
-  const float* nested_absmax = nullptr;   // one per 256 blocks
-  float nested_offset = 0.0f;
-};
-
+// The weight's parts in device memory (on a sim stream, host memory); n and k
+// are its [out, in].
 struct FourBitMatmulArgs {
   int64_t m = 0;
-  int64_t n = 0;
-  int64_t k = 0;
   DType dtype = DType::kF16;  // x, bias and y: kF16, kBF16 or kF32
   const void* x = nullptr;    // [m, k]
-  FourBitWeight weight;
+  quant::WeightView weight;
   const void* bias = nullptr;  // [n] or null
   void* y = nullptr;           // [m, n]
 };

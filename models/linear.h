@@ -12,6 +12,7 @@
 #include "core/tensor.h"
 #include "kernels/cublaslt_context.h"
 #include "quant/weight_format.h"
+#include "quant/weight_view.h"
 
 namespace stowage::models {
 
@@ -36,6 +37,10 @@ struct LinearWeights {
   TensorView nested_quant_map;
   int64_t nested_blocksize = 256;
   float nested_offset = 0.0f;
+
+  // The weight's parts as the kernels take them: the one place a
+  // LinearWeights becomes a quant::WeightView (valid while these views are).
+  quant::WeightView view() const;
 };
 
 // What a layer's kernels need to know ahead of a forward to size their

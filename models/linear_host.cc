@@ -83,6 +83,28 @@ void LinearKernels::linear_add(StreamRef stream, const LinearWeights& w, const T
                         x.shape()[0] * w.out_features, stream);
 }
 
+quant::WeightView LinearWeights::view() const {
+  quant::WeightView v;
+  v.format = format;
+  v.out = out_features;
+  v.in = in_features;
+  v.dtype = weight.dtype();
+  v.data = weight.data();
+  v.scb = scb.data_as<const float>();
+  v.blocksize = blocksize;
+  v.quant_map = quant_map.data_as<const float>();
+  if (double_quant) {
+    v.absmax_codes = absmax.data_as<const uint8_t>();
+    v.nested_absmax = nested_absmax.data_as<const float>();
+    v.nested_blocksize = nested_blocksize;
+    v.nested_offset = nested_offset;
+    v.nested_quant_map = nested_quant_map.data_as<const float>();
+  } else {
+    v.absmax = absmax.data_as<const float>();
+  }
+  return v;
+}
+
 void check_linear_arguments(const LinearWeights& w, const TensorView& x, const TensorView& y,
                             const std::string& where) {
   STOWAGE_EXPECTS(
@@ -93,9 +115,9 @@ void check_linear_arguments(const LinearWeights& w, const TensorView& x, const T
                       y.shape()[0] == x.shape()[0] && y.shape()[1] == w.out_features,
                   InvalidInputError, "{}: expected output float32 [{}, {}], found {} {}", where,
                   x.shape()[0], w.out_features, short_name(y.dtype()), y.shape().to_string());
-  const uint64_t n = static_cast<uint64_t>(w.out_features) * static_cast<uint64_t>(w.in_features);
-  STOWAGE_EXPECTS(w.weight.data() != nullptr || n == 0, InvalidInputError,
-                  "{}: the weight has no bytes", where);
+  const quant::WeightView view = w.view();
+  view.validate(where);
+  const uint64_t n = static_cast<uint64_t>(view.numel());
   switch (w.format) {
     case quant::WeightFormat::kFloat:
       STOWAGE_EXPECTS(is_floating_point(w.weight.dtype()) && w.weight.numel() == n,
@@ -113,13 +135,11 @@ void check_linear_arguments(const LinearWeights& w, const TensorView& x, const T
       break;
     case quant::WeightFormat::kNf4:
     case quant::WeightFormat::kFp4: {
-      STOWAGE_EXPECTS(w.blocksize > 0, InvalidInputError, "{}: blocksize {} is not positive", where,
-                      w.blocksize);
       const uint64_t packed = static_cast<uint64_t>(quant::packed_code_bytes(n));
       STOWAGE_EXPECTS(w.weight.bytes() >= packed, InvalidInputError,
                       "{}: expected at least {} bytes of packed 4-bit codes, found {}", where,
                       packed, w.weight.bytes());
-      const uint64_t blocks = static_cast<uint64_t>(quant::block_count(n, w.blocksize));
+      const uint64_t blocks = static_cast<uint64_t>(view.block_count());
       STOWAGE_EXPECTS(w.absmax.numel() == blocks &&
                           w.absmax.dtype() == (w.double_quant ? DType::kU8 : DType::kF32),
                       InvalidInputError, "{}: expected absmax {} [{}], found {} {}", where,
@@ -129,10 +149,7 @@ void check_linear_arguments(const LinearWeights& w, const TensorView& x, const T
                       InvalidInputError, "{}: expected quant_map float32 [16], found {} {}", where,
                       short_name(w.quant_map.dtype()), w.quant_map.shape().to_string());
       if (w.double_quant) {
-        STOWAGE_EXPECTS(w.nested_blocksize > 0, InvalidInputError,
-                        "{}: nested blocksize {} is not positive", where, w.nested_blocksize);
-        const uint64_t nested = static_cast<uint64_t>(
-            quant::block_count(static_cast<int64_t>(blocks), w.nested_blocksize));
+        const uint64_t nested = static_cast<uint64_t>(view.nested_block_count());
         STOWAGE_EXPECTS(w.nested_absmax.dtype() == DType::kF32 && w.nested_absmax.numel() == nested,
                         InvalidInputError, "{}: expected nested_absmax float32 [{}], found {} {}",
                         where, nested, short_name(w.nested_absmax.dtype()),
@@ -261,8 +278,7 @@ void dequantize_rows(const LinearWeights& w, int64_t r0, int64_t rows, float* ou
       if (dtype == DType::kBF16) {
         widen_bfloat16(w.weight.data_as<uint16_t>() + first, count, out);
       } else if (dtype == DType::kF16) {
-        const uint16_t* src = w.weight.data_as<uint16_t>() + first;
-        widen_half(src, count, out);
+        widen_half(w.weight.data_as<uint16_t>() + first, count, out);
       } else {
         for (int64_t e = 0; e < count; ++e) {
           out[e] = load_as_float(w.weight.data(), dtype, static_cast<size_t>(first + e));
@@ -282,25 +298,14 @@ void dequantize_rows(const LinearWeights& w, int64_t r0, int64_t rows, float* ou
     case quant::WeightFormat::kFp4: {
       // code[q] * absmax of the element's block, one absmax per run of
       // elements sharing a block.
-      const uint8_t* codes = static_cast<const uint8_t*>(w.weight.data());
+      const quant::WeightView view = w.view();
+      const uint8_t* codes = view.codes();
       const float* map = w.quant_map.data_as<float>();
       for (int64_t e = first; e < first + count;) {
         const int64_t block = e / w.blocksize;
         const int64_t stop = std::min(first + count, (block + 1) * w.blocksize);
-        float absmax;
-        if (w.double_quant) {
-          const uint8_t code = static_cast<const uint8_t*>(w.absmax.data())[block];
-          absmax = w.nested_quant_map.data_as<float>()[code] *
-                       w.nested_absmax.data_as<float>()[block / w.nested_blocksize] +
-                   w.nested_offset;
-        } else {
-          absmax = w.absmax.data_as<float>()[block];
-        }
-        for (; e < stop; ++e) {
-          const uint8_t byte = codes[e / 2];
-          const int q = (e % 2 == 0) ? (byte >> 4) : (byte & 0x0F);
-          out[e - first] = map[q] * absmax;
-        }
+        const float absmax = view.block_absmax(block, w.nested_quant_map.data_as<float>());
+        for (; e < stop; ++e) out[e - first] = map[quant_rules::unpack_code(codes, e)] * absmax;
       }
       return;
     }
@@ -449,11 +454,9 @@ class HostComputeLinearKernels final : public LinearKernels {
     check_linear_arguments(w, x, y, "linear layer");
     hostcompute::HostLinearArgs a;
     a.m = x.shape()[0];
-    a.n = w.out_features;
-    a.k = w.in_features;
     a.x = x.data_as<float>();
     a.y = y.data_as<float>();
-    a.weight.data = w.weight.data();
+    a.weight = w.view();
     if (w.bias.data() != nullptr) {
       a.bias = w.bias.data();
       a.bias_dtype = w.bias.dtype();
@@ -462,42 +465,13 @@ class HostComputeLinearKernels final : public LinearKernels {
         return std::nullopt;
       }
     }
-    switch (w.format) {
-      case quant::WeightFormat::kFloat:
-        if (w.weight.dtype() == DType::kBF16) {
-          a.weight.format = hostcompute::HostWeightFormat::kBF16;
-        } else if (w.weight.dtype() == DType::kF16) {
-          a.weight.format = hostcompute::HostWeightFormat::kF16;
-        } else {
-          return std::nullopt;  // float32 weights: the reference (OpenBLAS)
-        }
-        return a;
-      case quant::WeightFormat::kInt8:
-        // Dequantized in full, as the reference does (no outlier split).
-        a.weight.format = hostcompute::HostWeightFormat::kInt8;
-        a.weight.scb = w.scb.data_as<float>();
-        return a;
-      case quant::WeightFormat::kNf4:
-      case quant::WeightFormat::kFp4:
-        a.weight.format = w.format == quant::WeightFormat::kNf4
-                              ? hostcompute::HostWeightFormat::kNf4
-                              : hostcompute::HostWeightFormat::kFp4;
-        a.weight.blocksize = w.blocksize;
-        a.weight.quant_map = w.quant_map.data() != nullptr ? w.quant_map.data_as<float>() : nullptr;
-        if (w.double_quant) {
-          a.weight.absmax_codes = static_cast<const uint8_t*>(w.absmax.data());
-          a.weight.nested_absmax = w.nested_absmax.data_as<float>();
-          a.weight.nested_blocksize = w.nested_blocksize;
-          a.weight.nested_offset = w.nested_offset;
-          a.weight.nested_quant_map = w.nested_quant_map.data() != nullptr
-                                          ? w.nested_quant_map.data_as<float>()
-                                          : nullptr;
-        } else {
-          a.weight.absmax = w.absmax.data_as<float>();
-        }
-        return a;
+    // Float32 weights: the reference (OpenBLAS). int8 is dequantized in full,
+    // as the reference does (no outlier split).
+    if (w.format == quant::WeightFormat::kFloat && w.weight.dtype() != DType::kBF16 &&
+        w.weight.dtype() != DType::kF16) {
+      return std::nullopt;
     }
-    return std::nullopt;
+    return a;
   }
 
   hostcompute::HostGemv gemv_;

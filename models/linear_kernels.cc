@@ -108,21 +108,9 @@ class AcceleratorLinearKernels final : public LinearKernels {
       case quant::WeightFormat::kFp4: {
         kernels::FourBitMatmulArgs a;
         a.m = m;
-        a.n = n;
-        a.k = k;
         a.dtype = DType::kF32;
         a.x = x.data();
-        a.weight.packed = static_cast<const uint8_t*>(w.weight.data());
-        a.weight.type = w.format == quant::WeightFormat::kNf4 ? quant::WeightFormat::kNf4
-                                                       : quant::WeightFormat::kFp4;
-        a.weight.blocksize = w.blocksize;
-        if (w.double_quant) {
-          a.weight.absmax_codes = static_cast<const uint8_t*>(w.absmax.data());
-          a.weight.nested_absmax = w.nested_absmax.data_as<float>();
-          a.weight.nested_offset = w.nested_offset;
-        } else {
-          a.weight.absmax = w.absmax.data_as<float>();
-        }
+        a.weight = w.view();
         a.bias = bias;
         a.y = y.data();
         kernels::four_bit_matmul(context_, a, stream);

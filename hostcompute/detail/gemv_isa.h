@@ -22,18 +22,9 @@ struct GemvJob {
 // bench/results/header-figures.md.
 inline constexpr int64_t kSegmentBytes = 1024;
 inline constexpr int64_t kMaxSegment = 2048;  // floats: the 4-bit segment
-inline int64_t segment_length(HostWeightFormat format) {
-  switch (format) {
-    case HostWeightFormat::kBF16:
-    case HostWeightFormat::kF16:
-      return kSegmentBytes / 2;
-    case HostWeightFormat::kInt8:
-      return kSegmentBytes;
-    case HostWeightFormat::kNf4:
-    case HostWeightFormat::kFp4:
-      break;
-  }
-  return kSegmentBytes * 2;
+inline int64_t segment_length(const quant::WeightView& w) {
+  if (quant::is_four_bit(w.format)) return kSegmentBytes * 2;
+  return kSegmentBytes / static_cast<int64_t>(dtype_size(w.dtype));  // bf16, f16 or int8
 }
 
 void gemv_rows_scalar(const GemvJob& job, int64_t row_begin, int64_t row_end);

@@ -23,9 +23,9 @@ namespace stowage::hostcompute {
 namespace {
 
 // A weight in one format plus its dequantized float32 values (what the
-// kernels must multiply), owning every array the HostWeight points to.
+// kernels must multiply), owning every array the weight view points to.
 struct TestWeight {
-  HostWeight weight;
+  quant::WeightView weight;
   std::vector<float> dequantized;  // [n, k]
   std::vector<uint16_t> halves;
   std::vector<int8_t> codes8;
@@ -62,13 +62,16 @@ TestWeight make_weight(Case c, int64_t n, int64_t k, uint32_t seed, int64_t bloc
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> value(-1.0f, 1.0f);
   TestWeight t;
+  t.weight.out = n;
+  t.weight.in = k;
   const int64_t count = n * k;
   t.dequantized.resize(static_cast<size_t>(count));
   switch (c) {
     case Case::kBF16:
     case Case::kF16: {
       const bool bf16 = c == Case::kBF16;
-      t.weight.format = bf16 ? HostWeightFormat::kBF16 : HostWeightFormat::kF16;
+      t.weight.format = quant::WeightFormat::kFloat;
+      t.weight.dtype = bf16 ? DType::kBF16 : DType::kF16;
       t.halves.resize(static_cast<size_t>(count));
       for (int64_t e = 0; e < count; ++e) {
         const float v = value(rng);
@@ -80,7 +83,8 @@ TestWeight make_weight(Case c, int64_t n, int64_t k, uint32_t seed, int64_t bloc
       break;
     }
     case Case::kInt8: {
-      t.weight.format = HostWeightFormat::kInt8;
+      t.weight.format = quant::WeightFormat::kInt8;
+      t.weight.dtype = DType::kI8;
       t.codes8.resize(static_cast<size_t>(count));
       t.scb.resize(static_cast<size_t>(n));
       std::uniform_int_distribution<int> code(-127, 127);
@@ -98,7 +102,8 @@ TestWeight make_weight(Case c, int64_t n, int64_t k, uint32_t seed, int64_t bloc
       const bool fp4 = c == Case::kFp4 || c == Case::kFp4Double;
       const bool double_quant = c == Case::kNf4Double || c == Case::kFp4Double;
       const auto type = fp4 ? quant::WeightFormat::kFp4 : quant::WeightFormat::kNf4;
-      t.weight.format = fp4 ? HostWeightFormat::kFp4 : HostWeightFormat::kNf4;
+      t.weight.format = type;
+      t.weight.dtype = DType::kU8;
       t.weight.blocksize = blocksize;
       t.packed.resize(static_cast<size_t>((count + 1) / 2));
       std::uniform_int_distribution<int> byte(0, 255);
@@ -155,10 +160,10 @@ HostLinearArgs make_args(const TestWeight& w, const float* x, int64_t m, int64_t
                          float* y) {
   HostLinearArgs args;
   args.m = m;
-  args.n = n;
-  args.k = k;
   args.x = x;
   args.weight = w.weight;
+  args.weight.out = n;
+  args.weight.in = k;
   args.y = y;
   return args;
 }
@@ -308,7 +313,7 @@ TEST(HostGemvTest, OnePassOverSeveralLinearsGivesEachCallsBits) {
           args.push_back(make_args(weights[i], x.data(), m, rows[i], k, together[i].data()));
         }
         HostLinearArgs empty = args[0];
-        empty.n = 0;
+        empty.weight.out = 0;
         args.insert(args.begin() + 1, empty);
         gemv.linear_batch(args.data(), static_cast<int>(args.size()));
         for (size_t i = 0; i < rows.size(); ++i) {
@@ -429,8 +434,8 @@ TEST(HostGemvTest, EmptyInputGivesTheBias) {
   HostGemv gemv(2);
   HostLinearArgs args;
   args.m = 2;
-  args.n = 3;
-  args.k = 0;
+  args.weight.out = 3;
+  args.weight.in = 0;
   args.bias = bias;
   std::vector<float> y(6, -7.0f);
   args.y = y.data();
@@ -525,17 +530,19 @@ TEST(HostGemvTest, BadArgumentsThrowInvalidInputNamingExpectedAndFound) {
 }
 
 TEST(HostGemvTest, WeightBytesCountTheQuantState) {
-  HostWeight w;
-  w.format = HostWeightFormat::kBF16;
-  EXPECT_EQ(host_weight_bytes(w, 4, 64), 512u);
-  w.format = HostWeightFormat::kInt8;
-  EXPECT_EQ(host_weight_bytes(w, 4, 64), 256u + 16u);
-  w.format = HostWeightFormat::kNf4;
+  quant::WeightView w;
+  w.out = 4;
+  w.in = 64;
+  w.dtype = DType::kBF16;
+  EXPECT_EQ(w.bytes(), 512u);
+  w.format = quant::WeightFormat::kInt8;
+  EXPECT_EQ(w.bytes(), 256u + 16u);
+  w.format = quant::WeightFormat::kNf4;
   w.blocksize = 64;
-  EXPECT_EQ(host_weight_bytes(w, 4, 64), 128u + 4u * 4u);
+  EXPECT_EQ(w.bytes(), 128u + 4u * 4u);
   const uint8_t codes[1] = {};
   w.absmax_codes = codes;
-  EXPECT_EQ(host_weight_bytes(w, 4, 64), 128u + 4u + 4u);
+  EXPECT_EQ(w.bytes(), 128u + 4u + 4u);
 }
 
 }  // namespace

@@ -603,21 +603,23 @@ void cuda_int8_matmul(CublasLtContext& context, const Int8MatmulArgs& a, StreamR
 
 namespace {
 
+// The one place a 4-bit call becomes the launches' device-side arguments.
 FourBitGemvArgs gemv_args(const FourBitMatmulArgs& a) {
+  const quant::WeightView& w = a.weight;
   FourBitGemvArgs g;
-  g.packed = a.weight.packed;
-  g.absmax = a.weight.absmax;
-  g.absmax_codes = a.weight.absmax_codes;
-  g.nested_absmax = a.weight.nested_absmax;
-  g.nested_offset = a.weight.nested_offset;
+  g.packed = w.codes();
+  g.absmax = w.absmax;
+  g.absmax_codes = w.absmax_codes;
+  g.nested_absmax = w.nested_absmax;
+  g.nested_offset = w.nested_offset;
   g.x = a.x;
   g.bias = a.bias;
   g.y = a.y;
   g.m = a.m;
-  g.n = a.n;
-  g.k = a.k;
-  g.blocksize = static_cast<int>(a.weight.blocksize);
-  g.type = a.weight.type;
+  g.n = w.out;
+  g.k = w.in;
+  g.blocksize = static_cast<int>(w.blocksize);
+  g.type = w.format;
   g.dtype = float_type(a.dtype);
   return g;
 }
@@ -645,14 +647,14 @@ bool cuda_four_bit_uses_gemv(CublasLtContext& context, const FourBitMatmulArgs& 
 
 void cuda_four_bit_matmul(CublasLtContext& context, const FourBitMatmulArgs& a,
                           StreamRef stream_ref) {
-  if (a.m == 0 || a.n == 0) return;
+  if (a.m == 0 || a.weight.out == 0) return;
   const cudaStream_t stream = as_stream(stream_ref.native_handle());
   const FourBitGemvArgs g = gemv_args(a);
   if (four_bit_f32_gemv_applies(g)) {
     // Needs no context: nothing of it is allocated.
     STOWAGE_CUDA_TRY_FOR(launch_four_bit_f32_gemv(g, stream),
                          "{}: kernels::four_bit_matmul (float32 GEMV) of m={} n={} k={}",
-                         ::stowage::detail::current_cuda_device(), a.m, a.n, a.k);
+                         ::stowage::detail::current_cuda_device(), g.m, g.n, g.k);
     return;
   }
   CublasLtState& st = context.state();
@@ -672,38 +674,37 @@ void cuda_four_bit_matmul(CublasLtContext& context, const FourBitMatmulArgs& a,
       }
       STOWAGE_CUDA_TRY_FOR(launch_four_bit_gemv(plan, g, counters, stream),
                            "cuda:{}: kernels::four_bit_matmul (GEMV variant {}) of m={} n={} k={}",
-                           st.device, plan.variant, a.m, a.n, a.k);
+                           st.device, plan.variant, g.m, g.n, g.k);
       return;
     }
   }
   // Dequantize into scratch, then a cuBLASLt GEMM.
-  const int64_t numel = a.n * a.k;
-  const int64_t blocks = quant_rules::block_count(numel, a.weight.blocksize);
-  const bool nested = a.weight.absmax == nullptr;
+  const int64_t numel = a.weight.numel();
+  const int64_t blocks = a.weight.block_count();
+  const bool nested = a.weight.double_quant();
   const FourBitScratch layout =
-      four_bit_scratch(a.n, a.k, a.weight.blocksize, nested, dtype_size(a.dtype));
+      four_bit_scratch(g.n, g.k, a.weight.blocksize, nested, dtype_size(a.dtype));
   void* base = st.scratch.reserve(layout.bytes, stream_ref);
   void* w = piece<char>(base, layout.weight);
   const float* use_absmax = a.weight.absmax;
   if (nested) {
     float* absmax = piece<float>(base, layout.absmax);
-    STOWAGE_CUDA_TRY_FOR(launch_dequantize_absmax(a.weight.absmax_codes, a.weight.nested_absmax,
-                                                  a.weight.nested_offset, blocks, absmax, stream),
+    STOWAGE_CUDA_TRY_FOR(launch_dequantize_absmax(g.absmax_codes, g.nested_absmax, g.nested_offset,
+                                                  blocks, absmax, stream),
                          "cuda:{}: kernels::four_bit_matmul of m={} n={} k={}: dequantizing {} "
                          "absmax values",
-                         st.device, a.m, a.n, a.k, blocks);
+                         st.device, g.m, g.n, g.k, blocks);
     use_absmax = absmax;
   }
-  STOWAGE_CUDA_TRY_FOR(launch_dequantize_4bit(a.weight.packed, use_absmax, numel,
-                                              static_cast<int>(a.weight.blocksize), a.weight.type,
-                                              w, float_type(a.dtype), stream),
-                       "cuda:{}: kernels::four_bit_matmul of m={} n={} k={}: dequantizing the "
-                       "weight into {} bytes of scratch",
-                       st.device, a.m, a.n, a.k, layout.bytes);
+  STOWAGE_CUDA_TRY_FOR(
+      launch_dequantize_4bit(g.packed, use_absmax, numel, g.blocksize, g.type, w, g.dtype, stream),
+      "cuda:{}: kernels::four_bit_matmul of m={} n={} k={}: dequantizing the "
+      "weight into {} bytes of scratch",
+      st.device, g.m, g.n, g.k, layout.bytes);
   GemmArgs ga;
   ga.m = a.m;
-  ga.n = a.n;
-  ga.k = a.k;
+  ga.n = g.n;
+  ga.k = g.k;
   ga.dtype = a.dtype;
   ga.out_dtype = a.dtype;
   ga.x = a.x;

@@ -70,7 +70,7 @@ class KernelsOnBackend : public ::testing::TestWithParam<DeviceChoice> {
 
   // A weight quantized to 4 bits on the CPU, with its double quantization,
   // on the host and uploaded (the upload has ended when this returns).
-  struct FourBitWeight {
+  struct QuantizedFourBit {
     std::vector<uint8_t> packed, codes;
     std::vector<float> absmax, nested_absmax;
     float offset = 0.0f;
@@ -79,19 +79,21 @@ class KernelsOnBackend : public ::testing::TestWithParam<DeviceChoice> {
     // quantization (absmax null).
     void point(FourBitMatmulArgs* a, bool nested, bool device) const {
       a->weight.nested_offset = offset;
-      a->weight.packed = device ? static_cast<const uint8_t*>(device_packed.data()) : packed.data();
+      a->weight.data = device ? device_packed.data() : packed.data();
       a->weight.absmax = nested   ? nullptr
                          : device ? static_cast<const float*>(device_absmax.data())
                                   : absmax.data();
-      a->weight.absmax_codes =
-          device ? static_cast<const uint8_t*>(device_codes.data()) : codes.data();
-      a->weight.nested_absmax =
-          device ? static_cast<const float*>(device_nested.data()) : nested_absmax.data();
+      a->weight.absmax_codes = !nested  ? nullptr
+                               : device ? static_cast<const uint8_t*>(device_codes.data())
+                                        : codes.data();
+      a->weight.nested_absmax = !nested  ? nullptr
+                                : device ? static_cast<const float*>(device_nested.data())
+                                         : nested_absmax.data();
     }
   };
-  FourBitWeight quantize_weight(const void* w, DType dtype, int64_t numel, int64_t blocksize,
-                                quant::WeightFormat type) {
-    FourBitWeight q;
+  QuantizedFourBit quantize_weight(const void* w, DType dtype, int64_t numel, int64_t blocksize,
+                                   quant::WeightFormat type) {
+    QuantizedFourBit q;
     const int64_t blocks = quant_rules::block_count(numel, blocksize);
     q.packed.resize(quant_rules::packed_code_bytes(numel));
     q.absmax.resize(blocks);
@@ -608,17 +610,17 @@ TEST_P(KernelsOnBackend, FourBitMatmulMatchesCpu) {
                        << nested << " m=" << c.m << " n=" << c.n << " k=" << c.k
                        << " bs=" << c.blocksize);
           const int64_t numel = c.n * c.k;
-          const FourBitWeight w = quantize_weight(random_values(DType::kF32, numel, 31).data(),
-                                                  DType::kF32, numel, c.blocksize, type);
+          const QuantizedFourBit w = quantize_weight(random_values(DType::kF32, numel, 31).data(),
+                                                     DType::kF32, numel, c.blocksize, type);
           const auto x = random_values(dtype, c.m * c.k, 32);
           const auto bias = random_values(dtype, c.n, 33);
 
           FourBitMatmulArgs a;
           a.m = c.m;
-          a.n = c.n;
-          a.k = c.k;
+          a.weight.out = c.n;
+          a.weight.in = c.k;
           a.dtype = dtype;
-          a.weight.type = type;
+          a.weight.format = type;
           a.weight.blocksize = c.blocksize;
           std::vector<uint8_t> want(c.m * c.n * dtype_size(dtype));
           a.x = x.data();
@@ -676,20 +678,21 @@ TEST_P(KernelsOnBackend, FourBitMatmulWithOffsetArraysMatchesCpu) {
         const auto x = random_values(dtype, m * k, 42);
         FourBitMatmulArgs a;
         a.m = m;
-        a.n = n;
-        a.k = k;
+        a.weight.format = quant::WeightFormat::kNf4;
+        a.weight.out = n;
+        a.weight.in = k;
         a.dtype = dtype;
         a.weight.blocksize = blocksize;
         std::vector<uint8_t> want(m * n * dtype_size(dtype));
         a.x = x.data();
         a.y = want.data();
-        a.weight.packed = packed.data();
+        a.weight.data = packed.data();
         a.weight.absmax = absmax.data();
         cpu::four_bit_matmul(a);
 
         Buffer dx, dp, da;
         a.x = upload_at(x.data(), x.size(), o.x, &dx);
-        a.weight.packed = upload_at(packed.data(), packed.size(), o.packed, &dp);
+        a.weight.data = upload_at(packed.data(), packed.size(), o.packed, &dp);
         a.weight.absmax = reinterpret_cast<const float*>(
             upload_at(absmax.data(), absmax.size() * sizeof(float), o.absmax, &da));
         Buffer dy = allocate(want.size());
@@ -726,7 +729,7 @@ TEST_P(KernelsOnBackend, FourBitGemvBackToBackIsCorrectAndRepeatable) {
         const auto x = random_values(dtype, c.k, 52);
         Buffer dx = upload(x);
         std::vector<std::vector<uint8_t>> want(kWeights);
-        std::vector<FourBitWeight> weights;
+        std::vector<QuantizedFourBit> weights;
         weights.reserve(kWeights);
         std::vector<FourBitMatmulArgs> args(kWeights);
         for (int w = 0; w < kWeights; ++w) {
@@ -735,8 +738,9 @@ TEST_P(KernelsOnBackend, FourBitGemvBackToBackIsCorrectAndRepeatable) {
                                             quant::WeightFormat::kNf4));
           FourBitMatmulArgs& a = args[w];
           a.m = 1;
-          a.n = c.n;
-          a.k = c.k;
+          a.weight.format = quant::WeightFormat::kNf4;
+          a.weight.out = c.n;
+          a.weight.in = c.k;
           a.dtype = dtype;
           a.weight.blocksize = blocksize;
           want[w].resize(c.n * dtype_size(dtype));
@@ -789,14 +793,15 @@ TEST_P(KernelsOnBackend, FourBitGemvChainReadsEachInputAfterItIsWritten) {
   std::vector<float> wsrc =
       to_floats(random_values(DType::kF32, numel, 70).data(), DType::kF32, numel);
   for (float& v : wsrc) v /= 64.0f;
-  const FourBitWeight w =
+  const QuantizedFourBit w =
       quantize_weight(wsrc.data(), DType::kF32, numel, blocksize, quant::WeightFormat::kNf4);
   for (bool nested : {false, true}) {
     SCOPED_TRACE(::testing::Message() << "nested " << nested);
     FourBitMatmulArgs a;
     a.m = 1;
-    a.n = n;
-    a.k = k;
+    a.weight.format = quant::WeightFormat::kNf4;
+    a.weight.out = n;
+    a.weight.in = k;
     a.dtype = DType::kF16;
     a.weight.blocksize = blocksize;
     w.point(&a, nested, /*device=*/false);
@@ -843,22 +848,23 @@ TEST_P(KernelsOnBackend, FourBitGemvChainReadsEachInputAfterItIsWritten) {
 TEST_P(KernelsOnBackend, FourBitGemvReadsTheWeightTheKernelBeforeWrote) {
   const int64_t n1 = 8192, k1 = 1024, n2 = 4096, k2 = 4096, blocksize = 64;
   const int kSteps = GetParam() == DeviceChoice::kCuda ? 24 : 2;
-  const FourBitWeight w1 =
+  const QuantizedFourBit w1 =
       quantize_weight(random_values(DType::kF32, n1 * k1, 90).data(), DType::kF32, n1 * k1,
                       blocksize, quant::WeightFormat::kNf4);
-  FourBitWeight w2 = quantize_weight(random_values(DType::kF32, n2 * k2, 91).data(), DType::kF32,
-                                     n2 * k2, blocksize, quant::WeightFormat::kNf4);
+  QuantizedFourBit w2 = quantize_weight(random_values(DType::kF32, n2 * k2, 91).data(), DType::kF32,
+                                        n2 * k2, blocksize, quant::WeightFormat::kNf4);
   const std::vector<uint8_t> x1[2] = {random_values(DType::kF16, k1, 92),
                                       random_values(DType::kF16, k1, 93)};
   const auto x2 = random_values(DType::kF16, k2, 94);
   Buffer dx1[2] = {upload(x1[0]), upload(x1[1])};
   Buffer dx2 = upload(x2);
   stream_->synchronize();
-  auto batch_one = [&](int64_t n, int64_t k, const FourBitWeight& w) {
+  auto batch_one = [&](int64_t n, int64_t k, const QuantizedFourBit& w) {
     FourBitMatmulArgs a;
     a.m = 1;
-    a.n = n;
-    a.k = k;
+    a.weight.format = quant::WeightFormat::kNf4;
+    a.weight.out = n;
+    a.weight.in = k;
     a.weight.blocksize = blocksize;
     w.point(&a, /*nested=*/false, /*device=*/true);
     return a;

@@ -155,18 +155,18 @@ TEST(CpuFourBitMatmulTest, MatchesDequantizeThenFloat64Product) {
         std::vector<float> y(m * n);
         FourBitMatmulArgs a;
         a.m = m;
-        a.n = n;
-        a.k = k;
+        a.weight.out = n;
+        a.weight.in = k;
         a.dtype = DType::kF32;
         a.x = x.data();
         a.bias = bias.data();
         a.y = y.data();
-        a.weight.packed = packed.data();
-        a.weight.type = type;
+        a.weight.data = packed.data();
+        a.weight.format = type;
         a.weight.blocksize = bs;
         a.weight.absmax = nested ? nullptr : absmax.data();
-        a.weight.absmax_codes = codes.data();
-        a.weight.nested_absmax = nested_absmax.data();
+        a.weight.absmax_codes = nested ? codes.data() : nullptr;
+        a.weight.nested_absmax = nested ? nested_absmax.data() : nullptr;
         a.weight.nested_offset = offset;
         cpu::four_bit_matmul(a);
         const std::vector<float> bias_f = to_floats(bias.data(), DType::kF32, n);
@@ -248,9 +248,10 @@ TEST(KernelsApiTest, BadArgumentsAreInvalidInputErrorsNamingWhatWasExpected) {
   g.w = nullptr;
   EXPECT_THROW(gemm(context, g, StreamRef()), InvalidInputError);
   FourBitMatmulArgs fb;
-  fb.m = fb.n = fb.k = 2;
+  fb.m = fb.weight.out = fb.weight.in = 2;
+  fb.weight.format = quant::WeightFormat::kNf4;
   fb.x = fb.y = f;
-  fb.weight.packed = p;
+  fb.weight.data = p;
   EXPECT_THROW(four_bit_matmul(context, fb, StreamRef()), InvalidInputError);  // no absmax
   Int8MatmulArgs i8;
   i8.threshold = -1.0f;
