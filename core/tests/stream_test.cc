@@ -2,6 +2,8 @@
 // the simulated accelerator always, CUDA where a GPU is visible.
 #include <gtest/gtest.h>
 
+#include <time.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -145,6 +147,52 @@ TEST_P(StreamSpec, EventsMeasureElapsedTime) {
   s.ref().record(end);
   end.synchronize();
   EXPECT_GE(Event::elapsed_ms(start, end), 15.0f);
+}
+
+// Accelerator::set_host_wait(kSleep): waits still cover all the work and
+// surface task errors, and the waiting thread sleeps instead of spinning
+// (its own CPU time stays well under the wait), so host threads keep every
+// core. Back to kSpin, the same streams and events still wait correctly.
+TEST_P(StreamSpec, SleepingWaitsWaitForTheWorkWithoutSpinning) {
+  Stream s = accelerator().create_stream();
+  Event done = accelerator().create_event();
+  auto thread_cpu_ms = [] {
+    timespec t{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return 1e3 * static_cast<double>(t.tv_sec) + 1e-6 * static_cast<double>(t.tv_nsec);
+  };
+  accelerator().set_host_wait(Accelerator::HostWait::kSleep);
+  for (int round = 0; round < 2; ++round) {
+    std::atomic<bool> ran{false};
+    s.ref().host_task([&ran] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      ran.store(true);
+    });
+    s.ref().record(done);
+    const double cpu_before = thread_cpu_ms();
+    const auto wall_before = std::chrono::steady_clock::now();
+    if (round == 0) {
+      done.synchronize();
+    } else {
+      s.synchronize();
+    }
+    const double wall_ms = std::chrono::duration<double, std::milli>(
+                               std::chrono::steady_clock::now() - wall_before)
+                               .count();
+    EXPECT_TRUE(ran.load()) << "round " << round;
+    EXPECT_GE(wall_ms, 50.0) << "round " << round;
+    EXPECT_LT(thread_cpu_ms() - cpu_before, 0.5 * wall_ms)
+        << "round " << round << ": the waiting thread spun";
+  }
+  s.ref().host_task([] { throw IoError("injected failure under a sleeping wait"); });
+  EXPECT_THROW(s.synchronize(), IoError);
+  accelerator().set_host_wait(Accelerator::HostWait::kSpin);
+  std::atomic<bool> ran{false};
+  s.ref().host_task([&ran] { ran.store(true); });
+  s.ref().record(done);
+  done.synchronize();
+  EXPECT_TRUE(ran.load());
+  s.synchronize();
 }
 
 TEST_P(StreamSpec, DeviceOutOfMemoryIsATypedError) {
