@@ -15,6 +15,7 @@
 #include "kernels/moe_ops.h"
 #include "kernels/transformer_ops.h"
 #include "models/transformer.h"
+#include "offload/memory_budget.h"
 #include "quant/weight_layout.h"
 
 namespace stowage::models {
@@ -52,7 +53,7 @@ uint64_t linear_slot_bytes(const LinearSpec& l) {
     layout = quant::WeightLayout::four_bit(l.format, shape, DType::kF16, l.blocksize,
                                            l.double_quant, DType::kU8);
   }
-  uint64_t bytes = 8 * 256 + 1024;  // alignment, the quant state's JSON
+  uint64_t bytes = 8 * kSlotAlignment + 1024;  // alignment, the quant state's JSON
   if (l.has_bias) bytes += static_cast<uint64_t>(l.out_features) * 4;
   return bytes + layout.total_bytes(/*state_json_bytes=*/0);
 }

@@ -282,8 +282,6 @@ LoadedCheckpoint load_checkpoint(const mmap_store::Checkpoint& checkpoint, Offlo
     }
   }
   static_cast<MemoryBudget&>(loaded.request) = options;
-  loaded.request.prefetch_depth = manager.options().prefetch_depth;
-  loaded.request.disk_staging_bytes = manager.options().disk_staging_bytes;
   loaded.request.no_split = options.no_split;
   apply_tensor_overrides(loaded.request.modules, options.tensor_overrides);
   // Plan before touching any byte: a budget that cannot fit fails here.

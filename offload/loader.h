@@ -114,11 +114,12 @@ struct TensorOverride {
 std::vector<size_t> apply_tensor_overrides(std::vector<PlanModule>& modules,
                                            const std::vector<TensorOverride>& overrides);
 
-// The budget (memory_budget.h) the checkpoint is planned under: the
+// The budget (memory_budget.h) the checkpoint is planned under, whole: the
 // manager's own, or the share of it this checkpoint may fill when several
 // share one manager (module_prefix). Its prefetch depth and disk staging
-// size are ignored: the plan takes the manager's, which size the slots and
-// the staging buffer. The manager's budgets still apply at allocation time.
+// size must be the manager's (the MemoryBudget both were copied from), since
+// the plan reserves what the manager's slots and staging buffer take. The
+// manager's budgets still apply at allocation time.
 struct LoadOptions : MemoryBudget {
   // Execution order of the modules (paths); empty: natural_module_order of
   // the checkpoint's modules. Must list every module exactly once.

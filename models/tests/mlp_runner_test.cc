@@ -109,6 +109,7 @@ struct SimRuntime {
     if (accelerator_budget) budgets[0] = *accelerator_budget + working;
     load.accelerators = memory_budget_for(*platform, budgets).accelerators;
     load.cpu = TierCapacity{Tier::pinned_host(), std::nullopt, UINT64_MAX};
+    load.prefetch_depth = prefetch;
     if (working > 0) load.working_reserve[acc] = working;
   }
   Tier accelerator() const { return platform->accelerator(0).tier(); }
