@@ -99,27 +99,6 @@ void drop_mapped_pages(const Tensor& t) {
   ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);  // advisory: ignore errors
 }
 
-// Quantizes on the GPU (kernels::quantize_on_accelerator, the CPU reference's
-// bytes), then copies the parts to host memory for the writer.
-quant::WeightQuantizer cuda_weight_quantizer(const CheckpointQuantizeOptions& opt, Accelerator& acc,
-                                             StreamRef stream) {
-  return [opt, &acc, stream](const Tensor& weight, const std::string& name,
-                             MemoryResource& host) -> quant::QuantizedWeight {
-    quant::check_finite_cpu(weight, name);  // the CPU quantizer's check, same errors
-    quant::QuantizedWeight w = kernels::quantize_on_accelerator(
-        weight, opt.layout(weight.dtype(), weight.shape()), acc.memory(), host, stream, name);
-    for (const quant::QuantPart& part : quant::parts(w)) {
-      if (quant::host_addressable(part.tensor.tier())) continue;
-      Tensor copy = Tensor::empty(host, part.tensor.dtype(), part.tensor.shape());
-      stream.copy(copy.data(), part.tensor.data(), part.tensor.bytes());
-      stream.synchronize();
-      quant::replace_part(w, part.suffix, std::move(copy));
-    }
-    if (auto* int8 = std::get_if<quant::Int8Weight>(&w)) int8->threshold = opt.threshold;
-    return w;
-  };
-}
-
 }  // namespace
 
 int run_quantize(const std::vector<std::string>& args,
@@ -154,8 +133,9 @@ int run_quantize(const std::vector<std::string>& args,
     stream = platform->accelerator(0).create_stream();
   }
   const quant::WeightQuantizer weight_quantizer =
-      use_cuda ? cuda_weight_quantizer(opt, platform->accelerator(0), stream.ref())
-               : quant::cpu_weight_quantizer(opt);
+      use_cuda ? kernels::accelerator_weight_quantizer(platform->accelerator(0).memory(),
+                                                       stream.ref(), /*parts_on_host=*/true)
+               : quant::cpu_weight_quantizer();
 
   const auto& plan = quantizer.plan();
   mmap_store::AtomicFileOptions out_options;

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "kernels/quantize.h"
+#include "quant/cpu_quantizer.h"
 #include "quant/quant_rules.h"
 
 namespace stowage::kernels {
@@ -129,6 +130,24 @@ quant::QuantizedWeight quantize_on_accelerator(const Tensor& source,
                   "quantizing '{}': expected int8, nf4 or fp4, found {}", name,
                   quant::weight_format_name(target.format));
   return quantize_four_bit(source, target, device, host, stream);
+}
+
+quant::WeightQuantizer accelerator_weight_quantizer(MemoryResource& device, StreamRef stream,
+                                                    bool parts_on_host) {
+  return [&device, stream, parts_on_host](const Tensor& weight, const quant::WeightLayout& target,
+                                          MemoryResource& host, std::string_view name) {
+    if (parts_on_host) quant::check_finite_cpu(weight, name);
+    quant::QuantizedWeight w = quantize_on_accelerator(weight, target, device, host, stream, name);
+    if (!parts_on_host) return w;
+    for (const quant::QuantPart& part : quant::parts(w)) {
+      if (quant::host_addressable(part.tensor.tier())) continue;
+      Tensor copy = Tensor::empty(host, part.tensor.dtype(), part.tensor.shape());
+      stream.copy(copy.data(), part.tensor.data(), part.tensor.bytes());
+      stream.synchronize();
+      quant::replace_part(w, part.suffix, std::move(copy));
+    }
+    return w;
+  };
 }
 
 }  // namespace stowage::kernels

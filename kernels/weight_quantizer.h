@@ -1,7 +1,8 @@
-// The accelerator implementation of quant's weight quantizer: quantizes a
-// float weight to a WeightLayout with kernels/quantize.h on a stream, giving
-// the same bytes as quant::quantize_cpu (the CPU reference). `stowage
-// quantize` and the streaming loader both call it.
+// The accelerator implementation of quant's weight quantizer
+// (quant::WeightQuantizer): quantizes a float weight to a WeightLayout with
+// kernels/quantize.h on a stream, giving the same bytes as
+// quant::quantize_cpu (the CPU reference). `stowage quantize` and the
+// streaming loader both obtain it from accelerator_weight_quantizer.
 #pragma once
 
 #include <string_view>
@@ -9,6 +10,7 @@
 #include "core/memory_resource.h"
 #include "core/stream.h"
 #include "core/tensor.h"
+#include "quant/checkpoint_quantizer.h"
 #include "quant/quant_state.h"
 #include "quant/weight_layout.h"
 
@@ -32,5 +34,14 @@ quant::QuantizedWeight quantize_on_accelerator(const Tensor& source,
                                                const quant::WeightLayout& target,
                                                MemoryResource& device, MemoryResource& host,
                                                StreamRef stream, std::string_view name);
+
+// quantize_on_accelerator as a quant::WeightQuantizer on `stream`, the large
+// parts from `device` (both must outlive it), the small ones from the host
+// resource it is called with. With `parts_on_host` (a file writer's case) it
+// first checks the weight as the CPU quantizer does (quant::check_finite_cpu,
+// the same errors) and returns every part copied into that host resource;
+// without, the large parts stay in `device` (the loader places them).
+quant::WeightQuantizer accelerator_weight_quantizer(MemoryResource& device, StreamRef stream,
+                                                    bool parts_on_host);
 
 }  // namespace stowage::kernels

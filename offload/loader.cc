@@ -16,7 +16,6 @@
 #include "kernels/weight_quantizer.h"
 #include "offload/host_tier_store.h"
 #include "quant/checkpoint_quantizer.h"
-#include "quant/cpu_quantizer.h"
 #include "quant/quant_rules.h"
 #include "quant/quant_state.h"
 
@@ -176,8 +175,8 @@ std::vector<PlanModule> plan_modules(const mmap_store::Checkpoint& checkpoint,
 }
 
 quant::WeightLayout LoadQuantization::layout(DType dtype, const Shape& shape) const {
-  if (method == quant::WeightFormat::kInt8) return quant::WeightLayout::int8(shape);
-  return quant::WeightLayout::four_bit(method, shape, dtype, blocksize, double_quant, storage);
+  return quant::quantized_layout(method, {method, blocksize, double_quant, storage}, dtype, shape,
+                                 /*int8_from_source=*/!on_host);
 }
 
 uint64_t quantized_bytes(const mmap_store::TensorInfo& info, const LoadQuantization& q) {
@@ -309,6 +308,14 @@ LoadedCheckpoint load_checkpoint(const mmap_store::Checkpoint& checkpoint, Offlo
     host_load = options.host_store->begin_load(checkpoint, options, host_modules);
   }
 
+  quant::WeightQuantizer quantizer;  // LoadQuantization::on_host chooses
+  if (options.quantize) {
+    const Tier acc = manager.platform().accelerator(manager.options().compute_accelerator).tier();
+    quantizer = options.quantize->on_host ? quant::cpu_weight_quantizer()
+                                          : kernels::accelerator_weight_quantizer(
+                                                manager.memory(acc), manager.copy_stream(acc),
+                                                /*parts_on_host=*/false);
+  }
   for (const std::string& module : loaded.module_order) {
     const Tier module_tier = loaded.plan.tier_of(module);
     const std::vector<std::string>& full_names = names_of.at(module);
@@ -363,25 +370,9 @@ LoadedCheckpoint load_checkpoint(const mmap_store::Checkpoint& checkpoint, Offlo
         Tensor source = checkpoint.tensor(full);
         if (options.quantize && place.role != TensorRole::kQuantState &&
             selected_for_quantization(checkpoint.info(full), *options.quantize)) {
-          const LoadQuantization& q = *options.quantize;
-          const quant::WeightLayout target = q.layout(source.dtype(), source.shape());
-          MemoryResource& host = manager.platform().pageable_host_memory();
-          quant::QuantizedWeight qw;
-          if (q.on_host) {
-            qw = quant::quantize_cpu(source, target, host, full);
-          } else {
-            // int8 on the accelerator quantizes from the source's own dtype,
-            // on the host from float16 (as bitsandbytes): as they always have
-            // (models/testdata/llama_int8_deq's reference is from float32).
-            quant::WeightLayout from_source = target;
-            if (from_source.format == quant::WeightFormat::kInt8) {
-              from_source.dtype = source.dtype();
-            }
-            const Tier acc =
-                manager.platform().accelerator(manager.options().compute_accelerator).tier();
-            qw = kernels::quantize_on_accelerator(source, from_source, manager.memory(acc), host,
-                                                  manager.copy_stream(acc), full);
-          }
+          const quant::QuantizedWeight qw =
+              quantizer(source, options.quantize->layout(source.dtype(), source.shape()),
+                        manager.platform().pageable_host_memory(), full);
           const std::string prefix = locals[i].substr(0, locals[i].size() - 6);  // "...weight"
           RecordId weight_id = 0;
           for (const quant::QuantPart& part : quant::parts(qw)) {

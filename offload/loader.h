@@ -82,7 +82,8 @@ struct LoadProgress {
 // by kernels/ (on sim: kernels/' CPU counterparts on the simulated device;
 // on CUDA: the CUDA kernels), and its parts placed on the weight's planned
 // tier; then the staging is freed, before the next tensor is read. With
-// `on_host` the CPU quantizers of quant/ run on the host instead.
+// `on_host` the CPU quantizers of quant/ run on the host instead. Both are
+// quant::WeightQuantizer implementations following layout().
 struct LoadQuantization {
   quant::WeightFormat method = quant::WeightFormat::kNf4;
   int64_t blocksize = 64;      // 4-bit
@@ -93,7 +94,9 @@ struct LoadQuantization {
   std::function<bool(const mmap_store::TensorInfo&)> select;
   bool on_host = false;
 
-  // The layout a selected tensor of `dtype` and `shape` is quantized to.
+  // The layout a selected tensor of `dtype` and `shape` is quantized to:
+  // quant::quantized_layout's, int8 from the tensor's own dtype on the
+  // accelerator and from float16 on the host.
   quant::WeightLayout layout(DType dtype, const Shape& shape) const;
 };
 

@@ -23,20 +23,22 @@ std::string describe(const TensorDecl& d) {
 
 }  // namespace
 
-WeightLayout CheckpointQuantizeOptions::layout(DType dtype, const Shape& shape) const {
-  if (method == WeightFormat::kInt8) return WeightLayout::int8(shape);
+WeightLayout quantized_layout(WeightFormat method, const FourBitOptions& four_bit, DType dtype,
+                              const Shape& shape, bool int8_from_source) {
+  if (method == WeightFormat::kInt8) {
+    return WeightLayout::int8(shape, int8_from_source ? dtype : DType::kF16);
+  }
   return WeightLayout::four_bit(method, shape, dtype, four_bit.blocksize, four_bit.double_quant,
                                 four_bit.storage);
 }
 
-WeightQuantizer cpu_weight_quantizer(const CheckpointQuantizeOptions& options) {
-  return [options](const Tensor& weight, const std::string& name,
-                   MemoryResource& resource) -> QuantizedWeight {
-    QuantizedWeight out =
-        quantize_cpu(weight, options.layout(weight.dtype(), weight.shape()), resource, name);
-    if (auto* int8 = std::get_if<Int8Weight>(&out)) int8->threshold = options.threshold;
-    return out;
-  };
+WeightLayout CheckpointQuantizeOptions::layout(DType dtype, const Shape& shape) const {
+  return quantized_layout(method, four_bit, dtype, shape);
+}
+
+WeightQuantizer cpu_weight_quantizer() {
+  return [](const Tensor& weight, const WeightLayout& target, MemoryResource& host,
+            std::string_view name) { return quantize_cpu(weight, target, host, name); };
 }
 
 CheckpointQuantizer::CheckpointQuantizer(CheckpointQuantizeOptions options,
@@ -136,7 +138,9 @@ void CheckpointQuantizer::run(MemoryResource& resource, const WeightQuantizer& q
       emit(plan_.at(next++), source);
     } else {
       // The parts live only in this scope: released before the next weight.
-      const QuantizedWeight weight = quantizer(source, in.name, resource);
+      QuantizedWeight weight =
+          quantizer(source, options_.layout(in.dtype, in.shape), resource, in.name);
+      if (auto* int8 = std::get_if<Int8Weight>(&weight)) int8->threshold = options_.threshold;
       for (const QuantPart& part : parts(weight)) {
         const OutputTensor& out = plan_.at(next++);
         const bool same = out.decl.name == part_name(prefix_of(in.name), part.suffix) &&

@@ -53,6 +53,16 @@ struct CheckpointQuantizeOptions {
 // "weight" or "<module>.weight".
 bool selected_by_default(std::string_view name, DType dtype, const Shape& shape);
 
+// The layout both quantizers give a selected weight of `dtype` and `shape`:
+// `method`, for 4-bit with `four_bit`'s blocksize, double quantization and
+// storage. The one place that says what int8 codes are computed from:
+// float16 (bitsandbytes' input, the only one the CPU quantizer takes), or
+// with `int8_from_source` the weight's own dtype, which the loader's
+// accelerator path has always used (models/testdata/llama_int8_deq's
+// reference was made from float32). The quantizers follow the layout.
+WeightLayout quantized_layout(WeightFormat method, const FourBitOptions& four_bit, DType dtype,
+                              const Shape& shape, bool int8_from_source = false);
+
 struct TensorDecl {
   std::string name;
   DType dtype = DType::kF32;
@@ -66,12 +76,15 @@ struct OutputTensor {
   bool quantized = false;  // a part of a quantized weight (else a copy of the input)
 };
 
-// Turns one weight into its quantized form, allocating the parts from
-// `resource` (host-addressable). The CPU reference is the default; a CUDA
-// implementation must give the same bytes.
-using WeightQuantizer = std::function<QuantizedWeight(const Tensor& weight, const std::string& name,
-                                                      MemoryResource& resource)>;
-WeightQuantizer cpu_weight_quantizer(const CheckpointQuantizeOptions& options);
+// The one quantizer interface `stowage quantize` and the loader call: turns
+// `weight` into `target` (a layout of its dtype and shape, e.g.
+// quantized_layout's), allocating the parts kept on the host from `host`;
+// `name` goes into error messages. cpu_weight_quantizer is the host
+// implementation (the CPU reference, every part from `host`);
+// kernels::accelerator_weight_quantizer the accelerator's, with the same bytes.
+using WeightQuantizer = std::function<QuantizedWeight(
+    const Tensor& weight, const WeightLayout& target, MemoryResource& host, std::string_view name)>;
+WeightQuantizer cpu_weight_quantizer();
 
 class CheckpointQuantizer {
  public:
@@ -91,8 +104,8 @@ class CheckpointQuantizer {
   const std::vector<OutputTensor>& plan();
 
   // Emits every output tensor in plan() order: copied inputs as read, and
-  // each quantized weight's parts (made by `quantizer`, allocated from
-  // `resource`, released after emit returns). `progress` (optional) gets the
+  // each quantized weight's parts (made by `quantizer` to options().layout,
+  // allocated from `resource`, released after emit returns). `progress` (optional) gets the
   // input bytes done. Throws InternalError if a part differs from the plan.
   void run(MemoryResource& resource, const WeightQuantizer& quantizer,
            const std::function<void(const OutputTensor&, const Tensor&)>& emit,

@@ -88,7 +88,7 @@ TEST_F(CheckpointQuantizerTest, RunEmitsExactlyThePlanWithCopiesUntouched) {
       size_t i = 0;
       uint64_t last_progress = 0;
       q.run(
-          host_, cpu_weight_quantizer(opt),
+          host_, cpu_weight_quantizer(),
           [&](const OutputTensor& out, const Tensor& t) {
             ASSERT_LT(i, plan.size());
             EXPECT_EQ(out.decl.name, plan[i].decl.name);
@@ -117,7 +117,7 @@ TEST_F(CheckpointQuantizerTest, GivesTheSameBytesAsQuantizingEachWeight) {
   four.double_quant = true;
   const FourBitWeight direct = quantize_4bit_cpu(tensors_["a.weight"], four, host_, "a.weight");
   std::map<std::string, std::vector<uint8_t>> got;
-  q.run(host_, cpu_weight_quantizer(opt), [&](const OutputTensor& out, const Tensor& t) {
+  q.run(host_, cpu_weight_quantizer(), [&](const OutputTensor& out, const Tensor& t) {
     got[out.decl.name].assign(t.data_as<uint8_t>(), t.data_as<uint8_t>() + t.bytes());
   });
   for (const auto& [name, t] : to_state_dict("a", direct)) {
@@ -143,7 +143,7 @@ TEST_F(CheckpointQuantizerTest, PeakMemoryIsAboutTheLargestTensorNotTheModel) {
     uint64_t largest_out = 0;
     std::string current;
     uint64_t current_bytes = 0;
-    q.run(stats, cpu_weight_quantizer(opt), [&](const OutputTensor& out, const Tensor& t) {
+    q.run(stats, cpu_weight_quantizer(), [&](const OutputTensor& out, const Tensor& t) {
       if (out.source != current) current_bytes = 0;
       current = out.source;
       current_bytes += t.bytes();
