@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "core/error.h"
@@ -67,6 +68,28 @@ TEST_F(WeightQuantizerTest, GivesTheCpuQuantizersBytesForEveryFormat) {
       }
     }
   }
+}
+
+// `stowage quantize`'s case: the factory's quantizer hands a writer every
+// part in host memory, with the CPU quantizer's bytes and its error for a
+// value that is not finite.
+TEST_F(WeightQuantizerTest, ForAWriterGivesEveryPartOnTheHostAsTheCpuQuantizer) {
+  const quant::WeightQuantizer cpu = quant::cpu_weight_quantizer();
+  const quant::WeightQuantizer accelerator =
+      accelerator_weight_quantizer(device_, stream_.ref(), /*parts_on_host=*/true);
+  Tensor source = quant::testing::normal_tensor(host_, Shape{24, 80}, DType::kBF16, 7);
+  const Shape shape = source.shape();
+  const quant::WeightLayout nf4 = quant::WeightLayout::four_bit(quant::WeightFormat::kNf4, shape,
+                                                                DType::kBF16, 64, true, DType::kU8);
+  for (const quant::WeightLayout& target : {quant::WeightLayout::int8(shape), nf4}) {
+    const quant::QuantizedWeight got = accelerator(source, target, host_, "w");
+    for (const quant::QuantPart& part : quant::parts(got)) {
+      EXPECT_TRUE(quant::host_addressable(part.tensor.tier())) << part.suffix;
+    }
+    expect_same_parts(got, cpu(source, target, host_, "w"));
+  }
+  store_from_float(source.data(), DType::kBF16, 3, std::nanf(""));
+  EXPECT_THROW(accelerator(source, nf4, host_, "w"), InvalidInputError);
 }
 
 TEST_F(WeightQuantizerTest, Int8RefusesAValueBeyondFloat16LikeTheCpuQuantizer) {
