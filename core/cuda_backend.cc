@@ -36,17 +36,71 @@ class ScopedDevice {
   int previous_ = 0;
 };
 
+// How host threads wait for one device's events and streams
+// (Accelerator::set_host_wait). Spinning, the default, is
+// cudaEventSynchronize / cudaStreamSynchronize as they are. Sleeping: a
+// private stream of the device waits for the event (or an event recorded on
+// the stream), and the thread waits, in the driver, for a
+// cudaEventBlockingSync event recorded after it. Its stream and event are
+// made on the first sleeping wait; sleeping waits take turns.
+class HostWaiter {
+ public:
+  explicit HostWaiter(int device) : device_(device) {}
+  ~HostWaiter() {
+    if (blocking_ != nullptr) cudaEventDestroy(blocking_);
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  }
+  HostWaiter(const HostWaiter&) = delete;
+  HostWaiter& operator=(const HostWaiter&) = delete;
+
+  bool sleeping() const { return sleeping_.load(std::memory_order_relaxed); }
+  void set_sleeping(bool on) { sleeping_.store(on, std::memory_order_relaxed); }
+
+  // Sleeps until `event`'s last record has happened (at once if never recorded).
+  void sleep_until(cudaEvent_t event) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    make();
+    STOWAGE_CUDA_TRY_FOR(cudaStreamWaitEvent(stream_, event, 0),
+                         "cuda:{}: making the waiting stream wait for an event", device_);
+    STOWAGE_CUDA_TRY_FOR(cudaEventRecord(blocking_, stream_),
+                         "cuda:{}: recording the blocking-sync event", device_);
+    STOWAGE_CUDA_TRY_FOR(cudaEventSynchronize(blocking_), "cuda:{}: waiting (sleeping)",
+                         device_);
+  }
+  // Sleeps until all the work enqueued on `stream` so far has run.
+  void sleep_until_done(cudaStream_t stream) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    make();
+    STOWAGE_CUDA_TRY_FOR(cudaEventRecord(blocking_, stream),
+                         "cuda:{}: recording the blocking-sync event on a stream", device_);
+    STOWAGE_CUDA_TRY_FOR(cudaEventSynchronize(blocking_),
+                         "cuda:{}: waiting for a stream (sleeping)", device_);
+  }
+
+ private:
+  void make() {  // REQUIRES: mutex_ held
+    if (blocking_ != nullptr) return;
+    ScopedDevice scope(device_);
+    STOWAGE_CUDA_TRY_FOR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
+                         "cuda:{}: creating the waiting stream", device_);
+    STOWAGE_CUDA_TRY_FOR(
+        cudaEventCreateWithFlags(&blocking_, cudaEventBlockingSync | cudaEventDisableTiming),
+        "cuda:{}: creating a blocking-sync event", device_);
+  }
+
+  int device_;
+  std::atomic<bool> sleeping_{false};
+  std::mutex mutex_;
+  cudaStream_t stream_ = nullptr;
+  cudaEvent_t blocking_ = nullptr;
+};
+
 class CudaEvent final : public EventImpl {
  public:
-  // Made with cudaEventBlockingSync, so that a wait can sleep: synchronize()
-  // polls while *sleep is false (the spin of cudaEventSynchronize on an
-  // ordinary event) and sleeps in the driver while it is true
-  // (Accelerator::set_host_wait).
-  CudaEvent(int device, std::shared_ptr<const std::atomic<bool>> sleep, unsigned flags = 0)
-      : device_(device), sleep_(std::move(sleep)) {
+  CudaEvent(int device, std::shared_ptr<HostWaiter> waiter)
+      : device_(device), waiter_(std::move(waiter)) {
     ScopedDevice scope(device);
-    STOWAGE_CUDA_TRY_FOR(cudaEventCreateWithFlags(&event_, cudaEventBlockingSync | flags),
-                         "cuda:{}: creating an event", device_);
+    STOWAGE_CUDA_TRY_FOR(cudaEventCreate(&event_), "cuda:{}: creating an event", device_);
   }
   ~CudaEvent() override { cudaEventDestroy(event_); }
   CudaEvent(const CudaEvent&) = delete;
@@ -65,9 +119,8 @@ class CudaEvent final : public EventImpl {
     return true;
   }
   void synchronize() const override {
-    if (!sleep_->load(std::memory_order_relaxed)) {
-      while (!ready()) {
-      }
+    if (waiter_->sleeping()) {
+      waiter_->sleep_until(event_);
       return;
     }
     STOWAGE_CUDA_TRY_FOR(cudaEventSynchronize(event_), "cuda:{}: waiting for an event", device_);
@@ -83,14 +136,14 @@ class CudaEvent final : public EventImpl {
 
  private:
   int device_;
-  std::shared_ptr<const std::atomic<bool>> sleep_;
+  std::shared_ptr<HostWaiter> waiter_;
   cudaEvent_t event_ = nullptr;
 };
 
 class CudaStream final : public StreamImpl {
  public:
-  CudaStream(int device, std::shared_ptr<const std::atomic<bool>> sleep)
-      : device_(device), sleep_(std::move(sleep)) {
+  CudaStream(int device, std::shared_ptr<HostWaiter> waiter)
+      : device_(device), waiter_(std::move(waiter)) {
     ScopedDevice scope(device);
     STOWAGE_CUDA_TRY_FOR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
                          "cuda:{}: creating a stream", device_);
@@ -143,14 +196,8 @@ class CudaStream final : public StreamImpl {
                          "cuda:{}: making a stream wait for an event", device_);
   }
   void synchronize() override {
-    if (sleep_->load(std::memory_order_relaxed)) {
-      // cudaStreamSynchronize spins under a single context's default
-      // schedule; a blocking-sync event recorded last sleeps instead.
-      if (sleep_event_ == nullptr) {
-        sleep_event_ = std::make_unique<CudaEvent>(device_, sleep_, cudaEventDisableTiming);
-      }
-      record(*sleep_event_);
-      sleep_event_->synchronize();
+    if (waiter_->sleeping()) {
+      waiter_->sleep_until_done(stream_);
     } else {
       STOWAGE_CUDA_TRY_FOR(cudaStreamSynchronize(stream_), "cuda:{}: waiting for a stream",
                            device_);
@@ -202,8 +249,7 @@ class CudaStream final : public StreamImpl {
 
   int device_;
   cudaStream_t stream_ = nullptr;
-  std::shared_ptr<const std::atomic<bool>> sleep_;  // the accelerator's HostWait is kSleep
-  std::unique_ptr<CudaEvent> sleep_event_;          // kSleep's wait, made on first use
+  std::shared_ptr<HostWaiter> waiter_;
   std::mutex error_mutex_;
   std::exception_ptr error_;
 };
@@ -345,10 +391,10 @@ class CudaAccelerator final : public Accelerator {
   }
   MemoryResource& memory() override { return memory_; }
   Stream create_stream() override {
-    return Stream(std::make_unique<CudaStream>(device_, sleep_));
+    return Stream(std::make_unique<CudaStream>(device_, waiter_));
   }
-  Event create_event() override { return Event(std::make_unique<CudaEvent>(device_, sleep_)); }
-  void set_host_wait(HostWait wait) override { sleep_->store(wait == HostWait::kSleep); }
+  Event create_event() override { return Event(std::make_unique<CudaEvent>(device_, waiter_)); }
+  void set_host_wait(HostWait wait) override { waiter_->set_sleeping(wait == HostWait::kSleep); }
   uint64_t total_bytes() const override { return total_; }
   uint64_t free_bytes() const override {
     ScopedDevice scope(device_);
@@ -407,7 +453,7 @@ class CudaAccelerator final : public Accelerator {
   }
 
   int device_;
-  std::shared_ptr<std::atomic<bool>> sleep_ = std::make_shared<std::atomic<bool>>(false);
+  std::shared_ptr<HostWaiter> waiter_ = std::make_shared<HostWaiter>(device_);
   // Memory from a device's stream-ordered pool is accessible from that
   // device alone until the pool grants access (peer access enabled with
   // cudaDeviceEnablePeerAccess does not cover pools): without this, a copy
