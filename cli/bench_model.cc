@@ -56,6 +56,7 @@ struct Measurement {
   double streamed_bytes_per_s = 0;
   double link_limit_tokens_per_s = 0;  // 0 when nothing is streamed
   double stall_ms = 0;
+  double link_busy_share = 0;  // the copy streams' busy time over the phase's (link_busy_share)
   uint64_t peak_accelerator_bytes = 0;
   bool graphs = false;
   int host_layers = 0;  // decoder layers computed on the host (--run-on-host)
@@ -141,6 +142,7 @@ Measurement measure(Platform& platform, const std::string& folder, const Session
                                 static_cast<double>(batch);
   }
   m.stall_ms = c.stall_ms;
+  m.link_busy_share = link_busy_share(c, m.seconds);
   m.peak_accelerator_bytes = session->manager->usage(session->accelerator).peak_bytes;
   m.graphs = graphs;
   m.host_layers = host_layers;
@@ -197,6 +199,9 @@ Measurement measure_split(Platform& platform, const std::string& folder,
     m.streamed_bytes_per_step += per_step;
     m.streamed_bytes_per_s += m.seconds > 0 ? static_cast<double>(bytes) / m.seconds : 0;
     m.stall_ms = std::max(m.stall_ms, (prefill ? g.prefill_counters : g.decode_counters).stall_ms);
+    m.link_busy_share = std::max(
+        m.link_busy_share,
+        link_busy_share(prefill ? g.prefill_counters : g.decode_counters, m.seconds));
     m.peak_accelerator_bytes = std::max(m.peak_accelerator_bytes, rank.peak_bytes);
     if (per_step > 0 && rank.link_bytes_per_s > 0) {
       const double own = rank.link_bytes_per_s / static_cast<double>(per_step) *
@@ -373,6 +378,7 @@ int bench_model_folder(const std::vector<std::string>& args) {
       r["share_of_link_limit"] =
           m.link_limit_tokens_per_s > 0 ? m.tokens_per_s / m.link_limit_tokens_per_s : 0.0;
       r["stall_ms"] = m.stall_ms;
+      r["link_busy_share"] = m.link_busy_share;
       r["peak_accelerator_bytes"] = m.peak_accelerator_bytes;
       r["graphs"] = m.graphs;
       r["host_layers"] = m.host_layers;

@@ -273,6 +273,7 @@ int run_generate(const std::vector<std::string>& args,
     o["streamed_bytes_per_s"] = streamed_rate;
     o["prefill_streamed_bytes"] = result.prefill_counters.bytes_h2d;
     o["link_bytes_per_s"] = link_rate;
+    o["link_busy_share"] = link_busy_share(result.decode_counters, result.decode_seconds);
     o["peak_accelerator_bytes"] = peak;
     o["prefill_seconds"] = result.prefill_seconds;
     o["decode_seconds"] = result.decode_seconds;
@@ -295,8 +296,10 @@ int run_generate(const std::vector<std::string>& args,
     const double gib = 1024.0 * 1024.0 * 1024.0;
     std::string link;
     if (link_rate > 0) {
-      link = fmt::format(", streamed {:.2f} GiB/s ({:.0f}% of the {:.2f} GiB/s link)",
-                         streamed_rate / gib, 100.0 * streamed_rate / link_rate, link_rate / gib);
+      link = fmt::format(
+          ", streamed {:.2f} GiB/s ({:.0f}% of the {:.2f} GiB/s link, busy {:.0f}% of the decode)",
+          streamed_rate / gib, 100.0 * streamed_rate / link_rate, link_rate / gib,
+          100.0 * link_busy_share(result.decode_counters, result.decode_seconds));
     } else {
       link = ", nothing streamed";
     }

@@ -35,6 +35,7 @@ struct FetchScheduler::AcceleratorState {
   // Recycled ticket events, kept by role: SimEvent::elapsed_ms_since locks
   // (end, start) in that order, so an event must not swap roles between
   // tickets (a lock-order inversion ThreadSanitizer reports).
+  std::vector<Event> spare_started_events;
   std::vector<Event> spare_done_events;
   std::vector<Event> spare_reached_events;
   std::map<detail::StreamImpl*, int> trace_tids;
@@ -456,6 +457,10 @@ void FetchScheduler::issue_fetch(AcceleratorState& a, int index, Module& m,
     trace_start = a.accelerator->create_event();
     copy.record(trace_start);
   }
+  // The copy stream runs its work in order: from here to `done` the link
+  // (or the disk staging before it) is busy with this fetch alone.
+  Event started = take_event(a, a.spare_started_events);
+  copy.record(started);
   char* base = static_cast<char*>(s.memory.data());
   uint64_t offset = 0;
   s.views.clear();
@@ -489,6 +494,7 @@ void FetchScheduler::issue_fetch(AcceleratorState& a, int index, Module& m,
     offset += n;
   }
   auto ticket = std::make_shared<FetchTicket>();
+  ticket->started = std::move(started);
   ticket->done = take_event(a, a.spare_done_events);
   ticket->reached = take_event(a, a.spare_reached_events);
   copy.record(ticket->done);
@@ -707,8 +713,10 @@ void FetchScheduler::resolve_pending(bool block) {
       ++counters_.prefetch_misses;
       counters_.stall_ms += ms;
     }
+    counters_.fetch_ms += std::max(0.0f, Event::elapsed_ms(p.ticket->started, p.ticket->done));
     AcceleratorState& a = *accelerators_[p.accelerator];
     if (p.ticket.use_count() == 1) {
+      a.spare_started_events.push_back(std::move(p.ticket->started));
       a.spare_done_events.push_back(std::move(p.ticket->done));
       a.spare_reached_events.push_back(std::move(p.ticket->reached));
     }

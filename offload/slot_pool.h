@@ -32,6 +32,7 @@ namespace stowage {
 // elapsed(reached, done) <= 0 means the copy was complete when compute needed
 // it (a prefetch hit); otherwise that time is a stall.
 struct FetchTicket {
+  Event started;  // on the copy stream before the fetch's first copy
   Event done;
   Event reached;
   bool reached_recorded = false;

@@ -6,6 +6,10 @@
 
 namespace stowage {
 
+double link_busy_share(const OffloadCounters& counters, double seconds) {
+  return seconds > 0 ? counters.fetch_ms / (1e3 * seconds) : 0.0;
+}
+
 OffloadCounters counters_since(const OffloadCounters& now, const OffloadCounters& then) {
   OffloadCounters d = now;
   d.bytes_h2d -= then.bytes_h2d;
@@ -19,6 +23,7 @@ OffloadCounters counters_since(const OffloadCounters& now, const OffloadCounters
   d.sync_fallbacks -= then.sync_fallbacks;
   d.slot_allocation_failures -= then.slot_allocation_failures;
   d.stall_ms -= then.stall_ms;
+  d.fetch_ms -= then.fetch_ms;
   return d;
 }
 

@@ -36,6 +36,11 @@ struct OffloadCounters {
   uint64_t prefetch_hits = 0;
   uint64_t prefetch_misses = 0;
   double stall_ms = 0;  // resolved so far; synchronize() resolves all
+  // Milliseconds the copy streams spent on those fetches, from each one's
+  // first copy to its last (the copy engine's busy time; a disk source's
+  // staged reads included), resolved with stall_ms: against a phase's
+  // wall time, whether the link was kept fed.
+  double fetch_ms = 0;
   // Fetches issued at begin_forward because the module was not prefetched
   // (no free slot, or not in a declared order): compute waits for all of it.
   uint64_t sync_fallbacks = 0;
@@ -44,6 +49,11 @@ struct OffloadCounters {
 
 // The counters accumulated between two readings (`now` taken after `then`).
 OffloadCounters counters_since(const OffloadCounters& now, const OffloadCounters& then);
+
+// The share of `seconds` of wall time the copy streams spent on the
+// counted fetches (fetch_ms): near 1 when a phase kept the link fed, low
+// when the link waited for compute or for slots. 0 for no time.
+double link_busy_share(const OffloadCounters& counters, double seconds);
 
 // Adds a copy of `bytes` from tier `from` to tier `to` to the byte counters
 // (h2d, d2h or d2d by where the accelerators are; a disk source also counts

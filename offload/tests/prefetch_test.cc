@@ -90,6 +90,38 @@ TEST(Prefetch, DepthTwoOverlapsThrottledCopiesWithComputeInTheTrace) {
   EXPECT_GT(c.stall_ms, 0.0) << "compute waited for the first copy";
 }
 
+// fetch_ms is the copy stream's busy time on the fetches: at least the
+// throttled link's time for their bytes, at most the run's wall time; the
+// share of the wall time (link_busy_share) is higher where the copies are
+// the longer path than where compute is.
+TEST(Prefetch, FetchTimeIsTheCopyStreamsBusyTime) {
+  SimOptions sim;
+  sim.copy_bytes_per_second = 100e6;  // 1 MB takes 10 ms
+  auto platform = Platform::create(DeviceChoice::kSim, sim);
+  const Model m = make_model(*platform, "layers", 6, 1000000);
+  auto busy = [&](int compute_ms, OffloadCounters* out) {
+    OffloadOptions options;
+    options.prefetch_depth = 2;
+    options.wrap_around = false;
+    OffloadManager manager(*platform, options);
+    place_model(manager, m, all_on(m, Tier::pinned_host()));
+    manager.declare_execution_order(m.modules);
+    manager.dispatch();
+    const double wall_s = 1e-6 * sleepy_forward(manager, m, compute_ms);
+    *out = manager.counters();
+    EXPECT_EQ(out->fetches, 6u);
+    EXPECT_GE(out->fetch_ms, 0.95 * 6 * 10) << "six 10 ms copies";
+    EXPECT_LE(out->fetch_ms, 1e3 * wall_s * 1.01);
+    return link_busy_share(*out, wall_s);
+  };
+  OffloadCounters link_bound, compute_bound;
+  const double fed = busy(2, &link_bound);
+  const double waiting = busy(40, &compute_bound);
+  EXPECT_GT(fed, 0.5) << "copies back to back while compute is short";
+  EXPECT_LT(waiting, fed) << "the link waits for 40 ms layers";
+  EXPECT_EQ(link_busy_share(link_bound, 0), 0.0);
+}
+
 TEST(Prefetch, PrefetchedFetchesAreHitsWhenComputeIsSlowerThanCopies) {
   auto platform = Platform::create(DeviceChoice::kSim);
   const Model m = make_model(*platform, "layers", 6, 10000);

@@ -214,6 +214,7 @@ o = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
 assert o["host_threads"] == 1, o
 decode = [r for r in o["runs"] if r["phase"] == "decode"][0]
 assert decode["streamed_bytes_per_step"] == 245760, decode
+assert 0 < decode["link_busy_share"] <= 1.05, decode  # the copy stream's busy time / the decode's
 assert [l["decode"] for l in decode["host_compute"]["layers"]] == ["streamed", "streamed"], decode
 PY
 
