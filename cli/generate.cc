@@ -319,13 +319,8 @@ int run_generate(const std::vector<std::string>& args,
           "host compute (auto): %zu decoder layers on the host during decode (host %.2f GiB/s "
           "beside link %.2f GiB/s%s, %d host threads; estimated %.1f ms a step against %.1f ms "
           "streaming alone)\n",
-          split.split.host_modules.size(),
-          (split.host_bytes_per_s_shared > 0 ? split.host_bytes_per_s_shared
-                                             : split.host_bytes_per_s) /
-              gib,
-          (split.link_bytes_per_s_shared > 0 ? split.link_bytes_per_s_shared
-                                             : split.link_bytes_per_s) /
-              gib,
+          split.split.host_modules.size(), split.rates().host_while_shared() / gib,
+          split.rates().link_while_shared() / gib,
           split.host_rate_source == "decode" ? ", the host's measured in decode steps" : "",
           split.host_threads,
           1e3 * split.split.estimated_seconds, 1e3 * split.split.all_streamed_seconds);

@@ -301,8 +301,7 @@ std::optional<ComputeRates> rates_from_host_decode_work(const ComputeRates& rate
       std::max(seconds - attention_seconds * static_cast<double>(forwards), 0.5 * seconds);
   const double shared = static_cast<double>(bytes) / weight_seconds;
   ComputeRates out = rates;
-  const double before =
-      rates.host_bytes_per_s_shared > 0 ? rates.host_bytes_per_s_shared : rates.host_bytes_per_s;
+  const double before = rates.host_while_shared();
   out.host_bytes_per_s = before > 0 ? rates.host_bytes_per_s * shared / before : shared;
   out.host_bytes_per_s_shared = shared;
   return out;
@@ -327,9 +326,7 @@ ComputeSplitReport calibrate_compute_split(ModelSession& session, ComputeSplitRe
     runner.generate(prompt, o);
     const models::TransformerModel::HostDecodeWork after = runner.model().host_layer_decode_work();
     const std::optional<ComputeRates> rates = rates_from_host_decode_work(
-        ComputeRates{report.link_bytes_per_s, report.host_bytes_per_s,
-                     report.link_bytes_per_s_shared, report.host_bytes_per_s_shared},
-        after.bytes - before.bytes, after.forwards - before.forwards,
+        report.rates(), after.bytes - before.bytes, after.forwards - before.forwards,
         after.seconds - before.seconds, report.host_attention_seconds);
     if (!rates) break;
     ComputeSplitReport next = decide_compute_split(

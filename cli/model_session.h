@@ -131,6 +131,10 @@ struct ComputeSplitReport {
   double host_attention_seconds = 0;
   ComputeSplit split;  // the decode split (auto) over the layers off the accelerator
   std::vector<std::string> decode_host_modules() const;
+  // The rates above as the split takes them.
+  ComputeRates rates() const {
+    return {link_bytes_per_s, host_bytes_per_s, link_bytes_per_s_shared, host_bytes_per_s_shared};
+  }
 };
 
 // Decides the phases of `layers`: resident layers stay; --run-on-host layers

@@ -13,13 +13,8 @@ double two_path_seconds(double streamed_bytes, double host_bytes, double host_ex
   if (rates.host_bytes_per_s <= 0) return link_alone;
   const double host_alone = host_bytes / rates.host_bytes_per_s + host_extra_seconds;
   if (streamed_bytes <= 0) return host_alone;
-  const double link_shared =
-      streamed_bytes / (rates.link_bytes_per_s_shared > 0 ? rates.link_bytes_per_s_shared
-                                                           : rates.link_bytes_per_s);
-  const double host_shared =
-      host_bytes / (rates.host_bytes_per_s_shared > 0 ? rates.host_bytes_per_s_shared
-                                                      : rates.host_bytes_per_s) +
-      host_extra_seconds;
+  const double link_shared = streamed_bytes / rates.link_while_shared();
+  const double host_shared = host_bytes / rates.host_while_shared() + host_extra_seconds;
   // Both at their shared rates until the shorter ends; the rest of the
   // longer at its rate alone.
   if (link_shared <= host_shared) {

@@ -37,6 +37,14 @@ struct ComputeRates {
   // slows the other. 0: not measured, taken as the rate alone.
   double link_bytes_per_s_shared = 0;
   double host_bytes_per_s_shared = 0;
+  // Each path's rate while the other runs: the shared rate where measured,
+  // else the rate alone.
+  double link_while_shared() const {
+    return link_bytes_per_s_shared > 0 ? link_bytes_per_s_shared : link_bytes_per_s;
+  }
+  double host_while_shared() const {
+    return host_bytes_per_s_shared > 0 ? host_bytes_per_s_shared : host_bytes_per_s;
+  }
 };
 
 // Seconds the off-accelerator work of a step takes with `streamed_bytes` over
