@@ -177,8 +177,8 @@ std::vector<SplitLayer> session_split_layers(ModelSession& session) {
         l.off_accelerator_bytes += r.bytes;
       }
     }
-    l.float_weights = layer.gate.format == quant::WeightFormat::kFloat &&
-                      layer.q.format == quant::WeightFormat::kFloat;
+    l.float_weights = layer.gate.layout.format == quant::WeightFormat::kFloat &&
+                      layer.q.layout.format == quant::WeightFormat::kFloat;
     l.run_on_host = session.manager->host_compute(layer.module);
     out.push_back(std::move(l));
   }
@@ -260,9 +260,9 @@ ComputeSplitReport decide_compute_split(const std::vector<SplitLayer>& layers, b
 
 double measure_model_host_rate(const models::TransformerSpec& spec, int64_t batch, int threads) {
   for (const models::DecoderLayerSpec& layer : spec.layers) {
-    if (layer.gate.format != quant::WeightFormat::kFloat) continue;
+    if (layer.gate.layout.format != quant::WeightFormat::kFloat) continue;
     const models::TransformerConfig& c = spec.config;
-    return models::measure_host_linear_rate(layer.gate.weight_dtype, c.intermediate_size,
+    return models::measure_host_linear_rate(layer.gate.layout.storage, c.intermediate_size,
                                             c.hidden_size, batch, 3, threads);
   }
   return 0;

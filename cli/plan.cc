@@ -181,8 +181,8 @@ int run_plan(const std::vector<std::string>& args) {
         }
       }
       if (l.off_accelerator_bytes == 0) l.host_readable = false;
-      l.float_weights = spec_layer.gate.format == quant::WeightFormat::kFloat &&
-                        spec_layer.q.format == quant::WeightFormat::kFloat;
+      l.float_weights = spec_layer.gate.layout.format == quant::WeightFormat::kFloat &&
+                        spec_layer.q.layout.format == quant::WeightFormat::kFloat;
       layers.push_back(std::move(l));
     }
     if (host_flags.run_on_host) {

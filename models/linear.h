@@ -35,7 +35,7 @@ struct LinearWeights {
   bool double_quant = false;
   TensorView nested_absmax;
   TensorView nested_quant_map;
-  int64_t nested_blocksize = 256;
+  int64_t nested_blocksize = quant_rules::kNestedBlocksize;
   float nested_offset = 0.0f;
 
   // The weight's parts as the kernels take them: the one place a
@@ -43,18 +43,7 @@ struct LinearWeights {
   quant::WeightView view() const;
 };
 
-// What a layer's kernels need to know ahead of a forward to size their
-// memory: the format and sizes, not the bytes.
-struct LinearShape {
-  quant::WeightFormat format = quant::WeightFormat::kFloat;
-  int64_t out_features = 0;
-  int64_t in_features = 0;
-  DType weight_dtype = DType::kF32;  // storage dtype of the weight
-  bool has_bias = false;
-  int64_t blocksize = 64;     // 4-bit
-  bool double_quant = false;  // 4-bit
-  float threshold = 6.0f;     // int8
-};
+struct LinearSpec;  // models/linear_spec.h: a layer's format and sizes
 
 // Computes layers on a stream.
 //
@@ -106,11 +95,11 @@ class LinearKernels {
                           const TensorView& tmp, const TensorView& h);
   virtual const char* name() const = 0;
   // Bytes of their scratch memory the kernels hold at most while running
-  // layers of these shapes one after another at `batch` rows: what they keep
+  // these layers one after another at `batch` rows: what they keep
   // between calls (a cuBLASLt workspace, the largest scratch block) plus the
   // largest a single call allocates and frees. A caller reserves it in the
   // plan (LoadOptions::working_reserve). 0 for the host reference.
-  virtual uint64_t working_bytes(const std::vector<LinearShape>& layers, int64_t batch) const = 0;
+  virtual uint64_t working_bytes(const std::vector<LinearSpec>& layers, int64_t batch) const = 0;
 };
 
 // The host reference: runs on the stream through host_task, so it needs the

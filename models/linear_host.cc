@@ -398,7 +398,7 @@ class HostLinearKernels final : public LinearKernels {
   }
   const char* name() const override { return "host reference"; }
   // Runs on the host through host_task: no accelerator memory.
-  uint64_t working_bytes(const std::vector<LinearShape>&, int64_t) const override { return 0; }
+  uint64_t working_bytes(const std::vector<LinearSpec>&, int64_t) const override { return 0; }
 };
 
 }  // namespace
@@ -445,7 +445,7 @@ class HostComputeLinearKernels final : public LinearKernels {
     });
   }
   const char* name() const override { return "hostcompute (multithreaded SIMD)"; }
-  uint64_t working_bytes(const std::vector<LinearShape>&, int64_t) const override { return 0; }
+  uint64_t working_bytes(const std::vector<LinearSpec>&, int64_t) const override { return 0; }
 
  private:
   static std::optional<hostcompute::HostLinearArgs> host_args(const LinearWeights& w,

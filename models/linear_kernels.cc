@@ -15,6 +15,7 @@
 #include "kernels/nf4_matmul.h"
 #include "kernels/quantize.h"
 #include "models/linear.h"
+#include "models/linear_spec.h"
 
 #if defined(STOWAGE_MODELS_WITH_CUDA)
 #include <cuda_runtime_api.h>
@@ -208,20 +209,20 @@ class AcceleratorLinearKernels final : public LinearKernels {
 
   const char* name() const override { return "kernels/ (cuBLASLt on CUDA)"; }
 
-  uint64_t working_bytes(const std::vector<LinearShape>& layers, int64_t batch) const override {
+  uint64_t working_bytes(const std::vector<LinearSpec>& layers, int64_t batch) const override {
     // On sim streams kernels/ runs its CPU counterparts: the context is never
     // used, only linear()'s own conversions below come from scratch_.
     const bool cuda = scratch_.tier().backend() == Backend::kCuda;
     uint64_t largest_call = 0;     // allocated and freed within one linear()
     uint64_t largest_context = 0;  // the context's scratch block grows to this
-    for (const LinearShape& l : layers) {
-      const int64_t n = l.out_features, k = l.in_features;
+    for (const LinearSpec& l : layers) {
+      const int64_t n = l.out_features(), k = l.in_features();
       uint64_t call = 0;
       if (l.has_bias) call += static_cast<uint64_t>(n) * 4;  // a 16-bit bias as float32
       uint64_t context = 0;
-      switch (l.format) {
+      switch (l.layout.format) {
         case quant::WeightFormat::kFloat:
-          if (l.weight_dtype != DType::kF32 && batch > kernels::kDenseGemvMaxRows) {
+          if (l.layout.storage != DType::kF32 && batch > kernels::kDenseGemvMaxRows) {
             call += static_cast<uint64_t>(batch * k) * 2;
           }
           break;
@@ -230,8 +231,8 @@ class AcceleratorLinearKernels final : public LinearKernels {
           break;
         case quant::WeightFormat::kNf4:
         case quant::WeightFormat::kFp4:
-          context = kernels::four_bit_matmul_scratch_bytes(batch, n, k, DType::kF32, l.blocksize,
-                                                           l.double_quant);
+          context = kernels::four_bit_matmul_scratch_bytes(
+              batch, n, k, DType::kF32, l.layout.blocksize, l.layout.double_quant);
           break;
       }
       largest_call = std::max(largest_call, call);

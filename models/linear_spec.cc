@@ -25,11 +25,6 @@ void expect_shape(const TensorMeta& t, DType dtype, const Shape& shape, const st
 
 }  // namespace
 
-LinearShape LinearSpec::shape() const {
-  return LinearShape{format,   out_features, in_features,  weight_dtype,
-                     has_bias, blocksize,    double_quant, threshold};
-}
-
 LinearSpec describe_linear(
     const std::map<std::string, const TensorMeta*>& tensors, const std::string& name,
     const std::function<std::vector<uint8_t>(const std::string&)>& read_bytes,
@@ -38,7 +33,6 @@ LinearSpec describe_linear(
   const TensorMeta* weight = find(tensors, "weight");
   STOWAGE_EXPECTS(weight != nullptr, InvalidInputError, "{}: missing tensor '{}.weight'", source,
                   name);
-  spec.weight_dtype = weight->dtype;
   used->insert({"weight", "bias"});
 
   const TensorMeta* state = nullptr;
@@ -48,12 +42,11 @@ LinearSpec describe_linear(
       STOWAGE_EXPECTS(state == nullptr, InvalidInputError,
                       "{}: module '{}' has both an nf4 and an fp4 quant state", source, name);
       state = s;
-      spec.format = format;
     }
   }
   if (state != nullptr) {
     const std::vector<uint8_t> bytes = read_bytes(state->name);
-    quant::WeightLayout layout;
+    quant::WeightLayout& layout = spec.layout;
     try {
       const quant::ParsedQuantState parsed = quant::parse_quant_state_json(
           std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), state->name);
@@ -73,25 +66,18 @@ LinearSpec describe_linear(
     } catch (const InvalidInputError& e) {
       throw InvalidInputError(fmt::format("{}: {}", source, e.what()));
     }
-    spec.out_features = layout.shape[0];
-    spec.in_features = layout.shape[1];
-    spec.blocksize = layout.blocksize;
-    spec.double_quant = layout.double_quant;
-    spec.nested_blocksize = quant::kNestedBlocksize;
     for (const quant::PartLayout& part : layout.parts()) used->insert(std::string(part.suffix));
   } else {
     STOWAGE_EXPECTS(weight->shape.rank() == 2, InvalidInputError,
                     "{}: tensor '{}': expected shape [out, in], found {}", source, weight->name,
                     weight->shape.to_string());
-    spec.out_features = weight->shape[0];
-    spec.in_features = weight->shape[1];
     if (weight->dtype == DType::kI8) {
-      spec.format = quant::WeightFormat::kInt8;
+      spec.layout = quant::WeightLayout::int8(weight->shape);
       const TensorMeta* scb = find(tensors, "SCB");
       STOWAGE_EXPECTS(scb != nullptr, InvalidInputError,
                       "{}: tensor '{}' is int8 but '{}.SCB' is missing", source, weight->name,
                       name);
-      expect_shape(*scb, DType::kF32, Shape{spec.out_features}, source);
+      expect_shape(*scb, DType::kF32, Shape{spec.out_features()}, source);
       used->insert({"SCB", "weight_format"});
     } else {
       STOWAGE_EXPECTS(weight->dtype == DType::kF32 || weight->dtype == DType::kF16 ||
@@ -99,12 +85,13 @@ LinearSpec describe_linear(
                       InvalidInputError,
                       "{}: tensor '{}': expected F32, F16, BF16 or I8 (with SCB), found {}", source,
                       weight->name, safetensors_name(weight->dtype));
+      spec.layout = quant::WeightLayout::float_weight(weight->dtype, weight->shape);
     }
   }
   if (const TensorMeta* bias = find(tensors, "bias")) {
-    STOWAGE_EXPECTS(is_floating_point(bias->dtype) && bias->shape == Shape{spec.out_features},
+    STOWAGE_EXPECTS(is_floating_point(bias->dtype) && bias->shape == Shape{spec.out_features()},
                     InvalidInputError, "{}: tensor '{}': expected a float bias [{}], found {} {}",
-                    source, bias->name, spec.out_features, safetensors_name(bias->dtype),
+                    source, bias->name, spec.out_features(), safetensors_name(bias->dtype),
                     bias->shape.to_string());
     spec.has_bias = true;
   }
@@ -138,20 +125,19 @@ LinearTensorIndices linear_tensor_indices(const hooks::Module& module, const std
 LinearWeights linear_weights(const LinearSpec& spec, const LinearTensorIndices& i,
                              const hooks::ForwardContext& ctx) {
   LinearWeights lw;
-  lw.format = spec.format;
-  lw.out_features = spec.out_features;
-  lw.in_features = spec.in_features;
+  lw.format = spec.layout.format;
+  lw.out_features = spec.out_features();
+  lw.in_features = spec.in_features();
   lw.weight = ctx.tensor_at(i.weight);
   if (i.bias >= 0) lw.bias = ctx.tensor_at(i.bias);
   if (i.scb >= 0) lw.scb = ctx.tensor_at(i.scb);
   lw.threshold = spec.threshold;
   if (i.absmax >= 0) lw.absmax = ctx.tensor_at(i.absmax);
   if (i.quant_map >= 0) lw.quant_map = ctx.tensor_at(i.quant_map);
-  lw.blocksize = spec.blocksize;
-  lw.double_quant = spec.double_quant;
+  lw.blocksize = spec.layout.blocksize;
+  lw.double_quant = spec.layout.double_quant;
   if (i.nested_absmax >= 0) lw.nested_absmax = ctx.tensor_at(i.nested_absmax);
   if (i.nested_quant_map >= 0) lw.nested_quant_map = ctx.tensor_at(i.nested_quant_map);
-  lw.nested_blocksize = spec.nested_blocksize;
   lw.nested_offset = spec.nested_offset;
   return lw;
 }

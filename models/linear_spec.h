@@ -16,6 +16,7 @@
 #include "hooks/module.h"
 #include "mmap_store/checkpoint.h"
 #include "models/linear.h"
+#include "quant/weight_layout.h"
 
 namespace stowage::models {
 
@@ -26,21 +27,18 @@ struct TensorMeta {
   Shape shape;
 };
 
-// The format and sizes of one linear layer (its quant state read from the
-// bitsandbytes JSON where it has one).
+// One linear layer: its weight's format, [out, in] shape, dtypes and blocking
+// as quant/ describes them (layout.storage is the weight tensor's dtype; the
+// 4-bit quant state read from the bitsandbytes JSON), and what a layer adds.
+// A default LinearSpec (an empty layout, 0 features) is an absent layer.
 struct LinearSpec {
-  int64_t in_features = 0;
-  int64_t out_features = 0;
-  quant::WeightFormat format = quant::WeightFormat::kFloat;
-  DType weight_dtype = DType::kF32;  // storage dtype of the weight tensor
+  quant::WeightLayout layout;
   bool has_bias = false;
-  int64_t blocksize = 64;  // 4-bit
-  bool double_quant = false;
-  int64_t nested_blocksize = 256;
-  float nested_offset = 0.0f;
-  float threshold = 6.0f;  // int8
+  float nested_offset = 0.0f;  // 4-bit with double quantization
+  float threshold = 6.0f;      // int8
 
-  LinearShape shape() const;
+  int64_t out_features() const { return layout.shape.rank() == 2 ? layout.shape[0] : 0; }
+  int64_t in_features() const { return layout.shape.rank() == 2 ? layout.shape[1] : 0; }
 };
 
 // Reads a linear layer from `tensors`: the layer's tensors keyed by their

@@ -74,12 +74,12 @@ MlpSpec describe_mlp(const std::vector<TensorMeta>& tensors,
     for (const std::string& local : lt.order) {
       STOWAGE_EXPECTS(known.count(local) != 0, InvalidInputError,
                       "{}: tensor '{}.{}' is not part of the MLP family's {} layer", source,
-                      layer.module, local, quant::weight_format_name(layer.format));
+                      layer.module, local, quant::weight_format_name(layer.layout.format));
     }
     if (!spec.layers.empty()) {
-      STOWAGE_EXPECTS(spec.layers.back().out_features == layer.in_features, InvalidInputError,
+      STOWAGE_EXPECTS(spec.layers.back().out_features() == layer.in_features(), InvalidInputError,
                       "{}: layer '{}' takes {} inputs but the previous layer gives {}", source,
-                      layer.module, layer.in_features, spec.layers.back().out_features);
+                      layer.module, layer.in_features(), spec.layers.back().out_features());
     }
     spec.layers.push_back(std::move(layer));
   }
@@ -139,7 +139,7 @@ ActivationBytes activation_bytes(const MlpSpec& spec, int64_t batch) {
       bytes_of(spec.out_features(), "the output of '" + spec.layers.back().module + "'");
   for (size_t i = 0; i + 1 < spec.layers.size(); ++i) {
     const MlpLayer& l = spec.layers[i];
-    a.hidden = std::max(a.hidden, bytes_of(l.out_features, "the output of '" + l.module + "'"));
+    a.hidden = std::max(a.hidden, bytes_of(l.out_features(), "the output of '" + l.module + "'"));
   }
   return a;
 }
@@ -148,12 +148,11 @@ ActivationBytes activation_bytes(const MlpSpec& spec, int64_t batch) {
 
 uint64_t working_memory_bytes(const MlpSpec& spec, int64_t batch, const LinearKernels& kernels) {
   const ActivationBytes a = activation_bytes(spec, batch);
-  std::vector<LinearShape> shapes;
-  for (const MlpLayer& l : spec.layers) shapes.push_back(l.shape());
+  const std::vector<LinearSpec> linears(spec.layers.begin(), spec.layers.end());
   // x and y, and ping/pong as MlpModel::forward allocates them.
   const uint64_t hidden_buffers = spec.layers.size() > 2 ? 2 : spec.layers.size() - 1;
   const std::optional<uint64_t> total = checked_sum(
-      {a.input_output, hidden_buffers * a.hidden, kernels.working_bytes(shapes, batch)});
+      {a.input_output, hidden_buffers * a.hidden, kernels.working_bytes(linears, batch)});
   STOWAGE_EXPECTS(total.has_value(), InvalidInputError,
                   "{}: the working memory of a forward at batch {} overflows", spec.source, batch);
   return *total;
@@ -178,7 +177,7 @@ void MlpModel::forward(hooks::HookRegistry& registry, StreamRef stream, const Te
   }
   TensorView h = x;
   for (size_t i = 0; i < layers_.size(); ++i) {
-    const int64_t out = spec_.layers[i].out_features;
+    const int64_t out = spec_.layers[i].out_features();
     TensorView next;
     if (i + 1 == layers_.size()) {
       next = y;

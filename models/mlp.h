@@ -37,8 +37,8 @@ struct MlpLayer : LinearSpec {
 struct MlpSpec {
   std::vector<MlpLayer> layers;
   std::string source;  // the checkpoint it was read from (for messages)
-  int64_t in_features() const { return layers.front().in_features; }
-  int64_t out_features() const { return layers.back().out_features; }
+  int64_t in_features() const { return layers.front().in_features(); }
+  int64_t out_features() const { return layers.back().out_features(); }
 };
 
 // Recognizes the family in a checkpoint's tensor list. `read_bytes` returns

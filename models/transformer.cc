@@ -63,9 +63,9 @@ const TensorMeta& expect_vector(const LocalTensors& tensors, const std::string& 
 
 void expect_linear(const LinearSpec& spec, const std::string& name, int64_t out, int64_t in,
                    bool bias, const std::string& source) {
-  STOWAGE_EXPECTS(spec.out_features == out && spec.in_features == in, InvalidInputError,
+  STOWAGE_EXPECTS(spec.out_features() == out && spec.in_features() == in, InvalidInputError,
                   "{}: tensor '{}.weight': expected a [{}, {}] projection, found [{}, {}]", source,
-                  name, out, in, spec.out_features, spec.in_features);
+                  name, out, in, spec.out_features(), spec.in_features());
   STOWAGE_EXPECTS(spec.has_bias == bias, InvalidInputError,
                   "{}: tensor '{}.bias': the configuration {} a bias, but the checkpoint {} one",
                   source, name, bias ? "gives" : "gives no", spec.has_bias ? "has" : "lacks");
@@ -342,9 +342,8 @@ TransformerSpec describe_transformer(
   auto head = modules.find(kHeadModule);
   if (c.tie_word_embeddings) {
     spec.head_module = kEmbeddingModule;
-    spec.head.in_features = c.hidden_size;
-    spec.head.out_features = c.vocab_size;
-    spec.head.weight_dtype = spec.embedding_dtype;
+    spec.head.layout =
+        quant::WeightLayout::float_weight(spec.embedding_dtype, Shape{c.vocab_size, c.hidden_size});
     spec.head_tensors = {"weight"};
     if (head != modules.end()) claimed.insert(kHeadModule);  // loaded, unused (tied)
   } else {
@@ -512,20 +511,20 @@ uint64_t transformer_working_bytes(const TransformerSpec& spec, const Transforme
       run_sum({run_size({rows, 2}, spec, shape, what), 1,
                run_size({rows, u(a.top_k), 2}, spec, shape, what)},  // expert ids, predicted
               spec, shape, what);
-  std::vector<LinearShape> shapes;
+  std::vector<LinearSpec> linears;
   for (const DecoderLayerSpec& l : spec.layers) {
     for (const Projection& p : kProjections) {
-      if ((l.*p.spec).out_features > 0) shapes.push_back((l.*p.spec).shape());
+      if ((l.*p.spec).out_features() > 0) linears.push_back(l.*p.spec);
     }
     if (!l.sparse) continue;
-    shapes.push_back(l.moe.router.shape());
+    linears.push_back(l.moe.router);
     for (const ExpertSpec* e : {&l.moe.experts.front(), &l.moe.shared}) {
-      if (e->gate.out_features == 0) continue;
-      for (const LinearSpec* p : {&e->gate, &e->up, &e->down}) shapes.push_back(p->shape());
+      if (e->gate.out_features() == 0) continue;
+      linears.insert(linears.end(), {e->gate, e->up, e->down});
     }
-    if (l.moe.has_shared) shapes.push_back(l.moe.shared_gate.shape());
+    if (l.moe.has_shared) linears.push_back(l.moe.shared_gate);
   }
-  shapes.push_back(spec.head.shape());
+  linears.push_back(spec.head);
   // 15, the KV cache's 2 per layer, and a sparse model's 6 (router logits,
   // expert ids and weights, the shared gate, the predicted ids and weights).
   const uint64_t buffers = 15 + 2 * u(c.num_layers) + (a.experts > 0 ? 6 : 0);
@@ -534,7 +533,7 @@ uint64_t transformer_working_bytes(const TransformerSpec& spec, const Transforme
   return run_sum({expert_cache, run_size({floats, sizeof(float)}, spec, shape, what),
                   run_size({ints, sizeof(int32_t)}, spec, shape, what),
                   kv_cache_bytes(spec, shape), run_size({buffers, kAllocationSlack}, spec, shape, what),
-                  kernels.working_bytes(shapes, a.rows)},
+                  kernels.working_bytes(linears, a.rows)},
                  spec, shape, what);
 }
 

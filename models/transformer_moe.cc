@@ -44,17 +44,12 @@ namespace {
 // weight's parts as quant's WeightLayout has them, the bias; at most 8) each
 // at a 256-byte aligned offset.
 uint64_t linear_slot_bytes(const LinearSpec& l) {
-  const Shape shape{l.out_features, l.in_features};
-  quant::WeightLayout layout = quant::WeightLayout::float_weight(l.weight_dtype, shape);
-  if (l.format == quant::WeightFormat::kInt8) layout = quant::WeightLayout::int8(shape);
-  if (quant::is_four_bit(l.format)) {
-    // The packed codes counted as U8 (a wider storage dtype pads them by at
-    // most 3 bytes, within the alignment); the source dtype sizes nothing.
-    layout = quant::WeightLayout::four_bit(l.format, shape, DType::kF16, l.blocksize,
-                                           l.double_quant, DType::kU8);
-  }
+  quant::WeightLayout layout = l.layout;
+  // The packed codes counted as U8 (a wider storage dtype pads them by at
+  // most 3 bytes, within the alignment).
+  if (quant::is_four_bit(layout.format)) layout.storage = DType::kU8;
   uint64_t bytes = 8 * kSlotAlignment + 1024;  // alignment, the quant state's JSON
-  if (l.has_bias) bytes += static_cast<uint64_t>(l.out_features) * 4;
+  if (l.has_bias) bytes += static_cast<uint64_t>(l.out_features()) * 4;
   return bytes + layout.total_bytes(/*state_json_bytes=*/0);
 }
 
@@ -142,7 +137,7 @@ void TransformerModel::build_moe(size_t i) {
       TransformerState& st = *current_.state;
       const StreamRef s = ctx.stream();
       const LinearWeights w = linear_weights(*spec, idx, ctx);
-      const int64_t rows = current_.rows, in = spec->in_features, n = spec->out_features;
+      const int64_t rows = current_.rows, in = spec->in_features(), n = spec->out_features();
       float* x = static_cast<float*>(st.x.data());
       float* y = static_cast<float*>((st.*out).data());
       if (ctx.tensor_at(idx.weight).tier().is_accelerator() || s.is_null()) {
@@ -205,7 +200,7 @@ void TransformerModel::build_expert(size_t i, int expert, hooks::Module& m) {
                                             linear_weights(spec.up, idx[1], ctx),
                                             linear_weights(spec.down, idx[2], ctx)};
     const int64_t rows = current_.rows, hidden = spec_.config.hidden_size;
-    const int64_t inter = spec.gate.out_features;
+    const int64_t inter = spec.gate.out_features();
     float* x = static_cast<float*>(st.x.data());
     float* y = static_cast<float*>(st.tmp.data());
     if (ctx.tensor_at(idx[0].weight).tier().is_accelerator() || s.is_null()) {
@@ -388,7 +383,7 @@ int64_t TransformerModel::enqueue_prediction(size_t i, StreamRef stream, Transfo
   while (j < spec_.layers.size() && !spec_.layers[j].sparse) ++j;
   if (j >= spec_.layers.size()) return -1;
   const MoeLayerSpec& next = spec_.layers[j].moe;
-  if (next.router.format != quant::WeightFormat::kFloat || next.router.has_bias) return -1;
+  if (next.router.layout.format != quant::WeightFormat::kFloat || next.router.has_bias) return -1;
   const ResidencyTable& table = expert_cache_->manager().table();
   const std::optional<RecordId> id = table.find(module_prefix_ + next.router_module, "weight");
   if (!id) return -1;

@@ -37,15 +37,8 @@ TransformerSpec as_quantized(TransformerSpec spec, const LoadQuantization& q) {
     if (layer.moe.has_shared) experts.push_back(&layer.moe.shared);
     for (ExpertSpec* e : experts) selected.insert(selected.end(), {&e->gate, &e->up, &e->down});
     for (LinearSpec* l : selected) {
-      if (l->format != quant::WeightFormat::kFloat || l->out_features == 0) continue;
-      l->format = q.method;
-      if (q.method == quant::WeightFormat::kInt8) {
-        l->weight_dtype = DType::kI8;
-      } else {
-        l->weight_dtype = q.storage;
-        l->blocksize = q.blocksize;
-        l->double_quant = q.double_quant;
-      }
+      if (l->layout.format != quant::WeightFormat::kFloat || l->out_features() == 0) continue;
+      l->layout = q.layout(l->layout.dtype, l->layout.shape);
     }
   }
   return spec;

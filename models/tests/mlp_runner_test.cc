@@ -657,7 +657,7 @@ TEST_P(QuantizeWhileLoading, GivesTheCpuQuantizersBytesAndRuns) {
   rt.load.quantize->method = GetParam();
   auto kernels = rt.kernels();
   MlpRunner runner(*rt.manager, *checkpoint, *kernels, rt.load);
-  EXPECT_NE(runner.model().spec().layers[0].format, quant::WeightFormat::kFloat);
+  EXPECT_NE(runner.model().spec().layers[0].layout.format, quant::WeightFormat::kFloat);
   Tensor source = checkpoint->tensor("layers.0.weight");
   HostMemoryResource host;
   quant::QuantizedWeight expected;

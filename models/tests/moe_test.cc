@@ -436,7 +436,7 @@ TEST_P(MoeParity, QuantizedExpertsMoveWithTheirQuantStateThroughTheCache) {
   auto checkpoint = mmap_store::open_checkpoint(model_checkpoint_path(folder));
   const TransformerSpec spec = describe_model_folder(folder, *checkpoint);
   const LinearSpec& gate = spec.layers[0].moe.experts[0].gate;
-  const uint64_t packed = 3 * static_cast<uint64_t>(gate.in_features * gate.out_features) / 2;
+  const uint64_t packed = 3 * static_cast<uint64_t>(gate.in_features() * gate.out_features()) / 2;
   EXPECT_GT(cached.cache.bytes_copied / (cached.cache.misses + cached.cache.predicted), packed);
 }
 
