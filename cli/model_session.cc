@@ -185,6 +185,14 @@ std::vector<SplitLayer> session_split_layers(ModelSession& session) {
   return out;
 }
 
+int session_prefetch_depth(ModelSession& session) {
+  // The pool may hold fewer slots than the depth asked for (the budget).
+  const int slots = session.accelerator.is_accelerator()
+                        ? session.manager->fetch_slots(session.accelerator)
+                        : 0;
+  return slots > 0 ? slots - 1 : session.manager->options().prefetch_depth;
+}
+
 uint64_t session_streamed_after_layers(ModelSession& session) {
   const ResidencyTable& table = session.manager->table();
   uint64_t bytes = 0;
@@ -216,7 +224,8 @@ std::vector<std::string> ComputeSplitReport::decode_host_modules() const {
 }
 
 ComputeSplitReport decide_compute_split(const std::vector<SplitLayer>& layers, bool auto_split,
-                                        const ComputeRates& rates, int64_t decode_batch,
+                                        const ComputeRates& rates, int prefetch_depth,
+                                        int64_t decode_batch,
                                         int host_threads, double host_attention_seconds,
                                         uint64_t streamed_after_layers) {
   ComputeSplitReport report;
@@ -228,6 +237,7 @@ ComputeSplitReport decide_compute_split(const std::vector<SplitLayer>& layers, b
   report.host_bytes_per_s_shared = rates.host_bytes_per_s_shared;
   report.host_threads = host_threads;
   report.host_attention_seconds = host_attention_seconds;
+  report.prefetch_depth = prefetch_depth;
   std::vector<SplitCandidate> candidates;
   for (const SplitLayer& l : layers) {
     if (l.off_accelerator_bytes == 0) continue;
@@ -237,7 +247,7 @@ ComputeSplitReport decide_compute_split(const std::vector<SplitLayer>& layers, b
   if (streamed_after_layers > 0) {
     candidates.push_back({"(head and final norm)", streamed_after_layers, false});
   }
-  if (auto_split) report.split = choose_compute_split(candidates, rates);
+  if (auto_split) report.split = choose_compute_split(candidates, rates, prefetch_depth);
   const std::set<std::string> host(report.split.host_modules.begin(),
                                    report.split.host_modules.end());
   for (const SplitLayer& l : layers) {
@@ -286,7 +296,8 @@ ComputeSplitReport session_compute_split(ModelSession& session, const HostComput
         session.runner->spec().config, batch, session.runner->shape().max_context);
   }
   ComputeSplitReport report =
-      decide_compute_split(session_split_layers(session), flags.auto_split, rates, batch,
+      decide_compute_split(session_split_layers(session), flags.auto_split, rates,
+                           session_prefetch_depth(session), batch,
                            flags.threads, attention_seconds, session_streamed_after_layers(session));
   report.link_rate_source = link_bytes_per_s > 0 ? "measured" : "";
   report.host_rate_source = rates.host_bytes_per_s > 0 ? "measured" : "";
@@ -330,7 +341,8 @@ ComputeSplitReport calibrate_compute_split(ModelSession& session, ComputeSplitRe
         after.seconds - before.seconds, report.host_attention_seconds);
     if (!rates) break;
     ComputeSplitReport next = decide_compute_split(
-        session_split_layers(session), true, *rates, report.decode_batch, report.host_threads,
+        session_split_layers(session), true, *rates, report.prefetch_depth, report.decode_batch,
+        report.host_threads,
         report.host_attention_seconds, session_streamed_after_layers(session));
     next.link_rate_source = report.link_rate_source;
     next.host_rate_source = "decode";
@@ -359,6 +371,8 @@ boost::json::object compute_split_json(const ComputeSplitReport& report) {
   o["host_bytes"] = report.split.host_bytes;
   o["estimated_step_seconds"] = report.split.estimated_seconds;
   o["all_streamed_step_seconds"] = report.split.all_streamed_seconds;
+  o["two_path_limit_step_seconds"] = report.split.two_path_limit_seconds;
+  o["prefetch_depth"] = report.prefetch_depth;
   o["decode_host_modules"] = boost::json::value_from(report.decode_host_modules());
   boost::json::array layers;
   for (const ComputeSplitReport::Layer& l : report.layers) {

@@ -129,6 +129,10 @@ struct ComputeSplitReport {
   // attention (models::measure_host_attention_seconds at the decode batch and
   // the run's full context), added to its weight bytes' time; 0: not counted.
   double host_attention_seconds = 0;
+  // The streamed layers the copies run ahead of the compute
+  // (session_prefetch_depth), which bounds how long a host layer can hide
+  // copies behind it.
+  int prefetch_depth = 0;
   ComputeSplit split;  // the decode split (auto) over the layers off the accelerator
   std::vector<std::string> decode_host_modules() const;
   // The rates above as the split takes them.
@@ -148,9 +152,16 @@ struct ComputeSplitReport {
 // not resident), counted on the link path so the split balances the paths
 // with them in.
 ComputeSplitReport decide_compute_split(const std::vector<SplitLayer>& layers, bool auto_split,
-                                        const ComputeRates& rates, int64_t decode_batch,
+                                        const ComputeRates& rates, int prefetch_depth,
+                                        int64_t decode_batch,
                                         int host_threads, double host_attention_seconds = 0,
                                         uint64_t streamed_after_layers = 0);
+
+// The streamed modules the session's copies run ahead of its compute: its
+// accelerator's fetch slots less one (OffloadManager::fetch_slots, which may
+// be fewer than --prefetch asked for), or the depth asked for where nothing
+// streams yet.
+int session_prefetch_depth(ModelSession& session);
 
 // The bytes of the head and the final norm that are off the session's
 // accelerator (fetched every step; decide_compute_split's streamed_after_layers).

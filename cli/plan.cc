@@ -220,7 +220,8 @@ int run_plan(const std::vector<std::string>& args) {
         if (plan.tier_of_tensor(module, t.name) != compute) after_layers += t.bytes;
       }
     }
-    split = decide_compute_split(layers, host_flags.auto_split, rates, 1, host_flags.threads,
+    split = decide_compute_split(layers, host_flags.auto_split, rates, prefetch, 1,
+                                 host_flags.threads,
                                  attention_seconds, after_layers);
     if (!host_flags.auto_split) split->link_bytes_per_s = 0;
     split->link_rate_source = link_source;

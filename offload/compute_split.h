@@ -3,17 +3,20 @@
 // bytes are (OffloadManager::set_host_compute). Chosen from measured rates.
 //
 // Model. The copy engine moves the next streamed module while the host
-// computes another, so the two paths run at once on different modules: a
-// step spends two_path_seconds(streamed bytes, host bytes) on the
+// computes another, so the two paths run at once on different modules: at
+// best a step spends two_path_seconds(streamed bytes, host bytes) on the
 // off-accelerator modules (the resident work and the small activation copies
 // aside), about max(streamed bytes / link rate, host bytes / host rate) where
-// the two do not compete for host memory. Each module in execution order goes to the path
-// whose running total it lengthens least (ties to the link; what only the
-// link can carry counted on it from the start), which balances
-// the totals and interleaves the paths (every streamed module then has host
-// work before it to hide its copy behind; with a couple of fetch slots, a
-// long run of streamed modules could not prefetch past the slots). A module
-// that cannot compute on the host is streamed.
+// the two do not compete for host memory. But the copies run ahead of the
+// compute by at most `prefetch_depth` streamed modules (the fetch slots the
+// offload manager holds, OffloadManager::prefetch_after): a host module
+// longer than the copies queued before it leaves the link idle.
+// pipeline_seconds plays a step through with that limit, and is what the
+// split minimizes: starting from the balance of the totals (each module in
+// execution order to the path whose running total it lengthens least, which
+// interleaves the paths) and from streaming alone, it moves single modules
+// between the paths while the played step gets shorter, and keeps the
+// shorter of the two. A module that cannot compute on the host is streamed.
 //
 // The host rate is the rate the host kernels compute a layer's weights at
 // the phase's batch (measure_host_linear_rate in models/), which falls as
@@ -73,13 +76,33 @@ struct ComputeSplit {
   std::vector<std::string> host_modules;  // in execution order
   uint64_t streamed_bytes = 0;
   uint64_t host_bytes = 0;
-  double estimated_seconds = 0;     // per step, both paths at once
+  double estimated_seconds = 0;     // per step, both paths at once (pipeline_seconds)
   double all_streamed_seconds = 0;  // per step, streaming alone (on_host ones beside it)
+  // two_path_seconds of the chosen bytes: the step were the copies never
+  // held back by the fetch slots (<= estimated_seconds).
+  double two_path_limit_seconds = 0;
 };
 
-// `candidates`: the off-accelerator modules in execution order. Throws
-// InvalidInputError for a link rate <= 0 or a negative host rate.
+// Seconds one decode step of `candidates` (execution order) takes in the
+// steady state of consecutive steps (the mean of two steps after the copies'
+// lead over the compute has settled), with candidate i computed on the host
+// where `on_host[i]`, else fetched over the link. The copy engine fetches the
+// streamed modules in order, each as soon as it is among the next
+// `prefetch_depth` streamed modules after the module computing (the next
+// step's first ones at the end of a step), or when its own forward asks for
+// it; a host module computes in order after the module before it, a streamed
+// one once its bytes arrived (its accelerator time not counted). Both paths
+// at their shared rates while both are busy, at their rates alone
+// otherwise. `on_host` has one entry per candidate.
+double pipeline_seconds(const std::vector<SplitCandidate>& candidates,
+                        const std::vector<bool>& on_host, const ComputeRates& rates,
+                        int prefetch_depth);
+
+// `candidates`: the off-accelerator modules in execution order;
+// `prefetch_depth`: the streamed modules the copies may run ahead (the
+// offload manager's MemoryBudget::prefetch_depth). Throws InvalidInputError
+// for a link rate <= 0, a negative host rate or a negative prefetch depth.
 ComputeSplit choose_compute_split(const std::vector<SplitCandidate>& candidates,
-                                  const ComputeRates& rates);
+                                  const ComputeRates& rates, int prefetch_depth);
 
 }  // namespace stowage

@@ -98,6 +98,9 @@ class FetchScheduler {
   bool host_compute(const std::string& module) const;
   uint64_t layout_version() const { return layout_version_; }
   void dispatch();
+  // The slots `accelerator`'s pool holds (dispatching first); 0 where
+  // nothing streams to it.
+  int fetch_slots(Tier accelerator);
 
   // `lock` holds the manager's mutex; it is released while waiting for a slot.
   ModuleForward begin_forward(ModuleHandle module, StreamRef compute,

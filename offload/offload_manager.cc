@@ -154,6 +154,11 @@ void OffloadManager::dispatch() {
   impl_->scheduler.dispatch();
 }
 
+int OffloadManager::fetch_slots(Tier accelerator) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->scheduler.fetch_slots(accelerator);
+}
+
 ModuleHandle OffloadManager::module_handle(const std::string& module) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   return impl_->scheduler.placed_module(module);

@@ -150,6 +150,12 @@ class OffloadManager {
   // called before; call again after moves that change what is streamed (it
   // waits for in-flight work first). REQUIRES: no forward in flight.
   void dispatch();
+  // The fetch slots `accelerator`'s pool holds for the modules streamed now
+  // (dispatching first if needed): slot_count(prefetch_depth), or fewer
+  // where the budget held fewer; 0 where nothing streams to it. The copies
+  // run ahead of the compute by one less. REQUIRES: no forward in flight.
+  // Throws InvalidInputError for a tier that is not an accelerator here.
+  int fetch_slots(Tier accelerator);
 
   // See the protocol above. Throws InvalidInputError for an unknown module
   // or one already in a forward. `compute` overrides the manager's compute

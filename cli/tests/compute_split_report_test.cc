@@ -12,6 +12,9 @@
 namespace stowage::cli {
 namespace {
 
+// One streamed layer ahead: the sessions' default (--prefetch 1).
+constexpr int kPrefetchDepth = 1;
+
 std::vector<SplitLayer> streamed_layers(int n, uint64_t bytes) {
   std::vector<SplitLayer> out;
   for (int i = 0; i < n; ++i) {
@@ -30,9 +33,9 @@ TEST(ComputeSplitReport, AStreamedHeadCountsOnTheLinkPath) {
   const ComputeRates rates{55e9, 100e9};
   const uint64_t layer = 436224000, head = 1050673152;
   const ComputeSplitReport without =
-      decide_compute_split(streamed_layers(23, layer), true, rates, 1, 15);
+      decide_compute_split(streamed_layers(23, layer), true, rates, kPrefetchDepth, 1, 15);
   const ComputeSplitReport with =
-      decide_compute_split(streamed_layers(23, layer), true, rates, 1, 15, 0, head);
+      decide_compute_split(streamed_layers(23, layer), true, rates, kPrefetchDepth, 1, 15, 0, head);
   EXPECT_GT(with.split.host_bytes, without.split.host_bytes);
   EXPECT_EQ(with.split.streamed_bytes + with.split.host_bytes, 23 * layer + head);
   // Balanced with the head in: the link's total (head included) within a
@@ -70,17 +73,18 @@ TEST(ComputeSplitReport, TheHostRateFromDecodeStepsIsItsOwnTimeLessAttention) {
   EXPECT_FALSE(rates_from_host_decode_work(start, 100, 1, 0, 0).has_value());
 }
 
-// Deciding again at the slower measured host rate moves layers to the link
-// and estimates the step at the rates that ran.
+// Deciding again at the slower measured host rate (here half the start's)
+// moves layers to the link and estimates the step at the rates that ran.
 TEST(ComputeSplitReport, ASlowerMeasuredHostRateMovesLayersToTheLink) {
   const ComputeRates start{55e9, 90e9, 54e9, 90e9};
   const uint64_t layer = 436224000;
-  const ComputeSplitReport before = decide_compute_split(streamed_layers(23, layer), true, start, 1, 15);
+  const ComputeSplitReport before =
+      decide_compute_split(streamed_layers(23, layer), true, start, kPrefetchDepth, 1, 15);
   const std::optional<ComputeRates> measured =
-      rates_from_host_decode_work(start, 14 * uint64_t{layer}, 14, 14 * layer / 73e9, 0);
+      rates_from_host_decode_work(start, 14 * uint64_t{layer}, 14, 14 * layer / 45e9, 0);
   ASSERT_TRUE(measured.has_value());
   const ComputeSplitReport after =
-      decide_compute_split(streamed_layers(23, layer), true, *measured, 1, 15);
+      decide_compute_split(streamed_layers(23, layer), true, *measured, kPrefetchDepth, 1, 15);
   EXPECT_LT(after.split.host_bytes, before.split.host_bytes);
   EXPECT_EQ(after.split.host_bytes + after.split.streamed_bytes, 23 * layer);
   EXPECT_GT(after.split.estimated_seconds, before.split.estimated_seconds);
