@@ -9,6 +9,7 @@
 #include "kernels/cuda/arch/sm90.h"
 #include "kernels/cuda/device_helpers.h"
 #include "kernels/cuda/float_dispatch.h"
+#include "kernels/cuda/four_bit_tables.h"
 #include "kernels/detail/gemv_layout.h"
 #include "kernels/detail/launch.h"
 #include "quant/quant_rules.h"
@@ -186,14 +187,6 @@ struct GemvTraits<__nv_bfloat16> {
 __device__ __forceinline__ uint32_t shift_right(uint32_t v, int n) {
   return n >= 0 ? v >> n : v << -n;
 }
-
-// The code values of the weight's 4-bit type and the signed dynamic map of
-// double quantization; a __grid_constant__ parameter, so indexing it reads
-// the parameter bank (no copy to local memory).
-struct GemvTables {
-  float value[16];
-  float nested_map[256];
-};
 
 // The position, in T units, of element e of a row of x in shared memory.
 __device__ __forceinline__ int64_t x_slot(int64_t e) {
@@ -761,19 +754,6 @@ __global__ void __launch_bounds__(kRingThreads, 1)
 }
 
 using GemvRingKernel = void (*)(FourBitGemvArgs, GemvTables, int, int, unsigned*);
-
-// The kernels' tables for a 4-bit type: constants, built once.
-const GemvTables& gemv_tables(quant::WeightFormat type) {
-  static const auto build = [](quant::WeightFormat t) {
-    GemvTables tables;
-    for (int i = 0; i < 16; ++i) tables.value[i] = qr::four_bit_code_value(t, i);
-    for (int i = 0; i < 256; ++i) tables.nested_map[i] = qr::dynamic_map_value(i);
-    return tables;
-  };
-  static const GemvTables nf4 = build(quant::WeightFormat::kNf4);
-  static const GemvTables fp4 = build(quant::WeightFormat::kFp4);
-  return type == quant::WeightFormat::kFp4 ? fp4 : nf4;
-}
 
 template <typename T, bool kNested>
 GemvRingKernel gemv_ring_kernel_for(int rows_per_warp) {
