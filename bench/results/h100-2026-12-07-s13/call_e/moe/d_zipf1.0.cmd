@@ -1,0 +1,1 @@
+gpu_pack/bin/_stowage bench --model /dev/shm/mixtral-nf4dq --device cuda --max-memory 0=10GiB --no-resident --batches 1 --prompt-tokens 16 --new-tokens 24 --routing-trace zipf:1.0 --cpu-moe 32 --expert-cache auto --expert-compute auto --json
