@@ -13,6 +13,8 @@
 // spare over the read rate).
 //   bazel run //bench:host_gemv_bench -- [--first-threads 1] [--threads N]
 //       [--samples 5] [--gib 2] [--isa avx512|avx2|scalar] [--in-cache 1 (only those)]
+//       [--pages huge|4k|both (the layers on huge pages, as the runtime's pinned
+//       memory holds large weights, on 4 KiB pages, or both side by side)]
 #include <fmt/format.h>
 
 #if defined(__x86_64__)
@@ -30,6 +32,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/huge_page_memory.h"
 #include "hostcompute/host_gemv.h"
 #include "hostcompute/worker_team.h"
 
@@ -43,6 +46,7 @@ struct Options {
   int first_threads = 1;  // team sizes first_threads .. threads
   int samples = 5;
   double gib = 2.0;
+  std::string pages = "huge";  // huge, 4k or both (--pages)
   bool in_cache = false;       // only the in-cache compute rates
   std::optional<HostIsa> isa;  // default: the best this CPU runs
 };
@@ -69,13 +73,25 @@ std::string load_average() {
   return first.empty() ? "unknown" : first;
 }
 
-// A buffer of `bytes` (a multiple of 4096), 4096-aligned, filled by `fill`.
+// A buffer of `bytes` (a multiple of 4096), 4096-aligned, filled by `fill`;
+// with `huge`, a HugePageMapping as the runtime's pinned host memory gives
+// large weights (core/huge_page_memory.h), else 4 KiB pages.
 struct PageBuffer {
-  explicit PageBuffer(uint64_t bytes) : size(bytes) {
+  explicit PageBuffer(uint64_t bytes, bool huge = false) : size(bytes) {
+    if (huge) {
+      mapping = HugePageMapping(bytes);
+      data = static_cast<uint8_t*>(mapping.data());
+      return;
+    }
     data = static_cast<uint8_t*>(std::aligned_alloc(4096, bytes));
     if (data == nullptr) throw std::bad_alloc();
   }
-  ~PageBuffer() { std::free(data); }
+  ~PageBuffer() {
+    if (mapping.data() == nullptr) std::free(data);
+  }
+  PageBuffer(const PageBuffer&) = delete;
+  PageBuffer& operator=(const PageBuffer&) = delete;
+  HugePageMapping mapping;
   uint8_t* data;
   uint64_t size;
 };
@@ -325,7 +341,17 @@ int run(const Options& options) {
       "bytes\n",
       options.gib, options.samples);
   const uint64_t bytes = static_cast<uint64_t>(options.gib * (1ull << 30)) / 4096 * 4096;
-  PageBuffer buffer(bytes);
+  // The layers on huge pages, 4 KiB pages, or both side by side.
+  std::vector<std::pair<std::string, std::unique_ptr<PageBuffer>>> buffers;
+  for (const char* pages : {"huge", "4k"}) {
+    if (options.pages == pages || options.pages == "both") {
+      buffers.emplace_back(pages, std::make_unique<PageBuffer>(bytes, std::string(pages) == "huge"));
+    }
+  }
+  if (buffers.empty()) {
+    fmt::print(stderr, "host_gemv_bench: --pages takes huge, 4k or both, not '{}'\n", options.pages);
+    return 2;
+  }
   std::vector<float> state;
   std::vector<uint8_t> codes;
   struct Shape {
@@ -354,14 +380,18 @@ int run(const Options& options) {
     if (options.in_cache) continue;
     for (const Shape& shape : shapes) {
       for (const Format& format : kFormats) {
-        const bool sixteen = format.layout == Layout::kBF16 || format.layout == Layout::kF16;
-        fill(reinterpret_cast<uint64_t*>(buffer.data), bytes / 8, sixteen, team);
-        const LayerSet set = make_layers(format.layout, shape.n, shape.k, buffer, state, codes);
-        report(fmt::format("m=1 {:>5}x{:<5} {:>6} ({:>2} copies)", shape.n, shape.k, format.name,
-                           set.layers.size()),
-               measure(gemv, team, buffer, set, 1, shape.n, shape.k, options.samples));
+        for (const auto& [pages, page_buffer] : buffers) {
+          PageBuffer& buffer = *page_buffer;
+          const bool sixteen = format.layout == Layout::kBF16 || format.layout == Layout::kF16;
+          fill(reinterpret_cast<uint64_t*>(buffer.data), bytes / 8, sixteen, team);
+          const LayerSet set = make_layers(format.layout, shape.n, shape.k, buffer, state, codes);
+          report(fmt::format("m=1 {:>5}x{:<5} {:>6} ({:>2} copies, {:>4} pages)", shape.n,
+                             shape.k, format.name, set.layers.size(), pages),
+                 measure(gemv, team, buffer, set, 1, shape.n, shape.k, options.samples));
+        }
       }
     }
+    PageBuffer& buffer = *buffers.front().second;
     if (threads == options.threads) {
       // Small batches: the weight read once for all m rows.
       for (const Format& format : kFormats) {
@@ -379,8 +409,8 @@ int run(const Options& options) {
   }
   fmt::print(
       "\nreproduce: bazel run //bench:host_gemv_bench -- --first-threads {} --threads {} "
-      "--samples {} --gib {}{}{}\n",
-      options.first_threads, options.threads, options.samples, options.gib,
+      "--samples {} --gib {} --pages {}{}{}\n",
+      options.first_threads, options.threads, options.samples, options.gib, options.pages,
       options.in_cache ? " --in-cache 1" : "",
       options.isa ? std::string(" --isa ") + (*options.isa == HostIsa::kAvx2     ? "avx2"
                                               : *options.isa == HostIsa::kScalar ? "scalar"
@@ -401,6 +431,7 @@ int main(int argc, char** argv) {
     if (flag == "--samples") options.samples = std::stoi(argv[i + 1]);
     if (flag == "--gib") options.gib = std::stod(argv[i + 1]);
     if (flag == "--in-cache") options.in_cache = std::string(argv[i + 1]) == "1";
+    if (flag == "--pages") options.pages = argv[i + 1];
     if (flag == "--isa") {
       const std::string isa = argv[i + 1];
       options.isa = isa == "scalar" ? stowage::hostcompute::HostIsa::kScalar

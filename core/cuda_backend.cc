@@ -8,12 +8,14 @@
 #include <memory>
 #include <mutex>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 
 #include "core/cuda_check.h"
 #include "core/detail/backend.h"
 #include "core/device_status.h"
 #include "core/error.h"
+#include "core/huge_page_memory.h"
 
 namespace stowage::detail {
 namespace {
@@ -354,6 +356,10 @@ class CudaDeviceMemory final : public MemoryResource {
   int device_;
 };
 
+// Large allocations are huge-page mappings (huge_page_memory.h) registered
+// with cudaHostRegister, so the host reads them (weights computed on the
+// host) with few TLB misses; where the driver refuses the registration, or
+// for small ones, cudaHostAlloc.
 class CudaPinnedHostMemory final : public MemoryResource {
  public:
   Tier tier() const override { return Tier::pinned_host(); }
@@ -362,6 +368,17 @@ class CudaPinnedHostMemory final : public MemoryResource {
  private:
   void* do_allocate(size_t bytes, StreamRef) override {
     if (bytes == 0) return nullptr;
+    if (bytes >= kHugePageMinBytes) {
+      HugePageMapping mapping(bytes);
+      if (cudaHostRegister(mapping.data(), mapping.bytes(), cudaHostRegisterPortable) ==
+          cudaSuccess) {
+        void* ptr = mapping.data();
+        std::lock_guard<std::mutex> lock(mutex_);
+        registered_.emplace(ptr, std::move(mapping));
+        return ptr;
+      }
+      cudaGetLastError();  // refused: clear it and take cudaHostAlloc's pages instead
+    }
     void* ptr = nullptr;
     STOWAGE_CUDA_TRY_FOR(cudaHostAlloc(&ptr, bytes, cudaHostAllocPortable),
                          "{}: allocating {} bytes", name(), bytes);
@@ -371,8 +388,24 @@ class CudaPinnedHostMemory final : public MemoryResource {
     // cudaFreeHost synchronizes the device; pinned buffers are long-lived, so
     // this stays off the hot path. A stream-ordered free waits for the stream.
     if (!stream.is_null()) stream.synchronize();
+    HugePageMapping mapping;  // unmapped when this returns
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = registered_.find(ptr);
+      if (it != registered_.end()) {
+        mapping = std::move(it->second);
+        registered_.erase(it);
+      }
+    }
+    if (mapping.data() != nullptr) {
+      STOWAGE_CUDA_TRY_FOR(cudaHostUnregister(ptr), "{}: unregistering {} bytes at {}", name(),
+                           bytes, ptr);
+      return;
+    }
     STOWAGE_CUDA_TRY_FOR(cudaFreeHost(ptr), "{}: freeing {} bytes at {}", name(), bytes, ptr);
   }
+  std::mutex mutex_;
+  std::unordered_map<void*, HugePageMapping> registered_;  // by address
 };
 
 class CudaAccelerator final : public Accelerator {

@@ -9,11 +9,20 @@
 
 namespace stowage {
 
-HostMemoryResource::HostMemoryResource(Tier tier, std::string name)
-    : tier_(tier), name_(std::move(name)) {}
+HostMemoryResource::HostMemoryResource(Tier tier, std::string name, bool huge_pages)
+    : tier_(tier), name_(std::move(name)), huge_pages_(huge_pages) {}
+
+HostMemoryResource::~HostMemoryResource() = default;
 
 void* HostMemoryResource::do_allocate(size_t bytes, StreamRef) {
   if (bytes == 0) return nullptr;
+  if (huge_pages_ && bytes >= kHugePageMinBytes) {
+    HugePageMapping mapping(bytes);
+    void* ptr = mapping.data();
+    std::lock_guard<std::mutex> lock(mutex_);
+    mappings_.emplace(ptr, std::move(mapping));
+    return ptr;
+  }
   const size_t alignment = bytes >= 4096 ? 4096 : 64;
   const size_t rounded = (bytes + alignment - 1) / alignment * alignment;
   void* ptr = std::aligned_alloc(alignment, rounded);
@@ -22,12 +31,26 @@ void* HostMemoryResource::do_allocate(size_t bytes, StreamRef) {
   return ptr;
 }
 
+void HostMemoryResource::release(void* ptr) {
+  HugePageMapping mapping;  // unmapped when this returns, outside the lock
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = mappings_.find(ptr);
+    if (it != mappings_.end()) {
+      mapping = std::move(it->second);
+      mappings_.erase(it);
+      return;
+    }
+  }
+  std::free(ptr);
+}
+
 void HostMemoryResource::do_deallocate(void* ptr, size_t, StreamRef stream) {
   if (stream.is_null()) {
-    std::free(ptr);
+    release(ptr);
   } else {
     // Stream-ordered: free once the work already on the stream is done.
-    stream.host_task([ptr] { std::free(ptr); });
+    stream.host_task([this, ptr] { release(ptr); });
   }
 }
 

@@ -12,7 +12,9 @@
 #include <functional>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 
+#include "core/huge_page_memory.h"
 #include "core/stream.h"
 #include "core/tier.h"
 
@@ -43,17 +45,27 @@ class MemoryResource {
 // Plain host memory (64-byte aligned; 4096 for 4 KiB and larger, so buffers
 // can be used with O_DIRECT). Tier: pageable host, unless told otherwise
 // (the sim backend's "pinned" and "device" memory are host memory too).
+// With `huge_pages`, allocations of kHugePageMinBytes and more are
+// HugePageMapping's (huge_page_memory.h: 2 MiB aligned, on transparent huge
+// pages where the kernel gives them).
 class HostMemoryResource final : public MemoryResource {
  public:
-  explicit HostMemoryResource(Tier tier = Tier::pageable_host(), std::string name = "host memory");
+  explicit HostMemoryResource(Tier tier = Tier::pageable_host(), std::string name = "host memory",
+                              bool huge_pages = false);
+  ~HostMemoryResource() override;
   Tier tier() const override { return tier_; }
   std::string name() const override { return name_; }
 
  private:
   void* do_allocate(size_t bytes, StreamRef stream) override;
   void do_deallocate(void* ptr, size_t bytes, StreamRef stream) override;
+  void release(void* ptr);
   Tier tier_;
   std::string name_;
+  bool huge_pages_;
+  std::mutex mutex_;
+  // The huge-page allocations, by address.
+  std::unordered_map<void*, HugePageMapping> mappings_;
 };
 
 // Counts bytes in use and their peak through an upstream resource.

@@ -12,7 +12,7 @@ namespace {
 class SimPlatform final : public Platform {
  public:
   explicit SimPlatform(const SimOptions& options)
-      : pinned_(Tier::pinned_host(), "pinned host memory (sim)") {
+      : pinned_(Tier::pinned_host(), "pinned host memory (sim)", /*huge_pages=*/true) {
     STOWAGE_EXPECTS(options.accelerator_count >= 1, InvalidInputError,
                     "sim platform needs at least 1 accelerator, found {}",
                     options.accelerator_count);

@@ -1,11 +1,15 @@
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <cstring>
+#include <fstream>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "core/buffer.h"
 #include "core/error.h"
+#include "core/huge_page_memory.h"
 #include "core/memory_resource.h"
 #include "core/platform.h"
 #include "core/tensor.h"
@@ -166,6 +170,61 @@ TEST_P(DevicePoolTest, ReleasingCachedMemoryGivesFreedBytesBackToTheDevice) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, DevicePoolTest, testing_support::kAllBackends,
+                         testing_support::backend_name);
+
+// A huge-page mapping: the bytes asked for rounded up to 2 MiB, aligned to
+// 2 MiB, zero-filled and writable; advised where the kernel has transparent
+// huge pages at all (the sysfs switch present and not "[never]").
+TEST(HugePageMappingTest, MapsAlignedZeroedMemoryAndAdvisesHugePages) {
+  const size_t bytes = (size_t{9} << 20) + 123;
+  HugePageMapping m(bytes);
+  ASSERT_NE(m.data(), nullptr);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(m.data()) % HugePageMapping::kHugePageBytes, 0u);
+  EXPECT_EQ(m.bytes(), size_t{10} << 20);
+  auto* p = static_cast<unsigned char*>(m.data());
+  EXPECT_EQ(p[0], 0);
+  EXPECT_EQ(p[bytes - 1], 0);
+  p[0] = 7;
+  p[m.bytes() - 1] = 9;
+  EXPECT_EQ(p[0] + p[m.bytes() - 1], 16);
+  std::ifstream thp("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string modes;
+  if (thp && std::getline(thp, modes) && modes.find("[never]") == std::string::npos) {
+    EXPECT_TRUE(m.advised()) << modes;
+  }
+  HugePageMapping moved = std::move(m);
+  EXPECT_EQ(m.data(), nullptr);
+  EXPECT_EQ(static_cast<unsigned char*>(moved.data())[0], 7);
+  EXPECT_THROW(HugePageMapping(0), InvalidInputError);
+}
+
+// Pinned host memory on every backend: large allocations are huge-page
+// mappings (2 MiB aligned; on CUDA registered with the driver, falling back
+// to cudaHostAlloc where it refuses), small ones are not, and copies between
+// it and the accelerator move the bytes both ways.
+class PinnedHostMemoryTest : public testing_support::AcceleratorSpec {};
+
+TEST_P(PinnedHostMemoryTest, LargeAllocationsAreHugePageAlignedAndCopyBothWays) {
+  MemoryResource& pinned = platform_->pinned_host_memory();
+  const size_t bytes = kHugePageMinBytes + 4096;
+  Buffer host(pinned, bytes);
+  if (GetParam() == DeviceChoice::kSim) {
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(host.data()) % HugePageMapping::kHugePageBytes, 0u);
+  }
+  auto* h = static_cast<unsigned char*>(host.data());
+  for (size_t i = 0; i < bytes; i += 4093) h[i] = static_cast<unsigned char>(i * 31 + 5);
+  Buffer device(accelerator().memory(), bytes);
+  Buffer back(pinned, bytes);
+  Stream stream = accelerator().create_stream();
+  stream.ref().copy(device.data(), host.data(), bytes);
+  stream.ref().copy(back.data(), device.data(), bytes);
+  stream.ref().synchronize();
+  EXPECT_EQ(std::memcmp(back.data(), host.data(), bytes), 0);
+  Buffer small(pinned, 1000);
+  EXPECT_NE(small.data(), nullptr);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, PinnedHostMemoryTest, testing_support::kAllBackends,
                          testing_support::backend_name);
 
 TEST(TensorTest, ViewsShareStorageAndCheckBounds) {
