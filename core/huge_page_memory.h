@@ -3,9 +3,7 @@
 // reads from end to end (weights computed on the host, the sources of fetches).
 // With 4 KiB pages such reads miss the TLB every page and the hardware
 // prefetchers stop at each page boundary; on a virtual machine each miss walks
-// two page tables. On the 2-core development VM the bf16 host GEMV read 24.5
-// GB/s from 4 KiB pages and 30.5 GB/s from huge pages
-// (bench/results/host-2026-12-07-s13/huge_pages.md).
+// two page tables. Figures: bench/results/host-2026-12-07-s13/huge_pages.md.
 //
 // The advice is best effort: where the kernel's transparent huge pages are
 // off, the mapping is ordinary 4 KiB pages and everything else holds.
