@@ -146,7 +146,8 @@ struct ComputeSplitReport {
 // accelerator are split for the decode steps by choose_compute_split at
 // `rates` (the --run-on-host layers counted on the host path; quantized or
 // partly resident layers stream), each host layer costing
-// `host_attention_seconds` per step beyond its weight bytes.
+// `host_attention_seconds` per step beyond its weight bytes, the copies
+// running at most `prefetch_depth` streamed layers ahead of the compute.
 // `streamed_after_layers`: bytes a step fetches after the decoder layers
 // that only the link can carry (the head and the final norm when they are
 // not resident), counted on the link path so the split balances the paths

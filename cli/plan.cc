@@ -220,7 +220,10 @@ int run_plan(const std::vector<std::string>& args) {
         if (plan.tier_of_tensor(module, t.name) != compute) after_layers += t.bytes;
       }
     }
-    split = decide_compute_split(layers, host_flags.auto_split, rates, prefetch, 1,
+    // The copies run ahead by the slots the plan holds, less one (fewer than
+    // --prefetch asks for where the budget holds fewer; session_prefetch_depth).
+    split = decide_compute_split(layers, host_flags.auto_split, rates,
+                                 plan.fetch_slots > 0 ? plan.fetch_slots - 1 : prefetch, 1,
                                  host_flags.threads,
                                  attention_seconds, after_layers);
     if (!host_flags.auto_split) split->link_bytes_per_s = 0;

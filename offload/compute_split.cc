@@ -52,19 +52,18 @@ double pipeline_seconds(const std::vector<SplitCandidate>& candidates,
     if (!on_host[i % n]) streamed.push_back(i);
   }
   const double host_rate = rates.host_bytes_per_s;
-  // Host work in seconds at the host's rate alone; slower while the link runs.
+  // A host module's work: its extra seconds (as two_path_seconds, the same
+  // beside the link), then its weight bytes, in seconds at the host's rate
+  // alone, at the shared rate while the link runs.
   const double host_speed_shared = host_rate > 0 ? rates.host_while_shared() / host_rate : 1.0;
-  auto host_work = [&](size_t i) {
-    const SplitCandidate& c = candidates[i % n];
-    return host_rate > 0 ? static_cast<double>(c.bytes) / host_rate + c.host_extra_seconds : 0.0;
-  };
   double now = 0, warm_end = 0;
   size_t position = 0;   // the module computing (or waiting for its bytes)
   size_t done = 0;       // streamed modules computed
   size_t next = 0;       // the next streamed module to fetch
   bool fetching = false;
   double fetch_left = 0;  // bytes
-  double host_left = -1;  // seconds at the rate alone; < 0: not started
+  double host_left = -1;   // weight seconds at the rate alone; < 0: not started
+  double extra_left = 0;   // extra seconds
   auto advance = [&] {
     ++position;
     if (position == warm_steps * n) warm_end = now;
@@ -85,8 +84,12 @@ double pipeline_seconds(const std::vector<SplitCandidate>& candidates,
         continue;
       }
     } else {
-      if (host_left < 0) host_left = host_work(position);
-      if (host_left <= 0) {
+      if (host_left < 0) {
+        const SplitCandidate& c = candidates[position % n];
+        host_left = host_rate > 0 ? static_cast<double>(c.bytes) / host_rate : 0.0;
+        extra_left = host_rate > 0 ? c.host_extra_seconds : 0.0;
+      }
+      if (host_left <= 0 && extra_left <= 0) {
         host_left = -1;
         advance();
         continue;
@@ -94,9 +97,10 @@ double pipeline_seconds(const std::vector<SplitCandidate>& candidates,
     }
     const bool host_busy = !current_streamed;
     const double link = host_busy ? rates.link_while_shared() : rates.link_bytes_per_s;
-    const double host_speed = fetching ? host_speed_shared : 1.0;
+    const bool in_extra = extra_left > 0;
+    const double host_speed = fetching && !in_extra ? host_speed_shared : 1.0;
     const double fetch_seconds = fetching ? fetch_left / link : -1;
-    const double host_seconds = host_busy ? host_left / host_speed : -1;
+    const double host_seconds = !host_busy ? -1 : in_extra ? extra_left : host_left / host_speed;
     double dt = fetch_seconds >= 0 ? fetch_seconds : host_seconds;
     if (host_seconds >= 0 && host_seconds < dt) dt = host_seconds;
     STOWAGE_EXPECTS(dt >= 0, InvalidInputError,
@@ -110,7 +114,11 @@ double pipeline_seconds(const std::vector<SplitCandidate>& candidates,
         fetch_left -= dt * link;
       }
     }
-    if (host_busy) host_left = host_seconds <= dt ? 0 : host_left - dt * host_speed;
+    if (host_busy && in_extra) {
+      extra_left = host_seconds <= dt ? 0 : extra_left - dt;
+    } else if (host_busy) {
+      host_left = host_seconds <= dt ? 0 : host_left - dt * host_speed;
+    }
   }
   return (now - warm_end) / kMeasuredSteps;
 }
@@ -174,17 +182,19 @@ ComputeSplit choose_compute_split(const std::vector<SplitCandidate>& candidates,
   for (size_t i = 0; i < n; ++i) {
     if (movable(i)) movable_at.push_back(i);
   }
-  const double all_streamed = pipeline_seconds(candidates, alone, rates, prefetch_depth);
   std::vector<bool> chosen = balanced;
   double best = pipeline_seconds(candidates, balanced, rates, prefetch_depth);
-  auto consider = [&](const std::vector<bool>& placement) {
-    const double t = pipeline_seconds(candidates, placement, rates, prefetch_depth);
+  auto take_if_shorter = [&](const std::vector<bool>& placement, double t) {
     if (t < best * (1 - 1e-9)) {
       best = t;
       chosen = placement;
     }
   };
-  consider(alone);
+  auto consider = [&](const std::vector<bool>& placement) {
+    take_if_shorter(placement, pipeline_seconds(candidates, placement, rates, prefetch_depth));
+  };
+  const double all_streamed = pipeline_seconds(candidates, alone, rates, prefetch_depth);
+  take_if_shorter(alone, all_streamed);
   const size_t m = movable_at.size();
   for (size_t k = 1; k <= m; ++k) {
     std::vector<bool> spread = alone;

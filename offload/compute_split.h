@@ -79,7 +79,8 @@ struct ComputeSplit {
   double estimated_seconds = 0;     // per step, both paths at once (pipeline_seconds)
   double all_streamed_seconds = 0;  // per step, streaming alone (on_host ones beside it)
   // two_path_seconds of the chosen bytes: the step were the copies never
-  // held back by the fetch slots (<= estimated_seconds).
+  // held back by the fetch slots (at most estimated_seconds but for how the
+  // two apportion host_extra_seconds beside the link).
   double two_path_limit_seconds = 0;
 };
 
@@ -93,7 +94,8 @@ struct ComputeSplit {
 // it; a host module computes in order after the module before it, a streamed
 // one once its bytes arrived (its accelerator time not counted). Both paths
 // at their shared rates while both are busy, at their rates alone
-// otherwise. `on_host` has one entry per candidate.
+// otherwise; a host module's host_extra_seconds come first and take the
+// same time either way. `on_host` has one entry per candidate.
 double pipeline_seconds(const std::vector<SplitCandidate>& candidates,
                         const std::vector<bool>& on_host, const ComputeRates& rates,
                         int prefetch_depth);

@@ -149,12 +149,13 @@ FetchScheduler::AcceleratorState& FetchScheduler::state(Tier tier) {
 
 StreamRef FetchScheduler::compute_stream(Tier tier) { return state(tier).compute.ref(); }
 
+StreamRef FetchScheduler::copy_stream(Tier tier) { return state(tier).copy.ref(); }
+
 int FetchScheduler::fetch_slots(Tier accelerator) {
   AcceleratorState& a = state(accelerator);
   if (!dispatched_) dispatch();
   return a.pool ? static_cast<int>(a.pool->size()) : 0;
 }
-StreamRef FetchScheduler::copy_stream(Tier tier) { return state(tier).copy.ref(); }
 
 // ---- the module table
 

@@ -132,6 +132,10 @@ o = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])["host_compute"
 assert o["link_bytes_per_s"] > 0 and o["host_bytes_per_s"] > 0, o
 assert o["streamed_bytes"] + o["host_bytes"] > 0, o
 assert o["estimated_step_seconds"] <= o["all_streamed_step_seconds"] + 1e-12, o
+assert o["prefetch_depth"] >= 0, o
+# The played step is never much under the two-path bound (they apportion a host layer's
+# attention seconds differently beside the link, so not exactly).
+assert o["two_path_limit_step_seconds"] <= o["estimated_step_seconds"] * 1.02, o
 # Host layers chosen at start-up are run for a calibration generation and the
 # split decided again from the host's rate in those decode steps.
 if o["decode_host_modules"] or o["calibration_rounds"]:
@@ -204,6 +208,19 @@ on, off = (json.loads(open(p).read())["host_compute"] for p in sys.argv[1:])
 assert [l["decode"] for l in on["layers"]] == ["streamed", "host"], on
 assert [l["decode"] for l in off["layers"]] == ["host", "streamed"], off
 assert off["streamed_bytes"] == on["streamed_bytes"] + 131072, (on, off)  # the f32 head's bytes
+PY
+# The split's copies run ahead by the slots the plan holds, less one: at 1 MiB the plan holds
+# 5 of the 9 slots --prefetch 8 asks for.
+"$stowage" plan --device sim --model "$data/llama_f32" --max-memory 0=1MiB --prompt-tokens 7 \
+  --max-new-tokens 32 --host-compute auto --link-rate 1GiB --host-rate 1GiB \
+  --override-tensor 'model\.layers\..*=cpu' --prefetch 8 --json >"$tmp/plan_deep.json"
+python3 - "$tmp/plan_deep.json" <<'PY' || fail "plan split's prefetch depth"
+import json, sys
+o = json.loads(open(sys.argv[1]).read())
+slots = sum(o["reserve_per_accelerator"].values()) // o["largest_streamed_unit"]
+assert slots < 9 and o["host_compute"]["prefetch_depth"] == slots - 1, o
+h = o["host_compute"]
+assert h["two_path_limit_step_seconds"] <= h["estimated_step_seconds"] * 1.02, h
 PY
 # bench takes it for its budgeted runs.
 "$stowage" bench --device sim --model "$model" --max-memory 0=1MiB --no-resident --prompt-tokens 4 \
