@@ -144,6 +144,7 @@ boost::json::object moe_report(models::TransformerRunner& runner,
   o["misses"] = total.misses;
   o["uncached"] = total.uncached;
   o["host_computed"] = total.host;
+  o["host_computed_beside"] = r.host_experts_beside;
   o["hit_rate"] = total.hit_rate();
   o["prefetched"] = total.predicted;
   o["prefetched_used"] = total.predicted_used;

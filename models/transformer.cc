@@ -505,7 +505,9 @@ uint64_t transformer_working_bytes(const TransformerSpec& spec, const Transforme
                u(c.head_dim / 2),                                               // inv_freq
                run_size({rows, u(a.experts)}, spec, shape, what),  // router logits
                run_size({rows, u(a.top_k), 2}, spec, shape, what),  // routing, predicted weights
-               a.experts > 0 ? rows : 0},                            // shared expert's gate
+               a.experts > 0 ? rows : 0,                             // shared expert's gate
+               a.experts > 0 ? run_size({u(shape.batch), u(c.hidden_size)}, spec, shape, what)
+                             : 0},  // the host-computed experts' sum
               spec, shape, what);
   const uint64_t ints =
       run_sum({run_size({rows, 2}, spec, shape, what), 1,
@@ -585,6 +587,8 @@ TransformerState::TransformerState(const TransformerSpec& spec, const Transforme
     predicted_weights = Buffer(device, rows * a.top_k * f, stream);
     host_predicted_ids = Buffer(pinned, rows * a.top_k * sizeof(int32_t));
     host_moe_weights = Buffer(pinned, rows * a.top_k * f);
+    host_expert_sum =
+        Buffer(device, static_cast<size_t>(shape.batch * c.hidden_size) * f, stream);
   }
   logits = Buffer(device, static_cast<size_t>(a.head_rows * c.vocab_size) * f, stream);
   positions = Buffer(device, rows * sizeof(int32_t), stream);
@@ -655,6 +659,21 @@ TransformerState::HostCompute& TransformerState::host_compute() {
     host_.y = Buffer(*pinned_, rows * c.hidden_size * sizeof(float));
   }
   return host_;
+}
+
+TransformerState::HostExpertScratch& TransformerState::host_expert_scratch() {
+  if (host_experts_.y.empty()) {
+    const TransformerConfig& c = spec_->config;
+    const size_t rows = static_cast<size_t>(shape_.batch);
+    const size_t mlp = static_cast<size_t>(activation_sizes(*spec_, shape_).mlp_cols);
+    host_experts_.y.assign(rows * c.hidden_size, 0.0f);
+    host_experts_.gate.assign(rows * mlp, 0.0f);
+    host_experts_.up.assign(rows * mlp, 0.0f);
+    host_experts_.act.assign(rows * mlp, 0.0f);
+    host_experts_.x = Buffer(*pinned_, rows * c.hidden_size * sizeof(float));
+    host_experts_.sum = Buffer(*pinned_, rows * c.hidden_size * sizeof(float));
+  }
+  return host_experts_;
 }
 
 LinearKernels& TransformerModel::host_kernels() {

@@ -37,6 +37,7 @@
 // Thread safety: a model is used by one thread at a time.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -206,6 +207,14 @@ class TransformerState {
     Buffer y;  // pinned: a module computed on the host (an expert) writes its output here
     std::vector<std::vector<float>> k_cache, v_cache;  // per layer; empty when unused
   };
+  // What a decode step's experts computed on the host beside the
+  // accelerator's use (TransformerModel::set_host_expert_lane), for `batch`
+  // rows, allocated at the first such step: the layer's input and the
+  // weighted sum (pinned), one expert's output and its MLP scratch.
+  struct HostExpertScratch {
+    Buffer x, sum;
+    std::vector<float> y, gate, up, act;
+  };
 
   // Allocates the activations on `device`, and each decoder layer's KV
   // cache there too unless `device_kv_cache` is false (place_kv_cache then
@@ -232,6 +241,7 @@ class TransformerState {
   uint64_t device_kv_cache_bytes() const;
   int64_t past() const { return past_; }
   HostCompute& host_compute();
+  HostExpertScratch& host_expert_scratch();
   // Forgets the cached positions (a new prompt).
   void reset() { past_ = 0; }
 
@@ -252,7 +262,8 @@ class TransformerState {
   Buffer router_logits, moe_ids, moe_weights, shared_gate, host_moe_ids;
   // The next sparse layer's predicted experts (device, scratch weights, pinned).
   Buffer predicted_ids, predicted_weights, host_predicted_ids;
-  Buffer host_moe_weights;  // pinned: a forced routing's weights on their way up
+  Buffer host_moe_weights;  // pinned: the routing weights (a forced routing's on their way up)
+  Buffer host_expert_sum;   // [batch, hidden]: the host-computed experts' sum (decode)
   Buffer host_past;       // pinned int32
   Tier tier;
   const TransformerSpec* spec_ = nullptr;
@@ -260,6 +271,7 @@ class TransformerState {
   MemoryResource* pinned_ = nullptr;
   StreamRef stream_;
   HostCompute host_;
+  HostExpertScratch host_experts_;
 };
 
 class TransformerModel {
@@ -330,16 +342,30 @@ class TransformerModel {
   // host: per step, every routed expert that the cache does not hold goes,
   // in ascending order, to the path that finishes it first by these
   // measured costs (the link's copies and the host's computes of one layer
-  // overlap); those on the host run first on the compute stream, so their
-  // work starts while the link's copies are in flight. Needs an expert
-  // cache. Both costs > 0 to enable; nullopt: off (every absent expert is
-  // copied, as without a split).
+  // overlap). In decode steps with a lane (set_host_expert_lane) the host's
+  // experts run on it, beside the accelerator's experts of the same layer,
+  // and their weighted sum is added to the hidden state after those; else
+  // they run first on the compute stream, so their work starts while the
+  // link's copies are in flight. Needs an expert cache. Both costs > 0 to
+  // enable; nullopt: off (every absent expert is copied, as without a split).
   struct ExpertSplitCosts {
     double link_seconds_per_byte = 0;
     double host_seconds_per_byte = 0;
   };
   void set_expert_split(std::optional<ExpertSplitCosts> costs);
   const std::optional<ExpertSplitCosts>& expert_split() const { return expert_split_; }
+  // Where a decode step's experts computed on the host by the split run: a
+  // second stream of the compute accelerator and two of its events (the
+  // layer's input ready, the host's sum uploaded), which must outlive their
+  // use. The step's stream waits for the lane only where it adds the host's
+  // sum, so the accelerator computes the cached and fetched experts while
+  // the host computes its own. A null stream: no lane.
+  struct HostExpertLane {
+    StreamRef stream;
+    Event* input_ready = nullptr;
+    Event* done = nullptr;
+  };
+  void set_host_expert_lane(HostExpertLane lane);
   // Work the host did so far in decode steps (one token per sequence): the
   // weight bytes of the modules it computed, how many forwards, and the
   // seconds it spent on them (the host tasks' own time, not the step's).
@@ -351,6 +377,9 @@ class TransformerModel {
   };
   // Experts computed on the host (set to compute there, or by the split).
   HostDecodeWork host_expert_decode_work() const { return host_expert_meter_.read(); }
+  // Of those, the experts a split computed on the lane beside the
+  // accelerator's (set_host_expert_lane).
+  uint64_t host_experts_beside() const { return host_experts_beside_; }
   // Decoder layers computed on the host (--run-on-host, or a decode split):
   // their time includes their attention over the host KV cache.
   HostDecodeWork host_layer_decode_work() const { return host_layer_meter_.read(); }
@@ -406,6 +435,8 @@ class TransformerModel {
     hooks::Module* shared_gate = nullptr;
     hooks::Module* shared = nullptr;
     std::vector<hooks::Module*> experts;
+    // Per expert: where its gate, up and down projections' tensors sit.
+    std::vector<std::array<LinearTensorIndices, 3>> expert_linears;
   };
   // Where a layer's activations, positions and KV cache live.
   struct LayerBuffers {
@@ -445,7 +476,8 @@ class TransformerModel {
                        std::function<void(const float* in, float* out)> fn);
   // The router, shared expert and experts of sparse layer `i` (models/transformer_moe.cc).
   void build_moe(size_t i);
-  void build_expert(size_t i, int expert, hooks::Module& m);
+  // Returns where the expert's gate, up and down tensors sit in `m`.
+  std::array<LinearTensorIndices, 3> build_expert(size_t i, int expert, hooks::Module& m);
   // The sparse MLP of layer `i` after its attention: router, shared expert,
   // then each routed expert once (see the file comment).
   void run_moe_block(size_t i, hooks::HookRegistry& registry, StreamRef stream,
@@ -456,6 +488,12 @@ class TransformerModel {
   // Routed expert `e` of layer `i` computed on the host from its host copies.
   void run_host_expert(size_t i, int32_t e, StreamRef stream, const TensorView& x,
                        const TensorView& h);
+  // Layer `i`'s experts `on_host` (decode step, split) enqueued on the
+  // lane: x copied down, computed on the host and weighted by their routing
+  // weights (`host_weights`, [rows, top_k]) into one sum, which goes up into
+  // the state's host_expert_sum; the lane's `done` recorded after.
+  void enqueue_host_experts(size_t i, const std::set<int32_t>& on_host, StreamRef stream,
+                            TransformerState& state, const float* host_weights);
   // Of layer `i`'s routed experts `absent` (cacheable, not in the cache), those
   // the split computes on the host (ExpertSplitCosts; ascending order).
   std::set<int32_t> split_to_host(size_t i, const std::vector<int32_t>& absent) const;
@@ -479,6 +517,8 @@ class TransformerModel {
   std::vector<ExpertPredictionCounters> predictions_;
   std::vector<double> prediction_trust_;  // per layer: recent accuracy of its guesses
   std::optional<ExpertSplitCosts> expert_split_;
+  HostExpertLane host_expert_lane_;
+  uint64_t host_experts_beside_ = 0;
   // Bytes and forwards added when a host forward is enqueued, nanoseconds by
   // the host task when it ends.
   struct HostWorkMeter {

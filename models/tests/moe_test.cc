@@ -70,6 +70,7 @@ struct MoeRun {
   ExpertPredictionCounters prediction;
   uint64_t cache_bytes = 0;
   int64_t cache_slots = 0;
+  uint64_t host_beside = 0;  // GenerationResult::host_experts_beside
 };
 
 bool is_expert(const std::string& module) { return module.find(".experts.") != std::string::npos; }
@@ -158,6 +159,7 @@ MoeRun run_moe(const std::string& folder, ExpertPlacement placement, int64_t cac
   run.experts = result.routed_experts;
   run.peak = manager.usage(acc).peak_bytes;
   run.bytes_h2d = result.prefill_counters.bytes_h2d + result.decode_counters.bytes_h2d;
+  run.host_beside = result.host_experts_beside;
   for (const ExpertCacheCounters& c : result.expert_cache) run.cache += c;
   for (const ExpertPredictionCounters& p : result.expert_predictions) {
     run.prediction.routed += p.routed;
@@ -315,7 +317,8 @@ TEST_P(MoeParity, MeasuredChoiceOfExpertComputeKeepsTheTokens) {
 // host's 1.5x the link's, a layer's first absent expert is copied and its
 // second computed on the host. Transformers' tokens and expert ids, logits
 // within 1e-4 (the host's kernels and another order of the sum), within the
-// budget; both paths taken.
+// budget; both paths taken, and the decode steps' host experts on the
+// runner's lane beside the accelerator's (their sum added after them).
 TEST_P(MoeParity, SplitBetweenLinkAndHostKeepsTheTokens) {
   const std::string folder = kTestdata + GetParam();
   const MoeReference ref = moe_reference(folder);
@@ -329,6 +332,8 @@ TEST_P(MoeParity, SplitBetweenLinkAndHostKeepsTheTokens) {
   EXPECT_LT(worst_row_error(split.logits, ref.logits, ref.vocab), 1e-4);
   EXPECT_LE(split.peak, split.budget);
   EXPECT_GT(split.cache.host, 0u);
+  EXPECT_GT(split.host_beside, 0u);
+  EXPECT_LE(split.host_beside, split.cache.host);
   EXPECT_GT(split.cache.misses, 0u);
   // Without a split the same run computes nothing on the host.
   const MoeRun cached = run_moe(folder, ExpertPlacement::kCached, 2);
@@ -384,7 +389,8 @@ bool gpu_visible() {
 
 // On CUDA (the MoE kernels of kernels/cuda/moe_kernels.cu, cuBLASLt
 // projections): transformers' tokens and expert ids resident, through the
-// expert cache and with experts computed on the host; logits within 1e-4
+// expert cache, with experts computed on the host and split between the two
+// (the host's on their own stream); logits within 1e-4
 // (float32 weights); the cache's logits the resident ones bit for bit.
 TEST_P(MoeParity, CudaResidentCachedAndHostComputedExpertsMatchTransformers) {
   if (!gpu_visible()) GTEST_SKIP() << "no GPU visible";
@@ -394,7 +400,14 @@ TEST_P(MoeParity, CudaResidentCachedAndHostComputedExpertsMatchTransformers) {
   const MoeRun resident = run_moe(folder, ExpertPlacement::kResident, 6, true, 0, cuda);
   const MoeRun cached = run_moe(folder, ExpertPlacement::kCached, 6, true, 0, cuda);
   const MoeRun host = run_moe(folder, ExpertPlacement::kOnHost, 6, true, 0, cuda);
-  for (const MoeRun* run : {&resident, &cached, &host}) {
+  // The split, its decode steps' host experts on the lane (a second CUDA stream).
+  const MoeRun split = run_moe(folder, ExpertPlacement::kCached, 2, true, 0, cuda, std::nullopt,
+                               [](TransformerRunner& runner) {
+                                 runner.model().set_expert_split(
+                                     TransformerModel::ExpertSplitCosts{1e-9, 1.5e-9});
+                               });
+  EXPECT_GT(split.host_beside, 0u);
+  for (const MoeRun* run : {&resident, &cached, &host, &split}) {
     EXPECT_EQ(run->output, ref.output);
     expect_reference_experts(*run, ref);
     ASSERT_EQ(run->logits.size(), ref.logits.size());
