@@ -6,6 +6,8 @@
 //      int8 tensor-core product alone, and the whole call (activation
 //      quantization + product + dequantization epilogue, +outliers).
 //   3. Quantize throughput (GB/s of input read + output written): NF4, int8.
+//   4. NF4 GEMV (batch 1) with float32 activations, as decode steps run it, at
+//      Mixtral-expert and Llama-8B shapes, against the read-only floor.
 // Each case: warmup, then the median of >= 20 timed runs (cudaEvents around
 // each run), rotating through enough copies of the inputs that the 50 MB L2
 // cannot serve them.
@@ -275,6 +277,75 @@ void bench_gemv(CublasLtContext& ctx, StreamRef stream, cudaStream_t cs) {
   }
 }
 
+// 4. The 4-bit GEMV with float32 activations (what a transformer's decode
+// step runs: its activations are float32), NF4 with and without double
+// quantization, at a Mixtral-8x7B expert's shapes (gate/up 14336x4096, down
+// 4096x14336) and Llama-3.1-8B's (q/o 4096x4096, gate/up 14336x4096), each
+// against the read-only floor of the same bytes.
+void bench_gemv_f32(CublasLtContext& ctx, StreamRef stream, cudaStream_t cs) {
+  std::printf("\n== 4-bit GEMV, batch 1, float32 activations (blocksize 64) vs the read floor ==\n");
+  int device = 0, sms = 0;
+  STOWAGE_CUDA_TRY(cudaGetDevice(&device));
+  STOWAGE_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  std::printf("%-12s %-8s %9s %9s %9s %9s %8s %8s\n", "shape NxK", "kernel", "call us", "floor us",
+              "b2b us", "floor us", "GB/s", "of floor");
+  const int64_t shapes[][2] = {{14336, 4096}, {4096, 14336}, {4096, 4096}};
+  for (const auto& s : shapes) {
+    const int64_t n = s[0], k = s[1];
+    std::vector<float> host_x(static_cast<size_t>(k));
+    for (int64_t i = 0; i < k; ++i) host_x[i] = static_cast<float>((i * 37) % 101) / 50.0f - 1.0f;
+    DeviceArray x(k * 4), y(n * 4);
+    STOWAGE_CUDA_TRY(cudaMemcpy(x.get(), host_x.data(), k * 4, cudaMemcpyHostToDevice));
+    for (bool nested : {false, true}) {
+      const size_t q_bytes = n * k / 2 + (n * k / 64) * (nested ? 1 : 4);
+      const int copies = copies_for(q_bytes);
+      FourBitWeights w = make_four_bit(n, k, copies, 64, nested, stream, cs);
+      FourBitMatmulArgs a;
+      a.m = 1;
+      a.dtype = DType::kF32;
+      a.weight.format = quant::WeightFormat::kNf4;
+      a.weight.out = n;
+      a.weight.in = k;
+      a.x = x.get();
+      a.y = y.get();
+      a.weight.blocksize = 64;
+      a.weight.nested_offset = w.offset;
+      const auto run = [&](int i) {
+        const int c = i % copies;
+        a.weight.data = w.packed[c].get<uint8_t>();
+        a.weight.absmax = nested ? nullptr : w.absmax[c].get<float>();
+        a.weight.absmax_codes = nested ? w.codes[c].get<uint8_t>() : nullptr;
+        a.weight.nested_absmax = nested ? w.nested[c].get<float>() : nullptr;
+        four_bit_matmul(ctx, a, stream);
+      };
+      const double ms = median_ms(cs, run);
+      const double b2b_ms = back_to_back_ms(cs, run);
+      DeviceArray sink(16);
+      const auto floor_run = [&](int i) {
+        const int c = i % copies;
+        bench::ReadFloorArrays arrays;
+        arrays.ptr[0] = w.packed[c].get();
+        arrays.bytes[0] = n * k / 2;
+        arrays.ptr[1] = nested ? w.codes[c].get() : w.absmax[c].get();
+        arrays.bytes[1] = n * k / 64 * (nested ? 1 : 4);
+        if (nested) {
+          arrays.ptr[2] = w.nested[c].get();
+          arrays.bytes[2] = (n * k / 64 + 255) / 256 * 4;
+        }
+        STOWAGE_CUDA_TRY(bench::launch_read_floor(arrays, sink.get<unsigned>(), sms, cs));
+      };
+      const double floor_ms = median_ms(cs, floor_run);
+      const double floor_b2b_ms = back_to_back_ms(cs, floor_run);
+      char shape[32];
+      std::snprintf(shape, sizeof(shape), "%ldx%ld", static_cast<long>(n), static_cast<long>(k));
+      std::printf("%-12s %-8s %9.1f %9.1f %9.1f %9.1f %8.0f %7.0f%%\n", shape,
+                  nested ? "nf4+dq" : "nf4", ms * 1e3, floor_ms * 1e3, b2b_ms * 1e3,
+                  floor_b2b_ms * 1e3, q_bytes / (b2b_ms * 1e-3) / 1e9,
+                  100.0 * floor_b2b_ms / b2b_ms);
+    }
+  }
+}
+
 void bench_int8(CublasLtContext& ctx, StreamRef stream, cudaStream_t cs) {
   const int64_t m = 4096, n = 8192, k = 8192;
   std::printf("\n== LLM.int8 m=%ld k=%ld n=%ld (f16 in/out) vs fp16 cuBLASLt ==\n",
@@ -410,6 +481,7 @@ int run(const std::string& only) {
       gpu.description().c_str(), kIterations, kWarmup, kRotateBytes >> 20);
   CublasLtContext ctx;
   if (only.empty() || only == "gemv") bench_gemv(ctx, stream.ref(), cs);
+  if (only.empty() || only == "gemv32") bench_gemv_f32(ctx, stream.ref(), cs);
   if (only.empty() || only == "int8") bench_int8(ctx, stream.ref(), cs);
   if (only.empty() || only == "quantize") bench_quantize(stream.ref(), cs);
   std::printf(
@@ -421,7 +493,7 @@ int run(const std::string& only) {
 }  // namespace
 }  // namespace stowage::kernels
 
-// Usage: kernels_bench [gemv|int8|quantize]  (default: all)
+// Usage: kernels_bench [gemv|gemv32|int8|quantize]  (default: all)
 int main(int argc, char** argv) {
   // Line-buffered, so a run stopped by a time limit keeps what it measured.
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
