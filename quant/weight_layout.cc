@@ -5,6 +5,7 @@
 #include <boost/json.hpp>
 #include <charconv>
 #include <cmath>
+#include <numeric>
 #include <set>
 #include <system_error>
 
@@ -111,6 +112,53 @@ uint64_t WeightLayout::total_bytes(uint64_t state_json_bytes) const {
   uint64_t total = 0;
   for (const PartLayout& part : parts(state_json_bytes)) total += part.bytes();
   return total;
+}
+
+int64_t WeightLayout::row_alignment() const {
+  if (!is_four_bit(format)) return 1;
+  const int64_t in = shape.rank() == 2 ? shape[1] : 0;
+  const int64_t unit = blocksize * (double_quant ? static_cast<int64_t>(kNestedBlocksize) : 1);
+  if (in <= 0 || unit <= 0) return 1;
+  return unit / std::gcd(unit, in);  // the least r with r * in a multiple of unit
+}
+
+std::optional<std::vector<PartRange>> WeightLayout::row_ranges(int64_t first,
+                                                               int64_t count) const {
+  STOWAGE_EXPECTS(shape.rank() == 2, InvalidInputError,
+                  "row ranges: expected a weight [out, in], found shape {}", shape.to_string());
+  const int64_t out = shape[0], in = shape[1];
+  STOWAGE_EXPECTS(first >= 0 && count >= 0 && first + count <= out, InvalidInputError,
+                  "row ranges: rows [{}, {}) are not within the weight's {} rows", first,
+                  first + count, out);
+  const auto u = [](int64_t v) { return static_cast<uint64_t>(v); };
+  switch (format) {
+    case WeightFormat::kFloat: {
+      const uint64_t row = u(in) * dtype_size(dtype);
+      return std::vector<PartRange>{{kWeightSuffix, u(first) * row, u(count) * row}};
+    }
+    case WeightFormat::kInt8:
+      return std::vector<PartRange>{{kWeightSuffix, u(first * in), u(count * in)},
+                                    {kScbSuffix, u(first) * 4, u(count) * 4}};
+    case WeightFormat::kNf4:
+    case WeightFormat::kFp4:
+      break;
+  }
+  const int64_t align = row_alignment();
+  const int64_t end = first + count;
+  if (first % align != 0 || (end != out && end % align != 0)) return std::nullopt;
+  const int64_t begin_element = first * in, end_element = end * in;
+  const int64_t begin_block = begin_element / blocksize;
+  const int64_t end_block = block_count(end_element, blocksize);
+  const int64_t absmax_size = double_quant ? 1 : 4;
+  std::vector<PartRange> ranges = {
+      {kWeightSuffix, u(begin_element / 2), u(packed_code_bytes(end_element) - begin_element / 2)},
+      {kAbsmaxSuffix, u(begin_block * absmax_size), u((end_block - begin_block) * absmax_size)}};
+  if (double_quant) {
+    const int64_t begin_nested = begin_block / kNestedBlocksize;
+    const int64_t end_nested = nested_block_count(end_block);
+    ranges.push_back({kNestedAbsmaxSuffix, u(begin_nested * 4), u((end_nested - begin_nested) * 4)});
+  }
+  return ranges;
 }
 
 std::string WeightLayout::state_json(float nested_offset) const {

@@ -76,6 +76,13 @@ struct PartLayout {
   uint64_t bytes() const;
 };
 
+// A byte range of one part (WeightLayout::row_ranges).
+struct PartRange {
+  std::string_view suffix;
+  uint64_t offset = 0;
+  uint64_t bytes = 0;
+};
+
 struct WeightLayout {
   WeightFormat format = WeightFormat::kFloat;
   Shape shape;  // the logical (unquantized) shape, [out, in] for a linear layer
@@ -108,6 +115,21 @@ struct WeightLayout {
   std::vector<PartLayout> parts(uint64_t state_json_bytes = kStateJsonReserveBytes) const;
   // Sum of parts(state_json_bytes)' bytes.
   uint64_t total_bytes(uint64_t state_json_bytes = kStateJsonReserveBytes) const;
+
+  // Rows [first, first + count) of a linear weight [out, in] on their own:
+  // the byte range of each part laid out by rows (the values or packed
+  // codes, SCB, the absmax or its codes, the nested absmax), holding what
+  // those rows read and starting at row `first`'s first entry, so a kernel
+  // given [count, in] views at those bytes computes those rows. The other
+  // parts (weight_format, the code maps, the state) are not listed: they are
+  // read whole. nullopt where the rows do not own their blocks: 4-bit needs
+  // first * in, and (first + count) * in unless first + count == out, to be
+  // multiples of blocksize, or of blocksize * nested_blocksize with double
+  // quantization. Throws InvalidInputError for a shape not [out, in] or rows
+  // outside it.
+  std::optional<std::vector<PartRange>> row_ranges(int64_t first, int64_t count) const;
+  // The smallest r > 0 whose multiples row_ranges accepts as row bounds.
+  int64_t row_alignment() const;
 
   // The 4-bit state JSON as bitsandbytes' json.dumps writes it, e.g.
   // {"quant_type": "nf4", "blocksize": 64, "dtype": "float16", "shape": [96, 50],

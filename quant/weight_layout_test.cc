@@ -105,5 +105,52 @@ TEST(WeightLayout, ValidatePartsNamesTheWrongPartAndWhatItShouldBe) {
   EXPECT_THROW(layout.validate_parts(missing_map, "layers.0"), InvalidInputError);
 }
 
+
+// Rows of a Mixtral expert's gate [14336, 4096], NF4 with double quantization:
+// 64 blocks a row and 256 blocks a nested absmax, so rows align in fours; the
+// ranges of rows [4, 14336) start at row 4's codes, absmax codes and nested
+// absmax and run to the ends of the parts. Unaligned bounds, and rows
+// outside the weight, are refused; float and int8 rows align anywhere.
+TEST(WeightLayout, RowRangesHoldTheRowsOwnBlocks) {
+  const WeightLayout gate = WeightLayout::four_bit(WeightFormat::kNf4, Shape{14336, 4096},
+                                                   DType::kBF16, 64, true, DType::kU8);
+  EXPECT_EQ(gate.row_alignment(), 4);
+  const auto ranges = gate.row_ranges(4, 14332);
+  ASSERT_TRUE(ranges.has_value());
+  ASSERT_EQ(ranges->size(), 3u);
+  EXPECT_EQ((*ranges)[0].suffix, kWeightSuffix);
+  EXPECT_EQ((*ranges)[0].offset, 4u * 4096 / 2);
+  EXPECT_EQ((*ranges)[0].offset + (*ranges)[0].bytes, 14336u * 4096 / 2);
+  EXPECT_EQ((*ranges)[1].suffix, kAbsmaxSuffix);
+  EXPECT_EQ((*ranges)[1].offset, 4u * 64);
+  EXPECT_EQ((*ranges)[1].offset + (*ranges)[1].bytes, gate.blocks());
+  EXPECT_EQ((*ranges)[2].suffix, kNestedAbsmaxSuffix);
+  EXPECT_EQ((*ranges)[2].offset, 4u);
+  EXPECT_EQ((*ranges)[2].offset + (*ranges)[2].bytes, gate.nested_blocks() * 4);
+  const auto head = gate.row_ranges(0, 8);
+  ASSERT_TRUE(head.has_value());
+  EXPECT_EQ((*head)[0].bytes, 8u * 4096 / 2);
+  EXPECT_EQ((*head)[2].bytes, 2u * 4);  // 512 blocks: two nested absmax
+  EXPECT_FALSE(gate.row_ranges(2, 100).has_value());
+  EXPECT_FALSE(gate.row_ranges(4, 6).has_value());
+  EXPECT_TRUE(gate.row_ranges(12, 14336 - 12).has_value());  // ends at the last row
+  EXPECT_THROW(gate.row_ranges(4, 14336), InvalidInputError);
+
+  const WeightLayout plain = WeightLayout::four_bit(WeightFormat::kNf4, Shape{14336, 4096},
+                                                    DType::kBF16, 64, false, DType::kU8);
+  EXPECT_EQ(plain.row_alignment(), 1);
+  EXPECT_EQ((*plain.row_ranges(3, 5))[1].offset, 3u * 64 * 4);
+
+  const WeightLayout bf16 = WeightLayout::float_weight(DType::kBF16, Shape{10, 6});
+  const auto rows = bf16.row_ranges(3, 2);
+  ASSERT_TRUE(rows.has_value());
+  EXPECT_EQ((*rows)[0].offset, 3u * 6 * 2);
+  EXPECT_EQ((*rows)[0].bytes, 2u * 6 * 2);
+  const auto int8 = WeightLayout::int8(Shape{10, 6}).row_ranges(3, 2);
+  ASSERT_TRUE(int8.has_value());
+  EXPECT_EQ((*int8)[1].suffix, kScbSuffix);
+  EXPECT_EQ((*int8)[1].offset, 12u);
+}
+
 }  // namespace
 }  // namespace stowage::quant

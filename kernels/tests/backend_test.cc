@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -24,6 +25,7 @@
 #include "kernels/quantize.h"
 #include "kernels/tests/test_util.h"
 #include "kernels/transformer_ops.h"
+#include "quant/weight_layout.h"
 
 namespace stowage::kernels {
 namespace {
@@ -639,6 +641,77 @@ TEST_P(KernelsOnBackend, FourBitMatmulMatchesCpu) {
           const std::vector<float> ref = to_floats(want.data(), dtype, c.m * c.n);
           EXPECT_LT(relative_error(got, std::vector<double>(ref.begin(), ref.end())),
                     dtype == DType::kF32 ? 1e-4 : tolerance_for(dtype));
+        }
+      }
+    }
+  }
+}
+
+// quant::WeightLayout::row_ranges: rows [first, first + count) of a 4-bit
+// weight, their parts' byte ranges copied alone into buffers of their own,
+// computed as a [count, k] weight give those rows of the whole weight's
+// product (the split of an expert between the host and a partial copy,
+// models/transformer_moe.cc). NF4 with and without double quantization,
+// float32 and f16 activations; the rows on both sides of the bound.
+TEST_P(KernelsOnBackend, FourBitRowRangesComputeTheirRowsAlone) {
+  const int64_t n = 96, k = 1024, blocksize = 64, numel = n * k;
+  const QuantizedFourBit w = quantize_weight(random_values(DType::kF32, numel, 51).data(),
+                                             DType::kF32, numel, blocksize,
+                                             quant::WeightFormat::kNf4);
+  for (bool nested : {false, true}) {
+    const quant::WeightLayout layout = quant::WeightLayout::four_bit(
+        quant::WeightFormat::kNf4, Shape{n, k}, DType::kF32, blocksize, nested, DType::kU8);
+    const int64_t bound = layout.row_alignment() * 2;  // 16 rows a unit with nesting, 1 without
+    EXPECT_FALSE(nested && layout.row_ranges(bound - 1, n - bound + 1).has_value());
+    for (DType dtype : {DType::kF32, DType::kF16}) {
+      SCOPED_TRACE(::testing::Message() << short_name(dtype) << " nested " << nested);
+      const auto x = random_values(dtype, k, 52);
+      FourBitMatmulArgs a;
+      a.m = 1;
+      a.dtype = dtype;
+      a.weight.format = quant::WeightFormat::kNf4;
+      a.weight.out = n;
+      a.weight.in = k;
+      a.weight.blocksize = blocksize;
+      Buffer dx = upload(x), dy = allocate(n * dtype_size(dtype));
+      a.x = dx.data();
+      a.y = dy.data();
+      w.point(&a, nested, /*device=*/true);
+      four_bit_matmul(context_, a, stream());
+      const std::vector<float> whole = download_floats(dy, dtype, n);
+      for (const auto& [first, count] : {std::pair<int64_t, int64_t>{0, bound},
+                                         std::pair<int64_t, int64_t>{bound, n - bound}}) {
+        const auto ranges = layout.row_ranges(first, count);
+        ASSERT_TRUE(ranges.has_value());
+        std::vector<Buffer> parts;
+        FourBitMatmulArgs p = a;
+        p.weight.out = count;
+        Buffer py = allocate(count * dtype_size(dtype));
+        p.y = py.data();
+        for (const quant::PartRange& r : *ranges) {
+          const uint8_t* host = r.suffix == quant::kWeightSuffix ? w.packed.data()
+                                : r.suffix == quant::kNestedAbsmaxSuffix
+                                    ? reinterpret_cast<const uint8_t*>(w.nested_absmax.data())
+                                : nested ? w.codes.data()
+                                         : reinterpret_cast<const uint8_t*>(w.absmax.data());
+          parts.push_back(upload(host + r.offset, r.bytes));
+          const void* d = parts.back().data();
+          if (r.suffix == quant::kWeightSuffix) p.weight.data = d;
+          if (r.suffix == quant::kNestedAbsmaxSuffix) p.weight.nested_absmax = static_cast<const float*>(d);
+          if (r.suffix == quant::kAbsmaxSuffix) {
+            if (nested) {
+              p.weight.absmax_codes = static_cast<const uint8_t*>(d);
+            } else {
+              p.weight.absmax = static_cast<const float*>(d);
+            }
+          }
+        }
+        stream_->synchronize();
+        four_bit_matmul(context_, p, stream());
+        const std::vector<float> got = download_floats(py, dtype, count);
+        for (int64_t r = 0; r < count; ++r) {
+          EXPECT_NEAR(got[r], whole[first + r], 1e-5 * (1 + std::fabs(whole[first + r])))
+              << "row " << first + r;
         }
       }
     }
