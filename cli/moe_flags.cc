@@ -132,7 +132,7 @@ boost::json::object moe_report(models::TransformerRunner& runner,
   for (const ExpertCacheCounters& c : r.expert_cache) {
     total += c;
     layers.push_back({{"hits", c.hits}, {"misses", c.misses}, {"uncached", c.uncached},
-                      {"host", c.host}, {"hit_rate", c.hit_rate()}});
+                      {"host", c.host}, {"split", c.split}, {"hit_rate", c.hit_rate()}});
   }
   models::ExpertPredictionCounters predicted;
   for (const models::ExpertPredictionCounters& p : r.expert_predictions) {
@@ -145,6 +145,7 @@ boost::json::object moe_report(models::TransformerRunner& runner,
   o["uncached"] = total.uncached;
   o["host_computed"] = total.host;
   o["host_computed_beside"] = r.host_experts_beside;
+  o["split_by_rows"] = total.split;
   o["hit_rate"] = total.hit_rate();
   o["prefetched"] = total.predicted;
   o["prefetched_used"] = total.predicted_used;

@@ -142,4 +142,31 @@ LinearWeights linear_weights(const LinearSpec& spec, const LinearTensorIndices& 
   return lw;
 }
 
+std::optional<LinearWeights> linear_rows(const LinearSpec& spec, const LinearWeights& w,
+                                         int64_t first, int64_t count) {
+  const std::optional<std::vector<quant::PartRange>> ranges =
+      spec.layout.row_ranges(first, count);
+  if (!ranges) return std::nullopt;
+  const auto narrow = [](const TensorView& v, uint64_t offset, uint64_t bytes) {
+    return TensorView(static_cast<char*>(v.data()) + offset, v.dtype(),
+                      Shape{static_cast<int64_t>(bytes / dtype_size(v.dtype()))}, v.tier());
+  };
+  LinearWeights out = w;
+  out.out_features = count;
+  for (const quant::PartRange& r : *ranges) {
+    if (r.suffix == quant::kWeightSuffix) out.weight = narrow(w.weight, r.offset, r.bytes);
+    if (r.suffix == quant::kScbSuffix) out.scb = narrow(w.scb, r.offset, r.bytes);
+    if (r.suffix == quant::kAbsmaxSuffix) out.absmax = narrow(w.absmax, r.offset, r.bytes);
+    if (r.suffix == quant::kNestedAbsmaxSuffix) {
+      out.nested_absmax = narrow(w.nested_absmax, r.offset, r.bytes);
+    }
+  }
+  if (w.bias.data() != nullptr) {
+    const uint64_t size = dtype_size(w.bias.dtype());
+    out.bias = narrow(w.bias, static_cast<uint64_t>(first) * size,
+                      static_cast<uint64_t>(count) * size);
+  }
+  return out;
+}
+
 }  // namespace stowage::models

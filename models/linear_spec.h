@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -81,5 +82,12 @@ LinearTensorIndices linear_tensor_indices(const hooks::Module& module, const std
 // The views one forward of the layer reads, from the forward's context.
 LinearWeights linear_weights(const LinearSpec& spec, const LinearTensorIndices& indices,
                              const hooks::ForwardContext& ctx);
+
+// `w` (a whole weight of `spec`) narrowed to rows [first, first + count):
+// each part laid out by rows viewed at those rows' bytes
+// (quant::WeightLayout::row_ranges), the bias at those rows; nullopt where
+// the layout's rows do not align there.
+std::optional<LinearWeights> linear_rows(const LinearSpec& spec, const LinearWeights& w,
+                                         int64_t first, int64_t count);
 
 }  // namespace stowage::models

@@ -507,7 +507,8 @@ uint64_t transformer_working_bytes(const TransformerSpec& spec, const Transforme
                run_size({rows, u(a.top_k), 2}, spec, shape, what),  // routing, predicted weights
                a.experts > 0 ? rows : 0,                             // shared expert's gate
                a.experts > 0 ? run_size({u(shape.batch), u(c.hidden_size)}, spec, shape, what)
-                             : 0},  // the host-computed experts' sum
+                             : 0,  // the host-computed experts' sum
+               run_size({u(a.top_k), u(a.mlp_cols)}, spec, shape, what)},  // split activations
               spec, shape, what);
   const uint64_t ints =
       run_sum({run_size({rows, 2}, spec, shape, what), 1,
@@ -589,6 +590,7 @@ TransformerState::TransformerState(const TransformerSpec& spec, const Transforme
     host_moe_weights = Buffer(pinned, rows * a.top_k * f);
     host_expert_sum =
         Buffer(device, static_cast<size_t>(shape.batch * c.hidden_size) * f, stream);
+    split_act = Buffer(device, static_cast<size_t>(a.top_k * a.mlp_cols) * f, stream);
   }
   logits = Buffer(device, static_cast<size_t>(a.head_rows * c.vocab_size) * f, stream);
   positions = Buffer(device, rows * sizeof(int32_t), stream);
@@ -672,6 +674,8 @@ TransformerState::HostExpertScratch& TransformerState::host_expert_scratch() {
     host_experts_.act.assign(rows * mlp, 0.0f);
     host_experts_.x = Buffer(*pinned_, rows * c.hidden_size * sizeof(float));
     host_experts_.sum = Buffer(*pinned_, rows * c.hidden_size * sizeof(float));
+    host_experts_.partial_act = Buffer(
+        *pinned_, static_cast<size_t>(activation_sizes(*spec_, shape_).top_k) * mlp * sizeof(float));
   }
   return host_experts_;
 }

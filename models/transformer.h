@@ -210,9 +210,11 @@ class TransformerState {
   // What a decode step's experts computed on the host beside the
   // accelerator's use (TransformerModel::set_host_expert_lane), for `batch`
   // rows, allocated at the first such step: the layer's input and the
-  // weighted sum (pinned), one expert's output and its MLP scratch.
+  // weighted sum (pinned), one expert's output and its MLP scratch, and the
+  // activations of the experts computed partly on the host (pinned, top_k
+  // of the widest MLP, batch 1).
   struct HostExpertScratch {
-    Buffer x, sum;
+    Buffer x, sum, partial_act;
     std::vector<float> y, gate, up, act;
   };
 
@@ -264,6 +266,7 @@ class TransformerState {
   Buffer predicted_ids, predicted_weights, host_predicted_ids;
   Buffer host_moe_weights;  // pinned: the routing weights (a forced routing's on their way up)
   Buffer host_expert_sum;   // [batch, hidden]: the host-computed experts' sum (decode)
+  Buffer split_act;         // [top_k, mlp]: activations of experts computed partly on the host
   Buffer host_past;       // pinned int32
   Tier tier;
   const TransformerSpec* spec_ = nullptr;
@@ -488,12 +491,41 @@ class TransformerModel {
   // Routed expert `e` of layer `i` computed on the host from its host copies.
   void run_host_expert(size_t i, int32_t e, StreamRef stream, const TensorView& x,
                        const TensorView& h);
-  // Layer `i`'s experts `on_host` (decode step, split) enqueued on the
-  // lane: x copied down, computed on the host and weighted by their routing
-  // weights (`host_weights`, [rows, top_k]) into one sum, which goes up into
-  // the state's host_expert_sum; the lane's `done` recorded after.
-  void enqueue_host_experts(size_t i, const std::set<int32_t>& on_host, StreamRef stream,
+  // An expert of a batch-1 decode step computed partly on the host: the
+  // rows [0, host_rows) of its gate and up projections there, the other
+  // rows and its down projection on the accelerator from a part copy
+  // (ExpertCache::fetch_part, handle `part`).
+  struct PartialExpert {
+    int32_t expert = 0;
+    int64_t host_rows = 0;
+    int part = -1;
+  };
+  // Where a batch-1 decode step with a lane sends layer `i`'s absent
+  // experts: the host's share of their bytes is what makes both paths end
+  // together by the split's costs; experts go to the host whole while that
+  // share holds them, then the next takes the rest as rows of its gate and
+  // up (at most all of them: its down projection is always copied), at the
+  // layout's row alignment; the others are copied. `partial`'s parts unset.
+  void split_absent(size_t i, const std::vector<int32_t>& absent, std::set<int32_t>* on_host,
+                    std::vector<PartialExpert>* partial) const;
+  // The part copy of `p` (its gate and up rows from host_rows on, its down
+  // whole); sets p.part, false where no slot could be freed.
+  bool fetch_partial(size_t i, PartialExpert& p, const std::vector<std::string>& keep);
+  // Layer `i`'s experts `on_host` and the host rows of `partial` (decode
+  // step, split) enqueued on the lane: x copied down; the whole ones
+  // computed on the host and weighted by their routing weights
+  // (`host_weights`, [rows, top_k]) into one sum, which goes up into the
+  // state's host_expert_sum; each partial one's gate and up rows into its
+  // activations, which go up into the state's split_act; the lane's `done`
+  // recorded after.
+  void enqueue_host_experts(size_t i, const std::set<int32_t>& on_host,
+                            const std::vector<PartialExpert>& partial, StreamRef stream,
                             TransformerState& state, const float* host_weights);
+  // The accelerator's share of `partial` (each one's gate and up rows from
+  // host_rows on, from its part copy), the wait for the lane, then each one's
+  // down projection over its whole activations, weighted into h in order.
+  void join_host_experts(size_t i, const std::vector<PartialExpert>& partial, StreamRef stream,
+                         TransformerState& state);
   // Of layer `i`'s routed experts `absent` (cacheable, not in the cache), those
   // the split computes on the host (ExpertSplitCosts; ascending order).
   std::set<int32_t> split_to_host(size_t i, const std::vector<int32_t>& absent) const;

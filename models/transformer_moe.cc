@@ -129,6 +129,65 @@ std::set<int32_t> TransformerModel::split_to_host(size_t i,
   return host;
 }
 
+void TransformerModel::split_absent(size_t i, const std::vector<int32_t>& absent,
+                                    std::set<int32_t>* on_host,
+                                    std::vector<PartialExpert>* partial) const {
+  if (!expert_split_ || absent.empty()) return;
+  const auto bytes_of = [](const LinearSpec& l) { return static_cast<double>(linear_slot_bytes(l)); };
+  double total = 0;
+  for (int32_t e : absent) {
+    const ExpertSpec& x = spec_.layers[i].moe.experts[static_cast<size_t>(e)];
+    total += bytes_of(x.gate) + bytes_of(x.up) + bytes_of(x.down);
+  }
+  // Both paths end together when host bytes * host cost = link bytes * link cost.
+  const double link = expert_split_->link_seconds_per_byte;
+  const double host = expert_split_->host_seconds_per_byte;
+  double share = total * link / (link + host);
+  for (int32_t e : absent) {
+    const ExpertSpec& x = spec_.layers[i].moe.experts[static_cast<size_t>(e)];
+    const double whole = bytes_of(x.gate) + bytes_of(x.up) + bytes_of(x.down);
+    if (share >= whole) {
+      on_host->insert(e);
+      share -= whole;
+      continue;
+    }
+    const double rows_bytes = bytes_of(x.gate) + bytes_of(x.up);
+    const int64_t inter = x.gate.out_features();
+    const int64_t align = std::max(x.gate.layout.row_alignment(), x.up.layout.row_alignment());
+    if (share <= 0 || inter % align != 0 || x.up.out_features() != inter || x.gate.has_bias ||
+        x.up.has_bias) {
+      continue;
+    }
+    const double fraction = std::min(1.0, share / rows_bytes);
+    const int64_t rows = static_cast<int64_t>(fraction * static_cast<double>(inter / align)) * align;
+    if (rows <= 0) continue;
+    partial->push_back({e, rows, -1});
+    share -= rows_bytes * static_cast<double>(rows) / static_cast<double>(inter);
+  }
+}
+
+bool TransformerModel::fetch_partial(size_t i, PartialExpert& p,
+                                     const std::vector<std::string>& keep) {
+  const ExpertSpec& x = spec_.layers[i].moe.experts[static_cast<size_t>(p.expert)];
+  const MoeConfig& mc = *spec_.config.moe;
+  const int64_t inter = x.gate.out_features();
+  std::vector<ExpertCache::RecordPart> parts;
+  for (const auto& [linear, prefix] : {std::pair<const LinearSpec*, const std::string*>{
+                                           &x.gate, &mc.gate_proj},
+                                       {&x.up, &mc.up_proj}}) {
+    const auto ranges = linear->layout.row_ranges(p.host_rows, inter - p.host_rows);
+    STOWAGE_EXPECTS(ranges.has_value(), InternalError,
+                    "{}: rows from {} of {} are not aligned to its blocks", x.module, p.host_rows,
+                    *prefix);
+    for (const quant::PartRange& r : *ranges) {
+      parts.push_back({*prefix + "." + std::string(r.suffix), r.offset, r.bytes});
+    }
+  }
+  p.part = expert_cache_->fetch_part(module_prefix_ + moe_[i].experts[p.expert]->path(), parts,
+                                     keep, static_cast<int>(i));
+  return p.part >= 0;
+}
+
 bool TransformerModel::has_sparse_layers() const {
   return std::any_of(spec_.layers.begin(), spec_.layers.end(),
                      [](const DecoderLayerSpec& l) { return l.sparse; });
@@ -323,6 +382,7 @@ void TransformerModel::run_moe_block(size_t i, hooks::HookRegistry& registry, St
   // instead, first: their host work overlaps the others' copies (the sum
   // into h then takes another order than the resident run's).
   std::set<int32_t> cached, on_host;
+  std::vector<PartialExpert> partial;
   if (expert_cache_ != nullptr) {
     std::vector<int32_t> candidates, absent;
     for (int32_t e : routed) {
@@ -331,14 +391,21 @@ void TransformerModel::run_moe_block(size_t i, hooks::HookRegistry& registry, St
       candidates.push_back(e);
       if (!expert_cache_->holds(name)) absent.push_back(e);
     }
-    on_host = split_to_host(i, absent);
+    std::vector<std::string> names, host_names, keep;
+    for (int32_t e : candidates) keep.push_back(module_prefix_ + modules.experts[e]->path());
+    if (lane && rows == 1) {
+      split_absent(i, absent, &on_host, &partial);
+    } else {
+      on_host = split_to_host(i, absent);
+    }
     std::vector<int32_t> fetching;
-    std::vector<std::string> names, host_names;
     for (int32_t e : candidates) {
       const std::string name = module_prefix_ + modules.experts[e]->path();
+      const bool part = std::any_of(partial.begin(), partial.end(),
+                                    [e](const PartialExpert& p) { return p.expert == e; });
       if (on_host.count(e) != 0) {
         host_names.push_back(name);
-      } else {
+      } else if (!part) {
         fetching.push_back(e);
         names.push_back(name);
       }
@@ -348,17 +415,31 @@ void TransformerModel::run_moe_block(size_t i, hooks::HookRegistry& registry, St
     for (size_t j = 0; j < fetching.size(); ++j) {
       if (fetched[j] != ExpertCache::Fetch::kUncached) cached.insert(fetching[j]);
     }
+    // The part copies after the whole ones: their down projections are read last.
+    for (auto p = partial.begin(); p != partial.end();) {
+      if (fetch_partial(i, *p, keep)) {
+        ++p;
+        continue;
+      }
+      on_host.insert(p->expert);  // no slot for the part: the host computes it whole
+      host_names.push_back(module_prefix_ + modules.experts[p->expert]->path());
+      p = partial.erase(p);
+    }
     if (!host_names.empty()) expert_cache_->note_host_computed(host_names, static_cast<int>(i));
   }
-  const bool beside = lane && !on_host.empty();
+  const bool beside = lane && (!on_host.empty() || !partial.empty());
   if (beside) {
-    enqueue_host_experts(i, on_host, stream, st,
+    enqueue_host_experts(i, on_host, partial, stream, st,
                          static_cast<const float*>(st.host_moe_weights.data()));
   } else {
     for (int32_t e : on_host) run_host_expert(i, e, stream, x, h);
   }
   for (int32_t e : routed) {
     if (on_host.count(e) != 0) continue;
+    if (std::any_of(partial.begin(), partial.end(),
+                    [e](const PartialExpert& p) { return p.expert == e; })) {
+      continue;
+    }
     if (cached.count(e) != 0) {
       run_cached_expert(i, e, stream, x, h);
     } else {
@@ -366,11 +447,13 @@ void TransformerModel::run_moe_block(size_t i, hooks::HookRegistry& registry, St
     }
   }
   if (beside) {
-    // The host's sum last: the accelerator's experts ran while it computed.
-    stream.wait(*host_expert_lane_.done);
-    kernels::add_in_place(static_cast<float*>(st.h.data()),
-                          static_cast<const float*>(st.host_expert_sum.data()),
-                          rows * c.hidden_size, stream);
+    // The host's work last: the accelerator's experts ran while it computed.
+    join_host_experts(i, partial, stream, st);
+    if (!on_host.empty()) {
+      kernels::add_in_place(static_cast<float*>(st.h.data()),
+                            static_cast<const float*>(st.host_expert_sum.data()),
+                            rows * c.hidden_size, stream);
+    }
   }
   if (predicted_layer >= 0) {
     // The guess for the next sparse layer: its copies overlap with that
@@ -406,6 +489,7 @@ void TransformerModel::run_cached_expert(size_t i, int32_t e, StreamRef stream,
 }
 
 void TransformerModel::enqueue_host_experts(size_t i, const std::set<int32_t>& on_host,
+                                            const std::vector<PartialExpert>& partial,
                                             StreamRef stream, TransformerState& st,
                                             const float* host_weights) {
   const StreamRef lane = host_expert_lane_.stream;
@@ -415,32 +499,62 @@ void TransformerModel::enqueue_host_experts(size_t i, const std::set<int32_t>& o
   STOWAGE_EXPECTS(rows * hidden <= static_cast<int64_t>(scratch.y.size()), InternalError,
                   "host experts: {} rows of a decode step, the scratch holds {}", rows,
                   scratch.y.size() / static_cast<size_t>(hidden));
+  STOWAGE_EXPECTS(partial.empty() || rows == 1, InternalError,
+                  "host experts: experts split by rows need one row, found {}", rows);
   // The layer's input, once the step's stream has written it.
   stream.record(*host_expert_lane_.input_ready);
   lane.wait(*host_expert_lane_.input_ready);
   const size_t bytes = static_cast<size_t>(rows * hidden) * sizeof(float);
   lane.copy(scratch.x.data(), st.x.data(), bytes);
 
+  // host_rows 0: the whole expert, weighted into the sum; else its gate and
+  // up rows [0, host_rows) into its activations (`act`).
   struct HostExpert {
     int32_t expert = 0;
     int64_t inter = 0;
+    int64_t host_rows = 0;
+    float* act = nullptr;
     std::array<LinearWeights, 3> weights;
   };
   std::vector<HostExpert> experts;
   const TensorView x = rows_view(st.x.data(), rows, hidden, st.tier);
-  for (int32_t e : on_host) {
+  const int64_t act_stride = static_cast<int64_t>(st.split_act.size() / sizeof(float)) / k;
+  auto* partial_act = static_cast<float*>(scratch.partial_act.data());
+  const auto weights_of = [&](int32_t e, HostExpert* out) {
     hooks::Module& module = *moe_[i].experts[e];
     hooks::ForwardContext ctx(module, lane, {x}, {x});
     set_views(ctx, expert_cache_->host_forward(module_prefix_ + module.path(), nullptr));
     const ExpertSpec& spec = spec_.layers[i].moe.experts[static_cast<size_t>(e)];
     const std::array<LinearTensorIndices, 3>& idx = moe_[i].expert_linears[e];
-    experts.push_back({e,
-                       spec.gate.out_features(),
-                       {linear_weights(spec.gate, idx[0], ctx), linear_weights(spec.up, idx[1], ctx),
-                        linear_weights(spec.down, idx[2], ctx)}});
-    host_expert_meter_.enqueue(ctx);
+    out->expert = e;
+    out->inter = spec.gate.out_features();
+    out->weights = {linear_weights(spec.gate, idx[0], ctx), linear_weights(spec.up, idx[1], ctx),
+                    linear_weights(spec.down, idx[2], ctx)};
+    if (out->host_rows == 0) {
+      host_expert_meter_.enqueue(ctx);
+      return;
+    }
+    for (int j = 0; j < 2; ++j) {
+      const LinearSpec& l = j == 0 ? spec.gate : spec.up;
+      const std::optional<LinearWeights> narrowed = linear_rows(l, out->weights[j], 0, out->host_rows);
+      STOWAGE_EXPECTS(narrowed.has_value(), InternalError, "{}: rows [0, {}) are not aligned",
+                      spec.module, out->host_rows);
+      out->weights[j] = *narrowed;
+      host_expert_meter_.bytes += narrowed->view().bytes();
+    }
+    ++host_expert_meter_.forwards;
+  };
+  for (int32_t e : on_host) {
+    experts.emplace_back();
+    weights_of(e, &experts.back());
   }
-  host_experts_beside_ += experts.size();
+  for (size_t j = 0; j < partial.size(); ++j) {
+    experts.emplace_back();
+    experts.back().host_rows = partial[j].host_rows;
+    experts.back().act = partial_act + static_cast<int64_t>(j) * act_stride;
+    weights_of(partial[j].expert, &experts.back());
+  }
+  host_experts_beside_ += on_host.size();
   // The routing as of now: the next layer's overwrites the pinned copies.
   std::vector<int32_t> ids(static_cast<const int32_t*>(st.host_moe_ids.data()),
                            static_cast<const int32_t*>(st.host_moe_ids.data()) + rows * k);
@@ -454,19 +568,82 @@ void TransformerModel::enqueue_host_experts(size_t i, const std::set<int32_t>& o
   auto* sum = static_cast<float*>(scratch.sum.data());
   float* y = scratch.y.data();
   LinearKernels& host = host_kernels();
-  lane.host_task([this, experts = std::move(experts), ids = std::move(ids),
-                  weights = std::move(weights), b, in, sum, y, rows, hidden, k, &host] {
+  lane.host_task([this, experts, ids = std::move(ids), weights = std::move(weights), b, in, sum, y,
+                  rows, hidden, k, &host] {
     const auto start = std::chrono::steady_clock::now();
+    const auto view = [rows](const float* p, int64_t cols) {
+      return TensorView(const_cast<float*>(p), DType::kF32, Shape{rows, cols},
+                        Tier::pageable_host());
+    };
     std::fill(sum, sum + rows * hidden, 0.0f);
     for (const HostExpert& e : experts) {
-      run_swiglu(e.weights.data(), e.inter, in, y, b, rows, host, StreamRef());
-      kernels::moe_accumulate({rows, hidden, k, e.expert, ids.data(), weights.data(), y, sum},
-                              StreamRef());
+      if (e.host_rows == 0) {
+        run_swiglu(e.weights.data(), e.inter, in, y, b, rows, host, StreamRef());
+        kernels::moe_accumulate({rows, hidden, k, e.expert, ids.data(), weights.data(), y, sum},
+                                StreamRef());
+      } else {
+        host.swiglu_linear(StreamRef(), e.weights[0], e.weights[1], view(in, hidden),
+                           view(b.gate, e.host_rows), view(b.up, e.host_rows),
+                           view(e.act, e.host_rows));
+      }
     }
     host_expert_meter_.add_since(start);
   });
-  kernels::upload_from_pinned(st.host_expert_sum.data(), sum, bytes, lane);
+  if (!on_host.empty()) kernels::upload_from_pinned(st.host_expert_sum.data(), sum, bytes, lane);
+  for (const HostExpert& e : experts) {
+    if (e.host_rows == 0) continue;
+    const int64_t j = (e.act - partial_act) / act_stride;
+    kernels::upload_from_pinned(static_cast<float*>(st.split_act.data()) + j * act_stride, e.act,
+                                static_cast<uint64_t>(e.host_rows) * sizeof(float), lane);
+  }
   lane.record(*host_expert_lane_.done);
+}
+
+void TransformerModel::join_host_experts(size_t i, const std::vector<PartialExpert>& partial,
+                                         StreamRef stream, TransformerState& st) {
+  const TransformerConfig& c = spec_.config;
+  const MoeConfig& mc = *c.moe;
+  const int64_t hidden = c.hidden_size, k = mc.experts_per_token;
+  const int64_t act_stride = static_cast<int64_t>(st.split_act.size() / sizeof(float)) / k;
+  auto* split_act = static_cast<float*>(st.split_act.data());
+  const TensorView x = rows_view(st.x.data(), 1, hidden, st.tier);
+  const auto view = [&](float* p, int64_t cols) { return rows_view(p, 1, cols, st.tier); };
+  // The accelerator's rows of each partial expert's gate and up, from its part copy.
+  std::vector<LinearWeights> downs;
+  for (size_t j = 0; j < partial.size(); ++j) {
+    const PartialExpert& p = partial[j];
+    hooks::Module& module = *moe_[i].experts[p.expert];
+    const ExpertSpec& spec = spec_.layers[i].moe.experts[static_cast<size_t>(p.expert)];
+    const std::array<LinearTensorIndices, 3>& idx = moe_[i].expert_linears[p.expert];
+    hooks::ForwardContext ctx(module, stream, {x}, {x});
+    set_views(ctx, expert_cache_->acquire_part(p.part, stream));
+    const int64_t inter = spec.gate.out_features(), rest = inter - p.host_rows;
+    float* act = split_act + static_cast<int64_t>(j) * act_stride;
+    if (rest > 0) {
+      LinearWeights gate = linear_weights(spec.gate, idx[0], ctx);
+      LinearWeights up = linear_weights(spec.up, idx[1], ctx);
+      gate.out_features = rest;
+      up.out_features = rest;
+      kernels_.swiglu_linear(stream, gate, up, x, view(static_cast<float*>(st.gate.data()), rest),
+                             view(static_cast<float*>(st.up.data()), rest),
+                             view(act + p.host_rows, rest));
+    }
+    downs.push_back(linear_weights(spec.down, idx[2], ctx));
+  }
+  // The host's rows (and its whole experts' sum) are up.
+  stream.wait(*host_expert_lane_.done);
+  float* tmp = static_cast<float*>(st.tmp.data());
+  for (size_t j = 0; j < partial.size(); ++j) {
+    const PartialExpert& p = partial[j];
+    const int64_t inter = spec_.layers[i].moe.experts[static_cast<size_t>(p.expert)].gate.out_features();
+    kernels_.linear(stream, downs[j], view(split_act + static_cast<int64_t>(j) * act_stride, inter),
+                    view(tmp, hidden), false);
+    kernels::moe_accumulate({1, hidden, k, p.expert, static_cast<const int32_t*>(st.moe_ids.data()),
+                             static_cast<const float*>(st.moe_weights.data()), tmp,
+                             static_cast<float*>(st.h.data())},
+                            stream);
+    expert_cache_->release_part(p.part, stream);
+  }
 }
 
 void TransformerModel::run_host_expert(size_t i, int32_t e, StreamRef stream, const TensorView& x,

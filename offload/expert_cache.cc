@@ -27,6 +27,7 @@ ExpertCacheCounters& ExpertCacheCounters::operator+=(const ExpertCacheCounters& 
   misses += o.misses;
   uncached += o.uncached;
   host += o.host;
+  split += o.split;
   predicted += o.predicted;
   predicted_used += o.predicted_used;
   bytes_copied += o.bytes_copied;
@@ -38,6 +39,7 @@ ExpertCacheCounters& ExpertCacheCounters::operator-=(const ExpertCacheCounters& 
   misses -= o.misses;
   uncached -= o.uncached;
   host -= o.host;
+  split -= o.split;
   predicted -= o.predicted;
   predicted_used -= o.predicted_used;
   bytes_copied -= o.bytes_copied;
@@ -113,6 +115,7 @@ int ExpertCache::choose_slot(const std::vector<std::string>& keep) {
   std::vector<uint64_t> evictable;
   for (size_t i = 0; i < slots_.size(); ++i) {
     const Slot& s = slots_[i];
+    if (s.part) continue;
     if (s.module.empty()) return static_cast<int>(i);
     if (s.in_use || std::find(keep.begin(), keep.end(), s.module) != keep.end()) continue;
     evictable.push_back(keys_.at(s.module));
@@ -210,6 +213,92 @@ ModuleForward ExpertCache::host_forward(const std::string& module, uint64_t* byt
   return f;
 }
 
+int ExpertCache::fetch_part(const std::string& module, const std::vector<RecordPart>& parts,
+                            const std::vector<std::string>& keep, int layer) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  STOWAGE_EXPECTS(slot_of_.count(module) == 0, InvalidInputError,
+                  "expert cache: a part of '{}' asked for, but the whole expert is cached", module);
+  const int slot = choose_slot(keep);
+  if (slot < 0) return -1;
+  Slot& s = slots_[slot];
+  const StreamRef copy = manager_.copy_stream(accelerator_);
+  if (s.released_recorded) copy.wait(s.released);
+  uint64_t offset = 0, bytes = 0;
+  char* base = static_cast<char*>(s.buffer.data());
+  s.part_views.clear();
+  for (RecordId id : manager_.table().records_of(module)) {
+    const TensorRecord r = manager_.table().get(id);
+    const Tensor* from = host_copy(r);
+    STOWAGE_EXPECTS(from != nullptr, InvalidInputError,
+                    "expert cache: '{}' of '{}' has no host copy to copy from", r.name, module);
+    auto part = std::find_if(parts.begin(), parts.end(),
+                             [&](const RecordPart& p) { return p.tensor == r.name; });
+    const uint64_t first = part != parts.end() ? part->offset : 0;
+    const uint64_t n = part != parts.end() ? part->bytes : r.bytes;
+    STOWAGE_EXPECTS(first + n <= r.bytes && n % dtype_size(r.dtype) == 0, InvalidInputError,
+                    "expert cache: part [{}, {}) of '{}' of '{}' ({} bytes of {}): expected whole "
+                    "elements within it",
+                    first, first + n, r.name, module, r.bytes, short_name(r.dtype));
+    offset = slot_offset_align(offset);
+    STOWAGE_EXPECTS(offset + n <= options_.slot_bytes, InternalError,
+                    "expert cache: a part of '{}' does not fit a slot of {} bytes", module,
+                    options_.slot_bytes);
+    if (n > 0) copy.copy(base + offset, static_cast<const char*>(from->data()) + first, n);
+    const Shape shape = part != parts.end()
+                            ? Shape{static_cast<int64_t>(n / dtype_size(r.dtype))}
+                            : r.shape;
+    s.part_views.emplace_back(r.name, TensorView(base + offset, r.dtype, shape, accelerator_));
+    offset += n;
+    bytes += n;
+  }
+  copy.record(s.copied);
+  s.part = true;
+  ExpertCacheCounters& c = counters_of(layer);
+  ++c.split;
+  c.bytes_copied += bytes;
+  policy_->touch(key_of(module));
+  return slot;
+}
+
+ExpertCache::Slot& ExpertCache::part_slot(int part, const char* what) {
+  STOWAGE_EXPECTS(part >= 0 && part < static_cast<int>(slots_.size()) && slots_[part].part,
+                  InvalidInputError, "expert cache: part {} {} but it holds no part", part, what);
+  return slots_[part];
+}
+
+ModuleForward ExpertCache::start_forward(Slot& s, StreamRef compute) {
+  compute.wait(s.copied);
+  s.in_use = true;
+  ModuleForward f;
+  f.module = s.module;
+  f.accelerator = accelerator_;
+  f.compute_stream = compute;
+  f.streamed = true;
+  return f;
+}
+
+void ExpertCache::end_forward(Slot& s, StreamRef compute) {
+  compute.record(s.released);
+  s.released_recorded = true;
+  s.in_use = false;
+}
+
+ModuleForward ExpertCache::acquire_part(int part, StreamRef compute) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Slot& s = part_slot(part, "acquired");
+  ModuleForward f = start_forward(s, compute);
+  f.tensors = s.part_views;
+  return f;
+}
+
+void ExpertCache::release_part(int part, StreamRef compute) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Slot& s = part_slot(part, "released");
+  end_forward(s, compute);
+  s.part = false;
+  s.part_views.clear();
+}
+
 void ExpertCache::prefetch(const std::vector<std::string>& modules, int layer) {
   std::lock_guard<std::mutex> lock(mutex_);
   ExpertCacheCounters& c = counters_of(layer);
@@ -233,13 +322,7 @@ ExpertCache::Slot& ExpertCache::slot_holding(const std::string& module, const ch
 ModuleForward ExpertCache::acquire(const std::string& module, StreamRef compute) {
   std::lock_guard<std::mutex> lock(mutex_);
   Slot& s = slot_holding(module, "acquired");
-  compute.wait(s.copied);
-  s.in_use = true;
-  ModuleForward f;
-  f.module = module;
-  f.accelerator = accelerator_;
-  f.compute_stream = compute;
-  f.streamed = true;
+  ModuleForward f = start_forward(s, compute);
   uint64_t offset = 0;
   char* base = static_cast<char*>(s.buffer.data());
   for (RecordId id : manager_.table().records_of(module)) {
@@ -253,10 +336,7 @@ ModuleForward ExpertCache::acquire(const std::string& module, StreamRef compute)
 
 void ExpertCache::release(const std::string& module, StreamRef compute) {
   std::lock_guard<std::mutex> lock(mutex_);
-  Slot& s = slot_holding(module, "released");
-  compute.record(s.released);
-  s.released_recorded = true;
-  s.in_use = false;
+  end_forward(slot_holding(module, "released"), compute);
 }
 
 std::vector<ExpertCacheCounters> ExpertCache::counters() const {

@@ -52,13 +52,14 @@ struct ExpertCacheCounters {
   uint64_t misses = 0;      // routed and copied now
   uint64_t uncached = 0;    // routed, but no slot could be freed: run another way
   uint64_t host = 0;        // routed, absent, and computed on the host where its weights are
+  uint64_t split = 0;       // routed, absent, computed partly on the host, partly from a part copy
   uint64_t predicted = 0;   // copies started by prefetch()
   uint64_t predicted_used = 0;  // of those, experts routed before being evicted
   uint64_t bytes_copied = 0;    // host -> accelerator, misses and predictions
   ExpertCacheCounters& operator+=(const ExpertCacheCounters& o);
   ExpertCacheCounters& operator-=(const ExpertCacheCounters& o);
   double hit_rate() const {
-    const uint64_t n = hits + misses + uncached + host;
+    const uint64_t n = hits + misses + uncached + host + split;
     return n == 0 ? 0.0 : static_cast<double>(hits) / static_cast<double>(n);
   }
 };
@@ -105,6 +106,28 @@ class ExpertCache {
   // computed on the host; the weights' bytes in `bytes`.
   ModuleForward host_forward(const std::string& module, uint64_t* bytes) const;
 
+  // A byte range of one of a module's records (by tensor name).
+  struct RecordPart {
+    std::string tensor;
+    uint64_t offset = 0;
+    uint64_t bytes = 0;
+  };
+  // Part of cacheable, absent `module` for one forward (an expert computed
+  // partly on the host): of the records named in `parts` only their byte
+  // ranges, the others whole, copied into a slot (free, or the policy's
+  // victim among those not in use and not holding one of `keep`) that is not
+  // the module's cached copy: fetch() never finds it, and release_part()
+  // frees it. Counted as `split` in `layer`'s counters and as a use by the
+  // policy, its bytes as copied. Returns the part's handle, or -1 where no
+  // slot could be freed.
+  int fetch_part(const std::string& module, const std::vector<RecordPart>& parts,
+                 const std::vector<std::string>& keep, int layer);
+  // The part's views for a forward on `compute` (which waits for its copy):
+  // a ranged record's view starts at its range's first byte, 1-D of the
+  // range's elements. REQUIRES: `part` from fetch_part, not yet released.
+  ModuleForward acquire_part(int part, StreamRef compute);
+  void release_part(int part, StreamRef compute);
+
   // The predicted experts of a later layer: copies start where a slot is
   // free or evictable (never one in use or predicted in this call); no use
   // is counted until they are routed.
@@ -127,6 +150,8 @@ class ExpertCache {
     bool released_recorded = false;
     bool in_use = false;
     bool predicted = false;  // filled by prefetch, not routed since
+    bool part = false;       // holds a fetch_part() copy (module empty) until release_part()
+    std::vector<std::pair<std::string, TensorView>> part_views;
   };
   uint64_t key_of(const std::string& module);
   ExpertCacheCounters& counters_of(int layer);
@@ -135,6 +160,12 @@ class ExpertCache {
   int choose_slot(const std::vector<std::string>& keep);
   // Starts the copy of `module` into `slot`; returns its bytes.
   uint64_t copy_into(int slot, const std::string& module);
+  // A forward's start on `compute` (waiting for the slot's copy; the views
+  // left to the caller) and its end (the slot reusable after it).
+  ModuleForward start_forward(Slot& s, StreamRef compute);
+  void end_forward(Slot& s, StreamRef compute);
+  // The slot of part handle `part`; InvalidInputError when it holds none.
+  Slot& part_slot(int part, const char* what);
   // The slot holding `module`; InvalidInputError when none (`what`: the call).
   Slot& slot_holding(const std::string& module, const char* what);
 

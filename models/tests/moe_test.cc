@@ -312,32 +312,46 @@ TEST_P(MoeParity, MeasuredChoiceOfExpertComputeKeepsTheTokens) {
   EXPECT_LE(chosen.peak, chosen.budget);
 }
 
-// Split (TransformerModel::set_expert_split): each absent expert is copied
-// or computed on the host, whichever finishes first by the costs; with the
-// host's 1.5x the link's, a layer's first absent expert is copied and its
-// second computed on the host. Transformers' tokens and expert ids, logits
-// within 1e-4 (the host's kernels and another order of the sum), within the
-// budget; both paths taken, and the decode steps' host experts on the
-// runner's lane beside the accelerator's (their sum added after them).
+// Split (TransformerModel::set_expert_split): the absent experts' bytes are
+// shared between the link and the host so both end together by the costs.
+// The prompt's step sends whole experts each way; a batch-1 decode step
+// sends whole experts to the host while the host's share holds them, then
+// gives the next the rest as rows of its gate and up (their other rows and
+// its down projection copied as a part: ExpertCache::fetch_part), all on
+// the runner's lane beside the accelerator's experts. With the host's cost
+// 1.5x the link's, the host's share is 0.4 of the bytes: two absent experts
+// are one with every gate and up row on the host and one with a fifth of
+// them, never whole; at a third of the link's (0.75) the first goes to the
+// host whole. Transformers' tokens and expert ids, logits within 1e-4 (the
+// host's kernels and another order of the sum), within the budget.
 TEST_P(MoeParity, SplitBetweenLinkAndHostKeepsTheTokens) {
   const std::string folder = kTestdata + GetParam();
   const MoeReference ref = moe_reference(folder);
-  const MoeRun split =
-      run_moe(folder, ExpertPlacement::kCached, 2, true, 0, DeviceChoice::kSim, std::nullopt,
-              [](TransformerRunner& runner) {
-                runner.model().set_expert_split(TransformerModel::ExpertSplitCosts{1e-9, 1.5e-9});
-              });
-  EXPECT_EQ(split.output, ref.output);
-  expect_reference_experts(split, ref);
-  EXPECT_LT(worst_row_error(split.logits, ref.logits, ref.vocab), 1e-4);
-  EXPECT_LE(split.peak, split.budget);
-  EXPECT_GT(split.cache.host, 0u);
-  EXPECT_GT(split.host_beside, 0u);
-  EXPECT_LE(split.host_beside, split.cache.host);
-  EXPECT_GT(split.cache.misses, 0u);
+  const auto split_with = [&](double link, double host) {
+    return run_moe(folder, ExpertPlacement::kCached, 2, true, 0, DeviceChoice::kSim, std::nullopt,
+                   [link, host](TransformerRunner& runner) {
+                     runner.model().set_expert_split(
+                         TransformerModel::ExpertSplitCosts{link, host});
+                   });
+  };
+  const MoeRun rows = split_with(1e-9, 1.5e-9);
+  const MoeRun whole = split_with(3e-9, 1e-9);
+  for (const MoeRun* split : {&rows, &whole}) {
+    EXPECT_EQ(split->output, ref.output);
+    expect_reference_experts(*split, ref);
+    EXPECT_LT(worst_row_error(split->logits, ref.logits, ref.vocab), 1e-4);
+    EXPECT_LE(split->peak, split->budget);
+    EXPECT_GT(split->cache.host, 0u);  // the prompt's step
+    EXPECT_GT(split->cache.split, 0u);
+    EXPECT_GT(split->cache.bytes_copied, 0u);  // the parts, and the prompt's copies
+  }
+  EXPECT_EQ(rows.host_beside, 0u);
+  EXPECT_GT(whole.host_beside, 0u);
+  EXPECT_LE(whole.host_beside, whole.cache.host);
   // Without a split the same run computes nothing on the host.
   const MoeRun cached = run_moe(folder, ExpertPlacement::kCached, 2);
   EXPECT_EQ(cached.cache.host, 0u);
+  EXPECT_EQ(cached.cache.split, 0u);
 }
 
 // Guesses that are mostly wrong stop costing copies: under a routing that
@@ -400,13 +414,15 @@ TEST_P(MoeParity, CudaResidentCachedAndHostComputedExpertsMatchTransformers) {
   const MoeRun resident = run_moe(folder, ExpertPlacement::kResident, 6, true, 0, cuda);
   const MoeRun cached = run_moe(folder, ExpertPlacement::kCached, 6, true, 0, cuda);
   const MoeRun host = run_moe(folder, ExpertPlacement::kOnHost, 6, true, 0, cuda);
-  // The split, its decode steps' host experts on the lane (a second CUDA stream).
+  // The split, its decode steps' host experts and host rows on the lane (a
+  // second CUDA stream), the other rows from part copies.
   const MoeRun split = run_moe(folder, ExpertPlacement::kCached, 2, true, 0, cuda, std::nullopt,
                                [](TransformerRunner& runner) {
                                  runner.model().set_expert_split(
-                                     TransformerModel::ExpertSplitCosts{1e-9, 1.5e-9});
+                                     TransformerModel::ExpertSplitCosts{3e-9, 1e-9});
                                });
   EXPECT_GT(split.host_beside, 0u);
+  EXPECT_GT(split.cache.split, 0u);
   for (const MoeRun* run : {&resident, &cached, &host, &split}) {
     EXPECT_EQ(run->output, ref.output);
     expect_reference_experts(*run, ref);
