@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Session 14, call B (warm after A: llama.cpp built, the Mixtral NF4-dq folder under /dev/shm; its
-# Q4_0 GGUF written first): at 0=10GiB --cpu-moe 32, (e) llama.cpp -ot exps=CPU, then (d) automatic new pack against
-# the old (0368b4c's successor 6d29148) under uniform and Zipf(1.0) routing, then (c) and (a)
-# uniform with the new pack, a generate --trace of (d) uniform.
+# Session 14, call B (warm after A: llama.cpp built, the Mixtral NF4-dq folder under /dev/shm;
+# its Q4_0 GGUF written first): at 0=10GiB --cpu-moe 32, (e) llama.cpp -ot exps=CPU, then (d)
+# automatic with the new pack (6cbf1b3: host experts on their own stream, experts split by rows)
+# against the old (6d29148) under uniform and Zipf(1.0) routing, then (c) uniform with the new
+# pack and a generate --trace of (d) uniform.
 set -u
 RESULT=$OUT; W=/tmp/s14b; mkdir -p $W; T0=$(date +%s)
 el() { echo $(( $(date +%s) - T0 )); }

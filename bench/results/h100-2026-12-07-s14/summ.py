@@ -37,6 +37,6 @@ for f in sorted(glob.glob(os.path.join(w, '*.json'))):
             m = r.get('moe')
             if m:
                 print('    moe', {k: m.get(k) for k in ('expert_compute', 'expert_cache_slots', 'hit_rate',
-                      'prediction_accuracy', 'host_computed', 'host_computed_beside', 'accelerator_step_seconds', 'host_step_seconds', 'split_step_seconds', 'split_host_bytes_per_s')})
+                      'prediction_accuracy', 'host_computed', 'host_computed_beside', 'split_by_rows', 'accelerator_step_seconds', 'host_step_seconds', 'split_step_seconds', 'split_host_bytes_per_s')})
     except Exception as e:
         print(name, 'unreadable:', e)
