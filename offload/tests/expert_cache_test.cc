@@ -75,6 +75,45 @@ TEST_P(ExpertCacheTest, FetchedExpertsReadTheirHostBytesAndHitsAreCounted) {
   EXPECT_EQ(c[2].bytes_copied, 3u * (4096 + 64));
 }
 
+// A part copy (fetch_part): the named record's byte range alone, the others
+// whole, in a slot the policy frees; fetch() does not find it (it is not the
+// cached expert), the experts routed with it are never evicted for it, it
+// counts as `split` with its bytes, and the slot is free again after
+// release_part. With every slot in use or kept, -1.
+TEST_P(ExpertCacheTest, PartCopiesHoldTheirRangesAndFreeTheirSlot) {
+  make();
+  ExpertCache cache(*manager_, acc(), options(2, ReplacementPolicyKind::kLfuAging));
+  using F = ExpertCache::Fetch;
+  EXPECT_EQ(cache.fetch({"experts.0"}, 1), (std::vector<F>{F::kMiss}));
+  const int part = cache.fetch_part("experts.1", {{"weight", 1024, 2048}}, {"experts.0"}, 1);
+  ASSERT_GE(part, 0);
+  EXPECT_FALSE(cache.holds("experts.1"));
+  const StreamRef compute = manager_->compute_stream(acc());
+  const ModuleForward f = cache.acquire_part(part, compute);
+  ASSERT_NE(f.find("weight"), nullptr);
+  ASSERT_NE(f.find("bias"), nullptr);
+  EXPECT_EQ(f.find("weight")->bytes(), 2048u);
+  std::vector<unsigned char> weight(2048), bias(64);
+  compute.copy(weight.data(), f.find("weight")->data(), 2048);
+  compute.copy(bias.data(), f.find("bias")->data(), 64);
+  // The cached expert and the kept one leave no slot for another part.
+  EXPECT_EQ(cache.fetch_part("experts.2", {}, {"experts.0"}, 1), -1);
+  cache.release_part(part, compute);
+  compute.synchronize();
+  const auto whole = testing_support::bytes_of(model_.tensors.at("experts.1.weight"));
+  EXPECT_EQ(weight, std::vector<unsigned char>(whole.begin() + 1024, whole.begin() + 3072));
+  EXPECT_EQ(bias, testing_support::bytes_of(model_.tensors.at("experts.1.bias")));
+  EXPECT_EQ(read(cache, "experts.0"), expected("experts.0"));  // not evicted
+  const std::vector<ExpertCacheCounters> c = cache.counters();
+  EXPECT_EQ(c[1].split, 1u);
+  EXPECT_EQ(c[1].misses, 1u);
+  EXPECT_EQ(c[1].bytes_copied, (4096u + 64) + (2048u + 64));
+  // Released, the slot takes a whole expert.
+  EXPECT_EQ(cache.fetch({"experts.3"}, 1), (std::vector<F>{F::kMiss}));
+  EXPECT_TRUE(cache.holds("experts.0"));
+  EXPECT_THROW(cache.acquire_part(part, compute), InvalidInputError);
+}
+
 // With every slot holding an expert routed in this call, the next one finds
 // none: kUncached (the caller runs it another way), nothing evicted.
 TEST_P(ExpertCacheTest, ExpertsRoutedTogetherAreNeverEvictedForEachOther) {
