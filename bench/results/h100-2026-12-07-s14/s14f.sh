@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Session 14, call F: where the 2048-token prefill of the 8B bf16 shape at 0=6GiB goes. The
 # resident prefill (no budget: the acceptance bound's other half), then a generate --trace of
-# the budgeted prefill (streaming alone), then bench of the same for its counters.
+# the budgeted prefill (streaming alone).
 set -u
 RESULT=$OUT; W=/tmp/s14f; mkdir -p $W; T0=$(date +%s)
 el() { echo $(( $(date +%s) - T0 )); }
@@ -11,11 +11,9 @@ S=gpu_pack/bin/_stowage; M=/dev/shm/l8b; R=bench/results/h100-2026-12-07-s14
 nvidia-smi --query-gpu=name --format=csv,noheader
 [ -f $M/config.json ] || timeout 90 python3 tools/make_synthetic_model.py --shape llama-3.1-8b --dtype bf16 $M > $W/prepare.log 2>&1
 echo "model at $(el) s"
-timeout 90 $S bench --model $M --prompt-tokens 2048 --new-tokens 8 --batches 1 --json > $W/resident.json 2> $W/resident.err
+timeout 70 $S bench --model $M --prompt-tokens 2048 --new-tokens 4 --batches 1 --json > $W/resident.json 2> $W/resident.err
 echo "resident exit $? at $(el) s"; pack
-timeout 90 $S generate --model $M --max-memory 0=6GiB --host-compute off --prompt-ids $(seq -s, 1 2048) --max-new-tokens 2 --ignore-eos --json --trace $W/trace_prefill.json > $W/gen_prefill.json 2> $W/gen_prefill.err
+timeout 70 $S generate --model $M --max-memory 0=6GiB --host-compute off --prompt-ids $(seq -s, 1 2048) --max-new-tokens 2 --ignore-eos --json --trace $W/trace_prefill.json > $W/gen_prefill.json 2> $W/gen_prefill.err
 echo "gen exit $? at $(el) s"; pack
-timeout 90 $S bench --model $M --max-memory 0=6GiB --no-resident --prompt-tokens 2048 --new-tokens 4 --batches 1 --host-compute off --json > $W/b_off.json 2> $W/b_off.err
-echo "bench off exit $? at $(el) s"
 python3 $R/summ.py $W
 pack; ls -la $RESULT
