@@ -87,6 +87,16 @@ std::vector<int32_t> random_prompt(int64_t tokens, int64_t vocab, uint64_t seed)
   return ids;
 }
 
+// The untimed generation before a timed one, so first-touch costs (kernel
+// plans for the step's shapes, lazily loaded kernels, pools) stay out of the
+// timing: the prompt's step alone before a timed prefill, the prompt and two
+// decode steps before a timed decode.
+models::GenerationOptions warm_up(const models::GenerationOptions& timed, bool prefill) {
+  models::GenerationOptions warm = timed;
+  warm.max_new_tokens = prefill ? 1 : 2;
+  return warm;
+}
+
 // One model load for one shape; the generation is timed by the runner.
 Measurement measure(Platform& platform, const std::string& folder, const SessionConfig& config,
                     const std::optional<LoadQuantization>& quantize, const std::string& label,
@@ -116,12 +126,7 @@ Measurement measure(Platform& platform, const std::string& folder, const Session
         kCalibrationSteps);
     generation.decode_host_modules = choice->decode_host_modules();
   }
-  if (!prefill) {
-    // A warm-up generation: first-touch costs (kernel plans, pools) out of the timing.
-    models::GenerationOptions warm = generation;
-    warm.max_new_tokens = 2;
-    session->runner->generate(prompt, warm);
-  }
+  session->runner->generate(prompt, warm_up(generation, prefill));
   const models::GenerationResult r = session->runner->generate(prompt, generation);
   Measurement m;
   m.config = label;
@@ -171,11 +176,7 @@ Measurement measure_split(Platform& platform, const std::string& folder,
   models::GenerationOptions generation;
   generation.ignore_eos = true;
   generation.max_new_tokens = prefill ? 1 : new_tokens;
-  if (!prefill) {
-    models::GenerationOptions warm = generation;  // first-touch costs out of the timing
-    warm.max_new_tokens = 2;
-    runner.generate(prompt, warm);
-  }
+  runner.generate(prompt, warm_up(generation, prefill));
   const std::vector<models::GenerationResult> results = runner.generate(prompt, generation);
   const models::GenerationResult& r = results.front();
   Measurement m;
