@@ -469,6 +469,30 @@ TEST_P(MoeParity, QuantizedExpertsMoveWithTheirQuantStateThroughTheCache) {
   EXPECT_GT(cached.cache.bytes_copied / (cached.cache.misses + cached.cache.predicted), packed);
 }
 
+// Quantized to NF4 while loading (blocks of 64 within a row: any row bound
+// aligns), the split by rows copies each split expert's gate and up rows
+// from its bound as byte ranges of the packed codes and absmax, with the
+// maps and state whole: the tokens and expert ids of the resident NF4 run,
+// logits within 1e-4 of it, experts split and within the budget.
+TEST_P(MoeParity, QuantizedExpertsSplitByRowsKeepTheTokens) {
+  const std::string folder = kTestdata + GetParam();
+  LoadQuantization q;
+  q.method = quant::WeightFormat::kNf4;
+  q.double_quant = false;
+  const auto sim = DeviceChoice::kSim;
+  const MoeRun resident = run_moe(folder, ExpertPlacement::kResident, 6, true, 0, sim, q);
+  const MoeRun split = run_moe(folder, ExpertPlacement::kCached, 2, true, 0, sim, q,
+                               [](TransformerRunner& runner) {
+                                 runner.model().set_expert_split(
+                                     TransformerModel::ExpertSplitCosts{1e-9, 1.5e-9});
+                               });
+  EXPECT_EQ(split.output, resident.output);
+  EXPECT_EQ(split.experts, resident.experts);
+  EXPECT_LT(worst_row_error(split.logits, resident.logits, moe_reference(folder).vocab), 1e-4);
+  EXPECT_GT(split.cache.split, 0u);
+  EXPECT_LE(split.peak, split.budget);
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, MoeParity,
                          ::testing::Values("mixtral_f32", "qwen2_moe_f32", "qwen3_moe_f32"));
 
