@@ -345,12 +345,14 @@ class TransformerModel {
   // host: per step, every routed expert that the cache does not hold goes,
   // in ascending order, to the path that finishes it first by these
   // measured costs (the link's copies and the host's computes of one layer
-  // overlap). In decode steps with a lane (set_host_expert_lane) the host's
-  // experts run on it, beside the accelerator's experts of the same layer,
-  // and their weighted sum is added to the hidden state after those; else
-  // they run first on the compute stream, so their work starts while the
-  // link's copies are in flight. Needs an expert cache. Both costs > 0 to
-  // enable; nullopt: off (every absent expert is copied, as without a split).
+  // overlap), or in batch-1 decode steps with a lane is split by rows so
+  // both end together (split_absent). In decode steps with a lane
+  // (set_host_expert_lane) the host's experts run on it, beside the
+  // accelerator's experts of the same layer, and their weighted sum is added
+  // to the hidden state after those; else they run first on the compute
+  // stream, so their work starts while the link's copies are in flight.
+  // Needs an expert cache. Both costs > 0 to enable; nullopt: off (every
+  // absent expert is copied, as without a split).
   struct ExpertSplitCosts {
     double link_seconds_per_byte = 0;
     double host_seconds_per_byte = 0;
@@ -500,13 +502,16 @@ class TransformerModel {
     int64_t host_rows = 0;
     int part = -1;
   };
-  // Where a batch-1 decode step with a lane sends layer `i`'s absent
-  // experts: the host's share of their bytes is what makes both paths end
-  // together by the split's costs; experts go to the host whole while that
-  // share holds them, then the next takes the rest as rows of its gate and
-  // up (at most all of them: its down projection is always copied), at the
-  // layout's row alignment; the others are copied. `partial`'s parts unset.
-  void split_absent(size_t i, const std::vector<int32_t>& absent, std::set<int32_t>* on_host,
+  // Where the split sends layer `i`'s absent experts (cacheable, not in the
+  // cache; ExpertSplitCosts), in ascending order, each to what finishes it
+  // first given what the layer's earlier ones took of each path: copied
+  // whole (the link on a tie), computed on the host whole (into `on_host`)
+  // or, `by_rows` (a batch-1 decode step with a lane), split so both paths
+  // end together: its first gate and up rows on the host, at the layout's
+  // row alignment and at most all of them (its down projection is always
+  // copied), the rest copied (into `partial`, parts unset).
+  void split_absent(size_t i, const std::vector<int32_t>& absent, bool by_rows,
+                    std::set<int32_t>* on_host,
                     std::vector<PartialExpert>* partial) const;
   // The part copy of `p` (its gate and up rows from host_rows on, its down
   // whole); sets p.part, false where no slot could be freed.
@@ -526,9 +531,6 @@ class TransformerModel {
   // down projection over its whole activations, weighted into h in order.
   void join_host_experts(size_t i, const std::vector<PartialExpert>& partial, StreamRef stream,
                          TransformerState& state);
-  // Of layer `i`'s routed experts `absent` (cacheable, not in the cache), those
-  // the split computes on the host (ExpertSplitCosts; ascending order).
-  std::set<int32_t> split_to_host(size_t i, const std::vector<int32_t>& absent) const;
   // Enqueues the next sparse layer's router on layer `i`'s input into the
   // state's predicted ids; the layer it predicts, or -1 (none, or its router
   // is not on the accelerator).

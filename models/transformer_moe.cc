@@ -9,8 +9,8 @@
 #include <functional>
 #include <set>
 
-#include "core/error.h"
 #include "core/dtype.h"
+#include "core/error.h"
 #include "kernels/memory_read.h"
 #include "kernels/moe_ops.h"
 #include "kernels/transformer_ops.h"
@@ -64,8 +64,8 @@ uint64_t expert_slot_bytes(const TransformerSpec& spec) {
   uint64_t largest = 0;
   for (const DecoderLayerSpec& l : spec.layers) {
     for (const ExpertSpec& e : l.moe.experts) {
-      largest = std::max(largest, linear_slot_bytes(e.gate) + linear_slot_bytes(e.up) +
-                                      linear_slot_bytes(e.down));
+      largest = std::max(
+          largest, linear_slot_bytes(e.gate) + linear_slot_bytes(e.up) + linear_slot_bytes(e.down));
     }
   }
   return largest;
@@ -106,63 +106,51 @@ void TransformerModel::set_host_expert_lane(HostExpertLane lane) {
   host_expert_lane_ = lane;
 }
 
-std::set<int32_t> TransformerModel::split_to_host(size_t i,
-                                                  const std::vector<int32_t>& absent) const {
-  std::set<int32_t> host;
-  if (!expert_split_) return host;
-  // The time each path has taken on so far this layer; each expert goes where
-  // it would finish first (the link on a tie: its compute is the faster).
-  double link = 0, on_host = 0;
-  for (int32_t e : absent) {
-    const ExpertSpec& x = spec_.layers[i].moe.experts[static_cast<size_t>(e)];
-    const double bytes = static_cast<double>(linear_slot_bytes(x.gate) + linear_slot_bytes(x.up) +
-                                             linear_slot_bytes(x.down));
-    const double by_link = link + bytes * expert_split_->link_seconds_per_byte;
-    const double by_host = on_host + bytes * expert_split_->host_seconds_per_byte;
-    if (by_host < by_link) {
-      on_host = by_host;
-      host.insert(e);
-    } else {
-      link = by_link;
-    }
-  }
-  return host;
-}
-
-void TransformerModel::split_absent(size_t i, const std::vector<int32_t>& absent,
+void TransformerModel::split_absent(size_t i, const std::vector<int32_t>& absent, bool by_rows,
                                     std::set<int32_t>* on_host,
                                     std::vector<PartialExpert>* partial) const {
-  if (!expert_split_ || absent.empty()) return;
-  const auto bytes_of = [](const LinearSpec& l) { return static_cast<double>(linear_slot_bytes(l)); };
-  double total = 0;
-  for (int32_t e : absent) {
-    const ExpertSpec& x = spec_.layers[i].moe.experts[static_cast<size_t>(e)];
-    total += bytes_of(x.gate) + bytes_of(x.up) + bytes_of(x.down);
-  }
-  // Both paths end together when host bytes * host cost = link bytes * link cost.
-  const double link = expert_split_->link_seconds_per_byte;
-  const double host = expert_split_->host_seconds_per_byte;
-  double share = total * link / (link + host);
+  if (!expert_split_) return;
+  const double link_cost = expert_split_->link_seconds_per_byte;
+  const double host_cost = expert_split_->host_seconds_per_byte;
+  const auto bytes_of = [](const LinearSpec& l) {
+    return static_cast<double>(linear_slot_bytes(l));
+  };
+  double link = 0, host = 0;  // the seconds each path has taken on so far this layer
   for (int32_t e : absent) {
     const ExpertSpec& x = spec_.layers[i].moe.experts[static_cast<size_t>(e)];
     const double whole = bytes_of(x.gate) + bytes_of(x.up) + bytes_of(x.down);
-    if (share >= whole) {
-      on_host->insert(e);
-      share -= whole;
-      continue;
+    double best = link + whole * link_cost, host_bytes = 0;
+    bool whole_on_host = false;
+    if (host + whole * host_cost < best) {
+      best = host + whole * host_cost;
+      whole_on_host = true;
     }
-    const double rows_bytes = bytes_of(x.gate) + bytes_of(x.up);
+    int64_t rows = 0;
     const int64_t inter = x.gate.out_features();
     const int64_t align = std::max(x.gate.layout.row_alignment(), x.up.layout.row_alignment());
-    if (share <= 0 || inter % align != 0 || x.up.out_features() != inter || x.gate.has_bias ||
-        x.up.has_bias) {
-      continue;
+    if (by_rows && inter % align == 0 && x.up.out_features() == inter && !x.gate.has_bias &&
+        !x.up.has_bias) {
+      // The host bytes that make both paths end together, in whole aligned rows.
+      const double rows_bytes = bytes_of(x.gate) + bytes_of(x.up);
+      const double even = (link + whole * link_cost - host) / (link_cost + host_cost);
+      const double fraction = std::clamp(even / rows_bytes, 0.0, 1.0);
+      const int64_t r = static_cast<int64_t>(fraction * static_cast<double>(inter / align)) * align;
+      const double r_bytes = rows_bytes * static_cast<double>(r) / static_cast<double>(inter);
+      const double t = std::max(link + (whole - r_bytes) * link_cost, host + r_bytes * host_cost);
+      if (r > 0 && t < best) {
+        rows = r;
+        host_bytes = r_bytes;
+        whole_on_host = false;
+      }
     }
-    const double fraction = std::min(1.0, share / rows_bytes);
-    const int64_t rows = static_cast<int64_t>(fraction * static_cast<double>(inter / align)) * align;
-    if (rows <= 0) continue;
-    partial->push_back({e, rows, -1});
-    share -= rows_bytes * static_cast<double>(rows) / static_cast<double>(inter);
+    if (whole_on_host) {
+      on_host->insert(e);
+      host += whole * host_cost;
+    } else {
+      if (rows > 0) partial->push_back({e, rows, -1});
+      link += (whole - host_bytes) * link_cost;
+      host += host_bytes * host_cost;
+    }
   }
 }
 
@@ -172,9 +160,9 @@ bool TransformerModel::fetch_partial(size_t i, PartialExpert& p,
   const MoeConfig& mc = *spec_.config.moe;
   const int64_t inter = x.gate.out_features();
   std::vector<ExpertCache::RecordPart> parts;
-  for (const auto& [linear, prefix] : {std::pair<const LinearSpec*, const std::string*>{
-                                           &x.gate, &mc.gate_proj},
-                                       {&x.up, &mc.up_proj}}) {
+  for (const auto& [linear, prefix] :
+       {std::pair<const LinearSpec*, const std::string*>{&x.gate, &mc.gate_proj},
+        {&x.up, &mc.up_proj}}) {
     const auto ranges = linear->layout.row_ranges(p.host_rows, inter - p.host_rows);
     STOWAGE_EXPECTS(ranges.has_value(), InternalError,
                     "{}: rows from {} of {} are not aligned to its blocks", x.module, p.host_rows,
@@ -217,12 +205,12 @@ void TransformerModel::build_moe(size_t i) {
                         false);
       } else {
         LinearKernels& host = host_kernels();
-        compute_on_host(s, st, x, rows * in, y, rows * n, [w, rows, in, n, &host](
-                                                              const float* hx, float* hy) {
-          host.linear(StreamRef(), w, rows_view(const_cast<float*>(hx), rows, in,
-                                                Tier::pageable_host()),
-                      rows_view(hy, rows, n, Tier::pageable_host()), false);
-        });
+        compute_on_host(
+            s, st, x, rows * in, y, rows * n, [w, rows, in, n, &host](const float* hx, float* hy) {
+              host.linear(StreamRef(), w,
+                          rows_view(const_cast<float*>(hx), rows, in, Tier::pageable_host()),
+                          rows_view(hy, rows, n, Tier::pageable_host()), false);
+            });
       }
       if (then) then(s, st);
     });
@@ -230,15 +218,15 @@ void TransformerModel::build_moe(size_t i) {
 
   hooks::Module& router = root_.add_descendant(moe.router_module);
   const MoeConfig& mc = *c.moe;
-  build_linear(router, moe.router_tensors, &moe.router, &TransformerState::router_logits,
-               [this, &mc](StreamRef s, TransformerState& st) {
-                 kernels::moe_route({current_.rows, mc.num_experts, mc.experts_per_token,
-                                     mc.renormalize,
-                                     static_cast<const float*>(st.router_logits.data()),
-                                     static_cast<int32_t*>(st.moe_ids.data()),
-                                     static_cast<float*>(st.moe_weights.data())},
-                                    s);
-               });
+  build_linear(
+      router, moe.router_tensors, &moe.router, &TransformerState::router_logits,
+      [this, &mc](StreamRef s, TransformerState& st) {
+        kernels::moe_route(
+            {current_.rows, mc.num_experts, mc.experts_per_token, mc.renormalize,
+             static_cast<const float*>(st.router_logits.data()),
+             static_cast<int32_t*>(st.moe_ids.data()), static_cast<float*>(st.moe_weights.data())},
+            s);
+      });
   modules.router = &router;
   if (moe.has_shared) {
     hooks::Module& gate = root_.add_descendant(moe.shared_gate_module);
@@ -257,14 +245,14 @@ void TransformerModel::build_moe(size_t i) {
 }
 
 std::array<LinearTensorIndices, 3> TransformerModel::build_expert(size_t i, int expert,
-                                                                 hooks::Module& m) {
+                                                                  hooks::Module& m) {
   const MoeLayerSpec& moe = spec_.layers[i].moe;
   const ExpertSpec& spec = expert < 0 ? moe.shared : moe.experts[expert];
   const MoeConfig& mc = *spec_.config.moe;
   for (const std::string& name : spec.tensors) m.add_tensor(name);
   const std::array<LinearTensorIndices, 3> idx = {linear_tensor_indices(m, mc.gate_proj + "."),
-                                                   linear_tensor_indices(m, mc.up_proj + "."),
-                                                   linear_tensor_indices(m, mc.down_proj + ".")};
+                                                  linear_tensor_indices(m, mc.up_proj + "."),
+                                                  linear_tensor_indices(m, mc.down_proj + ".")};
   m.set_forward([this, &spec, &mc, idx, expert](hooks::ForwardContext& ctx) {
     TransformerState& st = *current_.state;
     const StreamRef s = ctx.stream();
@@ -383,6 +371,10 @@ void TransformerModel::run_moe_block(size_t i, hooks::HookRegistry& registry, St
   // into h then takes another order than the resident run's).
   std::set<int32_t> cached, on_host;
   std::vector<PartialExpert> partial;
+  const auto split_by_rows = [&partial](int32_t e) {
+    return std::any_of(partial.begin(), partial.end(),
+                       [e](const PartialExpert& p) { return p.expert == e; });
+  };
   if (expert_cache_ != nullptr) {
     std::vector<int32_t> candidates, absent;
     for (int32_t e : routed) {
@@ -393,19 +385,13 @@ void TransformerModel::run_moe_block(size_t i, hooks::HookRegistry& registry, St
     }
     std::vector<std::string> names, host_names, keep;
     for (int32_t e : candidates) keep.push_back(module_prefix_ + modules.experts[e]->path());
-    if (lane && rows == 1) {
-      split_absent(i, absent, &on_host, &partial);
-    } else {
-      on_host = split_to_host(i, absent);
-    }
+    split_absent(i, absent, lane && rows == 1, &on_host, &partial);
     std::vector<int32_t> fetching;
     for (int32_t e : candidates) {
       const std::string name = module_prefix_ + modules.experts[e]->path();
-      const bool part = std::any_of(partial.begin(), partial.end(),
-                                    [e](const PartialExpert& p) { return p.expert == e; });
       if (on_host.count(e) != 0) {
         host_names.push_back(name);
-      } else if (!part) {
+      } else if (!split_by_rows(e)) {
         fetching.push_back(e);
         names.push_back(name);
       }
@@ -436,10 +422,7 @@ void TransformerModel::run_moe_block(size_t i, hooks::HookRegistry& registry, St
   }
   for (int32_t e : routed) {
     if (on_host.count(e) != 0) continue;
-    if (std::any_of(partial.begin(), partial.end(),
-                    [e](const PartialExpert& p) { return p.expert == e; })) {
-      continue;
-    }
+    if (split_by_rows(e)) continue;
     if (cached.count(e) != 0) {
       run_cached_expert(i, e, stream, x, h);
     } else {
@@ -474,8 +457,8 @@ void TransformerModel::run_moe_block(size_t i, hooks::HookRegistry& registry, St
   }
 }
 
-void TransformerModel::run_cached_expert(size_t i, int32_t e, StreamRef stream,
-                                         const TensorView& x, const TensorView& h) {
+void TransformerModel::run_cached_expert(size_t i, int32_t e, StreamRef stream, const TensorView& x,
+                                         const TensorView& h) {
   hooks::Module& module = *moe_[i].experts[e];
   const std::string name = module_prefix_ + module.path();
   const ModuleForward f = expert_cache_->acquire(name, stream);
@@ -536,7 +519,8 @@ void TransformerModel::enqueue_host_experts(size_t i, const std::set<int32_t>& o
     }
     for (int j = 0; j < 2; ++j) {
       const LinearSpec& l = j == 0 ? spec.gate : spec.up;
-      const std::optional<LinearWeights> narrowed = linear_rows(l, out->weights[j], 0, out->host_rows);
+      const std::optional<LinearWeights> narrowed =
+          linear_rows(l, out->weights[j], 0, out->host_rows);
       STOWAGE_EXPECTS(narrowed.has_value(), InternalError, "{}: rows [0, {}) are not aligned",
                       spec.module, out->host_rows);
       out->weights[j] = *narrowed;
@@ -590,11 +574,11 @@ void TransformerModel::enqueue_host_experts(size_t i, const std::set<int32_t>& o
     host_expert_meter_.add_since(start);
   });
   if (!on_host.empty()) kernels::upload_from_pinned(st.host_expert_sum.data(), sum, bytes, lane);
-  for (const HostExpert& e : experts) {
-    if (e.host_rows == 0) continue;
-    const int64_t j = (e.act - partial_act) / act_stride;
-    kernels::upload_from_pinned(static_cast<float*>(st.split_act.data()) + j * act_stride, e.act,
-                                static_cast<uint64_t>(e.host_rows) * sizeof(float), lane);
+  for (size_t j = 0; j < partial.size(); ++j) {
+    const int64_t offset = static_cast<int64_t>(j) * act_stride;
+    kernels::upload_from_pinned(static_cast<float*>(st.split_act.data()) + offset,
+                                partial_act + offset,
+                                static_cast<uint64_t>(partial[j].host_rows) * sizeof(float), lane);
   }
   lane.record(*host_expert_lane_.done);
 }
@@ -635,13 +619,14 @@ void TransformerModel::join_host_experts(size_t i, const std::vector<PartialExpe
   float* tmp = static_cast<float*>(st.tmp.data());
   for (size_t j = 0; j < partial.size(); ++j) {
     const PartialExpert& p = partial[j];
-    const int64_t inter = spec_.layers[i].moe.experts[static_cast<size_t>(p.expert)].gate.out_features();
+    const int64_t inter =
+        spec_.layers[i].moe.experts[static_cast<size_t>(p.expert)].gate.out_features();
     kernels_.linear(stream, downs[j], view(split_act + static_cast<int64_t>(j) * act_stride, inter),
                     view(tmp, hidden), false);
-    kernels::moe_accumulate({1, hidden, k, p.expert, static_cast<const int32_t*>(st.moe_ids.data()),
-                             static_cast<const float*>(st.moe_weights.data()), tmp,
-                             static_cast<float*>(st.h.data())},
-                            stream);
+    kernels::moe_accumulate(
+        {1, hidden, k, p.expert, static_cast<const int32_t*>(st.moe_ids.data()),
+         static_cast<const float*>(st.moe_weights.data()), tmp, static_cast<float*>(st.h.data())},
+        stream);
     expert_cache_->release_part(p.part, stream);
   }
 }

@@ -312,18 +312,17 @@ TEST_P(MoeParity, MeasuredChoiceOfExpertComputeKeepsTheTokens) {
   EXPECT_LE(chosen.peak, chosen.budget);
 }
 
-// Split (TransformerModel::set_expert_split): the absent experts' bytes are
-// shared between the link and the host so both end together by the costs.
-// The prompt's step sends whole experts each way; a batch-1 decode step
-// sends whole experts to the host while the host's share holds them, then
-// gives the next the rest as rows of its gate and up (their other rows and
-// its down projection copied as a part: ExpertCache::fetch_part), all on
-// the runner's lane beside the accelerator's experts. With the host's cost
-// 1.5x the link's, the host's share is 0.4 of the bytes: two absent experts
-// are one with every gate and up row on the host and one with a fifth of
-// them, never whole; at a third of the link's (0.75) the first goes to the
-// host whole. Transformers' tokens and expert ids, logits within 1e-4 (the
-// host's kernels and another order of the sum), within the budget.
+// Split (TransformerModel::set_expert_split): each absent expert goes, in
+// turn, to what finishes it first given what the layer's earlier ones took
+// of each path. The prompt's step sends whole experts each way; a batch-1
+// decode step may also split one by rows of its gate and up so both paths
+// end together (their other rows and its down projection copied as a part:
+// ExpertCache::fetch_part), the host's work on the runner's lane beside the
+// accelerator's experts. With the host's cost 1.5x the link's, splitting
+// beats either whole path, so no decode expert goes to the host whole; at a
+// third of the link's, a layer's first absent expert goes to the host whole
+// and the next is split. Transformers' tokens and expert ids, logits within
+// 1e-4 (the host's kernels and another order of the sum), within the budget.
 TEST_P(MoeParity, SplitBetweenLinkAndHostKeepsTheTokens) {
   const std::string folder = kTestdata + GetParam();
   const MoeReference ref = moe_reference(folder);
