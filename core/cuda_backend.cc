@@ -8,7 +8,6 @@
 #include <memory>
 #include <mutex>
 #include <type_traits>
-#include <unordered_map>
 #include <utility>
 
 #include "core/cuda_check.h"
@@ -372,10 +371,7 @@ class CudaPinnedHostMemory final : public MemoryResource {
       HugePageMapping mapping(bytes);
       if (cudaHostRegister(mapping.data(), mapping.bytes(), cudaHostRegisterPortable) ==
           cudaSuccess) {
-        void* ptr = mapping.data();
-        std::lock_guard<std::mutex> lock(mutex_);
-        registered_.emplace(ptr, std::move(mapping));
-        return ptr;
+        return registered_.keep(std::move(mapping));
       }
       cudaGetLastError();  // refused: clear it and take cudaHostAlloc's pages instead
     }
@@ -388,15 +384,7 @@ class CudaPinnedHostMemory final : public MemoryResource {
     // cudaFreeHost synchronizes the device; pinned buffers are long-lived, so
     // this stays off the hot path. A stream-ordered free waits for the stream.
     if (!stream.is_null()) stream.synchronize();
-    HugePageMapping mapping;  // unmapped when this returns
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      auto it = registered_.find(ptr);
-      if (it != registered_.end()) {
-        mapping = std::move(it->second);
-        registered_.erase(it);
-      }
-    }
+    const HugePageMapping mapping = registered_.take(ptr);  // unmapped when this returns
     if (mapping.data() != nullptr) {
       STOWAGE_CUDA_TRY_FOR(cudaHostUnregister(ptr), "{}: unregistering {} bytes at {}", name(),
                            bytes, ptr);
@@ -404,8 +392,7 @@ class CudaPinnedHostMemory final : public MemoryResource {
     }
     STOWAGE_CUDA_TRY_FOR(cudaFreeHost(ptr), "{}: freeing {} bytes at {}", name(), bytes, ptr);
   }
-  std::mutex mutex_;
-  std::unordered_map<void*, HugePageMapping> registered_;  // by address
+  HugePageMappings registered_;
 };
 
 class CudaAccelerator final : public Accelerator {

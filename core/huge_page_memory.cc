@@ -53,4 +53,20 @@ HugePageMapping::~HugePageMapping() {
   if (data_ != nullptr) munmap(data_, bytes_);
 }
 
+void* HugePageMappings::keep(HugePageMapping mapping) {
+  void* ptr = mapping.data();
+  std::lock_guard<std::mutex> lock(mutex_);
+  by_address_.emplace(ptr, std::move(mapping));
+  return ptr;
+}
+
+HugePageMapping HugePageMappings::take(void* ptr) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = by_address_.find(ptr);
+  if (it == by_address_.end()) return HugePageMapping();
+  HugePageMapping mapping = std::move(it->second);
+  by_address_.erase(it);
+  return mapping;
+}
+
 }  // namespace stowage

@@ -12,6 +12,8 @@
 #pragma once
 
 #include <cstddef>
+#include <mutex>
+#include <unordered_map>
 
 namespace stowage {
 
@@ -43,6 +45,21 @@ class HugePageMapping {
   void* data_ = nullptr;
   size_t bytes_ = 0;
   bool advised_ = false;
+};
+
+// The live mappings of an allocator, by address: what it hands out as
+// pointers and takes back to unmap. Thread-safe.
+class HugePageMappings {
+ public:
+  // Keeps `mapping`; returns its address.
+  void* keep(HugePageMapping mapping);
+  // The mapping at `ptr`, moved out (its destructor unmaps it), or an empty
+  // one where `ptr` is not one of the kept mappings.
+  HugePageMapping take(void* ptr);
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<void*, HugePageMapping> by_address_;
 };
 
 }  // namespace stowage

@@ -16,13 +16,7 @@ HostMemoryResource::~HostMemoryResource() = default;
 
 void* HostMemoryResource::do_allocate(size_t bytes, StreamRef) {
   if (bytes == 0) return nullptr;
-  if (huge_pages_ && bytes >= kHugePageMinBytes) {
-    HugePageMapping mapping(bytes);
-    void* ptr = mapping.data();
-    std::lock_guard<std::mutex> lock(mutex_);
-    mappings_.emplace(ptr, std::move(mapping));
-    return ptr;
-  }
+  if (huge_pages_ && bytes >= kHugePageMinBytes) return mappings_.keep(HugePageMapping(bytes));
   const size_t alignment = bytes >= 4096 ? 4096 : 64;
   const size_t rounded = (bytes + alignment - 1) / alignment * alignment;
   void* ptr = std::aligned_alloc(alignment, rounded);
@@ -32,17 +26,7 @@ void* HostMemoryResource::do_allocate(size_t bytes, StreamRef) {
 }
 
 void HostMemoryResource::release(void* ptr) {
-  HugePageMapping mapping;  // unmapped when this returns, outside the lock
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    auto it = mappings_.find(ptr);
-    if (it != mappings_.end()) {
-      mapping = std::move(it->second);
-      mappings_.erase(it);
-      return;
-    }
-  }
-  std::free(ptr);
+  if (mappings_.take(ptr).data() == nullptr) std::free(ptr);  // a taken mapping unmaps itself
 }
 
 void HostMemoryResource::do_deallocate(void* ptr, size_t, StreamRef stream) {

@@ -12,7 +12,6 @@
 #include <functional>
 #include <mutex>
 #include <string>
-#include <unordered_map>
 
 #include "core/huge_page_memory.h"
 #include "core/stream.h"
@@ -63,9 +62,7 @@ class HostMemoryResource final : public MemoryResource {
   Tier tier_;
   std::string name_;
   bool huge_pages_;
-  std::mutex mutex_;
-  // The huge-page allocations, by address.
-  std::unordered_map<void*, HugePageMapping> mappings_;
+  HugePageMappings mappings_;  // the huge-page allocations
 };
 
 // Counts bytes in use and their peak through an upstream resource.
