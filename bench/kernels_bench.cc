@@ -135,15 +135,64 @@ double back_to_back_ms(cudaStream_t stream, const std::function<void(int)>& run)
   return median_ms(stream, run, nullptr, kBackToBackCalls);
 }
 
+// `copies` NF4 weights [n, k] (blocksize 64), with double quantization
+// where `nested` (codes and nested absmax instead of absmax).
 struct FourBitWeights {
-  std::vector<DeviceArray> packed, absmax, codes, nested;
+  int64_t n = 0, k = 0;
+  bool nested = false;
+  std::vector<DeviceArray> packed, absmax, codes, nested_absmax;
   float offset = 0;
+
+  int copies() const { return static_cast<int>(packed.size()); }
+  // The bytes a GEMV reads: codes and absmax (or absmax codes).
+  static size_t bytes_of(int64_t n, int64_t k, bool nested) {
+    return n * k / 2 + (n * k / 64) * (nested ? 1 : 4);
+  }
+  size_t bytes() const { return bytes_of(n, k, nested); }
+  // A batch-1 matmul over copy 0 in `dtype`, x and y as given.
+  FourBitMatmulArgs args(DType dtype, void* x, void* y) const {
+    FourBitMatmulArgs a;
+    a.m = 1;
+    a.dtype = dtype;
+    a.weight.format = quant::WeightFormat::kNf4;
+    a.weight.out = n;
+    a.weight.in = k;
+    a.weight.blocksize = 64;
+    a.weight.nested_offset = offset;
+    a.x = x;
+    a.y = y;
+    point(a, 0);
+    return a;
+  }
+  // Points a's weight at copy c.
+  void point(FourBitMatmulArgs& a, int c) const {
+    a.weight.data = packed[c].get<uint8_t>();
+    a.weight.absmax = nested ? nullptr : absmax[c].get<float>();
+    a.weight.absmax_codes = nested ? codes[c].get<uint8_t>() : nullptr;
+    a.weight.nested_absmax = nested ? nested_absmax[c].get<float>() : nullptr;
+  }
+  // What the read-only floor of copy c reads: the same arrays, no arithmetic.
+  bench::ReadFloorArrays floor_arrays(int c) const {
+    bench::ReadFloorArrays arrays;
+    arrays.ptr[0] = packed[c].get();
+    arrays.bytes[0] = n * k / 2;
+    arrays.ptr[1] = nested ? codes[c].get() : absmax[c].get();
+    arrays.bytes[1] = n * k / 64 * (nested ? 1 : 4);
+    if (nested) {
+      arrays.ptr[2] = nested_absmax[c].get();
+      arrays.bytes[2] = (n * k / 64 + 255) / 256 * 4;
+    }
+    return arrays;
+  }
 };
 
 // Quantizes `copies` different random weights [n, k] on the GPU.
 FourBitWeights make_four_bit(int64_t n, int64_t k, int copies, int64_t blocksize, bool nested,
                              StreamRef stream, cudaStream_t cs) {
   FourBitWeights w;
+  w.n = n;
+  w.k = k;
+  w.nested = nested;
   const int64_t numel = n * k;
   const int64_t blocks = quant_rules::block_count(numel, blocksize);
   DeviceArray source(numel * 2);
@@ -157,9 +206,9 @@ FourBitWeights make_four_bit(int64_t n, int64_t k, int copies, int64_t blocksize
                   w.packed.back().get<uint8_t>(), w.absmax.back().get<float>(), stream);
     if (nested) {
       w.codes.emplace_back(blocks);
-      w.nested.emplace_back(quant_rules::nested_block_count(blocks) * sizeof(float));
+      w.nested_absmax.emplace_back(quant_rules::nested_block_count(blocks) * sizeof(float));
       double_quantize_absmax(w.absmax.back().get<float>(), blocks, offset.get<float>(),
-                             w.codes.back().get<uint8_t>(), w.nested.back().get<float>(),
+                             w.codes.back().get<uint8_t>(), w.nested_absmax.back().get<float>(),
                              scratch.get<double>(), stream);
     }
   }
@@ -218,25 +267,13 @@ void bench_gemv(CublasLtContext& ctx, StreamRef stream, cudaStream_t cs) {
     };
 
     for (bool nested : {false, true}) {
-      const size_t q_bytes = n * k / 2 + (n * k / 64) * (nested ? 1 : 4);
+      const size_t q_bytes = FourBitWeights::bytes_of(n, k, nested);
       const int copies = copies_for(q_bytes);
-      FourBitWeights w = make_four_bit(n, k, copies, 64, nested, stream, cs);
-      FourBitMatmulArgs a;
-      a.m = 1;
-      a.weight.format = quant::WeightFormat::kNf4;
-      a.weight.out = n;
-      a.weight.in = k;
-      a.x = x.get();
-      a.y = y.get();
-      a.weight.blocksize = 64;
-      a.weight.nested_offset = w.offset;
+      const FourBitWeights w = make_four_bit(n, k, copies, 64, nested, stream, cs);
+      FourBitMatmulArgs a = w.args(DType::kF16, x.get(), y.get());
       const bool fused = detail::cuda_four_bit_uses_gemv(ctx, a);
       const auto run = [&](int i) {
-        const int c = i % copies;
-        a.weight.data = w.packed[c].get<uint8_t>();
-        a.weight.absmax = nested ? nullptr : w.absmax[c].get<float>();
-        a.weight.absmax_codes = nested ? w.codes[c].get<uint8_t>() : nullptr;
-        a.weight.nested_absmax = nested ? w.nested[c].get<float>() : nullptr;
+        w.point(a, i % copies);
         four_bit_matmul(ctx, a, stream);
       };
       double host_us = 0;
@@ -246,23 +283,10 @@ void bench_gemv(CublasLtContext& ctx, StreamRef stream, cudaStream_t cs) {
           nested ? (fused ? "nf4+dq fused" : "nf4+dq deq+gemm")
                  : (fused ? "nf4 fused" : "nf4 deq+gemm"),
           ms, b2b_ms, host_us);
-      // The floor: only reading the same arrays, no arithmetic.
       DeviceArray sink(16);
       const auto floor_run = [&](int i) {
-        const int c = i % copies;
-        bench::ReadFloorArrays arrays;
-        arrays.ptr[0] = w.packed[c].get();
-        arrays.bytes[0] = n * k / 2;
-        if (nested) {
-          arrays.ptr[1] = w.codes[c].get();
-          arrays.bytes[1] = n * k / 64;
-          arrays.ptr[2] = w.nested[c].get();
-          arrays.bytes[2] = (n * k / 64 + 255) / 256 * 4;
-        } else {
-          arrays.ptr[1] = w.absmax[c].get();
-          arrays.bytes[1] = n * k / 64 * 4;
-        }
-        STOWAGE_CUDA_TRY(bench::launch_read_floor(arrays, sink.get<unsigned>(), sms, cs));
+        STOWAGE_CUDA_TRY(
+            bench::launch_read_floor(w.floor_arrays(i % copies), sink.get<unsigned>(), sms, cs));
       };
       const double floor_ms = median_ms(cs, floor_run);
       const double floor_b2b_ms = back_to_back_ms(cs, floor_run);
@@ -297,42 +321,19 @@ void bench_gemv_f32(CublasLtContext& ctx, StreamRef stream, cudaStream_t cs) {
     DeviceArray x(k * 4), y(n * 4);
     STOWAGE_CUDA_TRY(cudaMemcpy(x.get(), host_x.data(), k * 4, cudaMemcpyHostToDevice));
     for (bool nested : {false, true}) {
-      const size_t q_bytes = n * k / 2 + (n * k / 64) * (nested ? 1 : 4);
-      const int copies = copies_for(q_bytes);
-      FourBitWeights w = make_four_bit(n, k, copies, 64, nested, stream, cs);
-      FourBitMatmulArgs a;
-      a.m = 1;
-      a.dtype = DType::kF32;
-      a.weight.format = quant::WeightFormat::kNf4;
-      a.weight.out = n;
-      a.weight.in = k;
-      a.x = x.get();
-      a.y = y.get();
-      a.weight.blocksize = 64;
-      a.weight.nested_offset = w.offset;
+      const int copies = copies_for(FourBitWeights::bytes_of(n, k, nested));
+      const FourBitWeights w = make_four_bit(n, k, copies, 64, nested, stream, cs);
+      FourBitMatmulArgs a = w.args(DType::kF32, x.get(), y.get());
       const auto run = [&](int i) {
-        const int c = i % copies;
-        a.weight.data = w.packed[c].get<uint8_t>();
-        a.weight.absmax = nested ? nullptr : w.absmax[c].get<float>();
-        a.weight.absmax_codes = nested ? w.codes[c].get<uint8_t>() : nullptr;
-        a.weight.nested_absmax = nested ? w.nested[c].get<float>() : nullptr;
+        w.point(a, i % copies);
         four_bit_matmul(ctx, a, stream);
       };
       const double ms = median_ms(cs, run);
       const double b2b_ms = back_to_back_ms(cs, run);
       DeviceArray sink(16);
       const auto floor_run = [&](int i) {
-        const int c = i % copies;
-        bench::ReadFloorArrays arrays;
-        arrays.ptr[0] = w.packed[c].get();
-        arrays.bytes[0] = n * k / 2;
-        arrays.ptr[1] = nested ? w.codes[c].get() : w.absmax[c].get();
-        arrays.bytes[1] = n * k / 64 * (nested ? 1 : 4);
-        if (nested) {
-          arrays.ptr[2] = w.nested[c].get();
-          arrays.bytes[2] = (n * k / 64 + 255) / 256 * 4;
-        }
-        STOWAGE_CUDA_TRY(bench::launch_read_floor(arrays, sink.get<unsigned>(), sms, cs));
+        STOWAGE_CUDA_TRY(
+            bench::launch_read_floor(w.floor_arrays(i % copies), sink.get<unsigned>(), sms, cs));
       };
       const double floor_ms = median_ms(cs, floor_run);
       const double floor_b2b_ms = back_to_back_ms(cs, floor_run);
@@ -340,7 +341,7 @@ void bench_gemv_f32(CublasLtContext& ctx, StreamRef stream, cudaStream_t cs) {
       std::snprintf(shape, sizeof(shape), "%ldx%ld", static_cast<long>(n), static_cast<long>(k));
       std::printf("%-12s %-8s %9.1f %9.1f %9.1f %9.1f %8.0f %7.0f%%\n", shape,
                   nested ? "nf4+dq" : "nf4", ms * 1e3, floor_ms * 1e3, b2b_ms * 1e3,
-                  floor_b2b_ms * 1e3, q_bytes / (b2b_ms * 1e-3) / 1e9,
+                  floor_b2b_ms * 1e3, w.bytes() / (b2b_ms * 1e-3) / 1e9,
                   100.0 * floor_b2b_ms / b2b_ms);
     }
   }
