@@ -70,6 +70,10 @@ struct Measurement {
   int64_t graph_launches = 0;
   std::string graph_fallback;
   double read_limit_tokens_per_s = 0;  // resident: device read rate / weight bytes per step
+  // A budgeted prefill measured in the same run as the resident one: the
+  // bound P / max(resident prefill seconds, streamed bytes / link rate), i.e.
+  // the lower of the resident prefill's and the link limit's tokens/s.
+  double prefill_bound_tokens_per_s = 0;
   int tensor_parallel = 1;
   std::vector<RankRun> ranks;  // tensor_parallel > 1
   boost::json::object moe;             // MoE models: cache and prediction (moe_report)
@@ -353,6 +357,16 @@ int bench_model_folder(const std::vector<std::string>& args) {
   }
   }
 
+  for (Measurement& m : runs) {
+    if (m.phase != "prefill" || m.config == "resident" || m.link_limit_tokens_per_s <= 0) continue;
+    for (const Measurement& r : runs) {
+      if (r.phase == "prefill" && r.config == "resident" && r.tensor_parallel == m.tensor_parallel &&
+          r.tokens == m.tokens) {
+        m.prefill_bound_tokens_per_s = std::min(r.tokens_per_s, m.link_limit_tokens_per_s);
+      }
+    }
+  }
+
   const double gib = 1024.0 * 1024.0 * 1024.0;
   if (p.has("json")) {
     boost::json::object o;
@@ -396,6 +410,10 @@ int bench_model_folder(const std::vector<std::string>& args) {
         r["graph_launches"] = m.graph_launches;
         r["graph_fallback"] = m.graph_fallback;
       }
+      if (m.prefill_bound_tokens_per_s > 0) {
+        r["prefill_bound_tokens_per_s"] = m.prefill_bound_tokens_per_s;
+        r["share_of_prefill_bound"] = m.tokens_per_s / m.prefill_bound_tokens_per_s;
+      }
       if (m.read_limit_tokens_per_s > 0) {
         r["read_limit_tokens_per_s"] = m.read_limit_tokens_per_s;
         r["share_of_read_limit"] = m.tokens_per_s / m.read_limit_tokens_per_s;
@@ -434,6 +452,12 @@ int bench_model_folder(const std::vector<std::string>& args) {
             ? fmt::format("{:.0f}%", 100.0 * m.tokens_per_s / m.link_limit_tokens_per_s).c_str()
             : "-",
         format_bytes(m.peak_accelerator_bytes).c_str());
+    if (m.prefill_bound_tokens_per_s > 0) {
+      std::printf("%-16s prefill bound P / max(resident prefill, streamed bytes / link): %.2f "
+                  "tokens/s; this run %.0f%% of it\n",
+                  "", m.prefill_bound_tokens_per_s,
+                  100.0 * m.tokens_per_s / m.prefill_bound_tokens_per_s);
+    }
     if (!m.ranks.empty()) std::fputs(tensor_parallel_text(m.ranks).c_str(), stdout);
   }
   std::printf("reproduce: stowage bench --model %s%s%s\n", folder.c_str(),

@@ -49,14 +49,23 @@ resident = [r for r in runs if r["config"] == "resident"]
 assert all(r["streamed_bytes_per_step"] == 0 for r in resident), resident
 assert all(r["tokens_per_s"] > 0 for r in runs), runs
 PY
-# Batch 1 under 266 KiB: the decode streams.
-"$stowage" bench --device sim --model "$tmp/nf4" --max-memory 0=266KiB --no-resident --prompt-tokens 8 \
+# Batch 1 under 250 KiB: the decode streams.
+"$stowage" bench --device sim --model "$tmp/nf4" --max-memory 0=250KiB --prompt-tokens 16 \
   --new-tokens 4 --batches 1 --json >"$tmp/bench1.json"
 python3 - "$tmp/bench1.json" <<'PY'
 import json, sys
 runs = json.loads(open(sys.argv[1]).read().splitlines()[-1])["runs"]
-decode = [r for r in runs if r["phase"] == "decode"]
+decode = [r for r in runs if r["phase"] == "decode" and r["config"] == "0=250KiB"]
 assert decode and all(r["streamed_bytes_per_step"] > 0 for r in decode), runs
+# The budgeted prefill streams too, and is measured against P / max(resident prefill, link): the
+# lower of the resident prefill's tokens/s and its own link limit.
+prefill = {r["config"]: r for r in runs if r["phase"] == "prefill"}
+b, res = prefill["0=250KiB"], prefill["resident"]
+assert b["link_limit_tokens_per_s"] > 0, b
+bound = min(res["tokens_per_s"], b["link_limit_tokens_per_s"])
+assert abs(b["prefill_bound_tokens_per_s"] - bound) <= 1e-9 * bound, (b, bound)
+assert abs(b["share_of_prefill_bound"] - b["tokens_per_s"] / bound) <= 1e-9, b
+assert "prefill_bound_tokens_per_s" not in res, res
 PY
 "$stowage" bench --device sim --model "$tmp/bf16" --prompt-tokens 4 --new-tokens 2 --batches 1 | grep -q "link limit" || fail "bench text"
 echo PASS
