@@ -33,5 +33,5 @@ for mode in auto off; do
 done
 before 540 && [ -n "$G" ] && timeout 50 $LB -m $G -ngl 12 -p 2048 -n 32 -r 1 -t 16 -o json > $W/llama_ngl12.json 2> $W/llama_ngl12.err
 echo "llama ngl12 exit $? at $(el) s"; pack
-python3 $R/summ.py $W
+python3 tools/bench_summary.py $W
 pack; ls -la $RESULT

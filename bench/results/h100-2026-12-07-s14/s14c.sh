@@ -22,5 +22,5 @@ for t in uniform zipf:1.0; do
 done
 before 480 && timeout 50 $S generate --model $M --max-memory 0=10GiB --cpu-moe 32 --expert-cache auto --expert-compute auto --routing-trace uniform --prompt-ids 1,2,3,4,5,6,7,8 --max-new-tokens 16 --ignore-eos --json --trace $W/trace_d_uniform.json > $W/gen_d.json 2> $W/gen_d.err
 echo "gen d exit $? at $(el) s"
-python3 $R/summ.py $W
+python3 tools/bench_summary.py $W
 pack; ls -la $RESULT

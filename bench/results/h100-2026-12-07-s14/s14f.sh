@@ -15,5 +15,5 @@ timeout 70 $S bench --model $M --prompt-tokens 2048 --new-tokens 4 --batches 1 -
 echo "resident exit $? at $(el) s"; pack
 timeout 70 $S generate --model $M --max-memory 0=6GiB --host-compute off --prompt-ids $(seq -s, 1 2048) --max-new-tokens 2 --ignore-eos --json --trace $W/trace_prefill.json > $W/gen_prefill.json 2> $W/gen_prefill.err
 echo "gen exit $? at $(el) s"; pack
-python3 $R/summ.py $W
+python3 tools/bench_summary.py $W
 pack; ls -la $RESULT
