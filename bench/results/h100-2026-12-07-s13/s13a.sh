@@ -27,5 +27,5 @@ done
 echo "llama ngl12 exit $? at $(el) s"; pack
 before 520 && timeout 50 $S generate --model /dev/shm/l8b --max-memory 0=6GiB --prompt-ids 1,2,3,4,5,6,7,8 --max-new-tokens 24 --ignore-eos --host-compute auto --json --trace $W/trace_auto.json > $W/gen_auto.json 2> $W/gen_auto.err
 echo "gen exit $? at $(el) s"
-python3 gpu_run/summ.py $W
+python3 tools/bench_summary.py $W
 pack; ls -la $RESULT

@@ -14,6 +14,6 @@ timeout 60 $S generate --model $M --prompt-ids 1,2,3,4,5,6,7,8 --max-new-tokens 
 echo "gen resident exit $? at $(el) s"; pack
 timeout 60 $S bench --model $M --batches 1 --prompt-tokens 16 --new-tokens 16 --json > $W/bench_resident.json 2> $W/bench_resident.err
 echo "bench resident exit $? at $(el) s"; pack
-python3 gpu_run/summ.py $W
+python3 tools/bench_summary.py $W
 # (then a per-kind sum of the trace's events over one step; see README)
 pack; ls -la $RESULT

@@ -26,5 +26,5 @@ for t in uniform zipf:1.0; do
     echo "d $t $b exit $? at $(el) s"; pack
   done
 done
-python3 gpu_run/summ.py $W 2>&1 | grep -E "^[a-z]|decode|moe"
+python3 tools/bench_summary.py $W 2>&1 | grep -E "^[a-z]|decode|moe"
 pack; ls -la $RESULT
