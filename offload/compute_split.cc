@@ -41,14 +41,18 @@ double pipeline_seconds(const std::vector<SplitCandidate>& candidates,
   // and the steady state is the mean of the steps after them.
   size_t streamed_per_step = 0;
   for (size_t i = 0; i < n; ++i) streamed_per_step += on_host[i] ? 0 : 1;
-  const size_t warm_steps =
-      std::min<size_t>(64, static_cast<size_t>(prefetch_depth) / std::max<size_t>(1, streamed_per_step) + 1);
+  // The lead is at most the slots (prefetch_depth + 1 streamed modules):
+  // lead_steps steps hold it.
+  const size_t lead_steps =
+      static_cast<size_t>(prefetch_depth + 1) / std::max<size_t>(1, streamed_per_step) + 1;
+  const size_t warm_steps = std::min<size_t>(64, lead_steps);
   constexpr size_t kMeasuredSteps = 2;
   const size_t total = (warm_steps + kMeasuredSteps) * n;
   // Positions of the streamed modules, in order, with the later steps whose
-  // copies run during the measured ones.
+  // copies run during the measured ones (the whole lead, so the link never
+  // runs out of copies before the measured steps end).
   std::vector<size_t> streamed;
-  for (size_t i = 0; i < total + warm_steps * n; ++i) {
+  for (size_t i = 0; i < total + lead_steps * n; ++i) {
     if (!on_host[i % n]) streamed.push_back(i);
   }
   const double host_rate = rates.host_bytes_per_s;
@@ -71,8 +75,11 @@ double pipeline_seconds(const std::vector<SplitCandidate>& candidates,
   while (position < total) {
     const bool current_streamed = !on_host[position % n];
     // The copies run ahead by prefetch_depth streamed modules after the one
-    // computing, or reach the current streamed module itself.
-    const auto reach = static_cast<int64_t>(done) + prefetch_depth - (current_streamed ? 0 : 1);
+    // computing, which holds a slot; while a host module computes, by
+    // prefetch_depth + 1 (every slot; FetchScheduler::prefetch_after). With
+    // no prefetching only the current streamed module itself is fetched.
+    const auto reach = static_cast<int64_t>(done) + prefetch_depth -
+                       (current_streamed || prefetch_depth > 0 ? 0 : 1);
     if (!fetching && next < streamed.size() && static_cast<int64_t>(next) <= reach) {
       fetching = true;
       fetch_left = static_cast<double>(candidates[streamed[next] % n].bytes);

@@ -8,9 +8,9 @@
 // off-accelerator modules (the resident work and the small activation copies
 // aside), about max(streamed bytes / link rate, host bytes / host rate) where
 // the two do not compete for host memory. But the copies run ahead of the
-// compute by at most `prefetch_depth` streamed modules (the fetch slots the
-// offload manager holds, OffloadManager::prefetch_after): a host module
-// longer than the copies queued before it leaves the link idle.
+// compute by at most the fetch slots the offload manager holds
+// (prefetch_depth + 1; FetchScheduler::prefetch_after): a host module longer
+// than the copies queued before it leaves the link idle.
 // pipeline_seconds plays a step through with that limit, and is what the
 // split minimizes: starting from the balance of the totals (each module in
 // execution order to the path whose running total it lengthens least, which
@@ -89,9 +89,10 @@ struct ComputeSplit {
 // lead over the compute has settled), with candidate i computed on the host
 // where `on_host[i]`, else fetched over the link. The copy engine fetches the
 // streamed modules in order, each as soon as it is among the next
-// `prefetch_depth` streamed modules after the module computing (the next
-// step's first ones at the end of a step), or when its own forward asks for
-// it; a host module computes in order after the module before it, a streamed
+// `prefetch_depth` streamed modules after a streamed module computing, or
+// the next prefetch_depth + 1 after a host module (which holds no slot; the
+// next step's first ones at the end of a step), or when its own forward asks
+// for it (prefetch_depth 0: no prefetching); a host module computes in order after the module before it, a streamed
 // one once its bytes arrived (its accelerator time not counted). Both paths
 // at their shared rates while both are busy, at their rates alone
 // otherwise; a host module's host_extra_seconds come first and take the

@@ -535,8 +535,12 @@ void FetchScheduler::prefetch_after(const Module& m) {
   }
   const std::vector<int>& order = orders_[m.order];
   const size_t n = order.size();
+  // A streamed module holds one of the slot_count(depth) = depth + 1 slots
+  // while it runs; one that holds none (resident, computed on the host)
+  // leaves them all to the copies.
+  const int window = options_.prefetch_depth + (m.slot < 0 ? 1 : 0);
   int found = 0;
-  for (size_t step = 1; step < n && found < options_.prefetch_depth; ++step) {
+  for (size_t step = 1; step < n && found < window; ++step) {
     size_t j = m.position + step;
     if (j >= n) {
       if (!options_.wrap_around || capturing_) break;

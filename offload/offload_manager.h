@@ -25,7 +25,10 @@
 //   manager.end_forward("layers.3");               // slot reusable after it
 // begin_forward makes the compute stream wait on the module's fetch event
 // (stream-ordered, the host does not wait) and queues fetches of the next
-// `prefetch_depth` modules of the execution order while slots are free.
+// `prefetch_depth` streamed modules of the execution order while slots are
+// free; after a module that holds no slot (resident, or computed on the
+// host), of the next prefetch_depth + 1, so every slot can take a copy while
+// it runs.
 // end_forward records an event on the compute stream; the copy stream waits
 // on it before overwriting that slot. No host synchronization in the steady
 // state.

@@ -126,23 +126,25 @@ TEST(ComputeSplit, PathsThatShareHostMemoryRunAtTheirSharedRates) {
 
 // A step played through: one 10 s host module, then three streamed modules
 // of 1 s each. Without prefetching everything is serial (13 s); one module
-// ahead hides one copy behind the host module and the next step's first
-// copy behind the last streamed one (12 s); three ahead hide them all (10 s).
+// ahead (two slots, both free while the host module runs) hides two copies
+// behind the host module (11 s); three ahead hide them all (10 s).
 TEST(ComputeSplit, TheCopiesRunAheadOfTheComputeOnlyByThePrefetchDepth) {
   std::vector<SplitCandidate> c = layers(4, 100);
   c[0].bytes = 1000;
   const std::vector<bool> host = {true, false, false, false};
   const ComputeRates rates{100, 100};
   EXPECT_NEAR(pipeline_seconds(c, host, rates, 0), 13.0, 1e-9);
-  EXPECT_NEAR(pipeline_seconds(c, host, rates, 1), 12.0, 1e-9);
+  EXPECT_NEAR(pipeline_seconds(c, host, rates, 1), 11.0, 1e-9);
+  EXPECT_NEAR(pipeline_seconds(c, host, rates, 2), 10.0, 1e-9);
   EXPECT_NEAR(pipeline_seconds(c, host, rates, 3), 10.0, 1e-9);
   EXPECT_NEAR(pipeline_seconds(c, host, rates, kDeep), 10.0, 1e-9);
   // Everything streamed: the link never idles once it runs ahead.
   EXPECT_NEAR(pipeline_seconds(c, {false, false, false, false}, rates, 1), 13.0, 1e-9);
   EXPECT_NEAR(pipeline_seconds(c, {false, false, false, false}, rates, 0), 13.0, 1e-9);
   // While both paths run, each at its shared rate: the host module at half
-  // speed for the 2 s the copy takes beside it (1 s of its work), then alone.
-  EXPECT_NEAR(pipeline_seconds(c, host, {100, 100, 50, 50}, 1), 2 + 9 + 1 + 1, 1e-9);
+  // speed for the 4 s the two copies take beside it (2 s of its work), then
+  // alone; the third copy after it.
+  EXPECT_NEAR(pipeline_seconds(c, host, {100, 100, 50, 50}, 1), 4 + 8 + 1, 1e-9);
   EXPECT_THROW(pipeline_seconds(c, {true}, rates, 1), InvalidInputError);
   EXPECT_THROW(pipeline_seconds(c, host, rates, -1), InvalidInputError);
 }

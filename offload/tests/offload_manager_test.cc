@@ -335,6 +335,37 @@ TEST_P(OffloadManagerTest, AModuleOnTwoTiersFetchesOnlyItsTensorsOffTheAccelerat
       << "its bias has no host copy";
 }
 
+// The prefetch window (offload_manager.h): after a streamed module, the next
+// prefetch_depth streamed ones (it holds a slot itself); after a module that
+// holds none (computed on the host here), the next prefetch_depth + 1, so
+// both slots of depth 1 take a copy while the host module runs.
+TEST_P(OffloadManagerTest, AModuleHoldingNoSlotLeavesEverySlotToThePrefetches) {
+  const Model m = make_model(*platform_, "layers", 5, 4096);
+  OffloadOptions options;
+  options.prefetch_depth = 1;
+  options.wrap_around = false;
+  OffloadManager manager(*platform_, options);
+  place_model(manager, m, all_on(m, Tier::pinned_host()));
+  manager.set_host_compute("layers.0", true);
+  manager.declare_execution_order(m.modules);
+  ASSERT_EQ(manager.fetch_slots(acc()), 2);
+  manager.begin_forward("layers.0");
+  EXPECT_EQ(manager.counters().fetches, 2u) << "layers.1 and layers.2, one a slot";
+  manager.end_forward("layers.0");
+  for (const char* module : {"layers.1", "layers.2"}) {
+    const uint64_t before = manager.counters().fetches;
+    manager.begin_forward(module);
+    // layers.1 running holds a slot; layers.2 is in the other: nothing to
+    // fetch. layers.2 running: layers.1's slot is free for layers.3.
+    EXPECT_EQ(manager.counters().fetches - before, std::string(module) == "layers.1" ? 0u : 1u)
+        << module;
+    manager.end_forward(module);
+  }
+  manager.synchronize();
+  EXPECT_EQ(manager.counters().sync_fallbacks, 0u);
+  EXPECT_EQ(manager.counters().fetches, 3u);
+}
+
 TEST_P(OffloadManagerTest, NoLeakOver1000FetchReleaseCycles) {
   const Model m = make_model(*platform_, "layers", 4, 4096);
   OffloadOptions options;
