@@ -138,6 +138,7 @@ int run_plan(const std::vector<std::string>& args) {
     order = std::move(layout.order);
     request.modules = plan_modules(*checkpoint, &order, models::transformer_module_of,
                                    layout.read_in_place);
+    request.spread_resident = layout.spread_resident;
     const models::TransformerRunShape shape = run_shape(batch, prompt_tokens, new_tokens);
     models::check_context_supported(transformer->config, shape.max_context);
     std::unique_ptr<models::LinearKernels> kernels = models::make_linear_kernels(*platform);

@@ -402,6 +402,8 @@ TransformerLoadLayout transformer_load_layout(const TransformerSpec& spec,
     layout.order.push_back(kHeadModule);  // tied: loaded, never run
   }
   if (spec.head_module != kEmbeddingModule) layout.read_in_place.push_back(kEmbeddingModule);
+  layout.spread_resident = std::none_of(spec.layers.begin(), spec.layers.end(),
+                                        [](const DecoderLayerSpec& l) { return l.sparse; });
   return layout;
 }
 

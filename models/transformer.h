@@ -136,10 +136,14 @@ std::vector<std::string> transformer_plan_order(const TransformerSpec& spec);
 // places them (transformer_plan_order, then a tied checkpoint's own
 // "lm_head" tensors, loaded and never run), and the modules read in place
 // (PlanModule::read_in_place): the embedding table, whose rows a step reads
-// from whichever tier holds it, unless it is also the head.
+// from whichever tier holds it, unless it is also the head. A dense model's
+// resident decoder layers are spread among the streamed ones (planner.h
+// step 8: the copies then never wait for a run of resident layers); a sparse
+// model's are left in order (its experts are placed by the expert cache).
 struct TransformerLoadLayout {
   std::vector<std::string> order;
   std::vector<std::string> read_in_place;
+  bool spread_resident = false;
 };
 TransformerLoadLayout transformer_load_layout(const TransformerSpec& spec,
                                               const mmap_store::Checkpoint& checkpoint);

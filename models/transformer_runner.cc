@@ -182,6 +182,7 @@ TransformerRunner::TransformerRunner(OffloadManager& manager,
   load.module_order = std::move(layout.order);
   load.read_in_place = std::move(layout.read_in_place);
   load.module_of = transformer_module_of;
+  load.spread_resident = layout.spread_resident;
   for (const TierCapacity& c : load.accelerators) {
     STOWAGE_EXPECTS(c.limit() >= working_bytes_, OutOfBudgetError,
                     "{}: {} needs {} bytes of working memory for this run (KV cache {} bytes for "

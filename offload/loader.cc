@@ -282,6 +282,7 @@ LoadedCheckpoint load_checkpoint(const mmap_store::Checkpoint& checkpoint, Offlo
   }
   static_cast<MemoryBudget&>(loaded.request) = options;
   loaded.request.no_split = options.no_split;
+  loaded.request.spread_resident = options.spread_resident;
   apply_tensor_overrides(loaded.request.modules, options.tensor_overrides);
   // Plan before touching any byte: a budget that cannot fit fails here.
   loaded.plan = plan_device_map(loaded.request);

@@ -129,6 +129,8 @@ struct LoadOptions : MemoryBudget {
   std::vector<std::string> module_order;
   // No-split regexes over module paths (planner.h step 1).
   std::vector<std::string> no_split;
+  // Resident units spread among the streamed ones (planner.h step 8).
+  bool spread_resident = false;
   // Tensors placed apart from their module (apply_tensor_overrides). A
   // module left on several tiers is fetched whole for its forward, its
   // tensors on the accelerator used in place (planner.h step 6), and keeps

@@ -315,6 +315,51 @@ int fetch_slots_that_fit(const PlanRequest& request, const TierCapacity& c, uint
   return static_cast<int>(std::min<uint64_t>(fit, static_cast<uint64_t>(wanted)));
 }
 
+// Step 8: the units interchangeable with the largest streamed one keep their
+// count on the first accelerator, at evenly spaced positions among them.
+void spread_resident(const PlanRequest& request, const std::vector<Unit>& units,
+                     Placement& placement) {
+  if (request.accelerators.empty() || placement.largest_streamed == 0) return;
+  const Tier first = request.accelerators.front().tier;
+  // Interchangeable: the first streamed candidate's bytes, and a slot of
+  // the largest streamed unit's size on cpu.
+  auto candidate = [&](size_t u) {
+    if (units[u].modules.size() != 1) return false;
+    const PlanModule& m = request.modules[units[u].modules.front()];
+    const bool apart = std::any_of(m.tensors.begin(), m.tensors.end(),
+                                   [](const PlanTensor& t) { return t.tier.has_value(); });
+    const Tier at = *placement.unit_tier[u];
+    return !m.read_in_place && !apart && (at == first || at == Tier::pinned_host()) &&
+           slot_bytes_on(m, Tier::pinned_host(), first) == placement.largest_streamed;
+  };
+  std::optional<uint64_t> unit_bytes;
+  for (size_t u = 0; u < units.size() && !unit_bytes; ++u) {
+    if (candidate(u) && placement.unit_tier[u] == Tier::pinned_host()) unit_bytes = units[u].bytes;
+  }
+  if (!unit_bytes) return;
+  std::vector<size_t> group;
+  size_t resident = 0;
+  for (size_t u = 0; u < units.size(); ++u) {
+    if (units[u].bytes != *unit_bytes || !candidate(u)) continue;
+    group.push_back(u);
+    if (placement.unit_tier[u] == first) ++resident;
+  }
+  if (resident == 0 || resident == group.size()) return;
+  const size_t n = group.size();
+  for (size_t u : group) placement.unit_tier[u] = Tier::pinned_host();
+  for (size_t i = 0; i < resident; ++i) {
+    placement.unit_tier[group[(2 * i + 1) * n / (2 * resident)]] = first;
+  }
+  if (placement.unit_tier[placement.largest_streamed_unit] == first) {
+    for (size_t u : group) {
+      if (placement.unit_tier[u] == Tier::pinned_host()) {
+        placement.largest_streamed_unit = u;  // the same slot bytes
+        break;
+      }
+    }
+  }
+}
+
 }  // namespace
 
 uint64_t PlanModule::bytes() const {
@@ -567,6 +612,7 @@ Plan plan_device_map(const PlanRequest& request) {
     }
   }
   Placement& placement = settled.placement;
+  if (request.spread_resident) spread_resident(request, units, placement);
   uint64_t reserve = settled.reserve;
   const uint64_t cpu_reserve = settled.cpu_reserve;
   if (placement.largest_streamed == 0) reserve = 0;

@@ -69,6 +69,19 @@
 //     (steps 3-6), and keeps the result when it leaves more unit bytes on the
 //     accelerators and no more on disk; it repeats with the next largest
 //     streamed unit until that no longer helps.
+//  8. Resident units spread (PlanRequest::spread_resident). Placement in
+//     execution order keeps the first units resident and streams the rest.
+//     For a model whose units repeat (decoder layers of one size) that puts
+//     all the resident compute in one run at the start of a step, during
+//     which the copies can only fill the fetch slots and then wait: in a
+//     long prefill the link idles for most of that run. With this flag, the
+//     units interchangeable with the largest streamed one (one module each,
+//     the same bytes and slot bytes, no tensor placed apart, not read in
+//     place, on the first accelerator or on cpu) keep their count on the
+//     accelerator but at evenly spaced positions among them, so each
+//     resident unit's compute falls between streamed ones and the copies
+//     never stop for it. Bytes per tier, the reserves and the slot size stay
+//     as step 4 left them.
 //
 // Thread safety: plan_device_map is a pure function.
 #pragma once
@@ -107,6 +120,7 @@ struct PlanModule {
 struct PlanRequest : MemoryBudget {
   std::vector<PlanModule> modules;  // in execution order; paths unique
   std::vector<std::string> no_split;  // regexes over module paths
+  bool spread_resident = false;       // step 8
   // Groups of full tensor names ("module.name") that share one storage.
   std::vector<std::vector<std::string>> tied;
 };

@@ -146,6 +146,41 @@ TEST(Planner, ReserveIsPrefetchDepthPlusOneSlots) {
   EXPECT_EQ(plan.modules_on(kAcc0).size(), 6u);
 }
 
+// Step 8: 12 layers of 100 bytes and a 50-byte head under 700 bytes with
+// two slots: 5 layers stay resident (500 + 200 of slots). In execution order
+// they are the first five; spread, the same five are at evenly spaced
+// positions among the layers, and the head (another size) stays where it was.
+TEST(Planner, SpreadsResidentLayersEvenlyAmongTheStreamedOnes) {
+  std::vector<PlanModule> modules = layers(12, 100);
+  modules.push_back(PlanModule{"head", {{"weight", 50}}});
+  PlanRequest r = request(modules, {cap(kAcc0, 700)}, 10000, {});
+  const Plan in_order = plan_device_map(r);
+  r.spread_resident = true;
+  const Plan spread = plan_device_map(r);
+  std::string pattern_in_order, pattern_spread;
+  for (int i = 0; i < 12; ++i) {
+    const std::string m = "layers." + std::to_string(i);
+    pattern_in_order += in_order.tier_of(m) == kAcc0 ? 'r' : 's';
+    pattern_spread += spread.tier_of(m) == kAcc0 ? 'r' : 's';
+  }
+  EXPECT_EQ(pattern_in_order, "rrrrrsssssss");
+  EXPECT_EQ(pattern_spread, "srsrssrsrsrs");  // positions (2i + 1) * 12 / 10
+  EXPECT_EQ(spread.tier_of("head"), in_order.tier_of("head"));
+  EXPECT_EQ(spread.bytes_per_tier, in_order.bytes_per_tier);
+  EXPECT_EQ(spread.reserve_per_accelerator, in_order.reserve_per_accelerator);
+  EXPECT_EQ(spread.largest_streamed_unit, in_order.largest_streamed_unit);
+  // A layer with a tensor placed apart (step 6), or of another size, keeps
+  // its place; the others spread around it.
+  r.modules[1].tensors[0].tier = kCpu;
+  const Plan with_override = plan_device_map(r);
+  std::string pattern_override;
+  for (int i = 0; i < 12; ++i) {
+    pattern_override += with_override.tier_of("layers." + std::to_string(i)) == kAcc0 ? 'r' : 's';
+  }
+  // The other 11 layers, 5 resident at (2i + 1) * 11 / 10 among them.
+  EXPECT_EQ(pattern_override, "ssrsrsrsrsrs");
+}
+
 TEST(Planner, SpillsToDiskWhenCpuIsFull) {
   const Plan plan = plan_device_map(request(layers(6, 100), {cap(kAcc0, 400)}, 200, 10000));
   EXPECT_EQ(plan.modules_on(kAcc0).size(), 2u);
