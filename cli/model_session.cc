@@ -306,16 +306,33 @@ ComputeSplitReport session_compute_split(ModelSession& session, const HostComput
 
 std::optional<ComputeRates> rates_from_host_decode_work(const ComputeRates& rates, uint64_t bytes,
                                                         uint64_t forwards, double seconds,
-                                                        double attention_seconds) {
+                                                        double attention_seconds,
+                                                        bool link_beside) {
   if (bytes == 0 || forwards == 0 || !(seconds > 0)) return std::nullopt;
   const double weight_seconds =
       std::max(seconds - attention_seconds * static_cast<double>(forwards), 0.5 * seconds);
-  const double shared = static_cast<double>(bytes) / weight_seconds;
+  const double measured = static_cast<double>(bytes) / weight_seconds;
   ComputeRates out = rates;
-  const double before = rates.host_while_shared();
-  out.host_bytes_per_s = before > 0 ? rates.host_bytes_per_s * shared / before : shared;
-  out.host_bytes_per_s_shared = shared;
+  if (link_beside) {
+    const double before = rates.host_while_shared();
+    out.host_bytes_per_s = before > 0 ? rates.host_bytes_per_s * measured / before : measured;
+    out.host_bytes_per_s_shared = measured;
+  } else {
+    // The rate alone; the shared one, where measured, scales with it.
+    const double before = rates.host_bytes_per_s;
+    if (rates.host_bytes_per_s_shared > 0 && before > 0) {
+      out.host_bytes_per_s_shared = rates.host_bytes_per_s_shared * measured / before;
+    }
+    out.host_bytes_per_s = measured;
+  }
   return out;
+}
+
+bool link_ran_beside_host(const ComputeSplit& split, const ComputeRates& rates) {
+  if (split.host_bytes == 0 || rates.host_while_shared() <= 0) return false;
+  const double link_seconds = static_cast<double>(split.streamed_bytes) / rates.link_while_shared();
+  const double host_seconds = static_cast<double>(split.host_bytes) / rates.host_while_shared();
+  return link_seconds >= 0.5 * host_seconds;
 }
 
 ComputeSplitReport calibrate_compute_split(ModelSession& session, ComputeSplitReport report,
@@ -338,7 +355,8 @@ ComputeSplitReport calibrate_compute_split(ModelSession& session, ComputeSplitRe
     const models::TransformerModel::HostDecodeWork after = runner.model().host_layer_decode_work();
     const std::optional<ComputeRates> rates = rates_from_host_decode_work(
         report.rates(), after.bytes - before.bytes, after.forwards - before.forwards,
-        after.seconds - before.seconds, report.host_attention_seconds);
+        after.seconds - before.seconds, report.host_attention_seconds,
+        link_ran_beside_host(report.split, report.rates()));
     if (!rates) break;
     ComputeSplitReport next = decide_compute_split(
         session_split_layers(session), true, *rates, report.prefetch_depth, report.decode_batch,

@@ -184,15 +184,23 @@ ComputeSplitReport session_compute_split(ModelSession& session, const HostComput
                                          double link_bytes_per_s, int64_t batch,
                                          Platform* platform = nullptr);
 
-// The rates with the host's replaced by what the host did in decode steps
-// beside the link: `bytes` of weights in `forwards` layer forwards over
-// `seconds` of its own compute time (models::TransformerModel::
-// host_layer_decode_work), less `attention_seconds` a forward for their
-// attention (at most half the time), is its shared rate; its rate alone
+// The rates with the host's replaced by what the host did in decode steps:
+// `bytes` of weights in `forwards` layer forwards over `seconds` of its own
+// compute time (models::TransformerModel::host_layer_decode_work), less
+// `attention_seconds` a forward for their attention (at most half the time).
+// With `link_beside` (the link streamed beside those layers) that is the
+// host's shared rate, and its rate alone scales with it; without (the split
+// streamed little or nothing), it is the rate alone, and the shared one
 // scales with it. nullopt when there is nothing to go by (no bytes or time).
 std::optional<ComputeRates> rates_from_host_decode_work(const ComputeRates& rates, uint64_t bytes,
                                                         uint64_t forwards, double seconds,
-                                                        double attention_seconds);
+                                                        double attention_seconds,
+                                                        bool link_beside = true);
+
+// Whether the link ran beside the host layers of `split` for most of their
+// time (its streamed bytes took at least half the host's time at the shared
+// rates): what rates_from_host_decode_work's measurement then was.
+bool link_ran_beside_host(const ComputeSplit& split, const ComputeRates& rates);
 
 // --host-compute auto, refined by running it: the start-up rates come from
 // one projection's kernels and one copy, while a step's host layers also pay

@@ -68,9 +68,43 @@ TEST(ComputeSplitReport, TheHostRateFromDecodeStepsIsItsOwnTimeLessAttention) {
   // No shared rate measured at start: the alone rate scales from itself.
   EXPECT_DOUBLE_EQ(
       rates_from_host_decode_work({55e9, 100e9}, 5000000000, 5, 0.1, 0)->host_bytes_per_s, 5e10);
+  // Measured with nothing streamed beside (a split that put every layer on
+  // the host): the rate alone, and the shared one scales with it.
+  const std::optional<ComputeRates> alone =
+      rates_from_host_decode_work(start, 8000000000, 10, 0.1, 0, false);
+  ASSERT_TRUE(alone.has_value());
+  EXPECT_DOUBLE_EQ(alone->host_bytes_per_s, 8e10);
+  EXPECT_DOUBLE_EQ(alone->host_bytes_per_s_shared, 90e9 * 8e10 / 100e9);
   // Nothing to go by.
   EXPECT_FALSE(rates_from_host_decode_work(start, 0, 0, 0.1, 0).has_value());
   EXPECT_FALSE(rates_from_host_decode_work(start, 100, 1, 0, 0).has_value());
+}
+
+// The H100 run that showed it (session 15): a start-up host rate far above
+// what the decode steps reach put all 22 layers on the host; those steps ran
+// at 105 GB/s with the link idle. Taken as the shared rate, the rate alone
+// stayed high and the next decision kept every layer there (45 ms estimated,
+// 107 ms measured); taken as the rate alone, the next decision streams
+// layers again.
+TEST(ComputeSplitReport, ARateMeasuredWithTheLinkIdleIsTheRateAlone) {
+  const ComputeRates start{55e9, 1000e9, 54e9, 900e9};
+  const uint64_t layer = 436224000;
+  const ComputeSplitReport first =
+      decide_compute_split(streamed_layers(22, layer), true, start, kPrefetchDepth, 1, 15);
+  ASSERT_EQ(first.decode_host_modules().size(), 22u);
+  EXPECT_FALSE(link_ran_beside_host(first.split, start));
+  const auto measured = rates_from_host_decode_work(start, 22 * uint64_t{layer}, 22,
+                                                    22 * layer / 105e9, 0,
+                                                    link_ran_beside_host(first.split, start));
+  ASSERT_TRUE(measured.has_value());
+  EXPECT_NEAR(measured->host_bytes_per_s, 105e9, 1e3);
+  EXPECT_NEAR(measured->host_bytes_per_s_shared, 94.5e9, 1e3);
+  const ComputeSplitReport next =
+      decide_compute_split(streamed_layers(22, layer), true, *measured, kPrefetchDepth, 1, 15);
+  EXPECT_LT(next.decode_host_modules().size(), 18u);
+  EXPECT_GT(next.split.streamed_bytes, 4 * uint64_t{layer});
+  // That split streams about as long as the host computes: it ran beside it.
+  EXPECT_TRUE(link_ran_beside_host(next.split, next.rates()));
 }
 
 // Deciding again at the slower measured host rate (here half the start's)
