@@ -149,8 +149,9 @@ std::unique_ptr<LinearKernels> make_linear_kernels(Platform& platform);
 // `threads` threads (0: default_host_compute_threads()), from the calling
 // thread: the median of `repeats` timed calls after a warm-up, over
 // weights filled with a fixed pattern. Each call reads another copy of the
-// weight (up to 8 copies, about 512 MiB together), so a large layer's rate is
-// that of host memory, as a model's layers are read, not of the cache.
+// weight (up to 32 copies, about 2 GiB together, read in the order written),
+// so a large layer's rate is that of host memory, as a model's layers are
+// read, not of a last-level cache of a few hundred MB.
 // Throws InvalidInputError for another dtype or a size < 1.
 double measure_host_linear_rate(DType weight_dtype, int64_t out, int64_t in, int64_t rows,
                                 int repeats = 3, int threads = 0);
