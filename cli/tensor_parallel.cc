@@ -187,6 +187,7 @@ int plan_tensor_parallel(Platform& platform, const std::string& folder,
     request.accelerators = {request.accelerators.at(static_cast<size_t>(r))};
     request.modules =
         plan_modules(part, &order, models::transformer_module_of, layout.read_in_place);
+    request.spread_resident = layout.spread_resident;  // as each rank's runner plans
     const Tier tier = platform.accelerator(r).tier();
     request.prefetch_depth = prefetch;
     request.working_reserve[tier] = models::transformer_working_bytes(spec, shape, *kernels);

@@ -26,6 +26,7 @@
 // Thread safety: a pure function.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -41,12 +42,16 @@ struct ComputeRates {
   double link_bytes_per_s_shared = 0;
   double host_bytes_per_s_shared = 0;
   // Each path's rate while the other runs: the shared rate where measured,
-  // else the rate alone.
+  // else the rate alone; never above the rate alone (two noisy measurements,
+  // or a calibration that rescaled one of them, can say otherwise, and a
+  // path cannot gain from the other's load).
   double link_while_shared() const {
-    return link_bytes_per_s_shared > 0 ? link_bytes_per_s_shared : link_bytes_per_s;
+    return link_bytes_per_s_shared > 0 ? std::min(link_bytes_per_s_shared, link_bytes_per_s)
+                                       : link_bytes_per_s;
   }
   double host_while_shared() const {
-    return host_bytes_per_s_shared > 0 ? host_bytes_per_s_shared : host_bytes_per_s;
+    return host_bytes_per_s_shared > 0 ? std::min(host_bytes_per_s_shared, host_bytes_per_s)
+                                       : host_bytes_per_s;
   }
 };
 

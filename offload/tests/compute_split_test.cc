@@ -182,6 +182,21 @@ TEST(ComputeSplit, AHostLayerLongerThanTheQueuedCopiesStaysStreamed) {
   EXPECT_LT(s.estimated_seconds, 0.6 * s.all_streamed_seconds);
 }
 
+// A shared rate measured above the rate alone (noise, or a calibration
+// that rescaled one of the two) counts as the rate alone: a path never gains
+// from the other's load, and the played step never beats the two-path limit.
+TEST(ComputeSplit, ASharedRateAboveTheRateAloneCountsAsTheRateAlone) {
+  const ComputeRates noisy{10e9, 12.4e9, 0, 26e9};
+  EXPECT_DOUBLE_EQ(noisy.host_while_shared(), 12.4e9);
+  EXPECT_DOUBLE_EQ(noisy.link_while_shared(), 10e9);
+  EXPECT_DOUBLE_EQ((ComputeRates{10e9, 12e9, 20e9, 6e9}).link_while_shared(), 10e9);
+  EXPECT_DOUBLE_EQ((ComputeRates{10e9, 12e9, 8e9, 6e9}).link_while_shared(), 8e9);
+  std::vector<SplitCandidate> c = layers(2, 172544);
+  for (SplitCandidate& l : c) l.host_extra_seconds = 1.5e-6;
+  const ComputeSplit s = choose_compute_split(c, noisy, 1);
+  EXPECT_LE(s.two_path_limit_seconds, s.estimated_seconds * (1 + 1e-9));
+}
+
 TEST(ComputeSplit, BadRatesAreRefused) {
   EXPECT_THROW(choose_compute_split(layers(1, 1), {0, 1}, kDeep), InvalidInputError);
   EXPECT_THROW(choose_compute_split(layers(1, 1), {1, -1}, kDeep), InvalidInputError);

@@ -68,4 +68,26 @@ assert abs(b["share_of_prefill_bound"] - b["tokens_per_s"] / bound) <= 1e-9, b
 assert "prefill_bound_tokens_per_s" not in res, res
 PY
 "$stowage" bench --device sim --model "$tmp/bf16" --prompt-tokens 4 --new-tokens 2 --batches 1 | grep -q "link limit" || fail "bench text"
+
+# A dense model's resident layers are spread evenly among the streamed ones (planner step 8),
+# in `plan` and in what `generate` places alike (SmolLM2-135M's shape: 30 layers).
+python3 "$tool" --shape smollm2-135m --dtype bf16 "$tmp/smol" >/dev/null
+"$stowage" plan --device sim --model "$tmp/smol" --max-memory 0=200MiB --prompt-tokens 4 \
+  --max-new-tokens 4 --json >"$tmp/smol_plan.json"
+"$stowage" generate --device sim --model "$tmp/smol" --max-memory 0=200MiB --prompt-ids 1,2,3,4 \
+  --max-new-tokens 4 --ignore-eos --json >"$tmp/smol_gen.json"
+python3 - "$tmp/smol_plan.json" "$tmp/smol_gen.json" <<'PY' || fail "resident layers spread"
+import json, sys
+def pattern(report):
+    return "".join("r" if l["decode"] == "resident" else "s" for l in report["host_compute"]["layers"])
+plan = pattern(json.loads(open(sys.argv[1]).read()))
+gen = pattern(json.loads(open(sys.argv[2]).read().strip().splitlines()[-1]))
+assert plan == gen, (plan, gen)
+n, r = len(plan), plan.count("r")
+assert n == 30 and 2 <= r <= n - 2, plan
+assert plan != "r" * r + "s" * (n - r), plan
+# Evenly: every run of streamed layers between resident ones within one of n / r.
+runs = [len(x) for x in plan.split("r")]
+assert max(runs) <= -(-(n - r) // r) + 1, plan
+PY
 echo PASS
