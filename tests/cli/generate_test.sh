@@ -133,9 +133,11 @@ assert o["link_bytes_per_s"] > 0 and o["host_bytes_per_s"] > 0, o
 assert o["streamed_bytes"] + o["host_bytes"] > 0, o
 assert o["estimated_step_seconds"] <= o["all_streamed_step_seconds"] + 1e-12, o
 assert o["prefetch_depth"] >= 0, o
-# The played step is never much under the two-path bound (they apportion a host layer's
-# attention seconds differently beside the link, so not exactly).
-assert o["two_path_limit_step_seconds"] <= o["estimated_step_seconds"] * 1.02, o
+# The played step is never much under the two-path bound. Not exactly: they apportion a host
+# layer's attention seconds differently beside the link, and in these microsecond steps that
+# came to 2.1% once the copies could start behind the first host layer (a clean-clone run);
+# without attention seconds compute_split_test holds them to 1e-12.
+assert o["two_path_limit_step_seconds"] <= o["estimated_step_seconds"] * 1.05, o
 # Host layers chosen at start-up are run for a calibration generation and the
 # split decided again from the host's rate in those decode steps.
 if o["decode_host_modules"] or o["calibration_rounds"]:
