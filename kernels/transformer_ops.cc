@@ -50,7 +50,10 @@ void rms_norm(const RmsNormArgs& a, StreamRef stream) {
       stream, [a] { cpu::rms_norm(a); }, [&](void* s) { detail::cuda_rms_norm(a, s); });
 }
 
-void apply_rope(const RopeArgs& a, StreamRef stream) {
+namespace {
+
+// Each op's argument checks: false when the call has no work.
+bool check_rope(const RopeArgs& a) {
   const char* call = "apply_rope";
   expect_non_negative(call, "tokens", a.tokens);
   expect_non_negative(call, "heads", a.heads);
@@ -63,9 +66,16 @@ void apply_rope(const RopeArgs& a, StreamRef stream) {
   expect_pointer(call, "inv_freq", a.inv_freq, work);
   expect_non_negative(call, "heads2", a.heads2);
   expect_pointer(call, "x2", a.x2, a.tokens * a.heads2 * a.head_dim > 0);
-  if (!work && a.tokens * a.heads2 * a.head_dim == 0) return;
+  if (!work && a.tokens * a.heads2 * a.head_dim == 0) return false;
   expect_pointer(call, "positions", a.positions, true);
   expect_pointer(call, "inv_freq", a.inv_freq, true);
+  return true;
+}
+
+}  // namespace
+
+void apply_rope(const RopeArgs& a, StreamRef stream) {
+  if (!check_rope(a)) return;
   dispatch(
       stream, [a] { cpu::apply_rope(a); }, [&](void* s) { detail::cuda_apply_rope(a, s); });
 }
@@ -115,7 +125,9 @@ void add_in_place(float* y, const float* x, int64_t count, StreamRef stream) {
       [&](void* s) { detail::cuda_add_in_place(y, x, count, s); });
 }
 
-void kv_append(const KvAppendArgs& a, StreamRef stream) {
+namespace {
+
+bool check_kv_append(const KvAppendArgs& a) {
   const char* call = "kv_append";
   expect_non_negative(call, "batch", a.batch);
   expect_non_negative(call, "tokens", a.tokens);
@@ -131,12 +143,20 @@ void kv_append(const KvAppendArgs& a, StreamRef stream) {
   STOWAGE_EXPECTS((a.src2 == nullptr) == (a.cache2 == nullptr), InvalidInputError,
                   "kernels::kv_append: src2 and cache2 go together, found src2 {} and cache2 {}",
                   a.src2 != nullptr ? "set" : "null", a.cache2 != nullptr ? "set" : "null");
-  if (!work) return;
+  return work;
+}
+
+}  // namespace
+
+void kv_append(const KvAppendArgs& a, StreamRef stream) {
+  if (!check_kv_append(a)) return;
   dispatch(
       stream, [a] { cpu::kv_append(a); }, [&](void* s) { detail::cuda_kv_append(a, s); });
 }
 
-void attention(const AttentionArgs& a, StreamRef stream) {
+namespace {
+
+bool check_attention(const AttentionArgs& a) {
   const char* call = "attention";
   expect_non_negative(call, "batch", a.batch);
   expect_non_negative(call, "tokens", a.tokens);
@@ -157,14 +177,62 @@ void attention(const AttentionArgs& a, StreamRef stream) {
   expect_pointer(call, "k_cache", a.k_cache, work);
   expect_pointer(call, "v_cache", a.v_cache, work);
   expect_pointer(call, "out", a.out, work);
-  if (!work) return;
+  return work;
+}
+
+void expect_cuda_head_dim(const AttentionArgs& a) {
+  STOWAGE_EXPECTS(a.head_dim <= kCudaMaxHeadDim, InvalidInputError,
+                  "kernels::attention: on CUDA head_dim must be <= {}, found {}", kCudaMaxHeadDim,
+                  a.head_dim);
+}
+
+// Whether rope_append_attention's three calls are one decode step of one
+// layer: the shapes and pointers the fused CUDA launch assumes.
+bool one_decode_step(const RopeAppendAttentionArgs& f) {
+  const RopeArgs& r = f.rope;
+  const KvAppendArgs& k = f.append;
+  const AttentionArgs& a = f.attention;
+  const int64_t kv_row = a.kv_heads * a.head_dim;
+  return a.tokens == 1 && k.tokens == 1 && r.tokens == a.batch && k.batch == a.batch &&
+         r.head_dim == a.head_dim && k.head_dim == a.head_dim && r.heads == a.heads &&
+         r.x == a.q && a.q_stride == a.heads * a.head_dim && r.heads2 == a.kv_heads &&
+         k.kv_heads == a.kv_heads && r.x2 == k.src && k.src_stride == kv_row &&
+         k.src2 != nullptr && k.cache == a.k_cache && k.cache2 == a.v_cache &&
+         k.past == a.past && k.past_at == a.past_at && k.capacity == a.capacity;
+}
+
+}  // namespace
+
+void attention(const AttentionArgs& a, StreamRef stream) {
+  if (!check_attention(a)) return;
   dispatch(
       stream, [a] { cpu::attention(a); },
       [&](void* s) {
-        STOWAGE_EXPECTS(a.head_dim <= kCudaMaxHeadDim, InvalidInputError,
-                        "kernels::attention: on CUDA head_dim must be <= {}, found {}",
-                        kCudaMaxHeadDim, a.head_dim);
+        expect_cuda_head_dim(a);
         detail::cuda_attention(a, s);
+      });
+}
+
+void rope_append_attention(const RopeAppendAttentionArgs& f, StreamRef stream) {
+  const bool rope_work = check_rope(f.rope);
+  const bool append_work = check_kv_append(f.append);
+  const bool attention_work = check_attention(f.attention);
+  if (!rope_work || !append_work || !attention_work || !one_decode_step(f)) {
+    if (rope_work) apply_rope(f.rope, stream);
+    if (append_work) kv_append(f.append, stream);
+    if (attention_work) attention(f.attention, stream);
+    return;
+  }
+  dispatch(
+      stream,
+      [f] {
+        cpu::apply_rope(f.rope);
+        cpu::kv_append(f.append);
+        cpu::attention(f.attention);
+      },
+      [&](void* s) {
+        expect_cuda_head_dim(f.attention);
+        detail::cuda_rope_append_attention(f, s);
       });
 }
 

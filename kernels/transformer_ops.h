@@ -163,6 +163,24 @@ struct AttentionArgs {
 };
 void attention(const AttentionArgs& args, StreamRef stream);
 
+// A decoder layer's apply_rope(rope), kv_append(append) and
+// attention(attention), in that order: rope rotates the queries
+// (rope.x == attention.q) and the new keys (rope.x2 == append.src), append
+// writes them and the values into attention's caches. The outputs
+// (attention.out and the caches) are the bits of the three calls; rope.x and
+// rope.x2 are left rotated or not. On CUDA a decode step (one token a
+// sequence, the tensors laid out as in one layer: dense q, k and v rows, the
+// same positions, caches and sizes) is one launch: each attention block
+// rotates the queries it reads as it loads them, and the block that reads a
+// sequence's new position rotates and writes its key and value there first.
+// Any other case runs the three calls. Each of the three is checked as alone.
+struct RopeAppendAttentionArgs {
+  RopeArgs rope;
+  KvAppendArgs append;
+  AttentionArgs attention;
+};
+void rope_append_attention(const RopeAppendAttentionArgs& args, StreamRef stream);
+
 // ids[r] = the index of the largest logits[r, :] (the first one on ties; NaN
 // is never chosen over a number; a row of NaN alone gives 0). logits: F32 [rows, vocab]; ids: int32 [rows].
 void argmax_rows(const float* logits, int64_t rows, int64_t vocab, int32_t* ids,

@@ -825,13 +825,14 @@ void TransformerModel::run_layer(size_t i, const LayerWeights& w, const LayerBuf
     kernels::rms_norm(
         {rows * c.num_kv_heads, c.head_dim, b.k, w.k_norm, l.k_norm_dtype, eps, b.k}, s);
   }
-  // Queries and keys rotated in one launch; keys and values appended in one.
-  kernels::apply_rope(
-      {rows, c.num_heads, c.head_dim, b.q, b.positions, b.inv_freq, b.k, c.num_kv_heads}, s);
-  kernels::kv_append({step.batch, step.tokens, c.num_kv_heads, c.head_dim, step.past, b.past,
-                      step.capacity, b.k, kv_cols, b.k_cache, b.v, b.v_cache},
-                     s);
-  kernels::AttentionArgs attention;
+  // Queries and keys rotated, keys and values appended, then attention: one
+  // launch at a decode step on CUDA.
+  kernels::RopeAppendAttentionArgs rope_attention;
+  rope_attention.rope = {rows, c.num_heads, c.head_dim, b.q, b.positions, b.inv_freq, b.k,
+                         c.num_kv_heads};
+  rope_attention.append = {step.batch, step.tokens, c.num_kv_heads, c.head_dim, step.past, b.past,
+                           step.capacity, b.k, kv_cols, b.k_cache, b.v, b.v_cache};
+  kernels::AttentionArgs& attention = rope_attention.attention;
   attention.batch = step.batch;
   attention.tokens = step.tokens;
   attention.heads = c.num_heads;
@@ -846,7 +847,7 @@ void TransformerModel::run_layer(size_t i, const LayerWeights& w, const LayerBuf
   attention.k_cache = b.k_cache;
   attention.v_cache = b.v_cache;
   attention.out = b.attn;
-  kernels::attention(attention, s);
+  kernels::rope_append_attention(rope_attention, s);
   // A tensor-parallel rank other than 0 writes its partial sum alone; the
   // all-reduce adds rank 0's residual once (set_tensor_parallel).
   const bool partial = tensor_parallel_.rank != 0;

@@ -75,6 +75,18 @@ struct RmsNormLaunch {
 
 // ---- RoPE: one thread per (token, head, pair). ----
 
+// One rotated pair (x0, x1) = (x[i], x[i + head_dim / 2]) at `position`, each
+// product rounded on its own (no contraction), so rope_kernel and the
+// attention that rotates as it loads give the same bits.
+__device__ __forceinline__ void rotate_pair(float x0, float x1, int32_t position, float inv_freq,
+                                            float* y0, float* y1) {
+  const float angle = __fmul_rn(static_cast<float>(position), inv_freq);
+  float s, c;
+  sincosf(angle, &s, &c);
+  *y0 = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
+  *y1 = __fadd_rn(__fmul_rn(x1, c), __fmul_rn(x0, s));
+}
+
 // x (heads) and x2 (heads2) in one grid: elements past x's go to x2.
 __global__ void rope_kernel(float* x, int64_t heads, float* x2, int64_t heads2,
                             const int32_t* positions, const float* inv_freq, int64_t tokens,
@@ -92,13 +104,8 @@ __global__ void rope_kernel(float* x, int64_t heads, float* x2, int64_t heads2,
     const int64_t i = e % half;
     const int64_t th = e / half;  // token * heads + head
     const int64_t t = th / h_count;
-    const float angle = static_cast<float>(positions[t]) * inv_freq[i];
-    float s, c;
-    sincosf(angle, &s, &c);
     float* xh = (second ? x2 : x) + th * head_dim;
-    const float x0 = xh[i], x1 = xh[i + half];
-    xh[i] = x0 * c - x1 * s;
-    xh[i + half] = x1 * c + x0 * s;
+    rotate_pair(xh[i], xh[i + half], positions[t], inv_freq[i], xh + i, xh + i + half);
   }
 }
 
@@ -237,6 +244,9 @@ struct AttentionShape {
   int64_t kv_row;          // kv_heads * head_dim
   int group;       // heads / kv_heads
   float scale;
+  // Set when the kernel also rotates and appends (launch_rope_append_attention;
+  // the split kernel with one token a row only).
+  RopeAppendLaunch rope_append;
 };
 
 // The first position token t may attend to.
@@ -358,8 +368,31 @@ __global__ void __launch_bounds__(kSplitThreads)
     const float* kbase = s.k + b * s.capacity * s.kv_row + kvh * static_cast<int64_t>(d);
     const float* vbase = s.v + b * s.capacity * s.kv_row + kvh * static_cast<int64_t>(d);
 
-    for (int e = tid; e < hb * d; e += kSplitThreads) {
-      qs[e] = s.q[bt * s.q_stride + h0 * static_cast<int64_t>(d) + e];
+    const float* q_row = s.q + bt * s.q_stride + h0 * static_cast<int64_t>(d);
+    const RopeAppendLaunch& ra = s.rope_append;
+    if (ra.positions != nullptr) {
+      // The queries rotated as they are loaded; the new key and value
+      // appended by the block that reads position p, before its first tile.
+      const int half = d / 2;
+      const int32_t position = ra.positions[bt];
+      for (int e = tid; e < hb * half; e += kSplitThreads) {
+        const int g = e / half, i = e % half;
+        rotate_pair(q_row[g * d + i], q_row[g * d + i + half], position, ra.inv_freq[i],
+                    qs + g * d + i, qs + g * d + i + half);
+      }
+      if (begin <= p && p < end) {
+        const int64_t at = (b * s.capacity + p) * s.kv_row + kvh * static_cast<int64_t>(d);
+        const float* k_new = ra.k + bt * ra.stride + kvh * static_cast<int64_t>(d);
+        const float* v_new = ra.v + bt * ra.stride + kvh * static_cast<int64_t>(d);
+        for (int i = tid; i < half; i += kSplitThreads) {
+          rotate_pair(k_new[i], k_new[i + half], position, ra.inv_freq[i], ra.k_cache + at + i,
+                      ra.k_cache + at + i + half);
+        }
+        for (int c = tid; c < d; c += kSplitThreads) ra.v_cache[at + c] = v_new[c];
+        __syncthreads();  // written before any thread of the block loads the tile
+      }
+    } else {
+      for (int e = tid; e < hb * d; e += kSplitThreads) qs[e] = q_row[e];
     }
     for (int g = tid; g < hb; g += kSplitThreads) {
       m_s[g] = kNegInf;
@@ -735,9 +768,10 @@ cudaError_t launch_kv_append(const float* src, const float* src2, int64_t src_st
       stream, src, src2, src_stride, tokens, row, past, past_at, capacity, total, cache, cache2);
 }
 
-cudaError_t launch_attention(const AttentionLaunch& a, cudaStream_t stream) {
-  if (a.batch * a.tokens * a.heads * a.head_dim == 0) return cudaSuccess;
-  AttentionShape s;
+namespace {
+
+AttentionShape attention_shape(const AttentionLaunch& a) {
+  AttentionShape s{};
   s.q = a.q;
   s.k = a.k_cache;
   s.v = a.v_cache;
@@ -753,9 +787,12 @@ cudaError_t launch_attention(const AttentionLaunch& a, cudaStream_t stream) {
   s.kv_row = a.kv_heads * a.head_dim;
   s.group = static_cast<int>(a.heads / a.kv_heads);
   s.scale = a.scale;
-  if (a.tokens >= 16 && a.head_dim <= 128 && a.batch <= 65535 && a.heads <= 65535) {
-    return a.head_dim <= 64 ? launch_tile<64>(a, s, stream) : launch_tile<128>(a, s, stream);
-  }
+  return s;
+}
+
+// The split kernel, 16-byte loads where head_dim and the caches allow.
+cudaError_t launch_split_kernel(const AttentionLaunch& a, const AttentionShape& s,
+                                cudaStream_t stream) {
   int device = 0, major = 0;
   cudaError_t status = cudaGetDevice(&device);
   if (status != cudaSuccess) return status;
@@ -765,6 +802,29 @@ cudaError_t launch_attention(const AttentionLaunch& a, cudaStream_t stream) {
                    reinterpret_cast<uintptr_t>(a.v_cache) % 16 == 0;
   return vec ? launch_split<true>(a, s, /*clusters=*/major >= 9, stream)
              : launch_split<false>(a, s, /*clusters=*/major >= 9, stream);
+}
+
+}  // namespace
+
+cudaError_t launch_attention(const AttentionLaunch& a, cudaStream_t stream) {
+  if (a.batch * a.tokens * a.heads * a.head_dim == 0) return cudaSuccess;
+  const AttentionShape s = attention_shape(a);
+  if (a.tokens >= 16 && a.head_dim <= 128 && a.batch <= 65535 && a.heads <= 65535) {
+    return a.head_dim <= 64 ? launch_tile<64>(a, s, stream) : launch_tile<128>(a, s, stream);
+  }
+  return launch_split_kernel(a, s, stream);
+}
+
+cudaError_t launch_rope_append_attention(const AttentionLaunch& a,
+                                         const RopeAppendLaunch& rope_append,
+                                         cudaStream_t stream) {
+  if (a.tokens != 1 || a.head_dim % 2 != 0 || rope_append.positions == nullptr) {
+    return cudaErrorInvalidValue;
+  }
+  if (a.batch * a.heads * a.head_dim == 0) return cudaSuccess;
+  AttentionShape s = attention_shape(a);
+  s.rope_append = rope_append;
+  return launch_split_kernel(a, s, stream);
 }
 
 cudaError_t launch_argmax_rows(const float* logits, int64_t rows, int64_t vocab, int32_t* ids,

@@ -57,7 +57,9 @@ void cuda_kv_append(const KvAppendArgs& a, void* stream) {
       a.tokens, a.past, a.capacity);
 }
 
-void cuda_attention(const AttentionArgs& a, void* stream) {
+namespace {
+
+AttentionLaunch attention_launch(const AttentionArgs& a) {
   AttentionLaunch l;
   l.batch = a.batch;
   l.tokens = a.tokens;
@@ -74,9 +76,31 @@ void cuda_attention(const AttentionArgs& a, void* stream) {
   l.k_cache = a.k_cache;
   l.v_cache = a.v_cache;
   l.out = a.out;
-  STOWAGE_CUDA_TRY_FOR(launch_attention(l, as_stream(stream)),
+  return l;
+}
+
+}  // namespace
+
+void cuda_attention(const AttentionArgs& a, void* stream) {
+  STOWAGE_CUDA_TRY_FOR(launch_attention(attention_launch(a), as_stream(stream)),
                        "{}: kernels::attention of {} x {} tokens, {} heads ({} kv) x {}, past {}",
                        device(), a.batch, a.tokens, a.heads, a.kv_heads, a.head_dim, a.past);
+}
+
+void cuda_rope_append_attention(const RopeAppendAttentionArgs& f, void* stream) {
+  const AttentionArgs& a = f.attention;
+  RopeAppendLaunch r;
+  r.positions = f.rope.positions;
+  r.inv_freq = f.rope.inv_freq;
+  r.k = f.append.src;
+  r.v = f.append.src2;
+  r.stride = f.append.src_stride;
+  r.k_cache = f.append.cache;
+  r.v_cache = f.append.cache2;
+  STOWAGE_CUDA_TRY_FOR(
+      launch_rope_append_attention(attention_launch(a), r, as_stream(stream)),
+      "{}: kernels::rope_append_attention of {} sequences, {} heads ({} kv) x {}, past {}",
+      device(), a.batch, a.heads, a.kv_heads, a.head_dim, a.past);
 }
 
 void cuda_argmax_rows(const float* logits, int64_t rows, int64_t vocab, int32_t* ids,

@@ -18,6 +18,9 @@ void cuda_swiglu(const SwigluArgs& args, void* stream);
 void cuda_add_in_place(float* y, const float* x, int64_t count, void* stream);
 void cuda_kv_append(const KvAppendArgs& args, void* stream);
 void cuda_attention(const AttentionArgs& args, void* stream);
+// One launch: the arguments are one decode step (transformer_ops.cc's
+// one_decode_step).
+void cuda_rope_append_attention(const RopeAppendAttentionArgs& args, void* stream);
 void cuda_argmax_rows(const float* logits, int64_t rows, int64_t vocab, int32_t* ids, void* stream);
 // gemm.h's dense_gemv_group (act null) or dense_gemv_swiglu (count 2, act
 // set) behind an input RMSNorm.

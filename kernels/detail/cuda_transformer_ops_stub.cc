@@ -19,6 +19,9 @@ void cuda_swiglu(const SwigluArgs&, void*) { no_cuda("swiglu"); }
 void cuda_add_in_place(float*, const float*, int64_t, void*) { no_cuda("add_in_place"); }
 void cuda_kv_append(const KvAppendArgs&, void*) { no_cuda("kv_append"); }
 void cuda_attention(const AttentionArgs&, void*) { no_cuda("attention"); }
+void cuda_rope_append_attention(const RopeAppendAttentionArgs&, void*) {
+  no_cuda("rope_append_attention");
+}
 void cuda_argmax_rows(const float*, int64_t, int64_t, int32_t*, void*) { no_cuda("argmax_rows"); }
 void cuda_rms_norm_dense_gemv_group(const DenseGemvArgs*, int, const DenseGemvInputNorm&, float*,
                                     void*) {

@@ -66,6 +66,28 @@ struct AttentionLaunch {
 };
 cudaError_t launch_attention(const AttentionLaunch& args, cudaStream_t stream);
 
+// A decode step's RoPE and KV append done by its attention launch
+// (transformer_ops.h's rope_append_attention): the queries are rotated at
+// positions[bt] as they are loaded, and the block that reads position past of
+// a sequence first rotates that sequence's new key row (k, row stride
+// `stride`) and writes it and the value row (v) into k_cache and v_cache
+// there. The same bits as launch_rope, launch_kv_append and launch_attention
+// in turn, except that q, k and v are left unrotated.
+struct RopeAppendLaunch {
+  const int32_t* positions;  // [batch]
+  const float* inv_freq;     // [head_dim / 2]
+  const float* k;            // [batch, kv_heads * head_dim], row stride `stride`
+  const float* v;
+  int64_t stride;
+  float* k_cache;  // args.k_cache and args.v_cache, writable
+  float* v_cache;
+};
+// args.tokens must be 1 (one launch of the split kernel); cudaErrorInvalidValue
+// otherwise.
+cudaError_t launch_rope_append_attention(const AttentionLaunch& args,
+                                         const RopeAppendLaunch& rope_append,
+                                         cudaStream_t stream);
+
 cudaError_t launch_argmax_rows(const float* logits, int64_t rows, int64_t vocab, int32_t* ids,
                                cudaStream_t stream);
 

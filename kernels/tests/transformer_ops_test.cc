@@ -532,6 +532,105 @@ TEST_P(TransformerOpsOnBackend, AttentionAndKvAppendReadThePositionWhenTheyRun) 
   }
 }
 
+// ---- RoPE, KV append and attention in one call ----
+
+struct RopeAttentionCase {
+  const char* name;
+  int64_t batch, tokens, heads, kv_heads, head_dim, past, window;
+  bool past_at;  // the position read from device memory (a captured step's)
+  bool cuda_only = false;
+};
+
+// The caches and outputs of rope_append_attention (fused) or of apply_rope,
+// kv_append and attention called in turn, from the same inputs.
+struct RopeAttentionResult {
+  std::vector<float> out, k_cache, v_cache;
+};
+
+RopeAttentionResult run_rope_attention(TransformerOpsOnBackend& t, const RopeAttentionCase& c,
+                                       bool fused) {
+  const int64_t d = c.head_dim, half = d / 2, rows = c.batch * c.tokens;
+  const int64_t q_cols = c.heads * d, kv_cols = c.kv_heads * d, capacity = c.past + c.tokens + 2;
+  std::vector<int32_t> positions(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    positions[r] = static_cast<int32_t>(c.past + r % c.tokens + 3 * (r / c.tokens));
+  }
+  std::vector<float> inv_freq(half);
+  for (int64_t i = 0; i < half; ++i) inv_freq[i] = std::pow(10000.0f, -2.0f * i / d);
+  const std::vector<float> q = random_floats(rows * q_cols, 51);
+  const std::vector<float> k = random_floats(rows * kv_cols, 52);
+  const std::vector<float> v = random_floats(rows * kv_cols, 53);
+  const std::vector<float> k_cache = random_floats(c.batch * capacity * kv_cols, 54);
+  const std::vector<float> v_cache = random_floats(c.batch * capacity * kv_cols, 55);
+  Buffer dq = t.upload(q), dk = t.upload(k), dv = t.upload(v);
+  Buffer dkc = t.upload(k_cache), dvc = t.upload(v_cache);
+  Buffer dout = t.upload(nullptr, rows * q_cols * sizeof(float));
+  Buffer dp = t.upload(positions), df = t.upload(inv_freq);
+  const int32_t past = static_cast<int32_t>(c.past);
+  Buffer stored = t.upload(&past, sizeof(past));
+  const int32_t* past_at = c.past_at ? static_cast<const int32_t*>(stored.data()) : nullptr;
+  RopeAppendAttentionArgs f;
+  f.rope = {rows, c.heads, d, static_cast<float*>(dq.data()),
+            static_cast<const int32_t*>(dp.data()), static_cast<const float*>(df.data()),
+            static_cast<float*>(dk.data()), c.kv_heads};
+  f.append = {c.batch, c.tokens, c.kv_heads, d, c.past, past_at, capacity,
+              static_cast<const float*>(dk.data()), kv_cols, static_cast<float*>(dkc.data()),
+              static_cast<const float*>(dv.data()), static_cast<float*>(dvc.data())};
+  AttentionArgs& a = f.attention;
+  a.batch = c.batch;
+  a.tokens = c.tokens;
+  a.heads = c.heads;
+  a.kv_heads = c.kv_heads;
+  a.head_dim = d;
+  a.past = c.past;
+  a.past_at = past_at;
+  a.capacity = capacity;
+  a.window = c.window;
+  a.scale = 1.0f / std::sqrt(static_cast<float>(d));
+  a.q = static_cast<const float*>(dq.data());
+  a.q_stride = q_cols;
+  a.k_cache = static_cast<const float*>(dkc.data());
+  a.v_cache = static_cast<const float*>(dvc.data());
+  a.out = static_cast<float*>(dout.data());
+  if (fused) {
+    rope_append_attention(f, t.stream());
+  } else {
+    apply_rope(f.rope, t.stream());
+    kv_append(f.append, t.stream());
+    attention(f.attention, t.stream());
+  }
+  return {t.download<float>(dout, rows * q_cols),
+          t.download<float>(dkc, c.batch * capacity * kv_cols),
+          t.download<float>(dvc, c.batch * capacity * kv_cols)};
+}
+
+// On CUDA the decode cases are one launch (the queries rotated as loaded, the
+// new key and value appended by the block that reads them); the prefill case
+// is the three calls.
+TEST_P(TransformerOpsOnBackend, RopeAppendAttentionGivesTheThreeCallsBits) {
+  const RopeAttentionCase cases[] = {
+      {"decode_gqa", 1, 1, 8, 2, 64, 37, 0, false},
+      {"decode_first_token", 1, 1, 4, 4, 32, 0, 0, false},
+      {"decode_batch3_past_at", 3, 1, 9, 3, 128, 100, 0, true},
+      {"decode_window_past_at", 2, 1, 8, 2, 64, 90, 32, true},
+      {"decode_head_dim_6", 2, 1, 4, 2, 6, 50, 0, false},
+      // Long enough for a cluster of blocks over the context.
+      {"decode_long_context", 2, 1, 32, 8, 128, 3000, 0, true, true},
+      {"prefill_three_calls", 2, 5, 4, 2, 64, 7, 0, false},
+  };
+  for (const RopeAttentionCase& c : cases) {
+    if (c.cuda_only && !on_cuda()) continue;
+    SCOPED_TRACE(c.name);
+    const RopeAttentionResult fused = run_rope_attention(*this, c, true);
+    const RopeAttentionResult apart = run_rope_attention(*this, c, false);
+    EXPECT_EQ(0, std::memcmp(fused.out.data(), apart.out.data(), fused.out.size() * 4));
+    EXPECT_EQ(0, std::memcmp(fused.k_cache.data(), apart.k_cache.data(),
+                             fused.k_cache.size() * 4));
+    EXPECT_EQ(0, std::memcmp(fused.v_cache.data(), apart.v_cache.data(),
+                             fused.v_cache.size() * 4));
+  }
+}
+
 TEST_P(TransformerOpsOnBackend, RmsNormGivesTheSameBitsOnEveryCall) {
   const int64_t rows = 4, cols = 4096;
   const std::vector<float> x = random_floats(rows * cols, 25);
