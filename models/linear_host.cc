@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -505,7 +506,9 @@ double measure_host_linear_rate(DType weight_dtype, int64_t out, int64_t in, int
   // host read 217 GB/s, twice its memory's rate.
   constexpr size_t kColdBytes = size_t{2} << 30;
   const size_t copies = std::min<size_t>(32, (kColdBytes + weight_bytes - 1) / weight_bytes);
-  std::vector<uint8_t> weight(weight_bytes * copies);
+  // Left uninitialized (not a 2 GiB zero fill first): every byte is written below.
+  const std::unique_ptr<uint8_t[]> weight_bytes_all(new uint8_t[weight_bytes * copies]);
+  uint8_t* const weight = weight_bytes_all.get();
   // Normal numbers of either sign, about 0.5 to 2 in magnitude, as a model's weights are: a
   // subnormal weight costs an x86 core a microcode assist per vector, and 1 in 128 of them made
   // the measured rate a third of the kernels' real one on the H100 host's Xeon.
@@ -518,19 +521,19 @@ double measure_host_linear_rate(DType weight_dtype, int64_t out, int64_t in, int
                     : static_cast<uint8_t>(i * 131 + 7);
   }
   for (size_t c = 1; c < copies; ++c) {
-    std::memcpy(weight.data() + c * weight_bytes, weight.data(), weight_bytes);
+    std::memcpy(weight + c * weight_bytes, weight, weight_bytes);
   }
   std::vector<float> x(static_cast<size_t>(rows * in), 0.5f), y(static_cast<size_t>(rows * out));
   LinearWeights w;
   w.out_features = out;
   w.in_features = in;
-  w.weight = TensorView(weight.data(), weight_dtype, Shape{out, in}, Tier::pageable_host());
+  w.weight = TensorView(weight, weight_dtype, Shape{out, in}, Tier::pageable_host());
   const TensorView xv(x.data(), DType::kF32, Shape{rows, in}, Tier::pageable_host());
   const TensorView yv(y.data(), DType::kF32, Shape{rows, out}, Tier::pageable_host());
   HostComputeLinearKernels kernels(threads);
   std::vector<double> rates;
   for (int i = 0; i <= repeats; ++i) {
-    w.weight = TensorView(weight.data() + (static_cast<size_t>(i) % copies) * weight_bytes,
+    w.weight = TensorView(weight + (static_cast<size_t>(i) % copies) * weight_bytes,
                           weight_dtype, Shape{out, in}, Tier::pageable_host());
     const auto start = std::chrono::steady_clock::now();
     kernels.linear(StreamRef(), w, xv, yv, false);
