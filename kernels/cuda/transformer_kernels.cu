@@ -189,6 +189,8 @@ __device__ __forceinline__ bool argmax_before(float a, int64_t ia, float b, int6
   return ia < ib;
 }
 
+constexpr int kArgmaxLoads = 16;
+
 __global__ void argmax_kernel(const float* logits, int64_t rows, int64_t vocab, int32_t* ids) {
   __shared__ float best_v[32];
   __shared__ int64_t best_i[32];
@@ -198,10 +200,23 @@ __global__ void argmax_kernel(const float* logits, int64_t rows, int64_t vocab, 
     const float* x = logits + r * vocab;
     float v = NAN;
     int64_t i = vocab;  // past every index: loses to any element
-    for (int64_t c = threadIdx.x; c < vocab; c += blockDim.x) {
-      if (argmax_before(x[c], c, v, i)) {
-        v = x[c];
-        i = c;
+    // kArgmaxLoads reads in flight per thread, then compared: the order of the
+    // comparisons does not matter (argmax_before is a total order).
+    const int64_t step = blockDim.x;
+    for (int64_t c0 = threadIdx.x; c0 < vocab; c0 += step * kArgmaxLoads) {
+      float xv[kArgmaxLoads];
+#pragma unroll
+      for (int u = 0; u < kArgmaxLoads; ++u) {
+        const int64_t c = c0 + u * step;
+        xv[u] = c < vocab ? x[c] : NAN;
+      }
+#pragma unroll
+      for (int u = 0; u < kArgmaxLoads; ++u) {
+        const int64_t c = c0 + u * step;
+        if (c < vocab && argmax_before(xv[u], c, v, i)) {
+          v = xv[u];
+          i = c;
+        }
       }
     }
     for (int o = 16; o > 0; o >>= 1) {
@@ -293,14 +308,17 @@ struct TileRegs {
     }
   }
 
-  // K into ks [tile][d + 1], V into vs [tile][d].
-  __device__ __forceinline__ void store(float* ks, float* vs, int tile, int d, int tid) const {
+  // K into ks [tile][d + 1], V into vs [tile][d], except row skip_row (-1:
+  // none), which the caller writes.
+  __device__ __forceinline__ void store(float* ks, float* vs, int tile, int d, int tid,
+                                        int skip_row) const {
     constexpr int kStep = kVec ? 4 : 1;
 #pragma unroll
     for (int i = 0; i < kSplitTileElems / kStep; ++i) {
       const int e = (tid + i * kSplitThreads) * kStep;
       if (e >= tile * d) continue;
       const int jj = e / d, c = e % d;
+      if (jj == skip_row) continue;
 #pragma unroll
       for (int u = 0; u < kStep; ++u) {
         ks[jj * (d + 1) + c + u] = k[kStep * i + u];
@@ -356,6 +374,48 @@ __global__ void __launch_bounds__(kSplitThreads)
   for (int64_t bt = blockIdx.z; bt < rows_bt; bt += gridDim.z) {
     const int64_t b = bt / s.tokens, t = bt % s.tokens;
     const int64_t p = past + t;
+    const float* q_row = s.q + bt * s.q_stride + h0 * static_cast<int64_t>(d);
+    const RopeAppendLaunch& ra = s.rope_append;
+    const bool rope = ra.positions != nullptr;
+    const int half = d / 2;
+    // Every global read of the row's inputs is issued before any is used: one
+    // memory latency, not one per loop trip. With rope, q_in holds pairs
+    // (x[i], x[i + half]) and the thread's share of the new key (a pair) and
+    // value (up to two elements) is read too.
+    float q_in[kSplitAccPerThread];
+    float freq[kSplitAccPerThread / 2];
+    float k_in[2] = {0.0f, 0.0f}, v_in[2] = {0.0f, 0.0f}, k_freq = 0.0f;
+    int32_t position = 0;
+    if (rope) {
+      position = ra.positions[bt];
+#pragma unroll
+      for (int u = 0; u < kSplitAccPerThread / 2; ++u) {
+        const int e = tid + u * kSplitThreads;
+        if (e < hb * half) {
+          const int g = e / half, i = e % half;
+          q_in[2 * u] = q_row[g * d + i];
+          q_in[2 * u + 1] = q_row[g * d + i + half];
+          freq[u] = ra.inv_freq[i];
+        }
+      }
+      const float* k_new = ra.k + bt * ra.stride + kvh * static_cast<int64_t>(d);
+      const float* v_new = ra.v + bt * ra.stride + kvh * static_cast<int64_t>(d);
+      if (tid < half) {
+        k_in[0] = k_new[tid];
+        k_in[1] = k_new[tid + half];
+        k_freq = ra.inv_freq[tid];
+      }
+#pragma unroll
+      for (int u = 0; u < 2; ++u) {
+        if (tid + u * kSplitThreads < d) v_in[u] = v_new[tid + u * kSplitThreads];
+      }
+    } else {
+#pragma unroll
+      for (int u = 0; u < kSplitAccPerThread; ++u) {
+        const int e = tid + u * kSplitThreads;
+        if (e < hb * d) q_in[u] = q_row[e];
+      }
+    }
     // Uniform across the cluster (same bt for every rank): no rank skips a
     // cluster.sync() the others reach.
     if (p >= s.capacity) continue;
@@ -367,32 +427,47 @@ __global__ void __launch_bounds__(kSplitThreads)
     const int64_t end = min64(begin + chunk, p + 1);
     const float* kbase = s.k + b * s.capacity * s.kv_row + kvh * static_cast<int64_t>(d);
     const float* vbase = s.v + b * s.capacity * s.kv_row + kvh * static_cast<int64_t>(d);
+    // With rope this block's own new row (position p, when it reads it) goes
+    // into the K/V tile from registers, not through the cache: the first
+    // tile's loads need not wait for the block's write.
+    const bool owns_new_row = rope && begin <= p && p < end;
 
-    const float* q_row = s.q + bt * s.q_stride + h0 * static_cast<int64_t>(d);
-    const RopeAppendLaunch& ra = s.rope_append;
-    if (ra.positions != nullptr) {
-      // The queries rotated as they are loaded; the new key and value
-      // appended by the block that reads position p, before its first tile.
-      const int half = d / 2;
-      const int32_t position = ra.positions[bt];
-      for (int e = tid; e < hb * half; e += kSplitThreads) {
-        const int g = e / half, i = e % half;
-        rotate_pair(q_row[g * d + i], q_row[g * d + i + half], position, ra.inv_freq[i],
-                    qs + g * d + i, qs + g * d + i + half);
-      }
-      if (begin <= p && p < end) {
-        const int64_t at = (b * s.capacity + p) * s.kv_row + kvh * static_cast<int64_t>(d);
-        const float* k_new = ra.k + bt * ra.stride + kvh * static_cast<int64_t>(d);
-        const float* v_new = ra.v + bt * ra.stride + kvh * static_cast<int64_t>(d);
-        for (int i = tid; i < half; i += kSplitThreads) {
-          rotate_pair(k_new[i], k_new[i + half], position, ra.inv_freq[i], ra.k_cache + at + i,
-                      ra.k_cache + at + i + half);
+    TileRegs<kVec> regs;
+    if (begin < end) {
+      regs.load(kbase, vbase, s.kv_row, begin, static_cast<int>(min64(tile, end - begin)), tile, d,
+                tid);
+    }
+    float k_rot[2] = {0.0f, 0.0f};
+    if (rope) {
+      // The queries rotated as they are loaded into shared memory.
+#pragma unroll
+      for (int u = 0; u < kSplitAccPerThread / 2; ++u) {
+        const int e = tid + u * kSplitThreads;
+        if (e < hb * half) {
+          const int g = e / half, i = e % half;
+          rotate_pair(q_in[2 * u], q_in[2 * u + 1], position, freq[u], qs + g * d + i,
+                      qs + g * d + i + half);
         }
-        for (int c = tid; c < d; c += kSplitThreads) ra.v_cache[at + c] = v_new[c];
-        __syncthreads();  // written before any thread of the block loads the tile
+      }
+      if (owns_new_row) {
+        // The new key rotated and, with the value, appended to the caches.
+        const int64_t at = (b * s.capacity + p) * s.kv_row + kvh * static_cast<int64_t>(d);
+        if (tid < half) {
+          rotate_pair(k_in[0], k_in[1], position, k_freq, &k_rot[0], &k_rot[1]);
+          ra.k_cache[at + tid] = k_rot[0];
+          ra.k_cache[at + tid + half] = k_rot[1];
+        }
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+          if (tid + u * kSplitThreads < d) ra.v_cache[at + tid + u * kSplitThreads] = v_in[u];
+        }
       }
     } else {
-      for (int e = tid; e < hb * d; e += kSplitThreads) qs[e] = q_row[e];
+#pragma unroll
+      for (int u = 0; u < kSplitAccPerThread; ++u) {
+        const int e = tid + u * kSplitThreads;
+        if (e < hb * d) qs[e] = q_in[u];
+      }
     }
     for (int g = tid; g < hb; g += kSplitThreads) {
       m_s[g] = kNegInf;
@@ -402,15 +477,23 @@ __global__ void __launch_bounds__(kSplitThreads)
 #pragma unroll
     for (int i = 0; i < kSplitAccPerThread; ++i) acc[i] = 0.0f;
 
-    TileRegs<kVec> regs;
-    if (begin < end) {
-      regs.load(kbase, vbase, s.kv_row, begin, static_cast<int>(min64(tile, end - begin)), tile, d,
-                tid);
-    }
     for (int64_t j0 = begin; j0 < end; j0 += tile) {
       const int valid = static_cast<int>(min64(tile, end - j0));
+      // The tile's row of the new position, when it holds it and this block
+      // appended it: written from registers instead of the loaded bytes.
+      const int new_row = owns_new_row && p < j0 + tile ? static_cast<int>(p - j0) : -1;
       __syncthreads();  // the previous tile's readers are done (and qs, m_s are set)
-      regs.store(ks, vs, tile, d, tid);
+      regs.store(ks, vs, tile, d, tid, new_row);
+      if (new_row >= 0) {
+        if (tid < half) {
+          ks[new_row * (d + 1) + tid] = k_rot[0];
+          ks[new_row * (d + 1) + tid + half] = k_rot[1];
+        }
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+          if (tid + u * kSplitThreads < d) vs[new_row * d + tid + u * kSplitThreads] = v_in[u];
+        }
+      }
       __syncthreads();
       if (j0 + tile < end) {
         regs.load(kbase, vbase, s.kv_row, j0 + tile, static_cast<int>(min64(tile, end - j0 - tile)),
@@ -421,6 +504,7 @@ __global__ void __launch_bounds__(kSplitThreads)
         float dot = 0.0f;
         const float* qg = qs + g * d;
         const float* kj = ks + jj * (d + 1);
+#pragma unroll 8
         for (int c = 0; c < d; ++c) dot += qg[c] * kj[c];
         ps[g * tile + jj] = jj < valid ? s.scale * dot : kNegInf;
       }
@@ -449,15 +533,18 @@ __global__ void __launch_bounds__(kSplitThreads)
         }
       }
       __syncthreads();
+      // Each output sums the tile's positions in order; the thread's outputs
+      // advance together (independent chains), not one after another.
 #pragma unroll
       for (int i = 0; i < kSplitAccPerThread; ++i) {
         const int o = tid + i * kSplitThreads;
-        if (o < outputs) {
-          const int g = o / d, c = o % d;
-          const float* pg = ps + g * tile;
-          float a = acc[i] * alpha_s[g];
-          for (int jj = 0; jj < valid; ++jj) a += pg[jj] * vs[jj * d + c];
-          acc[i] = a;
+        if (o < outputs) acc[i] *= alpha_s[o / d];
+      }
+      for (int jj = 0; jj < valid; ++jj) {
+#pragma unroll
+        for (int i = 0; i < kSplitAccPerThread; ++i) {
+          const int o = tid + i * kSplitThreads;
+          if (o < outputs) acc[i] += ps[(o / d) * tile + jj] * vs[jj * d + o % d];
         }
       }
     }
