@@ -21,6 +21,7 @@ def number(text):
 
 
 def short_name(name):
+    name = name.replace("(anonymous namespace)::", "").replace("unnamed>::", "")
     name = re.sub(r"\(.*", "", name)  # arguments
     depth, out = 0, []
     for ch in name:  # template arguments
@@ -46,7 +47,7 @@ def main():
         sys.exit(f"{args.csv}: no ncu rows")
     units = rows[0]
     rows = [r for r in rows[1:] if r.get("Kernel Name")]
-    scale = {"nsecond": 1e-9, "usecond": 1e-6, "msecond": 1e-3, "second": 1.0,
+    scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "nsecond": 1e-9, "usecond": 1e-6, "msecond": 1e-3, "second": 1.0,
              "byte": 1.0, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9}
 
     def value(row, metric):
