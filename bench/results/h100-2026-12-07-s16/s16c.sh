@@ -11,8 +11,11 @@ set -u
 RESULT=$OUT; W=/tmp/s16c; mkdir -p $W; T0=$(date +%s)
 el() { echo $(( $(date +%s) - T0 )); }
 pack() { (cd $W && tar -cJf $RESULT/s16c.tar.xz .); }
-tar -xJf gpu_run/pack_small.tar.xz
-mkdir -p /tmp/lc && tar -xJf gpu_run/llama_bench.tar.xz -C /tmp/lc; tar -xJf gpu_run/converter.tar.xz -C /tmp/lc
+# Carry gpu_run/pack_small_with_base.tar.xz (_stowage, its 153efe8 build as _stowage_base, the
+# transformer ops and model tests) and gpu_llamacpp/prebuilt: 66 MB with the tracked tree.
+tar -xJf gpu_run/pack_small_with_base.tar.xz
+mkdir -p /tmp/lc && tar -xJf gpu_llamacpp/prebuilt/llama_bench_cuda13.0_sm90.tar.xz -C /tmp/lc
+tar -xJf gpu_llamacpp/prebuilt/converter.tar.xz -C /tmp/lc
 S=gpu_pack/bin/_stowage; SB=gpu_pack/bin/_stowage_base; M=/dev/shm/l8b; LB=/tmp/lc/llama-bench
 GG=/dev/shm/l8b-f16.gguf
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > $W/gpu.txt; cat $W/gpu.txt
