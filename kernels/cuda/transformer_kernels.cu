@@ -10,7 +10,12 @@
 //   cluster) handled by the blocks of one thread-block cluster (sm_90), which
 //   then merge their softmax states through distributed shared memory in rank
 //   order: flash-decoding without scratch memory. Each block holds the next
-//   K/V tile's loads in registers while it computes the current one.
+//   K/V tile's loads in registers while it computes the current one. At a
+//   decode step it also does the step's RoPE and KV append
+//   (launch_rope_append_attention): it rotates the queries as it loads them,
+//   and the block that reads the new position rotates the new key, appends it
+//   and the value to the caches, and takes that row into its tile from
+//   registers.
 // - attention_tile_kernel (prefill, tokens >= 16, head_dim <= 128): flash
 //   attention in float32, a 64-query x 64-key tile per step with an online
 //   softmax; each thread holds a 4 x 4 score tile and 4 rows of the output.
